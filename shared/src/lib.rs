@@ -1,0 +1,12 @@
+//! Code shared by the kalshi-data crates: Kalshi's wire formats and request signing,
+//! fixed-point money, timestamps and the ephemeral PostgreSQL harness.
+//!
+//! What belongs here is what two or more crates use; a helper used once stays where it is used.
+
+pub mod auth;
+pub mod fixed;
+pub mod pg;
+pub mod time;
+pub mod wire;
+
+pub use fixed::{FixedError, Price, Quantity};

@@ -1,0 +1,242 @@
+//! Fault injection: what the control API can switch on at run time.
+//!
+//! Connection faults are delivered to the chosen connections' tasks; exchange-wide faults
+//! (rejected upgrades, REST error bursts, full outage) live in [`GlobalFaults`], consulted by
+//! the upgrade handler and the REST guard on every request.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// A fault request as posted to `POST /faults`. Flat on purpose (see `kalshi_shared::wire`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRequest {
+    /// `drop`, `stall`, `skip_seq`, `malformed`, `ws_error`, `reject_upgrades`, `rest_errors`,
+    /// `outage` or `clear`.
+    pub fault: String,
+    /// Target connections by id (default: every connection).
+    #[serde(default)]
+    pub conn_ids: Option<Vec<u64>>,
+    /// Target connections by the API key id they authenticated with.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// How many frames, requests or connections.
+    #[serde(default)]
+    pub count: Option<u32>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// WS error code for `ws_error` (10, 17 or 25).
+    #[serde(default)]
+    pub code: Option<u32>,
+    /// Channel for `skip_seq` / `ws_error` (default `orderbook_delta` / every channel).
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// For `malformed`: `not_json`, `unknown_type`, `bad_fields`, `unknown_fields`, `binary`,
+    /// `oversize`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Frame size for `malformed` `oversize`.
+    #[serde(default)]
+    pub size: Option<usize>,
+    /// HTTP status for `reject_upgrades` / `rest_errors`.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// `drop`: send a close frame first instead of cutting the TCP stream.
+    #[serde(default)]
+    pub graceful: Option<bool>,
+}
+
+/// What a connection task is told to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnFault {
+    Drop {
+        graceful: bool,
+    },
+    Stall {
+        duration: Duration,
+    },
+    SkipSeq {
+        channel: String,
+        count: u32,
+    },
+    Malformed {
+        kind: MalformedKind,
+        count: u32,
+        size: usize,
+    },
+    WsError {
+        code: u32,
+        channel: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MalformedKind {
+    NotJson,
+    UnknownType,
+    BadFields,
+    UnknownFields,
+    Binary,
+    Oversize,
+}
+
+impl MalformedKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "not_json" => Self::NotJson,
+            "unknown_type" => Self::UnknownType,
+            "bad_fields" => Self::BadFields,
+            "unknown_fields" => Self::UnknownFields,
+            "binary" => Self::Binary,
+            "oversize" => Self::Oversize,
+            _ => return None,
+        })
+    }
+}
+
+/// A burst of REST errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestErrors {
+    pub status: u16,
+    pub remaining: Option<u32>,
+    pub until: Option<Instant>,
+}
+
+/// Exchange-wide faults.
+#[derive(Debug, Clone, Default)]
+pub struct GlobalFaults {
+    pub reject_upgrades: Option<(u16, Option<Instant>)>,
+    pub rest_errors: Option<RestErrors>,
+    pub outage_until: Option<Instant>,
+}
+
+impl GlobalFaults {
+    pub fn in_outage(&mut self, now: Instant) -> bool {
+        match self.outage_until {
+            Some(t) if now < t => true,
+            Some(_) => {
+                self.outage_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The status to answer a WS upgrade with, if it must be refused.
+    pub fn upgrade_rejection(&mut self, now: Instant) -> Option<u16> {
+        if self.in_outage(now) {
+            return Some(503);
+        }
+        match self.reject_upgrades {
+            Some((_, Some(until))) if now >= until => {
+                self.reject_upgrades = None;
+                None
+            }
+            Some((status, _)) => Some(status),
+            None => None,
+        }
+    }
+
+    /// The status to answer a REST call with, if it must fail (consumes one of a counted burst).
+    pub fn rest_failure(&mut self, now: Instant) -> Option<u16> {
+        if self.in_outage(now) {
+            return Some(503);
+        }
+        let burst = self.rest_errors.as_mut()?;
+        if burst.until.is_some_and(|u| now >= u) {
+            self.rest_errors = None;
+            return None;
+        }
+        let status = burst.status;
+        if let Some(n) = burst.remaining.as_mut() {
+            if *n == 0 {
+                self.rest_errors = None;
+                return None;
+            }
+            *n -= 1;
+        }
+        Some(status)
+    }
+}
+
+/// Integer token bucket (milli-tokens), refilled continuously.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    milli: i64,
+    capacity_milli: i64,
+    rate_per_s: i64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate_per_s: u32, capacity: u32, now: Instant) -> Self {
+        let capacity_milli = i64::from(capacity) * 1000;
+        Self {
+            milli: capacity_milli,
+            capacity_milli,
+            rate_per_s: i64::from(rate_per_s),
+            last: now,
+        }
+    }
+
+    /// Takes `cost` tokens if available.
+    pub fn try_take(&mut self, cost: u32, now: Instant) -> bool {
+        let elapsed_us = now
+            .saturating_duration_since(self.last)
+            .as_micros()
+            .min(3_600_000_000) as i64;
+        self.last = now;
+        // rate tokens/s = rate milli-tokens/ms = rate/1000 milli-tokens/us
+        self.milli = (self.milli + elapsed_us * self.rate_per_s / 1000).min(self.capacity_milli);
+        let cost = i64::from(cost) * 1000;
+        if self.milli >= cost {
+            self.milli -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_refills_at_its_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(100, 20, t0);
+        assert!(b.try_take(10, t0));
+        assert!(b.try_take(10, t0));
+        assert!(!b.try_take(10, t0));
+        assert!(!b.try_take(10, t0 + Duration::from_millis(99)));
+        assert!(b.try_take(10, t0 + Duration::from_millis(100)));
+        // Never more than the capacity, however long it idles.
+        let later = t0 + Duration::from_secs(3600);
+        assert!(b.try_take(10, later));
+        assert!(b.try_take(10, later));
+        assert!(!b.try_take(10, later));
+    }
+
+    #[test]
+    fn counted_rest_bursts_end() {
+        let now = Instant::now();
+        let mut g = GlobalFaults {
+            rest_errors: Some(RestErrors {
+                status: 429,
+                remaining: Some(2),
+                until: None,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(g.rest_failure(now), Some(429));
+        assert_eq!(g.rest_failure(now), Some(429));
+        assert_eq!(g.rest_failure(now), None);
+        assert!(g.rest_errors.is_none());
+        g.outage_until = Some(now + Duration::from_secs(1));
+        assert_eq!(g.rest_failure(now), Some(503));
+        assert_eq!(g.upgrade_rejection(now), Some(503));
+        assert_eq!(g.upgrade_rejection(now + Duration::from_secs(2)), None);
+    }
+}
