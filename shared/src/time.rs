@@ -103,7 +103,10 @@ mod tests {
             parse_rfc3339_ms("2026-09-16 17:54:15Z").unwrap(),
             1_789_581_255_000
         );
-        assert!(parse_rfc3339_ms("2026-09-16T17:54:15").is_err(), "an offset is required");
+        assert!(
+            parse_rfc3339_ms("2026-09-16T17:54:15").is_err(),
+            "an offset is required"
+        );
         assert!(parse_rfc3339_ms("yesterday").is_err());
     }
 

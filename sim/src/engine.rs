@@ -160,7 +160,8 @@ impl Exchange {
         let mut root = Rng::new(cfg.seed);
         let catalogue = root.fork(1);
         let flow = root.fork(2);
-        let mut catalogue = UniverseGen::new(catalogue, cfg.seed, start_ms, cfg.series);
+        let mut catalogue =
+            UniverseGen::new(catalogue, cfg.seed, start_ms, cfg.series, cfg.legacy_fields);
         let mut ex = Self {
             flow,
             series: catalogue.make_series(),
@@ -414,7 +415,8 @@ impl Exchange {
         }
         let whole = 1 + self.flow.below(250) as i64;
         let mut qty = whole * 100;
-        if self.flow.chance(60) {
+        // Fractional sizes did not exist when the legacy integer fields did.
+        if !self.cfg.legacy_fields && self.flow.chance(60) {
             // Fractional sizes exist in production ("1596.82").
             qty += 1 + self.flow.below(99) as i64;
         }
@@ -476,6 +478,15 @@ impl Exchange {
         }
     }
 
+    /// A part of `size` in whole contracts (all of it when it is a contract or less).
+    fn partial(&mut self, size: Quantity) -> Quantity {
+        let whole = size.raw() / 100;
+        if whole <= 1 {
+            return size;
+        }
+        Quantity::from_raw(100 * (1 + self.flow.below(whole as u64 - 1) as i64))
+    }
+
     fn cancel_step(&mut self, idx: u32, ts_ms: i64, out: &mut Vec<Published>) {
         let side = if self.flow.chance(500) {
             Side::Yes
@@ -486,10 +497,10 @@ impl Exchange {
         let Some(&(price, size)) = self.flow.pick(&levels) else {
             return;
         };
-        let amount = if self.flow.chance(500) || size.raw() <= 1 {
+        let amount = if self.flow.chance(500) {
             size
         } else {
-            Quantity::from_raw(1 + self.flow.below(size.raw() as u64 - 1) as i64)
+            self.partial(size)
         };
         let Some(neg) = amount.checked_neg() else {
             return;
@@ -517,10 +528,10 @@ impl Exchange {
         let Some((maker_price, level)) = self.markets[idx as usize].book.best(maker_side) else {
             return;
         };
-        let count = if level.raw() <= 100 || self.flow.chance(300) {
+        let count = if self.flow.chance(300) {
             level
         } else {
-            Quantity::from_raw(1 + self.flow.below(level.raw() as u64) as i64)
+            self.partial(level)
         };
         let Some(complement) = maker_price.complement() else {
             return;

@@ -256,14 +256,15 @@ fn price(raw: i64) -> Price {
     Price::from_raw(raw)
 }
 
-/// Builds a grid and its ranges. Returns (structure, ranges, ticks).
-fn price_grid(rng: &mut Rng) -> (&'static str, Vec<PriceRange>, Vec<Price>) {
+/// Builds a grid and its ranges. Returns (structure, ranges, ticks). `cents_only` (the legacy
+/// API could only express whole cents) always picks `linear_cent`.
+fn price_grid(rng: &mut Rng, cents_only: bool) -> (&'static str, Vec<PriceRange>, Vec<Price>) {
     let range = |start: i64, end: i64, step: i64| PriceRange {
         start: Dollars::new(price(start)),
         end: Dollars::new(price(end)),
         step: Dollars::new(price(step)),
     };
-    let roll = rng.below(100);
+    let roll = if cents_only { 0 } else { rng.below(100) };
     let (structure, ranges) = if roll < 60 {
         ("linear_cent", vec![range(10_000, 990_000, 10_000)])
     } else if roll < 85 {
@@ -306,10 +307,11 @@ pub struct UniverseGen {
     series_count: usize,
     events_made: usize,
     markets_made: usize,
+    cents_only: bool,
 }
 
 impl UniverseGen {
-    pub fn new(rng: Rng, seed: u64, start_ms: i64, series_count: usize) -> Self {
+    pub fn new(rng: Rng, seed: u64, start_ms: i64, series_count: usize, cents_only: bool) -> Self {
         // 2026-01-01 is day 9497 since 2000-01-01.
         let base_day = 9497 + (seed % 365) as i64;
         Self {
@@ -319,6 +321,7 @@ impl UniverseGen {
             series_count: series_count.max(1),
             events_made: 0,
             markets_made: 0,
+            cents_only,
         }
     }
 
@@ -471,7 +474,7 @@ impl UniverseGen {
                     (name.to_owned(), "custom", None, None, name.to_owned())
                 }
             };
-            let (structure, ranges, ticks) = price_grid(&mut self.rng);
+            let (structure, ranges, ticks) = price_grid(&mut self.rng, self.cents_only);
             let fair_tick =
                 ticks.len() / 4 + self.rng.below((ticks.len() / 2).max(1) as u64) as usize;
             let market_ticker = format!("{ticker}-{suffix}");
@@ -546,7 +549,7 @@ impl UniverseGen {
             is_mve: true,
             order: event_index,
         };
-        let (structure, ranges, ticks) = price_grid(&mut self.rng);
+        let (structure, ranges, ticks) = price_grid(&mut self.rng, self.cents_only);
         let fair_tick = ticks.len() / 2;
         let market = MarketInfo {
             ticker: format!("{event_ticker}-{:05X}", self.rng.below(0xfffff)),
@@ -606,7 +609,7 @@ mod tests {
     fn grids_cover_their_ranges() {
         let mut rng = Rng::new(3);
         for _ in 0..50 {
-            let (structure, ranges, ticks) = price_grid(&mut rng);
+            let (structure, ranges, ticks) = price_grid(&mut rng, false);
             match structure {
                 "linear_cent" => assert_eq!(ticks.len(), 99),
                 "deci_cent" => assert_eq!(ticks.len(), 999),
@@ -622,7 +625,7 @@ mod tests {
     #[test]
     fn same_seed_same_catalogue() {
         let make = || {
-            let mut g = UniverseGen::new(Rng::new(9), 9, 1_700_000_000_000, 12);
+            let mut g = UniverseGen::new(Rng::new(9), 9, 1_700_000_000_000, 12, false);
             let series = g.make_series();
             let mut tickers = Vec::new();
             for (i, s) in series.iter().enumerate() {

@@ -13,11 +13,11 @@
 //! Root: `initdb` refuses to run as root, so as root every server process runs as the
 //! `postgres` system user (or `nobody`) through `setpriv`, and the directories are given to it.
 //!
-//! Leftovers: every server is started with a parent-death signal, so it stops if the process
-//! that started it dies without dropping the cluster. That signal follows the *thread* that
-//! started the server: start clusters from a thread that outlives them (a test's own thread,
-//! a runtime worker, `main`), never from a short-lived `spawn_blocking` thread. Directories of
-//! processes that died are removed by the next [`PgCluster::start`].
+//! Leftovers: every server is started with a parent-death signal (`setpriv --pdeathsig`), so
+//! it stops if the process that started it dies without dropping the cluster. The kernel ties
+//! that signal to the *thread* that forked, so servers are forked by one spawner thread that
+//! lives as long as the process, whatever thread asks for a cluster. Directories of processes
+//! that died are removed by the next [`PgCluster::start`].
 //!
 //! It must never: leave a server running after drop, or bind anything but loopback.
 
@@ -191,6 +191,38 @@ fn server_command(bins: &PgBinaries, program: &str, run_as: Option<RunAs>) -> Co
         .arg("--")
         .arg(bins.path(program));
     cmd
+}
+
+type SpawnRequest = (Command, std::sync::mpsc::Sender<io::Result<Child>>);
+
+/// Forks `cmd` from a thread that lives as long as the process, so that the child's
+/// parent-death signal fires when the process dies, not when the calling thread ends.
+fn spawn_long_lived(cmd: Command) -> io::Result<Child> {
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnRequest>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+        let started = std::thread::Builder::new()
+            .name("pg-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the pg-spawner thread");
+        }
+        std::sync::Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .send((cmd, reply_tx))
+        .map_err(|_| io::Error::other("pg-spawner thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("pg-spawner thread is gone"))?
 }
 
 fn run_checked(mut cmd: Command, what: &str) -> Result<String, PgError> {
@@ -405,18 +437,11 @@ impl PgCluster {
                 "-c",
                 "log_line_prefix=%m [%p] ",
             ]);
-        if !self.opts.fsync {
-            cmd.args(["-c", "synchronous_commit=off"]);
-        }
         for (k, v) in &self.opts.settings {
             cmd.arg("-c").arg(format!("{k}={v}"));
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(io_err("start postgres (via setpriv)"))?;
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        let child = spawn_long_lived(cmd).map_err(io_err("start postgres (via setpriv)"))?;
         self.child = Some(child);
         self.port = port;
         let deadline = Instant::now() + self.opts.start_timeout;
