@@ -58,13 +58,14 @@ fn rss_bytes() -> Option<u64> {
 }
 
 async fn stats(State(state): State<Arc<SimState>>) -> Json<serde_json::Value> {
-    let (counts, active, markets, trades) = {
+    let (counts, active, markets, trades, truth_error) = {
         let ex = lock(&state.exchange);
         (
             ex.counts(),
             ex.active_markets(),
             ex.markets.len(),
             ex.trade_count(),
+            ex.truth_error(),
         )
     };
     let by_type: serde_json::Map<String, serde_json::Value> = EventKind::ALL
@@ -94,6 +95,7 @@ async fn stats(State(state): State<Arc<SimState>>) -> Json<serde_json::Value> {
         "auth_failures": r(&s.auth_failures),
         "engine_lag_resets": r(&s.engine_lag_resets),
         "rss_bytes": rss_bytes(),
+        "truth_error": truth_error,
     }))
 }
 

@@ -112,7 +112,7 @@ pub struct EngineConfig {
 #[derive(Debug, Clone)]
 struct TradeRec {
     seq: u64,
-    trade_id: String,
+    trade_id: u128,
     market: u32,
     ts_us: i64,
     yes_price: Price,
@@ -153,6 +153,7 @@ pub struct Exchange {
     counts: KindCounts,
     last_ticker: HashMap<u32, (i64, Box<str>)>,
     truth: TruthWriter,
+    truth_full_logged: bool,
 }
 
 impl Exchange {
@@ -182,6 +183,7 @@ impl Exchange {
             counts: KindCounts::default(),
             last_ticker: HashMap::new(),
             truth,
+            truth_full_logged: false,
             cfg,
         };
         for (i, s) in ex.series.iter().enumerate() {
@@ -317,6 +319,16 @@ impl Exchange {
         let ts_ms = now_us.div_euclid(1000);
         let mut out = Vec::with_capacity(n as usize + 4);
         if self.truth.failed().is_some() {
+            return out;
+        }
+        if self.truth.is_full() {
+            if !self.truth_full_logged {
+                self.truth_full_logged = true;
+                tracing::error!(
+                    path = %self.truth.path().display(),
+                    "the ground truth reached --truth-limit-bytes; the exchange stops publishing"
+                );
+            }
             return out;
         }
         // Steps that emit nothing (a paused market drawn, a placement that would cross) are
@@ -544,14 +556,14 @@ impl Exchange {
             Side::Yes => BookSide::Bid,
             Side::No => BookSide::Ask,
         };
-        let trade_id = self.flow.uuid();
+        let trade_id = self.flow.uuid_u128();
         // REST gives microseconds; the WS gives the same instant floored to the millisecond.
         let ts_us = ts_ms * 1000 + self.flow.below(1000) as i64;
         let legacy = self.cfg.legacy_fields;
         let dp = self.ws_decimals();
         let m = &self.markets[idx as usize];
         let msg = TradeMsg {
-            trade_id: trade_id.clone(),
+            trade_id: crate::rng::format_uuid(trade_id),
             market_ticker: m.ticker.clone(),
             yes_price: legacy.then(|| yes_price.to_cents()).flatten(),
             yes_price_dollars: Some(Dollars::with_decimals(yes_price, dp)),
@@ -1148,7 +1160,7 @@ impl Exchange {
     fn rest_trade(&self, t: &TradeRec, legacy: bool) -> RestTrade {
         let no_price = t.yes_price.complement().unwrap_or(Price::ZERO);
         RestTrade {
-            trade_id: t.trade_id.clone(),
+            trade_id: crate::rng::format_uuid(t.trade_id),
             ticker: self.markets[t.market as usize].ticker.clone(),
             count_fp: Some(t.count),
             yes_price_dollars: Some(Dollars::new(t.yes_price)),
@@ -1165,6 +1177,16 @@ impl Exchange {
             yes_price: legacy.then(|| t.yes_price.to_cents()).flatten(),
             no_price: legacy.then(|| no_price.to_cents()).flatten(),
         }
+    }
+
+    /// Why the exchange stopped publishing, if it did.
+    pub fn truth_error(&self) -> Option<String> {
+        if let Some(e) = self.truth.failed() {
+            return Some(e.to_owned());
+        }
+        self.truth
+            .is_full()
+            .then(|| "the ground truth reached --truth-limit-bytes".to_owned())
     }
 
     /// Number of trades held for REST.

@@ -229,7 +229,7 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<SimHandle> {
             true,
         ),
     };
-    let truth = TruthWriter::create(&truth_path, remove_truth)
+    let truth = TruthWriter::create_limited(&truth_path, remove_truth, cfg.truth_limit_bytes)
         .with_context(|| format!("create the ground truth file {}", truth_path.display()))?;
     let reader = truth.reader();
     let exchange = Exchange::new(

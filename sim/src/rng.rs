@@ -69,17 +69,28 @@ impl Rng {
         }
     }
 
-    /// 16 random bytes formatted as a version-4 UUID.
-    pub fn uuid(&mut self) -> String {
+    /// A random version-4 UUID as a number (16 bytes instead of a 36-byte string).
+    pub fn uuid_u128(&mut self) -> u128 {
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
         bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes());
         uuid::Builder::from_random_bytes(bytes)
             .into_uuid()
-            .hyphenated()
-            .to_string()
+            .as_u128()
+    }
+
+    /// A random version-4 UUID in its hyphenated text form.
+    pub fn uuid(&mut self) -> String {
+        format_uuid(self.uuid_u128())
     }
 }
+
+/// The hyphenated text form of a UUID held as a number.
+pub fn format_uuid(id: u128) -> String {
+    uuid::Uuid::from_u128(id).hyphenated().to_string()
+}
+
+impl Rng {}
 
 #[cfg(test)]
 mod tests {

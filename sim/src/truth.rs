@@ -32,11 +32,22 @@ pub struct TruthWriter {
     shared: Arc<Shared>,
     failed: Option<String>,
     remove_on_drop: bool,
+    limit_bytes: Option<u64>,
 }
 
 impl TruthWriter {
     /// Creates (truncates) the log at `path`.
     pub fn create(path: &Path, remove_on_drop: bool) -> io::Result<Self> {
+        Self::create_limited(path, remove_on_drop, None)
+    }
+
+    /// Like [`create`](Self::create), with a size past which [`is_full`](Self::is_full) says
+    /// to stop: the exchange then publishes nothing more rather than publish unrecorded events.
+    pub fn create_limited(
+        path: &Path,
+        remove_on_drop: bool,
+        limit_bytes: Option<u64>,
+    ) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
@@ -53,6 +64,7 @@ impl TruthWriter {
             shared: Arc::new(Shared::default()),
             failed: None,
             remove_on_drop,
+            limit_bytes,
         })
     }
 
@@ -74,6 +86,7 @@ impl TruthWriter {
             index.push(self.offset);
         }
         let head = format!("{{\"pos\":{pos},\"ts_ms\":{ts_ms},\"type\":\"{kind}\",\"msg\":");
+
         let result = self
             .out
             .write_all(head.as_bytes())
@@ -108,6 +121,11 @@ impl TruthWriter {
 
     pub fn failed(&self) -> Option<&str> {
         self.failed.as_deref()
+    }
+
+    /// Whether the size limit has been reached.
+    pub fn is_full(&self) -> bool {
+        self.limit_bytes.is_some_and(|l| self.offset >= l)
     }
 
     pub fn path(&self) -> &Path {

@@ -358,3 +358,29 @@ async fn full_outage_then_recovery() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_truth_stops_publication_instead_of_losing_the_record() {
+    let mut cfg = SimConfig::for_tests(49, 5);
+    cfg.truth_limit_bytes = Some(100_000);
+    let sim = start(cfg).await;
+    let mut published = 0;
+    for _ in 0..100 {
+        published += sim.advance(200);
+    }
+    let head = sim.published_pos();
+    assert!(
+        head > 0 && head < 20_000,
+        "publication stopped at the limit: {head}"
+    );
+    assert_eq!(published, head, "everything published is recorded");
+    assert_eq!(truth(&sim, 0, None).await.len() as u64, head);
+    let (_, stats) = get_json(&format!("{}/stats", sim.control_url())).await;
+    assert!(
+        stats["truth_error"]
+            .as_str()
+            .unwrap()
+            .contains("--truth-limit-bytes")
+    );
+    sim.shutdown().await;
+}

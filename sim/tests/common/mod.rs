@@ -247,6 +247,19 @@ impl Client {
         out
     }
 
+    /// Reads every frame that arrives within `window` (for streams that never go quiet).
+    pub async fn read_for(&mut self, window: Duration) -> Vec<Frame> {
+        let end = tokio::time::Instant::now() + window;
+        let mut out = Vec::new();
+        while let Some(left) = end.checked_duration_since(tokio::time::Instant::now()) {
+            match self.next_frame(left).await {
+                Some(f) => out.push(f),
+                None => break,
+            }
+        }
+        out
+    }
+
     /// Reads until a frame matches, returning every frame read (the match last).
     pub async fn until(&mut self, wait: Duration, pred: impl Fn(&Frame) -> bool) -> Vec<Frame> {
         let mut out = Vec::new();
