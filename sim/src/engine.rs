@@ -141,6 +141,8 @@ pub struct Exchange {
     by_ticker: HashMap<String, u32>,
     event_by_ticker: HashMap<String, usize>,
     series_by_ticker: HashMap<String, usize>,
+    /// Markets of each event, by event index.
+    event_markets: Vec<Vec<u32>>,
     /// Markets with order flow.
     active: Vec<u32>,
     pos: u64,
@@ -172,6 +174,7 @@ impl Exchange {
             by_ticker: HashMap::new(),
             event_by_ticker: HashMap::new(),
             series_by_ticker: HashMap::new(),
+            event_markets: Vec::new(),
             active: Vec::new(),
             pos: 0,
             generated: 0,
@@ -267,6 +270,10 @@ impl Exchange {
     fn insert_market(&mut self, m: MarketInfo) -> u32 {
         let idx = self.markets.len() as u32;
         self.by_ticker.insert(m.ticker.clone(), idx);
+        if self.event_markets.len() <= m.event {
+            self.event_markets.resize_with(m.event + 1, Vec::new);
+        }
+        self.event_markets[m.event].push(idx);
         if !m.is_mve && m.status.trading() {
             self.active.push(idx);
         }
@@ -1072,12 +1079,7 @@ impl Exchange {
     }
 
     pub fn markets_of_event(&self, event: usize) -> Vec<u32> {
-        self.markets
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.event == event)
-            .map(|(i, _)| i as u32)
-            .collect()
+        self.event_markets.get(event).cloned().unwrap_or_default()
     }
 
     pub fn rest_series(&self, idx: usize) -> rest::Series {
