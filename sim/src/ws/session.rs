@@ -543,32 +543,7 @@ impl Session {
                     return fail(out, code::UNSUPPORTED_ACTION, None);
                 }
                 // Snapshots only: the subscription is not modified.
-                let delivered = self.delivered_pos;
-                let Some(sub) = self.subs.iter_mut().find(|s| s.channel == channel) else {
-                    return;
-                };
-                for m in list {
-                    let msg = ex.snapshot_json(m, sub.use_yes_price);
-                    if delivered >= snap_pos && sub.pending.is_empty() {
-                        let seq = sub.next_seq();
-                        out.push(encode_frame(
-                            frame_type::ORDERBOOK_SNAPSHOT,
-                            None,
-                            Some(sid),
-                            Some(seq),
-                            None,
-                            Some(&msg),
-                        ));
-                    } else {
-                        sub.pending.push_back(Pending {
-                            at_pos: snap_pos,
-                            kind: PendingKind::Snapshot,
-                            market: m,
-                            msg,
-                        });
-                        self.pending_any = true;
-                    }
-                }
+                self.queue_snapshots(channel, &list, ex, snap_pos, out);
             }
             ws::action::ADD_MARKETS => {
                 let Some(sub) = self.sub_mut(channel) else {
