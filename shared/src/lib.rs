@@ -4,8 +4,11 @@
 //! What belongs here is what two or more crates use; a helper used once stays where it is used.
 
 pub mod auth;
+pub mod config;
 pub mod fixed;
 pub mod pg;
+pub mod retry;
+pub mod telemetry;
 pub mod time;
 pub mod wire;
 

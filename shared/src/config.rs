@@ -1,0 +1,279 @@
+//! Configuration loading: a TOML file, then environment overrides, into a serde struct that
+//! rejects unknown keys, with every error naming the key it is about.
+//!
+//! Every key can be overridden from the environment as `PREFIX__SECTION__KEY=value` (double
+//! underscores separate levels; `GATHERER__STORE__BATCH_ROWS=2000` sets `store.batch_rows`).
+//! A value is read as TOML (`true`, `42`, `"x"`, `["a","b"]`) where the key's default is not a
+//! string, and as a plain string where it is, so `GATHERER__GATHERER_ID=1` stays the string
+//! `"1"`. In a data pipeline a silently ignored typo is silent data loss, hence
+//! `deny_unknown_fields` everywhere and the exact key in every message.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A configuration problem, one line, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    pub fn key(key: &str, message: impl std::fmt::Display) -> Self {
+        Self(format!("{key}: {message}"))
+    }
+}
+
+/// Loads `T` from an optional TOML file plus `PREFIX__...` variables from `env`.
+pub fn load<T>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            text.parse::<toml::Table>().map_err(|e| {
+                ConfigError(format!(
+                    "config file {}: {}",
+                    path.display(),
+                    one_line(&e.to_string())
+                ))
+            })?
+        }
+        None => toml::Table::new(),
+    };
+    let defaults = toml::Table::try_from(T::default())
+        .map_err(|e| ConfigError(format!("internal: defaults do not serialize: {e}")))?;
+    let marker = format!("{env_prefix}__");
+    let mut overrides: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&marker))
+        .collect();
+    overrides.sort();
+    for (name, value) in overrides {
+        let path: Vec<String> = name[marker.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError(format!(
+                "environment variable {name}: empty key segment"
+            )));
+        }
+        for i in 1..path.len() {
+            if lookup(&defaults, &path[..i]).is_some_and(|v| !v.is_table()) {
+                return Err(ConfigError(format!(
+                    "environment variable {name}: `{}` is not a section",
+                    path[..i].join(".")
+                )));
+            }
+        }
+        let default_is_string = lookup(&defaults, &path).is_some_and(|v| v.is_str());
+        let parsed = if default_is_string {
+            toml::Value::String(value)
+        } else {
+            parse_value(&value)
+        };
+        set(&mut table, &path, parsed)
+            .map_err(|e| ConfigError(format!("environment variable {name}: {e}")))?;
+    }
+    let de = toml::Value::Table(table);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = one_line(&e.inner().to_string());
+        if path == "." || path.is_empty() {
+            ConfigError(inner)
+        } else {
+            ConfigError(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// Reads an environment value as TOML when it is a TOML literal, else as a string.
+fn parse_value(text: &str) -> toml::Value {
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let v = table.get(first)?;
+    if rest.is_empty() {
+        Some(v)
+    } else {
+        lookup(v.as_table()?, rest)
+    }
+}
+
+fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((first, rest)) = path.split_first() else {
+        return Err("empty key".into());
+    };
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => set(t, rest, value),
+        _ => Err(format!("`{first}` is not a section")),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `humantime` durations in config files (`"50ms"`, `"5m"`, `"30d"`).
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write e.g. \"50ms\", \"10s\", \"5m\", \"7d\""
+            ))
+        })
+    }
+}
+
+/// Checks that a duration is positive.
+pub fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError::key(key, "must be greater than zero"))
+    } else {
+        Ok(d)
+    }
+}
+
+/// Checks that a number is in a range.
+pub fn in_range<N: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    v: N,
+    lo: N,
+    hi: N,
+) -> Result<N, ConfigError> {
+    if v < lo || v > hi {
+        Err(ConfigError::key(key, format!("{v} is outside {lo}..={hi}")))
+    } else {
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Cfg {
+        name: String,
+        store: Store,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Store {
+        url: String,
+        batch_rows: u32,
+        #[serde(with = "duration")]
+        interval: Duration,
+        tags: Vec<String>,
+        enabled: bool,
+    }
+
+    impl Default for Store {
+        fn default() -> Self {
+            Self {
+                url: "postgres://x".into(),
+                batch_rows: 100,
+                interval: Duration::from_millis(50),
+                tags: vec![],
+                enabled: true,
+            }
+        }
+    }
+
+    fn write(text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "kalshi-config-test-{}-{}.toml",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let p = write("name = \"g1\"\n[store]\nbatch_rows = 5\ninterval = \"2s\"\n");
+        let c: Cfg = load(
+            Some(&p),
+            "APP",
+            env(&[
+                ("APP__STORE__BATCH_ROWS", "7"),
+                ("APP__STORE__TAGS", "[\"a\", \"b\"]"),
+                ("APP__STORE__ENABLED", "false"),
+                ("OTHER__STORE__BATCH_ROWS", "9"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.name, "g1");
+        assert_eq!(c.store.batch_rows, 7);
+        assert_eq!(c.store.interval, Duration::from_secs(2));
+        assert_eq!(c.store.tags, vec!["a", "b"]);
+        assert!(!c.store.enabled);
+        assert_eq!(c.store.url, "postgres://x", "defaults fill the rest");
+        // A string key stays a string even when it looks like a number.
+        let c: Cfg = load(None, "APP", env(&[("APP__NAME", "12")])).unwrap();
+        assert_eq!(c.name, "12");
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let p = write("[store]\nbatchrows = 5\n");
+        let e = load::<Cfg>(Some(&p), "APP", vec![]).unwrap_err();
+        assert!(e.0.contains("store") && e.0.contains("batchrows"), "{e}");
+        assert!(!e.0.contains('\n'));
+        let e = load::<Cfg>(None, "APP", env(&[("APP__STORE__BATCH_ROWS", "many")])).unwrap_err();
+        assert!(e.0.starts_with("store.batch_rows:"), "{e}");
+        let e = load::<Cfg>(None, "APP", env(&[("APP__STORE__INTERVAL", "soon")])).unwrap_err();
+        assert!(e.0.starts_with("store.interval:") && e.0.contains("invalid duration"), "{e}");
+        let e = load::<Cfg>(None, "APP", env(&[("APP__STORE__NOPE", "1")])).unwrap_err();
+        assert!(e.0.contains("nope"), "{e}");
+        let e = load::<Cfg>(None, "APP", env(&[("APP__NAME__X", "1")])).unwrap_err();
+        assert!(e.0.contains("APP__NAME__X"), "{e}");
+        let bad = write("[store\n");
+        let e = load::<Cfg>(Some(&bad), "APP", vec![]).unwrap_err();
+        assert!(e.0.starts_with("config file") && !e.0.contains('\n'), "{e}");
+        let e = load::<Cfg>(Some(Path::new("/nonexistent.toml")), "APP", vec![]).unwrap_err();
+        assert!(e.0.contains("/nonexistent.toml"), "{e}");
+        std::fs::remove_file(p).unwrap();
+        std::fs::remove_file(bad).unwrap();
+    }
+}
