@@ -1,20 +1,76 @@
-//! `gatherer`: not built yet. The collector service is the subject of the gatherer issue; this
-//! binary exists so the workspace layout of DESIGN.md is in place, and says so when run.
+//! `gatherer`: parses the command line, loads the configuration, starts logging and the
+//! service, and runs until SIGTERM/SIGINT (exit 0 after a clean flush) or a failure (exit 1).
+//! Invalid configuration exits with 64 before anything is bound.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Collects every subscribed Kalshi market into a local database and serves it by cursor
-/// over gRPC. NOT IMPLEMENTED YET: this build only reserves the binary name.
+/// Collects every subscribed Kalshi market (trades, order-book snapshots and deltas, tickers,
+/// lifecycle, series/events/markets) into a local PostgreSQL and serves it by cursor over
+/// gRPC (kalshi.gatherer.v1.Gatherer). Health on http.listen (/health), Prometheus metrics on
+/// http.metrics_listen (/metrics).
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "gatherer", version, after_help = gatherer::config::REFERENCE)]
 struct Cli {
-    /// Path to gatherer.toml.
+    /// The configuration file (TOML). Every key can also be set from the environment as
+    /// GATHERER__SECTION__KEY; without a file, defaults plus the environment are used.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Validate the configuration and exit.
     #[arg(long)]
-    config: Option<std::path::PathBuf>,
+    check_config: bool,
 }
 
-fn main() -> std::process::ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("gatherer: not implemented in this version (see the gatherer issue)");
-    std::process::ExitCode::from(2)
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match gatherer::config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatherer: invalid configuration: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if cli.check_config {
+        println!(
+            "gatherer: configuration is valid (gatherer_id {})",
+            cfg.gatherer_id
+        );
+        return ExitCode::SUCCESS;
+    }
+    kalshi_shared::telemetry::init_logging(&cfg.log.level, cfg.log.format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gatherer: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let g = match gatherer::start(cfg).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "gatherer failed to start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let token = g.shutdown_token();
+        tokio::spawn(async move {
+            let signal = kalshi_shared::telemetry::shutdown_signal().await;
+            tracing::info!(signal, "shutdown requested");
+            token.cancel();
+        });
+        match g.wait().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "gatherer stopped on an error");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

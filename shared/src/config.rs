@@ -14,6 +14,30 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// A secret string (a password, a private key, a URL with credentials): usable, never shown
+/// by `Debug`. It serializes as itself only so that defaults can be inspected.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A configuration problem, one line, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -225,7 +249,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
@@ -263,7 +290,10 @@ mod tests {
         let e = load::<Cfg>(None, "APP", env(&[("APP__STORE__BATCH_ROWS", "many")])).unwrap_err();
         assert!(e.0.starts_with("store.batch_rows:"), "{e}");
         let e = load::<Cfg>(None, "APP", env(&[("APP__STORE__INTERVAL", "soon")])).unwrap_err();
-        assert!(e.0.starts_with("store.interval:") && e.0.contains("invalid duration"), "{e}");
+        assert!(
+            e.0.starts_with("store.interval:") && e.0.contains("invalid duration"),
+            "{e}"
+        );
         let e = load::<Cfg>(None, "APP", env(&[("APP__STORE__NOPE", "1")])).unwrap_err();
         assert!(e.0.contains("nope"), "{e}");
         let e = load::<Cfg>(None, "APP", env(&[("APP__NAME__X", "1")])).unwrap_err();

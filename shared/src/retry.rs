@@ -154,7 +154,10 @@ mod tests {
             assert!(d <= cap);
             caps.push(cap.as_millis());
         }
-        assert_eq!(caps, vec![100, 200, 400, 800, 1000, 1000, 1000, 1000, 1000, 1000]);
+        assert_eq!(
+            caps,
+            vec![100, 200, 400, 800, 1000, 1000, 1000, 1000, 1000, 1000]
+        );
         // Many attempts never overflow.
         for _ in 0..100 {
             assert!(b.next_delay() <= Duration::from_secs(1));
@@ -167,7 +170,10 @@ mod tests {
     fn jitter_spreads() {
         let mut b = Backoff::new(cfg(1_000, 1_000));
         let draws: Vec<Duration> = (0..200).map(|_| b.next_delay()).collect();
-        let low = draws.iter().filter(|d| **d < Duration::from_millis(500)).count();
+        let low = draws
+            .iter()
+            .filter(|d| **d < Duration::from_millis(500))
+            .count();
         assert!((40..160).contains(&low), "roughly uniform: {low}");
     }
 
@@ -176,19 +182,37 @@ mod tests {
         let cancel = CancellationToken::new();
         let mut b = Backoff::new(cfg(10, 100));
         let mut n = 0;
-        let r: Option<Result<u32, &str>> = retry(&mut b, &cancel, |_| false, |_, _| {}, || {
-            n += 1;
-            let v = n;
-            async move { if v < 4 { Err("again") } else { Ok(v) } }
-        })
+        let r: Option<Result<u32, &str>> = retry(
+            &mut b,
+            &cancel,
+            |_| false,
+            |_, _| {},
+            || {
+                n += 1;
+                let v = n;
+                async move { if v < 4 { Err("again") } else { Ok(v) } }
+            },
+        )
         .await;
         assert_eq!(r, Some(Ok(4)));
-        let r: Option<Result<u32, &str>> =
-            retry(&mut b, &cancel, |e| *e == "fatal", |_, _| {}, || async { Err("fatal") }).await;
+        let r: Option<Result<u32, &str>> = retry(
+            &mut b,
+            &cancel,
+            |e| *e == "fatal",
+            |_, _| {},
+            || async { Err("fatal") },
+        )
+        .await;
         assert_eq!(r, Some(Err("fatal")));
         cancel.cancel();
-        let r: Option<Result<u32, &str>> =
-            retry(&mut b, &cancel, |_| false, |_, _| {}, || async { Err("again") }).await;
+        let r: Option<Result<u32, &str>> = retry(
+            &mut b,
+            &cancel,
+            |_| false,
+            |_, _| {},
+            || async { Err("again") },
+        )
+        .await;
         assert_eq!(r, None);
     }
 

@@ -65,7 +65,10 @@ pub fn metrics_router() -> axum::Router {
             let h = handle.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     h.render(),
                 )
             }

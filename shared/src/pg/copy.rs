@@ -112,8 +112,11 @@ impl CopyEncoder {
     /// `timestamptz` from Unix milliseconds.
     pub fn timestamptz_ms(&mut self, unix_ms: i64) -> &mut Self {
         self.field(8);
-        self.buf
-            .put_i64(unix_ms.saturating_mul(1000).saturating_sub(PG_EPOCH_OFFSET_US));
+        self.buf.put_i64(
+            unix_ms
+                .saturating_mul(1000)
+                .saturating_sub(PG_EPOCH_OFFSET_US),
+        );
         self
     }
 
@@ -149,7 +152,9 @@ mod tests {
         assert_eq!(e.rows(), 2);
         let b = e.finish();
         let mut want = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
-        want.extend_from_slice(&[0, 2, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 2, b'a', b'b']);
+        want.extend_from_slice(&[
+            0, 2, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 2, b'a', b'b',
+        ]);
         want.extend_from_slice(&[0, 2, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 1]);
         want.extend_from_slice(&[0xff, 0xff]);
         assert_eq!(b.as_ref(), want.as_slice());

@@ -100,7 +100,10 @@ mod tests {
         }
         assert!(DbErrorClass::Connection.is_retryable());
         assert!(!DbErrorClass::Data.is_retryable());
-        assert_eq!(classify(&sqlx::Error::PoolTimedOut), DbErrorClass::Connection);
+        assert_eq!(
+            classify(&sqlx::Error::PoolTimedOut),
+            DbErrorClass::Connection
+        );
         assert_eq!(classify(&sqlx::Error::RowNotFound), DbErrorClass::Other);
     }
 }

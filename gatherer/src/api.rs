@@ -1,0 +1,246 @@
+//! The gRPC cursor API (`kalshi.gatherer.v1.Gatherer`): Read, Tail and Status.
+//!
+//! Limits are clamped to `api.max_page`; a bad stream or cursor is INVALID_ARGUMENT; a cursor
+//! below the retention horizon is OUT_OF_RANGE with a message naming the overrun; an
+//! unreachable local database is UNAVAILABLE. `Tail` catches up page by page, then waits on
+//! the writer's head (no polling sleep) and pushes each committed batch; an idle Tail sends an
+//! empty message with the head every `api.tail_heartbeat` so the reader can tell it is alive.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kalshi_proto::gatherer::v1::{self as pb, gatherer_server::Gatherer};
+use tokio::sync::{Semaphore, mpsc};
+use tonic::{Request, Response, Status};
+
+use crate::health::Health;
+use crate::metrics as m;
+use crate::store::{ReadError, Store, Stream};
+
+pub struct ApiConfig {
+    pub max_page: u32,
+    pub default_page: u32,
+    pub max_message_bytes: usize,
+    pub tail_heartbeat: Duration,
+    pub max_tail_streams: usize,
+}
+
+pub struct Api {
+    store: Arc<Store>,
+    health: Arc<Health>,
+    cfg: ApiConfig,
+    tails: Arc<Semaphore>,
+}
+
+impl Api {
+    pub fn new(store: Arc<Store>, health: Arc<Health>, cfg: ApiConfig) -> Self {
+        let tails = Arc::new(Semaphore::new(cfg.max_tail_streams));
+        Self {
+            store,
+            health,
+            cfg,
+            tails,
+        }
+    }
+
+    fn stream(&self, v: i32) -> Result<Stream, Status> {
+        Stream::from_pb(v).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown stream {v}: use one of TRADES, ORDERBOOK_DELTAS, ORDERBOOK_SNAPSHOTS, TICKERS, LIFECYCLE, MARKETS, EVENTS, SERIES, GAPS"
+            ))
+        })
+    }
+
+    fn limit(&self, v: u32) -> u32 {
+        if v == 0 {
+            self.cfg.default_page
+        } else {
+            v.min(self.cfg.max_page)
+        }
+    }
+
+    /// Leaves room for the envelope within the message limit.
+    fn page_bytes(&self) -> usize {
+        self.cfg.max_message_bytes / 2
+    }
+}
+
+fn status_of(e: ReadError) -> Status {
+    match e {
+        ReadError::RetentionOverrun { .. } => Status::out_of_range(e.to_string()),
+        ReadError::Database(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+fn count(method: &'static str, code: &Result<impl Sized, Status>) {
+    let c = match code {
+        Ok(_) => "ok",
+        Err(s) => match s.code() {
+            tonic::Code::InvalidArgument => "invalid_argument",
+            tonic::Code::OutOfRange => "out_of_range",
+            tonic::Code::Unavailable => "unavailable",
+            tonic::Code::ResourceExhausted => "resource_exhausted",
+            _ => "other",
+        },
+    };
+    metrics::counter!(m::API_REQUESTS, "method" => method, "code" => c).increment(1);
+}
+
+type TailStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ReadResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Gatherer for Api {
+    async fn read(
+        &self,
+        req: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        let r = req.into_inner();
+        let result = async {
+            let stream = self.stream(r.stream)?;
+            if r.after < 0 {
+                return Err(Status::invalid_argument(format!(
+                    "after must be >= 0, got {}",
+                    r.after
+                )));
+            }
+            let page = self
+                .store
+                .read(stream, r.after, self.limit(r.limit), self.page_bytes())
+                .await
+                .map_err(status_of)?;
+            metrics::counter!(m::API_RECORDS_SENT, "stream" => stream.table())
+                .increment(page.records.len() as u64);
+            Ok(Response::new(pb::ReadResponse {
+                stream: stream.to_pb() as i32,
+                records: page.records,
+                head: page.head,
+            }))
+        }
+        .await;
+        count("read", &result);
+        result
+    }
+
+    type TailStream = TailStream;
+
+    async fn tail(
+        &self,
+        req: Request<pb::TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        let r = req.into_inner();
+        let result = (|| {
+            let stream = self.stream(r.stream)?;
+            if r.after < 0 {
+                return Err(Status::invalid_argument(format!(
+                    "after must be >= 0, got {}",
+                    r.after
+                )));
+            }
+            let permit = self.tails.clone().try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "too many Tail streams (api.max_tail_streams = {})",
+                    self.cfg.max_tail_streams
+                ))
+            })?;
+            let mut head_rx = self
+                .store
+                .watch_head(stream)
+                .ok_or_else(|| Status::internal("stream has no writer"))?;
+            let store = self.store.clone();
+            let limit = self.limit(r.limit);
+            let max_bytes = self.page_bytes();
+            let heartbeat = self.cfg.tail_heartbeat;
+            let (tx, rx) = mpsc::channel::<Result<pb::ReadResponse, Status>>(2);
+            let mut after = r.after;
+            tokio::spawn(async move {
+                let _permit = permit;
+                metrics::gauge!(m::API_TAIL_STREAMS).increment(1.0);
+                loop {
+                    // Catch up: read until a short page says we are at the head.
+                    let page = match store.read(stream, after, limit, max_bytes).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(status_of(e))).await;
+                            break;
+                        }
+                    };
+                    let n = page.records.len();
+                    if let Some(last) = page.records.last() {
+                        after = last.cursor;
+                    }
+                    if n > 0 {
+                        metrics::counter!(m::API_RECORDS_SENT, "stream" => stream.table())
+                            .increment(n as u64);
+                        let msg = pb::ReadResponse {
+                            stream: stream.to_pb() as i32,
+                            records: page.records,
+                            head: page.head,
+                        };
+                        if tx.send(Ok(msg)).await.is_err() {
+                            break;
+                        }
+                    }
+                    if after < page.head {
+                        continue;
+                    }
+                    // At the head: wait for the next commit, the heartbeat, or the client.
+                    head_rx.borrow_and_update();
+                    if *head_rx.borrow() > after {
+                        continue;
+                    }
+                    tokio::select! {
+                        changed = head_rx.changed() => if changed.is_err() { break },
+                        _ = tokio::time::sleep(heartbeat) => {
+                            let beat = pb::ReadResponse {
+                                stream: stream.to_pb() as i32,
+                                records: Vec::new(),
+                                head: *head_rx.borrow(),
+                            };
+                            if tx.send(Ok(beat)).await.is_err() {
+                                break;
+                            }
+                        }
+                        _ = tx.closed() => break,
+                    }
+                }
+                metrics::gauge!(m::API_TAIL_STREAMS).decrement(1.0);
+            });
+            let out: TailStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            Ok(Response::new(out))
+        })();
+        count("tail", &result);
+        result
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let mut streams = Vec::with_capacity(Stream::ALL.len());
+        for s in Stream::ALL {
+            let oldest = self
+                .store
+                .oldest(s)
+                .await
+                .map_err(|e| Status::unavailable(format!("local database unavailable: {e}")))?;
+            streams.push(pb::StreamStatus {
+                stream: s.to_pb() as i32,
+                head: self.store.head(s),
+                oldest,
+            });
+        }
+        let result = Ok(Response::new(pb::StatusResponse {
+            gatherer_id: self.health.gatherer_id.clone(),
+            instance_id: self.store.instance_id().to_owned(),
+            streams,
+            ws_connections: self.health.connected() as u32,
+            ws_connections_configured: self.health.conns.len() as u32,
+            gaps_declared: self.health.gaps_declared(),
+            started_ms: self.health.started_ms,
+        }));
+        count("status", &result);
+        result
+    }
+}

@@ -1,0 +1,290 @@
+//! Trade backfill and the REST polling fallback.
+//!
+//! Holes in the trade stream (a disconnect or seq gap of the trade subscription, a restart)
+//! are paged from `GET /markets/trades` (`min_ts`/`max_ts`, cursor, newest first) and every
+//! trade the WebSocket did not deliver is stored; the trades table's `(trade_id, ts)` key is
+//! the final word on duplicates. While the trade-carrying connection stays down longer than
+//! `backfill.polling_after`, the same backfill runs every `polling_interval` and REST
+//! order-book snapshots are taken for subscribed markets (`source = rest`); the fallback ends
+//! when the WebSocket is back.
+//!
+//! It must never drop a hole: a window that cannot be fetched is retried, and a window older
+//! than `max_lookback` is declared as a gap.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kalshi_shared::retry::{Backoff, BackoffConfig};
+use kalshi_shared::wire::rest::{GetMarketOrderbookResponse, GetTradesResponse};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::connections::{Holes, RecentTrades, TradeHole};
+use crate::health::{ConnState, Health};
+use crate::metrics as m;
+use crate::registry::{Desired, Scope};
+use crate::rest::{RestClient, RestError, q};
+use crate::store::Stream;
+use crate::store::rows::{GapRow, Origin, SnapshotRow, Source, TradeRow};
+use crate::store::writer::Sink;
+
+pub struct BackfillConfig {
+    pub enabled: bool,
+    pub margin_ms: i64,
+    pub max_lookback: Duration,
+    pub page_limit: u32,
+    pub polling_after: Duration,
+    pub polling_interval: Duration,
+    pub rest_snapshots: bool,
+    pub retry: BackoffConfig,
+}
+
+pub struct Backfill {
+    pub rest: Arc<RestClient>,
+    pub holes: Arc<Holes>,
+    pub trades: Sink<TradeRow>,
+    pub snapshots: Sink<SnapshotRow>,
+    pub gaps: Sink<GapRow>,
+    pub recent: Arc<RecentTrades>,
+    pub scope: Arc<RwLock<Scope>>,
+    pub health: Arc<Health>,
+    pub desired: watch::Receiver<Desired>,
+    pub cfg: BackfillConfig,
+}
+
+fn now_ms() -> i64 {
+    kalshi_shared::time::now_ms()
+}
+
+impl Backfill {
+    /// `newest_stored_trade_ms`: where trades stopped before this start (None: never ran).
+    pub async fn run(self, newest_stored_trade_ms: Option<i64>, cancel: CancellationToken) {
+        if let Some(from) = newest_stored_trade_ms {
+            self.holes.push(TradeHole {
+                from_ms: from - self.cfg.margin_ms,
+                to_ms: now_ms() + self.cfg.margin_ms,
+                reason: "restart",
+            });
+        }
+        let mut backoff = Backoff::new(self.cfg.retry);
+        let mut poll = tokio::time::interval(self.cfg.polling_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut polled_through: Option<i64> = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.holes.notify.notified() => {}
+                _ = poll.tick() => {
+                    polled_through = self.polling_tick(polled_through, &cancel).await;
+                }
+            }
+            for hole in self.holes.take() {
+                match self.fill(hole, &cancel).await {
+                    Ok(()) => backoff.reset(),
+                    Err(RestError::Shutdown) => {
+                        self.holes.push(hole);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, from_ms = hole.from_ms, to_ms = hole.to_ms, "trade backfill failed; will retry");
+                        self.holes.push(hole);
+                        if !backoff.sleep(&cancel).await {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // Holes still pending at shutdown are declared: nothing is left silent.
+        for hole in self.holes.take() {
+            self.gap(hole.from_ms, hole.to_ms, "backfill_pending_at_shutdown");
+        }
+        self.health.set_polling(false);
+        metrics::gauge!(m::POLLING_FALLBACK).set(0.0);
+    }
+
+    fn gap(&self, from_ms: i64, to_ms: i64, reason: &'static str) {
+        metrics::counter!(m::GAPS_DECLARED, "reason" => reason).increment(1);
+        self.health.gap_declared();
+        self.gaps.push(GapRow {
+            stream: Stream::Trades,
+            market_ticker: None,
+            from_ms,
+            to_ms,
+            reason,
+            detail: "trades in this window may be missing".into(),
+        });
+    }
+
+    /// Polling fallback: while the trade connection is down long enough, poll trades and take
+    /// REST snapshots. Returns the time trades are polled through.
+    async fn polling_tick(
+        &self,
+        polled_through: Option<i64>,
+        cancel: &CancellationToken,
+    ) -> Option<i64> {
+        let c0 = &self.health.conns[0];
+        let down_for = Duration::from_millis((now_ms() - c0.since_ms()).max(0) as u64);
+        let down = c0.state() != ConnState::Subscribed && down_for >= self.cfg.polling_after;
+        if !down {
+            if self.health.polling() {
+                tracing::info!("websocket back: REST polling fallback ends");
+                self.health.set_polling(false);
+                metrics::gauge!(m::POLLING_FALLBACK).set(0.0);
+            }
+            return None;
+        }
+        if !self.health.polling() {
+            tracing::warn!(down_for = ?down_for, "websocket down: REST polling fallback starts");
+            self.health.set_polling(true);
+            metrics::gauge!(m::POLLING_FALLBACK).set(1.0);
+        }
+        let now = now_ms();
+        let from = polled_through.unwrap_or_else(|| c0.since_ms() - self.cfg.margin_ms);
+        self.holes.push(TradeHole {
+            from_ms: from,
+            to_ms: now,
+            reason: "polling",
+        });
+        if self.cfg.rest_snapshots {
+            let markets: Vec<String> = self.desired.borrow().iter().cloned().collect();
+            for t in markets {
+                if cancel.is_cancelled() || !self.health.polling() {
+                    break;
+                }
+                if let Err(e) = self.rest_snapshot(&t).await {
+                    if matches!(e, RestError::Shutdown) {
+                        break;
+                    }
+                    tracing::debug!(market = %t, error = %e, "REST snapshot failed");
+                }
+            }
+        }
+        Some(now - self.cfg.margin_ms)
+    }
+
+    async fn rest_snapshot(&self, ticker: &str) -> Result<(), RestError> {
+        let r: GetMarketOrderbookResponse = self
+            .rest
+            .get("orderbook", &format!("/markets/{}/orderbook", q(ticker)))
+            .await?;
+        let conv = |v: Option<Vec<kalshi_shared::wire::Level>>| -> Vec<(i64, i64)> {
+            let mut l: Vec<(i64, i64)> = v
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| (l.price.price().raw(), l.count.raw()))
+                .collect();
+            l.sort_unstable();
+            l
+        };
+        self.snapshots.push(SnapshotRow {
+            market_ticker: ticker.to_owned(),
+            source: Source::Rest,
+            yes: conv(r.orderbook_fp.yes_dollars),
+            no: conv(r.orderbook_fp.no_dollars),
+            last_delta_ts_ms: None,
+            origin: Origin {
+                received_ms: now_ms(),
+                ..Origin::default()
+            },
+        });
+        Ok(())
+    }
+
+    /// Pages one window of trades and stores those the WebSocket did not deliver.
+    async fn fill(&self, hole: TradeHole, cancel: &CancellationToken) -> Result<(), RestError> {
+        metrics::counter!(m::BACKFILL_RUNS, "reason" => hole.reason).increment(1);
+        let mut from = hole.from_ms;
+        let to = hole.to_ms;
+        if !self.cfg.enabled {
+            self.gap(from, to, "backfill_disabled");
+            return Ok(());
+        }
+        let horizon =
+            now_ms() - i64::try_from(self.cfg.max_lookback.as_millis()).unwrap_or(i64::MAX);
+        if to < horizon {
+            self.gap(from, to, "beyond_backfill_lookback");
+            return Ok(());
+        }
+        if from < horizon {
+            self.gap(from, horizon, "beyond_backfill_lookback");
+            from = horizon;
+        }
+        let min_ts = from.div_euclid(1000);
+        let max_ts = (to + 999).div_euclid(1000);
+        let mut cursor = String::new();
+        let (mut fetched, mut recovered) = (0u64, 0u64);
+        loop {
+            if cancel.is_cancelled() {
+                return Err(RestError::Shutdown);
+            }
+            let url = format!(
+                "/markets/trades?limit={}&min_ts={min_ts}&max_ts={max_ts}{}",
+                self.cfg.page_limit,
+                if cursor.is_empty() {
+                    String::new()
+                } else {
+                    format!("&cursor={}", q(&cursor))
+                }
+            );
+            let page: GetTradesResponse = self.rest.get("trades", &url).await?;
+            let received = now_ms();
+            for t in &page.trades {
+                fetched += 1;
+                let covered = self
+                    .scope
+                    .read()
+                    .map(|s| s.covers(&t.ticker))
+                    .unwrap_or(true);
+                if !covered {
+                    continue;
+                }
+                let (Ok(ts), Ok(yes), Ok(no), Ok(count)) = (
+                    t.created_ms(),
+                    t.yes_price_value(),
+                    t.no_price_value(),
+                    t.count_value(),
+                ) else {
+                    metrics::counter!(m::WS_BAD_FRAMES, "type" => "rest_trade").increment(1);
+                    continue;
+                };
+                if !self.recent.insert(&t.trade_id) {
+                    continue;
+                }
+                recovered += 1;
+                self.trades.push(TradeRow {
+                    trade_id: t.trade_id.clone(),
+                    market_ticker: t.ticker.clone(),
+                    yes_price: yes.raw(),
+                    no_price: no.raw(),
+                    count: count.raw(),
+                    taker_outcome_side: t.taker_outcome(),
+                    taker_book_side: t.taker_book_side,
+                    is_block_trade: t.is_block_trade.unwrap_or(false),
+                    ts_ms: ts,
+                    source: Source::Rest,
+                    origin: Origin {
+                        received_ms: received,
+                        ..Origin::default()
+                    },
+                });
+            }
+            if page.cursor.is_empty() || page.cursor == cursor {
+                break;
+            }
+            cursor = page.cursor;
+        }
+        metrics::counter!(m::BACKFILL_RECOVERED).increment(recovered);
+        if recovered > 0 || hole.reason != "polling" {
+            tracing::info!(
+                reason = hole.reason,
+                from_ms = from,
+                to_ms = to,
+                fetched,
+                recovered,
+                "trade backfill done"
+            );
+        }
+        Ok(())
+    }
+}

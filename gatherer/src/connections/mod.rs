@@ -1,0 +1,268 @@
+//! The WebSocket connections: markets sharded over `ws.connections` sockets, each signed,
+//! kept alive by ping/pong with a silence timeout, reconnected forever with capped jittered
+//! backoff, and checked for `seq` continuity per `(connection, sid)` before any frame is routed.
+//!
+//! Connection 0 also carries the global `trade` and `market_lifecycle_v2` subscriptions; every
+//! connection carries `orderbook_delta` and `ticker` for its shard of markets.
+//!
+//! On a seq gap, an error 10/17/25, a book that goes negative, or a disconnect, the affected
+//! books are invalid: their deltas are dropped until fresh snapshots arrive (`get_snapshot`,
+//! or resubscribe), and the hole is declared as a `gaps` record when it closes. Trade holes
+//! are handed to backfill instead. Nothing here ever stops retrying or blocks on the database.
+
+mod book;
+mod conn;
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use kalshi_shared::auth::Signer;
+use kalshi_shared::retry::BackoffConfig;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::registry::{Desired, Note, Scope};
+use crate::store::Sinks;
+
+pub use conn::shard_of;
+
+/// Settings for every connection.
+#[derive(Clone)]
+pub struct ConnConfig {
+    pub ws_url: String,
+    pub connections: usize,
+    pub ping_interval: Duration,
+    pub silence_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub max_frame_bytes: usize,
+    pub backoff: BackoffConfig,
+    pub subscribe_batch: usize,
+    pub gap_margin_ms: i64,
+    pub signer: Option<Arc<Signer>>,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// A window in which trades may have been missed, for backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradeHole {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub reason: &'static str,
+}
+
+/// Trade holes waiting for backfill. Never bounded by dropping: holes are merged instead.
+#[derive(Debug, Default)]
+pub struct Holes {
+    list: Mutex<Vec<TradeHole>>,
+    pub notify: Notify,
+}
+
+impl Holes {
+    pub fn push(&self, hole: TradeHole) {
+        let mut list = self
+            .list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        list.push(hole);
+        if list.len() > 1000 {
+            merge(&mut list);
+        }
+        drop(list);
+        self.notify.notify_one();
+    }
+
+    /// Takes every pending hole, merged.
+    pub fn take(&self) -> Vec<TradeHole> {
+        let mut list = self
+            .list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = std::mem::take(&mut *list);
+        merge(&mut out);
+        out
+    }
+}
+
+/// Merges overlapping windows (keeping the first reason).
+pub fn merge(holes: &mut Vec<TradeHole>) {
+    holes.sort_by_key(|h| (h.from_ms, h.to_ms));
+    let mut out: Vec<TradeHole> = Vec::with_capacity(holes.len());
+    for h in holes.drain(..) {
+        match out.last_mut() {
+            Some(last) if h.from_ms <= last.to_ms => last.to_ms = last.to_ms.max(h.to_ms),
+            _ => out.push(h),
+        }
+    }
+    *holes = out;
+}
+
+/// Trade ids the WebSocket delivered recently (bounded), so backfill stores only the others.
+#[derive(Debug)]
+pub struct RecentTrades {
+    inner: Mutex<(HashSet<String>, std::collections::VecDeque<String>)>,
+    capacity: usize,
+}
+
+impl RecentTrades {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new((HashSet::new(), std::collections::VecDeque::new())),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records an id; returns false if it was already there.
+    pub fn insert(&self, id: &str) -> bool {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (set, order) = &mut *g;
+        if set.contains(id) {
+            return false;
+        }
+        set.insert(id.to_owned());
+        order.push_back(id.to_owned());
+        while order.len() > self.capacity {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// What the connections share.
+pub struct Shared {
+    pub cfg: ConnConfig,
+    pub sinks: Sinks,
+    pub notes: mpsc::Sender<Note>,
+    pub holes: Arc<Holes>,
+    pub scope: Arc<RwLock<Scope>>,
+    pub desired: watch::Receiver<Desired>,
+    pub health: Arc<Health>,
+    pub recent_trades: Arc<RecentTrades>,
+    /// Connection epochs: unique per connection run, across restarts too.
+    pub epochs: AtomicI64,
+    /// When this gatherer last received data before this start (from its database): the
+    /// downtime is a hole in every stream until the first snapshots and acks close it.
+    pub startup_from: Option<i64>,
+}
+
+/// Logs a repeated condition at most once per period, with the count in between.
+pub struct LogLimiter {
+    last: Mutex<std::collections::HashMap<&'static str, (Instant, u64)>>,
+    period: Duration,
+}
+
+impl LogLimiter {
+    pub fn new(period: Duration) -> Self {
+        Self {
+            last: Mutex::new(std::collections::HashMap::new()),
+            period,
+        }
+    }
+
+    /// Returns `Some(suppressed)` when this occurrence should be logged.
+    pub fn check(&self, key: &'static str) -> Option<u64> {
+        let mut g = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        match g.get_mut(key) {
+            Some((t, n)) if now.duration_since(*t) < self.period => {
+                *n += 1;
+                None
+            }
+            Some((t, n)) => {
+                let suppressed = *n;
+                *t = now;
+                *n = 0;
+                Some(suppressed)
+            }
+            None => {
+                g.insert(key, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// Starts every connection task.
+pub fn spawn_all(shared: Arc<Shared>, cancel: &CancellationToken) -> Vec<JoinHandle<()>> {
+    let limiter = Arc::new(LogLimiter::new(Duration::from_secs(10)));
+    (0..shared.cfg.connections)
+        .map(|k| {
+            let s = shared.clone();
+            let c = cancel.clone();
+            let l = limiter.clone();
+            tokio::spawn(async move { conn::Connection::new(k, s, l).run(c).await })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holes_merge() {
+        let h = Holes::default();
+        h.push(TradeHole {
+            from_ms: 10,
+            to_ms: 20,
+            reason: "a",
+        });
+        h.push(TradeHole {
+            from_ms: 15,
+            to_ms: 30,
+            reason: "b",
+        });
+        h.push(TradeHole {
+            from_ms: 40,
+            to_ms: 50,
+            reason: "c",
+        });
+        assert_eq!(
+            h.take(),
+            vec![
+                TradeHole {
+                    from_ms: 10,
+                    to_ms: 30,
+                    reason: "a"
+                },
+                TradeHole {
+                    from_ms: 40,
+                    to_ms: 50,
+                    reason: "c"
+                }
+            ]
+        );
+        assert!(h.take().is_empty());
+    }
+
+    #[test]
+    fn recent_trades_are_bounded() {
+        let r = RecentTrades::new(2);
+        assert!(r.insert("a"));
+        assert!(!r.insert("a"));
+        assert!(r.insert("b"));
+        assert!(r.insert("c"));
+        assert!(r.insert("a"), "evicted");
+    }
+
+    #[test]
+    fn limiter_counts_suppressed() {
+        let l = LogLimiter::new(Duration::from_secs(3600));
+        assert_eq!(l.check("x"), Some(0));
+        assert_eq!(l.check("x"), None);
+        assert_eq!(l.check("x"), None);
+        assert_eq!(l.check("y"), Some(0));
+    }
+}

@@ -1,0 +1,380 @@
+//! The gatherer: collects every subscribed Kalshi market into a local PostgreSQL and serves
+//! it by cursor over gRPC.
+//!
+//! Tasks, all under one shutdown order:
+//! - [`registry`]: series, events and markets from REST and lifecycle; decides what to
+//!   subscribe.
+//! - [`connections`]: the WebSocket connections, seq checking, books, gaps.
+//! - [`backfill`]: REST trade backfill over holes; polling fallback.
+//! - [`store`]: one writer per table, cursor reads, partitions and retention.
+//! - [`api`]: gRPC Read / Tail / Status; [`http`]: `/health`; metrics on their own port.
+//!
+//! [`start`] runs the whole service in-process and returns a handle; `main` is a thin wrapper.
+//! Shutdown: stop accepting (gRPC, HTTP), stop intake (WebSocket, registry, backfill), flush
+//! every writer, close the database, return.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod backfill;
+pub mod config;
+pub mod connections;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod rest;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kalshi_shared::auth::Signer;
+use kalshi_shared::retry::BackoffConfig;
+use sqlx::Row as _;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// A running gatherer.
+pub struct Gatherer {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub instance_id: String,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Gatherer {
+    /// The token that stops the gatherer when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops the gatherer (flushing everything) and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the gatherer ends: after a shutdown, or because a task failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.done.await.context("gatherer supervisor panicked")?
+    }
+}
+
+fn tls_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// When this gatherer was last receiving data (from its database), if ever.
+async fn last_alive_ms(store: &store::Store) -> Option<i64> {
+    let mut newest = None;
+    for table in ["orderbook_deltas", "tickers", "lifecycle"] {
+        let sql = format!("SELECT received_ms FROM {table} ORDER BY id DESC LIMIT 1");
+        if let Ok(Some(row)) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(store.pool())
+            .await
+            && let Ok(ms) = row.try_get::<i64, _>(0)
+        {
+            newest = newest.max(Some(ms));
+        }
+    }
+    newest
+}
+
+/// Starts every task; returns once the listeners are bound and the database is ready.
+pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    metrics::describe();
+    let metrics_router = kalshi_shared::telemetry::metrics_router();
+    let shutdown = CancellationToken::new();
+
+    let grpc_listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("bind api.listen {}", cfg.api.listen))?;
+    let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("bind http.listen {}", cfg.http.listen))?;
+    let metrics_listener = tokio::net::TcpListener::bind(cfg.http.metrics_listen)
+        .await
+        .with_context(|| format!("bind http.metrics_listen {}", cfg.http.metrics_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let store = store::Store::open(cfg.store.clone(), &shutdown).await?;
+    let instance_id = store.instance_id().to_owned();
+    let health = Arc::new(health::Health::new(
+        cfg.gatherer_id.clone(),
+        instance_id.clone(),
+        cfg.ws.connections as usize,
+    ));
+    ::metrics::gauge!(metrics::WS_CONNECTIONS_CONFIGURED).set(f64::from(cfg.ws.connections));
+    let alive_until = last_alive_ms(&store).await;
+    let newest_trade = store
+        .newest_trade_ms()
+        .await
+        .context("read the newest stored trade")?;
+    let registry_hashes = [
+        store.latest_registry_hashes(store::Stream::Markets).await?,
+        store.latest_registry_hashes(store::Stream::Events).await?,
+        store.latest_registry_hashes(store::Stream::Series).await?,
+    ];
+    store
+        .maintain(kalshi_shared::time::now_ms())
+        .await
+        .context("create partitions")?;
+
+    let writers_finish = CancellationToken::new();
+    let (sinks, writers_task) = store.start_writers(&writers_finish);
+
+    // Servers.
+    let servers = CancellationToken::new();
+    let mut server_tasks = JoinSet::new();
+    let api = api::Api::new(
+        store.clone(),
+        health.clone(),
+        api::ApiConfig {
+            max_page: cfg.api.max_page,
+            default_page: cfg.api.default_page,
+            max_message_bytes: cfg.api.max_message_bytes,
+            tail_heartbeat: cfg.api.tail_heartbeat,
+            max_tail_streams: cfg.api.max_tail_streams,
+        },
+    );
+    let grpc = kalshi_proto::GathererServer::new(api)
+        .max_decoding_message_size(64 * 1024)
+        .max_encoding_message_size(cfg.api.max_message_bytes);
+    let token = servers.clone();
+    server_tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                token.cancelled_owned(),
+            )
+            .await
+            .context("gRPC server")
+    });
+    let token = servers.clone();
+    let http_app = http::router(health.clone());
+    server_tasks.spawn(async move {
+        axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("HTTP server")
+    });
+    let token = servers.clone();
+    server_tasks.spawn(async move {
+        axum::serve(metrics_listener, metrics_router)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("metrics server")
+    });
+
+    // Intake.
+    let intake = CancellationToken::new();
+    let mut intake_tasks: JoinSet<()> = JoinSet::new();
+    let signer = match (&cfg.kalshi.key_id, &cfg.private_key_pem) {
+        (Some(id), Some(pem)) => Some(Arc::new(
+            Signer::from_pem(id.clone(), pem.0.as_bytes())
+                .context("load the Kalshi private key")?,
+        )),
+        _ => None,
+    };
+    let rest = Arc::new(rest::RestClient::new(
+        rest::RestConfig {
+            base_url: cfg.kalshi.rest_url.clone(),
+            rate_per_s: cfg.kalshi.rest_rate_per_s,
+            burst: cfg.kalshi.rest_burst,
+            timeout: cfg.kalshi.rest_timeout,
+            max_body_bytes: cfg.kalshi.rest_max_body_bytes,
+            backoff: cfg.rest_backoff,
+            max_attempts: cfg.kalshi.rest_max_attempts,
+        },
+        signer.clone(),
+        intake.clone(),
+    )?);
+    let (desired_tx, desired_rx) = watch::channel(registry::Desired::default());
+    let scope = Arc::new(RwLock::new(registry::Scope::default()));
+    let (notes_tx, notes_rx) = mpsc::channel(4096);
+    let retry = BackoffConfig::new(Duration::from_millis(500), Duration::from_secs(30))
+        .map_err(anyhow::Error::msg)?;
+    let registry = registry::Registry::new(
+        rest.clone(),
+        registry::RegistrySinks {
+            markets: sinks.markets.clone(),
+            events: sinks.events.clone(),
+            series: sinks.series.clone(),
+        },
+        registry::RegistryConfig {
+            series: cfg.registry.series.clone(),
+            categories: cfg.registry.categories.clone(),
+            mve_filter: cfg.mve_filter,
+            include_unopened: cfg.registry.include_unopened,
+            reconcile_interval: cfg.registry.reconcile_interval,
+            page_limit: cfg.registry.page_limit,
+            max_markets: cfg.registry.max_markets,
+            retry,
+        },
+        desired_tx,
+        scope.clone(),
+        notes_rx,
+        health.clone(),
+        registry_hashes,
+    );
+    intake_tasks.spawn(registry.run(intake.clone()));
+
+    let holes = Arc::new(connections::Holes::default());
+    let recent = Arc::new(connections::RecentTrades::new(200_000));
+    let shared = Arc::new(connections::Shared {
+        cfg: connections::ConnConfig {
+            ws_url: cfg.kalshi.ws_url.clone(),
+            connections: cfg.ws.connections as usize,
+            ping_interval: cfg.ws.ping_interval,
+            silence_timeout: cfg.ws.silence_timeout,
+            connect_timeout: cfg.ws.connect_timeout,
+            command_timeout: cfg.ws.command_timeout,
+            max_frame_bytes: cfg.ws.max_frame_bytes,
+            backoff: cfg.ws_backoff,
+            subscribe_batch: cfg.ws.subscribe_batch,
+            gap_margin_ms: i64::try_from(cfg.ws.gap_margin.as_millis()).unwrap_or(0),
+            signer,
+            tls: tls_config()?,
+        },
+        sinks: sinks.clone(),
+        notes: notes_tx,
+        holes: holes.clone(),
+        scope: scope.clone(),
+        desired: desired_rx.clone(),
+        health: health.clone(),
+        recent_trades: recent.clone(),
+        epochs: AtomicI64::new(kalshi_shared::time::now_ms() * 1000),
+        startup_from: alive_until,
+    });
+    for t in connections::spawn_all(shared, &intake) {
+        intake_tasks.spawn(async move {
+            let _ = t.await;
+        });
+    }
+    let backfill = backfill::Backfill {
+        rest,
+        holes,
+        trades: sinks.trades.clone(),
+        snapshots: sinks.snapshots.clone(),
+        gaps: sinks.gaps.clone(),
+        recent,
+        scope,
+        health: health.clone(),
+        desired: desired_rx,
+        cfg: backfill::BackfillConfig {
+            enabled: cfg.backfill.enabled,
+            margin_ms: i64::try_from(cfg.backfill.margin.as_millis()).unwrap_or(0),
+            max_lookback: cfg.backfill.max_lookback,
+            page_limit: cfg.backfill.page_limit,
+            polling_after: cfg.backfill.polling_after,
+            polling_interval: cfg.backfill.polling_interval,
+            rest_snapshots: cfg.backfill.rest_snapshots,
+            retry,
+        },
+    };
+    intake_tasks.spawn(backfill.run(newest_trade, intake.clone()));
+    intake_tasks.spawn(store.clone().run_maintenance(intake.clone()));
+    let pinger_store = store.clone();
+    let pinger_health = health.clone();
+    let pinger_token = intake.clone();
+    intake_tasks.spawn(async move {
+        loop {
+            pinger_health.set_db(pinger_store.ping().await);
+            tokio::select! {
+                _ = pinger_token.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
+    drop(sinks);
+
+    tracing::info!(
+        gatherer_id = %cfg.gatherer_id,
+        instance_id = %instance_id,
+        grpc = %grpc_addr,
+        http = %http_addr,
+        metrics = %metrics_addr,
+        connections = cfg.ws.connections,
+        "gatherer started"
+    );
+
+    let flush_deadline = cfg.store.flush_deadline;
+    let stop = shutdown.clone();
+    let done = tokio::spawn(async move {
+        let failure = tokio::select! {
+            _ = stop.cancelled() => None,
+            ended = intake_tasks.join_next() => Some(match ended {
+                Some(Err(e)) => anyhow::anyhow!("a gatherer task panicked: {e}"),
+                _ => anyhow::anyhow!("a gatherer task ended unexpectedly"),
+            }),
+            ended = server_tasks.join_next() => Some(match ended {
+                Some(Ok(Err(e))) => e,
+                Some(Err(e)) => anyhow::anyhow!("a server task panicked: {e}"),
+                _ => anyhow::anyhow!("a server ended unexpectedly"),
+            }),
+        };
+        if let Some(e) = &failure {
+            tracing::error!(error = %format!("{e:#}"), "gatherer failing; shutting down");
+        }
+        tracing::info!("stopping: servers, then intake, then writers");
+        servers.cancel();
+        intake.cancel();
+        let drain = async { while intake_tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(15), drain)
+            .await
+            .is_err()
+        {
+            tracing::error!("intake tasks did not stop within 15 s");
+        }
+        writers_finish.cancel();
+        if tokio::time::timeout(flush_deadline + Duration::from_secs(5), writers_task)
+            .await
+            .is_err()
+        {
+            tracing::error!("writers did not finish flushing in time");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while server_tasks.join_next().await.is_some() {}
+        })
+        .await;
+        store.pool().close().await;
+        tracing::info!("gatherer stopped");
+        match failure {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    });
+
+    Ok(Gatherer {
+        grpc_addr,
+        http_addr,
+        metrics_addr,
+        instance_id,
+        shutdown,
+        done,
+    })
+}

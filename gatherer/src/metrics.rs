@@ -1,0 +1,122 @@
+//! Every metric the gatherer exports, named and described in one place. The names in
+//! DESIGN.md are fixed: operators grep for them. Labels are low-cardinality (never a ticker).
+
+pub const WS_CONNECTED: &str = "ws_client_connected";
+pub const WS_CONNECTIONS_CONFIGURED: &str = "ws_client_connections_configured";
+pub const WS_MESSAGES: &str = "ws_client_messages_received_total";
+pub const WS_RECONNECTS: &str = "ws_client_reconnects_total";
+pub const WS_ERRORS: &str = "ws_client_errors_total";
+pub const WS_BAD_FRAMES: &str = "ws_client_bad_frames_total";
+pub const SEQ_GAPS: &str = "conn_manager_sequence_gaps_total";
+pub const RESNAPSHOTS: &str = "conn_manager_resnapshots_total";
+pub const DELTAS_DROPPED: &str = "conn_manager_deltas_dropped_total";
+pub const DELTAS_WITHOUT_TS: &str = "conn_manager_deltas_without_ts_total";
+pub const SUBSCRIBED_MARKETS: &str = "conn_manager_subscribed_markets";
+pub const ACTIVE_MARKETS: &str = "market_registry_active_markets";
+pub const REST_ERRORS: &str = "market_registry_rest_errors_total";
+pub const REST_REQUESTS: &str = "market_registry_rest_requests_total";
+pub const REGISTRY_VERSIONS: &str = "market_registry_versions_total";
+pub const REGISTRY_SYNCS: &str = "market_registry_syncs_total";
+pub const BACKFILL_RECOVERED: &str = "backfill_trades_recovered_total";
+pub const BACKFILL_RUNS: &str = "backfill_runs_total";
+pub const POLLING_FALLBACK: &str = "backfill_polling_fallback";
+pub const WRITER_INSERTS: &str = "writer_inserts_total";
+pub const WRITER_ERRORS: &str = "writer_errors_total";
+pub const WRITER_FLUSH_DURATION: &str = "writer_flush_duration_seconds";
+pub const WRITER_BUFFER_ROWS: &str = "writer_buffer_rows";
+pub const WRITER_DROPPED_ROWS: &str = "writer_dropped_rows_total";
+pub const WRITER_REJECTED_ROWS: &str = "writer_rejected_rows_total";
+pub const WRITER_DUPLICATES: &str = "writer_duplicates_skipped_total";
+pub const GAPS_DECLARED: &str = "gaps_declared_total";
+pub const RETENTION_DROPPED_PARTITIONS: &str = "retention_dropped_partitions_total";
+pub const API_REQUESTS: &str = "api_requests_total";
+pub const API_TAIL_STREAMS: &str = "api_tail_streams";
+pub const API_RECORDS_SENT: &str = "api_records_sent_total";
+
+/// Registers descriptions (shown as `# HELP` lines).
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        WS_CONNECTED,
+        "WebSocket connections currently connected and subscribed"
+    );
+    describe_gauge!(
+        WS_CONNECTIONS_CONFIGURED,
+        "WebSocket connections configured (ws.connections)"
+    );
+    describe_counter!(WS_MESSAGES, "Frames received, by channel");
+    describe_counter!(WS_RECONNECTS, "WebSocket reconnections");
+    describe_counter!(
+        WS_ERRORS,
+        "WebSocket errors, by type (disconnect, stall, server_error, parse, connect)"
+    );
+    describe_counter!(WS_BAD_FRAMES, "Frames that failed to parse, by frame type");
+    describe_counter!(
+        SEQ_GAPS,
+        "Sequence gaps (skip, repeat or decrease) per subscription"
+    );
+    describe_counter!(
+        RESNAPSHOTS,
+        "Markets resnapshotted after a gap, error or disconnect"
+    );
+    describe_counter!(
+        DELTAS_DROPPED,
+        "Deltas dropped because their market's book was invalid"
+    );
+    describe_counter!(
+        DELTAS_WITHOUT_TS,
+        "Deltas without ts_ms (kept, keyed by gatherer)"
+    );
+    describe_gauge!(
+        SUBSCRIBED_MARKETS,
+        "Markets subscribed on the order book channel"
+    );
+    describe_gauge!(
+        ACTIVE_MARKETS,
+        "Markets the registry tracks for subscription"
+    );
+    describe_counter!(REST_ERRORS, "REST errors by endpoint");
+    describe_counter!(REST_REQUESTS, "REST requests by endpoint and status class");
+    describe_counter!(REGISTRY_VERSIONS, "Registry versions stored, by kind");
+    describe_counter!(REGISTRY_SYNCS, "Full registry syncs");
+    describe_counter!(
+        BACKFILL_RECOVERED,
+        "Trades fetched by REST backfill that the WebSocket had not delivered"
+    );
+    describe_counter!(BACKFILL_RUNS, "Backfill runs, by reason");
+    describe_gauge!(
+        POLLING_FALLBACK,
+        "1 while the REST polling fallback runs (WebSocket down)"
+    );
+    describe_counter!(WRITER_INSERTS, "Rows inserted, by table");
+    describe_counter!(
+        WRITER_ERRORS,
+        "Failed write attempts, by table and error class"
+    );
+    describe_histogram!(
+        WRITER_FLUSH_DURATION,
+        Unit::Seconds,
+        "Duration of a batch write, by table"
+    );
+    describe_gauge!(
+        WRITER_BUFFER_ROWS,
+        "Rows waiting in a writer's buffer, by table"
+    );
+    describe_counter!(
+        WRITER_DROPPED_ROWS,
+        "Rows dropped because a writer's buffer was full, by table"
+    );
+    describe_counter!(WRITER_REJECTED_ROWS, "Rows the database refused, by table");
+    describe_counter!(
+        WRITER_DUPLICATES,
+        "Rows already stored (trades seen by WebSocket and REST), by table"
+    );
+    describe_counter!(GAPS_DECLARED, "Gap records declared, by reason");
+    describe_counter!(
+        RETENTION_DROPPED_PARTITIONS,
+        "Partitions dropped by retention, by table"
+    );
+    describe_counter!(API_REQUESTS, "gRPC requests by method and status code");
+    describe_gauge!(API_TAIL_STREAMS, "Open Tail streams");
+    describe_counter!(API_RECORDS_SENT, "Records sent over gRPC, by stream");
+}

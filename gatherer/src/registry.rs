@@ -1,0 +1,723 @@
+//! The market registry: which series, events and markets exist, which markets to subscribe,
+//! and a version log of every change so the catalogue flows by cursor like the data.
+//!
+//! Syncs from REST at start and every `registry.reconcile_interval`, and in between applies
+//! `market_lifecycle_v2` / `event_lifecycle` notes from the connections by fetching the
+//! changed object. Publishes the set of markets to subscribe on a `watch` channel. Stores a new
+//! version of a market only when its non-trading content changes (prices and volumes move with
+//! every trade and are the data streams' business).
+//!
+//! It must never: subscribe a market outside the allow-lists, or stop retrying a failed sync.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kalshi_shared::retry::{Backoff, BackoffConfig};
+use kalshi_shared::wire::rest::{EventData, Market, Series, market_status};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MveFilter;
+use crate::health::Health;
+use crate::metrics as m;
+use crate::rest::{RestClient, RestError, q};
+use crate::store::rows::{EventVersion, MarketVersion, RegistryRow, SeriesVersion};
+use crate::store::writer::Sink;
+
+/// What the connections tell the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// A `market_lifecycle_v2` message for this market.
+    Market { ticker: String, event_type: String },
+    /// An `event_lifecycle` message.
+    Event { ticker: String },
+    /// Lifecycle messages may have been missed (reconnect): resync now.
+    Resync,
+}
+
+/// The markets to subscribe.
+pub type Desired = Arc<BTreeSet<String>>;
+
+/// Which trades and markets belong to the configured collection (shared with connections).
+#[derive(Debug, Default)]
+pub struct Scope {
+    /// `None`: every series.
+    series: Option<HashSet<String>>,
+    exclude_mve: bool,
+    only_mve: bool,
+}
+
+impl Scope {
+    /// Whether a market (by ticker) is collected. A ticker's series is its prefix before the
+    /// first `-` (Kalshi's convention); multivariate markets start with `KXMVE`.
+    pub fn covers(&self, ticker: &str) -> bool {
+        let mve = ticker.starts_with("KXMVE");
+        if (self.exclude_mve && mve) || (self.only_mve && !mve) {
+            return false;
+        }
+        match &self.series {
+            None => true,
+            Some(set) => set.contains(ticker.split('-').next().unwrap_or(ticker)),
+        }
+    }
+}
+
+pub struct RegistryConfig {
+    pub series: Vec<String>,
+    pub categories: Vec<String>,
+    pub mve_filter: MveFilter,
+    pub include_unopened: bool,
+    pub reconcile_interval: Duration,
+    pub page_limit: u32,
+    pub max_markets: usize,
+    pub retry: BackoffConfig,
+}
+
+pub struct RegistrySinks {
+    pub markets: Sink<MarketVersion>,
+    pub events: Sink<EventVersion>,
+    pub series: Sink<SeriesVersion>,
+}
+
+#[derive(Debug, Clone)]
+struct MarketState {
+    status: String,
+}
+
+pub struct Registry {
+    rest: Arc<RestClient>,
+    sinks: RegistrySinks,
+    cfg: RegistryConfig,
+    desired: watch::Sender<Desired>,
+    scope: Arc<RwLock<Scope>>,
+    notes: mpsc::Receiver<Note>,
+    health: Arc<Health>,
+    markets: HashMap<String, MarketState>,
+    /// event ticker -> series ticker
+    events: HashMap<String, String>,
+    /// series ticker -> category
+    series: HashMap<String, String>,
+    /// Latest stored content hash per kind and ticker.
+    hashes: [HashMap<String, String>; 3],
+    allowed_series: Option<HashSet<String>>,
+}
+
+#[derive(Deserialize)]
+struct MarketsPage<'a> {
+    #[serde(borrow)]
+    markets: Vec<&'a RawValue>,
+    #[serde(default)]
+    cursor: String,
+}
+
+#[derive(Deserialize)]
+struct EventsPage<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+    #[serde(default)]
+    cursor: String,
+}
+
+#[derive(Deserialize)]
+struct SeriesList<'a> {
+    #[serde(borrow)]
+    series: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct OneMarket<'a> {
+    #[serde(borrow)]
+    market: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct OneEvent<'a> {
+    #[serde(borrow)]
+    event: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct OneSeries<'a> {
+    #[serde(borrow)]
+    series: &'a RawValue,
+}
+
+/// Fields that move with trading; left out of a market's content hash.
+const TRADING_FIELDS: &[&str] = &[
+    "yes_bid",
+    "yes_ask",
+    "no_bid",
+    "no_ask",
+    "last_price",
+    "volume",
+    "volume_24h",
+    "open_interest",
+    "liquidity",
+    "yes_bid_dollars",
+    "yes_ask_dollars",
+    "no_bid_dollars",
+    "no_ask_dollars",
+    "last_price_dollars",
+    "previous_yes_bid",
+    "previous_yes_ask",
+    "previous_price",
+    "previous_yes_bid_dollars",
+    "previous_yes_ask_dollars",
+    "previous_price_dollars",
+    "volume_fp",
+    "volume_24h_fp",
+    "open_interest_fp",
+    "liquidity_dollars",
+    "yes_bid_size_fp",
+    "yes_ask_size_fp",
+    "no_bid_size_fp",
+    "no_ask_size_fp",
+];
+
+/// SHA-256 (hex) of a JSON value in canonical form (sorted keys, exact numbers).
+pub fn content_hash(v: &serde_json::Value) -> String {
+    let text = serde_json::to_string(v).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn market_hash(raw: &str) -> Option<String> {
+    let mut v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    if let Some(obj) = v.as_object_mut() {
+        for f in TRADING_FIELDS {
+            obj.remove(*f);
+        }
+    }
+    Some(content_hash(&v))
+}
+
+fn plain_hash(raw: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(raw)
+        .ok()
+        .map(|v| content_hash(&v))
+}
+
+fn parse_ms(text: Option<&str>) -> Option<i64> {
+    text.filter(|t| !t.is_empty())
+        .and_then(|t| kalshi_shared::time::parse_rfc3339_ms(t).ok())
+}
+
+const KIND_MARKET: usize = 0;
+const KIND_EVENT: usize = 1;
+const KIND_SERIES: usize = 2;
+
+impl Registry {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rest: Arc<RestClient>,
+        sinks: RegistrySinks,
+        cfg: RegistryConfig,
+        desired: watch::Sender<Desired>,
+        scope: Arc<RwLock<Scope>>,
+        notes: mpsc::Receiver<Note>,
+        health: Arc<Health>,
+        hashes: [HashMap<String, String>; 3],
+    ) -> Self {
+        {
+            let mut s = scope
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.exclude_mve = cfg.mve_filter == MveFilter::Exclude;
+            s.only_mve = cfg.mve_filter == MveFilter::Only;
+            if !cfg.series.is_empty() && cfg.categories.is_empty() {
+                s.series = Some(cfg.series.iter().cloned().collect());
+            }
+        }
+        Self {
+            rest,
+            sinks,
+            cfg,
+            desired,
+            scope,
+            notes,
+            health,
+            markets: HashMap::new(),
+            events: HashMap::new(),
+            series: HashMap::new(),
+            hashes,
+            allowed_series: None,
+        }
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(self.cfg.retry);
+        loop {
+            match self.sync(&cancel).await {
+                Ok(()) => break,
+                Err(RestError::Shutdown) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "registry sync failed, retrying");
+                    if !backoff.sleep(&cancel).await {
+                        return;
+                    }
+                }
+            }
+        }
+        let mut next_sync = tokio::time::Instant::now() + self.cfg.reconcile_interval;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                note = self.notes.recv() => match note {
+                    Some(Note::Resync) => next_sync = tokio::time::Instant::now(),
+                    Some(note) => {
+                        if let Err(e) = self.apply(note).await {
+                            if matches!(e, RestError::Shutdown) {
+                                return;
+                            }
+                            // The next reconcile will see the change.
+                            tracing::warn!(error = %e, "cannot apply a lifecycle change now");
+                        }
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(next_sync) => {
+                    match self.sync(&cancel).await {
+                        Ok(()) => next_sync = tokio::time::Instant::now() + self.cfg.reconcile_interval,
+                        Err(RestError::Shutdown) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "registry reconcile failed, retrying");
+                            next_sync = tokio::time::Instant::now() + backoff.next_delay();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn version(
+        &mut self,
+        kind: usize,
+        ticker: &str,
+        raw: &str,
+        hash: String,
+        updated_ms: Option<i64>,
+    ) {
+        if self.hashes[kind].get(ticker) == Some(&hash) {
+            return;
+        }
+        let row = RegistryRow {
+            ticker: ticker.to_owned(),
+            updated_ms,
+            observed_ms: kalshi_shared::time::now_ms(),
+            body: raw.to_owned(),
+            content_hash: hash.clone(),
+        };
+        let label = ["market", "event", "series"][kind];
+        let accepted = match kind {
+            KIND_MARKET => self.sinks.markets.push(MarketVersion(row)),
+            KIND_EVENT => self.sinks.events.push(EventVersion(row)),
+            _ => self.sinks.series.push(SeriesVersion(row)),
+        };
+        if accepted {
+            metrics::counter!(m::REGISTRY_VERSIONS, "kind" => label).increment(1);
+            self.hashes[kind].insert(ticker.to_owned(), hash);
+        }
+    }
+
+    fn series_allowed(&self, series: Option<&str>) -> bool {
+        match (&self.allowed_series, series) {
+            (None, _) => true,
+            (Some(set), Some(s)) => set.contains(s),
+            (Some(_), None) => false,
+        }
+    }
+
+    fn take_series(&mut self, raw: &RawValue) {
+        let Ok(s) = serde_json::from_str::<Series>(raw.get()) else {
+            tracing::warn!("a series object does not parse; skipped");
+            return;
+        };
+        let category = s.category.clone();
+        let allowed = (self.cfg.series.is_empty() || self.cfg.series.contains(&s.ticker))
+            && (self.cfg.categories.is_empty()
+                || self.cfg.categories.contains(&s.category)
+                || s.categories.iter().any(|c| self.cfg.categories.contains(c)));
+        if let Some(set) = self.allowed_series.as_mut()
+            && allowed
+        {
+            set.insert(s.ticker.clone());
+        }
+        self.series.insert(s.ticker.clone(), category);
+        if allowed && let Some(h) = plain_hash(raw.get()) {
+            self.version(
+                KIND_SERIES,
+                &s.ticker,
+                raw.get(),
+                h,
+                parse_ms(s.last_updated_ts.as_deref()),
+            );
+        }
+    }
+
+    fn take_event(&mut self, raw: &RawValue) -> Option<String> {
+        let e = serde_json::from_str::<EventData>(raw.get()).ok()?;
+        self.events
+            .insert(e.event_ticker.clone(), e.series_ticker.clone());
+        if self.series_allowed(Some(&e.series_ticker))
+            && let Some(h) = plain_hash(raw.get())
+        {
+            self.version(
+                KIND_EVENT,
+                &e.event_ticker,
+                raw.get(),
+                h,
+                parse_ms(e.last_updated_ts.as_deref()),
+            );
+        }
+        Some(e.series_ticker)
+    }
+
+    /// Takes a market object; returns its ticker if it is in scope.
+    fn take_market(&mut self, raw: &RawValue, series_hint: Option<&str>) -> Option<String> {
+        let mk = serde_json::from_str::<Market>(raw.get()).ok()?;
+        let series = series_hint
+            .map(str::to_owned)
+            .or_else(|| self.events.get(&mk.event_ticker).cloned());
+        let mve = mk.mve_collection_ticker.is_some() || mk.ticker.starts_with("KXMVE");
+        let mve_ok = match self.cfg.mve_filter {
+            MveFilter::Exclude => !mve,
+            MveFilter::Only => mve,
+            MveFilter::All => true,
+        };
+        if !mve_ok || !self.series_allowed(series.as_deref()) {
+            return None;
+        }
+        if let Some(h) = market_hash(raw.get()) {
+            self.version(
+                KIND_MARKET,
+                &mk.ticker,
+                raw.get(),
+                h,
+                parse_ms(Some(&mk.updated_time)),
+            );
+        }
+        self.markets.insert(
+            mk.ticker.clone(),
+            MarketState {
+                status: mk.status.clone(),
+            },
+        );
+        Some(mk.ticker)
+    }
+
+    fn wants(&self, status: &str) -> bool {
+        status == market_status::ACTIVE
+            || (self.cfg.include_unopened && status == market_status::INITIALIZED)
+    }
+
+    fn publish(&self) {
+        let mut set: BTreeSet<String> = self
+            .markets
+            .iter()
+            .filter(|(_, s)| self.wants(&s.status))
+            .map(|(t, _)| t.clone())
+            .collect();
+        if set.len() > self.cfg.max_markets {
+            tracing::error!(
+                markets = set.len(),
+                limit = self.cfg.max_markets,
+                "more markets than registry.max_markets: the rest are not collected"
+            );
+            set = set.into_iter().take(self.cfg.max_markets).collect();
+        }
+        metrics::gauge!(m::ACTIVE_MARKETS).set(set.len() as f64);
+        self.health.set_markets(set.len());
+        if **self.desired.borrow() != set {
+            self.desired.send_replace(Arc::new(set));
+        }
+    }
+
+    fn mve_param(&self) -> &'static str {
+        match self.cfg.mve_filter {
+            MveFilter::Exclude => "&mve_filter=exclude",
+            MveFilter::Only => "&mve_filter=only",
+            MveFilter::All => "",
+        }
+    }
+
+    async fn page_markets(
+        &mut self,
+        filter: &str,
+        series_hint: Option<&str>,
+        seen: &mut HashSet<String>,
+    ) -> Result<(), RestError> {
+        let mut cursor = String::new();
+        let mut pages = 0;
+        loop {
+            let url = format!(
+                "/markets?limit={}{filter}{}{}",
+                self.cfg.page_limit,
+                self.mve_param(),
+                if cursor.is_empty() {
+                    String::new()
+                } else {
+                    format!("&cursor={}", q(&cursor))
+                }
+            );
+            let body: Box<RawValue> = self.rest.get("markets", &url).await?;
+            let page: MarketsPage<'_> =
+                serde_json::from_str(body.get()).map_err(|e| RestError::Decode {
+                    endpoint: "markets",
+                    message: e.to_string(),
+                })?;
+            for raw in page.markets {
+                if let Some(t) = self.take_market(raw, series_hint) {
+                    seen.insert(t);
+                }
+            }
+            pages += 1;
+            if page.cursor.is_empty() || page.cursor == cursor || pages > 100_000 {
+                return Ok(());
+            }
+            cursor = page.cursor;
+        }
+    }
+
+    async fn page_events(&mut self, filter: &str) -> Result<(), RestError> {
+        let mut cursor = String::new();
+        loop {
+            let url = format!(
+                "/events?limit=200{filter}{}",
+                if cursor.is_empty() {
+                    String::new()
+                } else {
+                    format!("&cursor={}", q(&cursor))
+                }
+            );
+            let body: Box<RawValue> = self.rest.get("events", &url).await?;
+            let page: EventsPage<'_> =
+                serde_json::from_str(body.get()).map_err(|e| RestError::Decode {
+                    endpoint: "events",
+                    message: e.to_string(),
+                })?;
+            for raw in page.events {
+                self.take_event(raw);
+            }
+            if page.cursor.is_empty() || page.cursor == cursor {
+                return Ok(());
+            }
+            cursor = page.cursor;
+        }
+    }
+
+    async fn fetch_event(&mut self, ticker: &str) -> Result<Option<String>, RestError> {
+        let body: Box<RawValue> = match self
+            .rest
+            .get("event", &format!("/events/{}", q(ticker)))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let one: OneEvent<'_> =
+            serde_json::from_str(body.get()).map_err(|e| RestError::Decode {
+                endpoint: "event",
+                message: e.to_string(),
+            })?;
+        let series = self.take_event(one.event);
+        if let Some(s) = &series
+            && !self.series.contains_key(s)
+        {
+            self.fetch_series(s).await?;
+        }
+        Ok(series)
+    }
+
+    async fn fetch_series(&mut self, ticker: &str) -> Result<(), RestError> {
+        let body: Box<RawValue> = match self
+            .rest
+            .get("series_one", &format!("/series/{}", q(ticker)))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let one: OneSeries<'_> =
+            serde_json::from_str(body.get()).map_err(|e| RestError::Decode {
+                endpoint: "series_one",
+                message: e.to_string(),
+            })?;
+        self.take_series(one.series);
+        Ok(())
+    }
+
+    async fn fetch_market(&mut self, ticker: &str) -> Result<(), RestError> {
+        let body: Box<RawValue> = match self
+            .rest
+            .get("market", &format!("/markets/{}", q(ticker)))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(ticker, "market vanished from the exchange; dropping it");
+                self.markets.remove(ticker);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let one: OneMarket<'_> =
+            serde_json::from_str(body.get()).map_err(|e| RestError::Decode {
+                endpoint: "market",
+                message: e.to_string(),
+            })?;
+        let event = serde_json::from_str::<Market>(one.market.get())
+            .map(|mk| mk.event_ticker)
+            .unwrap_or_default();
+        let series = match self.events.get(&event) {
+            Some(s) => Some(s.clone()),
+            None if !event.is_empty() => self.fetch_event(&event).await?,
+            None => None,
+        };
+        self.take_market(one.market, series.as_deref());
+        Ok(())
+    }
+
+    /// A full sync: series, open events, open (and unopened) markets; then every tracked
+    /// market that no longer lists as open is fetched to learn its final state.
+    async fn sync(&mut self, cancel: &CancellationToken) -> Result<(), RestError> {
+        let started = std::time::Instant::now();
+        let body: Box<RawValue> = self.rest.get("series", "/series").await?;
+        let list: SeriesList<'_> =
+            serde_json::from_str(body.get()).map_err(|e| RestError::Decode {
+                endpoint: "series",
+                message: e.to_string(),
+            })?;
+        let filtered = !self.cfg.series.is_empty() || !self.cfg.categories.is_empty();
+        self.allowed_series = filtered.then(HashSet::new);
+        for raw in list.series {
+            self.take_series(raw);
+        }
+        if let Some(set) = &self.allowed_series {
+            let mut scope = self
+                .scope
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            scope.series = Some(set.clone());
+        }
+        let statuses: &[&str] = if self.cfg.include_unopened {
+            &["open", "unopened"]
+        } else {
+            &["open"]
+        };
+        let mut seen = HashSet::new();
+        match self.allowed_series.clone() {
+            Some(set) => {
+                let mut series: Vec<String> = set.into_iter().collect();
+                series.sort();
+                for s in series {
+                    if cancel.is_cancelled() {
+                        return Err(RestError::Shutdown);
+                    }
+                    self.page_events(&format!("&status=open&series_ticker={}", q(&s)))
+                        .await?;
+                    for st in statuses {
+                        self.page_markets(
+                            &format!("&status={st}&series_ticker={}", q(&s)),
+                            Some(&s),
+                            &mut seen,
+                        )
+                        .await?;
+                    }
+                }
+            }
+            None => {
+                self.page_events("&status=open").await?;
+                for st in statuses {
+                    self.page_markets(&format!("&status={st}"), None, &mut seen)
+                        .await?;
+                }
+            }
+        }
+        // Tracked markets that stopped listing as open: fetch their final state.
+        let gone: Vec<String> = self
+            .markets
+            .iter()
+            .filter(|(t, s)| !seen.contains(*t) && self.wants(&s.status))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in gone {
+            if cancel.is_cancelled() {
+                return Err(RestError::Shutdown);
+            }
+            self.fetch_market(&t).await?;
+        }
+        self.publish();
+        metrics::counter!(m::REGISTRY_SYNCS).increment(1);
+        self.health.registry_synced();
+        tracing::info!(
+            markets = self.markets.len(),
+            subscribed = self.desired.borrow().len(),
+            took = ?started.elapsed(),
+            "registry synced"
+        );
+        Ok(())
+    }
+
+    async fn apply(&mut self, note: Note) -> Result<(), RestError> {
+        match note {
+            Note::Market { ticker, event_type } => {
+                tracing::debug!(ticker, event_type, "lifecycle change");
+                if !self.scope_covers(&ticker) {
+                    return Ok(());
+                }
+                self.fetch_market(&ticker).await?;
+                self.publish();
+            }
+            Note::Event { ticker } => {
+                self.fetch_event(&ticker).await?;
+            }
+            Note::Resync => {}
+        }
+        Ok(())
+    }
+
+    fn scope_covers(&self, ticker: &str) -> bool {
+        self.scope.read().map(|s| s.covers(ticker)).unwrap_or(true)
+    }
+}
+
+/// The content hash of a lifecycle message: canonical JSON of its fields.
+pub fn lifecycle_hash<T: serde::Serialize>(msg: &T) -> (String, String) {
+    let v = serde_json::to_value(msg).unwrap_or(serde_json::Value::Null);
+    let body = serde_json::to_string(&v).unwrap_or_default();
+    (body, content_hash(&v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn market_hash_ignores_trading_fields() {
+        let a = r#"{"ticker":"M","status":"active","yes_bid_dollars":"0.40","volume_fp":"10.00"}"#;
+        let b = r#"{"volume_fp":"99.00","status":"active","ticker":"M","yes_bid_dollars":"0.41"}"#;
+        let c = r#"{"ticker":"M","status":"closed","yes_bid_dollars":"0.40"}"#;
+        assert_eq!(market_hash(a), market_hash(b));
+        assert_ne!(market_hash(a), market_hash(c));
+        assert_eq!(content_hash(&serde_json::json!({})).len(), 64);
+    }
+
+    #[test]
+    fn scope_by_series_prefix_and_mve() {
+        let mut s = Scope {
+            series: None,
+            exclude_mve: true,
+            only_mve: false,
+        };
+        assert!(s.covers("KXHIGHNY-26NOV22-B53.5"));
+        assert!(!s.covers("KXMVECROSSCATEGORY-S2026ABC-1"));
+        s.series = Some(["KXCPI".to_owned()].into_iter().collect());
+        assert!(!s.covers("KXHIGHNY-26NOV22-B53.5"));
+        assert!(s.covers("KXCPI-26NOV22-T2.3"));
+    }
+}

@@ -1,0 +1,303 @@
+//! Kalshi REST client shared by the registry and backfill.
+//!
+//! Every request waits for a token from one shared bucket (`kalshi.rest_rate_per_s`), is signed
+//! when a key is configured, has a deadline, and reads at most `rest_max_body_bytes`. 429, 5xx
+//! and network errors are retried with capped, jittered backoff up to `rest_max_attempts`;
+//! other 4xx are final. It never retries past shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kalshi_shared::auth::Signer;
+use kalshi_shared::retry::{Backoff, BackoffConfig};
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics as m;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    #[error("HTTP {status} from {endpoint}: {body}")]
+    Status {
+        endpoint: &'static str,
+        status: u16,
+        body: String,
+    },
+    #[error("{endpoint}: {message}")]
+    Transport {
+        endpoint: &'static str,
+        message: String,
+    },
+    #[error("{endpoint}: response is not the expected JSON: {message}")]
+    Decode {
+        endpoint: &'static str,
+        message: String,
+    },
+    #[error("{endpoint}: response larger than {limit} bytes")]
+    TooLarge {
+        endpoint: &'static str,
+        limit: usize,
+    },
+    #[error("{endpoint}: gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        endpoint: &'static str,
+        attempts: u32,
+        last: String,
+    },
+    #[error("shutting down")]
+    Shutdown,
+}
+
+impl RestError {
+    /// Whether the request may succeed if retried later.
+    fn retryable(&self) -> bool {
+        match self {
+            RestError::Status { status, .. } => *status == 429 || *status >= 500,
+            RestError::Transport { .. } | RestError::TooLarge { .. } => true,
+            _ => false,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RestError::Status { status: 404, .. })
+    }
+}
+
+/// Token bucket with integer milli-tokens, shared by every REST caller.
+struct Bucket {
+    milli: i64,
+    capacity_milli: i64,
+    rate_per_s: i64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// Takes a token, or says how long until one is available.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed_us = now
+            .saturating_duration_since(self.last)
+            .as_micros()
+            .min(3_600_000_000) as i64;
+        self.last = now;
+        self.milli = (self.milli + elapsed_us * self.rate_per_s / 1000).min(self.capacity_milli);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            Ok(())
+        } else {
+            let missing = 1000 - self.milli;
+            Err(Duration::from_micros(
+                (missing * 1000 / self.rate_per_s.max(1)) as u64 + 1,
+            ))
+        }
+    }
+}
+
+pub struct RestConfig {
+    pub base_url: String,
+    pub rate_per_s: u32,
+    pub burst: u32,
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+    pub backoff: BackoffConfig,
+    pub max_attempts: u32,
+}
+
+pub struct RestClient {
+    http: reqwest::Client,
+    /// `scheme://host[:port]`.
+    origin: String,
+    /// `/trade-api/v2`.
+    prefix: String,
+    signer: Option<Arc<Signer>>,
+    bucket: Mutex<Bucket>,
+    cfg: RestConfig,
+    cancel: CancellationToken,
+}
+
+impl RestClient {
+    pub fn new(
+        cfg: RestConfig,
+        signer: Option<Arc<Signer>>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let url = reqwest::Url::parse(&cfg.base_url)?;
+        let origin = url.origin().ascii_serialization();
+        let prefix = url.path().trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("kalshi-data-gatherer/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            origin,
+            prefix,
+            signer,
+            bucket: Mutex::new(Bucket {
+                milli: i64::from(cfg.burst) * 1000,
+                capacity_milli: i64::from(cfg.burst) * 1000,
+                rate_per_s: i64::from(cfg.rate_per_s),
+                last: Instant::now(),
+            }),
+            cfg,
+            cancel,
+        })
+    }
+
+    async fn acquire(&self) -> Result<(), RestError> {
+        loop {
+            let wait = {
+                let mut b = self.bucket.lock().await;
+                match b.take(Instant::now()) {
+                    Ok(()) => return Ok(()),
+                    Err(wait) => wait,
+                }
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(RestError::Shutdown),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// GETs `path_and_query` (relative to the REST prefix, e.g. `/markets?limit=5`) and parses
+    /// the JSON body, retrying what can be retried.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        path_and_query: &str,
+    ) -> Result<T, RestError> {
+        let mut backoff = Backoff::new(self.cfg.backoff);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.get_once(endpoint, path_and_query).await {
+                Ok(body) => {
+                    return serde_json::from_slice(&body).map_err(|e| RestError::Decode {
+                        endpoint,
+                        message: e.to_string().chars().take(300).collect(),
+                    });
+                }
+                Err(e) if e.retryable() && attempts < self.cfg.max_attempts => {
+                    metrics::counter!(m::REST_ERRORS, "endpoint" => endpoint).increment(1);
+                    tracing::debug!(endpoint, attempt = attempts, error = %e, "REST request failed, backing off");
+                    if !backoff.sleep(&self.cancel).await {
+                        return Err(RestError::Shutdown);
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!(m::REST_ERRORS, "endpoint" => endpoint).increment(1);
+                    return Err(if e.retryable() {
+                        RestError::GaveUp {
+                            endpoint,
+                            attempts,
+                            last: e.to_string(),
+                        }
+                    } else {
+                        e
+                    });
+                }
+            }
+        }
+    }
+
+    async fn get_once(
+        &self,
+        endpoint: &'static str,
+        path_and_query: &str,
+    ) -> Result<Vec<u8>, RestError> {
+        self.acquire().await?;
+        let path = format!("{}{}", self.prefix, path_and_query);
+        let mut req = self.http.get(format!("{}{}", self.origin, path));
+        if let Some(signer) = &self.signer {
+            let h = signer
+                .sign("GET", &path)
+                .map_err(|e| RestError::Transport {
+                    endpoint,
+                    message: format!("sign request: {e}"),
+                })?;
+            for (k, v) in h.pairs() {
+                req = req.header(k, v);
+            }
+        }
+        let send = req.send();
+        let mut resp = tokio::select! {
+            _ = self.cancel.cancelled() => return Err(RestError::Shutdown),
+            r = send => r.map_err(|e| RestError::Transport { endpoint, message: transport_message(&e) })?,
+        };
+        let status = resp.status().as_u16();
+        let class = match status {
+            200..=299 => "2xx",
+            429 => "429",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        metrics::counter!(m::REST_REQUESTS, "endpoint" => endpoint, "status" => class).increment(1);
+        let mut body = Vec::new();
+        loop {
+            let chunk = tokio::select! {
+                _ = self.cancel.cancelled() => return Err(RestError::Shutdown),
+                c = resp.chunk() => c.map_err(|e| RestError::Transport { endpoint, message: transport_message(&e) })?,
+            };
+            let Some(chunk) = chunk else { break };
+            if body.len() + chunk.len() > self.cfg.max_body_bytes {
+                return Err(RestError::TooLarge {
+                    endpoint,
+                    limit: self.cfg.max_body_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(RestError::Status {
+                endpoint,
+                status,
+                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            })
+        }
+    }
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s.chars().take(300).collect()
+}
+
+/// Percent-encodes a query value.
+pub fn q(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_paces_requests() {
+        let t0 = Instant::now();
+        let mut b = Bucket {
+            milli: 2000,
+            capacity_milli: 2000,
+            rate_per_s: 10,
+            last: t0,
+        };
+        assert!(b.take(t0).is_ok());
+        assert!(b.take(t0).is_ok());
+        let wait = b.take(t0).unwrap_err();
+        assert!(
+            wait >= Duration::from_millis(99) && wait <= Duration::from_millis(101),
+            "{wait:?}"
+        );
+        assert!(b.take(t0 + Duration::from_millis(100)).is_ok());
+    }
+}
