@@ -78,7 +78,14 @@ impl Health {
             gatherer_id,
             instance_id,
             started_ms: kalshi_shared::time::now_ms(),
-            conns: (0..connections).map(|_| ConnHealth::default()).collect(),
+            conns: (0..connections)
+                .map(|_| {
+                    let c = ConnHealth::default();
+                    c.since_ms
+                        .store(kalshi_shared::time::now_ms(), Ordering::Release);
+                    c
+                })
+                .collect(),
             db_ok: AtomicBool::new(true),
             polling: AtomicBool::new(false),
             markets: AtomicUsize::new(0),
@@ -155,7 +162,7 @@ impl Health {
                     },
                     "markets": c.markets.load(Ordering::Acquire),
                     "since_ms": c.since_ms(),
-                    "reconnects": c.reconnects.load(Ordering::Acquire),
+                    "connects": c.reconnects.load(Ordering::Acquire),
                     "conn_epoch": c.epoch.load(Ordering::Acquire),
                 })
             })

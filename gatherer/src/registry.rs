@@ -336,7 +336,15 @@ impl Registry {
             return;
         };
         let category = s.category.clone();
-        let allowed = (self.cfg.series.is_empty() || self.cfg.series.contains(&s.ticker))
+        // Combo series follow the multivariate filter like their markets.
+        let mve = s.ticker.starts_with("KXMVE");
+        let mve_ok = match self.cfg.mve_filter {
+            MveFilter::Exclude => !mve,
+            MveFilter::Only => mve,
+            MveFilter::All => true,
+        };
+        let allowed = mve_ok
+            && (self.cfg.series.is_empty() || self.cfg.series.contains(&s.ticker))
             && (self.cfg.categories.is_empty()
                 || self.cfg.categories.contains(&s.category)
                 || s.categories.iter().any(|c| self.cfg.categories.contains(c)));
