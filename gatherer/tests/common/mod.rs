@@ -74,11 +74,19 @@ pub struct Rig {
     pub sim: SimHandle,
     pub gatherer: Option<gatherer::Gatherer>,
     pub file: FileConfig,
+    /// Markets subscribed (snapshot stored) when the rig was ready, before any traffic.
+    pub initial: std::collections::HashSet<String>,
+}
+
+/// Installs the process's TLS provider (reqwest is built without a default one).
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 impl Rig {
     /// Starts PostgreSQL, the simulator (idle) and a gatherer; waits until it is subscribed.
     pub async fn start(sim: SimConfig, tweak: impl FnOnce(&mut FileConfig)) -> Rig {
+        init();
         let pg = PgCluster::start_default().unwrap();
         let sim = kalshi_sim::start(sim).await.unwrap();
         let mut file = gatherer_config("g1", &sim, &pg.url());
@@ -86,15 +94,29 @@ impl Rig {
         let g = gatherer::start(file.clone().validate().unwrap())
             .await
             .unwrap();
-        let rig = Rig {
+        let mut rig = Rig {
             pg,
             sim,
             gatherer: Some(g),
             file,
+            initial: Default::default(),
         };
         rig.wait_healthy(Duration::from_secs(30)).await;
         rig.settle(Duration::from_millis(300)).await;
+        rig.initial = rig.snapshotted().await;
         rig
+    }
+
+    /// Markets with at least one stored snapshot.
+    pub async fn snapshotted(&self) -> std::collections::HashSet<String> {
+        self.read_all(pb::Stream::OrderbookSnapshots)
+            .await
+            .iter()
+            .filter_map(|r| match r.body.as_ref()? {
+                pb::record::Body::Snapshot(s) => Some(s.market_ticker.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn g(&self) -> &gatherer::Gatherer {
@@ -196,6 +218,7 @@ impl Rig {
 
 /// A signed GET against the simulator's REST API (`path` after `/trade-api/v2`).
 pub async fn sim_get(sim: &SimHandle, path: &str) -> Value {
+    init();
     let signer = kalshi_shared::auth::Signer::from_pem("test-key", KEY_PKCS8).unwrap();
     let full = format!("/trade-api/v2{path}");
     let h = signer.sign("GET", &full).unwrap();
@@ -209,6 +232,7 @@ pub async fn sim_get(sim: &SimHandle, path: &str) -> Value {
 }
 
 pub async fn post(url: &str, body: Value) -> Value {
+    init();
     let r = reqwest::Client::new()
         .post(url)
         .json(&body)
@@ -348,4 +372,221 @@ pub fn by_market(keys: impl IntoIterator<Item = DeltaKey>) -> HashMap<String, Ve
 /// Whether `part` appears in `whole` as a contiguous run.
 pub fn is_contiguous_part<T: PartialEq>(part: &[T], whole: &[T]) -> bool {
     part.is_empty() || whole.windows(part.len()).any(|w| w == part)
+}
+
+/// What a comparison with the ground truth found.
+#[derive(Debug, Default)]
+pub struct Coverage {
+    pub truth_deltas: usize,
+    pub stored_deltas: usize,
+    /// Truth deltas not stored, all inside a declared gap of their market.
+    pub missing_covered: usize,
+    pub gaps: Vec<pb::Gap>,
+}
+
+/// Checks the whole store against the ground truth: trades exactly; deltas per market a
+/// sub-multiset of the truth's whose missing part lies entirely in declared gaps; nothing
+/// stored that the exchange did not publish.
+pub async fn assert_complete_or_covered(rig: &Rig) -> Coverage {
+    let truth_trades: HashMap<String, Value> = truth(&rig.sim, "trade")
+        .await
+        .into_iter()
+        .map(|r| (r["msg"]["trade_id"].as_str().unwrap().to_owned(), r))
+        .collect();
+    let stored = rig.read_all(pb::Stream::Trades).await;
+    let stored_ids: Vec<String> = trades(&stored).iter().map(|t| t.trade_id.clone()).collect();
+    let unique: std::collections::HashSet<&String> = stored_ids.iter().collect();
+    assert_eq!(unique.len(), stored_ids.len(), "no trade stored twice");
+    let missing: Vec<&String> = truth_trades
+        .keys()
+        .filter(|k| !unique.contains(k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} trades missing (backfill must recover them): {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        stored_ids.iter().all(|id| truth_trades.contains_key(id)),
+        "no invented trade"
+    );
+
+    let gap_records = rig.read_all(pb::Stream::Gaps).await;
+    let gap_list: Vec<pb::Gap> = gaps(&gap_records).into_iter().cloned().collect();
+    let covered = |market: &str, ts: i64| {
+        gap_list.iter().any(|g| {
+            g.stream == pb::Stream::OrderbookDeltas as i32
+                && (g.market_ticker.is_empty() || g.market_ticker == market)
+                && g.from_ms <= ts
+                && ts <= g.to_ms
+        })
+    };
+    let all_truth: Vec<DeltaKey> = truth(&rig.sim, "orderbook_delta")
+        .await
+        .iter()
+        .map(truth_delta_key)
+        .collect();
+    let stored_records = rig.read_all(pb::Stream::OrderbookDeltas).await;
+    let all_stored: Vec<DeltaKey> = deltas(&stored_records)
+        .iter()
+        .map(|d| delta_key(d))
+        .collect();
+    // Markets created while running are subscribed some time after creation: what the
+    // gatherer holds of them must be a contiguous run of the truth's, unless a gap says
+    // otherwise. The markets subscribed before any traffic are compared in full below.
+    let truth_by_market = by_market(all_truth.iter().cloned());
+    for (market, seq) in by_market(all_stored.iter().cloned()) {
+        if rig.initial.contains(&market) {
+            continue;
+        }
+        let declared = gap_list
+            .iter()
+            .any(|g| g.stream == pb::Stream::OrderbookDeltas as i32 && g.market_ticker == market);
+        assert!(
+            declared || is_contiguous_part(&seq, &truth_by_market[&market]),
+            "{market}: deltas of a market created while running are not a run of the truth's"
+        );
+    }
+    let truth_d: Vec<DeltaKey> = all_truth
+        .into_iter()
+        .filter(|k| rig.initial.contains(&k.0))
+        .collect();
+    let stored_d: Vec<DeltaKey> = all_stored
+        .into_iter()
+        .filter(|k| rig.initial.contains(&k.0))
+        .collect();
+    let mut remaining: HashMap<&DeltaKey, i64> = HashMap::new();
+    for k in &stored_d {
+        *remaining.entry(k).or_default() += 1;
+    }
+    let mut missing_covered = 0;
+    for k in &truth_d {
+        match remaining.get_mut(k) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => {
+                assert!(
+                    covered(&k.0, k.1),
+                    "delta {k:?} is missing and no gap declares it"
+                );
+                missing_covered += 1;
+            }
+        }
+    }
+    assert!(
+        remaining.values().all(|n| *n == 0),
+        "a stored delta the exchange did not publish"
+    );
+    Coverage {
+        truth_deltas: truth_d.len(),
+        stored_deltas: stored_d.len(),
+        missing_covered,
+        gaps: gap_list,
+    }
+}
+
+/// Waits (up to `within`) until every trade of the truth is stored: backfill may still be
+/// retrying through a REST error burst when the data streams have settled.
+pub async fn wait_trades_complete(rig: &Rig, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let want = truth(&rig.sim, "trade").await.len();
+        let have = rig.read_all(pb::Stream::Trades).await.len();
+        if have >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {have} of {want} trades after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs traffic at `rate` for `secs`, then stops it and waits for the gatherer to settle.
+pub async fn traffic(rig: &Rig, rate: u64, secs: f64) {
+    rig.rate(rate).await;
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    rig.rate(0).await;
+}
+
+/// The final books of every market the gatherer holds a snapshot of equal the exchange's,
+/// rebuilt from the last snapshot and the deltas stored after it.
+pub async fn assert_books_match(rig: &Rig) {
+    let snaps = rig.read_all(pb::Stream::OrderbookSnapshots).await;
+    let mut last: HashMap<String, (i64, &pb::OrderbookSnapshot)> = HashMap::new();
+    for r in &snaps {
+        if let Some(pb::record::Body::Snapshot(s)) = r.body.as_ref()
+            && s.source == "ws"
+        {
+            last.insert(s.market_ticker.clone(), (r.cursor, s));
+        }
+    }
+    let stored = rig.read_all(pb::Stream::OrderbookDeltas).await;
+    // Deltas after each market's last snapshot, in arrival order: the snapshot's place among
+    // the deltas is given by receive time and connection run, not by cursor (different
+    // tables), so replay by the origin sequence number within the snapshot's run.
+    for (market, (_, snap)) in &last {
+        let origin = snap.origin.as_ref().unwrap();
+        let mut yes: std::collections::BTreeMap<i64, i64> = snap
+            .yes
+            .iter()
+            .map(|l| (l.price_micros, l.quantity_centi))
+            .collect();
+        let mut no: std::collections::BTreeMap<i64, i64> = snap
+            .no
+            .iter()
+            .map(|l| (l.price_micros, l.quantity_centi))
+            .collect();
+        for r in &stored {
+            let Some(pb::record::Body::Delta(d)) = r.body.as_ref() else {
+                continue;
+            };
+            let o = d.origin.as_ref().unwrap();
+            if d.market_ticker != *market
+                || o.conn_epoch != origin.conn_epoch
+                || o.sid != origin.sid
+                || o.seq <= origin.seq
+            {
+                continue;
+            }
+            let levels = if d.side == pb::Side::Yes as i32 {
+                &mut yes
+            } else {
+                &mut no
+            };
+            let v = levels.entry(d.price_micros).or_insert(0);
+            *v += d.delta_centi;
+            if *v == 0 {
+                levels.remove(&d.price_micros);
+            }
+        }
+        let v: Value = reqwest::get(format!("{}/truth/books/{market}", rig.sim.control_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let side = |k: &str| -> std::collections::BTreeMap<i64, i64> {
+            v[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    (
+                        kalshi_shared::Price::parse(l[0].as_str().unwrap())
+                            .unwrap()
+                            .raw(),
+                        kalshi_shared::Quantity::parse(l[1].as_str().unwrap())
+                            .unwrap()
+                            .raw(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            (side("yes"), side("no")),
+            (yes, no),
+            "book of {market} after its last snapshot"
+        );
+    }
 }
