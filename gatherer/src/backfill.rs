@@ -248,11 +248,10 @@ impl Backfill {
                     metrics::counter!(m::WS_BAD_FRAMES, "type" => "rest_trade").increment(1);
                     continue;
                 };
-                if !self.recent.insert(&t.trade_id) {
+                if self.recent.contains(&t.trade_id) {
                     continue;
                 }
-                recovered += 1;
-                self.trades.push(TradeRow {
+                let accepted = self.trades.push(TradeRow {
                     trade_id: t.trade_id.clone(),
                     market_ticker: t.ticker.clone(),
                     yes_price: yes.raw(),
@@ -268,6 +267,10 @@ impl Backfill {
                         ..Origin::default()
                     },
                 });
+                if accepted {
+                    self.recent.insert(&t.trade_id);
+                    recovered += 1;
+                }
             }
             if page.cursor.is_empty() || page.cursor == cursor {
                 break;

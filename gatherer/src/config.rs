@@ -739,3 +739,34 @@ mod tests {
         assert!(!dbg.contains("hunter2"), "{dbg}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    fn load_example(name: &str) -> FileConfig {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy")
+            .join(name);
+        kalshi_shared::config::load(Some(&path), "GATHERER_EXAMPLE_TEST", Vec::new())
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn the_example_configs_are_valid() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut sim = load_example("gatherer.sim.toml");
+        sim.kalshi.private_key_file = sim.kalshi.private_key_file.map(|p| repo.join(p));
+        sim.validate().unwrap();
+        let mut prod = load_example("gatherer.production.toml");
+        assert!(
+            prod.kalshi
+                .ws_url
+                .starts_with("wss://external-api-ws.kalshi.com")
+        );
+        // The key file lives on the production host; use the test key to validate the rest.
+        prod.kalshi.key_id = Some("k".into());
+        prod.kalshi.private_key_file = Some(repo.join("shared/testdata/rsa-pkcs8.pem"));
+        prod.validate().unwrap();
+    }
+}

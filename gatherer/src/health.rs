@@ -127,6 +127,14 @@ impl Health {
         self.gaps.load(Ordering::Acquire)
     }
 
+    /// Sets a connection's state and the `ws_client_connected` gauge.
+    pub fn set_conn(&self, k: usize, state: ConnState) {
+        if let Some(c) = self.conns.get(k) {
+            c.set(state);
+        }
+        ::metrics::gauge!(crate::metrics::WS_CONNECTED).set(self.connected() as f64);
+    }
+
     pub fn connected(&self) -> usize {
         self.conns
             .iter()

@@ -101,8 +101,9 @@ async fn last_alive_ms(store: &store::Store) -> Option<i64> {
 /// Starts every task; returns once the listeners are bound and the database is ready.
 pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    metrics::describe();
+    // The recorder first: anything registered before it would go nowhere.
     let metrics_router = kalshi_shared::telemetry::metrics_router();
+    metrics::describe();
     let shutdown = CancellationToken::new();
 
     let grpc_listener = tokio::net::TcpListener::bind(cfg.api.listen)
@@ -142,7 +143,16 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         .context("create partitions")?;
 
     let writers_finish = CancellationToken::new();
-    let (sinks, writers_task) = store.start_writers(&writers_finish);
+    let holes = Arc::new(connections::Holes::default());
+    let overflow_holes = holes.clone();
+    let trades_overflow: store::writer::OverflowHook = Arc::new(move |span| {
+        overflow_holes.push(connections::TradeHole {
+            from_ms: span.from_ms,
+            to_ms: span.to_ms,
+            reason: "buffer_overflow",
+        });
+    });
+    let (sinks, writers_task) = store.start_writers(&writers_finish, trades_overflow);
 
     // Servers.
     let servers = CancellationToken::new();
@@ -243,7 +253,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     );
     intake_tasks.spawn(registry.run(intake.clone()));
 
-    let holes = Arc::new(connections::Holes::default());
     let recent = Arc::new(connections::RecentTrades::new(200_000));
     let shared = Arc::new(connections::Shared {
         cfg: connections::ConnConfig {

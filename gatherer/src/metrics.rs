@@ -33,8 +33,95 @@ pub const API_REQUESTS: &str = "api_requests_total";
 pub const API_TAIL_STREAMS: &str = "api_tail_streams";
 pub const API_RECORDS_SENT: &str = "api_records_sent_total";
 
-/// Registers descriptions (shown as `# HELP` lines).
+/// Label values known in advance, registered at zero so dashboards and alerts see every
+/// series from the start (a counter that has never moved would otherwise be absent).
+pub const TABLES: &[&str] = &[
+    "trades",
+    "orderbook_deltas",
+    "orderbook_snapshots",
+    "tickers",
+    "lifecycle",
+    "markets",
+    "events",
+    "series",
+    "gaps",
+];
+pub const WS_ERROR_TYPES: &[&str] = &[
+    "connect",
+    "disconnect",
+    "stall",
+    "oversize",
+    "parse",
+    "server_error",
+    "command_timeout",
+];
+pub const GAP_REASONS: &[&str] = &[
+    "disconnect",
+    "seq_gap",
+    "ws_error_10",
+    "ws_error_17",
+    "ws_error_25",
+    "ws_error",
+    "inconsistent_book",
+    "bad_delta",
+    "buffer_overflow",
+    "rejected_row",
+    "gatherer_down",
+    "beyond_backfill_lookback",
+    "backfill_disabled",
+    "backfill_pending_at_shutdown",
+];
+pub const REST_ENDPOINTS: &[&str] = &[
+    "series",
+    "series_one",
+    "events",
+    "event",
+    "markets",
+    "market",
+    "trades",
+    "orderbook",
+];
+
+/// Registers descriptions (shown as `# HELP` lines) and zero-valued series.
 pub fn describe() {
+    for t in TABLES {
+        metrics::counter!(WRITER_INSERTS, "table" => *t).increment(0);
+        metrics::counter!(WRITER_DROPPED_ROWS, "table" => *t).increment(0);
+        metrics::counter!(WRITER_REJECTED_ROWS, "table" => *t).increment(0);
+        metrics::gauge!(WRITER_BUFFER_ROWS, "table" => *t).set(0.0);
+        for class in [
+            "connection",
+            "read_only",
+            "transient",
+            "timeout",
+            "data",
+            "other",
+        ] {
+            metrics::counter!(WRITER_ERRORS, "table" => *t, "class" => class).increment(0);
+        }
+    }
+    for t in WS_ERROR_TYPES {
+        metrics::counter!(WS_ERRORS, "type" => *t).increment(0);
+    }
+    for r in GAP_REASONS {
+        metrics::counter!(GAPS_DECLARED, "reason" => *r).increment(0);
+    }
+    for e in REST_ENDPOINTS {
+        metrics::counter!(REST_ERRORS, "endpoint" => *e).increment(0);
+    }
+    for c in ["orderbook_delta", "trade", "ticker", "market_lifecycle_v2"] {
+        metrics::counter!(WS_MESSAGES, "channel" => c).increment(0);
+    }
+    metrics::counter!(WS_RECONNECTS).increment(0);
+    metrics::counter!(SEQ_GAPS).increment(0);
+    metrics::counter!(RESNAPSHOTS).increment(0);
+    metrics::counter!(DELTAS_DROPPED).increment(0);
+    metrics::counter!(BACKFILL_RECOVERED).increment(0);
+    metrics::gauge!(POLLING_FALLBACK).set(0.0);
+    metrics::gauge!(WS_CONNECTED).set(0.0);
+    metrics::gauge!(ACTIVE_MARKETS).set(0.0);
+    metrics::gauge!(API_TAIL_STREAMS).set(0.0);
+
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         WS_CONNECTED,

@@ -281,6 +281,7 @@ async fn engine_baseline() -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let secs = 10;
     println!("kalshi-sim fan-out benchmark (2 cores, 200 markets, 3 subscribers to everything)\n");
     let baseline = engine_baseline().await;

@@ -177,7 +177,7 @@ impl Connection {
     #[tracing::instrument(skip_all, fields(conn = self.k))]
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(self.shared.cfg.backoff);
-        self.health().set(ConnState::Connecting);
+        self.shared.health.set_conn(self.k, ConnState::Connecting);
         loop {
             if cancel.is_cancelled() {
                 break;
@@ -189,7 +189,7 @@ impl Connection {
             match ws {
                 Err(e) => {
                     metrics::counter!(m::WS_ERRORS, "type" => "connect").increment(1);
-                    self.health().set(ConnState::Down);
+                    self.shared.health.set_conn(self.k, ConnState::Down);
                     if let Some(suppressed) = self.limiter.check("connect") {
                         tracing::warn!(error = %e, suppressed, "websocket connect failed, retrying");
                     }
@@ -206,7 +206,7 @@ impl Connection {
                     self.health().reconnected(epoch);
                     let started = Instant::now();
                     let outcome = self.session(ws, epoch, &cancel).await;
-                    self.health().set(ConnState::Down);
+                    self.shared.health.set_conn(self.k, ConnState::Down);
                     self.health().set_markets(0);
                     match outcome {
                         Outcome::Shutdown => break,
@@ -224,7 +224,7 @@ impl Connection {
             }
         }
         self.close_holes_at_shutdown();
-        self.health().set(ConnState::Down);
+        self.shared.health.set_conn(self.k, ConnState::Down);
     }
 
     async fn connect(&self) -> Result<Ws, String> {
@@ -656,10 +656,10 @@ impl Connection {
             }
         }
         if channel == Channel::OrderbookDelta || self.global() && s.channel_sid.len() >= 2 {
-            self.health().set(ConnState::Subscribed);
+            self.shared.health.set_conn(self.k, ConnState::Subscribed);
         }
         if s.markets.is_empty() && (!self.global() || s.channel_sid.contains_key(&Channel::Trade)) {
-            self.health().set(ConnState::Subscribed);
+            self.shared.health.set_conn(self.k, ConnState::Subscribed);
         }
     }
 
@@ -944,8 +944,8 @@ impl Connection {
             self.bad_frame("trade", "trade without a timestamp");
             return;
         };
-        self.shared.recent_trades.insert(&t.trade_id);
-        self.shared.sinks.trades.push(TradeRow {
+        let id = t.trade_id.clone();
+        let stored = self.shared.sinks.trades.push(TradeRow {
             trade_id: t.trade_id,
             market_ticker: t.market_ticker,
             yes_price: yes,
@@ -958,6 +958,11 @@ impl Connection {
             source: Source::Ws,
             origin,
         });
+        // Only trades the writer accepted count as delivered: a dropped one must stay
+        // eligible for the backfill of the overflow window.
+        if stored {
+            self.shared.recent_trades.insert(&id);
+        }
     }
 
     fn on_ticker(&mut self, s: &mut Session, t: TickerMsg, origin: Origin) {
@@ -1047,7 +1052,7 @@ impl Connection {
             }
         }
         if !self.global() && s.markets.is_empty() {
-            self.health().set(ConnState::Subscribed);
+            self.shared.health.set_conn(self.k, ConnState::Subscribed);
         }
     }
 

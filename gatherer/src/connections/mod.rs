@@ -116,6 +116,14 @@ impl RecentTrades {
         }
     }
 
+    pub fn contains(&self, id: &str) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .contains(id)
+    }
+
     /// Records an id; returns false if it was already there.
     pub fn insert(&self, id: &str) -> bool {
         let mut g = self

@@ -277,7 +277,11 @@ impl Store {
     /// Starts one writer per table; returns their sinks and one task that ends when every
     /// writer has flushed. The writers finish once `finish` is cancelled; the gaps writer
     /// finishes last, so every other writer can still declare a gap while it flushes.
-    pub fn start_writers(&self, finish: &CancellationToken) -> (Sinks, JoinHandle<()>) {
+    pub fn start_writers(
+        &self,
+        finish: &CancellationToken,
+        trades_overflow: writer::OverflowHook,
+    ) -> (Sinks, JoinHandle<()>) {
         let cfg = &self.cfg;
         let deadline = cfg.flush_deadline;
         let head = |s: Stream| self.heads[&s].clone();
@@ -295,7 +299,10 @@ impl Store {
         let gaps_task = tokio::spawn(gaps_writer.run(deadline));
         let mut tasks = Vec::new();
         macro_rules! start {
-            ($row:ty, $stream:expr) => {{
+            ($row:ty, $stream:expr) => {
+                start!($row, $stream, |w| w)
+            };
+            ($row:ty, $stream:expr, $adapt:expr) => {{
                 let (sink, w) = writer::channel::<$row>(
                     self.pool.clone(),
                     cfg.writer.clone(),
@@ -305,12 +312,14 @@ impl Store {
                     Some(gaps.clone()),
                     finish.clone(),
                 );
+                let w = $adapt(w);
                 tasks.push(tokio::spawn(w.run(deadline)));
                 sink
             }};
         }
         let sinks = Sinks {
-            trades: start!(TradeRow, Stream::Trades),
+            trades: start!(TradeRow, Stream::Trades, |w: writer::Writer<TradeRow>| w
+                .with_overflow_hook(trades_overflow)),
             deltas: start!(DeltaRow, Stream::OrderbookDeltas),
             snapshots: start!(SnapshotRow, Stream::OrderbookSnapshots),
             tickers: start!(TickerRow, Stream::Tickers),

@@ -113,7 +113,12 @@ impl<R: Row> Sink<R> {
     }
 }
 
+/// What to do with a span of rows dropped on overflow instead of declaring a gap (trades:
+/// hand the window to backfill, which can fetch them again).
+pub type OverflowHook = Arc<dyn Fn(DroppedSpan) + Send + Sync>;
+
 pub struct Writer<R: Row> {
+    hook: Option<OverflowHook>,
     pool: PgPool,
     rx: mpsc::Receiver<R>,
     overflow: Arc<Overflow>,
@@ -150,6 +155,7 @@ pub fn channel<R: Row>(
             overflow: overflow.clone(),
         },
         Writer {
+            hook: None,
             pool,
             rx,
             overflow,
@@ -293,10 +299,27 @@ impl<R: Row> Writer<R> {
         }
     }
 
+    /// Hands dropped spans to `hook` instead of declaring them as gaps.
+    pub fn with_overflow_hook(mut self, hook: OverflowHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
     fn declare_overflow(&mut self) {
         let Some(span) = self.overflow.take() else {
             return;
         };
+        if let Some(hook) = &self.hook {
+            tracing::warn!(
+                table = self.table(),
+                rows = span.rows,
+                from_ms = span.from_ms,
+                to_ms = span.to_ms,
+                "writer buffer overflowed: rows dropped, handing the window to backfill"
+            );
+            hook(span);
+            return;
+        }
         tracing::error!(
             table = self.table(),
             rows = span.rows,

@@ -33,8 +33,10 @@ pub fn sim_config(seed: u64, markets: usize) -> SimConfig {
 
 /// Gatherer settings for the rig: port 0 everywhere, fast timings.
 pub fn gatherer_config(id: &str, sim: &SimHandle, db_url: &str) -> FileConfig {
-    let mut c = FileConfig::default();
-    c.gatherer_id = id.into();
+    let mut c = FileConfig {
+        gatherer_id: id.into(),
+        ..Default::default()
+    };
     c.kalshi.rest_url = sim.rest_url();
     c.kalshi.ws_url = sim.ws_url();
     c.kalshi.key_id = Some("test-key".into());
@@ -246,7 +248,7 @@ pub async fn post(url: &str, body: Value) -> Value {
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(|c| c == '{' || c == ' ').next() == Some(name))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -26,6 +26,9 @@ pub async fn start(cfg: SimConfig) -> SimHandle {
 }
 
 pub fn http() -> reqwest::Client {
+    // The workspace builds reqwest without a default TLS provider (to avoid a C build);
+    // every process that makes a client installs ring's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

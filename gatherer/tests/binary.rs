@@ -1,0 +1,281 @@
+//! The `gatherer` binary: documented help, configuration errors (exit 64, naming the key),
+//! the metric names DESIGN.md fixes, and SIGTERM during heavy ingest (exit 0, nothing that was
+//! received is lost).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatherer");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn help_documents_every_key() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--config",
+        "GATHERER__SECTION__KEY",
+        "gatherer_id",
+        "[kalshi]",
+        "private_key_file",
+        "[registry]",
+        "mve_filter",
+        "[ws]",
+        "silence_timeout",
+        "[backfill]",
+        "polling_after",
+        "[store]",
+        "buffer_rows",
+        "[store.retention]",
+        "[api]",
+        "max_page",
+        "[http]",
+        "metrics_listen",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("gatherer-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (text, env, key) in [
+        ("[ws]\nconnections = 0\n", None, "ws.connections"),
+        ("[ws]\nconections = 2\n", None, "conections"),
+        ("[store]\nbatch_rows = \"many\"\n", None, "store.batch_rows"),
+        (
+            "",
+            Some(("GATHERER__STORE__BATCH_INTERVAL", "soon")),
+            "store.batch_interval",
+        ),
+        (
+            "[kalshi]\nkey_id = \"k\"\nprivate_key_file = \"/nonexistent.pem\"\n",
+            None,
+            "kalshi.private_key_file",
+        ),
+        (
+            "[store]\ndatabase_url = \"mysql://x\"\n",
+            None,
+            "store.database_url",
+        ),
+    ] {
+        let path = dir.join("g.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&path).arg("--check-config");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{text:?}: {err}");
+        assert!(
+            err.contains(key) && err.trim().lines().count() == 1,
+            "{key}: {err}"
+        );
+    }
+    std::fs::write(dir.join("ok.toml"), "gatherer_id = \"g7\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.join("ok.toml"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("g7"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_the_names_design_md_fixes() {
+    let rig = Rig::start(sim_config(501, 10), |_| {}).await;
+    rig.sim.advance(1000);
+    rig.settle(Duration::from_millis(300)).await;
+    let m = rig.metrics().await;
+    for name in [
+        "ws_client_connected",
+        "ws_client_messages_received_total",
+        "ws_client_reconnects_total",
+        "conn_manager_sequence_gaps_total",
+        "ws_client_errors_total",
+        "market_registry_active_markets",
+        "market_registry_rest_errors_total",
+        "backfill_trades_recovered_total",
+        "writer_inserts_total",
+        "writer_errors_total",
+        "writer_flush_duration_seconds",
+        "writer_buffer_rows",
+        "gaps_declared_total",
+    ] {
+        assert!(
+            m.lines().any(|l| l.starts_with(name)),
+            "/metrics lacks {name}"
+        );
+    }
+    assert_eq!(metric_sum(&m, "ws_client_connected"), 3.0);
+    assert_eq!(metric_sum(&m, "market_registry_active_markets"), 10.0);
+    assert!(!m.contains("KX"), "no market ticker in any label");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_heavy_ingest_flushes_everything_received() {
+    init();
+    let pg = kalshi_shared::pg::PgCluster::start_default().unwrap();
+    let sim = kalshi_sim::start(sim_config(502, 40)).await.unwrap();
+    let health_port = free_port();
+    let dir = std::env::temp_dir().join(format!("gatherer-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut file = gatherer_config("g1", &sim, &pg.url());
+    file.http.listen = format!("127.0.0.1:{health_port}").parse().unwrap();
+    let cfg_path = dir.join("gatherer.toml");
+    std::fs::write(&cfg_path, toml::to_string(&file).unwrap()).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg_path)
+        .env("GATHERER__LOG__LEVEL", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = reqwest::get(format!("http://127.0.0.1:{health_port}/health"))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200);
+        if let Some(r) = ok {
+            let h: serde_json::Value = r.json().await.unwrap();
+            if h["status"] == "healthy" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "binary gatherer never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    post(
+        &format!("{}/rate", sim.control_url()),
+        serde_json::json!({"rate": 4000}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Everything published up to a second before SIGTERM has certainly been received.
+    let safe_pos = sim.published_pos().saturating_sub(4000);
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    post(
+        &format!("{}/rate", sim.control_url()),
+        serde_json::json!({"rate": 0}),
+    )
+    .await;
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("gatherer stopped"), "{stderr}");
+
+    // What is stored is a gap-free prefix of what was published, per market and for trades,
+    // and contains everything published well before the signal.
+    let q = |sql: &str| pg.psql("postgres", sql).unwrap();
+    let stored_trades: Vec<String> = q("SELECT trade_id FROM trades ORDER BY id")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let truth_trades = truth(&sim, "trade").await;
+    let truth_ids: Vec<String> = truth_trades
+        .iter()
+        .map(|r| r["msg"]["trade_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        stored_trades,
+        truth_ids[..stored_trades.len()].to_vec(),
+        "trades are a prefix"
+    );
+    let safe_trades = truth_trades
+        .iter()
+        .filter(|r| r["pos"].as_u64().unwrap() <= safe_pos)
+        .count();
+    assert!(
+        stored_trades.len() >= safe_trades,
+        "{} < {safe_trades}",
+        stored_trades.len()
+    );
+    let mut stored_d: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    for line in q("SELECT market_ticker, price, delta FROM orderbook_deltas ORDER BY id").lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        stored_d
+            .entry(f[0].into())
+            .or_default()
+            .push((f[1].parse().unwrap(), f[2].parse().unwrap()));
+    }
+    let mut truth_d: HashMap<String, Vec<(i64, i64, u64)>> = HashMap::new();
+    for r in truth(&sim, "orderbook_delta").await {
+        let m = &r["msg"];
+        truth_d
+            .entry(m["market_ticker"].as_str().unwrap().into())
+            .or_default()
+            .push((
+                kalshi_shared::Price::parse(m["price_dollars"].as_str().unwrap())
+                    .unwrap()
+                    .raw(),
+                kalshi_shared::Quantity::parse(m["delta_fp"].as_str().unwrap())
+                    .unwrap()
+                    .raw(),
+                r["pos"].as_u64().unwrap(),
+            ));
+    }
+    let mut total = 0;
+    for (market, want) in &truth_d {
+        let have = stored_d.get(market).cloned().unwrap_or_default();
+        let want_pairs: Vec<(i64, i64)> = want.iter().map(|(p, d, _)| (*p, *d)).collect();
+        assert_eq!(
+            have,
+            want_pairs[..have.len()].to_vec(),
+            "{market}: a prefix"
+        );
+        let safe = want.iter().filter(|(_, _, pos)| *pos <= safe_pos).count();
+        assert!(
+            have.len() >= safe,
+            "{market}: {} of {safe} safely-received deltas stored",
+            have.len()
+        );
+        total += have.len();
+    }
+    assert!(total > 5000, "heavy ingest: {total} deltas");
+    assert_eq!(q("SELECT count(*) FROM gaps").trim(), "0");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,83 @@
+//! The local database stopped and restarted mid-stream: nothing is lost within the writers'
+//! buffers; beyond them, the dropped span is declared as a gap (and trades are backfilled).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kalshi_proto::gatherer::v1 as pb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_within_the_buffer_loses_nothing() {
+    let mut rig = Rig::start(sim_config(301, 20), |_| {}).await;
+    rig.rate(1000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| rig.pg.stop()).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, h) = rig.health().await;
+    assert_eq!((code, h["db"].as_str()), (503, Some("unavailable")), "{h}");
+    assert!(
+        h["ws_connections"].as_u64().unwrap() > 0,
+        "intake goes on while the database is down"
+    );
+    tokio::task::block_in_place(|| rig.pg.restart()).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.rate(0).await;
+    rig.wait_healthy(Duration::from_secs(30)).await;
+    rig.settle(Duration::from_secs(1)).await;
+    assert!(
+        rig.metric("writer_errors_total").await > 0.0,
+        "the writers did see the outage"
+    );
+    let cov = assert_complete_or_covered(&rig).await;
+    assert!(cov.gaps.is_empty(), "{:?}", cov.gaps);
+    assert_eq!(cov.stored_deltas, cov.truth_deltas);
+    assert_eq!(rig.metric("writer_dropped_rows_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_beyond_the_buffer_is_declared_and_trades_are_backfilled() {
+    let mut rig = Rig::start(sim_config(302, 20), |c| {
+        c.store.batch_rows = 200;
+        c.store.buffer_rows = 500;
+        c.store.channel_rows = 500;
+    })
+    .await;
+    rig.rate(2000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| rig.pg.stop()).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::task::block_in_place(|| rig.pg.restart()).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.rate(0).await;
+    rig.wait_healthy(Duration::from_secs(30)).await;
+    rig.settle(Duration::from_secs(1)).await;
+    wait_trades_complete(&rig, Duration::from_secs(60)).await;
+    assert!(rig.metric("writer_dropped_rows_total").await > 0.0);
+    let cov = assert_complete_or_covered(&rig).await;
+    let overflow: Vec<&pb::Gap> = cov
+        .gaps
+        .iter()
+        .filter(|g| g.reason == "buffer_overflow")
+        .collect();
+    assert!(
+        overflow
+            .iter()
+            .any(|g| g.stream == pb::Stream::OrderbookDeltas as i32 && g.market_ticker.is_empty()),
+        "{:?}",
+        cov.gaps
+    );
+    assert!(
+        cov.missing_covered > 0,
+        "rows were dropped and are declared: {cov:?}"
+    );
+    assert!(
+        !overflow
+            .iter()
+            .any(|g| g.stream == pb::Stream::Trades as i32),
+        "dropped trades go to backfill, not to a gap"
+    );
+}
