@@ -7,4 +7,4 @@ pub mod errors;
 
 pub use cluster::{ClusterOptions, PgBinaries, PgCluster, PgError};
 pub use copy::CopyEncoder;
-pub use errors::{DbErrorClass, classify, classify_sqlstate};
+pub use errors::{DbErrorClass, classify, classify_sqlstate, sqlstate};

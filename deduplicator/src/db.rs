@@ -1,0 +1,354 @@
+//! The production connection: a pool that can be rebuilt (on `25006`, so the endpoint's name is
+//! resolved again after a failover), connections checked with `SHOW transaction_read_only`
+//! when they have been idle, a deadline on every call, optional IAM authentication tokens,
+//! and the reachability state `/health` and `dedup_rds_connected` report.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use kalshi_shared::pg::{DbErrorClass, classify};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor as _, Row as _};
+
+use crate::config::ProductionSection;
+use crate::metrics as m;
+use crate::records::Stream;
+
+/// An error of a database call, classified for the retry rules.
+#[derive(Debug)]
+pub struct DbError {
+    pub class: DbErrorClass,
+    pub sqlstate: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.sqlstate {
+            Some(s) => write!(f, "{} [{s}] ({})", self.message, self.class.label()),
+            None => write!(f, "{} ({})", self.message, self.class.label()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        DbError {
+            class: classify(&e),
+            sqlstate: kalshi_shared::pg::sqlstate(&e),
+            message: redact(&e.to_string()),
+        }
+    }
+}
+
+impl DbError {
+    pub fn timeout(what: &str, after: Duration) -> Self {
+        DbError {
+            class: DbErrorClass::Timeout,
+            sqlstate: None,
+            message: format!("{what} did not finish within {after:?}"),
+        }
+    }
+}
+
+/// Error texts can quote a connection string; never let a password through.
+fn redact(s: &str) -> String {
+    match (s.find("://"), s.find('@')) {
+        (Some(a), Some(b)) if b > a => format!("{}://***{}", &s[..a], &s[b..]),
+        _ => s.to_owned(),
+    }
+}
+
+/// Production, as the sinks and the operator surface see it.
+pub struct Prod {
+    cfg: ProductionSection,
+    opts: Mutex<PgConnectOptions>,
+    pool: RwLock<PgPool>,
+    /// Bumped on every rebuild; the sinks clear their key caches when it moves (after a
+    /// failover the new primary is the only truth about what is committed).
+    generation: AtomicU64,
+    connected: AtomicBool,
+    failover: AtomicBool,
+    failing_since: Mutex<Option<Instant>>,
+}
+
+impl Prod {
+    pub fn new(cfg: ProductionSection) -> Result<Arc<Prod>, String> {
+        let opts: PgConnectOptions =
+            cfg.database_url
+                .expose()
+                .parse()
+                .map_err(|e: sqlx::Error| {
+                    format!("production.database_url: {}", redact(&e.to_string()))
+                })?;
+        let opts = opts.application_name("kalshi-deduplicator").options([(
+            "statement_timeout",
+            format!("{}", cfg.op_timeout.as_millis()),
+        )]);
+        let pool = build_pool(&cfg, opts.clone());
+        Ok(Arc::new(Prod {
+            cfg,
+            opts: Mutex::new(opts),
+            pool: RwLock::new(pool),
+            generation: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            failover: AtomicBool::new(false),
+            failing_since: Mutex::new(Some(Instant::now())),
+        }))
+    }
+
+    pub fn op_timeout(&self) -> Duration {
+        self.cfg.op_timeout
+    }
+
+    pub fn pool(&self) -> PgPool {
+        self.pool
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Host and port of the configured endpoint (for IAM tokens).
+    pub fn endpoint(&self) -> (String, u16, String) {
+        let o = self
+            .opts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            o.get_host().to_owned(),
+            o.get_port(),
+            o.get_username().to_owned(),
+        )
+    }
+
+    /// New connections authenticate with `password` (an IAM token) from now on.
+    pub fn set_password(&self, password: &str) {
+        let mut o = self
+            .opts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *o = o.clone().password(password);
+        self.pool().set_connect_options(o.clone());
+    }
+
+    /// Closes every connection and builds a new pool (the endpoint's name is resolved again).
+    pub fn rebuild(&self) {
+        let opts = self
+            .opts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let new = build_pool(&self.cfg, opts);
+        let old = std::mem::replace(
+            &mut *self
+                .pool
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            new,
+        );
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        metrics::counter!(m::POOL_REBUILDS).increment(1);
+        tokio::spawn(async move { old.close().await });
+    }
+
+    /// Records the outcome of a call for `/health` and `dedup_rds_connected`.
+    pub fn observe(&self, result: Result<(), &DbError>) {
+        match result {
+            Ok(()) => {
+                self.connected.store(true, Ordering::Release);
+                *self
+                    .failing_since
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                metrics::gauge!(m::RDS_CONNECTED).set(1.0);
+            }
+            Err(e) => {
+                metrics::counter!(m::RDS_ERRORS, "class" => e.class.label()).increment(1);
+                if matches!(
+                    e.class,
+                    DbErrorClass::Connection | DbErrorClass::Timeout | DbErrorClass::ReadOnly
+                ) {
+                    self.connected.store(false, Ordering::Release);
+                    metrics::gauge!(m::RDS_CONNECTED).set(0.0);
+                    let mut f = self
+                        .failing_since
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    f.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+
+    /// How long writes have been failing (None while they succeed).
+    pub fn failing_for(&self) -> Option<Duration> {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|t| t.elapsed())
+    }
+
+    /// Whether production counts as reachable for `/health`.
+    pub fn reachable(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+            || self
+                .failing_for()
+                .is_none_or(|d| d < self.cfg.unhealthy_after)
+    }
+
+    /// Set while RDS events say the instance is failing over.
+    pub fn set_failover(&self, v: bool) {
+        self.failover.store(v, Ordering::Release);
+    }
+
+    pub fn failover(&self) -> bool {
+        self.failover.load(Ordering::Acquire)
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Acquires a connection within the connect timeout.
+    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, DbError> {
+        let pool = self.pool();
+        match tokio::time::timeout(
+            self.cfg.connect_timeout + Duration::from_secs(1),
+            pool.acquire(),
+        )
+        .await
+        {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(DbError::timeout(
+                "acquiring a production connection",
+                self.cfg.connect_timeout,
+            )),
+        }
+    }
+
+    /// Runs the embedded migrations (idempotent; serialized by an advisory lock).
+    pub async fn migrate(&self) -> Result<Vec<i32>, DbError> {
+        let mut conn = self.acquire().await?;
+        let fut = async {
+            conn.execute("SELECT pg_advisory_lock(727274)").await?;
+            let r = async {
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                )
+                .await?;
+                let done: Vec<i32> = sqlx::query("SELECT version FROM schema_migrations")
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<i32, _>(0))
+                    .collect::<Result<_, _>>()?;
+                let mut applied = Vec::new();
+                for (v, sql) in crate::schema::MIGRATIONS {
+                    if done.contains(v) {
+                        continue;
+                    }
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    tx.execute(*sql).await?;
+                    sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                        .bind(*v)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    applied.push(*v);
+                }
+                Ok::<_, sqlx::Error>(applied)
+            }
+            .await;
+            let unlock = conn.execute("SELECT pg_advisory_unlock(727274)").await;
+            let applied = r?;
+            unlock?;
+            Ok::<_, sqlx::Error>(applied)
+        };
+        let r = match tokio::time::timeout(self.cfg.op_timeout * 4, fut).await {
+            Ok(r) => r.map_err(DbError::from),
+            Err(_) => Err(DbError::timeout("migrations", self.cfg.op_timeout * 4)),
+        };
+        if r.is_err() {
+            conn.close_on_drop();
+        }
+        r
+    }
+
+    /// Every stored cursor: `(gatherer, stream) -> (cursor, instance_id)`.
+    pub async fn cursors(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, Stream), (i64, String)>, DbError> {
+        let pool = self.pool();
+        let fut = sqlx::query("SELECT gatherer_id, stream, cursor, instance_id FROM sync_cursors")
+            .fetch_all(&pool);
+        let rows = match tokio::time::timeout(self.cfg.op_timeout, fut).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(DbError::timeout(
+                    "reading sync_cursors",
+                    self.cfg.op_timeout,
+                ));
+            }
+        };
+        let mut out = std::collections::HashMap::new();
+        for r in rows {
+            let stream: String = r.try_get(1)?;
+            let Some(s) = Stream::from_table(&stream) else {
+                continue;
+            };
+            out.insert((r.try_get(0)?, s), (r.try_get(2)?, r.try_get(3)?));
+        }
+        Ok(out)
+    }
+}
+
+fn build_pool(cfg: &ProductionSection, opts: PgConnectOptions) -> PgPool {
+    let idle_check_after = cfg.idle_check_after;
+    let op_timeout = cfg.op_timeout;
+    PgPoolOptions::new()
+        .max_connections(cfg.pool_max)
+        .min_connections(0)
+        .acquire_timeout(cfg.connect_timeout)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < idle_check_after {
+                    return Ok(true);
+                }
+                // A connection that sat idle may now point at a demoted primary (read-only)
+                // or a dead socket: check it, with a deadline, before handing it out.
+                let check = sqlx::query("SHOW transaction_read_only").fetch_one(&mut *conn);
+                match tokio::time::timeout(op_timeout.min(Duration::from_secs(5)), check).await {
+                    Ok(Ok(row)) => {
+                        let ro: String = row.try_get(0)?;
+                        if ro == "on" {
+                            metrics::counter!(m::RDS_ERRORS, "class" => "read_only").increment(1);
+                            tracing::warn!("an idle production connection is read-only (demoted primary?): discarding it");
+                            return Ok(false);
+                        }
+                        Ok(true)
+                    }
+                    Ok(Err(_)) | Err(_) => Ok(false),
+                }
+            })
+        })
+        .connect_lazy_with(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted_from_errors() {
+        assert_eq!(
+            super::redact("error connecting to postgres://u:hunter2@db:5432/x"),
+            "error connecting to postgres://***@db:5432/x"
+        );
+        assert_eq!(super::redact("plain"), "plain");
+    }
+}

@@ -1,0 +1,347 @@
+//! The deduplicator: the only writer of the production database. It tails every gatherer,
+//! merges, drops duplicates and commits every record exactly once, through failover.
+//!
+//! Tasks, all under one shutdown order:
+//! - [`source`]: one per gatherer, a `Tail` per stream from production's stored cursor.
+//! - [`sink`]: one writer per stream: key cache, one transaction per batch, cursors with the
+//!   data, failover-aware retry, poison rows bisected into quarantine.
+//! - [`rds`]: IAM auth tokens and RDS events (optional).
+//! - `/health` on `http.listen`, `/metrics` on `http.metrics_listen`.
+//!
+//! [`start`] runs the service in-process and returns a handle; `main` is a thin wrapper.
+//! Shutdown: stop the sources, let each writer commit what it already holds (bounded by
+//! `DRAIN`), close the pool, return.
+
+#![forbid(unsafe_code)]
+
+pub mod board;
+pub mod config;
+pub mod coverage;
+pub mod db;
+pub mod metrics;
+pub mod rds;
+pub mod records;
+pub mod schema;
+pub mod sink;
+pub mod source;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use kalshi_shared::retry::Backoff;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use board::{Board, Health};
+use db::Prod;
+use records::Stream;
+
+/// How long writers may take to commit what they hold at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A running deduplicator.
+pub struct Deduplicator {
+    pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub board: Arc<Board>,
+    pub prod: Arc<Prod>,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Deduplicator {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops (committing what the writers hold) and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.done.await.context("deduplicator task")?
+    }
+}
+
+/// Connects to production (retrying until it answers or shutdown), migrates, and returns the
+/// stored cursors.
+async fn prepare(
+    prod: &Prod,
+    cfg: &Config,
+    cancel: &CancellationToken,
+) -> Option<std::collections::HashMap<(String, Stream), (i64, String)>> {
+    let mut backoff = Backoff::new(cfg.production_retry);
+    loop {
+        let r = async {
+            let applied = prod.migrate().await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "production schema migrated");
+            }
+            let now = kalshi_shared::time::now_ms();
+            let month = schema::month_of(now);
+            for t in schema::PARTITIONED {
+                for m in [month, schema::next_month(month)] {
+                    let pool = prod.pool();
+                    let sql = schema::create_partition_sql(t, m);
+                    if let Err(e) = sqlx::Executor::execute(&pool, sqlx::AssertSqlSafe(sql)).await {
+                        tracing::warn!(table = t, error = %db::DbError::from(e), "cannot create a monthly partition");
+                    }
+                }
+            }
+            prod.cursors().await
+        }
+        .await;
+        match r {
+            Ok(c) => {
+                prod.observe(Ok(()));
+                return Some(c);
+            }
+            Err(e) => {
+                prod.observe(Err(&e));
+                tracing::warn!(error = %e, attempt = backoff.attempt(), "production not ready: retrying");
+                if e.class == kalshi_shared::pg::DbErrorClass::ReadOnly {
+                    prod.rebuild();
+                }
+                if !backoff.sleep(cancel).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Starts every task; returns once the listeners are bound (production may still be down:
+/// the service waits for it and says so on `/health`).
+pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics_router = kalshi_shared::telemetry::metrics_router();
+    let ids: Vec<String> = cfg.gatherers.iter().map(|g| g.id.clone()).collect();
+    metrics::describe(&ids);
+    let shutdown = CancellationToken::new();
+
+    let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("bind http.listen {}", cfg.http.listen))?;
+    let metrics_listener = tokio::net::TcpListener::bind(cfg.http.metrics_listen)
+        .await
+        .with_context(|| format!("bind http.metrics_listen {}", cfg.http.metrics_listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let prod = Prod::new(cfg.production.clone()).map_err(anyhow::Error::msg)?;
+    let board = Arc::new(Board::new(&cfg.gatherers));
+
+    let mut aux = JoinSet::new();
+    let aux_stop = CancellationToken::new();
+    if cfg.rds.iam_auth || !cfg.rds.instance_id.is_empty() {
+        let sdk = rds::sdk_config(&cfg.rds).await;
+        if cfg.rds.iam_auth {
+            // The first token before the first connection.
+            rds::refresh_token(&prod, &sdk, &cfg.rds.region)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            aux.spawn(rds::token_task(
+                prod.clone(),
+                sdk.clone(),
+                cfg.rds.clone(),
+                aux_stop.clone(),
+            ));
+        }
+        if !cfg.rds.instance_id.is_empty() {
+            aux.spawn(rds::events_task(
+                prod.clone(),
+                sdk,
+                cfg.rds.clone(),
+                aux_stop.clone(),
+            ));
+        }
+    }
+    let b = board.clone();
+    let stop = aux_stop.clone();
+    aux.spawn(async move {
+        loop {
+            b.update_lag();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+
+    let servers = CancellationToken::new();
+    let mut server_tasks = JoinSet::new();
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(health))
+        .with_state((board.clone(), prod.clone()));
+    let token = servers.clone();
+    server_tasks.spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("HTTP server")
+    });
+    let token = servers.clone();
+    server_tasks.spawn(async move {
+        axum::serve(metrics_listener, metrics_router)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("metrics server")
+    });
+
+    let cancel = shutdown.clone();
+    let prod2 = prod.clone();
+    let board2 = board.clone();
+    let done = tokio::spawn(async move {
+        let result = run(cfg, prod2.clone(), board2, cancel).await;
+        aux_stop.cancel();
+        while aux.join_next().await.is_some() {}
+        servers.cancel();
+        while let Some(r) = server_tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %e, "server ended with an error");
+            }
+        }
+        prod2.pool().close().await;
+        result
+    });
+    Ok(Deduplicator {
+        http_addr,
+        metrics_addr,
+        board,
+        prod,
+        shutdown,
+        done,
+    })
+}
+
+async fn run(
+    cfg: Config,
+    prod: Arc<Prod>,
+    board: Arc<Board>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(stored) = prepare(&prod, &cfg, &cancel).await else {
+        return Ok(());
+    };
+    let ids: Vec<String> = cfg.gatherers.iter().map(|g| g.id.clone()).collect();
+    let (senders, receivers) = sink::channels(cfg.sink.queue_pages);
+    let sink_cfg = sink::SinkConfig {
+        batch_rows: cfg.sink.batch_rows,
+        batch_interval: cfg.sink.batch_interval,
+        cache_keys: cfg.sink.cache_keys,
+        retry: cfg.production_retry,
+        pause_before_commit: cfg.testing.pause_before_commit,
+        gatherers: ids.clone(),
+    };
+    let sinks_stop = CancellationToken::new();
+    let mut sinks = JoinSet::new();
+    for (s, rx) in Stream::ALL.into_iter().zip(receivers) {
+        let sink = sink::Sink::new(s, sink_cfg.clone(), prod.clone(), board.clone(), rx);
+        sinks.spawn(sink.run(sinks_stop.clone(), DRAIN));
+    }
+    let source_cfg = source::SourceConfig {
+        page_limit: cfg.sources.page_limit,
+        max_message_bytes: cfg.sources.max_message_bytes,
+        connect_timeout: cfg.sources.connect_timeout,
+        silence_timeout: cfg.sources.silence_timeout,
+        backoff: cfg.source_backoff,
+    };
+    let sources_stop = CancellationToken::new();
+    let mut sources = JoinSet::new();
+    for (i, g) in cfg.gatherers.iter().enumerate() {
+        // The cursors production holds for this gatherer, if they agree on one instance.
+        let mine: Vec<(Stream, i64, String)> = stored
+            .iter()
+            .filter(|((gid, _), _)| *gid == g.id)
+            .map(|((_, s), (c, inst))| (*s, *c, inst.clone()))
+            .collect();
+        let start = match mine.first() {
+            None => None,
+            Some((_, _, inst)) => {
+                let mut after = [0i64; 9];
+                for (s, c, x) in &mine {
+                    if x == inst {
+                        after[s.index()] = *c;
+                        board.gatherers[i]
+                            .stream(*s)
+                            .committed
+                            .store(*c, std::sync::atomic::Ordering::Release);
+                    }
+                }
+                if mine.iter().any(|(_, _, x)| x != inst) {
+                    tracing::warn!(gatherer = %g.id, "stored cursors name more than one instance: the next identity check decides");
+                }
+                Some((inst.clone(), after))
+            }
+        };
+        tracing::info!(gatherer = %g.id, endpoint = %g.endpoint, cursors = ?start, "starting source");
+        let src = source::Source::new(
+            i,
+            g.id.clone(),
+            &g.endpoint,
+            source_cfg.clone(),
+            board.clone(),
+            senders.clone(),
+            start,
+        )
+        .map_err(anyhow::Error::msg)?;
+        sources.spawn(src.run(sources_stop.clone()));
+    }
+    drop(senders);
+    cancel.cancelled().await;
+    tracing::info!("shutting down: stopping sources, committing what the writers hold");
+    sources_stop.cancel();
+    while sources.join_next().await.is_some() {}
+    sinks_stop.cancel();
+    while sinks.join_next().await.is_some() {}
+    tracing::info!("deduplicator stopped");
+    Ok(())
+}
+
+/// `/health`: 200 while production is reachable and at least one gatherer is connected;
+/// 503 otherwise. The body names every gatherer's state and production's.
+async fn health(State((board, prod)): State<(Arc<Board>, Arc<Prod>)>) -> impl IntoResponse {
+    let mut gatherers = serde_json::Map::new();
+    let mut connected = 0;
+    for g in &board.gatherers {
+        let h = g.health();
+        if h == Health::Connected {
+            connected += 1;
+        }
+        gatherers.insert(g.id.clone(), json!(h.label()));
+    }
+    let rds = if prod.connected() {
+        "connected"
+    } else if prod.failover() {
+        "failover_in_progress"
+    } else if prod.reachable() {
+        "connecting"
+    } else {
+        "unreachable"
+    };
+    let (code, status) = if !prod.reachable() || connected == 0 {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    } else if connected < board.gatherers.len() || !prod.connected() {
+        (StatusCode::OK, "degraded")
+    } else {
+        (StatusCode::OK, "healthy")
+    };
+    (
+        code,
+        axum::Json(json!({
+            "status": status,
+            "gatherers": gatherers,
+            "rds": rds,
+        })),
+    )
+}

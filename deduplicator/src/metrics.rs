@@ -1,0 +1,130 @@
+//! Every metric the deduplicator exports, named and described in one place. The names in
+//! DESIGN.md are fixed: operators grep for them. Labels are low-cardinality (gatherer ids and
+//! stream names, never a ticker).
+
+use crate::records::Stream;
+
+pub const SYNC_LAG: &str = "dedup_sync_lag_seconds";
+pub const RECORDS_READ: &str = "dedup_records_read_total";
+pub const RECORDS_WRITTEN: &str = "dedup_records_written_total";
+pub const DUPLICATES_DROPPED: &str = "dedup_duplicates_dropped_total";
+pub const GATHERER_HEALTH: &str = "dedup_gatherer_health";
+pub const RDS_CONNECTED: &str = "dedup_rds_connected";
+pub const RDS_ERRORS: &str = "dedup_rds_errors_total";
+pub const COMMIT_DURATION: &str = "dedup_commit_duration_seconds";
+pub const QUARANTINED: &str = "dedup_quarantined_total";
+pub const FAILOVER_IN_PROGRESS: &str = "dedup_rds_failover_in_progress";
+pub const INSTANCE_RESETS: &str = "dedup_instance_resets_total";
+pub const INVALID_RECORDS: &str = "dedup_invalid_records_total";
+pub const SOURCE_ERRORS: &str = "dedup_source_errors_total";
+pub const SOURCE_RECONNECTS: &str = "dedup_source_reconnects_total";
+pub const QUEUE_PAGES: &str = "dedup_queue_pages";
+pub const CACHE_KEYS: &str = "dedup_cache_keys";
+pub const POOL_REBUILDS: &str = "dedup_pool_rebuilds_total";
+pub const RETENTION_OVERRUNS: &str = "dedup_retention_overruns_total";
+pub const IAM_TOKENS: &str = "dedup_iam_tokens_total";
+pub const RDS_EVENT_CHECKS: &str = "dedup_rds_event_checks_total";
+
+const CLASSES: &[&str] = &[
+    "connection",
+    "read_only",
+    "transient",
+    "timeout",
+    "data",
+    "other",
+];
+pub const SOURCE_ERROR_KINDS: &[&str] = &[
+    "connect",
+    "status",
+    "identity",
+    "tail",
+    "oversize",
+    "silence",
+    "out_of_range",
+    "cursor",
+];
+
+pub fn describe(gatherers: &[String]) {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        SYNC_LAG,
+        "Seconds the oldest record a gatherer holds and production does not has been waiting (0 when caught up)"
+    );
+    describe_counter!(RECORDS_READ, "Records read from a gatherer");
+    describe_counter!(RECORDS_WRITTEN, "Rows newly committed to production");
+    describe_counter!(
+        DUPLICATES_DROPPED,
+        "Records already in production (from another gatherer or a replay), dropped"
+    );
+    describe_gauge!(
+        GATHERER_HEALTH,
+        "1 while the gatherer's streams are connected and its identity checks out"
+    );
+    describe_gauge!(RDS_CONNECTED, "1 while production accepts writes");
+    describe_counter!(
+        RDS_ERRORS,
+        "Production errors by class (connection, read_only, transient, timeout, data, other)"
+    );
+    describe_histogram!(
+        COMMIT_DURATION,
+        "Duration of one production transaction, seconds"
+    );
+    describe_counter!(
+        QUARANTINED,
+        "Rows written to quarantine instead of their table"
+    );
+    describe_gauge!(
+        FAILOVER_IN_PROGRESS,
+        "1 while RDS events say the instance is failing over or rebooting"
+    );
+    describe_counter!(
+        INSTANCE_RESETS,
+        "Gatherer instance_id changes that reset its cursors"
+    );
+    describe_counter!(
+        INVALID_RECORDS,
+        "Malformed records from a gatherer (quarantined)"
+    );
+    describe_counter!(SOURCE_ERRORS, "Errors reading a gatherer, by kind");
+    describe_counter!(SOURCE_RECONNECTS, "Tail streams reopened");
+    describe_gauge!(QUEUE_PAGES, "Pages waiting for a stream's writer");
+    describe_gauge!(CACHE_KEYS, "Committed keys held in a stream's cache");
+    describe_counter!(POOL_REBUILDS, "Production pools closed and rebuilt");
+    describe_counter!(
+        RETENTION_OVERRUNS,
+        "Cursors that fell below a gatherer's retention horizon (declared as gaps)"
+    );
+    describe_counter!(IAM_TOKENS, "IAM authentication tokens generated");
+    describe_counter!(
+        RDS_EVENT_CHECKS,
+        "DescribeEvents calls made during write outages, by outcome"
+    );
+
+    metrics::gauge!(RDS_CONNECTED).set(0.0);
+    metrics::gauge!(FAILOVER_IN_PROGRESS).set(0.0);
+    metrics::counter!(POOL_REBUILDS).increment(0);
+    for c in CLASSES {
+        metrics::counter!(RDS_ERRORS, "class" => *c).increment(0);
+    }
+    for s in Stream::ALL {
+        let t = s.table();
+        metrics::counter!(RECORDS_WRITTEN, "stream" => t).increment(0);
+        metrics::counter!(DUPLICATES_DROPPED, "stream" => t).increment(0);
+        metrics::counter!(QUARANTINED, "stream" => t).increment(0);
+        metrics::gauge!(QUEUE_PAGES, "stream" => t).set(0.0);
+        metrics::gauge!(CACHE_KEYS, "stream" => t).set(0.0);
+    }
+    for g in gatherers {
+        metrics::gauge!(GATHERER_HEALTH, "gatherer" => g.clone()).set(0.0);
+        metrics::counter!(INSTANCE_RESETS, "gatherer" => g.clone()).increment(0);
+        metrics::counter!(INVALID_RECORDS, "gatherer" => g.clone()).increment(0);
+        for k in SOURCE_ERROR_KINDS {
+            metrics::counter!(SOURCE_ERRORS, "gatherer" => g.clone(), "kind" => *k).increment(0);
+        }
+        for s in Stream::ALL {
+            metrics::counter!(RECORDS_READ, "gatherer" => g.clone(), "stream" => s.table())
+                .increment(0);
+            metrics::gauge!(SYNC_LAG, "gatherer" => g.clone(), "stream" => s.table()).set(0.0);
+        }
+    }
+}

@@ -1,0 +1,662 @@
+//! One writer per stream: batches the pages the sources read, drops records whose key is
+//! already committed, and commits each batch in ONE transaction: binary COPY into the staging
+//! table, `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (registry: newest wins), and every
+//! contributing gatherer's `sync_cursors` row advanced with `GREATEST`.
+//!
+//! Invariant (DESIGN.md): a gatherer's stored cursor never passes a record unless that record,
+//! or its twin from another gatherer, is committed in the same or an earlier transaction. The
+//! cursors ride in the data's transaction, the cache holds only committed keys and is emptied
+//! whenever the connection to production is rebuilt or lost, and a batch is retried (forever,
+//! with capped jittered backoff) until it commits or shutdown comes, in which case nothing of
+//! it is acknowledged and the next start reads it again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kalshi_proto::gatherer::v1 as pb;
+use kalshi_shared::pg::DbErrorClass;
+use kalshi_shared::retry::{Backoff, BackoffConfig};
+use prost::Message as _;
+use sqlx::Executor as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::board::Board;
+use crate::db::{DbError, Prod};
+use crate::metrics as m;
+use crate::records::{self, Encoder, Source, Stream};
+
+/// What a source hands a sink: consecutive records of one gatherer's stream.
+#[derive(Debug)]
+pub struct Page {
+    pub gatherer: usize,
+    pub instance_id: Arc<str>,
+    pub records: Vec<Item>,
+    /// The cursor to store once the page is committed (None for records the deduplicator
+    /// declares itself, which have no gatherer cursor).
+    pub last_cursor: Option<i64>,
+}
+
+/// One record and what the source found out about it.
+#[derive(Debug)]
+pub struct Item {
+    pub record: pb::Record,
+    /// Why it cannot be a row (then it goes to quarantine as it is).
+    pub invalid: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub batch_rows: usize,
+    pub batch_interval: Duration,
+    pub cache_keys: usize,
+    pub retry: BackoffConfig,
+    pub pause_before_commit: Duration,
+    /// Gatherer ids by index.
+    pub gatherers: Vec<String>,
+}
+
+/// Keys of recently committed records, first in first out.
+struct KeyCache {
+    set: HashSet<u128>,
+    order: VecDeque<u128>,
+    cap: usize,
+}
+
+impl KeyCache {
+    fn new(cap: usize) -> Self {
+        KeyCache {
+            set: HashSet::with_capacity(cap.min(1 << 20)),
+            order: VecDeque::with_capacity(cap.min(1 << 20)),
+            cap,
+        }
+    }
+    fn contains(&self, k: u128) -> bool {
+        self.set.contains(&k)
+    }
+    fn insert(&mut self, k: u128) {
+        if self.cap == 0 || !self.set.insert(k) {
+            return;
+        }
+        self.order.push_back(k);
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+    fn clear(&mut self) {
+        self.set.clear();
+        self.order.clear();
+    }
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
+/// A record on its way into one transaction.
+struct Row {
+    gatherer: usize,
+    instance: Arc<str>,
+    record: pb::Record,
+    key: Option<u128>,
+    invalid: Option<String>,
+}
+
+/// The batch being built: rows plus, per gatherer, the cursor to store.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Row>,
+    cursors: HashMap<usize, (Arc<str>, i64)>,
+    pages: usize,
+    dropped: u64,
+    seen: HashSet<u128>,
+}
+
+pub struct Sink {
+    stream: Stream,
+    cfg: SinkConfig,
+    prod: Arc<Prod>,
+    board: Arc<Board>,
+    cache: KeyCache,
+    generation: u64,
+    months: HashSet<(i32, u8)>,
+    /// Sources that finished (for the drain on shutdown).
+    rx: mpsc::Receiver<Page>,
+}
+
+impl Sink {
+    pub fn new(
+        stream: Stream,
+        cfg: SinkConfig,
+        prod: Arc<Prod>,
+        board: Arc<Board>,
+        rx: mpsc::Receiver<Page>,
+    ) -> Sink {
+        let cache = KeyCache::new(cfg.cache_keys);
+        let generation = prod.generation();
+        Sink {
+            stream,
+            cfg,
+            prod,
+            board,
+            cache,
+            generation,
+            months: HashSet::new(),
+            rx,
+        }
+    }
+
+    /// Runs until shutdown; then commits what it holds if production lets it within `drain`.
+    pub async fn run(mut self, cancel: CancellationToken, drain: Duration) {
+        let table = self.stream.table();
+        loop {
+            let mut batch = Batch::default();
+            let mut deadline: Option<tokio::time::Instant> = None;
+            // Collect until the batch is full, its interval passed, or shutdown.
+            let stop = loop {
+                if batch.rows.len() >= self.cfg.batch_rows {
+                    break false;
+                }
+                let page = match deadline {
+                    None => tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => break true,
+                        p = self.rx.recv() => p,
+                    },
+                    Some(d) => tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => break true,
+                        _ = tokio::time::sleep_until(d) => break false,
+                        p = self.rx.recv() => p,
+                    },
+                };
+                let Some(page) = page else { break true };
+                deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + self.cfg.batch_interval);
+                self.add(&mut batch, page);
+                metrics::gauge!(m::QUEUE_PAGES, "stream" => table).set(self.rx.len() as f64);
+            };
+            if stop {
+                // Whatever the sources already handed over is committed if production allows
+                // within the drain time; anything not committed is read again at the next start.
+                while let Ok(page) = self.rx.try_recv() {
+                    self.add(&mut batch, page);
+                }
+                if batch.pages > 0 {
+                    let give_up = CancellationToken::new();
+                    let g = give_up.clone();
+                    let timer = tokio::spawn(async move {
+                        tokio::time::sleep(drain).await;
+                        g.cancel();
+                    });
+                    if self.commit(batch, &give_up).await {
+                        tracing::info!(stream = table, "final batch committed");
+                    } else {
+                        tracing::warn!(
+                            stream = table,
+                            "final batch not committed before shutdown; it will be read again"
+                        );
+                    }
+                    timer.abort();
+                }
+                return;
+            }
+            if batch.pages > 0 && !self.commit(batch, &cancel).await {
+                return;
+            }
+        }
+    }
+
+    fn add(&mut self, batch: &mut Batch, page: Page) {
+        self.check_generation();
+        batch.pages += 1;
+        let gid = &self.cfg.gatherers[page.gatherer];
+        for item in page.records {
+            let src = Source {
+                gatherer_id: gid,
+                instance_id: &page.instance_id,
+            };
+            let key = if item.invalid.is_none() {
+                records::key(self.stream, &src, &item.record)
+            } else {
+                None
+            };
+            if let Some(k) = key
+                && (self.cache.contains(k) || !batch.seen.insert(k))
+            {
+                batch.dropped += 1;
+                continue;
+            }
+            batch.rows.push(Row {
+                gatherer: page.gatherer,
+                instance: page.instance_id.clone(),
+                record: item.record,
+                key,
+                invalid: item.invalid,
+            });
+        }
+        if let Some(c) = page.last_cursor {
+            match batch.cursors.get_mut(&page.gatherer) {
+                Some((inst, cur)) if **inst == *page.instance_id => *cur = (*cur).max(c),
+                _ => {
+                    batch
+                        .cursors
+                        .insert(page.gatherer, (page.instance_id.clone(), c));
+                }
+            }
+        }
+    }
+
+    /// After the pool was rebuilt (failover, demoted primary) the cache may name rows the new
+    /// primary does not have: forget it.
+    fn check_generation(&mut self) {
+        let g = self.prod.generation();
+        if g != self.generation {
+            self.generation = g;
+            self.cache.clear();
+        }
+    }
+
+    /// Commits the batch, retrying until it is in or `cancel` fires. True when committed.
+    async fn commit(&mut self, batch: Batch, cancel: &CancellationToken) -> bool {
+        let table = self.stream.table();
+        let Batch {
+            rows,
+            cursors,
+            dropped,
+            ..
+        } = batch;
+        let (valid, mut poison): (Vec<&Row>, Vec<Poison<'_>>) = {
+            let mut v = Vec::with_capacity(rows.len());
+            let mut p = Vec::new();
+            for r in &rows {
+                match &r.invalid {
+                    Some(why) => p.push((r, format!("invalid record: {why}"), None)),
+                    None => v.push(r),
+                }
+            }
+            (v, p)
+        };
+        if let Err(()) = self.ensure_partitions(&valid, cancel).await {
+            return false;
+        }
+        let cursor_rows: Vec<(String, i64, String)> = cursors
+            .iter()
+            .map(|(g, (inst, c))| (self.cfg.gatherers[*g].clone(), *c, inst.to_string()))
+            .collect();
+        let started = Instant::now();
+        // The normal case: everything in one transaction.
+        let inserted = match self
+            .attempt(&valid, &poison, Some(&cursor_rows), cancel)
+            .await
+        {
+            Ok(n) => n,
+            Err(Stop::Cancelled) => return false,
+            Err(Stop::Data(e)) => {
+                tracing::warn!(stream = table, rows = valid.len(), error = %e, "a batch was refused for its data: bisecting to find the poison rows");
+                // Commit the good rows in halves (no cursors yet), find the bad ones, then
+                // quarantine them and move the cursors in one last transaction.
+                let mut bad = Vec::new();
+                let mut n = 0;
+                match self.bisect(&valid, cancel, &mut bad, &mut n).await {
+                    Ok(()) => {}
+                    Err(()) => return false,
+                }
+                for (r, e) in bad {
+                    tracing::error!(stream = table, gatherer = %self.cfg.gatherers[r.gatherer], cursor = r.record.cursor, record = %records::summary(&r.record), error = %e, "poison row quarantined");
+                    poison.push((r, e.message.clone(), e.sqlstate.clone()));
+                }
+                match self.attempt(&[], &poison, Some(&cursor_rows), cancel).await {
+                    Ok(_) => n,
+                    Err(Stop::Cancelled) => return false,
+                    Err(Stop::Data(e)) => {
+                        // The quarantine itself refused them: nothing sensible is left but to
+                        // stop advancing and say so loudly.
+                        tracing::error!(stream = table, error = %e, "quarantine refused rows; retrying later");
+                        return false;
+                    }
+                }
+            }
+        };
+        metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+        // Committed: account, cache, publish cursors.
+        let duplicates = dropped + (valid.len() as u64).saturating_sub(inserted);
+        metrics::counter!(m::RECORDS_WRITTEN, "stream" => table).increment(inserted);
+        metrics::counter!(m::DUPLICATES_DROPPED, "stream" => table).increment(duplicates);
+        if !poison.is_empty() {
+            metrics::counter!(m::QUARANTINED, "stream" => table).increment(poison.len() as u64);
+        }
+        self.check_generation();
+        for r in &valid {
+            if let Some(k) = r.key {
+                self.cache.insert(k);
+            }
+        }
+        metrics::gauge!(m::CACHE_KEYS, "stream" => table).set(self.cache.len() as f64);
+        for (g, (_, c)) in &cursors {
+            let b = self.board.gatherers[*g].stream(self.stream);
+            b.committed
+                .fetch_max(*c, std::sync::atomic::Ordering::AcqRel);
+        }
+        true
+    }
+
+    /// Commits the rows in halves until every poison row is isolated; `bad` collects them
+    /// with their errors, `n` counts rows inserted.
+    fn bisect<'a, 'b>(
+        &'a mut self,
+        rows: &'b [&'b Row],
+        cancel: &'a CancellationToken,
+        bad: &'a mut Vec<(&'b Row, DbError)>,
+        n: &'a mut u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ()>> + Send + 'a>>
+    where
+        'b: 'a,
+    {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            match self.attempt(rows, &[], None, cancel).await {
+                Ok(k) => {
+                    *n += k;
+                    Ok(())
+                }
+                Err(Stop::Cancelled) => Err(()),
+                Err(Stop::Data(e)) if rows.len() == 1 => {
+                    bad.push((rows[0], e));
+                    Ok(())
+                }
+                Err(Stop::Data(_)) => {
+                    let (a, b) = rows.split_at(rows.len() / 2);
+                    self.bisect(a, cancel, bad, n).await?;
+                    self.bisect(b, cancel, bad, n).await
+                }
+            }
+        })
+    }
+
+    /// Creates the monthly partitions the rows need (outside the transaction). A failure
+    /// other than a lost connection leaves the rows to the default partition.
+    async fn ensure_partitions(
+        &mut self,
+        rows: &[&Row],
+        cancel: &CancellationToken,
+    ) -> Result<(), ()> {
+        if !crate::schema::PARTITIONED.contains(&self.stream.table()) {
+            return Ok(());
+        }
+        let mut months: Vec<(i32, u8)> = rows
+            .iter()
+            .filter_map(|r| partition_ms(&r.record))
+            .map(crate::schema::month_of)
+            .filter(|m| !self.months.contains(m))
+            .collect();
+        months.sort_unstable();
+        months.dedup();
+        for month in months {
+            let sql = crate::schema::create_partition_sql(self.stream.table(), month);
+            let mut backoff = Backoff::new(self.cfg.retry);
+            loop {
+                let pool = self.prod.pool();
+                let r = match tokio::time::timeout(
+                    self.prod.op_timeout(),
+                    pool.execute(sqlx::AssertSqlSafe(sql.clone())),
+                )
+                .await
+                {
+                    Ok(r) => r.map(|_| ()).map_err(DbError::from),
+                    Err(_) => Err(DbError::timeout(
+                        "creating a partition",
+                        self.prod.op_timeout(),
+                    )),
+                };
+                match r {
+                    Ok(()) => break,
+                    Err(e) if matches!(e.class, DbErrorClass::Data | DbErrorClass::Other) => {
+                        tracing::warn!(table = self.stream.table(), ?month, error = %e, "cannot create a monthly partition; rows go to the default partition");
+                        break;
+                    }
+                    Err(e) => {
+                        self.on_error(&e);
+                        if !backoff.sleep(cancel).await {
+                            return Err(());
+                        }
+                    }
+                }
+            }
+            self.months.insert(month);
+        }
+        Ok(())
+    }
+
+    fn on_error(&mut self, e: &DbError) {
+        self.prod.observe(Err(e));
+        match e.class {
+            DbErrorClass::ReadOnly => {
+                tracing::warn!(stream = self.stream.table(), error = %e, "production is read-only (demoted primary): rebuilding the pool");
+                self.prod.rebuild();
+            }
+            DbErrorClass::Connection | DbErrorClass::Timeout => {
+                tracing::warn!(stream = self.stream.table(), error = %e, "production connection lost: retrying");
+                // What this connection committed last may not be on the server we reach next.
+                self.cache.clear();
+            }
+            DbErrorClass::Transient => {
+                tracing::info!(stream = self.stream.table(), error = %e, "transient production error: retrying");
+            }
+            DbErrorClass::Other | DbErrorClass::Data => {
+                tracing::error!(stream = self.stream.table(), error = %e, "unexpected production error: retrying (the batch is kept)");
+            }
+        }
+    }
+
+    /// One transaction, retried on everything but data errors until it commits or `cancel`.
+    async fn attempt(
+        &mut self,
+        rows: &[&Row],
+        poison: &[Poison<'_>],
+        cursors: Option<&[(String, i64, String)]>,
+        cancel: &CancellationToken,
+    ) -> Result<u64, Stop> {
+        let mut backoff = Backoff::new(self.cfg.retry);
+        loop {
+            match self.transaction(rows, poison, cursors).await {
+                Ok(n) => {
+                    self.prod.observe(Ok(()));
+                    return Ok(n);
+                }
+                Err(e) if e.class == DbErrorClass::Data => {
+                    metrics::counter!(m::RDS_ERRORS, "class" => "data").increment(1);
+                    return Err(Stop::Data(e));
+                }
+                Err(e) => {
+                    self.on_error(&e);
+                    if !backoff.sleep(cancel).await {
+                        return Err(Stop::Cancelled);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn transaction(
+        &self,
+        rows: &[&Row],
+        poison: &[Poison<'_>],
+        cursors: Option<&[(String, i64, String)]>,
+    ) -> Result<u64, DbError> {
+        let mut enc = Encoder::new(self.stream);
+        for r in rows {
+            let src = Source {
+                gatherer_id: &self.cfg.gatherers[r.gatherer],
+                instance_id: &r.instance,
+            };
+            enc.push(&src, &r.record);
+        }
+        let payload = (enc.rows() > 0).then(|| enc.finish());
+        let mut conn = self.prod.acquire().await?;
+        let op_timeout = self.prod.op_timeout();
+        let stream = self.stream;
+        let pause = self.cfg.pause_before_commit;
+        let fut = async {
+            conn.execute("BEGIN").await?;
+            let mut inserted = 0;
+            if let Some(payload) = payload {
+                // The staging table lives with the connection and empties itself at commit.
+                conn.execute(sqlx::AssertSqlSafe(stream.create_stage_sql()))
+                    .await?;
+                let mut copy = conn
+                    .copy_in_raw(&format!(
+                        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+                        stream.stage(),
+                        stream.columns()
+                    ))
+                    .await?;
+                copy.send(payload).await?;
+                copy.finish().await?;
+                inserted = conn
+                    .execute(sqlx::AssertSqlSafe(stream.merge_sql()))
+                    .await?
+                    .rows_affected();
+            }
+            if !poison.is_empty() {
+                let mut q = QuarantineCols::default();
+                for (r, err, state) in poison {
+                    q.gatherer.push(self.cfg.gatherers[r.gatherer].clone());
+                    q.cursor.push(r.record.cursor);
+                    q.instance.push(r.instance.to_string());
+                    q.record.push(r.record.encode_to_vec());
+                    q.summary.push(records::summary(&r.record));
+                    q.error.push(err.chars().take(2000).collect());
+                    q.sqlstate.push(state.clone());
+                }
+                sqlx::query(
+                    "INSERT INTO quarantine (gatherer_id, stream, cursor, instance_id, record, summary, error, sqlstate) \
+                     SELECT g, $2, c, i, r, s, e, st FROM UNNEST($1::text[], $3::bigint[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::text[]) AS u(g, c, i, r, s, e, st) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&q.gatherer)
+                .bind(stream.table())
+                .bind(&q.cursor)
+                .bind(&q.instance)
+                .bind(&q.record)
+                .bind(&q.summary)
+                .bind(&q.error)
+                .bind(&q.sqlstate)
+                .execute(&mut *conn)
+                .await?;
+            }
+            if let Some(cursors) = cursors
+                && !cursors.is_empty()
+            {
+                let g: Vec<&str> = cursors.iter().map(|c| c.0.as_str()).collect();
+                let c: Vec<i64> = cursors.iter().map(|c| c.1).collect();
+                let i: Vec<&str> = cursors.iter().map(|c| c.2.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO sync_cursors (gatherer_id, stream, cursor, instance_id) \
+                     SELECT g, $2, c, i FROM UNNEST($1::text[], $3::bigint[], $4::text[]) AS u(g, c, i) \
+                     ON CONFLICT (gatherer_id, stream) DO UPDATE SET \
+                       cursor = CASE WHEN sync_cursors.instance_id = EXCLUDED.instance_id \
+                                     THEN GREATEST(sync_cursors.cursor, EXCLUDED.cursor) \
+                                     ELSE EXCLUDED.cursor END, \
+                       instance_id = EXCLUDED.instance_id, updated_at = now()",
+                )
+                .bind(&g)
+                .bind(stream.table())
+                .bind(&c)
+                .bind(&i)
+                .execute(&mut *conn)
+                .await?;
+            }
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            conn.execute("COMMIT").await?;
+            Ok::<u64, sqlx::Error>(inserted)
+        };
+        let r = match tokio::time::timeout(op_timeout + pause, fut).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(DbError::from(e)),
+            Err(_) => Err(DbError::timeout("a production transaction", op_timeout)),
+        };
+        match &r {
+            Ok(_) => {}
+            Err(e) if e.class == DbErrorClass::Data || e.class == DbErrorClass::Transient => {
+                // The connection is fine; end the failed transaction before it goes back.
+                let rollback = tokio::time::timeout(op_timeout, conn.execute("ROLLBACK")).await;
+                if !matches!(rollback, Ok(Ok(_))) {
+                    conn.close_on_drop();
+                }
+            }
+            Err(_) => conn.close_on_drop(),
+        }
+        r
+    }
+}
+
+/// A row refused, with its error and SQLSTATE.
+type Poison<'a> = (&'a Row, String, Option<String>);
+
+enum Stop {
+    Cancelled,
+    Data(DbError),
+}
+
+#[derive(Default)]
+struct QuarantineCols {
+    gatherer: Vec<String>,
+    cursor: Vec<i64>,
+    instance: Vec<String>,
+    record: Vec<Vec<u8>>,
+    summary: Vec<String>,
+    error: Vec<String>,
+    sqlstate: Vec<Option<String>>,
+}
+
+/// The partition time of a record as the encoder stores it.
+fn partition_ms(r: &pb::Record) -> Option<i64> {
+    use pb::record::Body;
+    let recv = |o: &Option<pb::Origin>| o.as_ref().map_or(0, |o| o.received_ms);
+    Some(match r.body.as_ref()? {
+        Body::Trade(t) => t.ts_ms,
+        Body::Delta(d) if d.ts_ms != 0 => d.ts_ms,
+        Body::Delta(d) => recv(&d.origin),
+        Body::Snapshot(s) => recv(&s.origin),
+        Body::Ticker(t) if t.ts_ms != 0 => t.ts_ms,
+        Body::Ticker(t) => recv(&t.origin),
+        _ => return None,
+    })
+}
+
+/// Creates the queues and writers of every stream.
+pub fn channels(queue_pages: usize) -> (Vec<mpsc::Sender<Page>>, Vec<mpsc::Receiver<Page>>) {
+    Stream::ALL
+        .iter()
+        .map(|_| mpsc::channel(queue_pages))
+        .unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_cache_is_bounded_and_first_in_first_out() {
+        let mut c = KeyCache::new(3);
+        for k in 1..=5u128 {
+            c.insert(k);
+        }
+        c.insert(5);
+        assert_eq!(c.len(), 3);
+        assert!(!c.contains(1) && !c.contains(2));
+        assert!(c.contains(3) && c.contains(4) && c.contains(5));
+        c.clear();
+        assert_eq!(c.len(), 0);
+        let mut off = KeyCache::new(0);
+        off.insert(1);
+        assert!(!off.contains(1));
+    }
+}

@@ -1,0 +1,443 @@
+//! One source per gatherer: a `Tail` per stream from where production's cursor says, pages
+//! handed to the stream's sink in order. A gatherer that is down or partitioned away is retried
+//! with capped jittered backoff while the others carry on; one whose `instance_id` changed
+//! (replaced instance, empty database) has its cursors reset, loudly. Everything a gatherer
+//! sends is bounded (message size, page size) and checked (ascending cursors, record shape).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kalshi_proto::GathererClient;
+use kalshi_proto::gatherer::v1 as pb;
+use kalshi_shared::retry::{Backoff, BackoffConfig};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::board::{Board, Health};
+use crate::metrics as m;
+use crate::records::{self, Stream};
+use crate::sink::{Item, Page};
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub page_limit: u32,
+    pub max_message_bytes: usize,
+    pub connect_timeout: Duration,
+    pub silence_timeout: Duration,
+    pub backoff: BackoffConfig,
+}
+
+/// Where this gatherer's streams are read up to, for which instance.
+struct Position {
+    instance: Option<Arc<str>>,
+    after: [i64; 9],
+}
+
+pub struct Source {
+    idx: usize,
+    id: String,
+    cfg: SourceConfig,
+    channel: Channel,
+    board: Arc<Board>,
+    sinks: Vec<mpsc::Sender<Page>>,
+    pos: Mutex<Position>,
+    /// Serializes identity checks so one reset happens once.
+    identity: tokio::sync::Mutex<()>,
+}
+
+/// Why a Tail ended.
+enum TailEnd {
+    Cancelled,
+    /// Reconnect after backoff.
+    Retry,
+}
+
+impl Source {
+    /// `stored`: production's cursors for this gatherer, `(instance, [cursor per stream])`.
+    pub fn new(
+        idx: usize,
+        id: String,
+        endpoint: &str,
+        cfg: SourceConfig,
+        board: Arc<Board>,
+        sinks: Vec<mpsc::Sender<Page>>,
+        stored: Option<(String, [i64; 9])>,
+    ) -> Result<Arc<Source>, String> {
+        let channel = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| format!("gatherer {id}: bad endpoint {endpoint:?}: {e}"))?
+            .connect_timeout(cfg.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(cfg.silence_timeout)
+            .connect_lazy();
+        let (instance, after) = match stored {
+            Some((i, a)) => (Some(Arc::from(i.as_str())), a),
+            None => (None, [0; 9]),
+        };
+        Ok(Arc::new(Source {
+            idx,
+            id,
+            cfg,
+            channel,
+            board,
+            sinks,
+            pos: Mutex::new(Position { instance, after }),
+            identity: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    fn client(&self) -> GathererClient<Channel> {
+        GathererClient::new(self.channel.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+    }
+
+    fn error(&self, kind: &'static str) {
+        metrics::counter!(m::SOURCE_ERRORS, "gatherer" => self.id.clone(), "kind" => kind)
+            .increment(1);
+    }
+
+    /// Runs every stream's Tail until shutdown.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for s in Stream::ALL {
+            let me = self.clone();
+            let c = cancel.clone();
+            tasks.spawn(async move { me.run_stream(s, c).await });
+        }
+        let me = self.clone();
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            // Health follows the streams' state.
+            loop {
+                me.board.gatherers[me.idx].refresh(false);
+                tokio::select! {
+                    _ = c.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        });
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn run_stream(&self, stream: Stream, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(self.cfg.backoff);
+        let mut limit = self.cfg.page_limit;
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let end = match self.check_identity(stream).await {
+                Ok(instance) => {
+                    self.tail(stream, instance, &mut limit, &mut backoff, &cancel)
+                        .await
+                }
+                Err(()) => TailEnd::Retry,
+            };
+            self.board.gatherers[self.idx]
+                .stream(stream)
+                .open
+                .store(false, Ordering::Release);
+            match end {
+                TailEnd::Cancelled => return,
+                TailEnd::Retry => {
+                    metrics::counter!(m::SOURCE_RECONNECTS, "gatherer" => self.id.clone())
+                        .increment(1);
+                    if !backoff.sleep(&cancel).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the gatherer who it is. A different gatherer id is refused; a different instance
+    /// than the cursors were stored for resets every cursor of this gatherer to 0.
+    async fn check_identity(&self, stream: Stream) -> Result<Arc<str>, ()> {
+        let _serial = self.identity.lock().await;
+        let board = &self.board.gatherers[self.idx];
+        let status = match tokio::time::timeout(
+            self.cfg.connect_timeout * 2,
+            self.client().status(pb::StatusRequest {}),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s.into_inner(),
+            Ok(Err(e)) => {
+                self.error("status");
+                tracing::debug!(gatherer = %self.id, stream = stream.table(), error = %e.message(), "gatherer status failed");
+                return Err(());
+            }
+            Err(_) => {
+                self.error("connect");
+                return Err(());
+            }
+        };
+        if status.gatherer_id != self.id {
+            self.error("identity");
+            board.set_health(Health::WrongIdentity);
+            tracing::error!(gatherer = %self.id, endpoint = %board.endpoint, answered = %status.gatherer_id, "the endpoint answers as another gatherer: not reading it (check the configuration)");
+            return Err(());
+        }
+        if status.instance_id.is_empty() || status.instance_id.len() > 128 {
+            self.error("identity");
+            tracing::error!(gatherer = %self.id, "the gatherer reports no usable instance_id: not reading it");
+            return Err(());
+        }
+        if board.health() == Health::WrongIdentity {
+            board.set_health(Health::Connecting);
+        }
+        let mut pos = self
+            .pos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &pos.instance {
+            Some(i) if **i == *status.instance_id => {}
+            Some(old) => {
+                tracing::error!(
+                    gatherer = %self.id,
+                    old_instance = %old,
+                    new_instance = %status.instance_id,
+                    cursors = ?pos.after,
+                    "GATHERER INSTANCE CHANGED (replaced instance or empty database): resetting its cursors to 0 and reading it from the start"
+                );
+                metrics::counter!(m::INSTANCE_RESETS, "gatherer" => self.id.clone()).increment(1);
+                pos.after = [0; 9];
+                pos.instance = Some(Arc::from(status.instance_id.as_str()));
+                for s in &board.streams {
+                    s.committed.store(0, Ordering::Release);
+                    s.read.store(0, Ordering::Release);
+                }
+            }
+            None => {
+                tracing::info!(gatherer = %self.id, instance = %status.instance_id, "first contact with this gatherer instance");
+                pos.instance = Some(Arc::from(status.instance_id.as_str()));
+            }
+        }
+        board.set_instance(&status.instance_id);
+        for s in &status.streams {
+            if let Some(st) = Stream::from_pb(s.stream) {
+                board.stream(st).head.fetch_max(s.head, Ordering::AcqRel);
+            }
+        }
+        Ok(pos
+            .instance
+            .clone()
+            .unwrap_or_else(|| Arc::from(status.instance_id.as_str())))
+    }
+
+    fn after(&self, stream: Stream) -> i64 {
+        self.pos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .after[stream.index()]
+    }
+
+    /// Moves the position if it still belongs to `instance`. False if the instance changed.
+    fn advance(&self, stream: Stream, instance: &Arc<str>, to: i64) -> bool {
+        let mut pos = self
+            .pos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pos.instance.as_deref() != Some(&**instance) {
+            return false;
+        }
+        let a = &mut pos.after[stream.index()];
+        *a = (*a).max(to);
+        true
+    }
+
+    async fn tail(
+        &self,
+        stream: Stream,
+        instance: Arc<str>,
+        limit: &mut u32,
+        backoff: &mut Backoff,
+        cancel: &CancellationToken,
+    ) -> TailEnd {
+        let table = stream.table();
+        let board = self.board.gatherers[self.idx].stream(stream);
+        let mut after = self.after(stream);
+        let req = pb::TailRequest {
+            stream: stream.to_pb() as i32,
+            after,
+            limit: *limit,
+        };
+        let mut client = self.client();
+        let opened = tokio::select! {
+            _ = cancel.cancelled() => return TailEnd::Cancelled,
+            r = tokio::time::timeout(self.cfg.connect_timeout * 2, client.tail(req)) => r,
+        };
+        let mut rx = match opened {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(e)) => return self.tail_error(stream, &instance, e, limit).await,
+            Err(_) => {
+                self.error("connect");
+                return TailEnd::Retry;
+            }
+        };
+        board.open.store(true, Ordering::Release);
+        loop {
+            let msg = tokio::select! {
+                _ = cancel.cancelled() => return TailEnd::Cancelled,
+                m = tokio::time::timeout(self.cfg.silence_timeout, rx.message()) => m,
+            };
+            let page = match msg {
+                Err(_) => {
+                    self.error("silence");
+                    tracing::warn!(gatherer = %self.id, stream = table, timeout = ?self.cfg.silence_timeout, "Tail silent (not even a heartbeat): reconnecting");
+                    return TailEnd::Retry;
+                }
+                Ok(Ok(Some(p))) => p,
+                Ok(Ok(None)) => {
+                    tracing::info!(gatherer = %self.id, stream = table, "Tail ended by the gatherer: reconnecting");
+                    return TailEnd::Retry;
+                }
+                Ok(Err(e)) => return self.tail_error(stream, &instance, e, limit).await,
+            };
+            backoff.reset();
+            board.head.fetch_max(page.head, Ordering::AcqRel);
+            if page.records.is_empty() {
+                continue;
+            }
+            let n = page.records.len();
+            metrics::counter!(m::RECORDS_READ, "gatherer" => self.id.clone(), "stream" => table)
+                .increment(n as u64);
+            let mut items = Vec::with_capacity(n);
+            for r in page.records {
+                if r.cursor <= after {
+                    // A gatherer must never send a cursor twice or backwards: skip it (it is
+                    // at or below what this stream already passed) and say so.
+                    self.error("cursor");
+                    metrics::counter!(m::INVALID_RECORDS, "gatherer" => self.id.clone())
+                        .increment(1);
+                    tracing::warn!(gatherer = %self.id, stream = table, cursor = r.cursor, after, "record out of cursor order skipped");
+                    continue;
+                }
+                after = r.cursor;
+                let invalid = records::validate(stream, &r).err().map(|e| e.0);
+                if let Some(why) = &invalid {
+                    metrics::counter!(m::INVALID_RECORDS, "gatherer" => self.id.clone())
+                        .increment(1);
+                    tracing::warn!(gatherer = %self.id, stream = table, cursor = r.cursor, error = %why, "malformed record: it goes to quarantine");
+                }
+                items.push(Item { record: r, invalid });
+            }
+            if items.is_empty() {
+                continue;
+            }
+            let out = Page {
+                gatherer: self.idx,
+                instance_id: instance.clone(),
+                records: items,
+                last_cursor: Some(after),
+            };
+            let sent = tokio::select! {
+                _ = cancel.cancelled() => return TailEnd::Cancelled,
+                r = self.sinks[stream.index()].send(out) => r,
+            };
+            if sent.is_err() {
+                return TailEnd::Cancelled;
+            }
+            board.read.fetch_max(after, Ordering::AcqRel);
+            if !self.advance(stream, &instance, after) {
+                return TailEnd::Retry;
+            }
+            // A page that came through whole lets the page size grow back.
+            *limit = (*limit).saturating_mul(2).min(self.cfg.page_limit);
+        }
+    }
+
+    async fn tail_error(
+        &self,
+        stream: Stream,
+        instance: &Arc<str>,
+        e: tonic::Status,
+        limit: &mut u32,
+    ) -> TailEnd {
+        let table = stream.table();
+        let msg = e.message().to_owned();
+        if msg.contains("message length too large")
+            || e.code() == tonic::Code::ResourceExhausted && msg.contains("message")
+        {
+            self.error("oversize");
+            let smaller = (*limit / 4).max(1);
+            tracing::warn!(gatherer = %self.id, stream = table, limit = *limit, next_limit = smaller, max_bytes = self.cfg.max_message_bytes, error = %msg, "gatherer reply over the message limit: retrying with smaller pages");
+            *limit = smaller;
+            return TailEnd::Retry;
+        }
+        if e.code() == tonic::Code::OutOfRange {
+            return self.retention_overrun(stream, instance, &msg).await;
+        }
+        self.error("tail");
+        tracing::warn!(gatherer = %self.id, stream = table, code = ?e.code(), error = %msg, "Tail failed: reconnecting");
+        TailEnd::Retry
+    }
+
+    /// The gatherer dropped records this deduplicator had not read yet (retention): declare
+    /// the hole as a gap of this gatherer in production, then go on from its oldest record.
+    async fn retention_overrun(&self, stream: Stream, instance: &Arc<str>, msg: &str) -> TailEnd {
+        self.error("out_of_range");
+        let status = match tokio::time::timeout(
+            self.cfg.connect_timeout * 2,
+            self.client().status(pb::StatusRequest {}),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s.into_inner(),
+            _ => return TailEnd::Retry,
+        };
+        if status.instance_id != **instance {
+            return TailEnd::Retry;
+        }
+        let Some(oldest) = status
+            .streams
+            .iter()
+            .find(|s| s.stream == stream.to_pb() as i32)
+            .map(|s| s.oldest)
+        else {
+            return TailEnd::Retry;
+        };
+        let after = self.after(stream);
+        if oldest <= after + 1 {
+            tracing::warn!(gatherer = %self.id, stream = stream.table(), error = %msg, "OUT_OF_RANGE but the oldest record is within reach: retrying");
+            return TailEnd::Retry;
+        }
+        let now = kalshi_shared::time::now_ms();
+        tracing::error!(gatherer = %self.id, stream = stream.table(), from_cursor = after + 1, to_cursor = oldest - 1, "records were dropped by the gatherer's retention before they were merged: declaring a gap and continuing from its oldest record");
+        metrics::counter!(m::RETENTION_OVERRUNS, "gatherer" => self.id.clone()).increment(1);
+        let gap = pb::Record {
+            cursor: 0,
+            body: Some(pb::record::Body::Gap(pb::Gap {
+                // Negative: never collides with the gatherer's own gap ids.
+                id: -((stream.index() as i64 + 1) * 1_000_000_000_000 + after + 1),
+                stream: stream.to_pb() as i32,
+                market_ticker: String::new(),
+                from_ms: 0,
+                to_ms: now,
+                reason: "dedup_retention_overrun".into(),
+                detail: format!(
+                    "cursors {}..={} of {} were dropped by the gatherer's retention before the deduplicator merged them; their times are unknown",
+                    after + 1,
+                    oldest - 1,
+                    stream.table()
+                ),
+            })),
+        };
+        let page = Page {
+            gatherer: self.idx,
+            instance_id: instance.clone(),
+            records: vec![Item {
+                record: gap,
+                invalid: None,
+            }],
+            last_cursor: None,
+        };
+        if self.sinks[Stream::Gaps.index()].send(page).await.is_err() {
+            return TailEnd::Cancelled;
+        }
+        self.advance(stream, instance, oldest - 1);
+        TailEnd::Retry
+    }
+}
