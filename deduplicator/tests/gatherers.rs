@@ -75,10 +75,3 @@ async fn killed_and_replaced_gatherers_leave_production_exact() {
     d.stop().await.unwrap();
 }
 
-/// The value of one exact series line.
-fn metric_line(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}

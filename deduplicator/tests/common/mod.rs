@@ -648,3 +648,11 @@ pub async fn traffic(w: &World, rate: u64, secs: f64) {
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     w.rate(0).await;
 }
+
+/// The value of one exact series line (`name{labels}`), 0 when absent.
+pub fn metric_line(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,238 @@
+//! A misbehaving gatherer next to a real one: a poison row (a price production's CHECK refuses)
+//! lands in quarantine while its batch-mates commit; a malformed record is quarantined; a
+//! record out of cursor order is skipped and counted; replies over the message limit shrink
+//! the page size instead of crashing anything; an endpoint that answers as another gatherer is
+//! not read. The real gatherer's data is complete throughout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use common::*;
+use deduplicator::config::GathererEndpoint;
+use kalshi_proto::gatherer::v1 as pb;
+use sqlx::Row as _;
+use tonic::{Request, Response, Status};
+
+struct Fake {
+    id: String,
+    instance: String,
+    trades: Vec<pb::Record>,
+    tickers: Vec<pb::Record>,
+}
+
+fn trade(cursor: i64, id: &str, yes: i64) -> pb::Record {
+    pb::Record {
+        cursor,
+        body: Some(pb::record::Body::Trade(pb::Trade {
+            trade_id: id.into(),
+            market_ticker: "FAKE-MKT".into(),
+            yes_price_micros: yes,
+            no_price_micros: 1_000_000 - yes.min(1_000_000),
+            count_centi: 100,
+            taker_outcome_side: pb::Side::Yes as i32,
+            taker_book_side: "ask".into(),
+            is_block_trade: false,
+            ts_ms: 1_795_000_000_000 + cursor,
+            source: "ws".into(),
+            origin: None,
+        })),
+    }
+}
+
+type Stream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ReadResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl kalshi_proto::Gatherer for Fake {
+    async fn read(&self, _r: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    type TailStream = Stream;
+
+    async fn tail(&self, r: Request<pb::TailRequest>) -> Result<Response<Stream>, Status> {
+        let r = r.into_inner();
+        let recs = if r.stream == pb::Stream::Trades as i32 {
+            self.trades.clone()
+        } else if r.stream == pb::Stream::Tickers as i32 {
+            self.tickers.clone()
+        } else {
+            Vec::new()
+        };
+        let head = recs.iter().map(|x| x.cursor).max().unwrap_or(0);
+        // The trades page is sent as the gatherer "stored" it, disorder included; tickers are
+        // paged by the requested limit.
+        let pending: Vec<pb::Record> = if r.stream == pb::Stream::Trades as i32 {
+            if r.after == 0 { recs } else { Vec::new() }
+        } else {
+            recs.into_iter().filter(|x| x.cursor > r.after).collect()
+        };
+        let limit = r.limit.max(1) as usize;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stream = r.stream;
+        tokio::spawn(async move {
+            for chunk in pending.chunks(limit) {
+                let msg = pb::ReadResponse { stream, records: chunk.to_vec(), head };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if tx.send(Ok(pb::ReadResponse { stream, records: vec![], head })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn status(&self, _r: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let heads = [(pb::Stream::Trades, self.trades.len() as i64), (pb::Stream::Tickers, self.tickers.len() as i64)];
+        Ok(Response::new(pb::StatusResponse {
+            gatherer_id: self.id.clone(),
+            instance_id: self.instance.clone(),
+            streams: heads
+                .iter()
+                .map(|(s, h)| pb::StreamStatus { stream: *s as i32, head: *h, oldest: 1 })
+                .collect(),
+            ..Default::default()
+        }))
+    }
+}
+
+async fn serve(fake: Fake) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let svc = kalshi_proto::GathererServer::new(fake).max_encoding_message_size(64 << 20);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_gatherer_cannot_stall_crash_or_corrupt_production() {
+    let w = World::start(431, 20, 1).await;
+    let bad_trade_body = pb::Record {
+        cursor: 6,
+        body: Some(pb::record::Body::Delta(pb::OrderbookDelta {
+            market_ticker: "FAKE-MKT".into(),
+            ts_ms: 5,
+            side: pb::Side::Yes as i32,
+            price_micros: 10_000,
+            delta_centi: 100,
+            occurrence: 0,
+            origin: None,
+        })),
+    };
+    let big = "x".repeat(100_000);
+    let fake = Fake {
+        id: "gbad".into(),
+        instance: "bad-instance-1".into(),
+        trades: vec![
+            trade(1, "fake-1", 500_000),
+            trade(2, "fake-2", 510_000),
+            trade(3, "fake-poison", 2_000_000), // $2.00: production's CHECK refuses it
+            trade(4, "fake-4", 520_000),
+            trade(5, "fake-5", 530_000),
+            bad_trade_body,                      // a delta in the trades stream
+            trade(4, "fake-4-again", 520_000),   // backwards cursor
+            trade(7, "fake-7", 540_000),
+        ],
+        tickers: (1..=10)
+            .map(|i| pb::Record {
+                cursor: i,
+                body: Some(pb::record::Body::Ticker(pb::Ticker {
+                    market_ticker: "FAKE-MKT".into(),
+                    ts_ms: 1_795_000_000_000 + i,
+                    body_json: format!("{{\"pad\":\"{big}\",\"i\":{i}}}"),
+                    content_hash: format!("h{i}"),
+                    occurrence: 0,
+                    origin: None,
+                })),
+            })
+            .collect(),
+    };
+    let bad = serve(fake).await;
+    let impostor = serve(Fake {
+        id: "g-someone-else".into(),
+        instance: "x".into(),
+        trades: vec![trade(1, "impostor-1", 500_000)],
+        tickers: vec![],
+    })
+    .await;
+    let mut file = w.dedup_file(&w.prod.url());
+    file.gatherers.push(GathererEndpoint { id: "gbad".into(), endpoint: bad });
+    file.gatherers.push(GathererEndpoint { id: "g9".into(), endpoint: impostor });
+    // 4 tickers of ~100 kB do not fit in one message; one does.
+    file.sources.max_message_bytes = 256 * 1024;
+    let d = start_dedup(file).await;
+    let pool = pool(&w.prod.url()).await;
+
+    traffic(&w, 300, 10.0).await;
+    w.settle(Duration::from_millis(1500)).await;
+    w.wait_synced(&pool, Duration::from_secs(60)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = prod_cursors(&pool).await;
+        if c.get(&("gbad".into(), "trades".into())).is_some_and(|x| x.0 == 7)
+            && c.get(&("gbad".into(), "tickers".into())).is_some_and(|x| x.0 == 10)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the fake gatherer's cursors never reached its heads: {c:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Batch-mates of the poison row committed; the poison and the malformed record are in
+    // quarantine with their errors; the backwards record was skipped.
+    let ids: Vec<String> = sqlx::query_scalar("SELECT trade_id FROM trades WHERE gatherer_id = 'gbad' ORDER BY trade_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ids, vec!["fake-1", "fake-2", "fake-4", "fake-5", "fake-7"]);
+    let q = sqlx::query("SELECT gatherer_id, stream, cursor, summary, error, sqlstate FROM quarantine ORDER BY cursor")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(q.len(), 2, "two quarantined rows");
+    assert_eq!((q[0].get::<String, _>(0), q[0].get::<String, _>(1), q[0].get::<i64, _>(2)), ("gbad".into(), "trades".into(), 3));
+    assert!(q[0].get::<String, _>(3).contains("fake-poison"));
+    assert_eq!(q[0].get::<Option<String>, _>(5).as_deref(), Some("23514"), "check violation");
+    assert_eq!(q[1].get::<i64, _>(2), 6);
+    assert!(q[1].get::<String, _>(4).contains("a delta record in the trades stream"), "{}", q[1].get::<String, _>(4));
+    // The quarantined record is kept whole: it decodes back to what the gatherer sent.
+    let raw: Vec<u8> = sqlx::query_scalar("SELECT record FROM quarantine WHERE cursor = 3").fetch_one(&pool).await.unwrap();
+    let rec = <pb::Record as prost::Message>::decode(raw.as_slice()).unwrap();
+    assert!(matches!(rec.body, Some(pb::record::Body::Trade(t)) if t.yes_price_micros == 2_000_000));
+
+    // Every oversized ticker arrived through smaller pages.
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tickers WHERE gatherer_id = 'gbad'").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, 10);
+    // The impostor was never read.
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM trades WHERE trade_id LIKE 'impostor%'").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, 0);
+
+    let m = dedup_metrics(&d).await;
+    assert_eq!(metric_sum(&m, "dedup_quarantined_total"), 2.0);
+    assert_eq!(metric_line(&m, "dedup_invalid_records_total{gatherer=\"gbad\"}"), 2.0, "malformed + out of order");
+    assert!(metric_line(&m, "dedup_source_errors_total{gatherer=\"gbad\",kind=\"oversize\"}") >= 1.0);
+    assert!(metric_line(&m, "dedup_source_errors_total{gatherer=\"g9\",kind=\"identity\"}") >= 1.0);
+    let (code, h) = dedup_health(d.http_addr).await;
+    assert_eq!(code, 200, "{h}");
+    assert_eq!(h["gatherers"]["g9"], "wrong_identity");
+    assert_eq!(h["gatherers"]["g1"], "connected");
+
+    // The real gatherer's data is exact; the fake's rows are the only extra ones.
+    sqlx::query("DELETE FROM trades WHERE gatherer_id = 'gbad'").execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM tickers WHERE gatherer_id = 'gbad'").execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM quarantine").execute(&pool).await.unwrap();
+    assert_exact(&w, &pool).await;
+    d.stop().await.unwrap();
+}
