@@ -27,7 +27,18 @@ fn help_documents_commands_and_every_key() {
     let out = bin().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for word in ["migrate", "status", "gaps", "--config", "--check-config", "[production]", "database_url", "iam_auth", "pause_before_commit", "DEDUPLICATOR__SECTION__KEY"] {
+    for word in [
+        "migrate",
+        "status",
+        "gaps",
+        "--config",
+        "--check-config",
+        "[production]",
+        "database_url",
+        "iam_auth",
+        "pause_before_commit",
+        "DEDUPLICATOR__SECTION__KEY",
+    ] {
         assert!(text.contains(word), "--help lacks {word}");
     }
     let out = bin().args(["gaps", "--help"]).output().unwrap();
@@ -38,13 +49,24 @@ fn help_documents_commands_and_every_key() {
 fn bad_configuration_is_one_clear_line_and_exit_64() {
     let cases = [
         ("[sink]\nbatch_rows = 0\n", "sink.batch_rows"),
-        ("[production]\ndatabase_url = \"mysql://u:hunter2@h/db\"\n", "production.database_url"),
+        (
+            "[production]\ndatabase_url = \"mysql://u:hunter2@h/db\"\n",
+            "production.database_url",
+        ),
         ("[sink]\nbatch_rowz = 5\n", "batch_rowz"),
-        ("[[gatherers]]\nid = \"a b\"\nendpoint = \"http://x:1\"\n", "gatherers[0].id"),
+        (
+            "[[gatherers]]\nid = \"a b\"\nendpoint = \"http://x:1\"\n",
+            "gatherers[0].id",
+        ),
     ];
     for (text, key) in cases {
         let p = write("bad.toml", text);
-        let out = bin().arg("--config").arg(&p).arg("--check-config").output().unwrap();
+        let out = bin()
+            .arg("--config")
+            .arg(&p)
+            .arg("--check-config")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(64), "{text}");
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -57,8 +79,16 @@ fn bad_configuration_is_one_clear_line_and_exit_64() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("sink.batch_rows"));
-    let out = bin().arg("--config").arg("/nonexistent.toml").output().unwrap();
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("sink.batch_rows")
+    );
+    let out = bin()
+        .arg("--config")
+        .arg("/nonexistent.toml")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
 
@@ -73,11 +103,31 @@ async fn migrate_status_and_gaps() {
     });
     let cfg = write("dedup.toml", &toml::to_string(&file).unwrap());
 
-    let out = bin().arg("--config").arg(&cfg).arg("migrate").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "applied migrations [1]");
-    let out = bin().arg("--config").arg(&cfg).arg("migrate").output().unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "production schema is up to date");
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "applied migrations [1]"
+    );
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "production schema is up to date"
+    );
 
     let d = start_dedup(file.clone()).await;
     traffic(&w, 200, 3.0).await;
@@ -87,16 +137,28 @@ async fn migrate_status_and_gaps() {
     d.stop().await.unwrap();
     let head = w.gatherers[0].status().await.streams[0].head;
 
-    let out = bin().arg("--config").arg(&cfg).arg("status").output().unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("status")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3), "a gatherer is unreachable");
     let text = String::from_utf8(out.stdout).unwrap();
-    let line = text.lines().find(|l| l.starts_with("g1") && l.contains(" trades ")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("g1") && l.contains(" trades "))
+        .unwrap();
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols[2], head.to_string(), "cursor: {line}");
     assert_eq!(cols[3], head.to_string(), "head: {line}");
     assert_eq!(cols[4], "0", "behind: {line}");
     assert!(line.ends_with(" ok"), "{line}");
-    assert!(text.lines().any(|l| l.starts_with("g2") && l.contains("unreachable")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("g2") && l.contains("unreachable")),
+        "{text}"
+    );
 
     // Coverage: g1 and g2 both missed M between 3000 and 5000 ms; only g1 missed 1000..3000.
     sqlx::query(
@@ -108,16 +170,55 @@ async fn migrate_status_and_gaps() {
     .execute(&pool)
     .await
     .unwrap();
-    let out = bin().arg("--config").arg(&cfg).args(["gaps", "--from", "0", "--to", "10000"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["gaps", "--from", "0", "--to", "10000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.lines().next().unwrap().ends_with(": 1"), "{text}");
     let line = text.lines().nth(1).unwrap();
     assert!(line.starts_with("orderbook_deltas"), "{line}");
-    assert!(line.contains(" M ") && line.contains("1970-01-01T00:00:03.000Z .. 1970-01-01T00:00:05.000Z"), "{line}");
-    assert!(line.contains("(2.000 s)") && line.ends_with("disconnect,seq_gap"), "{line}");
-    let out = bin().arg("--config").arg(&cfg).args(["gaps", "--from", "1970-01-01T00:00:06Z", "--to", "1970-01-01T00:00:09Z"]).output().unwrap();
-    assert!(String::from_utf8(out.stdout).unwrap().lines().next().unwrap().ends_with(": 0"));
-    let out = bin().arg("--config").arg(&cfg).args(["gaps", "--from", "yesterday"]).output().unwrap();
+    assert!(
+        line.contains(" M ")
+            && line.contains("1970-01-01T00:00:03.000Z .. 1970-01-01T00:00:05.000Z"),
+        "{line}"
+    );
+    assert!(
+        line.contains("(2.000 s)") && line.ends_with("disconnect,seq_gap"),
+        "{line}"
+    );
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "gaps",
+            "--from",
+            "1970-01-01T00:00:06Z",
+            "--to",
+            "1970-01-01T00:00:09Z",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(": 0")
+    );
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["gaps", "--from", "yesterday"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }

@@ -27,11 +27,15 @@ async fn finish(w: &World, d: deduplicator::Deduplicator, url: &str, within: Dur
     w.settle(Duration::from_millis(1500)).await;
     let pool = pool(url).await;
     w.wait_synced(&pool, within).await;
-    let got = assert_exact(&w, &pool).await;
+    let got = assert_exact(w, &pool).await;
     eprintln!("production: {got:?}");
     assert!(got.trades > 200, "traffic ran: {got:?}");
     let m = dedup_metrics(&d).await;
-    assert_eq!(metric_sum(&m, "dedup_rds_connected"), 1.0, "connected again");
+    assert_eq!(
+        metric_sum(&m, "dedup_rds_connected"),
+        1.0,
+        "connected again"
+    );
     d.stop().await.unwrap();
     m
 }
@@ -42,10 +46,15 @@ async fn primary_killed_standby_promoted_endpoint_moved() {
     let standby = PgCluster::start_standby(&w.prod, ClusterOptions::default()).unwrap();
     // Synchronous replication, as RDS Multi-AZ: a commit the deduplicator saw is on the standby.
     w.prod
-        .psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = '*'")
+        .psql(
+            "postgres",
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        )
         .unwrap();
     w.prod.psql("postgres", "SELECT pg_reload_conf()").unwrap();
-    let proxy = TcpProxy::start("127.0.0.1:0".parse().unwrap(), addr(&w.prod)).await.unwrap();
+    let proxy = TcpProxy::start("127.0.0.1:0".parse().unwrap(), addr(&w.prod))
+        .await
+        .unwrap();
     let d = start_dedup(w.dedup_file(&via(&proxy))).await;
     w.rate(500).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -55,7 +64,10 @@ async fn primary_killed_standby_promoted_endpoint_moved() {
     proxy.drop_all();
     tokio::time::sleep(Duration::from_secs(8)).await;
     let m = finish(&w, d, &standby.url(), Duration::from_secs(90)).await;
-    assert!(metric_sum(&m, "dedup_rds_errors_total") > 0.0, "the failover was seen");
+    assert!(
+        metric_sum(&m, "dedup_rds_errors_total") > 0.0,
+        "the failover was seen"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,24 +77,38 @@ async fn demoted_primary_answering_read_only_rebuilds_the_pool() {
     w.rate(500).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     w.prod
-        .psql("postgres", "ALTER SYSTEM SET default_transaction_read_only = on")
+        .psql(
+            "postgres",
+            "ALTER SYSTEM SET default_transaction_read_only = on",
+        )
         .unwrap();
     w.prod.psql("postgres", "SELECT pg_reload_conf()").unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (code, h) = dedup_health(d.http_addr).await;
-    assert_eq!(code, 503, "production refuses writes for longer than unhealthy_after: {h}");
+    assert_eq!(
+        code, 503,
+        "production refuses writes for longer than unhealthy_after: {h}"
+    );
     assert_eq!(h["rds"], "unreachable");
     w.prod
-        .psql("postgres", "ALTER SYSTEM RESET default_transaction_read_only")
+        .psql(
+            "postgres",
+            "ALTER SYSTEM RESET default_transaction_read_only",
+        )
         .unwrap();
     w.prod.psql("postgres", "SELECT pg_reload_conf()").unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let m = finish(&w, d, &w.prod.url(), Duration::from_secs(60)).await;
     assert!(
-        m.lines().any(|l| l.starts_with("dedup_rds_errors_total{class=\"read_only\"}") && !l.ends_with(" 0")),
+        m.lines().any(
+            |l| l.starts_with("dedup_rds_errors_total{class=\"read_only\"}") && !l.ends_with(" 0")
+        ),
         "25006 seen"
     );
-    assert!(metric_sum(&m, "dedup_pool_rebuilds_total") > 0.0, "pool rebuilt on 25006");
+    assert!(
+        metric_sum(&m, "dedup_pool_rebuilds_total") > 0.0,
+        "pool rebuilt on 25006"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +131,9 @@ async fn terminated_backends_are_retried() {
     assert!(terminated >= 10, "backends terminated: {terminated}");
     let m = finish(&w, d, &w.prod.url(), Duration::from_secs(60)).await;
     assert!(
-        m.lines().any(|l| l.starts_with("dedup_rds_errors_total{class=\"connection\"}") && !l.ends_with(" 0")),
+        m.lines().any(
+            |l| l.starts_with("dedup_rds_errors_total{class=\"connection\"}") && !l.ends_with(" 0")
+        ),
         "57P01 counted as connection errors"
     );
 }
@@ -113,7 +141,9 @@ async fn terminated_backends_are_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_socket_times_out_and_resumes() {
     let w = World::start(414, 30, 3).await;
-    let proxy = TcpProxy::start("127.0.0.1:0".parse().unwrap(), addr(&w.prod)).await.unwrap();
+    let proxy = TcpProxy::start("127.0.0.1:0".parse().unwrap(), addr(&w.prod))
+        .await
+        .unwrap();
     let d = start_dedup(w.dedup_file(&via(&proxy))).await;
     w.rate(500).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -126,7 +156,9 @@ async fn stalled_socket_times_out_and_resumes() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let m = finish(&w, d, &w.prod.url(), Duration::from_secs(60)).await;
     assert!(
-        m.lines().any(|l| l.starts_with("dedup_rds_errors_total{class=\"timeout\"}") && !l.ends_with(" 0")),
+        m.lines().any(
+            |l| l.starts_with("dedup_rds_errors_total{class=\"timeout\"}") && !l.ends_with(" 0")
+        ),
         "the stall ended in timeouts"
     );
 }
@@ -145,7 +177,9 @@ async fn production_down_for_two_minutes_then_back() {
     w.prod.restart().unwrap();
     let m = finish(&w, d, &w.prod.url(), Duration::from_secs(120)).await;
     assert!(
-        m.lines().any(|l| l.starts_with("dedup_rds_errors_total{class=\"connection\"}") && !l.ends_with(" 0")),
+        m.lines().any(
+            |l| l.starts_with("dedup_rds_errors_total{class=\"connection\"}") && !l.ends_with(" 0")
+        ),
         "the outage was counted"
     );
 }

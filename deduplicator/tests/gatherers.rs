@@ -65,13 +65,24 @@ async fn killed_and_replaced_gatherers_leave_production_exact() {
     let back = assert_exact(&w, &pool).await;
     eprintln!("replaced and restarted: {back:?}");
     let cursors = prod_cursors(&pool).await;
-    assert_eq!(cursors[&("g2".to_owned(), "trades".to_owned())].1, w.gatherers[1].instance_id, "g2's cursors follow its new instance");
+    assert_eq!(
+        cursors[&("g2".to_owned(), "trades".to_owned())].1,
+        w.gatherers[1].instance_id,
+        "g2's cursors follow its new instance"
+    );
     let m = dedup_metrics(&d).await;
-    assert_eq!(metric_line(&m, "dedup_instance_resets_total{gatherer=\"g2\"}"), 1.0, "one loud reset for g2");
-    assert_eq!(metric_line(&m, "dedup_instance_resets_total{gatherer=\"g3\"}"), 0.0, "g3 kept its instance");
+    assert_eq!(
+        metric_line(&m, "dedup_instance_resets_total{gatherer=\"g2\"}"),
+        1.0,
+        "one loud reset for g2"
+    );
+    assert_eq!(
+        metric_line(&m, "dedup_instance_resets_total{gatherer=\"g3\"}"),
+        0.0,
+        "g3 kept its instance"
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (code, h) = dedup_health(d.http_addr).await;
     assert_eq!((code, h["status"].as_str()), (200, Some("healthy")), "{h}");
     d.stop().await.unwrap();
 }
-

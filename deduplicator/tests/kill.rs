@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_deduplicator"))
         .arg("--config")
         .arg(config)
@@ -76,7 +80,10 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         eprintln!("kill {i}: after {wait:?}, {open} transactions open");
         child = spawn(&config, &log);
     }
-    assert!(mid_transaction >= 5, "only {mid_transaction} of {kills} kills hit an open transaction");
+    assert!(
+        mid_transaction >= 5,
+        "only {mid_transaction} of {kills} kills hit an open transaction"
+    );
     w.rate(0).await;
     w.settle(Duration::from_millis(1500)).await;
     w.wait_synced(&pool, Duration::from_secs(90)).await;
@@ -100,7 +107,10 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     };
     assert!(status.success(), "exit after SIGTERM: {status}");
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("deduplicator stopped"), "graceful stop logged");
+    assert!(
+        text.contains("deduplicator stopped"),
+        "graceful stop logged"
+    );
     assert!(!text.contains("panicked"), "no panic in the log");
 }
 

@@ -47,7 +47,10 @@ type Stream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ReadResponse, S
 
 #[tonic::async_trait]
 impl kalshi_proto::Gatherer for Fake {
-    async fn read(&self, _r: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
+    async fn read(
+        &self,
+        _r: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
 
@@ -75,29 +78,53 @@ impl kalshi_proto::Gatherer for Fake {
         let stream = r.stream;
         tokio::spawn(async move {
             for chunk in pending.chunks(limit) {
-                let msg = pb::ReadResponse { stream, records: chunk.to_vec(), head };
+                let msg = pb::ReadResponse {
+                    stream,
+                    records: chunk.to_vec(),
+                    head,
+                };
                 if tx.send(Ok(msg)).await.is_err() {
                     return;
                 }
             }
             loop {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                if tx.send(Ok(pb::ReadResponse { stream, records: vec![], head })).await.is_err() {
+                if tx
+                    .send(Ok(pb::ReadResponse {
+                        stream,
+                        records: vec![],
+                        head,
+                    }))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn status(&self, _r: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let heads = [(pb::Stream::Trades, self.trades.len() as i64), (pb::Stream::Tickers, self.tickers.len() as i64)];
+    async fn status(
+        &self,
+        _r: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let heads = [
+            (pb::Stream::Trades, self.trades.len() as i64),
+            (pb::Stream::Tickers, self.tickers.len() as i64),
+        ];
         Ok(Response::new(pb::StatusResponse {
             gatherer_id: self.id.clone(),
             instance_id: self.instance.clone(),
             streams: heads
                 .iter()
-                .map(|(s, h)| pb::StreamStatus { stream: *s as i32, head: *h, oldest: 1 })
+                .map(|(s, h)| pb::StreamStatus {
+                    stream: *s as i32,
+                    head: *h,
+                    oldest: 1,
+                })
                 .collect(),
             ..Default::default()
         }))
@@ -141,8 +168,8 @@ async fn a_misbehaving_gatherer_cannot_stall_crash_or_corrupt_production() {
             trade(3, "fake-poison", 2_000_000), // $2.00: production's CHECK refuses it
             trade(4, "fake-4", 520_000),
             trade(5, "fake-5", 530_000),
-            bad_trade_body,                      // a delta in the trades stream
-            trade(4, "fake-4-again", 520_000),   // backwards cursor
+            bad_trade_body,                    // a delta in the trades stream
+            trade(4, "fake-4-again", 520_000), // backwards cursor
             trade(7, "fake-7", 540_000),
         ],
         tickers: (1..=10)
@@ -168,8 +195,14 @@ async fn a_misbehaving_gatherer_cannot_stall_crash_or_corrupt_production() {
     })
     .await;
     let mut file = w.dedup_file(&w.prod.url());
-    file.gatherers.push(GathererEndpoint { id: "gbad".into(), endpoint: bad });
-    file.gatherers.push(GathererEndpoint { id: "g9".into(), endpoint: impostor });
+    file.gatherers.push(GathererEndpoint {
+        id: "gbad".into(),
+        endpoint: bad,
+    });
+    file.gatherers.push(GathererEndpoint {
+        id: "g9".into(),
+        endpoint: impostor,
+    });
     // 4 tickers of ~100 kB do not fit in one message; one does.
     file.sources.max_message_bytes = 256 * 1024;
     let d = start_dedup(file).await;
@@ -181,58 +214,115 @@ async fn a_misbehaving_gatherer_cannot_stall_crash_or_corrupt_production() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let c = prod_cursors(&pool).await;
-        if c.get(&("gbad".into(), "trades".into())).is_some_and(|x| x.0 == 7)
-            && c.get(&("gbad".into(), "tickers".into())).is_some_and(|x| x.0 == 10)
+        if c.get(&("gbad".into(), "trades".into()))
+            .is_some_and(|x| x.0 == 7)
+            && c.get(&("gbad".into(), "tickers".into()))
+                .is_some_and(|x| x.0 == 10)
         {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the fake gatherer's cursors never reached its heads: {c:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fake gatherer's cursors never reached its heads: {c:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // Batch-mates of the poison row committed; the poison and the malformed record are in
     // quarantine with their errors; the backwards record was skipped.
-    let ids: Vec<String> = sqlx::query_scalar("SELECT trade_id FROM trades WHERE gatherer_id = 'gbad' ORDER BY trade_id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT trade_id FROM trades WHERE gatherer_id = 'gbad' ORDER BY trade_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(ids, vec!["fake-1", "fake-2", "fake-4", "fake-5", "fake-7"]);
     let q = sqlx::query("SELECT gatherer_id, stream, cursor, summary, error, sqlstate FROM quarantine ORDER BY cursor")
         .fetch_all(&pool)
         .await
         .unwrap();
     assert_eq!(q.len(), 2, "two quarantined rows");
-    assert_eq!((q[0].get::<String, _>(0), q[0].get::<String, _>(1), q[0].get::<i64, _>(2)), ("gbad".into(), "trades".into(), 3));
+    assert_eq!(
+        (
+            q[0].get::<String, _>(0),
+            q[0].get::<String, _>(1),
+            q[0].get::<i64, _>(2)
+        ),
+        ("gbad".into(), "trades".into(), 3)
+    );
     assert!(q[0].get::<String, _>(3).contains("fake-poison"));
-    assert_eq!(q[0].get::<Option<String>, _>(5).as_deref(), Some("23514"), "check violation");
+    assert_eq!(
+        q[0].get::<Option<String>, _>(5).as_deref(),
+        Some("23514"),
+        "check violation"
+    );
     assert_eq!(q[1].get::<i64, _>(2), 6);
-    assert!(q[1].get::<String, _>(4).contains("a delta record in the trades stream"), "{}", q[1].get::<String, _>(4));
+    assert!(
+        q[1].get::<String, _>(4)
+            .contains("a delta record in the trades stream"),
+        "{}",
+        q[1].get::<String, _>(4)
+    );
     // The quarantined record is kept whole: it decodes back to what the gatherer sent.
-    let raw: Vec<u8> = sqlx::query_scalar("SELECT record FROM quarantine WHERE cursor = 3").fetch_one(&pool).await.unwrap();
+    let raw: Vec<u8> = sqlx::query_scalar("SELECT record FROM quarantine WHERE cursor = 3")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let rec = <pb::Record as prost::Message>::decode(raw.as_slice()).unwrap();
-    assert!(matches!(rec.body, Some(pb::record::Body::Trade(t)) if t.yes_price_micros == 2_000_000));
+    assert!(
+        matches!(rec.body, Some(pb::record::Body::Trade(t)) if t.yes_price_micros == 2_000_000)
+    );
 
     // Every oversized ticker arrived through smaller pages.
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tickers WHERE gatherer_id = 'gbad'").fetch_one(&pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tickers WHERE gatherer_id = 'gbad'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(n, 10);
     // The impostor was never read.
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM trades WHERE trade_id LIKE 'impostor%'").fetch_one(&pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM trades WHERE trade_id LIKE 'impostor%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(n, 0);
 
     let m = dedup_metrics(&d).await;
     assert_eq!(metric_sum(&m, "dedup_quarantined_total"), 2.0);
-    assert_eq!(metric_line(&m, "dedup_invalid_records_total{gatherer=\"gbad\"}"), 2.0, "malformed + out of order");
-    assert!(metric_line(&m, "dedup_source_errors_total{gatherer=\"gbad\",kind=\"oversize\"}") >= 1.0);
-    assert!(metric_line(&m, "dedup_source_errors_total{gatherer=\"g9\",kind=\"identity\"}") >= 1.0);
+    assert_eq!(
+        metric_line(&m, "dedup_invalid_records_total{gatherer=\"gbad\"}"),
+        2.0,
+        "malformed + out of order"
+    );
+    assert!(
+        metric_line(
+            &m,
+            "dedup_source_errors_total{gatherer=\"gbad\",kind=\"oversize\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric_line(
+            &m,
+            "dedup_source_errors_total{gatherer=\"g9\",kind=\"identity\"}"
+        ) >= 1.0
+    );
     let (code, h) = dedup_health(d.http_addr).await;
     assert_eq!(code, 200, "{h}");
     assert_eq!(h["gatherers"]["g9"], "wrong_identity");
     assert_eq!(h["gatherers"]["g1"], "connected");
 
     // The real gatherer's data is exact; the fake's rows are the only extra ones.
-    sqlx::query("DELETE FROM trades WHERE gatherer_id = 'gbad'").execute(&pool).await.unwrap();
-    sqlx::query("DELETE FROM tickers WHERE gatherer_id = 'gbad'").execute(&pool).await.unwrap();
-    sqlx::query("DELETE FROM quarantine").execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM trades WHERE gatherer_id = 'gbad'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM tickers WHERE gatherer_id = 'gbad'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM quarantine")
+        .execute(&pool)
+        .await
+        .unwrap();
     assert_exact(&w, &pool).await;
     d.stop().await.unwrap();
 }

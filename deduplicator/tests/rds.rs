@@ -28,7 +28,11 @@ async fn read_startup(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 
 /// A PostgreSQL front door that demands an IAM token as a cleartext password, records it,
 /// and lets valid ones through to `upstream` (trust auth).
-async fn iam_front(upstream: std::net::SocketAddr, tokens: Arc<Mutex<Vec<String>>>, expect_prefix: impl Fn(u16) -> String + Send + Sync + 'static) -> u16 {
+async fn iam_front(
+    upstream: std::net::SocketAddr,
+    tokens: Arc<Mutex<Vec<String>>>,
+    expect_prefix: impl Fn(u16) -> String + Send + Sync + 'static,
+) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let expect_prefix = Arc::new(expect_prefix);
@@ -125,7 +129,12 @@ fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
 }
 
 async fn metrics_of(port: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap()
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,11 +142,16 @@ async fn iam_tokens_and_rds_failover_events() {
     let mut w = World::start(441, 20, 1).await;
     let tokens = Arc::new(Mutex::new(Vec::new()));
     let upstream = format!("127.0.0.1:{}", w.prod.port()).parse().unwrap();
-    let front = iam_front(upstream, tokens.clone(), |port| format!("127.0.0.1:{port}/?Action=connect&DBUser=postgres&")).await;
+    let front = iam_front(upstream, tokens.clone(), |port| {
+        format!("127.0.0.1:{port}/?Action=connect&DBUser=postgres&")
+    })
+    .await;
     let requests = Arc::new(Mutex::new(Vec::new()));
     let api = rds_api(requests.clone()).await;
 
-    let mut file = w.dedup_file(&format!("postgres://postgres:ignored-password@127.0.0.1:{front}/postgres"));
+    let mut file = w.dedup_file(&format!(
+        "postgres://postgres:ignored-password@127.0.0.1:{front}/postgres"
+    ));
     let (http, metrics) = (free_port(), free_port());
     file.http.listen = format!("127.0.0.1:{http}").parse().unwrap();
     file.http.metrics_listen = format!("127.0.0.1:{metrics}").parse().unwrap();
@@ -176,9 +190,16 @@ async fn iam_tokens_and_rds_failover_events() {
     let dates: std::collections::HashSet<String> = all.iter().map(|t| date(t)).collect();
     assert!(dates.len() >= 2, "tokens refreshed: {dates:?}");
     let m = metrics_of(metrics).await;
-    assert!(metric_sum(&m, "dedup_iam_tokens_total") >= 3.0, "{}", metric_sum(&m, "dedup_iam_tokens_total"));
+    assert!(
+        metric_sum(&m, "dedup_iam_tokens_total") >= 3.0,
+        "{}",
+        metric_sum(&m, "dedup_iam_tokens_total")
+    );
     assert_eq!(metric_sum(&m, "dedup_rds_failover_in_progress"), 0.0);
-    assert!(requests.lock().unwrap().is_empty(), "no RDS API call while writes succeed");
+    assert!(
+        requests.lock().unwrap().is_empty(),
+        "no RDS API call while writes succeed"
+    );
 
     // Production goes away during traffic: the RDS events say failover.
     w.rate(200).await;
@@ -196,7 +217,10 @@ async fn iam_tokens_and_rds_failover_events() {
     let (_, h) = dedup_health(format!("127.0.0.1:{http}").parse().unwrap()).await;
     assert_eq!(h["rds"], "failover_in_progress", "{h}");
     let req = requests.lock().unwrap().first().cloned().unwrap();
-    assert!(req.contains("Action=DescribeEvents") && req.contains("SourceIdentifier=prod-db"), "{req}");
+    assert!(
+        req.contains("Action=DescribeEvents") && req.contains("SourceIdentifier=prod-db"),
+        "{req}"
+    );
     w.prod.restart().unwrap();
     w.rate(0).await;
     w.settle(Duration::from_millis(1000)).await;
@@ -214,7 +238,13 @@ async fn iam_tokens_and_rds_failover_events() {
     assert!(text.contains("RDS failover in progress"), "logged");
     for t in &all {
         let sig = t.split("X-Amz-Signature=").nth(1).unwrap();
-        assert!(!text.contains(sig), "a token's signature appears in the log");
+        assert!(
+            !text.contains(sig),
+            "a token's signature appears in the log"
+        );
     }
-    assert!(!text.contains("ignored-password") && !text.contains("test-secret-not-real"), "secrets in the log");
+    assert!(
+        !text.contains("ignored-password") && !text.contains("test-secret-not-real"),
+        "secrets in the log"
+    );
 }

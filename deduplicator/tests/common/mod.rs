@@ -2,7 +2,7 @@
 //! database, a production PostgreSQL cluster, and the deduplicator in-process or as a binary.
 //! Production is compared with the simulator's ground truth and with the gatherers' stores.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared by several test binaries
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)] // shared by several test binaries
 
 #[path = "../../../gatherer/tests/common/mod.rs"]
 pub mod g;
