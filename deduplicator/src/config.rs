@@ -142,7 +142,7 @@ impl Default for SinkSection {
             batch_rows: 10_000,
             batch_interval: Duration::from_millis(100),
             cache_keys: 500_000,
-            queue_pages: 16,
+            queue_pages: 4,
         }
     }
 }
@@ -167,7 +167,7 @@ pub struct SourcesSection {
 impl Default for SourcesSection {
     fn default() -> Self {
         Self {
-            page_limit: 5000,
+            page_limit: 2000,
             max_message_bytes: 32 << 20,
             connect_timeout: Duration::from_secs(5),
             reconnect_initial: Duration::from_millis(250),
@@ -406,5 +406,26 @@ mod tests {
         let mut c = FileConfig::default();
         c.production.database_url = Secret("postgres://u:hunter2@h/db".into());
         assert!(!format!("{:?}", c.validate().unwrap()).contains("hunter2"));
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    fn load_example(name: &str) -> Config {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
+        let file: FileConfig = kalshi_shared::config::load(Some(&path), "DEDUPLICATOR", Vec::<(String, String)>::new())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        file.validate().unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn the_example_configs_are_valid() {
+        let sim = load_example("deduplicator.sim.toml");
+        assert_eq!(sim.gatherers.len(), 3);
+        let prod = load_example("deduplicator.production.toml");
+        assert!(prod.rds.iam_auth);
+        assert_eq!(prod.gatherers.len(), 3);
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod fixed;
 pub mod net;
 pub mod pg;
+pub mod process;
 pub mod retry;
 pub mod telemetry;
 pub mod time;

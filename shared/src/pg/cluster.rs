@@ -197,7 +197,7 @@ type SpawnRequest = (Command, std::sync::mpsc::Sender<io::Result<Child>>);
 
 /// Forks `cmd` from a thread that lives as long as the process, so that the child's
 /// parent-death signal fires when the process dies, not when the calling thread ends.
-fn spawn_long_lived(cmd: Command) -> io::Result<Child> {
+pub(crate) fn spawn_long_lived(cmd: Command) -> io::Result<Child> {
     static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnRequest>>> =
         std::sync::OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
