@@ -1,6 +1,7 @@
 //! What the deduplicator knows about each gatherer and stream, shared by the sources, the sinks,
 //! `/health` and the lag gauges.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,7 +42,59 @@ pub struct StreamBoard {
     /// The highest cursor committed to production (this instance).
     pub committed: AtomicI64,
     pub open: AtomicBool,
-    behind_since: Mutex<Option<Instant>>,
+    /// Heads in the order they were first reported, with when: the oldest one above the
+    /// committed cursor tells how long production has been missing a record.
+    heads: Mutex<VecDeque<(i64, Instant)>>,
+}
+
+/// Head observations kept per stream (coarsened when full, so memory stays bounded).
+const HEADS_KEPT: usize = 1024;
+
+impl StreamBoard {
+    /// Records a head reported by the gatherer.
+    pub fn note_head(&self, head: i64) {
+        let prev = self.head.fetch_max(head, Ordering::AcqRel);
+        if head <= prev {
+            return;
+        }
+        let mut q = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if q.len() >= HEADS_KEPT {
+            // Merge neighbours: each pair keeps the later head with the earlier time, so the
+            // lag can only be over-, never under-estimated.
+            let v: Vec<(i64, Instant)> = q.drain(..).collect();
+            q.extend(v.chunks(2).map(|c| (c[c.len() - 1].0, c[0].1)));
+        }
+        q.push_back((head, Instant::now()));
+    }
+
+    /// Seconds since the oldest record production lacks was first reported (0 if none).
+    pub fn lag(&self) -> Duration {
+        let committed = self.committed.load(Ordering::Acquire);
+        let mut q = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Records up to each head were first known at its time; the first head above the
+        // committed cursor dates the oldest record production lacks.
+        while q.front().is_some_and(|&(h, _)| h <= committed) {
+            q.pop_front();
+        }
+        q.front().map_or(Duration::ZERO, |(_, t)| t.elapsed())
+    }
+
+    /// Forgets heads (the gatherer instance changed: cursors start again from 0).
+    pub fn reset(&self) {
+        self.committed.store(0, Ordering::Release);
+        self.read.store(0, Ordering::Release);
+        self.head.store(0, Ordering::Release);
+        self.heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
 }
 
 pub struct GathererBoard {
@@ -128,35 +181,47 @@ impl Board {
         }
     }
 
-    /// Updates `dedup_sync_lag_seconds`: how long the oldest record a gatherer holds and
-    /// production does not has been waiting (0 when production has everything it reported).
+    /// Updates `dedup_sync_lag_seconds`: how long the oldest record a gatherer reported and
+    /// production does not have has been waiting (0 when production has everything reported).
     pub fn update_lag(&self) {
         for g in &self.gatherers {
             for s in Stream::ALL {
-                let b = g.stream(s);
-                let behind = b.committed.load(Ordering::Acquire) < b.head.load(Ordering::Acquire);
-                let mut since = b
-                    .behind_since
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let lag = if behind {
-                    since.get_or_insert_with(Instant::now).elapsed()
-                } else {
-                    *since = None;
-                    Duration::ZERO
-                };
                 metrics::gauge!(m::SYNC_LAG, "gatherer" => g.id.clone(), "stream" => s.table())
-                    .set(lag.as_secs_f64());
+                    .set(g.stream(s).lag().as_secs_f64());
             }
         }
     }
+}
 
-    /// The lag as `update_lag` last computed it.
-    pub fn lag(&self, g: usize, s: Stream) -> Duration {
-        let b = self.gatherers[g].stream(s);
-        b.behind_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .map_or(Duration::ZERO, |t| t.elapsed())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_dates_the_oldest_unmerged_record_and_resets_when_caught_up() {
+        let b = StreamBoard::default();
+        assert_eq!(b.lag(), Duration::ZERO);
+        b.note_head(10);
+        std::thread::sleep(Duration::from_millis(30));
+        b.note_head(20);
+        assert!(
+            b.lag() >= Duration::from_millis(30),
+            "records 1..=10 wait since the first report"
+        );
+        b.committed.store(10, Ordering::Release);
+        assert!(
+            b.lag() < Duration::from_millis(30),
+            "only 11..=20 wait now, reported later"
+        );
+        b.committed.store(20, Ordering::Release);
+        assert_eq!(b.lag(), Duration::ZERO);
+        // Bounded: many reports keep at most HEADS_KEPT observations, the oldest time kept.
+        b.committed.store(0, Ordering::Release);
+        let before = b.lag();
+        for h in 21..5000 {
+            b.note_head(h);
+        }
+        assert!(b.heads.lock().unwrap().len() <= HEADS_KEPT);
+        assert!(b.lag() >= before);
     }
 }

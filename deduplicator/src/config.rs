@@ -414,9 +414,15 @@ mod example_tests {
     use super::*;
 
     fn load_example(name: &str) -> Config {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
-        let file: FileConfig = kalshi_shared::config::load(Some(&path), "DEDUPLICATOR", Vec::<(String, String)>::new())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy")
+            .join(name);
+        let file: FileConfig = kalshi_shared::config::load(
+            Some(&path),
+            "DEDUPLICATOR",
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         file.validate().unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 

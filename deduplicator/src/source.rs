@@ -206,8 +206,7 @@ impl Source {
                 pos.after = [0; 9];
                 pos.instance = Some(Arc::from(status.instance_id.as_str()));
                 for s in &board.streams {
-                    s.committed.store(0, Ordering::Release);
-                    s.read.store(0, Ordering::Release);
+                    s.reset();
                 }
             }
             None => {
@@ -218,7 +217,7 @@ impl Source {
         board.set_instance(&status.instance_id);
         for s in &status.streams {
             if let Some(st) = Stream::from_pb(s.stream) {
-                board.stream(st).head.fetch_max(s.head, Ordering::AcqRel);
+                board.stream(st).note_head(s.head);
             }
         }
         Ok(pos
@@ -297,7 +296,7 @@ impl Source {
                 Ok(Err(e)) => return self.tail_error(stream, &instance, e, limit).await,
             };
             backoff.reset();
-            board.head.fetch_max(page.head, Ordering::AcqRel);
+            board.note_head(page.head);
             if page.records.is_empty() {
                 continue;
             }

@@ -8,7 +8,10 @@ use std::process::{Child, Command};
 
 /// Spawns `program args...` with a parent-death SIGTERM. Stdio and environment are taken from
 /// `configure`.
-pub fn spawn_tied(program: &std::path::Path, configure: impl FnOnce(&mut Command)) -> io::Result<Child> {
+pub fn spawn_tied(
+    program: &std::path::Path,
+    configure: impl FnOnce(&mut Command),
+) -> io::Result<Child> {
     let mut cmd = Command::new("setpriv");
     cmd.arg("--pdeathsig=SIGTERM").arg("--").arg(program);
     configure(&mut cmd);

@@ -1,22 +1,427 @@
-//! `kalshi-stack`: not built yet. Running the whole system locally is the subject of the
-//! kalshi-stack issue; until the gatherer and deduplicator exist there is nothing to run.
-//! For now, `kalshi-sim` runs the exchange on its own.
+//! `kalshi-stack`: the whole system on one machine.
+//!
+//! `up` starts it and shows live progress until Ctrl-C; `kill`, `start`, `failover`, `fault`,
+//! `partition`, `production` and `rate` act on a running stack (through its control port);
+//! `audit` compares production with the simulator's ground truth; `chaos` runs a fault scenario
+//! on a fresh stack and finishes with the audit.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Runs the whole kalshi-data system on one machine. NOT IMPLEMENTED YET: start `kalshi-sim`
-/// directly for now.
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use kalshi_stack::{Endpoints, Options, Stack, audit, scenarios};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// Runs kalshi-data on one machine: the exchange simulator, N gatherers each with its own
+/// PostgreSQL, the deduplicator and a production PostgreSQL, as child processes (built
+/// binaries are taken from the directory of this executable, or $KALSHI_BIN_DIR). Nothing is
+/// left running when it stops, even if it is killed.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "kalshi-stack", version)]
 struct Cli {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
+    /// Where configurations, logs, clusters and stack.json live.
+    #[arg(long, global = true, default_value = "target/kalshi-stack")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
 }
 
-fn main() -> std::process::ExitCode {
-    let _cli = Cli::parse();
-    eprintln!(
-        "kalshi-stack: not implemented in this version (see the kalshi-stack issue); run `cargo run -p kalshi-sim --release -- --help` for the exchange simulator"
+#[derive(clap::Args, Clone)]
+struct UpArgs {
+    #[arg(long, default_value_t = 3)]
+    gatherers: usize,
+    #[arg(long, default_value_t = 50)]
+    markets: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulator messages per second.
+    #[arg(long, default_value_t = 200)]
+    rate: u64,
+    /// A synchronous streaming standby of production behind a TCP endpoint (`failover`).
+    #[arg(long)]
+    ha: bool,
+    /// Keep the data directory (clusters, logs, truth) after stopping.
+    #[arg(long)]
+    keep: bool,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 2)]
+    every: u64,
+    /// Service log level.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start everything and show live progress until Ctrl-C.
+    Up(UpArgs),
+    /// SIGKILL a service: `kill gatherer 2`, `kill deduplicator`.
+    Kill { target: String, n: Option<usize> },
+    /// Start a stopped service: `start gatherer 2`, `start deduplicator`.
+    Start { target: String, n: Option<usize> },
+    /// SIGTERM a service (graceful): `term gatherer 2`, `term deduplicator`.
+    Term { target: String, n: Option<usize> },
+    /// Kill the production primary, promote the standby, move the endpoint (needs `up --ha`).
+    Failover,
+    /// A simulator fault, as JSON: `fault '{"fault":"outage","duration_ms":5000}'`.
+    Fault { json: String },
+    /// Stall (`on`) or restore (`off`) the network between the deduplicator and gatherer N.
+    Partition { n: usize, state: String },
+    /// Production `down` or `up`.
+    Production { state: String },
+    /// Set the simulator's message rate.
+    Rate { rate: u64 },
+    /// Compare production with the ground truth; exit 1 on any silent loss or duplicate.
+    Audit {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a fault scenario on a fresh stack, then the audit (`--list` for the scenarios).
+    Chaos {
+        #[arg(long, default_value = "mixed")]
+        scenario: String,
+        /// Minutes of faults for `mixed`.
+        #[arg(long, default_value_t = 3.0)]
+        minutes: f64,
+        #[arg(long)]
+        list: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        up: UpArgs,
+    },
+}
+
+fn options(data_dir: PathBuf, a: &UpArgs) -> Options {
+    let mut o = Options::new(data_dir, kalshi_stack::default_bin_dir());
+    o.gatherers = a.gatherers;
+    o.markets = a.markets;
+    o.seed = a.seed;
+    o.rate = a.rate;
+    o.ha = a.ha;
+    o.keep = a.keep;
+    o.log_level = a.log_level.clone();
+    o
+}
+
+fn endpoints(data_dir: &std::path::Path) -> anyhow::Result<Endpoints> {
+    let p = data_dir.join("stack.json");
+    let text = std::fs::read_to_string(&p).with_context(|| {
+        format!(
+            "no running stack: cannot read {} (start one with `kalshi-stack up`)",
+            p.display()
+        )
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+async fn control(data_dir: &std::path::Path, body: Value) -> anyhow::Result<()> {
+    let e = endpoints(data_dir)?;
+    let v = kalshi_stack::post(&format!("{}/control", e.control), body).await?;
+    println!("{}", v["result"].as_str().unwrap_or("ok"));
+    Ok(())
+}
+
+async fn act(stack: &mut Stack, body: &Value) -> anyhow::Result<String> {
+    let action = body["action"].as_str().unwrap_or_default();
+    let target = body["target"].as_str().unwrap_or_default();
+    let n = body["n"].as_u64().unwrap_or(0) as usize;
+    match (action, target) {
+        ("kill", "gatherer") => stack
+            .kill_gatherer(n)
+            .map(|_| format!("gatherer {n} killed")),
+        ("start", "gatherer") => stack
+            .start_gatherer(n)
+            .await
+            .map(|_| format!("gatherer {n} started and healthy")),
+        ("term", "gatherer") => stack
+            .terminate_gatherer(n)
+            .map(|c| format!("gatherer {n} exited with {c:?}")),
+        ("kill", "deduplicator") => {
+            stack.kill_deduplicator();
+            Ok("deduplicator killed".into())
+        }
+        ("start", "deduplicator") => stack
+            .start_deduplicator()
+            .map(|_| "deduplicator started".into()),
+        ("term", "deduplicator") => Ok(format!(
+            "deduplicator exited with {:?}",
+            stack.terminate_deduplicator()
+        )),
+        ("failover", _) => stack
+            .failover()
+            .map(|_| "primary killed, standby promoted, endpoint moved".into()),
+        ("fault", _) => stack
+            .fault(body["fault"].clone())
+            .await
+            .map(|v| v.to_string()),
+        ("partition", _) => {
+            let cut = body["state"] == "on";
+            stack.partition_gatherer(n, cut).map(|_| {
+                format!(
+                    "gatherer {n} {}",
+                    if cut { "partitioned" } else { "reconnected" }
+                )
+            })
+        }
+        ("production", _) => {
+            let up = body["state"] == "up";
+            stack
+                .production(up)
+                .map(|_| format!("production {}", if up { "up" } else { "down" }))
+        }
+        ("rate", _) => stack
+            .set_rate(body["rate"].as_u64().unwrap_or(0))
+            .await
+            .map(|_| "rate set".into()),
+        _ => bail!("unknown action {body}"),
+    }
+}
+
+async fn up(data_dir: PathBuf, a: UpArgs) -> anyhow::Result<()> {
+    let opts = options(data_dir.clone(), &a);
+    println!(
+        "starting kalshi-stack in {} ({} gatherers, {} markets, {} msg/s{})",
+        data_dir.display(),
+        a.gatherers,
+        a.markets,
+        a.rate,
+        if a.ha { ", HA production" } else { "" }
     );
-    std::process::ExitCode::from(2)
+    let mut stack = Stack::up(opts).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    stack.endpoints.control = format!("http://{}", listener.local_addr()?);
+    stack.write_endpoints()?;
+    let e = stack.endpoints.clone();
+    println!(
+        "simulator     REST {}  WS {}  control {}",
+        e.sim_rest, e.sim_ws, e.sim_control
+    );
+    for g in &e.gatherers {
+        println!(
+            "{:<13} gRPC {}  health {}  metrics {}  db {}",
+            g.id, g.grpc, g.health, g.metrics, g.database_url
+        );
+    }
+    println!(
+        "deduplicator  health {}  metrics {}  config {}",
+        e.deduplicator_health,
+        e.deduplicator_metrics,
+        e.deduplicator_config.display()
+    );
+    println!("production    {}", e.production_url);
+    println!(
+        "logs          {}/logs   control {}   (Ctrl-C stops everything)",
+        data_dir.display(),
+        e.control
+    );
+    println!(
+        "try: kalshi-stack kill gatherer 2 | kalshi-stack fault '{{\"fault\":\"outage\",\"duration_ms\":5000}}' | kalshi-stack audit"
+    );
+    let stack = Arc::new(Mutex::new(Some(stack)));
+    let s2 = stack.clone();
+    let app = axum::Router::new().route(
+        "/control",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let s = s2.clone();
+            async move {
+                let mut guard = s.lock().await;
+                let Some(st) = guard.as_mut() else {
+                    return (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(json!({ "error": "the stack is stopping" })),
+                    );
+                };
+                match act(st, &body).await {
+                    Ok(r) => (
+                        axum::http::StatusCode::OK,
+                        axum::Json(json!({ "result": r })),
+                    ),
+                    Err(e) => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        axum::Json(json!({ "error": format!("{e:#}") })),
+                    ),
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut last = kalshi_stack::Progress::default();
+    let signal = kalshi_shared::telemetry::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = tokio::time::sleep(Duration::from_secs(a.every.max(1))) => {
+                let mut guard = stack.lock().await;
+                let Some(st) = guard.as_mut() else { break };
+                let line = st.progress(&mut last).await;
+                println!("{}", kalshi_shared::time::format_rfc3339_s(kalshi_shared::time::now_ms() / 1000));
+                print!("{line}");
+            }
+        }
+    }
+    println!("stopping...");
+    let st = stack
+        .lock()
+        .await
+        .take()
+        .context("the stack is already stopped")?;
+    let codes = tokio::task::spawn_blocking(move || st.down()).await?;
+    for (name, code) in codes {
+        println!(
+            "  {name}: exit {}",
+            code.map_or("killed".to_owned(), |c| c.to_string())
+        );
+    }
+    Ok(())
+}
+
+async fn chaos(
+    data_dir: PathBuf,
+    scenario: &str,
+    minutes: f64,
+    json_out: bool,
+    a: UpArgs,
+) -> anyhow::Result<bool> {
+    let mut a = a;
+    if scenario == "failover" {
+        a.ha = true;
+    }
+    let opts = options(data_dir, &a);
+    println!("chaos {scenario}: starting a fresh stack");
+    let mut stack = Stack::up(opts).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let faults = if scenario == "mixed" {
+        scenarios::mixed(&mut stack, minutes, a.seed).await?
+    } else {
+        scenarios::run_one(&mut stack, scenario).await?;
+        vec![scenario.to_owned()]
+    };
+    println!(
+        "faults done ({}); stopping traffic and letting production catch up",
+        faults.join(", ")
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.set_rate(0).await?;
+    stack.wait_settled(Duration::from_secs(300)).await?;
+    let ids: Vec<String> = stack.gatherers.iter().map(|g| g.id.clone()).collect();
+    let report = audit::run(
+        &stack.endpoints.sim_control,
+        &stack.production_direct_url(),
+        &ids,
+    )
+    .await?;
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "scenario": scenario, "faults": faults, "audit": report })
+            )?
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    let _ = tokio::task::spawn_blocking(move || stack.down()).await;
+    Ok(report.ok)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    kalshi_shared::telemetry::init_logging(
+        "kalshi_stack=info,warn",
+        kalshi_shared::telemetry::LogFormat::Text,
+    );
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kalshi-stack: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = cli.data_dir.clone();
+    let r: anyhow::Result<bool> = rt.block_on(async move {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match cli.command {
+            Cmd::Up(a) => up(dir, a).await.map(|_| true),
+            Cmd::Kill { target, n } => {
+                control(&dir, json!({"action": "kill", "target": target, "n": n}))
+                    .await
+                    .map(|_| true)
+            }
+            Cmd::Start { target, n } => {
+                control(&dir, json!({"action": "start", "target": target, "n": n}))
+                    .await
+                    .map(|_| true)
+            }
+            Cmd::Term { target, n } => {
+                control(&dir, json!({"action": "term", "target": target, "n": n}))
+                    .await
+                    .map(|_| true)
+            }
+            Cmd::Failover => control(&dir, json!({"action": "failover"}))
+                .await
+                .map(|_| true),
+            Cmd::Fault { json: text } => {
+                let fault: Value = serde_json::from_str(&text).context("the fault must be JSON")?;
+                control(&dir, json!({"action": "fault", "fault": fault}))
+                    .await
+                    .map(|_| true)
+            }
+            Cmd::Partition { n, state } => {
+                control(&dir, json!({"action": "partition", "n": n, "state": state}))
+                    .await
+                    .map(|_| true)
+            }
+            Cmd::Production { state } => {
+                control(&dir, json!({"action": "production", "state": state}))
+                    .await
+                    .map(|_| true)
+            }
+            Cmd::Rate { rate } => control(&dir, json!({"action": "rate", "rate": rate}))
+                .await
+                .map(|_| true),
+            Cmd::Audit { json: as_json } => {
+                let e = endpoints(&dir)?;
+                let ids: Vec<String> = e.gatherers.iter().map(|g| g.id.clone()).collect();
+                let report = audit::run(&e.sim_control, &e.production_url, &ids).await?;
+                if as_json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.table());
+                }
+                Ok(report.ok)
+            }
+            Cmd::Chaos {
+                scenario,
+                minutes,
+                list,
+                json,
+                up,
+            } => {
+                if list {
+                    for (name, what) in scenarios::SCENARIOS {
+                        println!("{name:<20} {what}");
+                    }
+                    return Ok(true);
+                }
+                chaos(dir, &scenario, minutes, json, up).await
+            }
+        }
+    });
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("kalshi-stack: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

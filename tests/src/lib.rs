@@ -1,3 +1,57 @@
-//! End-to-end suites (the failure matrix of DESIGN.md) live in `tests/tests/`. They need the
-//! gatherer, the deduplicator and kalshi-stack, which later issues build; until then this crate
-//! only holds the place in the workspace layout.
+//! End-to-end suites: DESIGN.md's failure matrix run on `kalshi-stack` (real binaries as child
+//! processes, real PostgreSQL clusters, the simulator), each finished with the audit of
+//! production against the simulator's ground truth. The helpers live here.
+
+use std::time::Duration;
+
+use kalshi_stack::audit::Audit;
+use kalshi_stack::{Options, Stack};
+
+/// A fresh stack in its own directory under the system temp dir.
+pub async fn stack(seed: u64, ha: bool) -> anyhow::Result<Stack> {
+    let dir = std::env::temp_dir().join(format!("kalshi-e2e-{}-{seed}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut o = Options::new(dir, kalshi_stack::default_bin_dir());
+    o.markets = 24;
+    o.seed = seed;
+    o.rate = 250;
+    o.ha = ha;
+    o.log_level = "info".into();
+    Stack::up(o).await
+}
+
+/// Stops traffic, waits for production to catch up, audits, stops the stack.
+pub async fn settle_and_audit(mut s: Stack) -> anyhow::Result<Audit> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.set_rate(0).await?;
+    s.wait_settled(Duration::from_secs(240)).await?;
+    let ids: Vec<String> = s.gatherers.iter().map(|g| g.id.clone()).collect();
+    let audit =
+        kalshi_stack::audit::run(&s.endpoints.sim_control, &s.production_direct_url(), &ids)
+            .await?;
+    eprintln!("{}", audit.table());
+    let codes = tokio::task::spawn_blocking(move || s.down()).await?;
+    for (name, code) in codes {
+        anyhow::ensure!(
+            code == Some(0),
+            "{name} did not exit 0 after SIGTERM: {code:?}"
+        );
+    }
+    Ok(audit)
+}
+
+/// Runs `scenario` on a fresh stack with traffic and returns the audit.
+pub async fn scenario(name: &str, seed: u64) -> anyhow::Result<Audit> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut s = stack(seed, name == "failover").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kalshi_stack::scenarios::run_one(&mut s, name).await?;
+    settle_and_audit(s).await
+}
+
+pub fn stream<'a>(a: &'a Audit, name: &str) -> &'a kalshi_stack::audit::StreamAudit {
+    a.streams
+        .iter()
+        .find(|s| s.stream == name)
+        .unwrap_or_else(|| panic!("no {name} in the audit"))
+}
