@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use deduplicator::records::{Encoder, Source, Stream};
+use deduplicator::records::{Encoder, ProdTable as _, Source, Stream};
 use kalshi_proto::gatherer::v1 as pb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deduplicator");

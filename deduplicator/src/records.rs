@@ -8,81 +8,27 @@
 use kalshi_proto::gatherer::v1 as pb;
 use kalshi_shared::pg::CopyEncoder;
 
-/// The record streams, in the order they are listed everywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Stream {
-    Trades,
-    OrderbookDeltas,
-    OrderbookSnapshots,
-    Tickers,
-    Lifecycle,
-    Markets,
-    Events,
-    Series,
-    Gaps,
+pub use kalshi_proto::Stream;
+
+/// How a stream is stored in production: its columns, key, staging table and merge.
+pub trait ProdTable: Copy {
+    /// Staging table and the columns COPY fills (the target's, minus `committed_at`).
+    fn columns(self) -> &'static str;
+    /// The primary key columns of the target (the conflict target of the merge).
+    fn conflict_key(self) -> &'static str;
+    fn stage(self) -> String;
+    /// `CREATE TEMP TABLE` for the staging table (per connection, emptied at commit).
+    fn create_stage_sql(self) -> String;
+    /// Moves the staged rows into the target: duplicates (already committed, or twice in the
+    /// batch) are skipped; registry rows keep the newest version.
+    fn merge_sql(self) -> String;
+    fn fields(self) -> i16 {
+        self.columns().split(',').count() as i16
+    }
 }
 
-impl Stream {
-    pub const ALL: [Stream; 9] = [
-        Stream::Trades,
-        Stream::OrderbookDeltas,
-        Stream::OrderbookSnapshots,
-        Stream::Tickers,
-        Stream::Lifecycle,
-        Stream::Markets,
-        Stream::Events,
-        Stream::Series,
-        Stream::Gaps,
-    ];
-
-    /// The production table, also the stream's label in metrics and `sync_cursors`.
-    pub fn table(self) -> &'static str {
-        match self {
-            Stream::Trades => "trades",
-            Stream::OrderbookDeltas => "orderbook_deltas",
-            Stream::OrderbookSnapshots => "orderbook_snapshots",
-            Stream::Tickers => "tickers",
-            Stream::Lifecycle => "lifecycle",
-            Stream::Markets => "markets",
-            Stream::Events => "events",
-            Stream::Series => "series",
-            Stream::Gaps => "gaps",
-        }
-    }
-
-    pub fn to_pb(self) -> pb::Stream {
-        match self {
-            Stream::Trades => pb::Stream::Trades,
-            Stream::OrderbookDeltas => pb::Stream::OrderbookDeltas,
-            Stream::OrderbookSnapshots => pb::Stream::OrderbookSnapshots,
-            Stream::Tickers => pb::Stream::Tickers,
-            Stream::Lifecycle => pb::Stream::Lifecycle,
-            Stream::Markets => pb::Stream::Markets,
-            Stream::Events => pb::Stream::Events,
-            Stream::Series => pb::Stream::Series,
-            Stream::Gaps => pb::Stream::Gaps,
-        }
-    }
-
-    pub fn from_pb(v: i32) -> Option<Stream> {
-        Stream::ALL.into_iter().find(|s| s.to_pb() as i32 == v)
-    }
-
-    pub fn from_table(t: &str) -> Option<Stream> {
-        Stream::ALL.into_iter().find(|s| s.table() == t)
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Registry streams keep one row per ticker, the latest version.
-    pub fn is_registry(self) -> bool {
-        matches!(self, Stream::Markets | Stream::Events | Stream::Series)
-    }
-
-    /// Staging table and the columns COPY fills (the target's, minus `committed_at`).
-    pub fn columns(self) -> &'static str {
+impl ProdTable for Stream {
+    fn columns(self) -> &'static str {
         match self {
             Stream::Trades => {
                 "trade_id, ts, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, gatherer_id"
@@ -108,12 +54,7 @@ impl Stream {
         }
     }
 
-    fn fields(self) -> i16 {
-        self.columns().split(',').count() as i16
-    }
-
-    /// The primary key columns of the target (the conflict target of the merge).
-    pub fn conflict_key(self) -> &'static str {
+    fn conflict_key(self) -> &'static str {
         match self {
             Stream::Trades => "trade_id, ts",
             Stream::OrderbookDeltas => {
@@ -129,12 +70,11 @@ impl Stream {
         }
     }
 
-    pub fn stage(self) -> String {
+    fn stage(self) -> String {
         format!("stage_{}", self.table())
     }
 
-    /// `CREATE TEMP TABLE` for the staging table (per connection, emptied at commit).
-    pub fn create_stage_sql(self) -> String {
+    fn create_stage_sql(self) -> String {
         format!(
             "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA",
             self.stage(),
@@ -143,9 +83,7 @@ impl Stream {
         )
     }
 
-    /// Moves the staged rows into the target: duplicates (already committed, or twice in the
-    /// batch) are skipped; registry rows keep the newest version.
-    pub fn merge_sql(self) -> String {
+    fn merge_sql(self) -> String {
         let (table, stage, cols, key) = (
             self.table(),
             self.stage(),

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::board::Board;
 use crate::db::{DbError, Prod};
 use crate::metrics as m;
-use crate::records::{self, Encoder, Source, Stream};
+use crate::records::{self, Encoder, ProdTable as _, Source, Stream};
 
 /// What a source hands a sink: consecutive records of one gatherer's stream.
 #[derive(Debug)]

@@ -12,3 +12,78 @@ pub mod gatherer {
 
 pub use gatherer::v1::gatherer_client::GathererClient;
 pub use gatherer::v1::gatherer_server::{Gatherer, GathererServer};
+
+/// The record streams, one table each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stream {
+    Trades,
+    OrderbookDeltas,
+    OrderbookSnapshots,
+    Tickers,
+    Lifecycle,
+    Markets,
+    Events,
+    Series,
+    Gaps,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 9] = [
+        Stream::Trades,
+        Stream::OrderbookDeltas,
+        Stream::OrderbookSnapshots,
+        Stream::Tickers,
+        Stream::Lifecycle,
+        Stream::Markets,
+        Stream::Events,
+        Stream::Series,
+        Stream::Gaps,
+    ];
+
+    /// The table name, also the stream's label in metrics and gap records.
+    pub fn table(self) -> &'static str {
+        match self {
+            Stream::Trades => "trades",
+            Stream::OrderbookDeltas => "orderbook_deltas",
+            Stream::OrderbookSnapshots => "orderbook_snapshots",
+            Stream::Tickers => "tickers",
+            Stream::Lifecycle => "lifecycle",
+            Stream::Markets => "markets",
+            Stream::Events => "events",
+            Stream::Series => "series",
+            Stream::Gaps => "gaps",
+        }
+    }
+
+    pub fn from_table(name: &str) -> Option<Stream> {
+        Stream::ALL.into_iter().find(|s| s.table() == name)
+    }
+
+    pub fn to_pb(self) -> gatherer::v1::Stream {
+        match self {
+            Stream::Trades => gatherer::v1::Stream::Trades,
+            Stream::OrderbookDeltas => gatherer::v1::Stream::OrderbookDeltas,
+            Stream::OrderbookSnapshots => gatherer::v1::Stream::OrderbookSnapshots,
+            Stream::Tickers => gatherer::v1::Stream::Tickers,
+            Stream::Lifecycle => gatherer::v1::Stream::Lifecycle,
+            Stream::Markets => gatherer::v1::Stream::Markets,
+            Stream::Events => gatherer::v1::Stream::Events,
+            Stream::Series => gatherer::v1::Stream::Series,
+            Stream::Gaps => gatherer::v1::Stream::Gaps,
+        }
+    }
+
+    pub fn from_pb(v: i32) -> Option<Stream> {
+        Stream::ALL.into_iter().find(|s| s.to_pb() as i32 == v)
+    }
+
+    /// Position in [`Stream::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Markets, events and series: versions of one object per ticker, the newest wins.
+    pub fn is_registry(self) -> bool {
+        matches!(self, Stream::Markets | Stream::Events | Stream::Series)
+    }
+}

@@ -33,70 +33,7 @@ use rows::{
 };
 use writer::{Sink, WriterConfig};
 
-/// The record streams, one table each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Stream {
-    Trades,
-    OrderbookDeltas,
-    OrderbookSnapshots,
-    Tickers,
-    Lifecycle,
-    Markets,
-    Events,
-    Series,
-    Gaps,
-}
-
-impl Stream {
-    pub const ALL: [Stream; 9] = [
-        Stream::Trades,
-        Stream::OrderbookDeltas,
-        Stream::OrderbookSnapshots,
-        Stream::Tickers,
-        Stream::Lifecycle,
-        Stream::Markets,
-        Stream::Events,
-        Stream::Series,
-        Stream::Gaps,
-    ];
-
-    /// The table name, also the stream's label in metrics and gap records.
-    pub fn table(self) -> &'static str {
-        match self {
-            Stream::Trades => "trades",
-            Stream::OrderbookDeltas => "orderbook_deltas",
-            Stream::OrderbookSnapshots => "orderbook_snapshots",
-            Stream::Tickers => "tickers",
-            Stream::Lifecycle => "lifecycle",
-            Stream::Markets => "markets",
-            Stream::Events => "events",
-            Stream::Series => "series",
-            Stream::Gaps => "gaps",
-        }
-    }
-
-    pub fn from_table(name: &str) -> Option<Stream> {
-        Stream::ALL.into_iter().find(|s| s.table() == name)
-    }
-
-    pub fn to_pb(self) -> pb::Stream {
-        match self {
-            Stream::Trades => pb::Stream::Trades,
-            Stream::OrderbookDeltas => pb::Stream::OrderbookDeltas,
-            Stream::OrderbookSnapshots => pb::Stream::OrderbookSnapshots,
-            Stream::Tickers => pb::Stream::Tickers,
-            Stream::Lifecycle => pb::Stream::Lifecycle,
-            Stream::Markets => pb::Stream::Markets,
-            Stream::Events => pb::Stream::Events,
-            Stream::Series => pb::Stream::Series,
-            Stream::Gaps => pb::Stream::Gaps,
-        }
-    }
-
-    pub fn from_pb(v: i32) -> Option<Stream> {
-        Stream::ALL.into_iter().find(|s| s.to_pb() as i32 == v)
-    }
-}
+pub use kalshi_proto::Stream;
 
 /// Whether to use TimescaleDB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
