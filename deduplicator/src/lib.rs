@@ -166,6 +166,29 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
             ));
         }
     }
+    // Coverage of the last 24 h, once a minute: windows no gatherer captured.
+    let (p, stop, ids2) = (prod.clone(), aux_stop.clone(), ids.clone());
+    aux.spawn(async move {
+        loop {
+            let now = kalshi_shared::time::now_ms();
+            match coverage::load(&p, now - 86_400_000, now).await {
+                Ok(rows) => {
+                    let u = coverage::uncovered(&rows, &ids2, now - 86_400_000, now);
+                    let totals = coverage::totals(&u);
+                    for s in Stream::ALL {
+                        let n = totals.get(s.table()).map_or(0, |t| t.0);
+                        ::metrics::gauge!(metrics::UNCOVERED_WINDOWS, "stream" => s.table())
+                            .set(n as f64);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "coverage check skipped"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+        }
+    });
     let b = board.clone();
     let stop = aux_stop.clone();
     aux.spawn(async move {

@@ -24,6 +24,7 @@ pub const POOL_REBUILDS: &str = "dedup_pool_rebuilds_total";
 pub const RETENTION_OVERRUNS: &str = "dedup_retention_overruns_total";
 pub const IAM_TOKENS: &str = "dedup_iam_tokens_total";
 pub const RDS_EVENT_CHECKS: &str = "dedup_rds_event_checks_total";
+pub const UNCOVERED_WINDOWS: &str = "dedup_uncovered_gap_windows";
 
 const CLASSES: &[&str] = &[
     "connection",
@@ -113,6 +114,7 @@ pub fn describe(gatherers: &[String]) {
         metrics::counter!(QUARANTINED, "stream" => t).increment(0);
         metrics::gauge!(QUEUE_PAGES, "stream" => t).set(0.0);
         metrics::gauge!(CACHE_KEYS, "stream" => t).set(0.0);
+        metrics::gauge!(UNCOVERED_WINDOWS, "stream" => t).set(0.0);
     }
     for g in gatherers {
         metrics::gauge!(GATHERER_HEALTH, "gatherer" => g.clone()).set(0.0);

@@ -96,3 +96,14 @@ async fn malformed_frames_rest_429_and_local_database_restart() {
         assert_eq!(stream(&a, "orderbook_deltas").missing_silent, 0, "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_down_for_a_minute() {
+    let a = scenario("production-down", 613).await.unwrap();
+    assert_clean(&a);
+    assert_eq!(
+        stream(&a, "orderbook_deltas").missing,
+        0,
+        "the gatherers held everything meanwhile"
+    );
+}

@@ -78,7 +78,14 @@ struct Session {
     retry_later: Vec<(Instant, Pending)>,
     out: Vec<String>,
     started: Instant,
+    /// Books of markets just unsubscribed, kept until the given instant: deltas the exchange
+    /// published before the unsubscription (or the market's close) may still be in flight on
+    /// this connection, and are real.
+    leaving: Vec<(Instant, String)>,
 }
+
+/// How long a removed market's book keeps accepting deltas already in flight.
+const LEAVE_GRACE: Duration = Duration::from_secs(10);
 
 impl Session {
     fn send(&mut self, p: Pending) {
@@ -275,6 +282,7 @@ impl Connection {
             retry_later: Vec::new(),
             out: Vec::new(),
             started: Instant::now(),
+            leaving: Vec::new(),
         };
         let outcome = self.session_loop(&mut s, cancel).await;
         if matches!(outcome, Outcome::Lost(_)) {
@@ -363,6 +371,25 @@ impl Connection {
                     };
                     for p in due {
                         s.send(p);
+                    }
+                    let leaving = std::mem::take(&mut s.leaving);
+                    for (until, t) in leaving {
+                        if until > now {
+                            s.leaving.push((until, t));
+                        } else if !s.markets.contains(&t) {
+                            s.books.remove(&t);
+                            // A hole opened during the grace period ends here, declared.
+                            if let Some((from, reason)) = self.holes.remove(&t) {
+                                self.gap(
+                                    Stream::OrderbookDeltas,
+                                    Some(&t),
+                                    from,
+                                    now_ms(),
+                                    reason,
+                                    "market unsubscribed before a fresh snapshot".into(),
+                                );
+                            }
+                        }
                     }
                     if last_ping.elapsed() >= cfg.ping_interval {
                         last_ping = Instant::now();
@@ -864,6 +891,9 @@ impl Connection {
 
     fn on_delta(&mut self, s: &mut Session, d: OrderbookDeltaMsg, origin: Origin, now: i64) {
         let Some(book) = s.books.get_mut(&d.market_ticker) else {
+            // Not subscribed on this connection (or long gone): nothing to route it to.
+            metrics::counter!(m::DELTAS_DROPPED).increment(1);
+            tracing::debug!(market = %d.market_ticker, "delta for a market without a book dropped");
             return;
         };
         if !book.valid {
@@ -999,7 +1029,7 @@ impl Connection {
         let now = now_ms();
         for t in &removed {
             s.markets.remove(t);
-            s.books.remove(t);
+            s.leaving.push((Instant::now() + LEAVE_GRACE, t.clone()));
             if let Some((from, reason)) = self.holes.remove(t) {
                 self.gap(
                     Stream::OrderbookDeltas,

@@ -1,0 +1,71 @@
+# CloudWatch alarms to SNS for what Prometheus cannot see when the whole host is gone: fewer
+# than three gatherers in service, and the production database's health (RDS events for
+# failover, failure and low storage, plus CPU and free storage).
+
+resource "aws_sns_topic" "alerts" {
+  name_prefix = "${var.name}-alerts-"
+  tags        = var.tags
+}
+
+resource "aws_sns_topic_subscription" "email" {
+  for_each  = toset(var.alert_emails)
+  topic_arn = aws_sns_topic.alerts.arn
+  protocol  = "email"
+  endpoint  = each.value
+}
+
+resource "aws_cloudwatch_metric_alarm" "gatherers_in_service" {
+  alarm_name          = "${var.name}-gatherers-below-3"
+  alarm_description   = "Fewer than 3 gatherers in service: redundancy lost (runbooks/gatherer-down.md)"
+  namespace           = "AWS/AutoScaling"
+  metric_name         = "GroupInServiceInstances"
+  dimensions          = { AutoScalingGroupName = var.gatherer_asg_name }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 3
+  comparison_operator = "LessThanThreshold"
+  threshold           = 3
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "rds_cpu" {
+  alarm_name          = "${var.name}-rds-cpu"
+  alarm_description   = "Production CPU above 85% for 15 minutes (runbooks/dedup-lag.md)"
+  namespace           = "AWS/RDS"
+  metric_name         = "CPUUtilization"
+  dimensions          = { DBInstanceIdentifier = var.rds_identifier }
+  statistic           = "Average"
+  period              = 300
+  evaluation_periods  = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 85
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "rds_storage" {
+  alarm_name          = "${var.name}-rds-free-storage"
+  alarm_description   = "Production free storage below 10 GiB (runbooks/rds-failover.md)"
+  namespace           = "AWS/RDS"
+  metric_name         = "FreeStorageSpace"
+  dimensions          = { DBInstanceIdentifier = var.rds_identifier }
+  statistic           = "Minimum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "LessThanThreshold"
+  threshold           = 10737418240
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  tags                = var.tags
+}
+
+resource "aws_db_event_subscription" "rds" {
+  name_prefix      = "${var.name}-rds-"
+  sns_topic        = aws_sns_topic.alerts.arn
+  source_type      = "db-instance"
+  source_ids       = [var.rds_identifier]
+  event_categories = ["availability", "failover", "failure", "low storage", "maintenance", "recovery"]
+  tags             = var.tags
+}

@@ -1,0 +1,26 @@
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+}
+
+variable "gatherer_asg_name" {
+  description = "The gatherers' auto-scaling group."
+  type        = string
+}
+
+variable "rds_identifier" {
+  description = "The production RDS instance identifier."
+  type        = string
+}
+
+variable "alert_emails" {
+  description = "E-mail addresses subscribed to the alerts topic."
+  type        = list(string)
+  default     = []
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,9 @@
+output "security_group_id" {
+  description = "The deduplicator's security group (allowed into gatherers' gRPC and RDS)."
+  value       = aws_security_group.deduplicator.id
+}
+
+output "health_target_group_arn" {
+  description = "The target group whose /health check keeps the instance alive."
+  value       = aws_lb_target_group.health.arn
+}

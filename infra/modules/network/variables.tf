@@ -1,0 +1,16 @@
+variable "name" {
+  description = "Prefix of every resource name (e.g. kalshi-prod)."
+  type        = string
+}
+
+variable "cidr_block" {
+  description = "The VPC's address range; subnets are /24s carved from it."
+  type        = string
+  default     = "10.0.0.0/16"
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}

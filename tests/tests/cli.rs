@@ -1,0 +1,135 @@
+//! `kalshi-stack` as a user runs it: `up` prints the endpoints and live progress, `kill`/`start`
+//! and `rate` act on it, `audit` passes; and when the supervisor is SIGKILLed nothing it started
+//! is left running.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> std::path::PathBuf {
+    kalshi_stack::default_bin_dir().join("kalshi-stack")
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push(format!("{pid}: {cmd}"));
+            }
+        }
+    }
+    out
+}
+
+fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn up_control_audit_and_nothing_left_behind() {
+    let dir = std::env::temp_dir().join(format!("kalshi-e2e-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut up = Command::new(bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["up", "--markets", "20", "--rate", "200", "--every", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    // Endpoints, then progress lines with every gatherer ingesting.
+    loop {
+        let l = lines.next().expect("up ended early").unwrap();
+        seen.push(l.clone());
+        if l.trim_start().starts_with("g3")
+            && l.contains(" up ")
+            && !l.contains("ingest       0 rec/s")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no progress: {seen:#?}"
+        );
+    }
+    let text = seen.join("\n");
+    for word in [
+        "simulator",
+        "gRPC",
+        "deduplicator",
+        "production",
+        "postgres://",
+        "production    ok",
+    ] {
+        assert!(text.contains(word), "{word} not shown:\n{text}");
+    }
+    std::thread::spawn(move || for _ in lines {}); // keep draining
+
+    let (code, out) = run(&dir, &["kill", "gatherer", "2"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.trim(), "gatherer 2 killed");
+    let (code, out) = run(&dir, &["start", "gatherer", "2"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&dir, &["kill", "gatherer", "9"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("there is no gatherer 9"), "{out}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(run(&dir, &["rate", "0"]).0, 0);
+    // The audit passes once production has caught up.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (code, out) = run(&dir, &["audit", "--json"]);
+        if code == 0 {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["ok"], true);
+            assert!(v["streams"][0]["expected"].as_u64().unwrap() > 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "audit never passed:\n{out}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // SIGKILL the supervisor: every child it started dies with it.
+    let needle = dir.display().to_string();
+    assert!(
+        processes_mentioning(&needle).len() >= 8,
+        "services running: {:?}",
+        processes_mentioning(&needle)
+    );
+    up.kill().unwrap();
+    up.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = processes_mentioning(&needle);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

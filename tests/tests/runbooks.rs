@@ -1,0 +1,93 @@
+//! Every runbook command that can run off AWS (fenced as `sh runnable`) runs against a local
+//! `kalshi-stack` with the variables runbooks/README.md defines, and succeeds. A runbook whose
+//! commands have drifted from the code (a renamed flag, metric, column or endpoint) fails here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// `(file, block)` for every `sh runnable` block.
+fn runnable_blocks(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for f in files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut block: Option<String> = None;
+        for line in text.lines() {
+            let t = line.trim();
+            match &mut block {
+                None if t == "```sh runnable" => block = Some(String::new()),
+                Some(b) if t == "```" => {
+                    out.push((
+                        f.file_name().unwrap().to_string_lossy().into_owned(),
+                        std::mem::take(b),
+                    ));
+                    block = None;
+                }
+                Some(b) => {
+                    b.push_str(t);
+                    b.push('\n');
+                }
+                None => {}
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runbook_commands_run_against_the_stack() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks");
+    let blocks = runnable_blocks(&dir);
+    assert!(blocks.len() >= 15, "only {} runnable blocks", blocks.len());
+
+    let s = kalshi_e2e::stack(630, false).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let e = s.endpoints.clone();
+    let path = format!(
+        "{}:{}",
+        kalshi_stack::default_bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut failures = Vec::new();
+    for (file, block) in &blocks {
+        let out = Command::new("bash")
+            .args(["-e", "-u", "-c", block])
+            .env("PATH", &path)
+            .env("GATHERER_HEALTH", &e.gatherers[0].health)
+            .env("GATHERER_METRICS", &e.gatherers[0].metrics)
+            .env("GATHERER_DB_URL", &e.gatherers[0].database_url)
+            .env("DEDUP_HEALTH", &e.deduplicator_health)
+            .env("DEDUP_METRICS", &e.deduplicator_metrics)
+            .env("DEDUP_CONFIG", &e.deduplicator_config)
+            .env("PRODUCTION_URL", s.production_direct_url())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            failures.push(format!(
+                "{file}:\n{block}exit {:?}\nstdout: {}\nstderr: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || s.down()).await;
+    assert!(
+        failures.is_empty(),
+        "{} runbook blocks failed:\n{}",
+        failures.len(),
+        failures.join("\n---\n")
+    );
+}
