@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> std::path::PathBuf {
-    kalshi_stack::default_bin_dir().join("kalshi-stack")
+    // Cargo builds this package's binary for its integration tests; the services it starts
+    // are the workspace's other binaries next to it.
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_kalshi-stack"))
 }
 
 /// Processes whose command line mentions `needle`.
