@@ -269,8 +269,14 @@ impl Stack {
     /// Starts everything and waits until the gatherers are subscribed and the deduplicator is
     /// healthy. The simulator starts at rate 0 and is set to `opts.rate` once all are ready, so
     /// every gatherer sees the whole order flow.
-    pub async fn up(opts: Options) -> anyhow::Result<Stack> {
+    pub async fn up(mut opts: Options) -> anyhow::Result<Stack> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // PostgreSQL and the services run with other working directories: every path they
+        // are given must be absolute (the default data dir is relative to the checkout).
+        opts.data_dir = std::path::absolute(&opts.data_dir)
+            .with_context(|| format!("data directory {}", opts.data_dir.display()))?;
+        opts.bin_dir = std::path::absolute(&opts.bin_dir)
+            .with_context(|| format!("binary directory {}", opts.bin_dir.display()))?;
         let dir = opts.data_dir.clone();
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("create {}", dir.display()))?;

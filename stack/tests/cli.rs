@@ -53,8 +53,9 @@ fn up_control_audit_and_nothing_left_behind() {
     let dir = std::env::temp_dir().join(format!("kalshi-e2e-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut up = Command::new(bin())
+        .current_dir(dir.parent().unwrap())
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir.file_name().unwrap())
         .args(["up", "--markets", "20", "--rate", "200", "--every", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
