@@ -293,15 +293,19 @@ impl Stack {
         std::fs::create_dir_all(&key_dir)?;
         std::fs::write(key_dir.join("sim-private.pem"), TEST_KEY_PRIVATE)?;
         std::fs::write(key_dir.join("sim-public.pem"), TEST_KEY_PUBLIC)?;
-        let (sim_port, sim_control_port) = (free_port()?, free_port()?);
+        // Port 0 and an address file: no race for a port between choosing and binding it.
+        let addr_file = dir.join("sim-addr.json");
+        let _ = std::fs::remove_file(&addr_file);
         let mut sim = Service::new(
             "kalshi-sim",
             bin("kalshi-sim"),
             vec![
                 "--listen".into(),
-                loopback(sim_port).to_string(),
+                loopback(0).to_string(),
                 "--control-listen".into(),
-                loopback(sim_control_port).to_string(),
+                loopback(0).to_string(),
+                "--addr-file".into(),
+                addr_file.display().to_string(),
                 "--seed".into(),
                 opts.seed.to_string(),
                 "--markets".into(),
@@ -325,7 +329,32 @@ impl Stack {
         );
         let _ = std::fs::remove_file(dir.join("truth.jsonl"));
         sim.start()?;
-        let sim_control = format!("http://127.0.0.1:{sim_control_port}");
+        let addrs: Value = {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(text) = std::fs::read_to_string(&addr_file)
+                    && let Ok(v) = serde_json::from_str::<Value>(&text)
+                {
+                    break v;
+                }
+                if !sim.running() || Instant::now() >= deadline {
+                    bail!("kalshi-sim did not start:\n{}", log_tail(sim.log_path()));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let sim_rest = addrs["rest"]
+            .as_str()
+            .context("sim address file without rest")?
+            .to_owned();
+        let sim_ws = addrs["ws"]
+            .as_str()
+            .context("sim address file without ws")?
+            .to_owned();
+        let sim_control = addrs["control"]
+            .as_str()
+            .context("sim address file without control")?
+            .to_owned();
         wait_http(
             &format!("{sim_control}/health"),
             Duration::from_secs(30),
@@ -357,13 +386,19 @@ impl Stack {
             let id = format!("g{i}");
             let pg =
                 PgCluster::start(pg_opts(&id)).with_context(|| format!("start {id}'s cluster"))?;
-            let (grpc_port, http_port, metrics_port) = (free_port()?, free_port()?, free_port()?);
-            let cfg = format!(
-                r#"gatherer_id = "{id}"
+            // Chosen ports can be taken before the service binds them: a service that exits
+            // before answering is started again on fresh ports.
+            let mut attempt = 0;
+            let (service, grpc_port, http_port, metrics_port) = loop {
+                attempt += 1;
+                let (grpc_port, http_port, metrics_port) =
+                    (free_port()?, free_port()?, free_port()?);
+                let cfg = format!(
+                    r#"gatherer_id = "{id}"
 
 [kalshi]
-rest_url = "http://127.0.0.1:{sim_port}/trade-api/v2"
-ws_url = "ws://127.0.0.1:{sim_port}/trade-api/ws/v2"
+rest_url = "{sim_rest}"
+ws_url = "{sim_ws}"
 key_id = "stack-key"
 private_key_file = "{key}"
 rest_rate_per_s = 100
@@ -385,19 +420,24 @@ metrics_listen = "127.0.0.1:{metrics_port}"
 [log]
 level = "{level}"
 "#,
-                key = key_dir.join("sim-private.pem").display(),
-                db = pg.url(),
-                level = opts.log_level,
-            );
-            let path = dir.join(format!("{id}.toml"));
-            std::fs::write(&path, cfg)?;
-            let mut service = Service::new(
-                &id,
-                bin("gatherer"),
-                vec!["--config".into(), path.display().to_string()],
-                dir.join(format!("logs/{id}.log")),
-            );
-            service.start()?;
+                    key = key_dir.join("sim-private.pem").display(),
+                    db = pg.url(),
+                    level = opts.log_level,
+                );
+                let path = dir.join(format!("{id}.toml"));
+                std::fs::write(&path, cfg)?;
+                let mut service = Service::new(
+                    &id,
+                    bin("gatherer"),
+                    vec!["--config".into(), path.display().to_string()],
+                    dir.join(format!("logs/{id}.log")),
+                );
+                service.start()?;
+                if answered(&mut service, http_port).await || attempt >= 3 {
+                    break (service, grpc_port, http_port, metrics_port);
+                }
+                tracing::warn!(gatherer = %id, attempt, "gatherer exited at start-up (port taken?); retrying on fresh ports");
+            };
             let proxy = TcpProxy::start(loopback(0), loopback(grpc_port)).await?;
             gatherers.push(GathererSlot {
                 id,
@@ -426,28 +466,39 @@ level = "{level}"
         }
 
         // The deduplicator.
-        let (dh, dm) = (free_port()?, free_port()?);
-        let mut dcfg = String::new();
-        for g in &gatherers {
+        let mut attempt = 0;
+        let (deduplicator, dh, dm, dpath) = loop {
+            attempt += 1;
+            let (dh, dm) = (free_port()?, free_port()?);
+            let mut dcfg = String::new();
+            for g in &gatherers {
+                dcfg.push_str(&format!(
+                    "[[gatherers]]\nid = \"{}\"\nendpoint = \"http://{}\"\n\n",
+                    g.id,
+                    g.proxy.addr()
+                ));
+            }
             dcfg.push_str(&format!(
-                "[[gatherers]]\nid = \"{}\"\nendpoint = \"http://{}\"\n\n",
-                g.id,
-                g.proxy.addr()
-            ));
-        }
-        dcfg.push_str(&format!(
             "[production]\ndatabase_url = \"{production_url}\"\nop_timeout = \"10s\"\nretry_max = \"5s\"\n\n[sources]\nsilence_timeout = \"10s\"\nreconnect_max = \"5s\"\n\n[http]\nlisten = \"127.0.0.1:{dh}\"\nmetrics_listen = \"127.0.0.1:{dm}\"\n\n[log]\nlevel = \"{}\"\n",
             opts.log_level
         ));
-        let dpath = dir.join("deduplicator.toml");
-        std::fs::write(&dpath, dcfg)?;
-        let mut deduplicator = Service::new(
-            "deduplicator",
-            bin("deduplicator"),
-            vec!["--config".into(), dpath.display().to_string()],
-            dir.join("logs/deduplicator.log"),
-        );
-        deduplicator.start()?;
+            let dpath = dir.join("deduplicator.toml");
+            std::fs::write(&dpath, dcfg)?;
+            let mut deduplicator = Service::new(
+                "deduplicator",
+                bin("deduplicator"),
+                vec!["--config".into(), dpath.display().to_string()],
+                dir.join("logs/deduplicator.log"),
+            );
+            deduplicator.start()?;
+            if answered(&mut deduplicator, dh).await || attempt >= 3 {
+                break (deduplicator, dh, dm, dpath);
+            }
+            tracing::warn!(
+                attempt,
+                "the deduplicator exited at start-up (port taken?); retrying on fresh ports"
+            );
+        };
         wait_http(
             &format!("http://127.0.0.1:{dh}/health"),
             Duration::from_secs(60),
@@ -463,8 +514,8 @@ level = "{level}"
 
         let endpoints = Endpoints {
             control: String::new(),
-            sim_rest: format!("http://127.0.0.1:{sim_port}/trade-api/v2"),
-            sim_ws: format!("ws://127.0.0.1:{sim_port}/trade-api/ws/v2"),
+            sim_rest,
+            sim_ws,
             sim_control,
             production_url,
             gatherers: gatherers
@@ -752,6 +803,36 @@ level = "{level}"
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Waits until a service answers on its health port, or has exited (false).
+async fn answered(service: &mut Service, http_port: u16) -> bool {
+    let url = format!("http://127.0.0.1:{http_port}/health");
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    {
+        Ok(c) => c,
+        Err(_) => return service.running(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if client.get(&url).send().await.is_ok() {
+            return true;
+        }
+        if !service.running() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    service.running()
+}
+
+/// The last lines of a log, for error messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// `(stream table, head)` of a gatherer.

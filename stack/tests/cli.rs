@@ -58,7 +58,7 @@ fn up_control_audit_and_nothing_left_behind() {
         .arg(dir.file_name().unwrap())
         .args(["up", "--markets", "20", "--rate", "200", "--every", "1"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(format!("{}.stderr", dir.display())).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
@@ -66,7 +66,13 @@ fn up_control_audit_and_nothing_left_behind() {
     let mut seen = Vec::new();
     // Endpoints, then progress lines with every gatherer ingesting.
     loop {
-        let l = lines.next().expect("up ended early").unwrap();
+        let Some(Ok(l)) = lines.next() else {
+            panic!(
+                "up ended early:\n{}\n{}",
+                seen.join("\n"),
+                std::fs::read_to_string(format!("{}.stderr", dir.display())).unwrap_or_default()
+            );
+        };
         seen.push(l.clone());
         if l.trim_start().starts_with("g3")
             && l.contains(" up ")
@@ -135,4 +141,5 @@ fn up_control_audit_and_nothing_left_behind() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(format!("{}.stderr", dir.display()));
 }
