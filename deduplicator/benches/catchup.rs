@@ -148,17 +148,7 @@ async fn main() {
     let took = t0.elapsed().as_secs_f64();
     let hwm = rss_kib(pid, "VmHWM:");
     let mut unique = 0i64;
-    for t in [
-        "trades",
-        "orderbook_deltas",
-        "orderbook_snapshots",
-        "tickers",
-        "lifecycle",
-        "markets",
-        "events",
-        "series",
-        "gaps",
-    ] {
+    for t in Stream::ALL.map(Stream::table) {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
             .fetch_one(&pool)
             .await

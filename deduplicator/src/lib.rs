@@ -93,8 +93,13 @@ async fn prepare(
                 for m in [month, schema::next_month(month)] {
                     let pool = prod.pool();
                     let sql = schema::create_partition_sql(t, m);
-                    if let Err(e) = sqlx::Executor::execute(&pool, sqlx::AssertSqlSafe(sql)).await {
-                        tracing::warn!(table = t, error = %db::DbError::from(e), "cannot create a monthly partition");
+                    let call = sqlx::Executor::execute(&pool, sqlx::AssertSqlSafe(sql));
+                    match tokio::time::timeout(prod.op_timeout(), call).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(table = t, error = %db::DbError::from(e), "cannot create a monthly partition")
+                        }
+                        Err(_) => return Err(db::DbError::timeout("creating a partition", prod.op_timeout())),
                     }
                 }
             }

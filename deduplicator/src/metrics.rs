@@ -26,14 +26,6 @@ pub const IAM_TOKENS: &str = "dedup_iam_tokens_total";
 pub const RDS_EVENT_CHECKS: &str = "dedup_rds_event_checks_total";
 pub const UNCOVERED_WINDOWS: &str = "dedup_uncovered_gap_windows";
 
-const CLASSES: &[&str] = &[
-    "connection",
-    "read_only",
-    "transient",
-    "timeout",
-    "data",
-    "other",
-];
 pub const SOURCE_ERROR_KINDS: &[&str] = &[
     "connect",
     "status",
@@ -104,8 +96,8 @@ pub fn describe(gatherers: &[String]) {
     metrics::gauge!(RDS_CONNECTED).set(0.0);
     metrics::gauge!(FAILOVER_IN_PROGRESS).set(0.0);
     metrics::counter!(POOL_REBUILDS).increment(0);
-    for c in CLASSES {
-        metrics::counter!(RDS_ERRORS, "class" => *c).increment(0);
+    for c in kalshi_shared::pg::DbErrorClass::ALL {
+        metrics::counter!(RDS_ERRORS, "class" => c.label()).increment(0);
     }
     for s in Stream::ALL {
         let t = s.table();

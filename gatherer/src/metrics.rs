@@ -89,15 +89,8 @@ pub fn describe() {
         metrics::counter!(WRITER_DROPPED_ROWS, "table" => *t).increment(0);
         metrics::counter!(WRITER_REJECTED_ROWS, "table" => *t).increment(0);
         metrics::gauge!(WRITER_BUFFER_ROWS, "table" => *t).set(0.0);
-        for class in [
-            "connection",
-            "read_only",
-            "transient",
-            "timeout",
-            "data",
-            "other",
-        ] {
-            metrics::counter!(WRITER_ERRORS, "table" => *t, "class" => class).increment(0);
+        for class in kalshi_shared::pg::DbErrorClass::ALL {
+            metrics::counter!(WRITER_ERRORS, "table" => *t, "class" => class.label()).increment(0);
         }
     }
     for t in WS_ERROR_TYPES {

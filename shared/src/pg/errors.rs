@@ -20,6 +20,16 @@ pub enum DbErrorClass {
 }
 
 impl DbErrorClass {
+    /// Every class, for registering metric label sets at zero.
+    pub const ALL: [DbErrorClass; 6] = [
+        DbErrorClass::Connection,
+        DbErrorClass::ReadOnly,
+        DbErrorClass::Transient,
+        DbErrorClass::Timeout,
+        DbErrorClass::Data,
+        DbErrorClass::Other,
+    ];
+
     /// A fixed label for metrics.
     pub fn label(self) -> &'static str {
         match self {
