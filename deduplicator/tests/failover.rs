@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kalshi_shared::net::{Mode, TcpProxy};
-use kalshi_shared::pg::{ClusterOptions, PgCluster};
+use kalshi_testkit::proxy::{Mode, TcpProxy};
+use kalshi_testkit::pg::{ClusterOptions, PgCluster};
 
 fn via(proxy: &TcpProxy) -> String {
     format!("postgres://postgres@{}/postgres", proxy.addr())

@@ -136,7 +136,7 @@ async fn metrics_carry_the_names_design_md_fixes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_heavy_ingest_flushes_everything_received() {
     init();
-    let pg = kalshi_shared::pg::PgCluster::start_default().unwrap();
+    let pg = kalshi_testkit::pg::PgCluster::start_default().unwrap();
     let sim = kalshi_sim::start(sim_config(502, 40)).await.unwrap();
     let health_port = free_port();
     let dir = std::env::temp_dir().join(format!("gatherer-sigterm-{}", std::process::id()));

@@ -232,7 +232,7 @@ async fn an_oversize_frame_drops_the_connection_which_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_storm_delays_but_does_not_prevent_sync_and_backfill() {
     init();
-    let pg = kalshi_shared::pg::PgCluster::start_default().unwrap();
+    let pg = kalshi_testkit::pg::PgCluster::start_default().unwrap();
     let sim = kalshi_sim::start(sim_config(207, 20)).await.unwrap();
     // 60 consecutive 429s before the gatherer starts: registry sync must wait them out.
     post(

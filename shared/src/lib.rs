@@ -1,14 +1,12 @@
 //! Code shared by the kalshi-data crates: Kalshi's wire formats and request signing,
-//! fixed-point money, timestamps and the ephemeral PostgreSQL harness.
+//! fixed-point money, timestamps, retries, telemetry, config loading and PostgreSQL helpers.
 //!
 //! What belongs here is what two or more crates use; a helper used once stays where it is used.
 
 pub mod auth;
 pub mod config;
 pub mod fixed;
-pub mod net;
 pub mod pg;
-pub mod process;
 pub mod retry;
 pub mod telemetry;
 pub mod time;

@@ -10,7 +10,8 @@
 //! | POST | `/advance` | `{"messages":N}`: publish at least N messages now |
 //! | POST | `/rate` | `{"rate":N}`: messages per second |
 //! | GET | `/truth?after=P&limit=N&types=a,b` | published events after position P |
-//! | GET | `/truth/summary` | head position and counts by type |
+//! | GET | `/truth/summary` | head position, counts by type, start time |
+//! | GET | `/truth/markets` | every market's REST view and book, all at one position |
 //! | GET | `/truth/books/{ticker}` | a market's current book and the position it reflects |
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/rate", post(set_rate))
         .route("/truth", get(truth))
         .route("/truth/summary", get(truth_summary))
+        .route("/truth/markets", get(markets))
         .route("/truth/books/{ticker}", get(book))
         .with_state(state)
 }
@@ -311,7 +313,39 @@ async fn truth_summary(State(state): State<Arc<SimState>>) -> Json<serde_json::V
         .iter()
         .map(|k| (k.frame_type().to_owned(), json!(counts.get(*k))))
         .collect();
-    Json(json!({"head": state.truth.head(), "counts": by_type, "file": state.truth.path()}))
+    Json(json!({
+        "head": state.truth.head(),
+        "counts": by_type,
+        "file": state.truth.path(),
+        "started_ms": state.started_ms,
+    }))
+}
+
+/// Every market as REST shows it, with its book, under one lock: all reflect one position.
+async fn markets(State(state): State<Arc<SimState>>) -> Json<serde_json::Value> {
+    let ex = lock(&state.exchange);
+    let side = |m: &crate::universe::MarketInfo, s: Side| -> Vec<[String; 2]> {
+        m.book
+            .levels(s)
+            .into_iter()
+            .map(|(p, q)| [p.to_string(), q.to_string()])
+            .collect()
+    };
+    let markets: Vec<serde_json::Value> = ex
+        .markets
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            json!({
+                "market_ticker": m.ticker,
+                "is_mve": m.is_mve,
+                "rest": ex.rest_market(i as u32),
+                "yes": side(m, Side::Yes),
+                "no": side(m, Side::No),
+            })
+        })
+        .collect();
+    Json(json!({"pos": ex.pos(), "markets": markets}))
 }
 
 async fn book(State(state): State<Arc<SimState>>, Path(ticker): Path<String>) -> Response {

@@ -105,6 +105,9 @@ pub struct SimState {
     pub shutdown: CancellationToken,
     pub stats: Stats,
     pub started: Instant,
+    /// Wall-clock Unix milliseconds at start: every market that exists before any lifecycle
+    /// event appeared at this time (the oracle's subscription-latency origin).
+    pub started_ms: i64,
 }
 
 impl SimState {
@@ -272,6 +275,7 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<SimHandle> {
         shutdown: CancellationToken::new(),
         stats: Stats::default(),
         started: Instant::now(),
+        started_ms: kalshi_shared::time::now_ms(),
     });
 
     let mut tasks = Vec::new();

@@ -308,6 +308,8 @@ pub struct UniverseGen {
     events_made: usize,
     markets_made: usize,
     cents_only: bool,
+    /// Every event ticker made so far: an exchange never gives two events one ticker.
+    event_tickers: std::collections::HashSet<String>,
 }
 
 impl UniverseGen {
@@ -322,6 +324,7 @@ impl UniverseGen {
             events_made: 0,
             markets_made: 0,
             cents_only,
+            event_tickers: std::collections::HashSet::new(),
         }
     }
 
@@ -417,6 +420,17 @@ impl UniverseGen {
             // Some series run several events a day (e.g. hourly crypto).
             ticker.push_str(&format!("H{:02}", self.rng.below(24)));
         }
+        if self.event_tickers.contains(&ticker) {
+            // The same series drawn twice for one date: a second event that day, as Kalshi
+            // names intraday events.
+            let base = ticker.clone();
+            let mut n = 2;
+            while self.event_tickers.contains(&ticker) {
+                ticker = format!("{base}E{n}");
+                n += 1;
+            }
+        }
+        self.event_tickers.insert(ticker.clone());
         let mutually_exclusive = matches!(
             t.strike,
             StrikeStyle::Between { .. } | StrikeStyle::Named(_)

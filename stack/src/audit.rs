@@ -1,374 +1,160 @@
-//! `kalshi-stack audit`: production against the simulator's ground truth, per stream:
-//! expected, present, missing, duplicated, and of the missing ones how many lie where every
-//! gatherer declared a gap (reported, not silent) or before any gatherer subscribed to the
-//! market (carried by its first snapshot). Anything else missing, any duplicate and anything
-//! the exchange never published is a failure.
+//! `kalshi-stack audit`: production against the simulator's ground truth through the one
+//! oracle (`kalshi_testkit::oracle`), on a settled or a live stack.
+//!
+//! On a live stack it takes a consistent cut first: at time `t0` it asks every reachable
+//! gatherer for its heads and waits until production's `sync_cursors` reach them. Production
+//! then holds everything those gatherers had stored at `t0`, and so everything the exchange
+//! published before `t0 - ingest_allowance` (the bound on exchange-to-gatherer-store latency)
+//! that was not lost. Records published after that cut are reported as in flight, never as
+//! lost. A stack whose simulator is at rate 0 and published nothing after the cut is settled:
+//! everything is judged, the registry too.
+//!
+//! It must never take an expected value from production or a gatherer; gatherers are read only
+//! to tell a gap every gatherer declared from a loss downstream of them.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use deduplicator::coverage::{GapRow, Uncovered, uncovered};
-use kalshi_shared::{Price, Quantity};
-use serde::Serialize;
-use serde_json::Value;
-use sqlx::Row as _;
+use anyhow::{Context as _, bail};
+use kalshi_testkit::held::Held;
+use kalshi_testkit::oracle::{self, Rules, Verdict};
+use kalshi_testkit::sim::SimControl;
 
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct StreamAudit {
-    pub stream: String,
-    pub expected: u64,
-    pub present: u64,
-    pub missing: u64,
-    /// Missing, inside a window every gatherer declared as a gap.
-    pub missing_declared: u64,
-    /// Missing, published before any gatherer held a snapshot of the market.
-    pub missing_before_subscription: u64,
-    /// Missing and neither: silent loss.
-    pub missing_silent: u64,
-    pub duplicated: u64,
-    /// In production, never published.
-    pub unexpected: u64,
+use crate::GathererEndpoints;
+
+/// How the audit judges.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// A market's records within this time after it appeared are "before subscription".
+    pub subscription_latency: Duration,
+    /// The bound on the time from the exchange publishing a record to a gatherer storing it.
+    pub ingest_allowance: Duration,
+    /// How long to wait for production to reach the gatherers' heads.
+    pub catch_up: Duration,
+    /// Judge everything (the caller knows the stack is settled).
+    pub settled: bool,
 }
 
-impl StreamAudit {
-    pub fn ok(&self) -> bool {
-        self.missing_silent == 0 && self.duplicated == 0 && self.unexpected == 0
-    }
-}
-
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct Audit {
-    pub streams: Vec<StreamAudit>,
-    pub uncovered_windows: usize,
-    pub quarantined: u64,
-    pub ok: bool,
-}
-
-impl Audit {
-    pub fn table(&self) -> String {
-        let mut s = format!(
-            "{:<18} {:>9} {:>9} {:>8} {:>9} {:>11} {:>7} {:>6} {:>6}\n",
-            "stream",
-            "expected",
-            "present",
-            "missing",
-            "declared",
-            "before-sub",
-            "silent",
-            "dups",
-            "extra"
-        );
-        for a in &self.streams {
-            s.push_str(&format!(
-                "{:<18} {:>9} {:>9} {:>8} {:>9} {:>11} {:>7} {:>6} {:>6}\n",
-                a.stream,
-                a.expected,
-                a.present,
-                a.missing,
-                a.missing_declared,
-                a.missing_before_subscription,
-                a.missing_silent,
-                a.duplicated,
-                a.unexpected
-            ));
-        }
-        s.push_str(&format!(
-            "windows no gatherer covered: {}; quarantined rows: {}\nAUDIT {}\n",
-            self.uncovered_windows,
-            self.quarantined,
-            if self.ok {
-                "PASSED: no silent loss, no duplicate"
-            } else {
-                "FAILED"
-            }
-        ));
-        s
-    }
-}
-
-async fn truth(control: &str, types: &str) -> anyhow::Result<Vec<Value>> {
-    let client = reqwest::Client::new();
-    let mut out = Vec::new();
-    let mut after = 0u64;
-    loop {
-        let page: Value = client
-            .get(format!(
-                "{control}/truth?after={after}&limit=100000&types={types}"
-            ))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let next = page["next"].as_u64().context("truth page without next")?;
-        if let Some(r) = page["records"].as_array() {
-            out.extend(r.iter().cloned());
-        }
-        if next >= page["head"].as_u64().unwrap_or(0) || next == after {
-            return Ok(out);
-        }
-        after = next;
-    }
-}
-
-fn s(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_owned()
-}
-
-/// Compares a multiset of keys; missing ones are classified by `(market, ts_ms)`.
-fn compare<K: std::hash::Hash + Eq + Clone>(
-    name: &str,
-    truth: Vec<(K, String, i64)>,
-    prod: Vec<K>,
-    declared: &dyn Fn(&str, i64) -> bool,
-    before_sub: &dyn Fn(&str, i64) -> bool,
-) -> StreamAudit {
-    let mut a = StreamAudit {
-        stream: name.into(),
-        expected: truth.len() as u64,
-        ..Default::default()
-    };
-    let mut have: HashMap<K, i64> = HashMap::new();
-    for k in prod {
-        *have.entry(k).or_default() += 1;
-    }
-    let mut want: HashMap<K, i64> = HashMap::new();
-    for (k, _, _) in &truth {
-        *want.entry(k.clone()).or_default() += 1;
-    }
-    for (k, n) in &have {
-        match want.get(k) {
-            None => a.unexpected += *n as u64,
-            Some(w) if n > w => a.duplicated += (n - w) as u64,
-            _ => {}
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            subscription_latency: Duration::from_secs(5),
+            ingest_allowance: Duration::from_secs(2),
+            catch_up: Duration::from_secs(60),
+            settled: false,
         }
     }
-    for (k, market, ts) in truth {
-        match have.get_mut(&k) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                a.present += 1;
-            }
-            _ => {
-                a.missing += 1;
-                if before_sub(&market, ts) {
-                    a.missing_before_subscription += 1;
-                } else if declared(&market, ts) {
-                    a.missing_declared += 1;
-                } else {
-                    a.missing_silent += 1;
+}
+
+/// Production's `sync_cursors` by `(gatherer, stream)`.
+async fn cursors(pool: &sqlx::PgPool) -> anyhow::Result<HashMap<(String, String), i64>> {
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT gatherer_id, stream, cursor FROM sync_cursors")
+            .fetch_all(pool)
+            .await
+            .context("read production's sync_cursors")?;
+    Ok(rows.into_iter().map(|(g, s, c)| ((g, s), c)).collect())
+}
+
+/// Takes the cut: returns the wall-clock time at which the reachable gatherers' heads were
+/// read, once production holds everything up to them, and the gatherers that answered.
+async fn cut(
+    pool: &sqlx::PgPool,
+    gatherers: &[GathererEndpoints],
+    within: Duration,
+) -> anyhow::Result<(i64, Vec<GathererEndpoints>)> {
+    let t0 = kalshi_shared::time::now_ms();
+    let mut want = Vec::new();
+    let mut reachable = Vec::new();
+    for g in gatherers {
+        match crate::gatherer_heads(&g.grpc).await {
+            Ok(heads) => {
+                reachable.push(g.clone());
+                for (stream, head) in heads {
+                    want.push((g.id.clone(), stream, head));
                 }
             }
+            Err(e) => eprintln!("audit: gatherer {} unreachable, not waited for: {e:#}", g.id),
         }
     }
-    a
+    let deadline = Instant::now() + within;
+    loop {
+        let have = cursors(pool).await?;
+        let behind: Vec<String> = want
+            .iter()
+            .filter(|(g, s, head)| *head > 0 && have.get(&(g.clone(), s.clone())).is_none_or(|c| c < head))
+            .map(|(g, s, head)| format!("{g}/{s} (head {head})"))
+            .collect();
+        if behind.is_empty() {
+            return Ok((t0, reachable));
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "production did not reach the gatherers' heads within {within:?}: {}; is the deduplicator running (`kalshi-stack status`)?",
+                behind.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
-/// Audits production (`production_url`, read directly) against the simulator at `sim_control`;
-/// `gatherers` are the configured gatherer ids (a window is declared only if all declared it).
+/// Audits production (`production_url`, read directly) against the simulator at `sim_control`.
+/// `gatherers` are every configured gatherer: a window is declared only if all declared it.
 pub async fn run(
     sim_control: &str,
     production_url: &str,
-    gatherers: &[String],
-) -> anyhow::Result<Audit> {
+    gatherers: &[GathererEndpoints],
+    opts: &AuditOptions,
+) -> anyhow::Result<Verdict> {
+    let sim = SimControl::new(sim_control);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(production_url)
         .await
         .context("connect to production")?;
-    let gaps: Vec<GapRow> =
-        sqlx::query("SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps")
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(|r| GapRow {
-                gatherer_id: r.get(0),
-                stream: r.get(1),
-                market: r.get(2),
-                from_ms: r.get(3),
-                to_ms: r.get(4),
-                reason: r.get(5),
-            })
-            .collect();
-    let windows: Vec<Uncovered> = uncovered(&gaps, gatherers, i64::MIN / 2, i64::MAX / 2);
-    let declared_in = |stream: &'static str| {
-        let w: Vec<Uncovered> = windows
-            .iter()
-            .filter(|u| u.stream == stream)
-            .cloned()
-            .collect();
-        move |market: &str, ts: i64| {
-            w.iter().any(|u| {
-                (u.market.is_empty() || u.market == market) && u.from_ms <= ts && ts <= u.to_ms
-            })
-        }
-    };
-    // The first snapshot of each market in production (any gatherer).
-    let first_snap: HashMap<String, i64> =
-        sqlx::query("SELECT market_ticker, min(received_ms) FROM orderbook_snapshots GROUP BY 1")
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(|r| {
-                (
-                    r.get::<String, _>(0),
-                    r.get::<Option<i64>, _>(1).unwrap_or(i64::MAX),
-                )
-            })
-            .collect();
-    let before_sub = |market: &str, ts: i64| first_snap.get(market).is_none_or(|first| ts < *first);
-    let never = |_: &str, _: i64| false;
-    let mut out = Audit::default();
-
-    // Trades: by id; a trade needs no subscription (backfill recovers it), so none is "before".
-    let t_truth: Vec<(String, String, i64)> = truth(sim_control, "trade")
-        .await?
-        .iter()
-        .map(|r| {
-            (
-                s(&r["msg"]["trade_id"]),
-                s(&r["msg"]["market_ticker"]),
-                r["msg"]["ts_ms"].as_i64().unwrap_or(0),
-            )
-        })
-        .collect();
-    let t_prod: Vec<String> = sqlx::query_scalar("SELECT trade_id FROM trades")
-        .fetch_all(&pool)
-        .await?;
-    out.streams.push(compare(
-        "trades",
-        t_truth,
-        t_prod,
-        &declared_in("trades"),
-        &never,
-    ));
-
-    // Deltas: the multiset of (market, ts_ms, side, price, delta).
-    type DKey = (String, i64, i16, i64, i64);
-    let d_truth: Vec<(DKey, String, i64)> = truth(sim_control, "orderbook_delta")
-        .await?
-        .iter()
-        .filter_map(|r| {
-            let m = &r["msg"];
-            let side = if m["side"] == "yes" { 1 } else { 2 };
-            let price = Price::parse(m["price_dollars"].as_str()?).ok()?.raw();
-            let delta = Quantity::parse(m["delta_fp"].as_str()?).ok()?.raw();
-            let ts = m["ts_ms"].as_i64()?;
-            Some((
-                (s(&m["market_ticker"]), ts, side, price, delta),
-                s(&m["market_ticker"]),
-                ts,
-            ))
-        })
-        .collect();
-    let d_prod: Vec<DKey> =
-        sqlx::query("SELECT market_ticker, ts_ms, side, price, delta FROM orderbook_deltas")
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-            .collect();
-    out.streams.push(compare(
-        "orderbook_deltas",
-        d_truth,
-        d_prod,
-        &declared_in("orderbook_deltas"),
-        &before_sub,
-    ));
-
-    // Tickers: the multiset of (market, ts_ms).
-    let k_truth: Vec<((String, i64), String, i64)> = truth(sim_control, "ticker")
-        .await?
-        .iter()
-        .map(|r| {
-            let m = &r["msg"];
-            let ts = m["ts_ms"].as_i64().unwrap_or(0);
-            ((s(&m["market_ticker"]), ts), s(&m["market_ticker"]), ts)
-        })
-        .collect();
-    let k_prod: Vec<(String, i64)> = sqlx::query("SELECT market_ticker, ts_ms FROM tickers")
-        .fetch_all(&pool)
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    out.streams.push(compare(
-        "tickers",
-        k_truth,
-        k_prod,
-        &declared_in("tickers"),
-        &before_sub,
-    ));
-
-    // Market lifecycle: the set of (market, event type); identical repeats are one record.
-    let mut l_truth: Vec<((String, String), String, i64)> =
-        truth(sim_control, "market_lifecycle_v2")
-            .await?
-            .iter()
-            .map(|r| {
-                let m = &r["msg"];
-                (
-                    (s(&m["market_ticker"]), s(&m["event_type"])),
-                    s(&m["market_ticker"]),
-                    r["ts_ms"].as_i64().unwrap_or(0),
-                )
-            })
-            .collect();
-    l_truth.sort();
-    l_truth.dedup_by(|a, b| a.0 == b.0);
-    let l_prod: Vec<(String, String)> =
-        sqlx::query("SELECT DISTINCT ticker, event_type FROM lifecycle WHERE kind = 'market'")
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-    out.streams.push(compare(
-        "lifecycle",
-        l_truth,
-        l_prod,
-        &declared_in("lifecycle"),
-        &never,
-    ));
-
-    out.uncovered_windows = windows.len();
-    out.quarantined = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM quarantine")
-        .fetch_one(&pool)
-        .await? as u64;
-    out.ok = out.streams.iter().all(StreamAudit::ok) && out.quarantined == 0;
+    let started = Instant::now();
+    let (t0, reachable) = cut(&pool, gatherers, opts.catch_up).await?;
+    eprintln!("audit: cut taken in {:.1?}", started.elapsed());
+    let cut_ms = t0 - opts.ingest_allowance.as_millis() as i64;
+    // Production first, the truth after: everything production holds is already published.
+    let held = Held::from_production(&pool).await?;
     pool.close().await;
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_records_are_classified() {
-        let truth = vec![
-            ("a".to_owned(), "M".to_owned(), 10),
-            ("b".to_owned(), "M".to_owned(), 20),
-            ("c".to_owned(), "M".to_owned(), 30),
-            ("d".to_owned(), "M".to_owned(), 40),
-            ("e".to_owned(), "M".to_owned(), 50),
-        ];
-        let prod = vec![
-            "a".to_owned(),
-            "e".to_owned(),
-            "e".to_owned(),
-            "z".to_owned(),
-        ];
-        let a = compare("t", truth, prod, &|_, ts| ts == 30, &|_, ts| ts < 25);
-        assert_eq!((a.expected, a.present, a.missing), (5, 2, 3));
-        assert_eq!(
-            (
-                a.missing_before_subscription,
-                a.missing_declared,
-                a.missing_silent
-            ),
-            (1, 1, 1)
-        );
-        assert_eq!((a.duplicated, a.unexpected), (1, 1));
-        assert!(!a.ok());
+    eprintln!("audit: production read in {:.1?}", started.elapsed());
+    let truth = sim.truth().await?;
+    eprintln!(
+        "audit: {} truth records read in {:.1?}",
+        truth.head,
+        started.elapsed()
+    );
+    let idle = sim.stats().await?["rate"].as_u64() == Some(0);
+    let newest = [
+        truth.trades.last().map(|f| f.ts_ms),
+        truth.deltas.last().map(|f| f.ts_ms),
+        truth.tickers.last().map(|f| f.ts_ms),
+        truth.lifecycle.last().map(|f| f.ts_ms),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(i64::MIN);
+    let settled = opts.settled || (idle && newest <= cut_ms);
+    let rules = Rules {
+        gatherers: gatherers.iter().map(|g| g.id.clone()).collect(),
+        subscription_latency_ms: opts.subscription_latency.as_millis() as i64,
+        cut_ms: (!settled).then_some(cut_ms),
+    };
+    let verdict = oracle::judge(&truth, &held, &[], &rules);
+    if verdict.streams.iter().all(|s| s.declared == 0) {
+        return Ok(verdict);
     }
+    // Records excused by declared gaps: make sure no gatherer holds them.
+    let mut holdings = Vec::new();
+    for g in &reachable {
+        let mut c = kalshi_proto::GathererClient::connect(g.grpc.clone())
+            .await
+            .with_context(|| format!("connect to gatherer {}", g.id))?
+            .max_decoding_message_size(64 << 20);
+        holdings.push(Held::from_gatherer(&mut c, &g.id).await?);
+    }
+    Ok(oracle::judge(&truth, &held, &holdings, &rules))
 }

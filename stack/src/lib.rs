@@ -18,8 +18,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use kalshi_shared::net::{Mode, TcpProxy};
-use kalshi_shared::pg::{ClusterOptions, PgCluster};
+use kalshi_testkit::proxy::{Mode, TcpProxy};
+use kalshi_testkit::pg::{ClusterOptions, PgCluster};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -147,7 +147,7 @@ impl Service {
             .with_context(|| format!("open {}", self.log.display()))?;
         let err = log.try_clone()?;
         let args = self.args.clone();
-        let child = kalshi_shared::process::spawn_tied(&self.program, move |c| {
+        let child = kalshi_testkit::process::spawn_tied(&self.program, move |c| {
             c.args(&args).stdin(Stdio::null()).stdout(log).stderr(err);
         })
         .with_context(|| format!("start {}", self.name))?;

@@ -75,10 +75,19 @@ enum Cmd {
     Production { state: String },
     /// Set the simulator's message rate.
     Rate { rate: u64 },
-    /// Compare production with the ground truth; exit 1 on any silent loss or duplicate.
+    /// Compare production with the ground truth through the oracle; exit 1 on any silent loss,
+    /// duplicate, invented or quarantined record, wrong book or unsubscribed market. On a live
+    /// stack, records newer than the cut (where production is known complete) are in flight.
     Audit {
         #[arg(long)]
         json: bool,
+        /// Records of a market within this time after it appeared are "before subscription".
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        subscription_latency: Duration,
+        /// Bound on the time from the exchange publishing a record to a gatherer storing it:
+        /// the cut lies this far before the moment the gatherers' heads are read.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        ingest_allowance: Duration,
     },
     /// Run a fault scenario on a fresh stack, then the audit (`--list` for the scenarios).
     Chaos {
@@ -309,11 +318,14 @@ async fn chaos(
     tokio::time::sleep(Duration::from_secs(2)).await;
     stack.set_rate(0).await?;
     stack.wait_settled(Duration::from_secs(300)).await?;
-    let ids: Vec<String> = stack.gatherers.iter().map(|g| g.id.clone()).collect();
     let report = audit::run(
         &stack.endpoints.sim_control,
         &stack.production_direct_url(),
-        &ids,
+        &stack.endpoints.gatherers,
+        &audit::AuditOptions {
+            settled: true,
+            ..audit::AuditOptions::default()
+        },
     )
     .await?;
     if json_out {
@@ -388,10 +400,19 @@ fn main() -> ExitCode {
             Cmd::Rate { rate } => control(&dir, json!({"action": "rate", "rate": rate}))
                 .await
                 .map(|_| true),
-            Cmd::Audit { json: as_json } => {
+            Cmd::Audit {
+                json: as_json,
+                subscription_latency,
+                ingest_allowance,
+            } => {
                 let e = endpoints(&dir)?;
-                let ids: Vec<String> = e.gatherers.iter().map(|g| g.id.clone()).collect();
-                let report = audit::run(&e.sim_control, &e.production_url, &ids).await?;
+                let opts = audit::AuditOptions {
+                    subscription_latency,
+                    ingest_allowance,
+                    ..audit::AuditOptions::default()
+                };
+                let report =
+                    audit::run(&e.sim_control, &e.production_url, &e.gatherers, &opts).await?;
                 if as_json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {

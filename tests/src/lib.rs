@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kalshi_stack::audit::Audit;
+use kalshi_testkit::oracle::{StreamVerdict, Verdict};
 use kalshi_stack::{Options, Stack};
 
 /// A fresh stack in its own directory under the system temp dir.
@@ -21,14 +21,20 @@ pub async fn stack(seed: u64, ha: bool) -> anyhow::Result<Stack> {
 }
 
 /// Stops traffic, waits for production to catch up, audits, stops the stack.
-pub async fn settle_and_audit(mut s: Stack) -> anyhow::Result<Audit> {
+pub async fn settle_and_audit(mut s: Stack) -> anyhow::Result<Verdict> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.set_rate(0).await?;
     s.wait_settled(Duration::from_secs(240)).await?;
-    let ids: Vec<String> = s.gatherers.iter().map(|g| g.id.clone()).collect();
-    let audit =
-        kalshi_stack::audit::run(&s.endpoints.sim_control, &s.production_direct_url(), &ids)
-            .await?;
+    let audit = kalshi_stack::audit::run(
+        &s.endpoints.sim_control,
+        &s.production_direct_url(),
+        &s.endpoints.gatherers,
+        &kalshi_stack::audit::AuditOptions {
+            settled: true,
+            ..kalshi_stack::audit::AuditOptions::default()
+        },
+    )
+    .await?;
     eprintln!("{}", audit.table());
     let codes = tokio::task::spawn_blocking(move || s.down()).await?;
     for (name, code) in codes {
@@ -41,7 +47,7 @@ pub async fn settle_and_audit(mut s: Stack) -> anyhow::Result<Audit> {
 }
 
 /// Runs `scenario` on a fresh stack with traffic and returns the audit.
-pub async fn scenario(name: &str, seed: u64) -> anyhow::Result<Audit> {
+pub async fn scenario(name: &str, seed: u64) -> anyhow::Result<Verdict> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut s = stack(seed, name == "failover").await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -49,9 +55,7 @@ pub async fn scenario(name: &str, seed: u64) -> anyhow::Result<Audit> {
     settle_and_audit(s).await
 }
 
-pub fn stream<'a>(a: &'a Audit, name: &str) -> &'a kalshi_stack::audit::StreamAudit {
-    a.streams
-        .iter()
-        .find(|s| s.stream == name)
+pub fn stream<'a>(a: &'a Verdict, name: &str) -> &'a StreamVerdict {
+    a.stream(name)
         .unwrap_or_else(|| panic!("no {name} in the audit"))
 }

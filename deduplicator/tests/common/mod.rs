@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use deduplicator::config::{FileConfig, GathererEndpoint, Secret};
 use kalshi_proto::GathererClient;
 use kalshi_proto::gatherer::v1 as pb;
-use kalshi_shared::pg::PgCluster;
+use kalshi_testkit::pg::PgCluster;
 use kalshi_sim::SimHandle;
 use serde_json::Value;
 use sqlx::Row as _;

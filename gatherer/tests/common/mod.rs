@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use gatherer::config::{FileConfig, Secret};
 use kalshi_proto::GathererClient;
 use kalshi_proto::gatherer::v1 as pb;
-use kalshi_shared::pg::PgCluster;
+use kalshi_testkit::pg::PgCluster;
 use kalshi_sim::{SimConfig, SimHandle};
 use serde_json::{Value, json};
 use tonic::transport::Channel;

@@ -1,10 +1,9 @@
-//! PostgreSQL helpers shared by the services, the stack and the tests: ephemeral clusters,
-//! binary COPY encoding and error classification.
+//! PostgreSQL helpers shared by the services: binary COPY encoding and error classification.
+//! The ephemeral clusters the tests and the local stack start live in `kalshi-testkit`, which
+//! the services never ship.
 
-pub mod cluster;
 pub mod copy;
 pub mod errors;
 
-pub use cluster::{ClusterOptions, PgBinaries, PgCluster, PgError};
 pub use copy::CopyEncoder;
 pub use errors::{DbErrorClass, classify, classify_sqlstate, sqlstate};

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use kalshi_shared::pg::{ClusterOptions, PgCluster};
+use kalshi_testkit::pg::{ClusterOptions, PgCluster};
 
 fn count(c: &PgCluster, sql: &str) -> i64 {
     c.psql("postgres", sql).unwrap().trim().parse().unwrap()

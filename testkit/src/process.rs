@@ -15,5 +15,5 @@ pub fn spawn_tied(
     let mut cmd = Command::new("setpriv");
     cmd.arg("--pdeathsig=SIGTERM").arg("--").arg(program);
     configure(&mut cmd);
-    crate::pg::cluster::spawn_long_lived(cmd)
+    crate::pg::spawn_long_lived(cmd)
 }

@@ -1,0 +1,319 @@
+//! What the system holds, read in the oracle's terms: production (straight from its tables)
+//! or one gatherer (over its public gRPC `Read`).
+//!
+//! It owns the translation of stored rows into facts comparable with the truth. It must never
+//! decide what is expected; that is the oracle's job, from the truth alone.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use kalshi_proto::GathererClient;
+use kalshi_proto::gatherer::v1 as pb;
+use serde_json::Value;
+use sqlx::Row as _;
+use tonic::transport::Channel;
+
+use crate::sim::{DeltaKey, LifecycleKey, TickerKey, TradeFact, canonical_lifecycle, canonical_ticker};
+
+/// A stored book.
+#[derive(Debug, Clone)]
+pub struct HeldSnapshot {
+    pub market: String,
+    pub gatherer: String,
+    pub source: String,
+    pub received_ms: i64,
+    pub yes: Vec<(i64, i64)>,
+    pub no: Vec<(i64, i64)>,
+}
+
+/// A declared hole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredGap {
+    pub gatherer: String,
+    /// The production table name (`trades`, `orderbook_deltas`, ...).
+    pub stream: String,
+    /// Empty: every market of the stream.
+    pub market: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub reason: String,
+}
+
+/// Everything one store holds, as multisets of content.
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    pub trades: Vec<TradeFact>,
+    pub deltas: Vec<DeltaKey>,
+    /// Deltas stored without a cross-gatherer key (no `ts_ms`, or past the occurrence
+    /// horizon): kept with their gatherer, counted by the oracle.
+    pub unkeyed_deltas: u64,
+    pub tickers: Vec<TickerKey>,
+    pub lifecycle: Vec<LifecycleKey>,
+    pub snapshots: Vec<HeldSnapshot>,
+    /// Registry: the latest body per market ticker.
+    pub markets: HashMap<String, Value>,
+    pub gaps: Vec<DeclaredGap>,
+    /// Rows production refused (data errors), by stream.
+    pub quarantined: HashMap<String, u64>,
+    /// Records that could not be read back into facts (a stored body that does not parse).
+    pub unreadable: Vec<String>,
+}
+
+fn jsonb_levels(v: &Value) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| Some((l[0].as_i64()?, l[1].as_i64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_unstable();
+    out
+}
+
+fn pb_levels(levels: &[pb::Level]) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = levels
+        .iter()
+        .map(|l| (l.price_micros, l.quantity_centi))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+impl Held {
+    /// Reads production's tables.
+    pub async fn from_production(pool: &sqlx::PgPool) -> anyhow::Result<Held> {
+        let mut h = Held::default();
+        for r in sqlx::query(
+            "SELECT trade_id, market_ticker, yes_price, no_price, count, taker_outcome_side, is_block_trade, ts_ms FROM trades",
+        )
+        .fetch_all(pool)
+        .await
+        .context("read production trades")?
+        {
+            h.trades.push(TradeFact {
+                trade_id: r.try_get(0)?,
+                market: r.try_get(1)?,
+                yes_price: r.try_get(2)?,
+                no_price: r.try_get(3)?,
+                count: r.try_get(4)?,
+                taker_side: r.try_get(5)?,
+                is_block_trade: r.try_get(6)?,
+                ts_ms: r.try_get(7)?,
+            });
+        }
+        for r in sqlx::query(
+            "SELECT market_ticker, ts_ms, side, price, delta, gatherer_key FROM orderbook_deltas",
+        )
+        .fetch_all(pool)
+        .await
+        .context("read production deltas")?
+        {
+            let key: String = r.try_get(5)?;
+            if !key.is_empty() {
+                h.unkeyed_deltas += 1;
+            }
+            h.deltas.push((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+            ));
+        }
+        for r in sqlx::query("SELECT market_ticker, ts_ms, body FROM tickers")
+            .fetch_all(pool)
+            .await
+            .context("read production tickers")?
+        {
+            let body: Value = r.try_get(2)?;
+            match canonical_ticker(&body) {
+                Ok(c) => h.tickers.push((r.try_get(0)?, r.try_get(1)?, c)),
+                Err(e) => h.unreadable.push(format!("ticker {body}: {e:#}")),
+            }
+        }
+        for r in sqlx::query("SELECT kind, ticker, event_type, body FROM lifecycle")
+            .fetch_all(pool)
+            .await
+            .context("read production lifecycle")?
+        {
+            let kind: String = r.try_get(0)?;
+            let body: Value = r.try_get(3)?;
+            match canonical_lifecycle(&kind, &body) {
+                Ok(c) => h
+                    .lifecycle
+                    .push((kind, r.try_get(1)?, r.try_get(2)?, c)),
+                Err(e) => h.unreadable.push(format!("lifecycle {body}: {e:#}")),
+            }
+        }
+        for r in sqlx::query(
+            "SELECT market_ticker, gatherer_id, source, received_ms, yes, no FROM orderbook_snapshots",
+        )
+        .fetch_all(pool)
+        .await
+        .context("read production snapshots")?
+        {
+            h.snapshots.push(HeldSnapshot {
+                market: r.try_get(0)?,
+                gatherer: r.try_get(1)?,
+                source: r.try_get(2)?,
+                received_ms: r.try_get(3)?,
+                yes: jsonb_levels(&r.try_get::<Value, _>(4)?),
+                no: jsonb_levels(&r.try_get::<Value, _>(5)?),
+            });
+        }
+        for r in sqlx::query("SELECT ticker, body FROM markets")
+            .fetch_all(pool)
+            .await
+            .context("read production markets")?
+        {
+            h.markets.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        for r in sqlx::query(
+            "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps",
+        )
+        .fetch_all(pool)
+        .await
+        .context("read production gaps")?
+        {
+            h.gaps.push(DeclaredGap {
+                gatherer: r.try_get(0)?,
+                stream: r.try_get(1)?,
+                market: r.try_get(2)?,
+                from_ms: r.try_get(3)?,
+                to_ms: r.try_get(4)?,
+                reason: r.try_get(5)?,
+            });
+        }
+        for r in sqlx::query("SELECT stream, count(*) FROM quarantine GROUP BY 1")
+            .fetch_all(pool)
+            .await
+            .context("read production quarantine")?
+        {
+            h.quarantined
+                .insert(r.try_get(0)?, r.try_get::<i64, _>(1)? as u64);
+        }
+        Ok(h)
+    }
+
+    /// Reads everything one gatherer holds through its gRPC API.
+    pub async fn from_gatherer(
+        client: &mut GathererClient<Channel>,
+        gatherer_id: &str,
+    ) -> anyhow::Result<Held> {
+        let mut h = Held::default();
+        for stream in [
+            pb::Stream::Trades,
+            pb::Stream::OrderbookDeltas,
+            pb::Stream::OrderbookSnapshots,
+            pb::Stream::Tickers,
+            pb::Stream::Lifecycle,
+            pb::Stream::Markets,
+            pb::Stream::Gaps,
+        ] {
+            for r in read_all(client, stream).await? {
+                h.add_record(gatherer_id, r);
+            }
+        }
+        Ok(h)
+    }
+
+    fn add_record(&mut self, gatherer_id: &str, r: pb::Record) {
+        use pb::record::Body;
+        let Some(body) = r.body else {
+            self.unreadable.push(format!("record {} without a body", r.cursor));
+            return;
+        };
+        match body {
+            Body::Trade(t) => self.trades.push(TradeFact {
+                trade_id: t.trade_id,
+                market: t.market_ticker,
+                yes_price: t.yes_price_micros,
+                no_price: t.no_price_micros,
+                count: t.count_centi,
+                taker_side: i16::try_from(t.taker_outcome_side).unwrap_or(-1),
+                is_block_trade: t.is_block_trade,
+                ts_ms: t.ts_ms,
+            }),
+            Body::Delta(d) => self.deltas.push((
+                d.market_ticker,
+                d.ts_ms,
+                i16::try_from(d.side).unwrap_or(-1),
+                d.price_micros,
+                d.delta_centi,
+            )),
+            Body::Ticker(t) => {
+                let parsed = serde_json::from_str::<Value>(&t.body_json)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|v| canonical_ticker(&v));
+                match parsed {
+                    Ok(c) => self.tickers.push((t.market_ticker, t.ts_ms, c)),
+                    Err(e) => self.unreadable.push(format!("ticker {}: {e:#}", r.cursor)),
+                }
+            }
+            Body::Lifecycle(l) => {
+                let parsed = serde_json::from_str::<Value>(&l.body_json)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|v| canonical_lifecycle(&l.kind, &v));
+                match parsed {
+                    Ok(c) => self.lifecycle.push((l.kind, l.ticker, l.event_type, c)),
+                    Err(e) => self
+                        .unreadable
+                        .push(format!("lifecycle {}: {e:#}", r.cursor)),
+                }
+            }
+            Body::Snapshot(s) => self.snapshots.push(HeldSnapshot {
+                market: s.market_ticker,
+                gatherer: gatherer_id.to_owned(),
+                source: s.source,
+                received_ms: s.origin.map(|o| o.received_ms).unwrap_or_default(),
+                yes: pb_levels(&s.yes),
+                no: pb_levels(&s.no),
+            }),
+            Body::Registry(v) => {
+                if let Ok(body) = serde_json::from_str::<Value>(&v.body_json) {
+                    self.markets.insert(v.ticker, body);
+                }
+            }
+            Body::Gap(g) => self.gaps.push(DeclaredGap {
+                gatherer: gatherer_id.to_owned(),
+                stream: kalshi_proto::Stream::from_pb(g.stream)
+                    .map(|s| s.table().to_owned())
+                    .unwrap_or_default(),
+                market: g.market_ticker,
+                from_ms: g.from_ms,
+                to_ms: g.to_ms,
+                reason: g.reason,
+            }),
+        }
+    }
+}
+
+/// Every record of one stream, in cursor order; cursors must ascend.
+pub async fn read_all(
+    c: &mut GathererClient<Channel>,
+    stream: pb::Stream,
+) -> anyhow::Result<Vec<pb::Record>> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = c
+            .read(pb::ReadRequest {
+                stream: stream as i32,
+                after,
+                limit: 5000,
+            })
+            .await
+            .with_context(|| format!("read {stream:?} after {after}"))?
+            .into_inner();
+        if page.records.is_empty() {
+            return Ok(out);
+        }
+        for r in &page.records {
+            anyhow::ensure!(r.cursor > after, "cursors do not ascend: {} after {after}", r.cursor);
+            after = r.cursor;
+        }
+        out.extend(page.records);
+    }
+}
