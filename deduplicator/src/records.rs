@@ -43,7 +43,7 @@ impl ProdTable for Stream {
                 "market_ticker, ts, ts_ms, content_hash, occurrence, gatherer_key, body, gatherer_id"
             }
             Stream::Lifecycle => {
-                "ticker, event_type, content_hash, kind, body, received_ms, gatherer_id"
+                "ticker, event_type, content_hash, occurrence, kind, body, received_ms, gatherer_id"
             }
             Stream::Markets | Stream::Events | Stream::Series => {
                 "ticker, updated_ms, observed_ms, body, gatherer_id"
@@ -64,7 +64,7 @@ impl ProdTable for Stream {
                 "market_ticker, gatherer_id, source, conn_epoch, sid, seq, received_ms, ts"
             }
             Stream::Tickers => "market_ticker, ts_ms, content_hash, occurrence, gatherer_key, ts",
-            Stream::Lifecycle => "ticker, event_type, content_hash",
+            Stream::Lifecycle => "ticker, event_type, content_hash, occurrence",
             Stream::Markets | Stream::Events | Stream::Series => "ticker",
             Stream::Gaps => "gatherer_id, instance_id, gap_id",
         }
@@ -319,7 +319,11 @@ pub fn key(stream: Stream, src: &Source<'_>, r: &pb::Record) -> Option<u128> {
                 .i(i64::from(t.occurrence))
                 .s(&gk)
         }
-        Body::Lifecycle(l) => h.s(&l.ticker).s(&l.event_type).s(&l.content_hash),
+        Body::Lifecycle(l) => h
+            .s(&l.ticker)
+            .s(&l.event_type)
+            .s(&l.content_hash)
+            .i(i64::from(l.occurrence)),
         Body::Registry(_) => return None,
         Body::Gap(g) => h.s(src.gatherer_id).s(src.instance_id).i(g.id),
     };
@@ -452,6 +456,7 @@ impl Encoder {
                     .text(&l.ticker)
                     .text(&l.event_type)
                     .text(&l.content_hash)
+                    .i64(i64::from(l.occurrence))
                     .text(&l.kind);
                 c.jsonb(&l.body_json)
                     .i64(received(l.origin.as_ref()))

@@ -12,7 +12,8 @@
 //!   received_ms, ts)`: never merged. `received_ms` is added to DESIGN.md's key because REST
 //!   snapshots have no sid or seq.
 //! - `tickers`: `(market_ticker, ts_ms, content_hash, occurrence, gatherer_key, ts)`.
-//! - `lifecycle`: `(ticker, event_type, content_hash)`.
+//! - `lifecycle`: `(ticker, event_type, content_hash, occurrence)`: identical messages (a
+//!   market paused twice) are told apart by how many the gatherer saw before.
 //! - `markets`, `events`, `series`: one row per ticker, the latest by the exchange's update time,
 //!   else by observation time.
 //! - `gaps`: `(gatherer_id, instance_id, gap_id)`: DESIGN.md's `(gatherer_id, id)` plus the
@@ -29,7 +30,15 @@ pub const PARTITIONED: &[&str] = &[
     "tickers",
 ];
 
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1)];
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
+
+/// Identical lifecycle messages (a market paused twice) are distinct records: the key takes
+/// the gatherers' occurrence.
+const MIGRATION_2: &str = r#"
+ALTER TABLE lifecycle ADD COLUMN IF NOT EXISTS occurrence bigint NOT NULL DEFAULT 0;
+ALTER TABLE lifecycle DROP CONSTRAINT lifecycle_pkey;
+ALTER TABLE lifecycle ADD PRIMARY KEY (ticker, event_type, content_hash, occurrence);
+"#;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE trades (

@@ -112,6 +112,10 @@ struct Batch {
     pages: usize,
     dropped: u64,
     seen: HashSet<u128>,
+    /// Copies of a record already in the batch, from other gatherers (or a re-read). Not
+    /// written, unless the copy in the batch is refused as poison: a record is committed if
+    /// any copy of it is valid.
+    twins: Vec<Row>,
 }
 
 pub struct Sink {
@@ -223,11 +227,21 @@ impl Sink {
             } else {
                 None
             };
-            if let Some(k) = key
-                && (self.cache.contains(k) || !batch.seen.insert(k))
-            {
-                batch.dropped += 1;
-                continue;
+            if let Some(k) = key {
+                if self.cache.contains(k) {
+                    batch.dropped += 1;
+                    continue;
+                }
+                if !batch.seen.insert(k) {
+                    batch.twins.push(Row {
+                        gatherer: page.gatherer,
+                        instance: page.instance_id.clone(),
+                        record: item.record,
+                        key,
+                        invalid: None,
+                    });
+                    continue;
+                }
             }
             batch.rows.push(Row {
                 gatherer: page.gatherer,
@@ -266,8 +280,10 @@ impl Sink {
             rows,
             cursors,
             dropped,
+            twins,
             ..
         } = batch;
+        let mut twins_left = twins.len() as u64;
         let (valid, mut poison): (Vec<&Row>, Vec<Poison<'_>>) = {
             let mut v = Vec::with_capacity(rows.len());
             let mut p = Vec::new();
@@ -287,6 +303,8 @@ impl Sink {
             .map(|(g, (inst, c))| (self.cfg.gatherers[*g].clone(), *c, inst.to_string()))
             .collect();
         let started = Instant::now();
+        // Twins committed in place of refused copies.
+        let mut rescued: Vec<&Row> = Vec::new();
         // The normal case: everything in one transaction.
         let inserted = match self
             .attempt(&valid, &poison, Some(&cursor_rows), cancel)
@@ -298,15 +316,43 @@ impl Sink {
                 tracing::warn!(stream = table, rows = valid.len(), error = %e, "a batch was refused for its data: bisecting to find the poison rows");
                 // Commit the good rows in halves (no cursors yet), find the bad ones, then
                 // quarantine them and move the cursors in one last transaction.
-                let mut bad = Vec::new();
                 let mut n = 0;
-                match self.bisect(&valid, cancel, &mut bad, &mut n).await {
-                    Ok(()) => {}
-                    Err(()) => return false,
-                }
-                for (r, e) in bad {
-                    tracing::error!(stream = table, gatherer = %self.cfg.gatherers[r.gatherer], cursor = r.record.cursor, record = %records::summary(&r.record), error = %e, "poison row quarantined");
-                    poison.push((r, e.message.clone(), e.sqlstate.clone()));
+                let mut candidates: Vec<&Row> = valid.clone();
+                let mut spare: Vec<&Row> = twins.iter().collect();
+                // A refused copy's twins (other gatherers' copies of the same record) are tried
+                // in its place, until one commits or every copy is quarantined.
+                while !candidates.is_empty() {
+                    let mut bad = Vec::new();
+                    match self.bisect(&candidates, cancel, &mut bad, &mut n).await {
+                        Ok(()) => {}
+                        Err(()) => return false,
+                    }
+                    let bad_keys: HashSet<u128> = bad.iter().filter_map(|(r, _)| r.key).collect();
+                    for (r, e) in bad {
+                        tracing::error!(stream = table, gatherer = %self.cfg.gatherers[r.gatherer], cursor = r.record.cursor, record = %records::summary(&r.record), error = %e, "poison row quarantined");
+                        poison.push((r, e.message.clone(), e.sqlstate.clone()));
+                    }
+                    let mut next = Vec::new();
+                    let mut taken: HashSet<u128> = HashSet::new();
+                    spare.retain(|t| {
+                        let k = t.key.unwrap_or_default();
+                        if bad_keys.contains(&k) && taken.insert(k) {
+                            next.push(*t);
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    if !next.is_empty() {
+                        tracing::warn!(
+                            stream = table,
+                            rows = next.len(),
+                            "trying other gatherers' copies of quarantined records"
+                        );
+                        twins_left = twins_left.saturating_sub(next.len() as u64);
+                    }
+                    rescued.extend(next.iter().copied());
+                    candidates = next;
                 }
                 match self.attempt(&[], &poison, Some(&cursor_rows), cancel).await {
                     Ok(_) => n,
@@ -322,15 +368,21 @@ impl Sink {
         };
         metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
         // Committed: account, cache, publish cursors.
-        let duplicates = dropped + (valid.len() as u64).saturating_sub(inserted);
+        let duplicates = dropped + twins_left + (valid.len() as u64).saturating_sub(inserted);
         metrics::counter!(m::RECORDS_WRITTEN, "stream" => table).increment(inserted);
         metrics::counter!(m::DUPLICATES_DROPPED, "stream" => table).increment(duplicates);
         if !poison.is_empty() {
             metrics::counter!(m::QUARANTINED, "stream" => table).increment(poison.len() as u64);
         }
         self.check_generation();
-        for r in &valid {
-            if let Some(k) = r.key {
+        // Only keys production now holds: a key whose every copy was refused stays out, so
+        // a later valid copy of it is still written.
+        let quarantined: HashSet<*const Row> =
+            poison.iter().map(|(r, _, _)| *r as *const Row).collect();
+        for r in valid.iter().chain(rescued.iter()) {
+            if let Some(k) = r.key
+                && !quarantined.contains(&(*r as *const Row))
+            {
                 self.cache.insert(k);
             }
         }
@@ -345,15 +397,16 @@ impl Sink {
 
     /// Commits the rows in halves until every poison row is isolated; `bad` collects them
     /// with their errors, `n` counts rows inserted.
-    fn bisect<'a, 'b>(
+    fn bisect<'a, 'b, 'c>(
         &'a mut self,
-        rows: &'b [&'b Row],
+        rows: &'c [&'b Row],
         cancel: &'a CancellationToken,
         bad: &'a mut Vec<(&'b Row, DbError)>,
         n: &'a mut u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ()>> + Send + 'a>>
     where
         'b: 'a,
+        'c: 'a,
     {
         Box::pin(async move {
             if rows.is_empty() {

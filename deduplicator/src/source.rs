@@ -297,7 +297,30 @@ impl Source {
             };
             backoff.reset();
             board.note_head(page.head);
+            // The gatherer's word that nothing lies at or below `through` beyond what it sent:
+            // ids it never used are passed with a cursor-only commit, never waited on.
+            let through = page.through.min(page.head);
             if page.records.is_empty() {
+                if through > after {
+                    let out = Page {
+                        gatherer: self.idx,
+                        instance_id: instance.clone(),
+                        records: Vec::new(),
+                        last_cursor: Some(through),
+                    };
+                    let sent = tokio::select! {
+                        _ = cancel.cancelled() => return TailEnd::Cancelled,
+                        r = self.sinks[stream.index()].send(out) => r,
+                    };
+                    if sent.is_err() {
+                        return TailEnd::Cancelled;
+                    }
+                    after = through;
+                    board.read.fetch_max(after, Ordering::AcqRel);
+                    if !self.advance(stream, &instance, after) {
+                        return TailEnd::Retry;
+                    }
+                }
                 continue;
             }
             let n = page.records.len();
@@ -323,7 +346,10 @@ impl Source {
                 }
                 items.push(Item { record: r, invalid });
             }
-            if items.is_empty() {
+            // Past the page's last record up to `through` nothing else exists.
+            let moved = through > after;
+            after = after.max(through);
+            if items.is_empty() && !moved {
                 continue;
             }
             let out = Page {

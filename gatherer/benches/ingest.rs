@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use gatherer::config::{FileConfig, Secret};
 use gatherer::store::rows::{DeltaRow, Origin, Row};
 use kalshi_shared::pg::CopyEncoder;
-use kalshi_testkit::pg::PgCluster;
 use kalshi_shared::wire::Side;
+use kalshi_testkit::pg::PgCluster;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatherer");

@@ -116,6 +116,7 @@ impl Gatherer for Api {
                 stream: stream.to_pb() as i32,
                 records: page.records,
                 head: page.head,
+                through: page.through,
             }))
         }
         .await;
@@ -167,16 +168,20 @@ impl Gatherer for Api {
                         }
                     };
                     let n = page.records.len();
+                    let moved = page.through > after;
+                    after = after.max(page.through);
                     if let Some(last) = page.records.last() {
-                        after = last.cursor;
+                        after = after.max(last.cursor);
                     }
-                    if n > 0 {
+                    // Records, or only news that the reader may move past unused ids.
+                    if n > 0 || moved {
                         metrics::counter!(m::API_RECORDS_SENT, "stream" => stream.table())
                             .increment(n as u64);
                         let msg = pb::ReadResponse {
                             stream: stream.to_pb() as i32,
                             records: page.records,
                             head: page.head,
+                            through: after,
                         };
                         if tx.send(Ok(msg)).await.is_err() {
                             break;
@@ -197,6 +202,7 @@ impl Gatherer for Api {
                                 stream: stream.to_pb() as i32,
                                 records: Vec::new(),
                                 head: *head_rx.borrow(),
+                                through: after,
                             };
                             if tx.send(Ok(beat)).await.is_err() {
                                 break;

@@ -245,7 +245,23 @@ impl Backfill {
                     t.no_price_value(),
                     t.count_value(),
                 ) else {
+                    // A trade REST returned that does not parse is a hole, never a silent
+                    // skip: declared for its market at its time (or the whole window when even
+                    // the time does not parse).
                     metrics::counter!(m::WS_BAD_FRAMES, "type" => "rest_trade").increment(1);
+                    tracing::warn!(trade_id = %t.trade_id, market = %t.ticker, "REST trade does not parse; declaring a gap");
+                    let (gf, gt) = t.created_ms().map_or((from, to), |ts| (ts, ts));
+                    metrics::counter!(m::GAPS_DECLARED, "reason" => "unparseable_trade")
+                        .increment(1);
+                    self.health.gap_declared();
+                    self.gaps.push(GapRow {
+                        stream: Stream::Trades,
+                        market_ticker: Some(t.ticker.clone()).filter(|s| !s.is_empty()),
+                        from_ms: gf,
+                        to_ms: gt,
+                        reason: "unparseable_trade",
+                        detail: format!("REST trade {} does not parse", t.trade_id),
+                    });
                     continue;
                 };
                 if self.recent.contains(&t.trade_id) {

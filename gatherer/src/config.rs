@@ -401,6 +401,54 @@ fn backoff(key: &str, initial: Duration, max: Duration) -> Result<BackoffConfig,
 }
 
 impl FileConfig {
+    /// A gatherer on loopback for tests and local stacks: ports 0, fast timings (sub-second
+    /// reconnects, 3 s silence timeout, 20 ms batches). Not a production profile.
+    pub fn fast_local(
+        gatherer_id: &str,
+        rest_url: String,
+        ws_url: String,
+        key_id: &str,
+        private_key_file: PathBuf,
+        database_url: &str,
+    ) -> FileConfig {
+        let mut c = FileConfig {
+            gatherer_id: gatherer_id.into(),
+            ..Default::default()
+        };
+        c.kalshi.rest_url = rest_url;
+        c.kalshi.ws_url = ws_url;
+        c.kalshi.key_id = Some(key_id.into());
+        c.kalshi.private_key_file = Some(private_key_file);
+        c.kalshi.rest_rate_per_s = 1000;
+        c.kalshi.rest_burst = 1000;
+        c.kalshi.rest_retry_initial = Duration::from_millis(50);
+        c.kalshi.rest_retry_max = Duration::from_millis(500);
+        c.ws.connections = 3;
+        c.ws.ping_interval = Duration::from_millis(500);
+        c.ws.silence_timeout = Duration::from_secs(3);
+        c.ws.reconnect_initial = Duration::from_millis(50);
+        c.ws.reconnect_max = Duration::from_millis(500);
+        c.ws.command_timeout = Duration::from_secs(5);
+        c.ws.gap_margin = Duration::from_millis(100);
+        c.registry.reconcile_interval = Duration::from_secs(30);
+        c.backfill.margin = Duration::from_millis(500);
+        c.backfill.polling_after = Duration::from_secs(2);
+        c.backfill.polling_interval = Duration::from_millis(500);
+        c.store.database_url = Secret(database_url.into());
+        c.store.batch_interval = Duration::from_millis(20);
+        c.store.retry_initial = Duration::from_millis(50);
+        c.store.retry_max = Duration::from_millis(500);
+        c.store.op_timeout = Duration::from_secs(10);
+        c.store.connect_timeout = Duration::from_secs(2);
+        c.store.startup_timeout = Duration::from_secs(20);
+        c.store.timescaledb = TimescaleMode::Off;
+        c.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.api.tail_heartbeat = Duration::from_millis(500);
+        c.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.http.metrics_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c
+    }
+
     /// Validates every value and reads the private key file.
     pub fn validate(self) -> Result<Config, ConfigError> {
         let FileConfig {

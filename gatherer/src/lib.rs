@@ -132,6 +132,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         .newest_trade_ms()
         .await
         .context("read the newest stored trade")?;
+    let lifecycle_seen = connections::LifecycleSeen::new(
+        store
+            .lifecycle_occurrences()
+            .await
+            .context("read the stored lifecycle occurrences")?,
+    );
     let registry_hashes = [
         store.latest_registry_hashes(store::Stream::Markets).await?,
         store.latest_registry_hashes(store::Stream::Events).await?,
@@ -276,6 +282,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         desired: desired_rx.clone(),
         health: health.clone(),
         recent_trades: recent.clone(),
+        lifecycle_seen,
+        delta_occ: connections::occurrence::Occurrences::default(),
+        ticker_occ: connections::occurrence::Occurrences::default(),
         epochs: AtomicI64::new(kalshi_shared::time::now_ms() * 1000),
         startup_from: alive_until,
     });

@@ -16,6 +16,9 @@ pub const ACTIVE_MARKETS: &str = "market_registry_active_markets";
 pub const REST_ERRORS: &str = "market_registry_rest_errors_total";
 pub const REST_REQUESTS: &str = "market_registry_rest_requests_total";
 pub const REGISTRY_VERSIONS: &str = "market_registry_versions_total";
+pub const REGISTRY_UNPARSEABLE: &str = "market_registry_unparseable_total";
+pub const OCCURRENCE_BEYOND_HORIZON: &str = "conn_manager_occurrence_beyond_horizon_total";
+pub const TICKERS_WITHOUT_BOOK: &str = "conn_manager_tickers_without_book_total";
 pub const REGISTRY_SYNCS: &str = "market_registry_syncs_total";
 pub const BACKFILL_RECOVERED: &str = "backfill_trades_recovered_total";
 pub const BACKFILL_RUNS: &str = "backfill_runs_total";
@@ -158,6 +161,18 @@ pub fn describe() {
     describe_counter!(REST_ERRORS, "REST errors by endpoint");
     describe_counter!(REST_REQUESTS, "REST requests by endpoint and status class");
     describe_counter!(REGISTRY_VERSIONS, "Registry versions stored, by kind");
+    describe_counter!(
+        TICKERS_WITHOUT_BOOK,
+        "Tickers dropped because their market is not subscribed on the connection that received them"
+    );
+    describe_counter!(
+        OCCURRENCE_BEYOND_HORIZON,
+        "Deltas or tickers whose timestamp lies further back than the occurrence horizon (10 s) behind the newest of their market"
+    );
+    describe_counter!(
+        REGISTRY_UNPARSEABLE,
+        "Registry objects with a field that does not parse, by kind and outcome (salvaged: kept and subscribed from ticker and status; dropped: no usable ticker)"
+    );
     describe_counter!(REGISTRY_SYNCS, "Full registry syncs");
     describe_counter!(
         BACKFILL_RECOVERED,

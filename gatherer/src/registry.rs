@@ -366,7 +366,14 @@ impl Registry {
     }
 
     fn take_event(&mut self, raw: &RawValue) -> Option<String> {
-        let e = serde_json::from_str::<EventData>(raw.get()).ok()?;
+        let e = match serde_json::from_str::<EventData>(raw.get()) {
+            Ok(e) => e,
+            Err(err) => {
+                metrics::counter!(m::REGISTRY_UNPARSEABLE, "kind" => "event", "outcome" => "dropped").increment(1);
+                tracing::warn!(error = %err, body = %raw.get().chars().take(300).collect::<String>(), "event does not parse; its markets are still taken by their own event_ticker");
+                return None;
+            }
+        };
         self.events
             .insert(e.event_ticker.clone(), e.series_ticker.clone());
         if self.series_allowed(Some(&e.series_ticker))
@@ -385,7 +392,10 @@ impl Registry {
 
     /// Takes a market object; returns its ticker if it is in scope.
     fn take_market(&mut self, raw: &RawValue, series_hint: Option<&str>) -> Option<String> {
-        let mk = serde_json::from_str::<Market>(raw.get()).ok()?;
+        let mk = match serde_json::from_str::<Market>(raw.get()) {
+            Ok(mk) => mk,
+            Err(e) => salvage_market(raw.get(), &e)?,
+        };
         let series = series_hint
             .map(str::to_owned)
             .or_else(|| self.events.get(&mk.event_ticker).cloned());
@@ -695,6 +705,32 @@ impl Registry {
 }
 
 /// The content hash of a lifecycle message: canonical JSON of its fields.
+/// A market whose body has a field that does not parse (a type Kalshi changed, a value out of
+/// range) is not dropped: its ticker, event, status and update time are taken from the raw
+/// JSON so it is still subscribed, and the whole body is still stored as its version. Counted
+/// and logged either way; only a market without a ticker is dropped (it cannot be subscribed).
+fn salvage_market(raw: &str, e: &serde_json::Error) -> Option<Market> {
+    let v: serde_json::Value = serde_json::from_str(raw).ok().unwrap_or_default();
+    let text = |k: &str| v[k].as_str().map(str::to_owned);
+    let Some(ticker) = text("ticker").filter(|t| !t.is_empty()) else {
+        metrics::counter!(m::REGISTRY_UNPARSEABLE, "kind" => "market", "outcome" => "dropped")
+            .increment(1);
+        tracing::error!(error = %e, body = %raw.chars().take(300).collect::<String>(), "market without a usable ticker: it cannot be subscribed");
+        return None;
+    };
+    metrics::counter!(m::REGISTRY_UNPARSEABLE, "kind" => "market", "outcome" => "salvaged")
+        .increment(1);
+    tracing::warn!(ticker = %ticker, error = %e, "market has a field that does not parse; kept and subscribed from its ticker and status");
+    Some(Market {
+        ticker,
+        event_ticker: text("event_ticker").unwrap_or_default(),
+        status: text("status").unwrap_or_default(),
+        updated_time: text("updated_time").unwrap_or_default(),
+        mve_collection_ticker: text("mve_collection_ticker"),
+        ..Market::default()
+    })
+}
+
 pub fn lifecycle_hash<T: serde::Serialize>(msg: &T) -> (String, String) {
     let v = serde_json::to_value(msg).unwrap_or(serde_json::Value::Null);
     let body = serde_json::to_string(&v).unwrap_or_default();
@@ -704,6 +740,26 @@ pub fn lifecycle_hash<T: serde::Serialize>(msg: &T) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_market_with_a_field_that_does_not_parse_is_kept() {
+        // `settlement_timer_seconds` as text, not the integer the type expects.
+        let raw = r#"{"ticker":"KXFED-26JAN09-T3.75","event_ticker":"KXFED-26JAN09","status":"active","updated_time":"2026-01-01T00:00:00Z","settlement_timer_seconds":"soon"}"#;
+        let e = serde_json::from_str::<Market>(raw).unwrap_err();
+        let m = salvage_market(raw, &e).unwrap();
+        assert_eq!(
+            (
+                m.ticker.as_str(),
+                m.event_ticker.as_str(),
+                m.status.as_str()
+            ),
+            ("KXFED-26JAN09-T3.75", "KXFED-26JAN09", "active")
+        );
+        assert_eq!(m.updated_time, "2026-01-01T00:00:00Z");
+        let raw = r#"{"ticker":42,"status":"active"}"#;
+        let e = serde_json::from_str::<Market>(raw).unwrap_err();
+        assert!(salvage_market(raw, &e).is_none(), "no usable ticker");
+    }
 
     #[test]
     fn market_hash_ignores_trading_fields() {

@@ -74,7 +74,10 @@ async fn cut(
                     want.push((g.id.clone(), stream, head));
                 }
             }
-            Err(e) => eprintln!("audit: gatherer {} unreachable, not waited for: {e:#}", g.id),
+            Err(e) => eprintln!(
+                "audit: gatherer {} unreachable, not waited for: {e:#}",
+                g.id
+            ),
         }
     }
     let deadline = Instant::now() + within;
@@ -82,7 +85,9 @@ async fn cut(
         let have = cursors(pool).await?;
         let behind: Vec<String> = want
             .iter()
-            .filter(|(g, s, head)| *head > 0 && have.get(&(g.clone(), s.clone())).is_none_or(|c| c < head))
+            .filter(|(g, s, head)| {
+                *head > 0 && have.get(&(g.clone(), s.clone())).is_none_or(|c| c < head)
+            })
             .map(|(g, s, head)| format!("{g}/{s} (head {head})"))
             .collect();
         if behind.is_empty() {

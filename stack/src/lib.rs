@@ -18,8 +18,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use kalshi_testkit::proxy::{Mode, TcpProxy};
 use kalshi_testkit::pg::{ClusterOptions, PgCluster};
+use kalshi_testkit::proxy::{Mode, TcpProxy};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

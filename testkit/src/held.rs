@@ -13,7 +13,9 @@ use serde_json::Value;
 use sqlx::Row as _;
 use tonic::transport::Channel;
 
-use crate::sim::{DeltaKey, LifecycleKey, TickerKey, TradeFact, canonical_lifecycle, canonical_ticker};
+use crate::sim::{
+    DeltaKey, LifecycleKey, TickerKey, TradeFact, canonical_lifecycle, canonical_ticker,
+};
 
 /// A stored book.
 #[derive(Debug, Clone)]
@@ -141,9 +143,7 @@ impl Held {
             let kind: String = r.try_get(0)?;
             let body: Value = r.try_get(3)?;
             match canonical_lifecycle(&kind, &body) {
-                Ok(c) => h
-                    .lifecycle
-                    .push((kind, r.try_get(1)?, r.try_get(2)?, c)),
+                Ok(c) => h.lifecycle.push((kind, r.try_get(1)?, r.try_get(2)?, c)),
                 Err(e) => h.unreadable.push(format!("lifecycle {body}: {e:#}")),
             }
         }
@@ -222,7 +222,8 @@ impl Held {
     fn add_record(&mut self, gatherer_id: &str, r: pb::Record) {
         use pb::record::Body;
         let Some(body) = r.body else {
-            self.unreadable.push(format!("record {} without a body", r.cursor));
+            self.unreadable
+                .push(format!("record {} without a body", r.cursor));
             return;
         };
         match body {
@@ -311,7 +312,11 @@ pub async fn read_all(
             return Ok(out);
         }
         for r in &page.records {
-            anyhow::ensure!(r.cursor > after, "cursors do not ascend: {} after {after}", r.cursor);
+            anyhow::ensure!(
+                r.cursor > after,
+                "cursors do not ascend: {} after {after}",
+                r.cursor
+            );
             after = r.cursor;
         }
         out.extend(page.records);

@@ -7,7 +7,7 @@
 //! - [`sim`]: a typed client for the simulator's control API, and its ground truth;
 //! - [`pg`]: ephemeral PostgreSQL clusters; [`proxy`]: the TCP fault proxy;
 //!   [`process`]: child processes tied to their parent;
-//! - [`keys`] and [`ports`].
+//! - [`keys`], [`ports`] and [`prom`] (reading metrics).
 //!
 //! It must never take an expected value from the system under test: expected values come from
 //! the simulator's truth only. The services never depend on this crate.
@@ -18,5 +18,6 @@ pub mod oracle;
 pub mod pg;
 pub mod ports;
 pub mod process;
+pub mod prom;
 pub mod proxy;
 pub mod sim;

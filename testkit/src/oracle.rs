@@ -48,6 +48,12 @@ impl Rules {
             cut_ms: None,
         }
     }
+
+    /// The same rules with another subscription bound.
+    pub fn with_subscription_latency_ms(mut self, ms: i64) -> Rules {
+        self.subscription_latency_ms = ms;
+        self
+    }
 }
 
 /// One stream's comparison.
@@ -162,8 +168,10 @@ impl Verdict {
         }
         s.push_str(&format!(
             "audited through: {}\n",
-            self.audited_through_ms
-                .map_or_else(|| "everything (settled)".to_owned(), |t| format!("exchange time {t} ms"))
+            self.audited_through_ms.map_or_else(
+                || "everything (settled)".to_owned(),
+                |t| format!("exchange time {t} ms")
+            )
         ));
         s.push_str(&format!(
             "snapshots equal to the exchange's book: {}/{}; registry: {}\n",
@@ -272,7 +280,8 @@ fn compare<K: Hash + Eq + Clone + std::fmt::Debug>(
             Some(w) if n > w => {
                 v.duplicated += n - w;
                 if v.examples.len() < 5 {
-                    v.examples.push(format!("held {n} times, published {w}: {k:?}"));
+                    v.examples
+                        .push(format!("held {n} times, published {w}: {k:?}"));
                 }
             }
             Some(_) => {}
@@ -295,24 +304,26 @@ fn compare<K: Hash + Eq + Clone + std::fmt::Debug>(
         if held_n.get(&f.key).is_some_and(|n| *n > 0) {
             v.short_multiplicity += 1;
         }
+        let early = subscription_needed
+            && f.ts_ms < truth.appeared_ms(&f.market) + rules.subscription_latency_ms;
         if rules.cut_ms.is_some_and(|cut| f.ts_ms > cut) {
             v.in_flight += 1;
-        } else if subscription_needed
-            && f.ts_ms < truth.appeared_ms(&f.market) + rules.subscription_latency_ms
-        {
-            v.before_subscription += 1;
         } else if declared {
             let held_here = held_n.get(&f.key).copied().unwrap_or(0);
             if captured.is_some_and(|c| c.get(&f.key).copied().unwrap_or(0) > held_here) {
                 v.silent += 1;
                 v.silent_behind_gap += 1;
                 if v.examples.len() < 5 {
-                    v.examples
-                        .push(format!("lost behind a declared gap (a gatherer holds it): {:?}", f.key));
+                    v.examples.push(format!(
+                        "lost behind a declared gap (a gatherer holds it): {:?}",
+                        f.key
+                    ));
                 }
             } else {
                 v.declared += 1;
             }
+        } else if early {
+            v.before_subscription += 1;
         } else {
             v.silent += 1;
             if v.examples.len() < 5 {
@@ -362,7 +373,11 @@ fn vec_hash(b: &Book) -> u64 {
 
 /// Every state a market's book went through up to `truth.markets_pos`, walked back from its
 /// current book over its published deltas.
-fn book_history(truth: &Truth, by_market: &HashMap<&str, Vec<usize>>, market: &str) -> HashSet<u64> {
+fn book_history(
+    truth: &Truth,
+    by_market: &HashMap<&str, Vec<usize>>,
+    market: &str,
+) -> HashSet<u64> {
     let mut states = HashSet::new();
     let Some(now) = truth.markets.get(market) else {
         return states;
@@ -514,7 +529,8 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> V
             compared += 1;
             let Some(body) = held.markets.get(m) else {
                 out.registry_wrong += 1;
-                out.problems.push(format!("market {m} is not in the registry"));
+                out.problems
+                    .push(format!("market {m} is not in the registry"));
                 continue;
             };
             for f in REGISTRY_FIELDS {
@@ -529,10 +545,11 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> V
             }
         }
         for m in held.markets.keys() {
-            if !truth.markets.get(m).is_some_and(|n| !n.is_mve) {
+            if truth.markets.get(m).is_none_or(|n| n.is_mve) {
                 out.registry_wrong += 1;
-                out.problems
-                    .push(format!("market {m} is in the registry but not the exchange's"));
+                out.problems.push(format!(
+                    "market {m} is in the registry but not the exchange's"
+                ));
             }
         }
         out.registry_compared = Some(compared);
@@ -540,7 +557,8 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> V
 
     for m in &out.never_subscribed {
         if out.problems.len() < 40 {
-            out.problems.push(format!("market {m} was never subscribed"));
+            out.problems
+                .push(format!("market {m} was never subscribed"));
         }
     }
     for u in &out.unreadable {
@@ -549,8 +567,10 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> V
         }
     }
     if out.quarantined > 0 {
-        out.problems
-            .push(format!("{} rows quarantined: {:?}", out.quarantined, held.quarantined));
+        out.problems.push(format!(
+            "{} rows quarantined: {:?}",
+            out.quarantined, held.quarantined
+        ));
     }
     out.ok = out.streams.iter().all(StreamVerdict::ok)
         && out.snapshots_wrong == 0
@@ -625,16 +645,27 @@ mod tests {
     fn every_class_of_missing_record_is_told_apart() {
         let t = world();
         // Missing: 2 (short multiplicity, silent), 4 (declared by both), 5 (before sub), 6
-        // (after the cut); 3 present inside a window both declared.
+        // (after the cut); 3 present inside a window both declared. A record both early and
+        // declared counts as declared.
         let held = Held {
             deltas: keys(&t, &[1, 3]),
-            gaps: vec![gap("g1", "M", 19_000, 31_000), gap("g2", "", 15_000, 35_000)],
+            gaps: vec![
+                gap("g1", "M", 19_000, 31_000),
+                gap("g2", "", 15_000, 35_000),
+            ],
             ..Held::default()
         };
         let v = judge(&t, &held, &[], &rules(Some(45_000)));
         let d = v.stream("orderbook_deltas").unwrap();
         assert_eq!(
-            (d.expected, d.present, d.in_flight, d.before_subscription, d.declared, d.silent),
+            (
+                d.expected,
+                d.present,
+                d.in_flight,
+                d.before_subscription,
+                d.declared,
+                d.silent
+            ),
             (6, 2, 1, 1, 1, 1)
         );
         assert_eq!((d.short_multiplicity, d.present_in_declared), (1, 1));
@@ -660,7 +691,10 @@ mod tests {
         let held = Held {
             deltas: keys(&t, &[1, 2, 3, 5, 6]),
             // Ends one millisecond before the missing delta at 30_000.
-            gaps: vec![gap("g1", "M", 20_000, 29_999), gap("g2", "M", 20_000, 29_999)],
+            gaps: vec![
+                gap("g1", "M", 20_000, 29_999),
+                gap("g2", "M", 20_000, 29_999),
+            ],
             ..Held::default()
         };
         let v = judge(&t, &held, &[], &rules(None));
@@ -698,7 +732,10 @@ mod tests {
         };
         let v = judge(&t, &held, &[], &rules(None));
         let d = v.stream("orderbook_deltas").unwrap();
-        assert_eq!((d.present, d.duplicated, d.unexpected, d.silent), (6, 1, 1, 0));
+        assert_eq!(
+            (d.present, d.duplicated, d.unexpected, d.silent),
+            (6, 1, 1, 0)
+        );
         assert!(!v.ok);
     }
 

@@ -1,11 +1,14 @@
 //! End-to-end suites: DESIGN.md's failure matrix run on `kalshi-stack` (real binaries as child
 //! processes, real PostgreSQL clusters, the simulator), each finished with the audit of
-//! production against the simulator's ground truth. The helpers live here.
+//! production against the simulator's ground truth. The helpers live here; [`world`] is the
+//! finer-grained rig (in-process gatherers and deduplicator) of the `dedup_*` suites.
+
+pub mod world;
 
 use std::time::Duration;
 
-use kalshi_testkit::oracle::{StreamVerdict, Verdict};
 use kalshi_stack::{Options, Stack};
+use kalshi_testkit::oracle::{StreamVerdict, Verdict};
 
 /// A fresh stack in its own directory under the system temp dir.
 pub async fn stack(seed: u64, ha: bool) -> anyhow::Result<Stack> {

@@ -20,7 +20,10 @@ fn assert_clean(a: &Verdict) {
     let t = stream(a, "trades");
     assert_eq!(t.missing(), 0, "every trade reaches production");
     assert!(t.expected > 100, "traffic ran: {}", t.expected);
-    assert_eq!(a.audited_through_ms, None, "a settled stack is judged whole");
+    assert_eq!(
+        a.audited_through_ms, None,
+        "a settled stack is judged whole"
+    );
     assert!(a.snapshots_checked > 0 && a.registry_compared.is_some());
 }
 

@@ -1,6 +1,7 @@
-//! A market's book as one connection sees it, and the occurrence counters of its records.
+//! A market's book as one connection sees it. Occurrence counting is process-wide, in
+//! [`super::occurrence`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use kalshi_shared::wire::Side;
 
@@ -11,10 +12,6 @@ pub struct MarketBook {
     pub yes: BTreeMap<i64, i64>,
     pub no: BTreeMap<i64, i64>,
     pub last_delta_ts: Option<i64>,
-    occ_ts: Option<i64>,
-    occ: HashMap<(Side, i64, i64), u32>,
-    ticker_occ_ts: Option<i64>,
-    ticker_occ: HashMap<String, u32>,
 }
 
 impl MarketBook {
@@ -49,32 +46,6 @@ impl MarketBook {
             _ => false,
         }
     }
-
-    /// How many identical deltas (same ts, side, price, delta) came before this one in the run.
-    pub fn delta_occurrence(&mut self, ts: Option<i64>, side: Side, price: i64, delta: i64) -> u32 {
-        let Some(ts) = ts else { return 0 };
-        if self.occ_ts != Some(ts) {
-            self.occ_ts = Some(ts);
-            self.occ.clear();
-        }
-        let n = self.occ.entry((side, price, delta)).or_insert(0);
-        let o = *n;
-        *n += 1;
-        o
-    }
-
-    /// The same for tickers, keyed by content hash.
-    pub fn ticker_occurrence(&mut self, ts: Option<i64>, hash: &str) -> u32 {
-        let Some(ts) = ts else { return 0 };
-        if self.ticker_occ_ts != Some(ts) {
-            self.ticker_occ_ts = Some(ts);
-            self.ticker_occ.clear();
-        }
-        let n = self.ticker_occ.entry(hash.to_owned()).or_insert(0);
-        let o = *n;
-        *n += 1;
-        o
-    }
 }
 
 #[cfg(test)]
@@ -93,23 +64,5 @@ mod tests {
             !b.apply(Side::No, 300_000, -1),
             "a level that does not exist cannot shrink"
         );
-    }
-
-    #[test]
-    fn occurrences_count_identical_records_per_millisecond() {
-        let mut b = MarketBook::default();
-        assert_eq!(b.delta_occurrence(Some(1), Side::Yes, 5, 100), 0);
-        assert_eq!(b.delta_occurrence(Some(1), Side::Yes, 5, 100), 1);
-        assert_eq!(b.delta_occurrence(Some(1), Side::Yes, 5, -100), 0);
-        assert_eq!(b.delta_occurrence(Some(1), Side::Yes, 5, 100), 2);
-        assert_eq!(
-            b.delta_occurrence(Some(2), Side::Yes, 5, 100),
-            0,
-            "a new millisecond"
-        );
-        assert_eq!(b.delta_occurrence(None, Side::Yes, 5, 100), 0);
-        assert_eq!(b.ticker_occurrence(Some(7), "h"), 0);
-        assert_eq!(b.ticker_occurrence(Some(7), "h"), 1);
-        assert_eq!(b.ticker_occurrence(Some(8), "h"), 0);
     }
 }

@@ -507,12 +507,14 @@ impl Connection {
             FrameBody::Ticker(t) => self.on_ticker(s, t, origin),
             FrameBody::MarketLifecycle(l) => {
                 let (body, hash) = lifecycle_hash(&l);
+                let occurrence = self.shared.lifecycle_seen.next("market", &hash);
                 self.shared.sinks.lifecycle.push(LifecycleRow {
                     kind: "market",
                     ticker: l.market_ticker.clone(),
                     event_type: l.event_type.clone(),
                     body,
                     content_hash: hash,
+                    occurrence,
                     origin,
                 });
                 self.note(Note::Market {
@@ -522,12 +524,14 @@ impl Connection {
             }
             FrameBody::EventLifecycle(e) => {
                 let (body, hash) = lifecycle_hash(&e);
+                let occurrence = self.shared.lifecycle_seen.next("event", &hash);
                 self.shared.sinks.lifecycle.push(LifecycleRow {
                     kind: "event",
                     ticker: e.event_ticker.clone(),
                     event_type: "event_lifecycle".into(),
                     body,
                     content_hash: hash,
+                    occurrence,
                     origin,
                 });
                 self.note(Note::Event {
@@ -938,7 +942,10 @@ impl Connection {
         if ts.is_none() {
             metrics::counter!(m::DELTAS_WITHOUT_TS).increment(1);
         }
-        let occurrence = book.delta_occurrence(ts, d.side, price, delta);
+        let occurrence = self
+            .shared
+            .delta_occ
+            .next(&d.market_ticker, ts, (d.side, price, delta));
         if ts.is_some() {
             book.last_delta_ts = ts;
         }
@@ -998,10 +1005,14 @@ impl Connection {
     fn on_ticker(&mut self, s: &mut Session, t: TickerMsg, origin: Origin) {
         let ts = t.ts_ms_value();
         let hash = ticker_hash(&t);
-        let occurrence = match s.books.get_mut(&t.market_ticker) {
-            Some(b) => b.ticker_occurrence(ts, &hash),
-            None => return,
-        };
+        if !s.books.contains_key(&t.market_ticker) {
+            metrics::counter!(m::TICKERS_WITHOUT_BOOK).increment(1);
+            return;
+        }
+        let occurrence = self
+            .shared
+            .ticker_occ
+            .next(&t.market_ticker, ts, hash.clone());
         self.shared.sinks.tickers.push(TickerRow {
             market_ticker: t.market_ticker.clone(),
             ts_ms: ts,

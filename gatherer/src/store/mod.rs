@@ -97,6 +97,9 @@ pub enum ReadError {
 pub struct Page {
     pub records: Vec<pb::Record>,
     pub head: i64,
+    /// Every record with a cursor up to here is in this page or before it: the head when the
+    /// page is short (ids the writer never used are skipped), else the last record's cursor.
+    pub through: i64,
 }
 
 pub struct Store {
@@ -299,6 +302,7 @@ impl Store {
             return Ok(Page {
                 records: Vec::new(),
                 head,
+                through: after,
             });
         }
         let sql = format!(
@@ -316,15 +320,29 @@ impl Store {
             .map_err(|_| ReadError::Database(sqlx::Error::PoolTimedOut))??;
         let mut records = Vec::with_capacity(rows.len());
         let mut bytes = 0usize;
+        let mut cut = false;
         for r in &rows {
             let rec = rows::decode(stream, r)?;
             bytes += rec.encoded_len() + 4;
             records.push(rec);
             if bytes >= max_bytes {
+                cut = records.len() < rows.len();
                 break;
             }
         }
-        Ok(Page { records, head })
+        // A short page read every id up to the head: ids never used (rows the database
+        // skipped, rows refused) lie behind it too, so readers are moved past them.
+        let short = !cut && (rows.len() as i64) < i64::from(limit);
+        let through = if short {
+            head
+        } else {
+            records.last().map_or(after, |r| r.cursor)
+        };
+        Ok(Page {
+            records,
+            head,
+            through,
+        })
     }
 
     /// The highest cursor retention has dropped (0: none).
@@ -376,6 +394,27 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
+    }
+
+    /// The next occurrence of every lifecycle content already stored: `(kind, hash, next)`.
+    pub async fn lifecycle_occurrences(
+        &self,
+    ) -> Result<Vec<(&'static str, String, u32)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT kind, content_hash, max(occurrence) + 1 FROM lifecycle GROUP BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let kind: &'static str = match r.try_get::<String, _>(0)?.as_str() {
+                "event" => "event",
+                _ => "market",
+            };
+            let next: i32 = r.try_get(2)?;
+            out.push((kind, r.try_get(1)?, u32::try_from(next).unwrap_or(0)));
+        }
+        Ok(out)
     }
 
     /// The exchange time of the newest stored trade, if any.

@@ -257,13 +257,15 @@ pub struct LifecycleRow {
     pub event_type: String,
     pub body: String,
     pub content_hash: String,
+    /// Identical messages (same kind and content) received before this one.
+    pub occurrence: u32,
     pub origin: Origin,
 }
 
 impl Row for LifecycleRow {
     const STREAM: Stream = Stream::Lifecycle;
-    const COLUMNS: &'static str = "id, ingested_at, kind, ticker, event_type, body, content_hash, received_ms, conn_epoch, sid";
-    const FIELDS: i16 = 10;
+    const COLUMNS: &'static str = "id, ingested_at, kind, ticker, event_type, body, content_hash, received_ms, conn_epoch, sid, occurrence";
+    const FIELDS: i16 = 11;
 
     fn time_ms(&self) -> i64 {
         self.origin.received_ms
@@ -280,7 +282,8 @@ impl Row for LifecycleRow {
             .text(&self.content_hash)
             .i64(self.origin.received_ms)
             .i64(self.origin.conn_epoch)
-            .i64(self.origin.sid as i64);
+            .i64(self.origin.sid as i64)
+            .i32(i32::try_from(self.occurrence).unwrap_or(i32::MAX));
     }
 }
 
@@ -387,7 +390,7 @@ pub fn select_list(stream: Stream) -> &'static str {
             "id, market_ticker, ts_ms, body::text, content_hash, occurrence, received_ms, conn_epoch, sid"
         }
         Stream::Lifecycle => {
-            "id, kind, ticker, event_type, body::text, content_hash, received_ms, conn_epoch, sid"
+            "id, kind, ticker, event_type, body::text, content_hash, received_ms, conn_epoch, sid, occurrence"
         }
         Stream::Markets | Stream::Events | Stream::Series => {
             "id, ticker, updated_ms, observed_ms, body::text"
@@ -459,6 +462,7 @@ pub fn decode(stream: Stream, row: &PgRow) -> Result<pb::Record, sqlx::Error> {
             body_json: row.try_get(4)?,
             content_hash: row.try_get(5)?,
             origin: Some(origin(row, 6, false)?),
+            occurrence: u32::try_from(row.try_get::<i32, _>(9)?).unwrap_or(0),
         }),
         Stream::Markets | Stream::Events | Stream::Series => Body::Registry(pb::RegistryVersion {
             kind: match stream {

@@ -9,7 +9,13 @@
 use crate::store::Stream;
 
 /// Migrations, applied in order inside one transaction each, recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1)];
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
+
+/// Identical lifecycle messages (a market paused twice) are told apart by an occurrence.
+const MIGRATION_2: &str = r#"
+ALTER TABLE lifecycle ADD COLUMN IF NOT EXISTS occurrence integer NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS lifecycle_content ON lifecycle (kind, content_hash);
+"#;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (

@@ -6,26 +6,21 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use gatherer::config::{FileConfig, Secret};
+use gatherer::config::FileConfig;
 use kalshi_proto::GathererClient;
 use kalshi_proto::gatherer::v1 as pb;
-use kalshi_testkit::pg::PgCluster;
 use kalshi_sim::{SimConfig, SimHandle};
+use kalshi_testkit::pg::PgCluster;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-pub const KEY_PKCS8: &[u8] = include_bytes!("../../../shared/testdata/rsa-pkcs8.pem");
-pub const KEY_PUBLIC: &[u8] = include_bytes!("../../../shared/testdata/rsa-public.pem");
-
-pub fn key_file() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/rsa-pkcs8.pem")
-}
+pub use kalshi_testkit::keys::{KEY_ID, KEY_PKCS8, KEY_PUBLIC, key_file};
 
 /// A simulator that requires signatures from the test key.
 pub fn sim_config(seed: u64, markets: usize) -> SimConfig {
     let mut c = SimConfig::for_tests(seed, markets);
     c.public_key_pem = Some(KEY_PUBLIC.to_vec());
-    c.key_id = Some("test-key".into());
+    c.key_id = Some(KEY_ID.into());
     c.rest_rate = 100_000;
     c.rest_burst = 100_000;
     c
@@ -33,42 +28,7 @@ pub fn sim_config(seed: u64, markets: usize) -> SimConfig {
 
 /// Gatherer settings for the rig: port 0 everywhere, fast timings.
 pub fn gatherer_config(id: &str, sim: &SimHandle, db_url: &str) -> FileConfig {
-    let mut c = FileConfig {
-        gatherer_id: id.into(),
-        ..Default::default()
-    };
-    c.kalshi.rest_url = sim.rest_url();
-    c.kalshi.ws_url = sim.ws_url();
-    c.kalshi.key_id = Some("test-key".into());
-    c.kalshi.private_key_file = Some(key_file());
-    c.kalshi.rest_rate_per_s = 1000;
-    c.kalshi.rest_burst = 1000;
-    c.kalshi.rest_retry_initial = Duration::from_millis(50);
-    c.kalshi.rest_retry_max = Duration::from_millis(500);
-    c.ws.connections = 3;
-    c.ws.ping_interval = Duration::from_millis(500);
-    c.ws.silence_timeout = Duration::from_secs(3);
-    c.ws.reconnect_initial = Duration::from_millis(50);
-    c.ws.reconnect_max = Duration::from_millis(500);
-    c.ws.command_timeout = Duration::from_secs(5);
-    c.ws.gap_margin = Duration::from_millis(100);
-    c.registry.reconcile_interval = Duration::from_secs(30);
-    c.backfill.margin = Duration::from_millis(500);
-    c.backfill.polling_after = Duration::from_secs(2);
-    c.backfill.polling_interval = Duration::from_millis(500);
-    c.store.database_url = Secret(db_url.into());
-    c.store.batch_interval = Duration::from_millis(20);
-    c.store.retry_initial = Duration::from_millis(50);
-    c.store.retry_max = Duration::from_millis(500);
-    c.store.op_timeout = Duration::from_secs(10);
-    c.store.connect_timeout = Duration::from_secs(2);
-    c.store.startup_timeout = Duration::from_secs(20);
-    c.store.timescaledb = gatherer::store::TimescaleMode::Off;
-    c.api.listen = "127.0.0.1:0".parse().unwrap();
-    c.api.tail_heartbeat = Duration::from_millis(500);
-    c.http.listen = "127.0.0.1:0".parse().unwrap();
-    c.http.metrics_listen = "127.0.0.1:0".parse().unwrap();
-    c
+    FileConfig::fast_local(id, sim.rest_url(), sim.ws_url(), KEY_ID, key_file(), db_url)
 }
 
 pub struct Rig {
@@ -376,114 +336,54 @@ pub fn is_contiguous_part<T: PartialEq>(part: &[T], whole: &[T]) -> bool {
     part.is_empty() || whole.windows(part.len()).any(|w| w == part)
 }
 
-/// What a comparison with the ground truth found.
-#[derive(Debug, Default)]
+/// What the oracle found in the gatherer's store.
+#[derive(Debug)]
 pub struct Coverage {
-    pub truth_deltas: usize,
-    pub stored_deltas: usize,
-    /// Truth deltas not stored, all inside a declared gap of their market.
-    pub missing_covered: usize,
+    pub truth_deltas: u64,
+    pub stored_deltas: u64,
+    /// Truth deltas not stored, inside windows the gatherer declared.
+    pub missing_covered: u64,
     pub gaps: Vec<pb::Gap>,
+    pub verdict: kalshi_testkit::oracle::Verdict,
 }
 
-/// Checks the whole store against the ground truth: trades exactly; deltas per market a
-/// sub-multiset of the truth's whose missing part lies entirely in declared gaps; nothing
-/// stored that the exchange did not publish.
+/// Judges the gatherer's whole store against the ground truth through the one oracle (the
+/// gatherer's own gaps are the declarations): every trade exactly, deltas, tickers and
+/// lifecycle as content multisets, snapshots equal to the book's history, the registry equal
+/// to the exchange's; nothing missing outside a declared window or the subscription bound,
+/// nothing duplicated or invented.
 pub async fn assert_complete_or_covered(rig: &Rig) -> Coverage {
-    let truth_trades: HashMap<String, Value> = truth(&rig.sim, "trade")
+    use kalshi_testkit::oracle::{Rules, judge};
+    let truth = kalshi_testkit::sim::SimControl::new(rig.sim.control_url())
+        .truth()
         .await
-        .into_iter()
-        .map(|r| (r["msg"]["trade_id"].as_str().unwrap().to_owned(), r))
-        .collect();
-    let stored = rig.read_all(pb::Stream::Trades).await;
-    let stored_ids: Vec<String> = trades(&stored).iter().map(|t| t.trade_id.clone()).collect();
-    let unique: std::collections::HashSet<&String> = stored_ids.iter().collect();
-    assert_eq!(unique.len(), stored_ids.len(), "no trade stored twice");
-    let missing: Vec<&String> = truth_trades
-        .keys()
-        .filter(|k| !unique.contains(k))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} trades missing (backfill must recover them): {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
+        .unwrap();
+    let mut c = rig.client().await;
+    let held = kalshi_testkit::held::Held::from_gatherer(&mut c, &rig.file.gatherer_id)
+        .await
+        .unwrap();
+    let v = judge(
+        &truth,
+        &held,
+        &[],
+        // The rig is subscribed before any traffic: a tight bound.
+        &Rules::settled(&[rig.file.gatherer_id.as_str()]).with_subscription_latency_ms(1_000),
     );
     assert!(
-        stored_ids.iter().all(|id| truth_trades.contains_key(id)),
-        "no invented trade"
+        v.ok,
+        "the gatherer's store against the truth:\n{}",
+        v.table()
     );
-
+    let t = v.stream("trades").unwrap();
+    assert_eq!(t.present, t.expected, "every trade, backfill included");
+    let d = v.stream("orderbook_deltas").unwrap().clone();
     let gap_records = rig.read_all(pb::Stream::Gaps).await;
-    let gap_list: Vec<pb::Gap> = gaps(&gap_records).into_iter().cloned().collect();
-    let covered = |market: &str, ts: i64| {
-        gap_list.iter().any(|g| {
-            g.stream == pb::Stream::OrderbookDeltas as i32
-                && (g.market_ticker.is_empty() || g.market_ticker == market)
-                && g.from_ms <= ts
-                && ts <= g.to_ms
-        })
-    };
-    let all_truth: Vec<DeltaKey> = truth(&rig.sim, "orderbook_delta")
-        .await
-        .iter()
-        .map(truth_delta_key)
-        .collect();
-    let stored_records = rig.read_all(pb::Stream::OrderbookDeltas).await;
-    let all_stored: Vec<DeltaKey> = deltas(&stored_records)
-        .iter()
-        .map(|d| delta_key(d))
-        .collect();
-    // Markets created while running are subscribed some time after creation: what the
-    // gatherer holds of them must be a contiguous run of the truth's, unless a gap says
-    // otherwise. The markets subscribed before any traffic are compared in full below.
-    let truth_by_market = by_market(all_truth.iter().cloned());
-    for (market, seq) in by_market(all_stored.iter().cloned()) {
-        if rig.initial.contains(&market) {
-            continue;
-        }
-        let declared = gap_list
-            .iter()
-            .any(|g| g.stream == pb::Stream::OrderbookDeltas as i32 && g.market_ticker == market);
-        assert!(
-            declared || is_contiguous_part(&seq, &truth_by_market[&market]),
-            "{market}: deltas of a market created while running are not a run of the truth's"
-        );
-    }
-    let truth_d: Vec<DeltaKey> = all_truth
-        .into_iter()
-        .filter(|k| rig.initial.contains(&k.0))
-        .collect();
-    let stored_d: Vec<DeltaKey> = all_stored
-        .into_iter()
-        .filter(|k| rig.initial.contains(&k.0))
-        .collect();
-    let mut remaining: HashMap<&DeltaKey, i64> = HashMap::new();
-    for k in &stored_d {
-        *remaining.entry(k).or_default() += 1;
-    }
-    let mut missing_covered = 0;
-    for k in &truth_d {
-        match remaining.get_mut(k) {
-            Some(n) if *n > 0 => *n -= 1,
-            _ => {
-                assert!(
-                    covered(&k.0, k.1),
-                    "delta {k:?} is missing and no gap declares it"
-                );
-                missing_covered += 1;
-            }
-        }
-    }
-    assert!(
-        remaining.values().all(|n| *n == 0),
-        "a stored delta the exchange did not publish"
-    );
     Coverage {
-        truth_deltas: truth_d.len(),
-        stored_deltas: stored_d.len(),
-        missing_covered,
-        gaps: gap_list,
+        truth_deltas: d.expected,
+        stored_deltas: d.present,
+        missing_covered: d.declared,
+        gaps: gaps(&gap_records).into_iter().cloned().collect(),
+        verdict: v,
     }
 }
 

@@ -6,13 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod common;
-
 use std::pin::Pin;
 use std::time::Duration;
 
-use common::*;
 use deduplicator::config::GathererEndpoint;
+use kalshi_e2e::world::*;
 use kalshi_proto::gatherer::v1 as pb;
 use sqlx::Row as _;
 use tonic::{Request, Response, Status};
@@ -22,9 +20,15 @@ struct Fake {
     instance: String,
     trades: Vec<pb::Record>,
     tickers: Vec<pb::Record>,
+    /// How long a Tail waits before sending what it holds.
+    delay: Duration,
 }
 
 fn trade(cursor: i64, id: &str, yes: i64) -> pb::Record {
+    trade_at(cursor, id, yes, 1_795_000_000_000 + cursor)
+}
+
+fn trade_at(cursor: i64, id: &str, yes: i64, ts_ms: i64) -> pb::Record {
     pb::Record {
         cursor,
         body: Some(pb::record::Body::Trade(pb::Trade {
@@ -36,7 +40,7 @@ fn trade(cursor: i64, id: &str, yes: i64) -> pb::Record {
             taker_outcome_side: pb::Side::Yes as i32,
             taker_book_side: "ask".into(),
             is_block_trade: false,
-            ts_ms: 1_795_000_000_000 + cursor,
+            ts_ms,
             source: "ws".into(),
             origin: None,
         })),
@@ -76,12 +80,15 @@ impl kalshi_proto::Gatherer for Fake {
         let limit = r.limit.max(1) as usize;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let stream = r.stream;
+        let delay = self.delay;
         tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
             for chunk in pending.chunks(limit) {
                 let msg = pb::ReadResponse {
                     stream,
                     records: chunk.to_vec(),
                     head,
+                    through: 0,
                 };
                 if tx.send(Ok(msg)).await.is_err() {
                     return;
@@ -94,6 +101,7 @@ impl kalshi_proto::Gatherer for Fake {
                         stream,
                         records: vec![],
                         head,
+                        through: 0,
                     }))
                     .await
                     .is_err()
@@ -185,6 +193,7 @@ async fn a_misbehaving_gatherer_cannot_stall_crash_or_corrupt_production() {
                 })),
             })
             .collect(),
+        delay: Duration::ZERO,
     };
     let bad = serve(fake).await;
     let impostor = serve(Fake {
@@ -192,6 +201,7 @@ async fn a_misbehaving_gatherer_cannot_stall_crash_or_corrupt_production() {
         instance: "x".into(),
         trades: vec![trade(1, "impostor-1", 500_000)],
         tickers: vec![],
+        delay: Duration::ZERO,
     })
     .await;
     let mut file = w.dedup_file(&w.prod.url());
@@ -324,5 +334,92 @@ async fn a_misbehaving_gatherer_cannot_stall_crash_or_corrupt_production() {
         .await
         .unwrap();
     assert_exact(&w, &pool).await;
+    d.stop().await.unwrap();
+}
+
+/// One gatherer's copy of a record is refused (a corrupt price), another's is valid: the valid
+/// copy is committed, whether it arrives in the same batch as the refused one or later, and
+/// the refused copy is quarantined. A record is committed if any copy of it is valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_twin_of_a_quarantined_record_is_committed() {
+    let w = World::start(433, 6, 1).await;
+    let ts = 1_795_000_000_000;
+    // ga: corrupt copies of both; gb: valid copies, twin-b at once (same batch as ga's),
+    // twin-a 1.5 s later (after ga's copy was quarantined).
+    let ga = serve(Fake {
+        id: "ga".into(),
+        instance: "ga-1".into(),
+        trades: vec![
+            trade_at(1, "twin-a", 2_000_000, ts + 1),
+            trade_at(2, "twin-b", 2_000_000, ts + 2),
+        ],
+        tickers: vec![],
+        delay: Duration::ZERO,
+    })
+    .await;
+    let gb_now = serve(Fake {
+        id: "gb".into(),
+        instance: "gb-1".into(),
+        trades: vec![trade_at(1, "twin-b", 500_000, ts + 2)],
+        tickers: vec![],
+        delay: Duration::ZERO,
+    })
+    .await;
+    let gc_later = serve(Fake {
+        id: "gc".into(),
+        instance: "gc-1".into(),
+        trades: vec![trade_at(1, "twin-a", 500_000, ts + 1)],
+        tickers: vec![],
+        delay: Duration::from_millis(1500),
+    })
+    .await;
+    let mut file = w.dedup_file(&w.prod.url());
+    for (id, endpoint) in [("ga", ga), ("gb", gb_now), ("gc", gc_later)] {
+        file.gatherers.push(GathererEndpoint {
+            id: id.into(),
+            endpoint,
+        });
+    }
+    let d = start_dedup(file).await;
+    let pool = pool(&w.prod.url()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = prod_cursors(&pool).await;
+        let at = |g: &str, n: i64| {
+            c.get(&(g.into(), "trades".into()))
+                .is_some_and(|x| x.0 == n)
+        };
+        if at("ga", 2) && at("gb", 1) && at("gc", 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cursors never reached the fakes' heads: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT trade_id, yes_price, gatherer_id FROM trades WHERE trade_id LIKE 'twin-%' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("twin-a".to_owned(), 500_000, "gc".to_owned()),
+            ("twin-b".to_owned(), 500_000, "gb".to_owned()),
+        ],
+        "the valid copies are committed"
+    );
+    let q: Vec<(String, i64)> =
+        sqlx::query_as("SELECT gatherer_id, cursor FROM quarantine ORDER BY cursor")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    // ga's twin-a was refused before gc's copy existed; ga's twin-b is quarantined too unless
+    // gb's valid copy was first in the batch (then ga's is a duplicate, never tried).
+    assert!(q.contains(&("ga".to_owned(), 1)), "{q:?}");
+    assert!(q.iter().all(|(g, _)| g == "ga"), "{q:?}");
     d.stop().await.unwrap();
 }

@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use kalshi_e2e::world::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_gatherers_merge_into_exactly_the_ground_truth() {

@@ -5,13 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use kalshi_testkit::proxy::{Mode, TcpProxy};
+use kalshi_e2e::world::*;
 use kalshi_testkit::pg::{ClusterOptions, PgCluster};
+use kalshi_testkit::proxy::{Mode, TcpProxy};
 
 fn via(proxy: &TcpProxy) -> String {
     format!("postgres://postgres@{}/postgres", proxy.addr())

@@ -3,7 +3,7 @@
 //! second), against a baseline measured in the same run (raw binary COPY of the same deltas
 //! straight into production's table: the ceiling), and how much memory does it use meanwhile.
 //!
-//! Run: `cargo bench -p deduplicator --bench catchup` (release build; a few minutes).
+//! Run: `cargo bench -p kalshi-e2e --bench catchup` (release build; a few minutes).
 //! The deduplicator runs as its own process (the release binary) so its RSS is its own; the
 //! gatherers, the simulator and both PostgreSQL clusters share the same two cores, which a
 //! production deployment would not.
@@ -15,17 +15,12 @@
     dead_code
 )] // a benchmark binary
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use deduplicator::records::{Encoder, ProdTable as _, Source, Stream};
+use kalshi_e2e::world::*;
 use kalshi_proto::gatherer::v1 as pb;
-
-const BIN: &str = env!("CARGO_BIN_EXE_deduplicator");
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -93,11 +88,12 @@ async fn main() {
     for g in &w.gatherers {
         backlog += g.status().await.streams.iter().map(|s| s.head).sum::<i64>();
     }
-    let deltas = g::read_all(
+    let deltas = kalshi_testkit::held::read_all(
         &mut w.gatherers[0].client().await,
         pb::Stream::OrderbookDeltas,
     )
-    .await;
+    .await
+    .unwrap();
     let base_url = w.prod.create_database("baseline").unwrap();
     let baseline = copy_baseline(&base_url, &deltas).await;
 
@@ -114,7 +110,7 @@ async fn main() {
     let pool = pool(&w.prod.url()).await;
 
     let t0 = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(dedup_bin())
         .arg("--config")
         .arg(&cfg)
         .stderr(Stdio::null())

@@ -6,13 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use kalshi_e2e::world::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -114,7 +112,7 @@ async fn rds_api(requests: Arc<Mutex<Vec<String>>>) -> String {
 
 fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
     let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_deduplicator"))
+    Command::new(dedup_bin())
         .arg("--config")
         .arg(config)
         .env("AWS_ACCESS_KEY_ID", "AKIDTESTONLY")
@@ -224,7 +222,7 @@ async fn iam_tokens_and_rds_failover_events() {
     w.prod.restart().unwrap();
     w.rate(0).await;
     w.settle(Duration::from_millis(1000)).await;
-    let pool = common::pool(&w.prod.url()).await;
+    let pool = kalshi_e2e::world::pool(&w.prod.url()).await;
     w.wait_synced(&pool, Duration::from_secs(90)).await;
     assert_exact(&w, &pool).await;
     let deadline = Instant::now() + Duration::from_secs(15);

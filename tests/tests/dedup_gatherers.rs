@@ -4,11 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use kalshi_e2e::world::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_replaced_gatherers_leave_production_exact() {

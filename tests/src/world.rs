@@ -1,0 +1,442 @@
+//! Test world: the simulator over real sockets, three (or more) real gatherers each with its own
+//! database, a production PostgreSQL cluster, and the deduplicator in-process or as a binary.
+//! Production is judged against the simulator's ground truth by the one oracle.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use deduplicator::config::{FileConfig, GathererEndpoint, Secret};
+use kalshi_proto::GathererClient;
+use kalshi_proto::gatherer::v1 as pb;
+use kalshi_sim::{SimConfig, SimHandle};
+use kalshi_testkit::held::{Held, read_all};
+use kalshi_testkit::oracle::{Rules, Verdict, judge};
+use kalshi_testkit::pg::PgCluster;
+use kalshi_testkit::sim::SimControl;
+use serde_json::Value;
+use sqlx::Row as _;
+use sqlx::postgres::PgPool;
+
+pub use kalshi_testkit::prom::metric_sum;
+
+/// Installs the process's TLS provider (reqwest is built without a default one).
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A simulator that requires signatures from the test key.
+pub fn sim_config(seed: u64, markets: usize) -> SimConfig {
+    let mut c = SimConfig::for_tests(seed, markets);
+    c.public_key_pem = Some(kalshi_testkit::keys::KEY_PUBLIC.to_vec());
+    c.key_id = Some(kalshi_testkit::keys::KEY_ID.into());
+    c.rest_rate = 100_000;
+    c.rest_burst = 100_000;
+    c
+}
+
+/// The deduplicator binary of this build.
+pub fn dedup_bin() -> std::path::PathBuf {
+    kalshi_stack::default_bin_dir().join("deduplicator")
+}
+
+/// A port free right now (for services that must come back on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A gatherer on its own runtime, so it can be killed abruptly (all tasks dropped, sockets
+/// closed, nothing flushed), as SIGKILL would.
+pub struct GProc {
+    rt: Option<tokio::runtime::Runtime>,
+    pub g: Option<gatherer::Gatherer>,
+    pub file: gatherer::config::FileConfig,
+    pub instance_id: String,
+}
+
+impl GProc {
+    pub async fn start(file: gatherer::config::FileConfig) -> GProc {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = file.clone().validate().unwrap();
+        let g = rt.spawn(gatherer::start(cfg)).await.unwrap().unwrap();
+        let instance_id = g.instance_id.clone();
+        GProc {
+            rt: Some(rt),
+            g: Some(g),
+            file,
+            instance_id,
+        }
+    }
+
+    pub fn grpc(&self) -> String {
+        format!("http://{}", self.file.api.listen)
+    }
+
+    pub async fn client(&self) -> GathererClient<tonic::transport::Channel> {
+        GathererClient::connect(self.grpc())
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 << 20)
+    }
+
+    /// Gone at once, like SIGKILL.
+    pub fn kill(&mut self) {
+        self.g.take();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Graceful stop.
+    pub async fn stop(&mut self) {
+        if let (Some(g), Some(rt)) = (self.g.take(), self.rt.as_ref()) {
+            rt.spawn(g.stop()).await.unwrap().unwrap();
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    pub async fn wait_healthy(&self, within: Duration) {
+        let addr = self.g.as_ref().unwrap().http_addr;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://{addr}/health")).await
+                && r.status().is_success()
+                && r.json::<Value>()
+                    .await
+                    .is_ok_and(|h| h["status"] == "healthy")
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "gatherer not healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn status(&self) -> pb::StatusResponse {
+        self.client()
+            .await
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+impl Drop for GProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct World {
+    pub sim: SimHandle,
+    pub gpg: PgCluster,
+    pub gatherers: Vec<GProc>,
+    pub prod: PgCluster,
+    /// Markets every gatherer had a snapshot of before any traffic.
+    pub initial: HashSet<String>,
+    /// Gatherers that were ever stopped or killed (their stores are no longer the reference).
+    pub disturbed: HashSet<String>,
+}
+
+pub fn gatherer_file(
+    id: &str,
+    sim: &SimHandle,
+    db_url: &str,
+    port: u16,
+) -> gatherer::config::FileConfig {
+    let mut f = gatherer::config::FileConfig::fast_local(
+        id,
+        sim.rest_url(),
+        sim.ws_url(),
+        kalshi_testkit::keys::KEY_ID,
+        kalshi_testkit::keys::key_file(),
+        db_url,
+    );
+    f.api.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    f.ws.connections = 2;
+    f
+}
+
+impl World {
+    /// The simulator (idle), `n` gatherers subscribed to every market, production empty.
+    pub async fn start(seed: u64, markets: usize, n: usize) -> World {
+        init();
+        let mut simc = sim_config(seed, markets);
+        simc.lifecycle_every = 2000;
+        let sim = kalshi_sim::start(simc).await.unwrap();
+        let gpg = PgCluster::start_default().unwrap();
+        let prod = PgCluster::start_default().unwrap();
+        let mut gatherers = Vec::new();
+        for i in 1..=n {
+            let id = format!("g{i}");
+            let url = gpg.create_database(&id).unwrap();
+            gatherers.push(GProc::start(gatherer_file(&id, &sim, &url, free_port())).await);
+        }
+        for g in &gatherers {
+            g.wait_healthy(Duration::from_secs(60)).await;
+        }
+        let mut w = World {
+            sim,
+            gpg,
+            gatherers,
+            prod,
+            initial: HashSet::new(),
+            disturbed: HashSet::new(),
+        };
+        w.initial = w.snapshotted_by_all().await;
+        w
+    }
+
+    async fn snapshotted_by_all(&self) -> HashSet<String> {
+        let mut all: Option<HashSet<String>> = None;
+        for g in &self.gatherers {
+            let recs = read_all(&mut g.client().await, pb::Stream::OrderbookSnapshots)
+                .await
+                .unwrap();
+            let s: HashSet<String> = recs
+                .iter()
+                .filter_map(|r| match r.body.as_ref()? {
+                    pb::record::Body::Snapshot(s) => Some(s.market_ticker.clone()),
+                    _ => None,
+                })
+                .collect();
+            all = Some(match all {
+                None => s,
+                Some(a) => a.intersection(&s).cloned().collect(),
+            });
+        }
+        all.unwrap_or_default()
+    }
+
+    /// Deduplicator settings for this world: fast timings, ports 0.
+    pub fn dedup_file(&self, prod_url: &str) -> FileConfig {
+        let mut c = FileConfig {
+            gatherers: self
+                .gatherers
+                .iter()
+                .map(|g| GathererEndpoint {
+                    id: g.file.gatherer_id.clone(),
+                    endpoint: g.grpc(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        c.production.database_url = Secret(prod_url.into());
+        c.production.connect_timeout = Duration::from_secs(2);
+        c.production.op_timeout = Duration::from_secs(4);
+        c.production.idle_check_after = Duration::from_millis(500);
+        c.production.retry_initial = Duration::from_millis(50);
+        c.production.retry_max = Duration::from_millis(1000);
+        c.production.unhealthy_after = Duration::from_secs(3);
+        c.sink.batch_interval = Duration::from_millis(50);
+        c.sink.batch_rows = 2000;
+        c.sources.connect_timeout = Duration::from_secs(2);
+        c.sources.reconnect_initial = Duration::from_millis(50);
+        c.sources.reconnect_max = Duration::from_millis(1000);
+        c.sources.silence_timeout = Duration::from_secs(5);
+        c.http.listen = "127.0.0.1:0".parse().unwrap();
+        c.http.metrics_listen = "127.0.0.1:0".parse().unwrap();
+        c
+    }
+
+    pub fn control(&self) -> SimControl {
+        SimControl::new(self.sim.control_url())
+    }
+
+    pub async fn rate(&self, rate: u64) {
+        self.control().rate(rate).await.unwrap();
+    }
+
+    /// Waits until every running gatherer's heads stop moving for `quiet`.
+    pub async fn settle(&self, quiet: Duration) {
+        let mut last = Vec::new();
+        let mut since = Instant::now();
+        loop {
+            let mut heads = Vec::new();
+            for g in self.gatherers.iter().filter(|g| g.g.is_some()) {
+                heads.extend(g.status().await.streams.iter().map(|s| s.head));
+            }
+            if heads != last {
+                last = heads;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until production's cursors reach every running gatherer's heads.
+    pub async fn wait_synced(&self, pool: &PgPool, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut behind = Vec::new();
+            let cursors = prod_cursors(pool).await;
+            for g in self.gatherers.iter().filter(|g| g.g.is_some()) {
+                let st = g.status().await;
+                for s in &st.streams {
+                    let name = deduplicator::records::Stream::from_pb(s.stream)
+                        .unwrap()
+                        .table();
+                    let have = cursors.get(&(g.file.gatherer_id.clone(), name.to_owned()));
+                    let ok = match have {
+                        Some((c, inst)) => *inst == st.instance_id && *c >= s.head,
+                        None => s.head == 0,
+                    };
+                    if !ok {
+                        behind.push(format!(
+                            "{}:{name} {:?} < {}",
+                            g.file.gatherer_id,
+                            have.map(|h| h.0),
+                            s.head
+                        ));
+                    }
+                }
+            }
+            if behind.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "production not synced: {behind:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub async fn prod_cursors(pool: &PgPool) -> HashMap<(String, String), (i64, String)> {
+    let rows =
+        match sqlx::query("SELECT gatherer_id, stream, cursor, instance_id FROM sync_cursors")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => return HashMap::new(), // not migrated yet
+        };
+    rows.iter()
+        .map(|r| {
+            (
+                (r.get::<String, _>(0), r.get::<String, _>(1)),
+                (r.get::<i64, _>(2), r.get::<String, _>(3)),
+            )
+        })
+        .collect()
+}
+
+pub async fn pool(url: &str) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+/// Starts the deduplicator in-process.
+pub async fn start_dedup(file: FileConfig) -> deduplicator::Deduplicator {
+    kalshi_shared::telemetry::init_logging(
+        &std::env::var("TEST_LOG").unwrap_or_else(|_| "deduplicator=info,warn".into()),
+        kalshi_shared::telemetry::LogFormat::Text,
+    );
+    deduplicator::start(file.validate().unwrap()).await.unwrap()
+}
+
+pub async fn dedup_metrics(d: &deduplicator::Deduplicator) -> String {
+    reqwest::get(format!("http://{}/metrics", d.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+pub async fn dedup_health(addr: std::net::SocketAddr) -> (u16, Value) {
+    let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// What production holds, as the oracle counted it.
+#[derive(Debug)]
+pub struct Exact {
+    pub trades: u64,
+    pub deltas: u64,
+    pub tickers: u64,
+    pub lifecycle: u64,
+    pub markets: u64,
+    pub snapshots: u64,
+    pub gaps: u64,
+    pub verdict: Verdict,
+}
+
+/// Production judged by the oracle against the ground truth (the running gatherers' stores
+/// tell a gap every gatherer declared from a loss downstream of them): no silent loss, no
+/// duplicate, nothing invented, every snapshot a state of the book, the registry the
+/// exchange's, nothing quarantined. When no gatherer was disturbed, nothing may be missing at
+/// all beyond the subscription bound of markets created while running.
+pub async fn assert_exact(w: &World, pool: &PgPool) -> Exact {
+    let held = Held::from_production(pool).await.unwrap();
+    let truth = w.control().truth().await.unwrap();
+    let mut holdings = Vec::new();
+    for g in w.gatherers.iter().filter(|g| g.g.is_some()) {
+        holdings.push(
+            Held::from_gatherer(&mut g.client().await, &g.file.gatherer_id)
+                .await
+                .unwrap(),
+        );
+    }
+    let ids: Vec<&str> = w
+        .gatherers
+        .iter()
+        .map(|g| g.file.gatherer_id.as_str())
+        .collect();
+    let v = judge(&truth, &held, &holdings, &Rules::settled(&ids));
+    eprintln!("{}", v.table());
+    assert!(v.ok, "production against the truth:\n{}", v.table());
+    let trades = v.stream("trades").unwrap();
+    assert_eq!(trades.present, trades.expected, "every trade");
+    if w.disturbed.is_empty() {
+        for s in &v.streams {
+            assert_eq!(
+                s.missing(),
+                s.before_subscription,
+                "{}: nothing missing in an undisturbed world",
+                s.stream
+            );
+        }
+    }
+    let n_gaps: i64 = sqlx::query_scalar("SELECT count(*) FROM gaps")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    Exact {
+        trades: trades.present,
+        deltas: v.stream("orderbook_deltas").unwrap().present,
+        tickers: v.stream("tickers").unwrap().present,
+        lifecycle: v.stream("lifecycle").unwrap().present,
+        markets: v.registry_compared.unwrap_or(0),
+        snapshots: v.snapshots_checked,
+        gaps: n_gaps as u64,
+        verdict: v,
+    }
+}
+
+/// Runs traffic at `rate` msgs/s for `secs`, calling `during` once after `at` seconds.
+pub async fn traffic(w: &World, rate: u64, secs: f64) {
+    w.rate(rate).await;
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    w.rate(0).await;
+}
+
+pub use kalshi_testkit::prom::metric_line;
