@@ -884,14 +884,7 @@ pub async fn get_text(url: &str) -> anyhow::Result<String> {
     Ok(c.get(url).send().await?.text().await?)
 }
 
-/// The sum of a metric over all its label sets.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+pub use kalshi_testkit::prom::metric_sum;
 
 /// The value of `name{label="value"}` (summed over other labels).
 pub fn metric_with(text: &str, name: &str, label: &str, value: &str) -> f64 {

@@ -74,9 +74,12 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
     assert!(out.contains("AUDIT PASSED"), "{out}");
 
     let pool = production(&s).await;
-    // A row deleted from production: one delta silently missing.
+    // A row deleted from production: one delta silently missing. The newest delta of the
+    // busiest market (one that existed from the start, far past its subscription bound).
     let n = sqlx::query(
-        "DELETE FROM orderbook_deltas WHERE ctid = (SELECT ctid FROM orderbook_deltas ORDER BY committed_at LIMIT 1)",
+        "DELETE FROM orderbook_deltas WHERE ctid = (SELECT ctid FROM orderbook_deltas WHERE market_ticker = \
+         (SELECT market_ticker FROM orderbook_deltas GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1) \
+         ORDER BY ts_ms DESC LIMIT 1)",
     )
     .execute(&pool)
     .await

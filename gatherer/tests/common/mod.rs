@@ -205,36 +205,10 @@ pub async fn post(url: &str, body: Value) -> Value {
     r.json().await.unwrap()
 }
 
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+pub use kalshi_testkit::prom::metric_sum;
 
 pub async fn read_all(c: &mut GathererClient<Channel>, stream: pb::Stream) -> Vec<pb::Record> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = c
-            .read(pb::ReadRequest {
-                stream: stream as i32,
-                after,
-                limit: 5000,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if page.records.is_empty() {
-            return out;
-        }
-        for r in &page.records {
-            assert!(r.cursor > after, "cursors ascend");
-            after = r.cursor;
-        }
-        out.extend(page.records);
-    }
+    kalshi_testkit::held::read_all(c, stream).await.unwrap()
 }
 
 /// Every ground-truth record of the simulator (optionally of some types).
