@@ -216,12 +216,16 @@ pub struct TestingSection {
     /// Sleep this long inside each transaction, after its writes and before COMMIT.
     #[serde(with = "duration")]
     pub pause_before_commit: Duration,
+    /// Make the sink of this stream (a table name) panic after its first committed batch, to
+    /// prove supervision. Empty: never.
+    pub panic_sink: String,
 }
 
 impl Default for TestingSection {
     fn default() -> Self {
         Self {
             pause_before_commit: Duration::ZERO,
+            panic_sink: String::new(),
         }
     }
 }

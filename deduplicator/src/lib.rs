@@ -230,7 +230,25 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
     let prod2 = prod.clone();
     let board2 = board.clone();
     let done = tokio::spawn(async move {
-        let result = run(cfg, prod2.clone(), board2, cancel).await;
+        // Supervision: a server or auxiliary task that ends before shutdown takes the whole
+        // service down with an error (so systemd restarts it), never leaves it half alive.
+        let stop = cancel.clone();
+        let main = run(cfg, prod2.clone(), board2, cancel);
+        tokio::pin!(main);
+        let (result, main_done) = tokio::select! {
+            r = &mut main => (r, true),
+            ended = server_tasks.join_next() => (Err(unexpected("server", ended.map(|r| r.map(|x| x.map_err(|e| e.to_string()))))), false),
+            ended = aux.join_next() => (Err(unexpected("auxiliary", ended.map(|r| r.map(|()| Ok(()))))), false),
+        };
+        if !main_done {
+            if let Err(e) = &result {
+                tracing::error!(error = %format!("{e:#}"), "a deduplicator task ended unexpectedly: shutting down");
+            }
+            stop.cancel();
+            if let Err(e) = main.await {
+                tracing::warn!(error = %format!("{e:#}"), "while shutting down after a failed task");
+            }
+        }
         aux_stop.cancel();
         while aux.join_next().await.is_some() {}
         servers.cancel();
@@ -270,6 +288,7 @@ async fn run(
         retry: cfg.production_retry,
         pause_before_commit: cfg.testing.pause_before_commit,
         gatherers: ids.clone(),
+        panic_sink: cfg.testing.panic_sink.clone(),
     };
     let sinks_stop = CancellationToken::new();
     let mut sinks = JoinSet::new();
@@ -326,14 +345,39 @@ async fn run(
         sources.spawn(src.run(sources_stop.clone()));
     }
     drop(senders);
-    cancel.cancelled().await;
+    // Supervision: a source or sink that ends before shutdown (a panic included) stops the
+    // service with an error; the others are drained as on any shutdown.
+    let failure = tokio::select! {
+        _ = cancel.cancelled() => None,
+        ended = sources.join_next() => Some(unexpected("source", ended.map(|r| r.map(|()| Ok(()))))),
+        ended = sinks.join_next() => Some(unexpected("sink", ended.map(|r| r.map(|()| Ok(()))))),
+    };
+    if let Some(e) = &failure {
+        tracing::error!(error = %format!("{e:#}"), "a deduplicator task ended unexpectedly: shutting down");
+    }
     tracing::info!("shutting down: stopping sources, committing what the writers hold");
     sources_stop.cancel();
     while sources.join_next().await.is_some() {}
     sinks_stop.cancel();
     while sinks.join_next().await.is_some() {}
     tracing::info!("deduplicator stopped");
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The error for a task of `kind` that ended before shutdown.
+fn unexpected(
+    kind: &str,
+    ended: Option<Result<Result<(), String>, tokio::task::JoinError>>,
+) -> anyhow::Error {
+    match ended {
+        Some(Err(e)) if e.is_panic() => anyhow::anyhow!("a {kind} task panicked: {e}"),
+        Some(Err(e)) => anyhow::anyhow!("a {kind} task was cancelled: {e}"),
+        Some(Ok(Err(e))) => anyhow::anyhow!("a {kind} task failed: {e}"),
+        Some(Ok(Ok(()))) | None => anyhow::anyhow!("a {kind} task ended unexpectedly"),
+    }
 }
 
 /// `/health`: 200 while production is reachable and at least one gatherer is connected;

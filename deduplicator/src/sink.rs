@@ -55,6 +55,8 @@ pub struct SinkConfig {
     pub pause_before_commit: Duration,
     /// Gatherer ids by index.
     pub gatherers: Vec<String>,
+    /// `testing.panic_sink`: the table whose sink panics after its first commit ("": none).
+    pub panic_sink: String,
 }
 
 /// Keys of recently committed records, first in first out.
@@ -209,6 +211,9 @@ impl Sink {
             }
             if batch.pages > 0 && !self.commit(batch, &cancel).await {
                 return;
+            }
+            if self.cfg.panic_sink == table {
+                panic!("testing.panic_sink = {table:?}: the sink panics to prove supervision");
             }
         }
     }

@@ -158,7 +158,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             reason: "buffer_overflow",
         });
     });
-    let (sinks, writers_task) = store.start_writers(&writers_finish, trades_overflow);
+    let writer_died = CancellationToken::new();
+    let (sinks, writers_task) = store.start_writers(&writers_finish, trades_overflow, &writer_died);
 
     // Servers.
     let servers = CancellationToken::new();
@@ -354,6 +355,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
                 Some(Err(e)) => anyhow::anyhow!("a server task panicked: {e}"),
                 _ => anyhow::anyhow!("a server ended unexpectedly"),
             }),
+            _ = writer_died.cancelled() => Some(anyhow::anyhow!("a writer task ended unexpectedly")),
         };
         if let Some(e) = &failure {
             tracing::error!(error = %format!("{e:#}"), "gatherer failing; shutting down");

@@ -200,6 +200,13 @@ async fn faults(State(state): State<Arc<SimState>>, Json(req): Json<FaultRequest
             Json(json!({"fault": req.fault, "dropped": ids, "duration_ms": d.as_millis() as u64}))
                 .into_response()
         }
+        "clock_freeze" => {
+            let d = duration.unwrap_or(Duration::from_secs(2));
+            let at = kalshi_shared::time::now_ms() - req.offset_ms.unwrap_or(0).max(0);
+            lock(&state.faults).clock_freeze = Some((at, now + d));
+            Json(json!({"fault": req.fault, "frozen_at_ms": at, "duration_ms": d.as_millis() as u64}))
+                .into_response()
+        }
         "clear" => {
             *lock(&state.faults) = Default::default();
             Json(json!({"fault": req.fault, "ok": true})).into_response()

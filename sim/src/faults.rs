@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct FaultRequest {
     /// `drop`, `stall`, `skip_seq`, `malformed`, `ws_error`, `reject_upgrades`, `rest_errors`,
-    /// `outage` or `clear`.
+    /// `outage`, `clock_freeze` or `clear`.
     pub fault: String,
     /// Target connections by id (default: every connection).
     #[serde(default)]
@@ -45,6 +45,11 @@ pub struct FaultRequest {
     /// `drop`: send a close frame first instead of cutting the TCP stream.
     #[serde(default)]
     pub graceful: Option<bool>,
+    /// `clock_freeze`: every event for `duration_ms` is stamped `offset_ms` before the fault's
+    /// start (the exchange clock steps back and stands still: many identical records in one
+    /// millisecond, timestamps going backwards).
+    #[serde(default)]
+    pub offset_ms: Option<i64>,
 }
 
 /// What a connection task is told to do.
@@ -109,9 +114,23 @@ pub struct GlobalFaults {
     pub reject_upgrades: Option<(u16, Option<Instant>)>,
     pub rest_errors: Option<RestErrors>,
     pub outage_until: Option<Instant>,
+    /// `clock_freeze`: the exchange time every event gets, until when.
+    pub clock_freeze: Option<(i64, Instant)>,
 }
 
 impl GlobalFaults {
+    /// The frozen exchange time in Unix microseconds, while a `clock_freeze` lasts.
+    pub fn frozen_us(&mut self, now: Instant) -> Option<i64> {
+        match self.clock_freeze {
+            Some((ms, until)) if now < until => Some(ms * 1000),
+            Some(_) => {
+                self.clock_freeze = None;
+                None
+            }
+            None => None,
+        }
+    }
+
     pub fn in_outage(&mut self, now: Instant) -> bool {
         match self.outage_until {
             Some(t) if now < t => true,

@@ -113,8 +113,11 @@ pub struct SimState {
 impl SimState {
     /// Generates and publishes at least `n` messages now; returns how many.
     pub fn publish_now(&self, n: u64) -> u64 {
+        let now_us = lock(&self.faults)
+            .frozen_us(Instant::now())
+            .unwrap_or_else(kalshi_shared::time::now_us);
         let mut ex = lock(&self.exchange);
-        let batch = ex.generate(n, kalshi_shared::time::now_us());
+        let batch = ex.generate(n, now_us);
         let len = batch.len() as u64;
         if let Some(last) = batch.last() {
             self.published_pos.store(last.pos, Ordering::Release);

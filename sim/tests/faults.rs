@@ -102,10 +102,14 @@ async fn stall_keeps_the_socket_open_but_silent() {
             got.push(m);
         }
     }
+    // A heartbeat the writer had already handed to the socket before the stall took hold may
+    // still arrive; data and the pong to our ping must not.
     assert!(
-        got.is_empty(),
+        got.iter()
+            .all(|m| matches!(m, Message::Ping(p) if p.as_ref() == b"heartbeat")),
         "a stalled connection sends nothing: {got:?}"
     );
+    assert!(got.len() <= 1, "at most one heartbeat in flight: {got:?}");
     // ... until the stall ends, when the server drops it.
     assert!(closed(&mut c, Duration::from_secs(5)).await.is_some());
     assert!(t0.elapsed() >= Duration::from_millis(1300));

@@ -33,6 +33,8 @@ pub struct AuditOptions {
     pub catch_up: Duration,
     /// Judge everything (the caller knows the stack is settled).
     pub settled: bool,
+    /// Progress lines on stderr (how long each step took).
+    pub progress: bool,
 }
 
 impl Default for AuditOptions {
@@ -42,6 +44,7 @@ impl Default for AuditOptions {
             ingest_allowance: Duration::from_secs(2),
             catch_up: Duration::from_secs(60),
             settled: false,
+            progress: false,
         }
     }
 }
@@ -119,18 +122,19 @@ pub async fn run(
         .context("connect to production")?;
     let started = Instant::now();
     let (t0, reachable) = cut(&pool, gatherers, opts.catch_up).await?;
-    eprintln!("audit: cut taken in {:.1?}", started.elapsed());
+    let say = |what: String| {
+        if opts.progress {
+            eprintln!("audit: {what} ({:.1?})", started.elapsed());
+        }
+    };
+    say("cut taken".into());
     let cut_ms = t0 - opts.ingest_allowance.as_millis() as i64;
     // Production first, the truth after: everything production holds is already published.
     let held = Held::from_production(&pool).await?;
     pool.close().await;
-    eprintln!("audit: production read in {:.1?}", started.elapsed());
+    say("production read".into());
     let truth = sim.truth().await?;
-    eprintln!(
-        "audit: {} truth records read in {:.1?}",
-        truth.head,
-        started.elapsed()
-    );
+    say(format!("the truth read up to position {}", truth.head));
     let idle = sim.stats().await?["rate"].as_u64() == Some(0);
     let newest = [
         truth.trades.last().map(|f| f.ts_ms),

@@ -406,6 +406,10 @@ rest_burst = 100
 
 [ws]
 connections = 2
+# Local timings: a half-open socket is caught by silence within 3 s, before the simulator's
+# longest stall (8 s) ends by closing it.
+ping_interval = "1s"
+silence_timeout = "3s"
 
 [store]
 database_url = "{db}"

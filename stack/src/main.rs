@@ -324,6 +324,7 @@ async fn chaos(
         &stack.endpoints.gatherers,
         &audit::AuditOptions {
             settled: true,
+            subscription_latency: scenarios::subscription_bound(scenario),
             ..audit::AuditOptions::default()
         },
     )
@@ -409,6 +410,7 @@ fn main() -> ExitCode {
                 let opts = audit::AuditOptions {
                     subscription_latency,
                     ingest_allowance,
+                    progress: !as_json,
                     ..audit::AuditOptions::default()
                 };
                 let report =

@@ -9,6 +9,19 @@ use serde_json::json;
 
 use crate::Stack;
 
+/// The subscription bound the audit applies after `scenario`: a market created while no
+/// gatherer can reach the exchange (WS or REST) cannot be subscribed before the fault ends, so
+/// the bound is the fault's length plus the usual 5 s. (Gatherers do not yet declare such
+/// late-subscription windows themselves.)
+pub fn subscription_bound(scenario: &str) -> std::time::Duration {
+    std::time::Duration::from_secs(match scenario {
+        "exchange-cut" => 12,
+        "ws-stall" => 14,
+        "rest-429" | "mixed" => 22,
+        _ => 5,
+    })
+}
+
 pub const SCENARIOS: &[(&str, &str)] = &[
     (
         "gatherer-kill",

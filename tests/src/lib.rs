@@ -24,7 +24,11 @@ pub async fn stack(seed: u64, ha: bool) -> anyhow::Result<Stack> {
 }
 
 /// Stops traffic, waits for production to catch up, audits, stops the stack.
-pub async fn settle_and_audit(mut s: Stack) -> anyhow::Result<Verdict> {
+/// `subscription_latency`: the bound after which a new market's records must be in production.
+pub async fn settle_and_audit(
+    mut s: Stack,
+    subscription_latency: Duration,
+) -> anyhow::Result<Verdict> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.set_rate(0).await?;
     s.wait_settled(Duration::from_secs(240)).await?;
@@ -34,6 +38,7 @@ pub async fn settle_and_audit(mut s: Stack) -> anyhow::Result<Verdict> {
         &s.endpoints.gatherers,
         &kalshi_stack::audit::AuditOptions {
             settled: true,
+            subscription_latency,
             ..kalshi_stack::audit::AuditOptions::default()
         },
     )
@@ -55,7 +60,7 @@ pub async fn scenario(name: &str, seed: u64) -> anyhow::Result<Verdict> {
     let mut s = stack(seed, name == "failover").await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     kalshi_stack::scenarios::run_one(&mut s, name).await?;
-    settle_and_audit(s).await
+    settle_and_audit(s, kalshi_stack::scenarios::subscription_bound(name)).await
 }
 
 pub fn stream<'a>(a: &'a Verdict, name: &str) -> &'a StreamVerdict {

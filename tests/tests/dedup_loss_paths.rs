@@ -42,3 +42,78 @@ async fn unused_ids_below_the_head_do_not_stall_the_cursors() {
     assert_exact(&w, &prod).await;
     d.stop().await.unwrap();
 }
+
+/// A task that dies (here a sink that panics) takes the deduplicator down with an error and a
+/// clear log line, so that systemd restarts it, instead of leaving it half alive; what it
+/// committed stays committed and the restarted service completes production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_dies_takes_the_service_down_and_a_restart_completes_it() {
+    let w = World::start(442, 8, 2).await;
+    traffic(&w, 300, 2.0).await;
+    w.settle(Duration::from_millis(800)).await;
+    let mut file = w.dedup_file(&w.prod.url());
+    file.testing.panic_sink = "tickers".into();
+    let d = start_dedup(file).await;
+    let ended = tokio::time::timeout(Duration::from_secs(60), d.wait())
+        .await
+        .expect("the service stops by itself");
+    let e = format!("{:#}", ended.unwrap_err());
+    assert!(e.contains("a sink task panicked"), "{e}");
+    // Restarted without the fault, it completes production from the stored cursors.
+    let d = start_dedup(w.dedup_file(&w.prod.url())).await;
+    let prod = pool(&w.prod.url()).await;
+    w.wait_synced(&prod, Duration::from_secs(60)).await;
+    assert_exact(&w, &prod).await;
+    d.stop().await.unwrap();
+}
+
+/// The exchange clock steps back and stands still: timestamps go backwards into milliseconds
+/// that already carried records, and many identical deltas share one millisecond, while every
+/// connection drops and reconnects inside it. Occurrences never restart, so no real delta is
+/// merged away: production holds the truth's exact multiset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_going_backwards_and_reconnects_inside_a_millisecond_lose_no_delta() {
+    let mut w = World::start(443, 4, 3).await;
+    w.rate(800).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let v = w
+        .control()
+        .fault(serde_json::json!({"fault": "clock_freeze", "duration_ms": 3000, "offset_ms": 800}))
+        .await
+        .unwrap();
+    let frozen = v["frozen_at_ms"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Every gatherer's connections drop inside the frozen millisecond.
+    w.control()
+        .fault(serde_json::json!({"fault": "drop"}))
+        .await
+        .unwrap();
+    for g in &w.gatherers {
+        w.disturbed.insert(g.file.gatherer_id.clone());
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    w.rate(0).await;
+    for g in &w.gatherers {
+        g.wait_healthy(Duration::from_secs(30)).await;
+    }
+    w.settle(Duration::from_millis(1000)).await;
+    // The truth really repeats: identical deltas in the frozen millisecond, which had records
+    // before the clock stepped back onto it.
+    let truth = w.control().truth().await.unwrap();
+    let mut at_frozen: std::collections::HashMap<_, u32> = std::collections::HashMap::new();
+    for d in truth.deltas.iter().filter(|d| d.ts_ms == frozen) {
+        *at_frozen.entry(d.key.clone()).or_default() += 1;
+    }
+    assert!(
+        at_frozen.values().any(|n| *n > 1),
+        "the frozen millisecond repeats deltas: {} distinct",
+        at_frozen.len()
+    );
+    let d = start_dedup(w.dedup_file(&w.prod.url())).await;
+    let prod = pool(&w.prod.url()).await;
+    w.wait_synced(&prod, Duration::from_secs(60)).await;
+    let got = assert_exact(&w, &prod).await;
+    let deltas = got.verdict.stream("orderbook_deltas").unwrap();
+    assert_eq!(deltas.short_multiplicity, 0, "{deltas:?}");
+    d.stop().await.unwrap();
+}

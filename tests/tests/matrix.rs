@@ -83,7 +83,26 @@ async fn production_primary_killed_standby_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_websockets_and_seq_gaps() {
-    let a = scenario("ws-stall", 608).await.unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut s = kalshi_e2e::stack(608, false).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    kalshi_stack::scenarios::run_one(&mut s, "ws-stall")
+        .await
+        .unwrap();
+    // Each gatherer caught the half-open socket itself, by silence, before the simulator ended
+    // the stall by closing it.
+    for g in &s.endpoints.gatherers {
+        let m = kalshi_stack::get_text(&g.metrics).await.unwrap();
+        assert!(
+            kalshi_stack::metric_with(&m, "ws_client_errors_total", "type", "stall") >= 1.0,
+            "gatherer {} did not detect the stalled socket by silence",
+            g.id
+        );
+    }
+    let a =
+        kalshi_e2e::settle_and_audit(s, kalshi_stack::scenarios::subscription_bound("ws-stall"))
+            .await
+            .unwrap();
     assert_clean(&a);
     let a = scenario("seq-gap", 609).await.unwrap();
     assert_clean(&a);

@@ -663,6 +663,11 @@ impl Connection {
             Channel::Ticker => {
                 if let Some((from, reason)) = self.ticker_hole.take() {
                     for mk in &s.markets {
+                        let from = self
+                            .shared
+                            .ticker_occ
+                            .last_ts(mk)
+                            .map_or(from, |t| t.min(from));
                         self.gap(
                             Stream::Tickers,
                             Some(mk),
@@ -874,6 +879,14 @@ impl Connection {
         book.load(&yes, &no);
         let last_delta_ts = book.last_delta_ts;
         if let Some((from, reason)) = self.holes.remove(&snap.market_ticker) {
+            // The boundary millisecond: the window reaches back to the exchange time of the
+            // last delta seen before the hole, even when the exchange clock lags the wall
+            // clock (docs/DESIGN.md, "Occurrence: the rule").
+            let from = self
+                .shared
+                .delta_occ
+                .last_ts(&snap.market_ticker)
+                .map_or(from, |t| t.min(from));
             self.gap(
                 Stream::OrderbookDeltas,
                 Some(&snap.market_ticker),

@@ -26,6 +26,8 @@ pub const HORIZON_MS: i64 = 10_000;
 struct MarketCounts<K> {
     counts: HashMap<(i64, K), u32>,
     newest: i64,
+    /// The timestamp of the last record counted (not the newest: clocks step back).
+    last: i64,
     pruned_below: i64,
 }
 
@@ -63,9 +65,11 @@ impl<K: Hash + Eq + Clone> Occurrences<K> {
             None => g.entry(market.to_owned()).or_insert(MarketCounts {
                 counts: HashMap::new(),
                 newest: ts,
+                last: ts,
                 pruned_below: i64::MIN,
             }),
         };
+        mc.last = ts;
         if ts < mc.pruned_below {
             metrics::counter!(m::OCCURRENCE_BEYOND_HORIZON).increment(1);
         }
@@ -82,6 +86,16 @@ impl<K: Hash + Eq + Clone> Occurrences<K> {
         let o = *n;
         *n = n.saturating_add(1);
         o
+    }
+
+    /// The exchange time of the last record counted for `market`: a hole opened after it
+    /// starts no later than this millisecond, whatever the wall clock says (the boundary rule).
+    pub fn last_ts(&self, market: &str) -> Option<i64> {
+        self.markets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(market)
+            .map(|m| m.last)
     }
 
     /// Entries held (for tests and metrics).

@@ -217,10 +217,13 @@ impl Store {
     /// Starts one writer per table; returns their sinks and one task that ends when every
     /// writer has flushed. The writers finish once `finish` is cancelled; the gaps writer
     /// finishes last, so every other writer can still declare a gap while it flushes.
+    /// `died` is cancelled when any writer ends before it was told to (a panic included): the
+    /// caller stops the service rather than keep it half alive.
     pub fn start_writers(
         &self,
         finish: &CancellationToken,
         trades_overflow: writer::OverflowHook,
+        died: &CancellationToken,
     ) -> (Sinks, JoinHandle<()>) {
         let cfg = &self.cfg;
         let deadline = cfg.flush_deadline;
@@ -236,7 +239,21 @@ impl Store {
             None,
             gaps_finish.clone(),
         );
-        let gaps_task = tokio::spawn(gaps_writer.run(deadline));
+        let gaps_task = {
+            let (gaps_finish, died) = (gaps_finish.clone(), died.clone());
+            let t = tokio::spawn(gaps_writer.run(deadline));
+            tokio::spawn(async move {
+                let r = t.await;
+                if !gaps_finish.is_cancelled() {
+                    tracing::error!(
+                        table = "gaps",
+                        panicked = r.is_err(),
+                        "a writer ended before shutdown"
+                    );
+                    died.cancel();
+                }
+            })
+        };
         let mut tasks = Vec::new();
         macro_rules! start {
             ($row:ty, $stream:expr) => {
@@ -269,9 +286,21 @@ impl Store {
             series: start!(SeriesVersion, Stream::Series),
             gaps: gaps.clone(),
         };
+        let (finish, died) = (finish.clone(), died.clone());
         let all = tokio::spawn(async move {
+            let mut writers: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
             for t in tasks {
-                let _ = t.await;
+                writers.spawn(async move {
+                    if let Err(e) = t.await {
+                        tracing::error!(error = %e, "a writer panicked");
+                    }
+                });
+            }
+            while writers.join_next().await.is_some() {
+                if !finish.is_cancelled() {
+                    tracing::error!("a writer ended before shutdown");
+                    died.cancel();
+                }
             }
             gaps_finish.cancel();
             let _ = gaps_task.await;
