@@ -520,6 +520,7 @@ impl Sink {
         cancel: &CancellationToken,
     ) -> Result<u64, Stop> {
         let mut backoff = Backoff::new(self.cfg.retry);
+        let mut others = 0;
         loop {
             match self.transaction(rows, poison, cursors).await {
                 Ok(n) => {
@@ -530,7 +531,18 @@ impl Sink {
                     metrics::counter!(m::RDS_ERRORS, "class" => "data").increment(1);
                     return Err(Stop::Data(e));
                 }
+                // An error of no known class (42xxx, 54xxx, XX000, a decode error) that
+                // persists may be one row's doing: after a few tries it is bisected like a data
+                // error, so one poison row goes to quarantine instead of stalling its stream.
+                Err(e) if e.class == DbErrorClass::Other && others >= OTHER_RETRIES => {
+                    metrics::counter!(m::RDS_ERRORS, "class" => "other").increment(1);
+                    tracing::error!(stream = self.stream.table(), error = %e, tries = others + 1, "an unclassified database error persists: bisecting the batch");
+                    return Err(Stop::Data(e));
+                }
                 Err(e) => {
+                    if e.class == DbErrorClass::Other {
+                        others += 1;
+                    }
                     self.on_error(&e);
                     if !backoff.sleep(cancel).await {
                         return Err(Stop::Cancelled);
@@ -657,6 +669,9 @@ impl Sink {
 
 /// A row refused, with its error and SQLSTATE.
 type Poison<'a> = (&'a Row, String, Option<String>);
+
+/// How often an unclassified error is retried before the batch is bisected.
+const OTHER_RETRIES: u32 = 3;
 
 enum Stop {
     Cancelled,

@@ -329,3 +329,22 @@ async fn an_idle_tail_sends_heartbeats_with_the_head() {
         assert_eq!(beat.head, head);
     }
 }
+
+/// A second gatherer process on the same database is refused with a clear error (it would
+/// hand out the cursor ids the first one uses), and the first keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gatherer_on_the_same_database_is_refused() {
+    let rig = Rig::start(sim_config(131, 4), |_| {}).await;
+    let mut file = rig.file.clone();
+    file.store.startup_timeout = Duration::from_secs(2);
+    let err = match gatherer::start(file.validate().unwrap()).await {
+        Ok(_) => panic!("a second gatherer started on the same database"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("another gatherer process is writing to this database"),
+        "{err}"
+    );
+    let (code, _) = rig.health().await;
+    assert_eq!(code, 200, "the first gatherer is unaffected");
+}

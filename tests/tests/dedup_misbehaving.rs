@@ -423,3 +423,84 @@ async fn a_valid_twin_of_a_quarantined_record_is_committed() {
     assert!(q.iter().all(|(g, _)| g == "ga"), "{q:?}");
     d.stop().await.unwrap();
 }
+
+/// A row production refuses with an error of no known class (here an internal error, XX000,
+/// raised by a trigger for one trade) is retried a few times, then bisected into quarantine
+/// like a data error: its batch-mates commit and the stream does not stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclassified_error_on_one_row_is_quarantined_not_retried_forever() {
+    let w = World::start(434, 4, 1).await;
+    let fake = serve(Fake {
+        id: "gx".into(),
+        instance: "gx-1".into(),
+        trades: (1..=6)
+            .map(|i| trade(i, &format!("odd-{i}"), 500_000))
+            .collect(),
+        tickers: vec![],
+        delay: Duration::ZERO,
+    })
+    .await;
+    let mut file = w.dedup_file(&w.prod.url());
+    file.gatherers.push(GathererEndpoint {
+        id: "gx".into(),
+        endpoint: fake,
+    });
+    // Production exists (migrated) before the fault is armed: start, wait for the schema.
+    let d = start_dedup(file.clone()).await;
+    let pool = pool(&w.prod.url()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !prod_cursors(&pool)
+        .await
+        .get(&("gx".into(), "trades".into()))
+        .is_some_and(|x| x.0 == 6)
+    {
+        assert!(std::time::Instant::now() < deadline, "first merge");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.stop().await.unwrap();
+    sqlx::query("DELETE FROM trades WHERE gatherer_id = 'gx'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM sync_cursors WHERE gatherer_id = 'gx'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_odd_3() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.trade_id = 'odd-3' THEN RAISE EXCEPTION 'refused by a trigger' USING ERRCODE = 'XX000'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_odd_3 BEFORE INSERT ON trades FOR EACH ROW EXECUTE FUNCTION refuse_odd_3();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let d = start_dedup(file).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = prod_cursors(&pool).await;
+        if c.get(&("gx".into(), "trades".into()))
+            .is_some_and(|x| x.0 == 6)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream stalled on the refused row: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT trade_id FROM trades WHERE gatherer_id = 'gx' ORDER BY trade_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(ids, vec!["odd-1", "odd-2", "odd-4", "odd-5", "odd-6"]);
+    let q: Vec<(i64, Option<String>)> =
+        sqlx::query_as("SELECT cursor, sqlstate FROM quarantine WHERE gatherer_id = 'gx'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(q, vec![(3, Some("XX000".to_owned()))]);
+    d.stop().await.unwrap();
+}

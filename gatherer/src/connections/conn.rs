@@ -134,6 +134,9 @@ pub struct Connection {
     rejected: HashSet<String>,
     /// Receive time of the last frame processed in order.
     last_good_ms: i64,
+    /// Exchange time of the last trade this connection received: a trade hole reaches back
+    /// to it even when the exchange clock lags the wall clock (the boundary rule).
+    last_trade_ts: Option<i64>,
     connected_once: bool,
     /// The downtime before this start, opened as a hole for the first markets subscribed.
     startup_hole: Option<i64>,
@@ -167,6 +170,7 @@ impl Connection {
             },
             rejected: HashSet::new(),
             last_good_ms: now_ms(),
+            last_trade_ts: None,
             connected_once: false,
             startup_hole: startup,
             shared,
@@ -588,7 +592,8 @@ impl Connection {
                 }
             }
             Channel::Trade => self.shared.holes.push(TradeHole {
-                from_ms: from - self.shared.cfg.gap_margin_ms,
+                from_ms: self.last_trade_ts.map_or(from, |t| t.min(from))
+                    - self.shared.cfg.gap_margin_ms,
                 to_ms: now + self.shared.cfg.gap_margin_ms,
                 reason: "seq_gap",
             }),
@@ -638,6 +643,7 @@ impl Connection {
         match channel {
             Channel::Trade => {
                 if let Some((from, reason)) = self.trade_hole.take() {
+                    let from = self.last_trade_ts.map_or(from, |t| t.min(from));
                     let margin = self.shared.cfg.gap_margin_ms;
                     self.shared.holes.push(TradeHole {
                         from_ms: from - margin,
@@ -994,6 +1000,7 @@ impl Connection {
             self.bad_frame("trade", "trade without a timestamp");
             return;
         };
+        self.last_trade_ts = Some(ts);
         let id = t.trade_id.clone();
         let stored = self.shared.sinks.trades.push(TradeRow {
             trade_id: t.trade_id,

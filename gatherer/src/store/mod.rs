@@ -103,6 +103,8 @@ pub struct Page {
 }
 
 pub struct Store {
+    /// The session holding the writer lock; dropped (released) with the store.
+    _writer_lock: tokio::sync::Mutex<sqlx::postgres::PgConnection>,
     pool: PgPool,
     instance_id: String,
     timescale: bool,
@@ -110,6 +112,9 @@ pub struct Store {
     dropped: HashMap<Stream, AtomicI64>,
     cfg: StoreConfig,
 }
+
+/// The advisory lock key a gatherer holds on its database while it runs ("kalshi-g").
+const WRITER_LOCK_KEY: i64 = 0x6b61_6c73_6869_2d67;
 
 impl Store {
     /// Connects (retrying until `startup_timeout`), migrates, and reads the current heads.
@@ -138,7 +143,7 @@ impl Store {
             .acquire_timeout(cfg.connect_timeout)
             .idle_timeout(Some(Duration::from_secs(300)))
             .test_before_acquire(true)
-            .connect_lazy_with(opts);
+            .connect_lazy_with(opts.clone());
         let deadline = tokio::time::Instant::now() + cfg.startup_timeout;
         let mut backoff = Backoff::new(
             BackoffConfig::new(Duration::from_millis(200), Duration::from_secs(5))
@@ -159,6 +164,34 @@ impl Store {
                         cfg.startup_timeout
                     )));
                 }
+            }
+        }
+        // One writer per database, for the process's lifetime: two gatherers on one database
+        // would hand out the same cursor ids to different rows.
+        let mut writer_lock =
+            <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&opts)
+                .await
+                .context("open the writer-lock connection to the local database")?;
+        // A predecessor killed a moment ago may still hold it until its backend notices.
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(WRITER_LOCK_KEY)
+                .fetch_one(&mut writer_lock)
+                .await
+                .context("take the writer lock")?;
+            if locked {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "another gatherer process is writing to this database (advisory lock {WRITER_LOCK_KEY} is held): run one gatherer per database"
+                );
+            }
+            tracing::warn!(
+                "the local database's writer lock is held by another session; waiting for it"
+            );
+            if !backoff.sleep(cancel).await {
+                anyhow::bail!("shutdown while waiting for the writer lock");
             }
         }
         let timescale = migrate(&pool, cfg.timescaledb, &cfg.retention).await?;
@@ -185,6 +218,7 @@ impl Store {
         tracing::info!(instance_id = %instance_id, timescaledb = timescale, "local database ready");
         Ok(Arc::new(Store {
             pool,
+            _writer_lock: tokio::sync::Mutex::new(writer_lock),
             instance_id,
             timescale,
             heads,
