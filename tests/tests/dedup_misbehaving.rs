@@ -449,10 +449,10 @@ async fn an_unclassified_error_on_one_row_is_quarantined_not_retried_forever() {
     let d = start_dedup(file.clone()).await;
     let pool = pool(&w.prod.url()).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !prod_cursors(&pool)
+    while prod_cursors(&pool)
         .await
         .get(&("gx".into(), "trades".into()))
-        .is_some_and(|x| x.0 == 6)
+        .is_none_or(|x| x.0 != 6)
     {
         assert!(std::time::Instant::now() < deadline, "first merge");
         tokio::time::sleep(Duration::from_millis(100)).await;
