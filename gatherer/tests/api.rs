@@ -246,6 +246,8 @@ async fn a_cursor_below_retention_is_an_explicit_overrun() {
         .await
         .unwrap();
     store.pool().close().await;
+    // Releases the writer lock for the gatherer that restarts.
+    drop(store);
     rig.restart_gatherer().await;
     let mut c = rig.client().await;
     let e = c

@@ -574,6 +574,14 @@ impl Connection {
         let from = self.last_good_ms;
         match channel {
             Channel::OrderbookDelta => {
+                // Markets in their leaving grace share the sid: their books are broken too.
+                // They get no fresh snapshot; their hole is declared when the grace ends.
+                for (_, mk) in &s.leaving {
+                    if let Some(b) = s.books.get_mut(mk) {
+                        b.invalidate();
+                    }
+                    self.holes.entry(mk.clone()).or_insert((from, "seq_gap"));
+                }
                 let markets: Vec<String> = s.markets.iter().cloned().collect();
                 for mk in &markets {
                     if let Some(b) = s.books.get_mut(mk) {
