@@ -397,3 +397,31 @@ async fn markets_created_and_settled_while_running_are_followed() {
     }
     assert_complete_or_covered(&rig).await;
 }
+
+/// Markets whose REST body has a field of the wrong type (as if Kalshi changed a type) are
+/// still subscribed, counted and logged: nothing of theirs is lost and none is left
+/// unsubscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markets_with_an_unparseable_field_are_still_collected() {
+    let mut sim = sim_config(211, 10);
+    sim.lifecycle_every = 300;
+    let rig = Rig::start(sim, |_| {}).await;
+    rig.fault(json!({"fault": "corrupt_markets"})).await;
+    rig.rate(600).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    rig.rate(0).await;
+    rig.wait_healthy(Duration::from_secs(20)).await;
+    rig.settle(Duration::from_secs(1)).await;
+    let cov = assert_complete_within(&rig, 5_000).await;
+    assert!(
+        cov.verdict.subscription_latency.markets >= 1,
+        "markets were created under the fault: {:?}",
+        cov.verdict.subscription_latency
+    );
+    assert!(cov.verdict.never_subscribed.is_empty());
+    let m = rig.metrics().await;
+    assert!(
+        metric_sum(&m, "market_registry_unparseable_total") >= 1.0,
+        "the salvage is counted"
+    );
+}

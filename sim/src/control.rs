@@ -200,6 +200,11 @@ async fn faults(State(state): State<Arc<SimState>>, Json(req): Json<FaultRequest
             Json(json!({"fault": req.fault, "dropped": ids, "duration_ms": d.as_millis() as u64}))
                 .into_response()
         }
+        "corrupt_markets" => {
+            let from = lock(&state.exchange).markets.len() as u32;
+            lock(&state.faults).corrupt_markets_from = Some(from);
+            Json(json!({"fault": req.fault, "from_index": from})).into_response()
+        }
         "clock_freeze" => {
             let d = duration.unwrap_or(Duration::from_secs(2));
             let at = kalshi_shared::time::now_ms() - req.offset_ms.unwrap_or(0).max(0);

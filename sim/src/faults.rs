@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct FaultRequest {
     /// `drop`, `stall`, `skip_seq`, `malformed`, `ws_error`, `reject_upgrades`, `rest_errors`,
-    /// `outage`, `clock_freeze` or `clear`.
+    /// `outage`, `clock_freeze`, `corrupt_markets` or `clear`.
     pub fault: String,
     /// Target connections by id (default: every connection).
     #[serde(default)]
@@ -116,6 +116,9 @@ pub struct GlobalFaults {
     pub outage_until: Option<Instant>,
     /// `clock_freeze`: the exchange time every event gets, until when.
     pub clock_freeze: Option<(i64, Instant)>,
+    /// `corrupt_markets`: markets from this index on are served by REST with a field of the
+    /// wrong type (`settlement_timer_seconds` as text), as if Kalshi changed a type.
+    pub corrupt_markets_from: Option<u32>,
 }
 
 impl GlobalFaults {

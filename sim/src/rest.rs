@@ -20,9 +20,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kalshi_shared::Price;
 use kalshi_shared::wire::rest::{
     ExchangeStatus, GetEventResponse, GetEventsResponse, GetMarketOrderbookResponse,
-    GetMarketOrderbooksResponse, GetMarketResponse, GetMarketsResponse, GetSeriesListResponse,
-    GetSeriesResponse, GetTradesResponse, LegacyOrderbook, MarketOrderbook, OrderbookFp,
-    market_status,
+    GetMarketOrderbooksResponse, GetSeriesListResponse, GetSeriesResponse, GetTradesResponse,
+    LegacyOrderbook, Market, MarketOrderbook, OrderbookFp, market_status,
 };
 use kalshi_shared::wire::{Dollars, LegacyLevel, Level, Side};
 
@@ -146,6 +145,19 @@ fn decode_cursor(q: &Query, kind: char) -> Result<Option<u64>, ApiError> {
 
 fn json<T: serde::Serialize>(v: &T) -> Response {
     (StatusCode::OK, Json(v)).into_response()
+}
+
+/// The `corrupt_markets` fault: a market at or past the fault's index is served with a field
+/// of the wrong type.
+fn market_json(state: &SimState, idx: u32, m: &Market) -> serde_json::Value {
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    if lock(&state.faults)
+        .corrupt_markets_from
+        .is_some_and(|from| idx >= from)
+    {
+        v["settlement_timer_seconds"] = serde_json::Value::String("soon".into());
+    }
+    v
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -281,9 +293,14 @@ async fn markets(State(state): State<Arc<SimState>>, RawQuery(raw): RawQuery) ->
     } else {
         String::new()
     };
-    let markets = idxs.iter().map(|i| ex.rest_market(*i as u32)).collect();
+    let markets: Vec<serde_json::Value> = idxs
+        .iter()
+        .map(|i| market_json(&state, *i as u32, &ex.rest_market(*i as u32)))
+        .collect();
     drop(ex);
-    Ok(json(&GetMarketsResponse { markets, cursor }))
+    Ok(json(
+        &serde_json::json!({ "markets": markets, "cursor": cursor }),
+    ))
 }
 
 async fn market(State(state): State<Arc<SimState>>, Path(ticker): Path<String>) -> ApiResult {
@@ -291,9 +308,9 @@ async fn market(State(state): State<Arc<SimState>>, Path(ticker): Path<String>) 
     let idx = ex
         .market_index(&ticker)
         .ok_or_else(|| not_found("market"))?;
-    let market = ex.rest_market(idx);
+    let market = market_json(&state, idx, &ex.rest_market(idx));
     drop(ex);
-    Ok(json(&GetMarketResponse { market }))
+    Ok(json(&serde_json::json!({ "market": market })))
 }
 
 fn book_side(

@@ -327,6 +327,13 @@ pub struct Coverage {
 /// to the exchange's; nothing missing outside a declared window or the subscription bound,
 /// nothing duplicated or invented.
 pub async fn assert_complete_or_covered(rig: &Rig) -> Coverage {
+    // The rig is subscribed before any traffic: a tight bound.
+    assert_complete_within(rig, 1_000).await
+}
+
+/// [`assert_complete_or_covered`] with another bound on the subscription latency of markets
+/// created while running.
+pub async fn assert_complete_within(rig: &Rig, subscription_latency_ms: i64) -> Coverage {
     use kalshi_testkit::oracle::{Rules, judge};
     let truth = kalshi_testkit::sim::SimControl::new(rig.sim.control_url())
         .truth()
@@ -340,8 +347,8 @@ pub async fn assert_complete_or_covered(rig: &Rig) -> Coverage {
         &truth,
         &held,
         &[],
-        // The rig is subscribed before any traffic: a tight bound.
-        &Rules::settled(&[rig.file.gatherer_id.as_str()]).with_subscription_latency_ms(1_000),
+        &Rules::settled(&[rig.file.gatherer_id.as_str()])
+            .with_subscription_latency_ms(subscription_latency_ms),
     );
     assert!(
         v.ok,
