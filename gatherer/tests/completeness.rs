@@ -41,6 +41,15 @@ async fn gatherer_holds_exactly_the_ground_truth() {
     let gap_records = rig.read_all(pb::Stream::Gaps).await;
     assert!(gaps(&gap_records).is_empty(), "{:?}", gaps(&gap_records));
 
+    // The one oracle: nothing missing but what markets created while running published
+    // within their subscription bound; nothing duplicated or invented; every stored book a
+    // state of the exchange's; the registry the exchange's.
+    let cov = assert_complete_within(&rig, 5_000).await;
+    for s in &cov.verdict.streams {
+        assert_eq!(s.missing(), s.before_subscription, "{}: {s:?}", s.stream);
+    }
+    assert!(cov.verdict.never_subscribed.is_empty());
+
     // Trades: exactly the truth's, same content.
     let truth_trades = truth(&rig.sim, "trade").await;
     let stored = rig.read_all(pb::Stream::Trades).await;
