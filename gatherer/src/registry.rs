@@ -103,6 +103,10 @@ pub struct Registry {
     /// Latest stored content hash per kind and ticker.
     hashes: [HashMap<String, String>; 3],
     allowed_series: Option<HashSet<String>>,
+    /// Set when lifecycle messages may have been missed (a hole closed): the next sync also
+    /// refreshes every tracked market not yet finalized, since a missed `determined` or
+    /// `settled` would otherwise leave its status stale for good.
+    refresh_unfinished: bool,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +244,7 @@ impl Registry {
             notes,
             health,
             markets: HashMap::new(),
+            refresh_unfinished: false,
             events: HashMap::new(),
             series: HashMap::new(),
             hashes,
@@ -266,7 +271,10 @@ impl Registry {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 note = self.notes.recv() => match note {
-                    Some(Note::Resync) => next_sync = tokio::time::Instant::now(),
+                    Some(Note::Resync) => {
+                        self.refresh_unfinished = true;
+                        next_sync = tokio::time::Instant::now();
+                    }
                     Some(note) => {
                         if let Err(e) = self.apply(note).await {
                             if matches!(e, RestError::Shutdown) {
@@ -656,18 +664,29 @@ impl Registry {
                 }
             }
         }
-        // Tracked markets that stopped listing as open: fetch their final state.
+        // Tracked markets that stopped listing as open: fetch their final state. After a
+        // lifecycle hole, every tracked market not yet finalized too.
+        let unfinished = std::mem::take(&mut self.refresh_unfinished);
         let gone: Vec<String> = self
             .markets
             .iter()
-            .filter(|(t, s)| !seen.contains(*t) && self.wants(&s.status))
+            .filter(|(t, s)| {
+                !seen.contains(*t)
+                    && (self.wants(&s.status)
+                        || (unfinished && s.status != market_status::FINALIZED))
+            })
             .map(|(t, _)| t.clone())
             .collect();
         for t in gone {
             if cancel.is_cancelled() {
+                self.refresh_unfinished |= unfinished;
                 return Err(RestError::Shutdown);
             }
-            self.fetch_market(&t).await?;
+            if let Err(e) = self.fetch_market(&t).await {
+                // Retried with the next sync, the refresh included.
+                self.refresh_unfinished |= unfinished;
+                return Err(e);
+            }
         }
         self.publish();
         metrics::counter!(m::REGISTRY_SYNCS).increment(1);
