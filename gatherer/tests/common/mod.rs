@@ -213,21 +213,10 @@ pub async fn read_all(c: &mut GathererClient<Channel>, stream: pb::Stream) -> Ve
 
 /// Every ground-truth record of the simulator (optionally of some types).
 pub async fn truth(sim: &SimHandle, types: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0u64;
-    loop {
-        let url = format!(
-            "{}/truth?after={after}&limit=100000&types={types}",
-            sim.control_url()
-        );
-        let page: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-        let next = page["next"].as_u64().unwrap();
-        out.extend(page["records"].as_array().unwrap().iter().cloned());
-        if next >= page["head"].as_u64().unwrap() || next == after {
-            return out;
-        }
-        after = next;
-    }
+    kalshi_testkit::sim::SimControl::new(sim.control_url())
+        .truth_records(types)
+        .await
+        .unwrap()
 }
 
 pub fn body<T>(r: &pb::Record, f: impl Fn(&pb::record::Body) -> Option<&T>) -> &T {
