@@ -1,9 +1,9 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Generates the test keys and signature vectors in this folder with Python's `cryptography`
 package (the library Kalshi's own SDK signs with), so kalshi-shared's signing is checked against
 an independent implementation. Test-only keys: never use them anywhere else.
 
-Run from this folder: /usr/bin/python3 gen_keys_and_vectors.py
+Run from this folder: ../../target/venv/bin/python3 gen_keys_and_vectors.py (after `./dev check`)
 """
 import base64
 import json

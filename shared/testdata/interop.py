@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Independent counterpart for kalshi-shared's signing tests, using Python's `cryptography`
 (what Kalshi's SDK uses). Reads one JSON request on stdin, writes one JSON answer on stdout.
 

@@ -18,13 +18,23 @@ fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Debian's interpreter, where `.ci/run` installs `python3-cryptography`.
-fn python() -> &'static str {
-    "/usr/bin/python3"
+/// The interpreter of the pinned PyPI oracles (`prerequisites.txt`): `$KALSHI_PYTHON`, which
+/// `./dev test` sets, else the workspace's `target/venv`.
+fn oracle_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("KALSHI_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv/bin/python3");
+    assert!(
+        p.is_file(),
+        "{} not found: run `./dev check --for test`, which installs the pinned oracles",
+        p.display()
+    );
+    p
 }
 
 fn interop(request: Value) -> Value {
-    let mut child = Command::new(python())
+    let mut child = Command::new(oracle_python())
         .arg(testdata("interop.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -32,8 +42,8 @@ fn interop(request: Value) -> Value {
         .spawn()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot run {} (install python3-cryptography): {e}",
-                python()
+                "cannot run {} (`./dev check --for test` installs it): {e}",
+                oracle_python().display()
             )
         });
     child

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Validates kalshi-sim responses and frames against Kalshi's published schemas, with an
 independent validator (Python `jsonschema`).
 
