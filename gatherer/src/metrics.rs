@@ -32,6 +32,7 @@ pub const WRITER_REJECTED_ROWS: &str = "writer_rejected_rows_total";
 pub const WRITER_DUPLICATES: &str = "writer_duplicates_skipped_total";
 pub const GAPS_DECLARED: &str = "gaps_declared_total";
 pub const RETENTION_DROPPED_PARTITIONS: &str = "retention_dropped_partitions_total";
+pub const RETENTION_DEFERRED_PARTITIONS: &str = "retention_deferred_partitions_total";
 pub const API_REQUESTS: &str = "api_requests_total";
 pub const API_TAIL_STREAMS: &str = "api_tail_streams";
 pub const API_RECORDS_SENT: &str = "api_records_sent_total";
@@ -210,6 +211,10 @@ pub fn describe() {
     describe_counter!(
         RETENTION_DROPPED_PARTITIONS,
         "Partitions dropped by retention, by table"
+    );
+    describe_counter!(
+        RETENTION_DEFERRED_PARTITIONS,
+        "Expired partitions kept for now because they hold cursors above rows that stay (trades backfilled late), per maintenance run, by table"
     );
     describe_counter!(API_REQUESTS, "gRPC requests by method and status code");
     describe_gauge!(API_TAIL_STREAMS, "Open Tail streams");

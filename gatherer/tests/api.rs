@@ -350,3 +350,121 @@ async fn a_second_gatherer_on_the_same_database_is_refused() {
     let (code, _) = rig.health().await;
     assert_eq!(code, 200, "the first gatherer is unaffected");
 }
+
+/// Trades are partitioned by exchange time, so a trade backfilled late into an old day has a
+/// cursor above newer days' rows. Retention must not put its mark above rows that stay: a
+/// lagging reader would be told "overrun" for ever (the oldest row sits right after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_never_marks_cursors_that_still_exist_so_a_lagging_reader_moves_on() {
+    let mut rig = Rig::start(sim_config(407, 3), |c| {
+        c.store.retention.trades = Duration::from_secs(7 * 86_400)
+    })
+    .await;
+    rig.stop_gatherer().await;
+    let cfg = rig.file.clone().validate().unwrap().store;
+    let day = 86_400_000i64;
+    let now = kalshi_shared::time::now_ms();
+    let today = now.div_euclid(day);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    {
+        let store = gatherer::store::Store::open(cfg.clone(), &cancel)
+            .await
+            .unwrap();
+        let pool = store.pool();
+        sqlx::query("DELETE FROM trades")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(
+            gatherer::store::schema::create_partition_sql(
+                gatherer::store::Stream::Trades,
+                today + 9,
+            ),
+        ))
+        .execute(pool)
+        .await
+        .unwrap();
+        // Cursors 1..=5 yesterday, 6..=10 today, 11..=20 in nine days, then 21..=25 backfilled
+        // late into today.
+        let layout = [
+            (1..=5, today - 1),
+            (6..=10, today),
+            (11..=20, today + 9),
+            (21..=25, today),
+        ];
+        for (ids, d) in layout {
+            for id in ids {
+                let ts = d * day + 3_600_000 + id;
+                sqlx::query(
+                    "INSERT INTO trades (id, ts, ingested_at, trade_id, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, received_ms, conn_epoch, sid, seq)
+                     VALUES ($1, TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 millisecond', now(), $3, 'M', 500000, 500000, 100, 1, 'bid', false, $2, 'ws', $2, 1, 1, 0)",
+                )
+                .bind(id)
+                .bind(ts)
+                .bind(format!("t{id}"))
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+        }
+        pool.close().await;
+    }
+    let store = gatherer::store::Store::open(cfg, &cancel).await.unwrap();
+    // Ten days on, yesterday and today have expired; the day in nine has not.
+    store.maintain(now + 10 * day).await.unwrap();
+    // A reader that had read nothing follows the deduplicator's rule: on an overrun, declare
+    // the lost cursors and go on from the oldest one there is.
+    let mut after = 0;
+    let mut read = Vec::new();
+    let mut overruns = Vec::new();
+    for _ in 0..20 {
+        match store
+            .read(gatherer::store::Stream::Trades, after, 1000, 1 << 20)
+            .await
+        {
+            Ok(page) if page.records.is_empty() => break,
+            Ok(page) => {
+                read.extend(page.records.iter().map(|r| r.cursor));
+                after = page.through;
+            }
+            Err(gatherer::store::ReadError::RetentionOverrun {
+                dropped_through,
+                oldest,
+                ..
+            }) => {
+                assert!(
+                    oldest > dropped_through,
+                    "the mark {dropped_through} covers the oldest row {oldest}: this reader would be told overrun for ever"
+                );
+                overruns.push((after, dropped_through));
+                after = oldest - 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // Yesterday's partition (cursors 1..=5) is gone; today's waits because its late trades
+    // (21..=25) sit above the rows of the day in nine.
+    assert_eq!(overruns, vec![(0, 5)]);
+    assert_eq!(read, (6..=25).collect::<Vec<i64>>());
+    assert_eq!(
+        store
+            .dropped_through(gatherer::store::Stream::Trades)
+            .await
+            .unwrap(),
+        5
+    );
+    // Once the day in nine has expired too, everything goes, and the mark is exact again.
+    store.maintain(now + 20 * day).await.unwrap();
+    assert_eq!(
+        store
+            .dropped_through(gatherer::store::Stream::Trades)
+            .await
+            .unwrap(),
+        25
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM trades")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}

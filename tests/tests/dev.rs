@@ -67,12 +67,18 @@ fn a_program_missing_from_path_is_named_with_the_line_that_installs_it() {
         err.contains("missing: prometheus (Debian package; provides promtool)"),
         "{err}"
     );
-    assert!(err.contains("sudo apt-get install -y prometheus\n"), "{err}");
+    assert!(
+        err.contains("sudo apt-get install -y prometheus\n"),
+        "{err}"
+    );
     // Only what is missing is named.
     assert!(!err.contains("postgresql"), "{err}");
     assert!(!err.contains("curl"), "{err}");
     // The system itself does not need promtool.
-    let out = dev(&["check", "--for", "up", "--no-install"], &[("PATH", &path)]);
+    let out = dev(
+        &["check", "--for", "up", "--no-install"],
+        &[("PATH", &path)],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
     let _ = std::fs::remove_dir_all(&path);
@@ -95,7 +101,10 @@ fn missing_pinned_pypi_packages_are_named_with_their_versions() {
         .collect();
     assert!(pins.len() >= 3, "{pins:?}");
     for pin in &pins {
-        assert!(err.contains(&format!("missing: {pin} (PyPI")), "{pin}: {err}");
+        assert!(
+            err.contains(&format!("missing: {pin} (PyPI")),
+            "{pin}: {err}"
+        );
     }
     let venv = target.join("venv");
     assert!(
@@ -127,6 +136,12 @@ fn ci_runs_exactly_the_readme_test_command() {
         .unwrap();
     assert_eq!(last.trim(), "exec ./dev test");
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    assert!(readme.contains("\n./dev test\n"), "README lost its test command");
-    assert!(readme.contains("\n./dev up\n"), "README lost its run command");
+    assert!(
+        readme.contains("\n./dev test\n"),
+        "README lost its test command"
+    );
+    assert!(
+        readme.contains("\n./dev up\n"),
+        "README lost its run command"
+    );
 }
