@@ -101,6 +101,20 @@ impl ProdTable for Stream {
                  WHERE (EXCLUDED.updated_ms, EXCLUDED.observed_ms) > ({table}.updated_ms, {table}.observed_ms) \
                    AND (EXCLUDED.updated_ms > {table}.updated_ms OR EXCLUDED.body IS DISTINCT FROM {table}.body)"
             )
+        } else if self == Stream::Trades {
+            // One trade is one row whatever precision its time came with: a legacy WebSocket
+            // trade carries whole seconds (`ts`), REST milliseconds. Both fall in the same
+            // second, so the trade is known by (trade_id, second); the millisecond version is
+            // kept when both arrive together.
+            format!(
+                "INSERT INTO {table} ({cols}) \
+                 SELECT DISTINCT ON (trade_id, ts_ms / 1000) {cols} FROM {stage} s \
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.trade_id = s.trade_id \
+                   AND t.ts BETWEEN s.ts - INTERVAL '1 second' AND s.ts + INTERVAL '1 second' \
+                   AND t.ts_ms / 1000 = s.ts_ms / 1000) \
+                 ORDER BY trade_id, ts_ms / 1000, ts_ms % 1000 = 0 \
+                 ON CONFLICT ({key}) DO NOTHING"
+            )
         } else {
             format!(
                 "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({key}) DO NOTHING"
@@ -285,7 +299,8 @@ pub fn key(stream: Stream, src: &Source<'_>, r: &pb::Record) -> Option<u128> {
     use pb::record::Body;
     let mut h = KeyHasher::new(stream);
     match r.body.as_ref()? {
-        Body::Trade(t) => h.s(&t.trade_id).i(t.ts_ms),
+        // By second: a legacy WebSocket trade has whole seconds, REST milliseconds.
+        Body::Trade(t) => h.s(&t.trade_id).i(t.ts_ms.div_euclid(1000)),
         Body::Delta(d) => {
             let gk = if d.ts_ms == 0 {
                 gatherer_key(src, d.origin.as_ref())

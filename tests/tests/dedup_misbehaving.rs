@@ -504,3 +504,104 @@ async fn an_unclassified_error_on_one_row_is_quarantined_not_retried_forever() {
     assert_eq!(q, vec![(3, Some("XX000".to_owned()))]);
     d.stop().await.unwrap();
 }
+
+/// A legacy WebSocket trade carries whole seconds (`ts`), REST milliseconds: one trade seen
+/// both ways by two gatherers is one production row, whether the copies meet in one run
+/// (the key cache) or across a restart of the deduplicator (the merge itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_in_seconds_and_in_milliseconds_is_one_production_row() {
+    let w = World::start(434, 4, 1).await;
+    let s = 1_795_000_123_000;
+    let ga = serve(Fake {
+        id: "ga".into(),
+        instance: "ga-1".into(),
+        trades: vec![
+            trade_at(1, "legacy-1", 400_000, s),
+            trade_at(2, "legacy-2", 400_000, s + 1000),
+        ],
+        tickers: vec![],
+        delay: Duration::ZERO,
+    })
+    .await;
+    let gb = serve(Fake {
+        id: "gb".into(),
+        instance: "gb-1".into(),
+        trades: vec![trade_at(1, "legacy-1", 400_000, s + 437)],
+        tickers: vec![],
+        delay: Duration::ZERO,
+    })
+    .await;
+    let gc = serve(Fake {
+        id: "gc".into(),
+        instance: "gc-1".into(),
+        trades: vec![
+            trade_at(1, "legacy-2", 400_000, s + 1000 + 999),
+            trade_at(2, "other-id", 400_000, s + 1000),
+        ],
+        tickers: vec![],
+        delay: Duration::ZERO,
+    })
+    .await;
+    let pool = pool(&w.prod.url()).await;
+    let wait_cursor = |g: &'static str, n: i64| {
+        let pool = pool.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let c = prod_cursors(&pool).await;
+                if c.get(&(g.into(), "trades".into()))
+                    .is_some_and(|x| x.0 == n)
+                {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{g} never reached {n}: {c:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // One run: ga and gb.
+    let mut file = w.dedup_file(&w.prod.url());
+    for (id, endpoint) in [("ga", ga.clone()), ("gb", gb)] {
+        file.gatherers.push(GathererEndpoint {
+            id: id.into(),
+            endpoint,
+        });
+    }
+    let d = start_dedup(file).await;
+    wait_cursor("ga", 2).await;
+    wait_cursor("gb", 1).await;
+    d.stop().await.unwrap();
+    // A fresh deduplicator (empty key cache) reads gc's millisecond copy of legacy-2.
+    let mut file = w.dedup_file(&w.prod.url());
+    for (id, endpoint) in [("ga", ga), ("gc", gc)] {
+        file.gatherers.push(GathererEndpoint {
+            id: id.into(),
+            endpoint,
+        });
+    }
+    let d = start_dedup(file).await;
+    wait_cursor("gc", 2).await;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT trade_id, ts_ms FROM trades WHERE market_ticker = 'FAKE-MKT' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0].0, "legacy-1");
+    assert!(rows[0].1 == s || rows[0].1 == s + 437, "{rows:?}");
+    assert_eq!(
+        rows[1],
+        ("legacy-2".to_owned(), s + 1000),
+        "the first copy stays"
+    );
+    assert_eq!(
+        rows[2],
+        ("other-id".to_owned(), s + 1000),
+        "another id is another trade"
+    );
+    d.stop().await.unwrap();
+}
