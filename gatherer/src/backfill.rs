@@ -9,7 +9,10 @@
 //! when the WebSocket is back.
 //!
 //! It must never drop a hole: a window that cannot be fetched is retried, and a window older
-//! than `max_lookback` is declared as a gap.
+//! than `max_lookback` is declared as a gap. Each window is recorded in the local database's
+//! `pending_trade_holes` before it is fetched and removed only once everything it produced
+//! (trades, gap records) is settled in the database, so a SIGKILL at any point leaves it for
+//! the next start to fetch again.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -39,8 +42,78 @@ pub struct BackfillConfig {
     pub retry: BackoffConfig,
 }
 
+/// Trade windows waiting for backfill, kept in the local database (`pending_trade_holes`).
+pub struct HoleLog {
+    pool: sqlx::PgPool,
+    op_timeout: Duration,
+}
+
+/// A stored reason as the static label the metrics use (an unknown one reads as "restart").
+fn reason_label(s: &str) -> &'static str {
+    m::GAP_REASONS
+        .iter()
+        .chain(&["restart", "polling"])
+        .find(|k| **k == s)
+        .copied()
+        .unwrap_or("restart")
+}
+
+impl HoleLog {
+    pub fn new(pool: sqlx::PgPool, op_timeout: Duration) -> Self {
+        Self { pool, op_timeout }
+    }
+
+    /// The windows a previous run did not finish.
+    pub async fn load(&self) -> Result<Vec<TradeHole>, sqlx::Error> {
+        use sqlx::Row as _;
+        let fut =
+            sqlx::query("SELECT from_ms, to_ms, reason FROM pending_trade_holes ORDER BY from_ms")
+                .fetch_all(&self.pool);
+        let rows = tokio::time::timeout(self.op_timeout, fut)
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        rows.iter()
+            .map(|r| {
+                Ok(TradeHole {
+                    from_ms: r.try_get(0)?,
+                    to_ms: r.try_get(1)?,
+                    reason: reason_label(r.try_get::<&str, _>(2)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn record(&self, h: &TradeHole) -> Result<(), sqlx::Error> {
+        let fut = sqlx::query(
+            "INSERT INTO pending_trade_holes (from_ms, to_ms, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(h.from_ms)
+        .bind(h.to_ms)
+        .bind(h.reason)
+        .execute(&self.pool);
+        tokio::time::timeout(self.op_timeout, fut)
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        Ok(())
+    }
+
+    /// Removes the window and every recorded window inside it (merged into it earlier).
+    async fn clear(&self, h: &TradeHole) -> Result<(), sqlx::Error> {
+        let fut =
+            sqlx::query("DELETE FROM pending_trade_holes WHERE from_ms >= $1 AND to_ms <= $2")
+                .bind(h.from_ms)
+                .bind(h.to_ms)
+                .execute(&self.pool);
+        tokio::time::timeout(self.op_timeout, fut)
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        Ok(())
+    }
+}
+
 pub struct Backfill {
     pub rest: Arc<RestClient>,
+    pub log: HoleLog,
     pub holes: Arc<Holes>,
     pub trades: Sink<TradeRow>,
     pub snapshots: Sink<SnapshotRow>,
@@ -79,7 +152,21 @@ impl Backfill {
                 }
             }
             for hole in self.holes.take() {
-                match self.fill(hole, &cancel).await {
+                if let Err(e) = self.log.record(&hole).await {
+                    // The database is down: nothing fetched could be stored now either.
+                    tracing::warn!(error = %e, from_ms = hole.from_ms, to_ms = hole.to_ms, "cannot record a trade window; will retry");
+                    self.holes.push(hole);
+                    if !backoff.sleep(&cancel).await {
+                        break;
+                    }
+                    continue;
+                }
+                let result = self.fill(hole, &cancel).await;
+                let result = match result {
+                    Ok(()) => self.settle(&hole, &cancel).await,
+                    Err(e) => Err(e),
+                };
+                match result {
                     Ok(()) => backoff.reset(),
                     Err(RestError::Shutdown) => {
                         self.holes.push(hole);
@@ -101,6 +188,23 @@ impl Backfill {
         }
         self.health.set_polling(false);
         metrics::gauge!(m::POLLING_FALLBACK).set(0.0);
+    }
+
+    /// Waits until what a window produced is settled in the database, then forgets the window.
+    async fn settle(&self, hole: &TradeHole, cancel: &CancellationToken) -> Result<(), RestError> {
+        let (trades, gaps) = (self.trades.mark(), self.gaps.mark());
+        let settled = async { self.trades.settled(trades).await && self.gaps.settled(gaps).await };
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(RestError::Shutdown),
+            ok = settled => if !ok {
+                return Err(RestError::Shutdown);
+            },
+        }
+        if let Err(e) = self.log.clear(hole).await {
+            // Kept: the next start fetches it again, which stores nothing twice.
+            tracing::warn!(error = %e, from_ms = hole.from_ms, to_ms = hole.to_ms, "cannot clear a finished trade window");
+        }
+        Ok(())
     }
 
     fn gap(&self, from_ms: i64, to_ms: i64, reason: &'static str) {

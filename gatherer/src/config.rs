@@ -274,6 +274,9 @@ pub struct StoreSection {
     /// How long shutdown waits for writers to flush.
     #[serde(with = "duration")]
     pub flush_deadline: Duration,
+    /// Where rows the database never took before the flush deadline are kept, per database,
+    /// and loaded at the next start ("": nowhere, they are lost and counted).
+    pub spill_dir: PathBuf,
     #[serde(with = "duration")]
     pub retry_initial: Duration,
     #[serde(with = "duration")]
@@ -297,6 +300,7 @@ impl Default for StoreSection {
             buffer_rows: 500_000,
             channel_rows: 20_000,
             flush_deadline: Duration::from_secs(20),
+            spill_dir: PathBuf::from("/var/lib/kalshi-gatherer/spill"),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             maintenance_interval: Duration::from_secs(3600),
@@ -442,6 +446,8 @@ impl FileConfig {
         c.store.connect_timeout = Duration::from_secs(2);
         c.store.startup_timeout = Duration::from_secs(20);
         c.store.timescaledb = TimescaleMode::Off;
+        // Shared by every local database: each gets its own subdirectory (its instance id).
+        c.store.spill_dir = std::env::temp_dir().join("kalshi-gatherer-spill");
         c.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         c.api.tail_heartbeat = Duration::from_millis(500);
         c.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -672,6 +678,7 @@ impl FileConfig {
             timescaledb: store.timescaledb,
             maintenance_interval: store.maintenance_interval,
             flush_deadline: store.flush_deadline,
+            spill_dir: (!store.spill_dir.as_os_str().is_empty()).then(|| store.spill_dir.clone()),
         };
         Ok(Config {
             gatherer_id,

@@ -150,6 +150,20 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
 
     let writers_finish = CancellationToken::new();
     let holes = Arc::new(connections::Holes::default());
+    // Trade windows a previous run had not finished backfilling (a SIGKILL included).
+    let pending = backfill::HoleLog::new(store.pool().clone(), cfg.store.op_timeout)
+        .load()
+        .await
+        .context("read the pending trade windows")?;
+    if !pending.is_empty() {
+        tracing::info!(
+            windows = pending.len(),
+            "trade windows left by the previous run: fetching them again"
+        );
+    }
+    for h in pending {
+        holes.push(h);
+    }
     let overflow_holes = holes.clone();
     let trades_overflow: store::writer::OverflowHook = Arc::new(move |span| {
         overflow_holes.push(connections::TradeHole {
@@ -296,6 +310,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     }
     let backfill = backfill::Backfill {
         rest,
+        log: backfill::HoleLog::new(store.pool().clone(), cfg.store.op_timeout),
         holes,
         trades: sinks.trades.clone(),
         snapshots: sinks.snapshots.clone(),

@@ -32,6 +32,10 @@ pub const WRITER_REJECTED_ROWS: &str = "writer_rejected_rows_total";
 pub const WRITER_DUPLICATES: &str = "writer_duplicates_skipped_total";
 pub const GAPS_DECLARED: &str = "gaps_declared_total";
 pub const RETENTION_DROPPED_PARTITIONS: &str = "retention_dropped_partitions_total";
+pub const WRITER_LOST_ROWS: &str = "writer_lost_rows_total";
+pub const SPILL_WRITTEN_ROWS: &str = "spill_written_rows_total";
+pub const SPILL_REPLAYED_ROWS: &str = "spill_replayed_rows_total";
+pub const SPILL_CORRUPT_FILES: &str = "spill_corrupt_files_total";
 pub const RETENTION_DEFERRED_PARTITIONS: &str = "retention_deferred_partitions_total";
 pub const API_REQUESTS: &str = "api_requests_total";
 pub const API_TAIL_STREAMS: &str = "api_tail_streams";
@@ -69,6 +73,7 @@ pub const GAP_REASONS: &[&str] = &[
     "inconsistent_book",
     "bad_delta",
     "buffer_overflow",
+    "gaps_overflow",
     "rejected_row",
     "gatherer_down",
     "beyond_backfill_lookback",
@@ -92,6 +97,9 @@ pub fn describe() {
         metrics::counter!(WRITER_INSERTS, "table" => *t).increment(0);
         metrics::counter!(WRITER_DROPPED_ROWS, "table" => *t).increment(0);
         metrics::counter!(WRITER_REJECTED_ROWS, "table" => *t).increment(0);
+        metrics::counter!(WRITER_LOST_ROWS, "table" => *t).increment(0);
+        metrics::counter!(SPILL_WRITTEN_ROWS, "table" => *t).increment(0);
+        metrics::counter!(SPILL_REPLAYED_ROWS, "table" => *t).increment(0);
         metrics::gauge!(WRITER_BUFFER_ROWS, "table" => *t).set(0.0);
         for class in kalshi_shared::pg::DbErrorClass::ALL {
             metrics::counter!(WRITER_ERRORS, "table" => *t, "class" => class.label()).increment(0);
@@ -203,6 +211,22 @@ pub fn describe() {
         "Rows dropped because a writer's buffer was full, by table"
     );
     describe_counter!(WRITER_REJECTED_ROWS, "Rows the database refused, by table");
+    describe_counter!(
+        WRITER_LOST_ROWS,
+        "Rows lost at a shutdown past the flush deadline with the database unavailable and no usable spill directory, by table (alert on any)"
+    );
+    describe_counter!(
+        SPILL_WRITTEN_ROWS,
+        "Rows written to the spill directory at a shutdown past the flush deadline, by table"
+    );
+    describe_counter!(
+        SPILL_REPLAYED_ROWS,
+        "Spilled rows loaded into the database at start, by table"
+    );
+    describe_counter!(
+        SPILL_CORRUPT_FILES,
+        "Spill files that could not be read at start (kept as *.corrupt), by table"
+    );
     describe_counter!(
         WRITER_DUPLICATES,
         "Rows already stored (trades seen by WebSocket and REST), by table"

@@ -279,3 +279,166 @@ async fn sigterm_during_heavy_ingest_flushes_everything_received() {
     assert_eq!(q("SELECT count(*) FROM gaps").trim(), "0");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Starts the binary on `cfg_path` and waits until it is healthy (the caller waits for it).
+#[allow(clippy::zombie_processes)]
+async fn start_binary(cfg_path: &std::path::Path, health_port: u16) -> std::process::Child {
+    // Tied to this process: a failed assertion never leaves it running.
+    let child = kalshi_testkit::process::spawn_tied(std::path::Path::new(BIN), |c| {
+        c.arg("--config")
+            .arg(cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = reqwest::get(format!("http://127.0.0.1:{health_port}/health"))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200);
+        if ok.is_some() {
+            return child;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "binary gatherer never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A trade window waiting for backfill (REST failing) when the gatherer is SIGKILLed, with
+/// newer trades already stored after it, is fetched at the next start: the window was kept in
+/// the local database, not only in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_window_pending_at_sigkill_is_backfilled_at_the_next_start() {
+    init();
+    let pg = kalshi_testkit::pg::PgCluster::start_default().unwrap();
+    let sim = kalshi_sim::start(sim_config(503, 20)).await.unwrap();
+    let health_port = free_port();
+    let dir = std::env::temp_dir().join(format!("gatherer-sigkill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut file = gatherer_config("g1", &sim, &pg.url());
+    file.http.listen = format!("127.0.0.1:{health_port}").parse().unwrap();
+    // No REST polling fallback during the outage: only the window's backfill is at stake.
+    file.backfill.polling_after = Duration::from_secs(3600);
+    let cfg_path = dir.join("gatherer.toml");
+    std::fs::write(&cfg_path, toml::to_string(&file).unwrap()).unwrap();
+    let mut child = start_binary(&cfg_path, health_port).await;
+    let control = sim.control_url();
+    post(&format!("{control}/rate"), serde_json::json!({"rate": 400})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // REST fails for a minute; the WebSocket is cut for two seconds: a trade window opens that
+    // backfill cannot fetch.
+    post(
+        &format!("{control}/faults"),
+        serde_json::json!({"fault": "rest_errors", "status": 500, "duration_ms": 60_000}),
+    )
+    .await;
+    post(
+        &format!("{control}/faults"),
+        serde_json::json!({"fault": "outage", "duration_ms": 2_000}),
+    )
+    .await;
+    let db = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let window: (i64, i64) = loop {
+        let w: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT from_ms, to_ms FROM pending_trade_holes WHERE reason <> 'restart' ORDER BY from_ms LIMIT 1",
+        )
+        .fetch_optional(&db)
+        .await
+        .unwrap();
+        if let Some(w) = w {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "no trade window was recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Newer trades are stored after the window, so the restart's own window (from the newest
+    // stored trade) does not reach back to it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let newest: Option<i64> = sqlx::query_scalar("SELECT max(ts_ms) FROM trades")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if newest.is_some_and(|n| n > window.1 + 2_000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no trades after the window");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    post(&format!("{control}/rate"), serde_json::json!({"rate": 0})).await;
+    post(
+        &format!("{control}/faults"),
+        serde_json::json!({"fault": "clear"}),
+    )
+    .await;
+    let in_window: Vec<String> = truth(&sim, "trade")
+        .await
+        .iter()
+        .filter(|r| {
+            let ts = r["msg"]["ts_ms"].as_i64().unwrap();
+            ts > window.0 && ts < window.1
+        })
+        .map(|r| r["msg"]["trade_id"].as_str().unwrap().to_owned())
+        .collect();
+    let missing = |db: sqlx::PgPool, ids: Vec<String>| async move {
+        let stored: Vec<String> =
+            sqlx::query_scalar("SELECT trade_id FROM trades WHERE trade_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        ids.len() - stored.len()
+    };
+    let lost_at_kill = missing(db.clone(), in_window.clone()).await;
+    assert!(
+        lost_at_kill > 0,
+        "the outage must have cost the WebSocket some trades ({} in the window)",
+        in_window.len()
+    );
+
+    let mut child = start_binary(&cfg_path, health_port).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_trade_holes")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the windows were never fetched");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        missing(db.clone(), in_window.clone()).await,
+        0,
+        "the window's {lost_at_kill} trades were fetched at the next start"
+    );
+    // And every trade the exchange published is stored exactly once.
+    let truth_ids: std::collections::BTreeSet<String> = truth(&sim, "trade")
+        .await
+        .iter()
+        .map(|r| r["msg"]["trade_id"].as_str().unwrap().to_owned())
+        .collect();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT trade_id FROM trades")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), truth_ids.len());
+    assert_eq!(
+        stored
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+        truth_ids
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

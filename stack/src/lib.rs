@@ -413,6 +413,7 @@ silence_timeout = "3s"
 
 [store]
 database_url = "{db}"
+spill_dir = "{spill}"
 
 [api]
 listen = "127.0.0.1:{grpc_port}"
@@ -426,6 +427,7 @@ level = "{level}"
 "#,
                     key = key_dir.join("sim-private.pem").display(),
                     db = pg.url(),
+                    spill = dir.join("spill").display(),
                     level = opts.log_level,
                 );
                 let path = dir.join(format!("{id}.toml"));

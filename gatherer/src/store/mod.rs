@@ -8,6 +8,7 @@
 
 pub mod rows;
 pub mod schema;
+pub mod spill;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -60,6 +61,25 @@ pub struct StoreConfig {
     pub timescaledb: TimescaleMode,
     pub maintenance_interval: Duration,
     pub flush_deadline: Duration,
+    /// Where rows the database never took before the shutdown deadline are kept for the next
+    /// start (`None`: they are lost, logged and counted in `writer_lost_rows_total`).
+    pub spill_dir: Option<std::path::PathBuf>,
+}
+
+/// The COPY column list of a stream's table.
+pub(crate) fn columns(stream: Stream) -> &'static str {
+    use rows::Row as _;
+    match stream {
+        Stream::Trades => TradeRow::COLUMNS,
+        Stream::OrderbookDeltas => DeltaRow::COLUMNS,
+        Stream::OrderbookSnapshots => SnapshotRow::COLUMNS,
+        Stream::Tickers => TickerRow::COLUMNS,
+        Stream::Lifecycle => LifecycleRow::COLUMNS,
+        Stream::Markets => MarketVersion::COLUMNS,
+        Stream::Events => EventVersion::COLUMNS,
+        Stream::Series => SeriesVersion::COLUMNS,
+        Stream::Gaps => GapRow::COLUMNS,
+    }
 }
 
 /// The producer handles of every writer.
@@ -110,6 +130,7 @@ pub struct Store {
     timescale: bool,
     heads: HashMap<Stream, watch::Sender<i64>>,
     dropped: HashMap<Stream, AtomicI64>,
+    spill: Option<spill::Spill>,
     cfg: StoreConfig,
 }
 
@@ -200,6 +221,20 @@ impl Store {
             .await
             .context("read the instance id")?
             .try_get(0)?;
+        let spill = cfg
+            .spill_dir
+            .as_deref()
+            .map(|root| spill::Spill::new(root, &instance_id));
+        if let Some(spill) = &spill {
+            std::fs::create_dir_all(spill.dir())
+                .with_context(|| format!("create the spill directory {}", spill.dir().display()))?;
+            for s in Stream::ALL {
+                spill
+                    .replay(&pool, s)
+                    .await
+                    .with_context(|| format!("load the spilled rows of {}", s.table()))?;
+            }
+        }
         let mut heads = HashMap::new();
         let mut dropped = HashMap::new();
         for s in Stream::ALL {
@@ -223,6 +258,7 @@ impl Store {
             timescale,
             heads,
             dropped,
+            spill,
             cfg,
         }))
     }
@@ -273,6 +309,10 @@ impl Store {
             None,
             gaps_finish.clone(),
         );
+        let gaps_writer = match &self.spill {
+            Some(s) => gaps_writer.with_spill(s.clone()),
+            None => gaps_writer,
+        };
         let gaps_task = {
             let (gaps_finish, died) = (gaps_finish.clone(), died.clone());
             let t = tokio::spawn(gaps_writer.run(deadline));
@@ -304,6 +344,10 @@ impl Store {
                     finish.clone(),
                 );
                 let w = $adapt(w);
+                let w = match &self.spill {
+                    Some(s) => w.with_spill(s.clone()),
+                    None => w,
+                };
                 tasks.push(tokio::spawn(w.run(deadline)));
                 sink
             }};

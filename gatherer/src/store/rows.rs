@@ -64,6 +64,19 @@ pub trait Row: Send + Sync + 'static {
         ingested_ms
     }
     fn encode(&self, enc: &mut CopyEncoder, id: i64, ingested_ms: i64);
+    /// The stream and time span a dropped row leaves uncovered (a gap record: the stream and
+    /// window it declares).
+    fn dropped_span(&self) -> (Stream, i64, i64) {
+        let t = self.time_ms();
+        (Self::STREAM, t, t)
+    }
+    /// The row itself when it is a gap record (the gaps writer records its own overflow).
+    fn from_gap(_gap: GapRow) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -355,6 +368,14 @@ impl Row for GapRow {
 
     fn time_ms(&self) -> i64 {
         self.from_ms
+    }
+
+    fn dropped_span(&self) -> (Stream, i64, i64) {
+        (self.stream, self.from_ms, self.to_ms)
+    }
+
+    fn from_gap(gap: GapRow) -> Option<Self> {
+        Some(gap)
     }
 
     fn encode(&self, e: &mut CopyEncoder, id: i64, ingested_ms: i64) {

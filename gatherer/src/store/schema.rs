@@ -9,7 +9,22 @@
 use crate::store::Stream;
 
 /// Migrations, applied in order inside one transaction each, recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
+
+/// Spilled files already loaded (so a crash after the load never loads one twice), and trade
+/// windows waiting for backfill (so a SIGKILL never forgets one).
+const MIGRATION_3: &str = r#"
+CREATE TABLE IF NOT EXISTS spill_replayed (
+    name        text        PRIMARY KEY,
+    replayed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS pending_trade_holes (
+    from_ms bigint NOT NULL,
+    to_ms   bigint NOT NULL,
+    reason  text   NOT NULL,
+    PRIMARY KEY (from_ms, to_ms, reason)
+);
+"#;
 
 /// Identical lifecycle messages (a market paused twice) are told apart by an occurrence.
 const MIGRATION_2: &str = r#"

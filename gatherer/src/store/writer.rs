@@ -9,7 +9,11 @@
 //! When the database is unavailable the writer keeps retrying the same batch (same ids, same
 //! ingestion time) with capped backoff while holding at most `buffer_rows` rows; beyond that
 //! producers' rows are dropped and the dropped span is declared as a `gaps` record once the
-//! database is back. Memory never grows without bound and nothing is dropped silently.
+//! database is back. Memory never grows without bound and nothing is dropped silently. The
+//! gaps writer's own overflow is kept as at most one whole-stream window per stream and
+//! written as gap records by the gaps writer itself, so a declared gap is never lost either.
+//! A writer whose shutdown deadline passes with the database still unavailable spills what it
+//! holds to disk ([`super::spill`]), loaded at the next start.
 //!
 //! It must never: publish a head before its commit, reuse an id for different rows, or block
 //! a producer.
@@ -27,7 +31,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 use crate::store::rows::{GapRow, Row};
+use crate::store::spill::Spill;
 use crate::store::{Stream, schema};
+
+/// Moves staged trades into `trades`. One trade is one row whatever precision its time came
+/// with: a legacy WebSocket trade has whole seconds (`ts`), REST milliseconds; both fall in
+/// the same second, so a trade is known by (trade_id, second), and the millisecond version is
+/// kept when both arrive together.
+pub const TRADES_MERGE_SQL: &str = "INSERT INTO trades \
+     SELECT DISTINCT ON (trade_id, ts_ms / 1000) * FROM trades_staging s \
+     WHERE NOT EXISTS (SELECT 1 FROM trades t WHERE t.trade_id = s.trade_id \
+       AND t.ts BETWEEN s.ts - INTERVAL '1 second' AND s.ts + INTERVAL '1 second' \
+       AND t.ts_ms / 1000 = s.ts_ms / 1000) \
+     ORDER BY trade_id, ts_ms / 1000, ts_ms % 1000 = 0, id \
+     ON CONFLICT DO NOTHING";
 
 /// Writer settings (from `[store]`).
 #[derive(Debug, Clone)]
@@ -47,38 +64,43 @@ pub struct DroppedSpan {
     pub rows: u64,
 }
 
+/// Spans of dropped rows, one per stream they belong to (gap records of every stream go
+/// through the gaps writer): bounded by the number of streams.
 #[derive(Debug, Default)]
 pub struct Overflow {
-    span: Mutex<Option<DroppedSpan>>,
+    spans: Mutex<Vec<(Stream, DroppedSpan)>>,
 }
 
 impl Overflow {
-    fn record(&self, ms: i64) {
+    fn record(&self, stream: Stream, from_ms: i64, to_ms: i64) {
         let mut g = self
-            .span
+            .spans
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match g.as_mut() {
-            Some(s) => {
-                s.from_ms = s.from_ms.min(ms);
-                s.to_ms = s.to_ms.max(ms);
+        match g.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, s)) => {
+                s.from_ms = s.from_ms.min(from_ms);
+                s.to_ms = s.to_ms.max(to_ms);
                 s.rows += 1;
             }
-            None => {
-                *g = Some(DroppedSpan {
-                    from_ms: ms,
-                    to_ms: ms,
+            None => g.push((
+                stream,
+                DroppedSpan {
+                    from_ms,
+                    to_ms,
                     rows: 1,
-                })
-            }
+                },
+            )),
         }
     }
 
-    fn take(&self) -> Option<DroppedSpan> {
-        self.span
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+    fn take(&self) -> Vec<(Stream, DroppedSpan)> {
+        std::mem::take(
+            &mut *self
+                .spans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 }
 
@@ -86,6 +108,10 @@ impl Overflow {
 pub struct Sink<R> {
     tx: mpsc::Sender<R>,
     overflow: Arc<Overflow>,
+    /// Rows accepted so far, and (from the writer) rows taken and settled (stored, already
+    /// there, or refused and declared), in the same order.
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+    settled: watch::Receiver<u64>,
 }
 
 impl<R> Clone for Sink<R> {
@@ -93,7 +119,24 @@ impl<R> Clone for Sink<R> {
         Self {
             tx: self.tx.clone(),
             overflow: self.overflow.clone(),
+            accepted: self.accepted.clone(),
+            settled: self.settled.clone(),
         }
+    }
+}
+
+impl<R> Sink<R> {
+    /// A mark that [`settled`](Self::settled) passes once every row accepted so far is settled.
+    pub fn mark(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until every row accepted before `mark` was taken by the writer and settled:
+    /// committed, found already stored, or refused and declared. False if the writer stopped
+    /// first (its rows may then be spilled or lost with the process).
+    pub async fn settled(&self, mark: u64) -> bool {
+        let mut rx = self.settled.clone();
+        rx.wait_for(|n| *n >= mark).await.is_ok()
     }
 }
 
@@ -101,10 +144,16 @@ impl<R: Row> Sink<R> {
     /// Hands a row to the writer; if the writer's buffer is full, drops it and remembers the
     /// span for a `gaps` record. Returns whether the row was accepted.
     pub fn push(&self, row: R) -> bool {
+        // Counted before the send, so that the writer can never settle a row not yet counted.
+        self.accepted
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match self.tx.try_send(row) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) => {
-                self.overflow.record(r.time_ms());
+                self.accepted
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                let (stream, from_ms, to_ms) = r.dropped_span();
+                self.overflow.record(stream, from_ms, to_ms);
                 metrics::counter!(m::WRITER_DROPPED_ROWS, "table" => R::STREAM.table())
                     .increment(1);
                 false
@@ -135,6 +184,11 @@ pub struct Writer<R: Row> {
     /// batch has exactly the same keys as the attempt that may have landed.
     batch_ingested_ms: Option<i64>,
     outage_since: Option<Instant>,
+    spill: Option<Spill>,
+    /// Rows taken from the channel and settled (see [`Sink::settled`]).
+    settled: watch::Sender<u64>,
+    /// Rows in `buf` that did not come from the channel (the gaps writer's own overflow).
+    own_rows: usize,
 }
 
 /// Creates a sink/writer pair. The writer starts from `next_id`.
@@ -149,10 +203,13 @@ pub fn channel<R: Row>(
 ) -> (Sink<R>, Writer<R>) {
     let (tx, rx) = mpsc::channel(channel_rows.max(1));
     let overflow = Arc::new(Overflow::default());
+    let settled = watch::Sender::new(0u64);
     (
         Sink {
             tx,
             overflow: overflow.clone(),
+            accepted: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            settled: settled.subscribe(),
         },
         Writer {
             hook: None,
@@ -168,6 +225,9 @@ pub fn channel<R: Row>(
             in_doubt: false,
             batch_ingested_ms: None,
             outage_since: None,
+            spill: None,
+            settled,
+            own_rows: 0,
         },
     )
 }
@@ -196,21 +256,29 @@ impl<R: Row> Writer<R> {
                 finishing_since = Some(Instant::now());
             }
             if buf.is_empty() {
-                if finishing_since.is_some() {
+                if finishing_since.is_none() {
+                    continue;
+                }
+                // The gaps writer writes its own overflow before it stops.
+                self.declare_overflow(&mut buf);
+                if buf.is_empty() {
                     break;
                 }
-                continue;
             }
             let n = buf.len().min(self.cfg.batch_rows);
             let batch: Vec<&R> = buf.iter().take(n).collect();
             match self.write(&batch).await {
                 Ok(()) => {
                     buf.drain(..n);
+                    // Own rows (the gaps writer's overflow records) sit at the front.
+                    let own = self.own_rows.min(n);
+                    self.own_rows -= own;
+                    self.settled.send_modify(|v| *v += (n - own) as u64);
                     backoff.reset();
                     if let Some(since) = self.outage_since.take() {
                         tracing::info!(table = self.table(), down_for = ?since.elapsed(), buffered = buf.len(), "database writable again");
                     }
-                    self.declare_overflow();
+                    self.declare_overflow(&mut buf);
                 }
                 Err(e) => {
                     let class = classify(&e);
@@ -222,12 +290,12 @@ impl<R: Row> Writer<R> {
                     if let Some(since) = finishing_since
                         && since.elapsed() > flush_deadline
                     {
-                        tracing::error!(
-                            table = self.table(),
-                            rows = buf.len(),
-                            error = %e,
-                            "shutdown deadline reached with the database unavailable: these rows are lost"
-                        );
+                        self.declare_overflow(&mut buf);
+                        while let Ok(r) = self.rx.try_recv() {
+                            buf.push_back(r);
+                        }
+                        self.spill_at_shutdown(&buf, &e);
+                        buf.clear();
                         break;
                     }
                     // Keep taking rows (up to the buffer limit) while waiting.
@@ -249,8 +317,45 @@ impl<R: Row> Writer<R> {
             metrics::gauge!(m::WRITER_BUFFER_ROWS, "table" => self.table()).set(buf.len() as f64);
         }
         metrics::gauge!(m::WRITER_BUFFER_ROWS, "table" => self.table()).set(0.0);
-        self.declare_overflow();
+        if R::STREAM != Stream::Gaps {
+            // Into the gaps writer, which stops after every other writer.
+            let mut none = VecDeque::new();
+            self.declare_overflow(&mut none);
+        }
         tracing::debug!(table = self.table(), "writer stopped");
+    }
+
+    /// Keeps rows the database never took before the shutdown deadline on disk, for the next
+    /// start (see [`super::spill`]).
+    fn spill_at_shutdown(&mut self, buf: &VecDeque<R>, error: &sqlx::Error) {
+        if buf.is_empty() {
+            return;
+        }
+        let rows = buf.len();
+        let Some(spill) = &self.spill else {
+            metrics::counter!(m::WRITER_LOST_ROWS, "table" => self.table()).increment(rows as u64);
+            tracing::error!(table = self.table(), rows, error = %error, "shutdown deadline reached with the database unavailable and no spill directory: these rows are lost");
+            return;
+        };
+        let ingested_ms = self
+            .batch_ingested_ms
+            .unwrap_or_else(kalshi_shared::time::now_ms);
+        let mut enc = CopyEncoder::new(R::FIELDS);
+        for (i, r) in buf.iter().enumerate() {
+            r.encode(&mut enc, self.next_id + i as i64, ingested_ms);
+        }
+        match spill.write(R::STREAM, self.next_id, &enc.finish()) {
+            Ok(path) => {
+                metrics::counter!(m::SPILL_WRITTEN_ROWS, "table" => self.table())
+                    .increment(rows as u64);
+                tracing::warn!(table = self.table(), rows, file = %path.display(), error = %error, "shutdown deadline reached with the database unavailable: rows spilled to disk, loaded at the next start");
+            }
+            Err(io) => {
+                metrics::counter!(m::WRITER_LOST_ROWS, "table" => self.table())
+                    .increment(rows as u64);
+                tracing::error!(table = self.table(), rows, dir = %spill.dir().display(), error = %io, db_error = %error, "shutdown deadline reached with the database unavailable and the spill failed: these rows are lost");
+            }
+        }
     }
 
     /// Waits for rows, then collects for up to `batch_interval` or `batch_rows`.
@@ -305,44 +410,72 @@ impl<R: Row> Writer<R> {
         self
     }
 
-    fn declare_overflow(&mut self) {
-        let Some(span) = self.overflow.take() else {
-            return;
-        };
-        if let Some(hook) = &self.hook {
-            tracing::warn!(
+    /// Spills what is left at a shutdown past the deadline into `spill` instead of losing it.
+    pub fn with_spill(mut self, spill: Spill) -> Self {
+        self.spill = Some(spill);
+        self
+    }
+
+    /// Declares the spans of rows dropped on overflow: trades go to the hook (backfill), the
+    /// others become gap records, which the gaps writer puts straight into its own buffer.
+    fn declare_overflow(&mut self, buf: &mut VecDeque<R>) {
+        for (stream, span) in self.overflow.take() {
+            if let Some(hook) = &self.hook {
+                tracing::warn!(
+                    table = self.table(),
+                    rows = span.rows,
+                    from_ms = span.from_ms,
+                    to_ms = span.to_ms,
+                    "writer buffer overflowed: rows dropped, handing the window to backfill"
+                );
+                hook(span);
+                continue;
+            }
+            let (reason, detail) = if R::STREAM == Stream::Gaps {
+                (
+                    "gaps_overflow",
+                    format!(
+                        "{} gap records of this stream were dropped while the local database was unavailable; this window covers all of them",
+                        span.rows
+                    ),
+                )
+            } else {
+                (
+                    "buffer_overflow",
+                    format!(
+                        "{} rows dropped while the local database was unavailable",
+                        span.rows
+                    ),
+                )
+            };
+            tracing::error!(
                 table = self.table(),
+                stream = stream.table(),
                 rows = span.rows,
                 from_ms = span.from_ms,
                 to_ms = span.to_ms,
-                "writer buffer overflowed: rows dropped, handing the window to backfill"
+                reason,
+                "writer buffer overflowed: rows dropped, declaring a gap"
             );
-            hook(span);
-            return;
-        }
-        tracing::error!(
-            table = self.table(),
-            rows = span.rows,
-            from_ms = span.from_ms,
-            to_ms = span.to_ms,
-            "writer buffer overflowed: rows dropped, declaring a gap"
-        );
-        let gap = GapRow {
-            stream: R::STREAM,
-            market_ticker: None,
-            from_ms: span.from_ms,
-            to_ms: span.to_ms,
-            reason: "buffer_overflow",
-            detail: format!(
-                "{} rows dropped while the local database was unavailable",
-                span.rows
-            ),
-        };
-        metrics::counter!(m::GAPS_DECLARED, "reason" => "buffer_overflow").increment(1);
-        // The gaps table's own writer has nowhere else to record it; the log line above and
-        // the dropped-rows counter are the record.
-        if let Some(g) = &self.gaps {
-            g.push(gap);
+            let gap = GapRow {
+                stream,
+                market_ticker: None,
+                from_ms: span.from_ms,
+                to_ms: span.to_ms,
+                reason,
+                detail,
+            };
+            metrics::counter!(m::GAPS_DECLARED, "reason" => reason).increment(1);
+            if R::STREAM == Stream::Gaps {
+                // Straight into this (the gaps) writer's buffer, at the front (its channel
+                // may be full, and it is the oldest news).
+                if let Some(row) = R::from_gap(gap) {
+                    buf.push_front(row);
+                    self.own_rows += 1;
+                }
+            } else if let Some(g) = &self.gaps {
+                g.push(gap);
+            }
         }
     }
 
@@ -531,12 +664,10 @@ impl<R: Row> Writer<R> {
                     .await?;
                 copy.send(payload).await?;
                 copy.finish().await?;
-                sqlx::query(
-                    "INSERT INTO trades SELECT * FROM trades_staging ON CONFLICT DO NOTHING",
-                )
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
+                sqlx::query(TRADES_MERGE_SQL)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
             } else {
                 let mut copy = tx
                     .copy_in_raw(&format!(

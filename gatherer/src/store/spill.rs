@@ -1,0 +1,268 @@
+//! Rows a writer could not store before its shutdown deadline, kept on disk and replayed into
+//! the same database at the next start.
+//!
+//! A writer that stops while the local database is unavailable writes what it still holds as
+//! one binary `COPY` payload to `<spill_dir>/<instance_id>/<table>-<ms>-<first id>.copy`
+//! (written to a temporary name, synced, then renamed, so a file is whole or absent). At the
+//! next start, before any writer runs, each file of this database's instance is loaded with
+//! fresh cursors after the table's highest, in one transaction that also records the file's
+//! name in `spill_replayed`; the file is then removed. A crash between the commit and the
+//! removal therefore never loads a file twice. A file that cannot be parsed is renamed to
+//! `*.corrupt`, logged and counted, and never blocks the start.
+//!
+//! It must never: replay a file into another database, or load a file twice.
+
+use std::path::{Path, PathBuf};
+
+use sqlx::postgres::PgPool;
+use sqlx::{AssertSqlSafe, Row as _};
+
+use crate::metrics as m;
+use crate::store::Stream;
+
+/// Where this database's spilled rows go.
+#[derive(Debug, Clone)]
+pub struct Spill {
+    dir: PathBuf,
+}
+
+impl Spill {
+    /// The directory for one database (`instance_id` from its `meta` table).
+    pub fn new(root: &Path, instance_id: &str) -> Self {
+        Self {
+            dir: root.join(instance_id),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes one payload durably; returns its path.
+    pub fn write(&self, stream: Stream, first_id: i64, payload: &[u8]) -> std::io::Result<PathBuf> {
+        use std::io::Write as _;
+        std::fs::create_dir_all(&self.dir)?;
+        let name = format!(
+            "{}-{}-{first_id}.copy",
+            stream.table(),
+            kalshi_shared::time::now_ms()
+        );
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(payload)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(path)
+    }
+
+    /// This database's spilled files of one stream, oldest first.
+    fn files(&self, stream: Stream) -> std::io::Result<Vec<PathBuf>> {
+        let prefix = format!("{}-", stream.table());
+        let mut out: Vec<(i64, i64, PathBuf)> = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name
+                .strip_prefix(&prefix)
+                .and_then(|r| r.strip_suffix(".copy"))
+            else {
+                continue;
+            };
+            // `<ms>-<first id>`; a table name that is a prefix of another has no digit next.
+            let mut parts = rest.splitn(2, '-');
+            let (Some(Ok(ms)), Some(Ok(first))) = (
+                parts.next().map(str::parse::<i64>),
+                parts.next().map(str::parse::<i64>),
+            ) else {
+                continue;
+            };
+            out.push((ms, first, e.path()));
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, _, p)| p).collect())
+    }
+
+    /// Loads every spilled file of `stream` (see the module doc). Returns the rows loaded.
+    pub async fn replay(&self, pool: &PgPool, stream: Stream) -> anyhow::Result<u64> {
+        let mut loaded = 0;
+        for path in self.files(stream)? {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let key = format!("{}/{name}", self.dir.display());
+            let payload = std::fs::read(&path)?;
+            let mut tx = pool.begin().await?;
+            let fresh =
+                sqlx::query("INSERT INTO spill_replayed (name) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind(&key)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+            if !fresh {
+                tx.rollback().await?;
+                tracing::info!(file = %path.display(), "spilled rows were loaded before; removing the file");
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            let next: i64 = sqlx::query(AssertSqlSafe(format!(
+                "SELECT COALESCE(max(id), 0) + 1 FROM {}",
+                stream.table()
+            )))
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+            let (payload, rows) = match renumber(&payload, next) {
+                Ok(r) => r,
+                Err(e) => {
+                    tx.rollback().await?;
+                    metrics::counter!(m::SPILL_CORRUPT_FILES, "table" => stream.table())
+                        .increment(1);
+                    let bad = path.with_extension("corrupt");
+                    tracing::error!(file = %path.display(), error = %e, moved_to = %bad.display(), "a spilled file cannot be read: its rows are not loaded; kept for inspection");
+                    std::fs::rename(&path, &bad)?;
+                    continue;
+                }
+            };
+            let columns = crate::store::columns(stream);
+            if stream == Stream::Trades {
+                sqlx::query(
+                    "CREATE TEMP TABLE IF NOT EXISTS trades_staging (LIKE trades INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+                )
+                .execute(&mut *tx)
+                .await?;
+                let mut copy = tx
+                    .copy_in_raw(&format!(
+                        "COPY trades_staging ({columns}) FROM STDIN (FORMAT binary)"
+                    ))
+                    .await?;
+                copy.send(payload).await?;
+                copy.finish().await?;
+                sqlx::query(crate::store::writer::TRADES_MERGE_SQL)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                let mut copy = tx
+                    .copy_in_raw(&format!(
+                        "COPY {} ({columns}) FROM STDIN (FORMAT binary)",
+                        stream.table()
+                    ))
+                    .await?;
+                copy.send(payload).await?;
+                copy.finish().await?;
+            }
+            tx.commit().await?;
+            std::fs::remove_file(&path)?;
+            metrics::counter!(m::SPILL_REPLAYED_ROWS, "table" => stream.table()).increment(rows);
+            tracing::info!(file = %path.display(), rows, first_id = next, "loaded rows spilled at the last shutdown");
+            loaded += rows;
+        }
+        Ok(loaded)
+    }
+}
+
+/// Rewrites the first field (the `bigint` cursor) of every row of a binary COPY payload to
+/// `first, first + 1, ...`. Returns the payload and its row count.
+pub fn renumber(payload: &[u8], first: i64) -> Result<(Vec<u8>, u64), String> {
+    const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+    let mut out = payload.to_vec();
+    if !payload.starts_with(SIGNATURE) || payload.len() < 19 {
+        return Err("not a binary COPY payload".into());
+    }
+    let be_i16 = |at: usize| -> Result<i16, String> {
+        payload
+            .get(at..at + 2)
+            .and_then(|b| b.try_into().ok())
+            .map(i16::from_be_bytes)
+            .ok_or_else(|| format!("truncated at byte {at}"))
+    };
+    let be_i32 = |at: usize| -> Result<i32, String> {
+        payload
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(i32::from_be_bytes)
+            .ok_or_else(|| format!("truncated at byte {at}"))
+    };
+    let ext = usize::try_from(be_i32(15)?).map_err(|_| "negative header extension")?;
+    let mut at = 19 + ext;
+    let mut rows = 0u64;
+    loop {
+        let fields = be_i16(at)?;
+        at += 2;
+        if fields == -1 {
+            break;
+        }
+        if fields < 1 {
+            return Err(format!("row {rows} has {fields} fields"));
+        }
+        for f in 0..fields {
+            let len = be_i32(at)?;
+            at += 4;
+            if f == 0 {
+                if len != 8 {
+                    return Err(format!("row {rows}: the cursor field has length {len}"));
+                }
+                let id = first + rows as i64;
+                out[at..at + 8].copy_from_slice(&id.to_be_bytes());
+            }
+            if len > 0 {
+                at += len as usize;
+                if at > payload.len() {
+                    return Err(format!("row {rows}: field {f} runs past the end"));
+                }
+            }
+        }
+        rows += 1;
+    }
+    if at != payload.len() {
+        return Err(format!("{} bytes after the trailer", payload.len() - at));
+    }
+    Ok((out, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kalshi_shared::pg::CopyEncoder;
+
+    #[test]
+    fn renumber_rewrites_every_cursor_and_nothing_else() {
+        let mut e = CopyEncoder::new(3);
+        for i in 0..3 {
+            e.row().i64(100 + i).text("x").null();
+        }
+        let payload = e.finish();
+        let (out, rows) = renumber(&payload, 7).unwrap();
+        assert_eq!(rows, 3);
+        let mut want = CopyEncoder::new(3);
+        for i in 0..3 {
+            want.row().i64(7 + i).text("x").null();
+        }
+        assert_eq!(out, want.finish().to_vec());
+    }
+
+    #[test]
+    fn a_damaged_payload_is_refused() {
+        let mut e = CopyEncoder::new(2);
+        e.row().i64(1).text("abc");
+        let payload = e.finish().to_vec();
+        assert!(renumber(&payload[..payload.len() - 3], 1).is_err());
+        assert!(renumber(b"not copy", 1).is_err());
+        let mut e = CopyEncoder::new(1);
+        e.row().i32(5);
+        assert!(
+            renumber(&e.finish(), 1).is_err(),
+            "a cursor must be a bigint"
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! The local store's quieter loss paths, each against a real PostgreSQL that the test stops
+//! and starts: gap records beyond the gaps writer's buffer, rows still held when the shutdown
+//! deadline passes with the database down, and one trade seen with whole seconds (legacy
+//! WebSocket `ts`) and with milliseconds (REST).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use gatherer::config::FileConfig;
+use gatherer::store::rows::{DeltaRow, GapRow, Origin, Source, TradeRow};
+use gatherer::store::{Store, StoreConfig, Stream};
+use kalshi_shared::wire::Side;
+use kalshi_testkit::pg::PgCluster;
+use sqlx::Row as _;
+use tokio_util::sync::CancellationToken;
+
+fn store_config(
+    pg: &PgCluster,
+    spill: &std::path::Path,
+    tweak: impl FnOnce(&mut FileConfig),
+) -> StoreConfig {
+    let mut f = FileConfig::fast_local(
+        "g1",
+        "http://127.0.0.1:9/trade-api/v2".into(),
+        "ws://127.0.0.1:9/trade-api/ws/v2".into(),
+        KEY_ID,
+        key_file(),
+        &pg.url(),
+    );
+    f.store.spill_dir = spill.to_path_buf();
+    tweak(&mut f);
+    f.validate().unwrap().store
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gatherer-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn no_hook() -> gatherer::store::writer::OverflowHook {
+    std::sync::Arc::new(|_| {})
+}
+
+fn delta(i: i64) -> DeltaRow {
+    DeltaRow {
+        market_ticker: format!("M{}", i % 7),
+        ts_ms: Some(1_800_000_000_000 + i),
+        side: Side::Yes,
+        price: 10_000 * (1 + i % 90),
+        delta: 100 + i,
+        occurrence: 0,
+        origin: Origin::default(),
+    }
+}
+
+fn trade(id: &str, ts_ms: i64, source: Source) -> TradeRow {
+    TradeRow {
+        trade_id: id.into(),
+        market_ticker: "M".into(),
+        yes_price: 420_000,
+        no_price: 580_000,
+        count: 300,
+        taker_outcome_side: Some(Side::Yes),
+        taker_book_side: None,
+        is_block_trade: false,
+        ts_ms,
+        source,
+        origin: Origin::default(),
+    }
+}
+
+async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn wait_count(pool: &sqlx::PgPool, sql: &str, want: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = count(pool, sql).await;
+        if n == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql}: {n}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// With the database down, gap records beyond the gaps writer's channel and buffer are not
+/// lost: they come back as one whole-stream gap per stream, covering all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_records_beyond_the_gaps_buffer_are_declared_not_lost() {
+    init();
+    let mut pg = PgCluster::start_default().unwrap();
+    let spill = scratch("gaps");
+    let cfg = store_config(&pg, &spill, |f| {
+        f.store.channel_rows = 5;
+        f.store.buffer_rows = 5;
+        f.store.batch_rows = 5;
+    });
+    let shutdown = CancellationToken::new();
+    let store = Store::open(cfg, &shutdown).await.unwrap();
+    let (finish, died) = (CancellationToken::new(), CancellationToken::new());
+    let (sinks, writers) = store.start_writers(&finish, no_hook(), &died);
+    tokio::task::block_in_place(|| pg.stop()).unwrap();
+    // Give the gaps writer time to fail once and hold its buffer.
+    sinks.gaps.push(GapRow {
+        stream: Stream::Tickers,
+        market_ticker: Some("FIRST".into()),
+        from_ms: 1,
+        to_ms: 2,
+        reason: "disconnect",
+        detail: String::new(),
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut accepted = 0;
+    for i in 0..40 {
+        let stream = if i % 2 == 0 {
+            Stream::OrderbookDeltas
+        } else {
+            Stream::Tickers
+        };
+        if sinks.gaps.push(GapRow {
+            stream,
+            market_ticker: Some(format!("M{i}")),
+            from_ms: 1_000 + i,
+            to_ms: 1_000 + i + 10,
+            reason: "seq_gap",
+            detail: String::new(),
+        }) {
+            accepted += 1;
+        }
+    }
+    assert!(accepted < 40, "the gaps channel must have overflowed");
+    tokio::task::block_in_place(|| pg.restart()).unwrap();
+    // Every accepted record is stored, plus one overflow record per stream that lost some.
+    let pool = store.pool();
+    wait_count(
+        pool,
+        "SELECT count(*) FROM gaps WHERE reason <> 'gaps_overflow'",
+        accepted + 1,
+    )
+    .await;
+    let overflow = sqlx::query(
+        "SELECT stream, market_ticker, from_ms, to_ms FROM gaps WHERE reason = 'gaps_overflow' ORDER BY stream",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let stored: Vec<(String, i64)> =
+        sqlx::query("SELECT stream, from_ms FROM gaps WHERE reason = 'seq_gap'")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    // Every dropped record's window lies inside its stream's overflow record.
+    for i in 0..40i64 {
+        let stream = if i % 2 == 0 {
+            "orderbook_deltas"
+        } else {
+            "tickers"
+        };
+        if stored.contains(&(stream.to_owned(), 1_000 + i)) {
+            continue;
+        }
+        let covered = overflow.iter().any(|r| {
+            r.get::<String, _>(0) == stream
+                && r.get::<Option<String>, _>(1).is_none()
+                && r.get::<i64, _>(2) <= 1_000 + i
+                && r.get::<i64, _>(3) >= 1_000 + i + 10
+        });
+        assert!(
+            covered,
+            "gap record {i} ({stream}) was dropped and nothing covers it"
+        );
+    }
+    assert!(
+        !overflow.is_empty() && overflow.len() <= 2,
+        "{}",
+        overflow.len()
+    );
+    finish.cancel();
+    writers.await.unwrap();
+    let _ = std::fs::remove_dir_all(&spill);
+}
+
+/// The shutdown deadline passes with the database down: what the writers still hold (deltas,
+/// trades, gap records) is spilled to disk and loaded, once, at the next start, with fresh
+/// cursors after the ones already stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_held_at_a_shutdown_with_the_database_down_are_loaded_at_the_next_start() {
+    init();
+    let mut pg = PgCluster::start_default().unwrap();
+    let spill = scratch("spill");
+    let cfg = store_config(&pg, &spill, |f| {
+        f.store.flush_deadline = Duration::from_millis(500);
+    });
+    let shutdown = CancellationToken::new();
+    let store = Store::open(cfg.clone(), &shutdown).await.unwrap();
+    let instance = store.instance_id().to_owned();
+    let (finish, died) = (CancellationToken::new(), CancellationToken::new());
+    let (sinks, writers) = store.start_writers(&finish, no_hook(), &died);
+    for i in 0..10 {
+        assert!(sinks.deltas.push(delta(i)));
+    }
+    wait_count(store.pool(), "SELECT count(*) FROM orderbook_deltas", 10).await;
+    tokio::task::block_in_place(|| pg.stop()).unwrap();
+    for i in 10..60 {
+        assert!(sinks.deltas.push(delta(i)));
+    }
+    assert!(
+        sinks
+            .trades
+            .push(trade("t1", 1_800_000_000_123, Source::Ws))
+    );
+    assert!(sinks.gaps.push(GapRow {
+        stream: Stream::Tickers,
+        market_ticker: None,
+        from_ms: 5,
+        to_ms: 6,
+        reason: "disconnect",
+        detail: "held at shutdown".into(),
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    finish.cancel();
+    writers.await.unwrap();
+    drop(sinks);
+    drop(store);
+    let files: Vec<String> = std::fs::read_dir(spill.join(&instance))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files.len(),
+        3,
+        "one file per writer that held rows: {files:?}"
+    );
+
+    tokio::task::block_in_place(|| pg.restart()).unwrap();
+    let store = Store::open(cfg.clone(), &shutdown).await.unwrap();
+    let pool = store.pool();
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM orderbook_deltas ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(ids, (1..=60).collect::<Vec<i64>>());
+    let deltas: Vec<i64> = sqlx::query_scalar("SELECT delta FROM orderbook_deltas ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(deltas, (0..60).map(|i| 100 + i).collect::<Vec<i64>>());
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM trades WHERE trade_id = 't1'").await,
+        1
+    );
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM gaps WHERE detail = 'held at shutdown'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        store.head(Stream::OrderbookDeltas),
+        60,
+        "readers see the loaded rows"
+    );
+    assert_eq!(std::fs::read_dir(spill.join(&instance)).unwrap().count(), 0);
+    drop(store);
+    // A second start loads nothing again.
+    let store = Store::open(cfg, &shutdown).await.unwrap();
+    assert_eq!(
+        count(store.pool(), "SELECT count(*) FROM orderbook_deltas").await,
+        60
+    );
+    assert_eq!(
+        count(store.pool(), "SELECT count(*) FROM spill_replayed").await,
+        3
+    );
+    let _ = std::fs::remove_dir_all(&spill);
+}
+
+/// A file that cannot be read does not stop the start: it is set aside and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_spill_file_is_set_aside_and_the_start_goes_on() {
+    init();
+    let pg = PgCluster::start_default().unwrap();
+    let spill = scratch("damaged");
+    let cfg = store_config(&pg, &spill, |_| {});
+    let shutdown = CancellationToken::new();
+    let instance = Store::open(cfg.clone(), &shutdown)
+        .await
+        .unwrap()
+        .instance_id()
+        .to_owned();
+    let dir = spill.join(&instance);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tickers-1-1.copy"), b"PGCOPY\n\xff\r\n\0garbage").unwrap();
+    let store = Store::open(cfg, &shutdown).await.unwrap();
+    assert_eq!(count(store.pool(), "SELECT count(*) FROM tickers").await, 0);
+    assert!(dir.join("tickers-1-1.corrupt").exists());
+    let _ = std::fs::remove_dir_all(&spill);
+}
+
+/// One trade seen with whole seconds (a legacy WebSocket `ts`) and with milliseconds (REST)
+/// is one row, in either order and within one batch; the millisecond version wins a tie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_seen_in_seconds_and_in_milliseconds_is_stored_once() {
+    init();
+    let pg = PgCluster::start_default().unwrap();
+    let spill = scratch("legacy");
+    // Batches close at 4 rows (or after a second), so the one-batch case below is one batch.
+    let cfg = store_config(&pg, &spill, |f| {
+        f.store.batch_rows = 4;
+        f.store.batch_interval = Duration::from_secs(1);
+    });
+    let shutdown = CancellationToken::new();
+    let store = Store::open(cfg, &shutdown).await.unwrap();
+    let (finish, died) = (CancellationToken::new(), CancellationToken::new());
+    let (sinks, writers) = store.start_writers(&finish, no_hook(), &died);
+    let s = 1_800_000_123_000;
+    let pool = store.pool().clone();
+    // Seconds first, then milliseconds.
+    sinks.trades.push(trade("a", s, Source::Ws));
+    wait_count(&pool, "SELECT count(*) FROM trades", 1).await;
+    sinks.trades.push(trade("a", s + 456, Source::Rest));
+    // Milliseconds first, then seconds.
+    sinks.trades.push(trade("b", s + 789, Source::Rest));
+    let m = sinks.trades.mark();
+    assert!(sinks.trades.settled(m).await);
+    sinks.trades.push(trade("b", s, Source::Ws));
+    // Both in one batch.
+    sinks.trades.push(trade("c", s, Source::Ws));
+    sinks.trades.push(trade("c", s + 1, Source::Rest));
+    // Another trade id in the same second is another trade.
+    sinks.trades.push(trade("d", s, Source::Ws));
+    let m = sinks.trades.mark();
+    assert!(sinks.trades.settled(m).await);
+    let rows: Vec<(String, i64)> =
+        sqlx::query("SELECT trade_id, ts_ms FROM trades ORDER BY trade_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("a".into(), s),
+            ("b".into(), s + 789),
+            ("c".into(), s + 1),
+            ("d".into(), s)
+        ]
+    );
+    finish.cancel();
+    writers.await.unwrap();
+    let _ = std::fs::remove_dir_all(&spill);
+}
