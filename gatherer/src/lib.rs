@@ -332,6 +332,16 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     };
     intake_tasks.spawn(backfill.run(newest_trade, intake.clone()));
     intake_tasks.spawn(store.clone().run_maintenance(intake.clone()));
+    let (lock_store, lock_token) = (store.clone(), intake.clone());
+    intake_tasks.spawn(async move {
+        if let Err(e) = lock_store
+            .keep_writer_lock(Duration::from_secs(1), lock_token)
+            .await
+        {
+            // Ending early stops the gatherer (see below).
+            tracing::error!(error = %format!("{e:#}"), "writer lock lost to another session");
+        }
+    });
     let pinger_store = store.clone();
     let pinger_health = health.clone();
     let pinger_token = intake.clone();

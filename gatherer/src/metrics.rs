@@ -32,6 +32,7 @@ pub const WRITER_REJECTED_ROWS: &str = "writer_rejected_rows_total";
 pub const WRITER_DUPLICATES: &str = "writer_duplicates_skipped_total";
 pub const GAPS_DECLARED: &str = "gaps_declared_total";
 pub const RETENTION_DROPPED_PARTITIONS: &str = "retention_dropped_partitions_total";
+pub const WRITER_LOCK_LOST: &str = "writer_lock_lost_total";
 pub const WRITER_LOST_ROWS: &str = "writer_lost_rows_total";
 pub const SPILL_WRITTEN_ROWS: &str = "spill_written_rows_total";
 pub const SPILL_REPLAYED_ROWS: &str = "spill_replayed_rows_total";
@@ -100,6 +101,7 @@ pub fn describe() {
         metrics::counter!(WRITER_LOST_ROWS, "table" => *t).increment(0);
         metrics::counter!(SPILL_WRITTEN_ROWS, "table" => *t).increment(0);
         metrics::counter!(SPILL_REPLAYED_ROWS, "table" => *t).increment(0);
+        metrics::counter!(SPILL_CORRUPT_FILES, "table" => *t).increment(0);
         metrics::gauge!(WRITER_BUFFER_ROWS, "table" => *t).set(0.0);
         for class in kalshi_shared::pg::DbErrorClass::ALL {
             metrics::counter!(WRITER_ERRORS, "table" => *t, "class" => class.label()).increment(0);
@@ -118,6 +120,7 @@ pub fn describe() {
         metrics::counter!(WS_MESSAGES, "channel" => c).increment(0);
     }
     metrics::counter!(WS_RECONNECTS).increment(0);
+    metrics::counter!(WRITER_LOCK_LOST).increment(0);
     metrics::counter!(SEQ_GAPS).increment(0);
     metrics::counter!(RESNAPSHOTS).increment(0);
     metrics::counter!(DELTAS_DROPPED).increment(0);
@@ -214,6 +217,10 @@ pub fn describe() {
     describe_counter!(
         WRITER_LOST_ROWS,
         "Rows lost at a shutdown past the flush deadline with the database unavailable and no usable spill directory, by table (alert on any)"
+    );
+    describe_counter!(
+        WRITER_LOCK_LOST,
+        "Times the session holding the database's writer lock was lost and the lock taken again"
     );
     describe_counter!(
         SPILL_WRITTEN_ROWS,

@@ -81,3 +81,61 @@ async fn overflow_beyond_the_buffer_is_declared_and_trades_are_backfilled() {
         "dropped trades go to backfill, not to a gap"
     );
 }
+
+/// The session holding the database's writer lock is lost while the gatherer runs: the lock
+/// is taken again; and if another session took it first (another gatherer on this database),
+/// the gatherer stops with an error instead of writing next to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_writer_lock_is_taken_again_or_the_gatherer_stops() {
+    let mut rig = Rig::start(sim_config(303, 5), |_| {}).await;
+    let db = sqlx::PgPool::connect(&rig.pg.url()).await.unwrap();
+    let holder = || {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            )
+            .fetch_optional(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let first = holder().await.expect("the gatherer holds its writer lock");
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .execute(&db)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let second = loop {
+        if let Some(p) = holder().await.filter(|p| *p != first) {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never taken again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(rig.metric("writer_lock_lost_total").await, 1.0);
+    rig.wait_healthy(Duration::from_secs(10)).await;
+
+    // Now another session is first in line: ours waits on the lock while its holder dies.
+    let mut other = db.acquire().await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(second)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(gatherer::store::WRITER_LOCK_KEY)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let g = rig.gatherer.take().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), g.wait())
+        .await
+        .expect("the gatherer must stop once another session holds its lock");
+    let e = ended.expect_err("it stops with an error (non-zero exit)");
+    assert!(format!("{e:#}").contains("ended unexpectedly"), "{e:#}");
+}

@@ -124,7 +124,9 @@ pub struct Page {
 
 pub struct Store {
     /// The session holding the writer lock; dropped (released) with the store.
-    _writer_lock: tokio::sync::Mutex<sqlx::postgres::PgConnection>,
+    writer_lock: tokio::sync::Mutex<sqlx::postgres::PgConnection>,
+    /// How to open that session again (see [`Store::keep_writer_lock`]).
+    lock_opts: PgConnectOptions,
     pool: PgPool,
     instance_id: String,
     timescale: bool,
@@ -135,7 +137,7 @@ pub struct Store {
 }
 
 /// The advisory lock key a gatherer holds on its database while it runs ("kalshi-g").
-const WRITER_LOCK_KEY: i64 = 0x6b61_6c73_6869_2d67;
+pub const WRITER_LOCK_KEY: i64 = 0x6b61_6c73_6869_2d67;
 
 impl Store {
     /// Connects (retrying until `startup_timeout`), migrates, and reads the current heads.
@@ -253,7 +255,8 @@ impl Store {
         tracing::info!(instance_id = %instance_id, timescaledb = timescale, "local database ready");
         Ok(Arc::new(Store {
             pool,
-            _writer_lock: tokio::sync::Mutex::new(writer_lock),
+            writer_lock: tokio::sync::Mutex::new(writer_lock),
+            lock_opts: opts,
             instance_id,
             timescale,
             heads,
@@ -265,6 +268,73 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Holds the writer lock for the process's lifetime. Its session is checked every
+    /// `interval`; a lost session (the database restarted, the backend was killed) is opened
+    /// again and the lock taken again. If another session holds the lock by then, this returns
+    /// the error and the caller stops the gatherer: two writers would hand out the same
+    /// cursors. Between the loss and the next check (at most `interval`) the writers go on.
+    pub async fn keep_writer_lock(
+        self: Arc<Self>,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut backoff = Backoff::new(
+            BackoffConfig::new(Duration::from_millis(100), Duration::from_secs(2))
+                .map_err(anyhow::Error::msg)?,
+        );
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let mut session = self.writer_lock.lock().await;
+            let alive = tokio::time::timeout(
+                self.cfg.op_timeout,
+                sqlx::query("SELECT 1").execute(&mut *session),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            if alive {
+                continue;
+            }
+            metrics::counter!(m::WRITER_LOCK_LOST).increment(1);
+            tracing::warn!(
+                "the writer-lock session was lost (database restart or killed backend); taking the lock again"
+            );
+            loop {
+                let attempt = async {
+                    let mut c = <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(
+                        &self.lock_opts,
+                    )
+                    .await?;
+                    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                        .bind(WRITER_LOCK_KEY)
+                        .fetch_one(&mut c)
+                        .await?;
+                    Ok::<_, sqlx::Error>((c, locked))
+                };
+                match tokio::time::timeout(self.cfg.op_timeout, attempt).await {
+                    Ok(Ok((c, true))) => {
+                        *session = c;
+                        backoff.reset();
+                        tracing::info!("writer lock taken again");
+                        break;
+                    }
+                    Ok(Ok((_, false))) => anyhow::bail!(
+                        "another session took this database's writer lock (advisory lock {WRITER_LOCK_KEY}) while ours was lost: another gatherer is writing here; stopping"
+                    ),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot take the writer lock again yet; retrying")
+                    }
+                    Err(_) => tracing::warn!("taking the writer lock again timed out; retrying"),
+                }
+                if !backoff.sleep(&cancel).await {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     pub fn instance_id(&self) -> &str {
