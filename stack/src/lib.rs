@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod control;
 pub mod scenarios;
 
 use std::net::SocketAddr;

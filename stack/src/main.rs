@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use kalshi_stack::control::{Action, Partition, Power, Target};
 use kalshi_stack::{Endpoints, Options, Stack, audit, scenarios};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -60,19 +61,38 @@ enum Cmd {
     /// Start everything and show live progress until Ctrl-C.
     Up(UpArgs),
     /// SIGKILL a service: `kill gatherer 2`, `kill deduplicator`.
-    Kill { target: String, n: Option<usize> },
+    Kill {
+        #[arg(value_enum)]
+        target: Target,
+        n: Option<usize>,
+    },
     /// Start a stopped service: `start gatherer 2`, `start deduplicator`.
-    Start { target: String, n: Option<usize> },
+    Start {
+        #[arg(value_enum)]
+        target: Target,
+        n: Option<usize>,
+    },
     /// SIGTERM a service (graceful): `term gatherer 2`, `term deduplicator`.
-    Term { target: String, n: Option<usize> },
+    Term {
+        #[arg(value_enum)]
+        target: Target,
+        n: Option<usize>,
+    },
     /// Kill the production primary, promote the standby, move the endpoint (needs `up --ha`).
     Failover,
     /// A simulator fault, as JSON: `fault '{"fault":"outage","duration_ms":5000}'`.
     Fault { json: String },
     /// Stall (`on`) or restore (`off`) the network between the deduplicator and gatherer N.
-    Partition { n: usize, state: String },
+    Partition {
+        n: usize,
+        #[arg(value_enum)]
+        state: Partition,
+    },
     /// Production `down` or `up`.
-    Production { state: String },
+    Production {
+        #[arg(value_enum)]
+        state: Power,
+    },
     /// Set the simulator's message rate.
     Rate { rate: u64 },
     /// Compare production with the ground truth through the oracle; exit 1 on any silent loss,
@@ -91,7 +111,7 @@ enum Cmd {
     },
     /// Run a fault scenario on a fresh stack, then the audit (`--list` for the scenarios).
     Chaos {
-        #[arg(long, default_value = "mixed")]
+        #[arg(long, default_value = "mixed", value_parser = clap::builder::PossibleValuesParser::new(scenarios::SCENARIOS.iter().map(|(name, _)| *name)))]
         scenario: String,
         /// Minutes of faults for `mixed`.
         #[arg(long, default_value_t = 3.0)]
@@ -128,67 +148,15 @@ fn endpoints(data_dir: &std::path::Path) -> anyhow::Result<Endpoints> {
     Ok(serde_json::from_str(&text)?)
 }
 
-async fn control(data_dir: &std::path::Path, body: Value) -> anyhow::Result<()> {
+async fn control(data_dir: &std::path::Path, action: Action) -> anyhow::Result<()> {
     let e = endpoints(data_dir)?;
-    let v = kalshi_stack::post(&format!("{}/control", e.control), body).await?;
+    let v = kalshi_stack::post(
+        &format!("{}/control", e.control),
+        serde_json::to_value(action)?,
+    )
+    .await?;
     println!("{}", v["result"].as_str().unwrap_or("ok"));
     Ok(())
-}
-
-async fn act(stack: &mut Stack, body: &Value) -> anyhow::Result<String> {
-    let action = body["action"].as_str().unwrap_or_default();
-    let target = body["target"].as_str().unwrap_or_default();
-    let n = body["n"].as_u64().unwrap_or(0) as usize;
-    match (action, target) {
-        ("kill", "gatherer") => stack
-            .kill_gatherer(n)
-            .map(|_| format!("gatherer {n} killed")),
-        ("start", "gatherer") => stack
-            .start_gatherer(n)
-            .await
-            .map(|_| format!("gatherer {n} started and healthy")),
-        ("term", "gatherer") => stack
-            .terminate_gatherer(n)
-            .map(|c| format!("gatherer {n} exited with {c:?}")),
-        ("kill", "deduplicator") => {
-            stack.kill_deduplicator();
-            Ok("deduplicator killed".into())
-        }
-        ("start", "deduplicator") => stack
-            .start_deduplicator()
-            .map(|_| "deduplicator started".into()),
-        ("term", "deduplicator") => Ok(format!(
-            "deduplicator exited with {:?}",
-            stack.terminate_deduplicator()
-        )),
-        ("failover", _) => stack
-            .failover()
-            .map(|_| "primary killed, standby promoted, endpoint moved".into()),
-        ("fault", _) => stack
-            .fault(body["fault"].clone())
-            .await
-            .map(|v| v.to_string()),
-        ("partition", _) => {
-            let cut = body["state"] == "on";
-            stack.partition_gatherer(n, cut).map(|_| {
-                format!(
-                    "gatherer {n} {}",
-                    if cut { "partitioned" } else { "reconnected" }
-                )
-            })
-        }
-        ("production", _) => {
-            let up = body["state"] == "up";
-            stack
-                .production(up)
-                .map(|_| format!("production {}", if up { "up" } else { "down" }))
-        }
-        ("rate", _) => stack
-            .set_rate(body["rate"].as_u64().unwrap_or(0))
-            .await
-            .map(|_| "rate set".into()),
-        _ => bail!("unknown action {body}"),
-    }
 }
 
 async fn up(data_dir: PathBuf, a: UpArgs) -> anyhow::Result<()> {
@@ -245,7 +213,16 @@ async fn up(data_dir: PathBuf, a: UpArgs) -> anyhow::Result<()> {
                         axum::Json(json!({ "error": "the stack is stopping" })),
                     );
                 };
-                match act(st, &body).await {
+                let action = match serde_json::from_value::<Action>(body) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            axum::Json(json!({ "error": format!("not a stack command: {e}") })),
+                        );
+                    }
+                };
+                match action.apply(st).await {
                     Ok(r) => (
                         axum::http::StatusCode::OK,
                         axum::Json(json!({ "result": r })),
@@ -364,43 +341,27 @@ fn main() -> ExitCode {
         let _ = rustls::crypto::ring::default_provider().install_default();
         match cli.command {
             Cmd::Up(a) => up(dir, a).await.map(|_| true),
-            Cmd::Kill { target, n } => {
-                control(&dir, json!({"action": "kill", "target": target, "n": n}))
-                    .await
-                    .map(|_| true)
-            }
-            Cmd::Start { target, n } => {
-                control(&dir, json!({"action": "start", "target": target, "n": n}))
-                    .await
-                    .map(|_| true)
-            }
-            Cmd::Term { target, n } => {
-                control(&dir, json!({"action": "term", "target": target, "n": n}))
-                    .await
-                    .map(|_| true)
-            }
-            Cmd::Failover => control(&dir, json!({"action": "failover"}))
+            Cmd::Kill { target, n } => control(&dir, Action::Kill { target, n })
                 .await
                 .map(|_| true),
+            Cmd::Start { target, n } => control(&dir, Action::Start { target, n })
+                .await
+                .map(|_| true),
+            Cmd::Term { target, n } => control(&dir, Action::Term { target, n })
+                .await
+                .map(|_| true),
+            Cmd::Failover => control(&dir, Action::Failover).await.map(|_| true),
             Cmd::Fault { json: text } => {
                 let fault: Value = serde_json::from_str(&text).context("the fault must be JSON")?;
-                control(&dir, json!({"action": "fault", "fault": fault}))
-                    .await
-                    .map(|_| true)
+                control(&dir, Action::Fault { fault }).await.map(|_| true)
             }
-            Cmd::Partition { n, state } => {
-                control(&dir, json!({"action": "partition", "n": n, "state": state}))
-                    .await
-                    .map(|_| true)
-            }
-            Cmd::Production { state } => {
-                control(&dir, json!({"action": "production", "state": state}))
-                    .await
-                    .map(|_| true)
-            }
-            Cmd::Rate { rate } => control(&dir, json!({"action": "rate", "rate": rate}))
+            Cmd::Partition { n, state } => control(&dir, Action::Partition { n, state })
                 .await
                 .map(|_| true),
+            Cmd::Production { state } => control(&dir, Action::Production { state })
+                .await
+                .map(|_| true),
+            Cmd::Rate { rate } => control(&dir, Action::Rate { rate }).await.map(|_| true),
             Cmd::Audit {
                 json: as_json,
                 subscription_latency,
