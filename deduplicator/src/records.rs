@@ -6,6 +6,7 @@
 //! word, and a row they refuse is bisected out of its batch into `quarantine`.
 
 use kalshi_proto::gatherer::v1 as pb;
+use kalshi_shared::identity::{KeyHasher, trade_second};
 use kalshi_shared::pg::CopyEncoder;
 
 pub use kalshi_proto::Stream;
@@ -297,10 +298,10 @@ fn received(origin: Option<&pb::Origin>) -> i64 {
 /// return `None`: they always reach the database, which keeps the newest.
 pub fn key(stream: Stream, src: &Source<'_>, r: &pb::Record) -> Option<u128> {
     use pb::record::Body;
-    let mut h = KeyHasher::new(stream);
+    let mut h = KeyHasher::new(stream as u8);
     match r.body.as_ref()? {
         // By second: a legacy WebSocket trade has whole seconds, REST milliseconds.
-        Body::Trade(t) => h.s(&t.trade_id).i(t.ts_ms.div_euclid(1000)),
+        Body::Trade(t) => h.s(&t.trade_id).i(trade_second(t.ts_ms)),
         Body::Delta(d) => {
             let gk = if d.ts_ms == 0 {
                 gatherer_key(src, d.origin.as_ref())
@@ -343,31 +344,6 @@ pub fn key(stream: Stream, src: &Source<'_>, r: &pb::Record) -> Option<u128> {
         Body::Gap(g) => h.s(src.gatherer_id).s(src.instance_id).i(g.id),
     };
     Some(h.finish())
-}
-
-struct KeyHasher(ring::digest::Context);
-
-impl KeyHasher {
-    fn new(stream: Stream) -> Self {
-        let mut c = ring::digest::Context::new(&ring::digest::SHA256);
-        c.update(&[stream as u8]);
-        KeyHasher(c)
-    }
-    fn s(&mut self, v: &str) -> &mut Self {
-        self.0.update(&(v.len() as u64).to_le_bytes());
-        self.0.update(v.as_bytes());
-        self
-    }
-    fn i(&mut self, v: i64) -> &mut Self {
-        self.0.update(&v.to_le_bytes());
-        self
-    }
-    fn finish(self) -> u128 {
-        let d = self.0.finish();
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&d.as_ref()[..16]);
-        u128::from_le_bytes(b)
-    }
 }
 
 /// Encodes valid records of one stream for `COPY stage FROM STDIN (FORMAT binary)`.

@@ -298,8 +298,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         health: health.clone(),
         recent_trades: recent.clone(),
         lifecycle_seen,
-        delta_occ: connections::occurrence::Occurrences::default(),
-        ticker_occ: connections::occurrence::Occurrences::default(),
+        delta_occ: connections::Occurrences::default(),
+        ticker_occ: connections::Occurrences::default(),
         epochs: AtomicI64::new(kalshi_shared::time::now_ms() * 1000),
         startup_from: alive_until,
     });

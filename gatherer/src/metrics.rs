@@ -17,7 +17,8 @@ pub const REST_ERRORS: &str = "market_registry_rest_errors_total";
 pub const REST_REQUESTS: &str = "market_registry_rest_requests_total";
 pub const REGISTRY_VERSIONS: &str = "market_registry_versions_total";
 pub const REGISTRY_UNPARSEABLE: &str = "market_registry_unparseable_total";
-pub const OCCURRENCE_BEYOND_HORIZON: &str = "conn_manager_occurrence_beyond_horizon_total";
+pub const OCCURRENCE_BEYOND_HORIZON: &str =
+    kalshi_shared::identity::occurrence::BEYOND_HORIZON_METRIC;
 pub const TICKERS_WITHOUT_BOOK: &str = "conn_manager_tickers_without_book_total";
 pub const REGISTRY_SYNCS: &str = "market_registry_syncs_total";
 pub const BACKFILL_RECOVERED: &str = "backfill_trades_recovered_total";

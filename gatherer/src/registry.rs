@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use kalshi_shared::identity::{json_hash, market_hash};
 use kalshi_shared::retry::{Backoff, BackoffConfig};
 use kalshi_shared::wire::rest::{EventData, Market, Series, market_status};
 use serde::Deserialize;
@@ -147,61 +148,6 @@ struct OneEvent<'a> {
 struct OneSeries<'a> {
     #[serde(borrow)]
     series: &'a RawValue,
-}
-
-/// Fields that move with trading; left out of a market's content hash.
-const TRADING_FIELDS: &[&str] = &[
-    "yes_bid",
-    "yes_ask",
-    "no_bid",
-    "no_ask",
-    "last_price",
-    "volume",
-    "volume_24h",
-    "open_interest",
-    "liquidity",
-    "yes_bid_dollars",
-    "yes_ask_dollars",
-    "no_bid_dollars",
-    "no_ask_dollars",
-    "last_price_dollars",
-    "previous_yes_bid",
-    "previous_yes_ask",
-    "previous_price",
-    "previous_yes_bid_dollars",
-    "previous_yes_ask_dollars",
-    "previous_price_dollars",
-    "volume_fp",
-    "volume_24h_fp",
-    "open_interest_fp",
-    "liquidity_dollars",
-    "yes_bid_size_fp",
-    "yes_ask_size_fp",
-    "no_bid_size_fp",
-    "no_ask_size_fp",
-];
-
-/// SHA-256 (hex) of a JSON value in canonical form (sorted keys, exact numbers).
-pub fn content_hash(v: &serde_json::Value) -> String {
-    let text = serde_json::to_string(v).unwrap_or_default();
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn market_hash(raw: &str) -> Option<String> {
-    let mut v: serde_json::Value = serde_json::from_str(raw).ok()?;
-    if let Some(obj) = v.as_object_mut() {
-        for f in TRADING_FIELDS {
-            obj.remove(*f);
-        }
-    }
-    Some(content_hash(&v))
-}
-
-fn plain_hash(raw: &str) -> Option<String> {
-    serde_json::from_str::<serde_json::Value>(raw)
-        .ok()
-        .map(|v| content_hash(&v))
 }
 
 fn parse_ms(text: Option<&str>) -> Option<i64> {
@@ -362,7 +308,7 @@ impl Registry {
             set.insert(s.ticker.clone());
         }
         self.series.insert(s.ticker.clone(), category);
-        if allowed && let Some(h) = plain_hash(raw.get()) {
+        if allowed && let Some(h) = json_hash(raw.get()) {
             self.version(
                 KIND_SERIES,
                 &s.ticker,
@@ -385,7 +331,7 @@ impl Registry {
         self.events
             .insert(e.event_ticker.clone(), e.series_ticker.clone());
         if self.series_allowed(Some(&e.series_ticker))
-            && let Some(h) = plain_hash(raw.get())
+            && let Some(h) = json_hash(raw.get())
         {
             self.version(
                 KIND_EVENT,
@@ -750,12 +696,6 @@ fn salvage_market(raw: &str, e: &serde_json::Error) -> Option<Market> {
     })
 }
 
-pub fn lifecycle_hash<T: serde::Serialize>(msg: &T) -> (String, String) {
-    let v = serde_json::to_value(msg).unwrap_or(serde_json::Value::Null);
-    let body = serde_json::to_string(&v).unwrap_or_default();
-    (body, content_hash(&v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -778,16 +718,6 @@ mod tests {
         let raw = r#"{"ticker":42,"status":"active"}"#;
         let e = serde_json::from_str::<Market>(raw).unwrap_err();
         assert!(salvage_market(raw, &e).is_none(), "no usable ticker");
-    }
-
-    #[test]
-    fn market_hash_ignores_trading_fields() {
-        let a = r#"{"ticker":"M","status":"active","yes_bid_dollars":"0.40","volume_fp":"10.00"}"#;
-        let b = r#"{"volume_fp":"99.00","status":"active","ticker":"M","yes_bid_dollars":"0.41"}"#;
-        let c = r#"{"ticker":"M","status":"closed","yes_bid_dollars":"0.40"}"#;
-        assert_eq!(market_hash(a), market_hash(b));
-        assert_ne!(market_hash(a), market_hash(c));
-        assert_eq!(content_hash(&serde_json::json!({})).len(), 64);
     }
 
     #[test]

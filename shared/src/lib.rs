@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod fixed;
+pub mod identity;
 pub mod pg;
 pub mod retry;
 pub mod telemetry;

@@ -23,11 +23,12 @@ use super::book::MarketBook;
 use super::{LogLimiter, Shared, TradeHole};
 use crate::health::ConnState;
 use crate::metrics as m;
-use crate::registry::{Note, content_hash, lifecycle_hash};
+use crate::registry::Note;
 use crate::store::Stream;
 use crate::store::rows::{
     DeltaRow, GapRow, LifecycleRow, Origin, SnapshotRow, Source, TickerRow, TradeRow,
 };
+use kalshi_shared::identity::{lifecycle_hash, ticker_hash};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -1198,28 +1199,6 @@ fn frame_channel(body: &FrameBody) -> &'static str {
     }
 }
 
-/// The content hash of a ticker: its values, normalised, so decimals' formatting and the
-/// deprecated fields do not matter.
-pub fn ticker_hash(t: &TickerMsg) -> String {
-    let p = |d: Option<kalshi_shared::wire::Dollars>| d.map(|d| d.price().raw());
-    let q = |v: Option<kalshi_shared::Quantity>| v.map(kalshi_shared::Quantity::raw);
-    let v = serde_json::json!({
-        "market_ticker": t.market_ticker,
-        "price": p(t.price_dollars),
-        "yes_bid": p(t.yes_bid_dollars),
-        "yes_ask": p(t.yes_ask_dollars),
-        "volume": q(t.volume_fp),
-        "open_interest": q(t.open_interest_fp),
-        "dollar_volume": t.dollar_volume,
-        "dollar_open_interest": t.dollar_open_interest,
-        "yes_bid_size": q(t.yes_bid_size_fp),
-        "yes_ask_size": q(t.yes_ask_size_fp),
-        "last_trade_size": q(t.last_trade_size_fp),
-        "ts_ms": t.ts_ms_value(),
-    });
-    content_hash(&v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1236,23 +1215,5 @@ mod tests {
         }
         assert!(counts.iter().all(|c| *c > 180), "{counts:?}");
         assert_eq!(shard_of("X", 1), 0);
-    }
-
-    #[test]
-    fn ticker_hash_ignores_formatting() {
-        let a: TickerMsg = serde_json::from_str(
-            r#"{"market_ticker":"M","price_dollars":"0.48","volume_fp":"10.00","ts_ms":5}"#,
-        )
-        .unwrap();
-        let b: TickerMsg = serde_json::from_str(
-            r#"{"market_ticker":"M","price_dollars":"0.4800","volume_fp":"10","ts_ms":5,"ts":0}"#,
-        )
-        .unwrap();
-        let c: TickerMsg = serde_json::from_str(
-            r#"{"market_ticker":"M","price_dollars":"0.49","volume_fp":"10.00","ts_ms":5}"#,
-        )
-        .unwrap();
-        assert_eq!(ticker_hash(&a), ticker_hash(&b));
-        assert_ne!(ticker_hash(&a), ticker_hash(&c));
     }
 }

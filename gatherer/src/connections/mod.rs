@@ -12,7 +12,6 @@
 
 mod book;
 mod conn;
-pub mod occurrence;
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicI64;
@@ -30,6 +29,7 @@ use crate::registry::{Desired, Note, Scope};
 use crate::store::Sinks;
 
 pub use conn::shard_of;
+pub use kalshi_shared::identity::occurrence::{LifecycleSeen, Occurrences};
 
 /// Settings for every connection.
 #[derive(Clone)]
@@ -146,36 +146,6 @@ impl RecentTrades {
     }
 }
 
-/// How many lifecycle messages of each content this gatherer has received, over the life of
-/// its database (seeded from it at start): identical messages (a market paused twice) get
-/// occurrences 0, 1, ... so that all of them reach production. One entry per distinct
-/// lifecycle message: markets times their transitions, small next to any data stream.
-#[derive(Debug, Default)]
-pub struct LifecycleSeen {
-    counts: Mutex<std::collections::HashMap<(&'static str, String), u32>>,
-}
-
-impl LifecycleSeen {
-    /// Seeded with the next occurrence of each `(kind, content_hash)` already stored.
-    pub fn new(seed: impl IntoIterator<Item = (&'static str, String, u32)>) -> Self {
-        LifecycleSeen {
-            counts: Mutex::new(seed.into_iter().map(|(k, h, n)| ((k, h), n)).collect()),
-        }
-    }
-
-    /// The occurrence of one more message of this content.
-    pub fn next(&self, kind: &'static str, hash: &str) -> u32 {
-        let mut g = self
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = g.entry((kind, hash.to_owned())).or_insert(0);
-        let o = *n;
-        *n = n.saturating_add(1);
-        o
-    }
-}
-
 /// What the connections share.
 pub struct Shared {
     pub cfg: ConnConfig,
@@ -188,9 +158,9 @@ pub struct Shared {
     pub recent_trades: Arc<RecentTrades>,
     pub lifecycle_seen: LifecycleSeen,
     /// Delta occurrences `(side, price, delta)` per market and millisecond, process-wide.
-    pub delta_occ: occurrence::Occurrences<(kalshi_shared::wire::Side, i64, i64)>,
+    pub delta_occ: Occurrences<(kalshi_shared::wire::Side, i64, i64)>,
     /// Ticker occurrences by content hash per market and millisecond, process-wide.
-    pub ticker_occ: occurrence::Occurrences<String>,
+    pub ticker_occ: Occurrences<String>,
     /// Connection epochs: unique per connection run, across restarts too.
     pub epochs: AtomicI64,
     /// When this gatherer last received data before this start (from its database): the

@@ -1,5 +1,7 @@
 //! Occurrence counting for records whose identity is their content: how many identical
-//! `(market, ts_ms, content)` this gatherer process received before this one.
+//! `(market, ts_ms, content)` a gatherer process received before this one ([`Occurrences`],
+//! deltas and tickers), and how many identical lifecycle messages its database holds
+//! ([`LifecycleSeen`]).
 //!
 //! Counts live for the whole process, across every connection run, reconnect and
 //! resubscription, and do not restart when `ts_ms` changes: timestamps going backwards, or a
@@ -17,7 +19,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 
-use crate::metrics as m;
+/// Counted when a record is older than the horizon (its count restarts from what is left).
+pub const BEYOND_HORIZON_METRIC: &str = "conn_manager_occurrence_beyond_horizon_total";
 
 /// How far behind a market's newest timestamp counts are kept.
 pub const HORIZON_MS: i64 = 10_000;
@@ -71,7 +74,7 @@ impl<K: Hash + Eq + Clone> Occurrences<K> {
         };
         mc.last = ts;
         if ts < mc.pruned_below {
-            metrics::counter!(m::OCCURRENCE_BEYOND_HORIZON).increment(1);
+            metrics::counter!(BEYOND_HORIZON_METRIC).increment(1);
         }
         if ts > mc.newest {
             mc.newest = ts;
@@ -109,6 +112,36 @@ impl<K: Hash + Eq + Clone> Occurrences<K> {
     }
 }
 
+/// How many lifecycle messages of each content a gatherer has received, over the life of its
+/// database (seeded from it at start): identical messages (a market paused twice) get
+/// occurrences 0, 1, ... so that all of them reach production. One entry per distinct
+/// lifecycle message: markets times their transitions, small next to any data stream.
+#[derive(Debug, Default)]
+pub struct LifecycleSeen {
+    counts: Mutex<HashMap<(&'static str, String), u32>>,
+}
+
+impl LifecycleSeen {
+    /// Seeded with the next occurrence of each `(kind, content_hash)` already stored.
+    pub fn new(seed: impl IntoIterator<Item = (&'static str, String, u32)>) -> Self {
+        LifecycleSeen {
+            counts: Mutex::new(seed.into_iter().map(|(k, h, n)| ((k, h), n)).collect()),
+        }
+    }
+
+    /// The occurrence of one more message of this content.
+    pub fn next(&self, kind: &'static str, hash: &str) -> u32 {
+        let mut g = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = g.entry((kind, hash.to_owned())).or_insert(0);
+        let o = *n;
+        *n = n.saturating_add(1);
+        o
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +168,13 @@ mod tests {
         assert!(o.entries() <= 201, "{}", o.entries());
         // Within the horizon the count is kept.
         assert_eq!(o.next("M", Some(999), 1), 1);
+    }
+
+    #[test]
+    fn lifecycle_occurrences_continue_from_the_database() {
+        let seen = LifecycleSeen::new([("market", "h".to_owned(), 2)]);
+        assert_eq!(seen.next("market", "h"), 2);
+        assert_eq!(seen.next("market", "h"), 3);
+        assert_eq!(seen.next("event", "h"), 0, "per kind");
     }
 }
