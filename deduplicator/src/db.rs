@@ -32,6 +32,8 @@ impl std::fmt::Display for DbError {
     }
 }
 
+impl std::error::Error for DbError {}
+
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
         DbError {
@@ -51,6 +53,11 @@ impl DbError {
         }
     }
 }
+
+/// `production.database_url` does not parse (the reason, with any password redacted).
+#[derive(Debug, thiserror::Error)]
+#[error("production.database_url: {0}")]
+pub struct BadUrl(String);
 
 /// Error texts can quote a connection string; never let a password through.
 fn redact(s: &str) -> String {
@@ -74,14 +81,12 @@ pub struct Prod {
 }
 
 impl Prod {
-    pub fn new(cfg: ProductionSection) -> Result<Arc<Prod>, String> {
-        let opts: PgConnectOptions =
-            cfg.database_url
-                .expose()
-                .parse()
-                .map_err(|e: sqlx::Error| {
-                    format!("production.database_url: {}", redact(&e.to_string()))
-                })?;
+    pub fn new(cfg: ProductionSection) -> Result<Arc<Prod>, BadUrl> {
+        let opts: PgConnectOptions = cfg
+            .database_url
+            .expose()
+            .parse()
+            .map_err(|e: sqlx::Error| BadUrl(redact(&e.to_string())))?;
         let opts = opts.application_name("kalshi-deduplicator").options([(
             "statement_timeout",
             format!("{}", cfg.op_timeout.as_millis()),

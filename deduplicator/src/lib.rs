@@ -143,7 +143,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
     let http_addr = http_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
 
-    let prod = Prod::new(cfg.production.clone()).map_err(anyhow::Error::msg)?;
+    let prod = Prod::new(cfg.production.clone())?;
     let board = Arc::new(Board::new(&cfg.gatherers));
 
     let mut aux = JoinSet::new();
@@ -152,9 +152,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
         let sdk = rds::sdk_config(&cfg.rds).await;
         if cfg.rds.iam_auth {
             // The first token before the first connection.
-            rds::refresh_token(&prod, &sdk, &cfg.rds.region)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            rds::refresh_token(&prod, &sdk, &cfg.rds.region).await?;
             aux.spawn(rds::token_task(
                 prod.clone(),
                 sdk.clone(),
@@ -340,8 +338,7 @@ async fn run(
             board.clone(),
             senders.clone(),
             start,
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         sources.spawn(src.run(sources_stop.clone()));
     }
     drop(senders);

@@ -138,7 +138,7 @@ fn main() -> ExitCode {
 
 async fn connect(
     cfg: &deduplicator::Config,
-) -> Result<std::sync::Arc<deduplicator::db::Prod>, String> {
+) -> anyhow::Result<std::sync::Arc<deduplicator::db::Prod>> {
     let prod = deduplicator::db::Prod::new(cfg.production.clone())?;
     if cfg.rds.iam_auth {
         let sdk = deduplicator::rds::sdk_config(&cfg.rds).await;

@@ -34,12 +34,21 @@ pub async fn sdk_config(rds: &RdsSection) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// Why an IAM token could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("IAM token settings: {0}")]
+    Settings(String),
+    #[error("cannot generate an IAM auth token: {0}")]
+    Generate(String),
+}
+
 /// Generates one IAM token for the production endpoint and installs it as the password.
 pub async fn refresh_token(
     prod: &Prod,
     sdk: &aws_config::SdkConfig,
     region: &str,
-) -> Result<(), String> {
+) -> Result<(), TokenError> {
     let (host, port, user) = prod.endpoint();
     let cfg = TokenConfig::builder()
         .hostname(host)
@@ -47,11 +56,11 @@ pub async fn refresh_token(
         .username(user)
         .region(Region::new(region.to_owned()))
         .build()
-        .map_err(|e| format!("IAM token settings: {e}"))?;
+        .map_err(|e| TokenError::Settings(e.to_string()))?;
     let token = AuthTokenGenerator::new(cfg)
         .auth_token(sdk)
         .await
-        .map_err(|e| format!("cannot generate an IAM auth token: {e}"))?;
+        .map_err(|e| TokenError::Generate(e.to_string()))?;
     prod.set_password(token.as_str());
     metrics::counter!(m::IAM_TOKENS).increment(1);
     Ok(())

@@ -54,6 +54,15 @@ enum TailEnd {
     Retry,
 }
 
+/// A gatherer endpoint that is not a URI.
+#[derive(Debug, thiserror::Error)]
+#[error("gatherer {id}: bad endpoint {endpoint:?}: {reason}")]
+pub struct BadEndpoint {
+    pub id: String,
+    pub endpoint: String,
+    pub reason: String,
+}
+
 impl Source {
     /// `stored`: production's cursors for this gatherer, `(instance, [cursor per stream])`.
     pub fn new(
@@ -64,9 +73,13 @@ impl Source {
         board: Arc<Board>,
         sinks: Vec<mpsc::Sender<Page>>,
         stored: Option<(String, [i64; 9])>,
-    ) -> Result<Arc<Source>, String> {
+    ) -> Result<Arc<Source>, BadEndpoint> {
         let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| format!("gatherer {id}: bad endpoint {endpoint:?}: {e}"))?
+            .map_err(|e| BadEndpoint {
+                id: id.clone(),
+                endpoint: endpoint.to_owned(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

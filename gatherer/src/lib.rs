@@ -247,8 +247,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     let (desired_tx, desired_rx) = watch::channel(registry::Desired::default());
     let scope = Arc::new(RwLock::new(registry::Scope::default()));
     let (notes_tx, notes_rx) = mpsc::channel(4096);
-    let retry = BackoffConfig::new(Duration::from_millis(500), Duration::from_secs(30))
-        .map_err(anyhow::Error::msg)?;
+    let retry = BackoffConfig::new(Duration::from_millis(500), Duration::from_secs(30))?;
     let registry = registry::Registry::new(
         rest.clone(),
         registry::RegistrySinks {

@@ -13,15 +13,22 @@ pub struct BackoffConfig {
     pub max: Duration,
 }
 
+/// Why backoff settings are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackoffError {
+    #[error("backoff initial delay must be positive")]
+    ZeroInitial,
+    #[error("backoff maximum {max:?} is below its initial delay {initial:?}")]
+    MaxBelowInitial { initial: Duration, max: Duration },
+}
+
 impl BackoffConfig {
-    pub fn new(initial: Duration, max: Duration) -> Result<Self, String> {
+    pub fn new(initial: Duration, max: Duration) -> Result<Self, BackoffError> {
         if initial.is_zero() {
-            return Err("backoff initial delay must be positive".into());
+            return Err(BackoffError::ZeroInitial);
         }
         if max < initial {
-            return Err(format!(
-                "backoff maximum {max:?} is below its initial delay {initial:?}"
-            ));
+            return Err(BackoffError::MaxBelowInitial { initial, max });
         }
         Ok(Self { initial, max })
     }
@@ -140,8 +147,14 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(BackoffConfig::new(Duration::ZERO, Duration::from_secs(1)).is_err());
-        assert!(BackoffConfig::new(Duration::from_secs(2), Duration::from_secs(1)).is_err());
+        assert_eq!(
+            BackoffConfig::new(Duration::ZERO, Duration::from_secs(1)),
+            Err(BackoffError::ZeroInitial)
+        );
+        assert!(matches!(
+            BackoffConfig::new(Duration::from_secs(2), Duration::from_secs(1)),
+            Err(BackoffError::MaxBelowInitial { .. })
+        ));
     }
 
     #[test]

@@ -168,10 +168,10 @@ impl Store {
             .test_before_acquire(true)
             .connect_lazy_with(opts.clone());
         let deadline = tokio::time::Instant::now() + cfg.startup_timeout;
-        let mut backoff = Backoff::new(
-            BackoffConfig::new(Duration::from_millis(200), Duration::from_secs(5))
-                .map_err(anyhow::Error::msg)?,
-        );
+        let mut backoff = Backoff::new(BackoffConfig::new(
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+        )?);
         loop {
             match sqlx::query("SELECT 1").execute(&pool).await {
                 Ok(_) => break,
@@ -280,10 +280,10 @@ impl Store {
         interval: Duration,
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut backoff = Backoff::new(
-            BackoffConfig::new(Duration::from_millis(100), Duration::from_secs(2))
-                .map_err(anyhow::Error::msg)?,
-        );
+        let mut backoff = Backoff::new(BackoffConfig::new(
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+        )?);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),

@@ -171,29 +171,35 @@ impl Spill {
     }
 }
 
+/// A spilled payload that is not a whole binary COPY payload of rows with a bigint cursor.
+#[derive(Debug, thiserror::Error)]
+#[error("damaged spill payload: {0}")]
+pub struct Damaged(String);
+
 /// Rewrites the first field (the `bigint` cursor) of every row of a binary COPY payload to
 /// `first, first + 1, ...`. Returns the payload and its row count.
-pub fn renumber(payload: &[u8], first: i64) -> Result<(Vec<u8>, u64), String> {
+pub fn renumber(payload: &[u8], first: i64) -> Result<(Vec<u8>, u64), Damaged> {
     const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
     let mut out = payload.to_vec();
     if !payload.starts_with(SIGNATURE) || payload.len() < 19 {
-        return Err("not a binary COPY payload".into());
+        return Err(Damaged("not a binary COPY payload".into()));
     }
-    let be_i16 = |at: usize| -> Result<i16, String> {
+    let be_i16 = |at: usize| -> Result<i16, Damaged> {
         payload
             .get(at..at + 2)
             .and_then(|b| b.try_into().ok())
             .map(i16::from_be_bytes)
-            .ok_or_else(|| format!("truncated at byte {at}"))
+            .ok_or_else(|| Damaged(format!("truncated at byte {at}")))
     };
-    let be_i32 = |at: usize| -> Result<i32, String> {
+    let be_i32 = |at: usize| -> Result<i32, Damaged> {
         payload
             .get(at..at + 4)
             .and_then(|b| b.try_into().ok())
             .map(i32::from_be_bytes)
-            .ok_or_else(|| format!("truncated at byte {at}"))
+            .ok_or_else(|| Damaged(format!("truncated at byte {at}")))
     };
-    let ext = usize::try_from(be_i32(15)?).map_err(|_| "negative header extension")?;
+    let ext =
+        usize::try_from(be_i32(15)?).map_err(|_| Damaged("negative header extension".into()))?;
     let mut at = 19 + ext;
     let mut rows = 0u64;
     loop {
@@ -203,14 +209,16 @@ pub fn renumber(payload: &[u8], first: i64) -> Result<(Vec<u8>, u64), String> {
             break;
         }
         if fields < 1 {
-            return Err(format!("row {rows} has {fields} fields"));
+            return Err(Damaged(format!("row {rows} has {fields} fields")));
         }
         for f in 0..fields {
             let len = be_i32(at)?;
             at += 4;
             if f == 0 {
                 if len != 8 {
-                    return Err(format!("row {rows}: the cursor field has length {len}"));
+                    return Err(Damaged(format!(
+                        "row {rows}: the cursor field has length {len}"
+                    )));
                 }
                 let id = first + rows as i64;
                 out[at..at + 8].copy_from_slice(&id.to_be_bytes());
@@ -218,14 +226,17 @@ pub fn renumber(payload: &[u8], first: i64) -> Result<(Vec<u8>, u64), String> {
             if len > 0 {
                 at += len as usize;
                 if at > payload.len() {
-                    return Err(format!("row {rows}: field {f} runs past the end"));
+                    return Err(Damaged(format!("row {rows}: field {f} runs past the end")));
                 }
             }
         }
         rows += 1;
     }
     if at != payload.len() {
-        return Err(format!("{} bytes after the trailer", payload.len() - at));
+        return Err(Damaged(format!(
+            "{} bytes after the trailer",
+            payload.len() - at
+        )));
     }
     Ok((out, rows))
 }
