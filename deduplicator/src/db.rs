@@ -2,6 +2,8 @@
 //! resolved again after a failover), connections checked with `SHOW transaction_read_only`
 //! when they have been idle, a deadline on every call, optional IAM authentication tokens,
 //! and the reachability state `/health` and `dedup_rds_connected` report.
+//!
+//! It must never let a password or token through in an error text (they are redacted).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};

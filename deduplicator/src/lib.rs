@@ -11,6 +11,9 @@
 //! [`start`] runs the service in-process and returns a handle; `main` is a thin wrapper.
 //! Shutdown: stop the sources, let each writer commit what it already holds (bounded by
 //! `DRAIN`), close the pool, return.
+//!
+//! It must never stay half alive: a source, sink, server or auxiliary task that ends before
+//! shutdown (a panic included) stops the whole deduplicator with an error.
 
 #![forbid(unsafe_code)]
 

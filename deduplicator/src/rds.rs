@@ -5,6 +5,8 @@
 //!
 //! Credentials and region come from the standard AWS chain (environment, profile, instance
 //! role); `rds.endpoint_url` points the API at a stand-in (tests) or a VPC endpoint.
+//!
+//! It must never put a token in a log line, a metric or an error text.
 
 use std::sync::Arc;
 use std::time::Duration;

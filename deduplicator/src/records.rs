@@ -4,6 +4,9 @@
 //!
 //! Values are not range-checked here: the production schema's CHECK constraints are the final
 //! word, and a row they refuse is bisected out of its batch into `quarantine`.
+//!
+//! It must never give two different exchange records one key, or two copies of one record
+//! different keys: the hashing lives in `kalshi_shared::identity`, pinned by golden tests.
 
 use kalshi_proto::gatherer::v1 as pb;
 use kalshi_shared::identity::{KeyHasher, trade_second};

@@ -3,6 +3,9 @@
 //! with capped jittered backoff while the others carry on; one whose `instance_id` changed
 //! (replaced instance, empty database) has its cursors reset, loudly. Everything a gatherer
 //! sends is bounded (message size, page size) and checked (ascending cursors, record shape).
+//!
+//! It must never hand a sink records out of cursor order, or move a cursor past records it
+//! has not handed on.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,8 @@
 //! unreachable local database is UNAVAILABLE. `Tail` catches up page by page, then waits on
 //! the writer's head (no polling sleep) and pushes each committed batch; an idle Tail sends an
 //! empty message with the head every `api.tail_heartbeat` so the reader can tell it is alive.
+//!
+//! It must never send a record above the committed head, or one cursor twice on a stream.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -12,6 +12,9 @@
 //! [`start`] runs the whole service in-process and returns a handle; `main` is a thin wrapper.
 //! Shutdown: stop accepting (gRPC, HTTP), stop intake (WebSocket, registry, backfill), flush
 //! every writer, close the database, return.
+//!
+//! It must never stay half alive: a task that ends before shutdown (a panic included) stops
+//! the whole gatherer with an error, so systemd restarts it.
 
 #![forbid(unsafe_code)]
 

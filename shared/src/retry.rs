@@ -1,5 +1,6 @@
 //! The one retry helper: capped exponential backoff with full jitter, whose sleep races the
-//! shutdown token. No retry loop in this project may ignore shutdown.
+//! shutdown token. No retry loop in this project may ignore shutdown, and no backoff may ever
+//! grow beyond its configured maximum.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

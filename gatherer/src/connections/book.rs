@@ -1,5 +1,8 @@
 //! A market's book as one connection sees it. Occurrence counting is process-wide, in
-//! [`super::occurrence`].
+//! `kalshi_shared::identity::occurrence`.
+//!
+//! It must never let a level go negative: `apply` refuses such a delta, and the caller then
+//! treats the book as broken until a fresh snapshot.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,8 @@
 //! One WebSocket connection: connect, subscribe, check seq, route frames, declare holes,
 //! reconnect. See the module above for the rules it follows.
+//!
+//! It must never route a frame whose `seq` it has not checked, apply a delta to an invalid
+//! book, or let a hole close without declaring it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

@@ -8,7 +8,8 @@
 //! On a seq gap, an error 10/17/25, a book that goes negative, or a disconnect, the affected
 //! books are invalid: their deltas are dropped until fresh snapshots arrive (`get_snapshot`,
 //! or resubscribe), and the hole is declared as a `gaps` record when it closes. Trade holes
-//! are handed to backfill instead. Nothing here ever stops retrying or blocks on the database.
+//! are handed to backfill instead. Nothing here may ever stop retrying, and it must never
+//! block on the database.
 
 mod book;
 mod conn;

@@ -1,6 +1,8 @@
 //! The rows each stream stores: how they are written (binary COPY) and read back (as the
 //! gRPC `Record`s the deduplicator consumes). One place per stream, so the column order of the
 //! writer and of the reader cannot drift apart.
+//!
+//! It must never store money or sizes as floats: micro-dollars and centi-contracts, as `bigint`.
 
 use kalshi_proto::gatherer::v1 as pb;
 use kalshi_shared::pg::CopyEncoder;

@@ -5,6 +5,8 @@
 //! and is range-partitioned by day: by exchange time for `trades` (so a trade seen by WS and by
 //! REST backfill has one `(trade_id, ts)` key to conflict on), by ingestion time for the rest.
 //! Each table has a `DEFAULT` partition so that no row is ever refused for want of a partition.
+//!
+//! It must never change an applied migration: new schema goes into a new one.
 
 use crate::store::Stream;
 

@@ -3,6 +3,8 @@
 //! Rows are written field by field into one buffer: the 19-byte header, then per row a field
 //! count and each field as a 4-byte length (-1 for NULL) plus its binary value, then the
 //! trailer. Only the types this project stores are supported.
+//!
+//! It must never emit a row whose field count differs from the one it was built for.
 
 use bytes::{BufMut, BytesMut};
 
