@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use kalshi_shared::pg::migrate::MigrationError;
 use kalshi_shared::pg::{DbErrorClass, classify};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor as _, Row as _};
@@ -54,6 +55,17 @@ impl DbError {
             message: format!("{what} did not finish within {after:?}"),
         }
     }
+}
+
+/// Why migrations did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// Production is unreachable or failing: retry.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The applied migrations do not match this binary: retrying cannot help.
+    #[error(transparent)]
+    Refused(MigrationError),
 }
 
 /// `production.database_url` does not parse (the reason, with any password redacted).
@@ -238,22 +250,15 @@ impl Prod {
         }
     }
 
-    /// Runs the embedded migrations (idempotent; serialized by an advisory lock).
-    pub async fn migrate(&self) -> Result<Vec<i32>, DbError> {
-        let mut conn = self.acquire().await?;
+    /// Runs the embedded migrations (idempotent; serialized by an advisory lock), after
+    /// checking the applied ones against this binary.
+    pub async fn migrate(&self) -> Result<Vec<i32>, MigrateError> {
+        let mut conn = self.acquire().await.map_err(MigrateError::Db)?;
         let fut = async {
             conn.execute("SELECT pg_advisory_lock(727274)").await?;
             let r = async {
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-                )
-                .await?;
-                let done: Vec<i32> = sqlx::query("SELECT version FROM schema_migrations")
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get::<i32, _>(0))
-                    .collect::<Result<_, _>>()?;
+                let done = kalshi_shared::pg::migrate::verify(&mut conn, crate::schema::MIGRATIONS)
+                    .await?;
                 let mut applied = Vec::new();
                 for (v, sql) in crate::schema::MIGRATIONS {
                     if done.contains(v) {
@@ -261,24 +266,26 @@ impl Prod {
                     }
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                     tx.execute(*sql).await?;
-                    sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
-                        .bind(*v)
-                        .execute(&mut *tx)
-                        .await?;
+                    kalshi_shared::pg::migrate::record(&mut tx, *v, sql).await?;
                     tx.commit().await?;
                     applied.push(*v);
                 }
-                Ok::<_, sqlx::Error>(applied)
+                Ok::<_, MigrationError>(applied)
             }
             .await;
             let unlock = conn.execute("SELECT pg_advisory_unlock(727274)").await;
             let applied = r?;
             unlock?;
-            Ok::<_, sqlx::Error>(applied)
+            Ok::<_, MigrationError>(applied)
         };
         let r = match tokio::time::timeout(self.cfg.op_timeout * 4, fut).await {
-            Ok(r) => r.map_err(DbError::from),
-            Err(_) => Err(DbError::timeout("migrations", self.cfg.op_timeout * 4)),
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(MigrationError::Database(e))) => Err(MigrateError::Db(e.into())),
+            Ok(Err(refused)) => Err(MigrateError::Refused(refused)),
+            Err(_) => Err(MigrateError::Db(DbError::timeout(
+                "migrations",
+                self.cfg.op_timeout * 4,
+            ))),
         };
         if r.is_err() {
             conn.close_on_drop();

@@ -77,16 +77,21 @@ impl Deduplicator {
 }
 
 /// Connects to production (retrying until it answers or shutdown), migrates, and returns the
-/// stored cursors.
+/// stored cursors (`None`: shutdown first). Applied migrations that do not match this binary
+/// are an error: retrying cannot help.
 async fn prepare(
     prod: &Prod,
     cfg: &Config,
     cancel: &CancellationToken,
-) -> Option<std::collections::HashMap<(String, Stream), (i64, String)>> {
+) -> anyhow::Result<Option<std::collections::HashMap<(String, Stream), (i64, String)>>> {
     let mut backoff = Backoff::new(cfg.production_retry);
     loop {
         let r = async {
-            let applied = prod.migrate().await?;
+            let applied = match prod.migrate().await {
+                Ok(a) => a,
+                Err(db::MigrateError::Db(e)) => return Ok(Err(e)),
+                Err(db::MigrateError::Refused(m)) => return Err(m),
+            };
             if !applied.is_empty() {
                 tracing::info!(?applied, "production schema migrated");
             }
@@ -102,17 +107,24 @@ async fn prepare(
                         Ok(Err(e)) => {
                             tracing::warn!(table = t, error = %db::DbError::from(e), "cannot create a monthly partition")
                         }
-                        Err(_) => return Err(db::DbError::timeout("creating a partition", prod.op_timeout())),
+                        Err(_) => return Ok(Err(db::DbError::timeout("creating a partition", prod.op_timeout()))),
                     }
                 }
             }
-            prod.cursors().await
+            Ok(prod.cursors().await)
         }
         .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(refused) => {
+                tracing::error!(error = %refused, "production's schema does not match this binary");
+                return Err(refused).context("production schema");
+            }
+        };
         match r {
             Ok(c) => {
                 prod.observe(Ok(()));
-                return Some(c);
+                return Ok(Some(c));
             }
             Err(e) => {
                 prod.observe(Err(&e));
@@ -121,7 +133,7 @@ async fn prepare(
                     prod.rebuild();
                 }
                 if !backoff.sleep(cancel).await {
-                    return None;
+                    return Ok(None);
                 }
             }
         }
@@ -277,7 +289,7 @@ async fn run(
     board: Arc<Board>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some(stored) = prepare(&prod, &cfg, &cancel).await else {
+    let Some(stored) = prepare(&prod, &cfg, &cancel).await? else {
         return Ok(());
     };
     let ids: Vec<String> = cfg.gatherers.iter().map(|g| g.id.clone()).collect();

@@ -372,3 +372,63 @@ async fn a_trade_seen_in_seconds_and_in_milliseconds_is_stored_once() {
     writers.await.unwrap();
     let _ = std::fs::remove_dir_all(&spill);
 }
+
+/// Every applied migration is recorded with its checksum; a migration edited after it was
+/// applied, or one this binary does not know, stops the start with the version named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_or_unknown_applied_migration_is_refused() {
+    init();
+    let pg = PgCluster::start_default().unwrap();
+    let spill = scratch("migrations");
+    let cfg = store_config(&pg, &spill, |_| {});
+    let shutdown = CancellationToken::new();
+    let pool = {
+        let store = Store::open(cfg.clone(), &shutdown).await.unwrap();
+        store.pool().clone()
+    };
+    let n = gatherer::store::schema::MIGRATIONS.len() as i64;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM schema_migrations WHERE length(checksum) = 64"
+        )
+        .await,
+        n
+    );
+    sqlx::query("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let e = Store::open(cfg.clone(), &shutdown)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{e:#}").contains("migration 2 was edited after it was applied"),
+        "{e:#}"
+    );
+    sqlx::query("UPDATE schema_migrations SET checksum = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    drop(Store::open(cfg.clone(), &shutdown).await.unwrap());
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM schema_migrations WHERE length(checksum) = 64"
+        )
+        .await,
+        n,
+        "checksums missing from before are recorded"
+    );
+    sqlx::query("INSERT INTO schema_migrations (version, checksum) VALUES (99, 'x')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let e = Store::open(cfg, &shutdown).await.err().expect("refused");
+    assert!(
+        format!("{e:#}").contains("migration 99 is applied in the database but unknown"),
+        "{e:#}"
+    );
+    let _ = std::fs::remove_dir_all(&spill);
+}

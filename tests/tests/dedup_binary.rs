@@ -150,3 +150,75 @@ async fn migrate_status_and_gaps() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// A migration edited after it was applied (its checksum in production no longer matches the
+/// binary), or a production migrated by a newer binary, is refused by `migrate` and by the
+/// service itself, naming the migration; nothing is applied over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_or_unknown_applied_migration_is_refused() {
+    let w = World::start(452, 4, 1).await;
+    let file = w.dedup_file(&w.prod.url());
+    let cfg = write("dedup-migrations.toml", &toml::to_string(&file).unwrap());
+    let migrate = || {
+        bin()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("migrate")
+            .output()
+            .unwrap()
+    };
+    assert!(migrate().status.success());
+    let pool = pool(&w.prod.url()).await;
+    let stored: Vec<(i32, String)> =
+        sqlx::query_as("SELECT version, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|(_, c)| c.len() == 64), "{stored:?}");
+
+    sqlx::query("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let out = migrate();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("migration 2 was edited after it was applied"),
+        "{err}"
+    );
+    // The service refuses too, instead of retrying for ever.
+    let d = start_dedup(file.clone()).await;
+    let ended = tokio::time::timeout(Duration::from_secs(30), d.wait())
+        .await
+        .expect("the deduplicator stops");
+    let e = format!("{:#}", ended.expect_err("with an error"));
+    assert!(e.contains("migration 2 was edited"), "{e}");
+
+    // A checksum missing (applied before checksums existed) is recorded, not refused.
+    sqlx::query("UPDATE schema_migrations SET checksum = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(migrate().status.success());
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM schema_migrations WHERE checksum IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(n, 2);
+
+    // A version this binary does not know.
+    sqlx::query("INSERT INTO schema_migrations (version, checksum) VALUES (99, 'x')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let out = migrate();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("migration 99 is applied in the database but unknown"),
+        "{err}"
+    );
+}

@@ -796,10 +796,9 @@ async fn migrate(
         .execute(&mut *conn)
         .await?;
     let result = async {
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await?;
+        let applied = kalshi_shared::pg::migrate::verify(&mut conn, schema::MIGRATIONS)
+            .await
+            .context("check the applied migrations")?;
         let available: bool = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
         )
@@ -814,12 +813,6 @@ async fn migrate(
                 "store.timescaledb = \"require\" but the timescaledb extension is not installed"
             ),
         };
-        let applied: Vec<i32> = sqlx::query("SELECT version FROM schema_migrations")
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
         for (version, sql) in schema::MIGRATIONS {
             if applied.contains(version) {
                 continue;
@@ -838,10 +831,7 @@ async fn migrate(
                 }
                 tx.execute("INSERT INTO meta (key, value) VALUES ('storage', 'timescaledb') ON CONFLICT DO NOTHING").await?;
             }
-            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
+            kalshi_shared::pg::migrate::record(&mut tx, *version, sql).await?;
             tx.commit().await?;
             tracing::info!(version, "applied migration");
         }
