@@ -151,7 +151,7 @@ pub async fn load(prod: &Prod, from_ms: i64, to_ms: i64) -> Result<Vec<GapRow>, 
     .bind(from_ms)
     .bind(to_ms)
     .fetch_all(&pool);
-    let rows = match tokio::time::timeout(prod.op_timeout(), q).await {
+    let rows = match kalshi_shared::pg::timed("read_gaps", prod.op_timeout(), q).await {
         Ok(r) => r?,
         Err(_) => return Err(DbError::timeout("reading gaps", prod.op_timeout())),
     };

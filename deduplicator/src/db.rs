@@ -37,6 +37,12 @@ impl std::fmt::Display for DbError {
 
 impl std::error::Error for DbError {}
 
+impl kalshi_shared::pg::op::Classified for DbError {
+    fn class(&self) -> DbErrorClass {
+        self.class
+    }
+}
+
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
         DbError {
@@ -236,7 +242,8 @@ impl Prod {
     /// Acquires a connection within the connect timeout.
     pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, DbError> {
         let pool = self.pool();
-        match tokio::time::timeout(
+        match kalshi_shared::pg::timed(
+            "acquire",
             self.cfg.connect_timeout + Duration::from_secs(1),
             pool.acquire(),
         )
@@ -278,7 +285,7 @@ impl Prod {
             unlock?;
             Ok::<_, MigrationError>(applied)
         };
-        let r = match tokio::time::timeout(self.cfg.op_timeout * 4, fut).await {
+        let r = match kalshi_shared::pg::timed("migrate", self.cfg.op_timeout * 4, fut).await {
             Ok(Ok(applied)) => Ok(applied),
             Ok(Err(MigrationError::Database(e))) => Err(MigrateError::Db(e.into())),
             Ok(Err(refused)) => Err(MigrateError::Refused(refused)),
@@ -300,7 +307,7 @@ impl Prod {
         let pool = self.pool();
         let fut = sqlx::query("SELECT gatherer_id, stream, cursor, instance_id FROM sync_cursors")
             .fetch_all(&pool);
-        let rows = match tokio::time::timeout(self.cfg.op_timeout, fut).await {
+        let rows = match kalshi_shared::pg::timed("read_cursors", self.cfg.op_timeout, fut).await {
             Ok(r) => r?,
             Err(_) => {
                 return Err(DbError::timeout(
@@ -338,7 +345,13 @@ fn build_pool(cfg: &ProductionSection, opts: PgConnectOptions) -> PgPool {
                 // A connection that sat idle may now point at a demoted primary (read-only)
                 // or a dead socket: check it, with a deadline, before handing it out.
                 let check = sqlx::query("SHOW transaction_read_only").fetch_one(&mut *conn);
-                match tokio::time::timeout(op_timeout.min(Duration::from_secs(5)), check).await {
+                match kalshi_shared::pg::timed(
+                    "check_read_only",
+                    op_timeout.min(Duration::from_secs(5)),
+                    check,
+                )
+                .await
+                {
                     Ok(Ok(row)) => {
                         let ro: String = row.try_get(0)?;
                         if ro == "on" {

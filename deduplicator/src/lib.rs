@@ -102,7 +102,7 @@ async fn prepare(
                     let pool = prod.pool();
                     let sql = schema::create_partition_sql(t, m);
                     let call = sqlx::Executor::execute(&pool, sqlx::AssertSqlSafe(sql));
-                    match tokio::time::timeout(prod.op_timeout(), call).await {
+                    match kalshi_shared::pg::timed("create_partition", prod.op_timeout(), call).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => {
                             tracing::warn!(table = t, error = %db::DbError::from(e), "cannot create a monthly partition")

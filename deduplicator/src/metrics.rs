@@ -38,6 +38,7 @@ pub const SOURCE_ERROR_KINDS: &[&str] = &[
 ];
 
 pub fn describe(gatherers: &[String]) {
+    kalshi_shared::pg::op::describe();
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         SYNC_LAG,

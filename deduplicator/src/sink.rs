@@ -459,7 +459,8 @@ impl Sink {
             let mut backoff = Backoff::new(self.cfg.retry);
             loop {
                 let pool = self.prod.pool();
-                let r = match tokio::time::timeout(
+                let r = match kalshi_shared::pg::timed(
+                    "create_partition",
                     self.prod.op_timeout(),
                     pool.execute(sqlx::AssertSqlSafe(sql.clone())),
                 )
@@ -647,7 +648,7 @@ impl Sink {
             conn.execute("COMMIT").await?;
             Ok::<u64, sqlx::Error>(inserted)
         };
-        let r = match tokio::time::timeout(op_timeout + pause, fut).await {
+        let r = match kalshi_shared::pg::timed("commit_batch", op_timeout + pause, fut).await {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(DbError::from(e)),
             Err(_) => Err(DbError::timeout("a production transaction", op_timeout)),
@@ -656,7 +657,9 @@ impl Sink {
             Ok(_) => {}
             Err(e) if e.class == DbErrorClass::Data || e.class == DbErrorClass::Transient => {
                 // The connection is fine; end the failed transaction before it goes back.
-                let rollback = tokio::time::timeout(op_timeout, conn.execute("ROLLBACK")).await;
+                let rollback =
+                    kalshi_shared::pg::timed("rollback", op_timeout, conn.execute("ROLLBACK"))
+                        .await;
                 if !matches!(rollback, Ok(Ok(_))) {
                     conn.close_on_drop();
                 }

@@ -69,7 +69,7 @@ impl HoleLog {
         let fut =
             sqlx::query("SELECT from_ms, to_ms, reason FROM pending_trade_holes ORDER BY from_ms")
                 .fetch_all(&self.pool);
-        let rows = tokio::time::timeout(self.op_timeout, fut)
+        let rows = kalshi_shared::pg::timed("pending_windows_load", self.op_timeout, fut)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
         rows.iter()
@@ -91,7 +91,7 @@ impl HoleLog {
         .bind(h.to_ms)
         .bind(h.reason)
         .execute(&self.pool);
-        tokio::time::timeout(self.op_timeout, fut)
+        kalshi_shared::pg::timed("pending_window_record", self.op_timeout, fut)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
         Ok(())
@@ -104,7 +104,7 @@ impl HoleLog {
                 .bind(h.from_ms)
                 .bind(h.to_ms)
                 .execute(&self.pool);
-        tokio::time::timeout(self.op_timeout, fut)
+        kalshi_shared::pg::timed("pending_window_clear", self.op_timeout, fut)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
         Ok(())

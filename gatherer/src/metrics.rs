@@ -95,6 +95,7 @@ pub const REST_ENDPOINTS: &[&str] = &[
 
 /// Registers descriptions (shown as `# HELP` lines) and zero-valued series.
 pub fn describe() {
+    kalshi_shared::pg::op::describe();
     for t in TABLES {
         metrics::counter!(WRITER_INSERTS, "table" => *t).increment(0);
         metrics::counter!(WRITER_DROPPED_ROWS, "table" => *t).increment(0);

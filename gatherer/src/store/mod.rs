@@ -290,7 +290,8 @@ impl Store {
                 _ = tokio::time::sleep(interval) => {}
             }
             let mut session = self.writer_lock.lock().await;
-            let alive = tokio::time::timeout(
+            let alive = kalshi_shared::pg::timed(
+                "writer_lock_check",
                 self.cfg.op_timeout,
                 sqlx::query("SELECT 1").execute(&mut *session),
             )
@@ -315,7 +316,9 @@ impl Store {
                         .await?;
                     Ok::<_, sqlx::Error>((c, locked))
                 };
-                match tokio::time::timeout(self.cfg.op_timeout, attempt).await {
+                match kalshi_shared::pg::timed("writer_lock_take", self.cfg.op_timeout, attempt)
+                    .await
+                {
                     Ok(Ok((c, true))) => {
                         *session = c;
                         backoff.reset();
@@ -492,7 +495,7 @@ impl Store {
             .bind(head)
             .bind(i64::from(limit))
             .fetch_all(&self.pool);
-        let rows = tokio::time::timeout(self.cfg.op_timeout, fut)
+        let rows = kalshi_shared::pg::timed("read_page", self.cfg.op_timeout, fut)
             .await
             .map_err(|_| ReadError::Database(sqlx::Error::PoolTimedOut))??;
         let mut records = Vec::with_capacity(rows.len());
@@ -539,7 +542,7 @@ impl Store {
     pub async fn oldest(&self, stream: Stream) -> Result<i64, sqlx::Error> {
         let sql = format!("SELECT min(id) FROM {}", stream.table());
         let fut = sqlx::query(AssertSqlSafe(sql)).fetch_one(&self.pool);
-        let row = tokio::time::timeout(self.cfg.op_timeout, fut)
+        let row = kalshi_shared::pg::timed("oldest_cursor", self.cfg.op_timeout, fut)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
         Ok(row
@@ -551,7 +554,7 @@ impl Store {
     pub async fn ping(&self) -> bool {
         let fut = sqlx::query("SELECT 1").execute(&self.pool);
         matches!(
-            tokio::time::timeout(Duration::from_secs(2), fut).await,
+            kalshi_shared::pg::timed("ping", Duration::from_secs(2), fut).await,
             Ok(Ok(_))
         )
     }

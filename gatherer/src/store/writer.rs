@@ -594,7 +594,7 @@ impl<R: Row> Writer<R> {
             .bind(id)
             .bind(ingested_ms)
             .fetch_one(&self.pool);
-        let row = tokio::time::timeout(self.cfg.op_timeout, fut)
+        let row = kalshi_shared::pg::timed("writer_check_committed", self.cfg.op_timeout, fut)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
         row.try_get(0)
@@ -614,7 +614,8 @@ impl<R: Row> Writer<R> {
         days.dedup();
         for day in days {
             let sql = schema::create_partition_sql(R::STREAM, day);
-            match tokio::time::timeout(
+            match kalshi_shared::pg::timed(
+                "create_partition",
                 self.cfg.op_timeout,
                 sqlx::query(AssertSqlSafe(sql)).execute(&self.pool),
             )
@@ -681,7 +682,7 @@ impl<R: Row> Writer<R> {
             tx.commit().await?;
             Ok::<u64, sqlx::Error>(inserted)
         };
-        match tokio::time::timeout(self.cfg.op_timeout, fut).await {
+        match kalshi_shared::pg::timed("writer_commit", self.cfg.op_timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(sqlx::Error::PoolTimedOut),
         }

@@ -33,6 +33,16 @@ pub enum MigrationError {
     Database(#[from] sqlx::Error),
 }
 
+impl crate::pg::op::Classified for MigrationError {
+    fn class(&self) -> crate::pg::DbErrorClass {
+        match self {
+            MigrationError::Database(e) => crate::pg::classify(e),
+            // Refused schema: nothing a retry fixes.
+            _ => crate::pg::DbErrorClass::Other,
+        }
+    }
+}
+
 /// SHA-256 (hex) of a migration's SQL, as stored.
 pub fn checksum(sql: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, sql.as_bytes());

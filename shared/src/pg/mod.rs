@@ -6,6 +6,8 @@
 pub mod copy;
 pub mod errors;
 pub mod migrate;
+pub mod op;
 
 pub use copy::CopyEncoder;
 pub use errors::{DbErrorClass, classify, classify_sqlstate, sqlstate};
+pub use op::timed;
