@@ -28,6 +28,11 @@ struct Cli {
     #[arg(long)]
     check_config: bool,
 
+    /// When running, write the bound addresses as JSON ({"http", "metrics", "pid"}) to this
+    /// file once listening (written whole, then renamed): start with port 0 and read the ports.
+    #[arg(long, value_name = "FILE", global = true)]
+    addr_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -88,7 +93,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             kalshi_shared::telemetry::init_logging(&cfg.log.level, cfg.log.format);
-            runtime.block_on(run(cfg))
+            runtime.block_on(run(cfg, cli.addr_file))
         }
         Command::Migrate => runtime.block_on(async move {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -147,7 +152,7 @@ async fn connect(
     Ok(prod)
 }
 
-async fn run(cfg: deduplicator::Config) -> ExitCode {
+async fn run(cfg: deduplicator::Config, addr_file: Option<PathBuf>) -> ExitCode {
     let d = match deduplicator::start(cfg).await {
         Ok(d) => d,
         Err(e) => {
@@ -155,6 +160,18 @@ async fn run(cfg: deduplicator::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &addr_file {
+        let doc = serde_json::json!({
+            "http": d.http_addr.to_string(),
+            "metrics": d.metrics_addr.to_string(),
+            "pid": std::process::id(),
+        });
+        if let Err(e) = kalshi_shared::telemetry::write_addr_file(path, &doc) {
+            tracing::error!(file = %path.display(), error = %e, "cannot write the address file");
+            let _ = d.stop().await;
+            return ExitCode::FAILURE;
+        }
+    }
     let token = d.shutdown_token();
     tokio::spawn(async move {
         let signal = kalshi_shared::telemetry::shutdown_signal().await;

@@ -22,6 +22,11 @@ struct Cli {
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
+
+    /// Once listening, write the bound addresses as JSON ({"grpc", "http", "metrics", "pid"})
+    /// to this file (written whole, then renamed): start with port 0 and read the real ports.
+    #[arg(long, value_name = "FILE")]
+    addr_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +64,19 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(path) = &cli.addr_file {
+            let doc = serde_json::json!({
+                "grpc": g.grpc_addr.to_string(),
+                "http": g.http_addr.to_string(),
+                "metrics": g.metrics_addr.to_string(),
+                "pid": std::process::id(),
+            });
+            if let Err(e) = kalshi_shared::telemetry::write_addr_file(path, &doc) {
+                tracing::error!(file = %path.display(), error = %e, "cannot write the address file");
+                let _ = g.stop().await;
+                return ExitCode::FAILURE;
+            }
+        }
         let token = g.shutdown_token();
         tokio::spawn(async move {
             let signal = kalshi_shared::telemetry::shutdown_signal().await;

@@ -90,3 +90,13 @@ pub async fn shutdown_signal() -> &'static str {
         }
     }
 }
+
+/// Writes a service's bound addresses (`--addr-file`), whole or not at all: to a temporary
+/// name, then renamed, so a reader never sees half a file. Whoever starts the service with
+/// port 0 reads the ports it actually got, instead of guessing a free port that another
+/// process can take first.
+pub fn write_addr_file(path: &std::path::Path, doc: &serde_json::Value) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, doc.to_string())?;
+    std::fs::rename(&tmp, path)
+}

@@ -56,10 +56,7 @@ async fn run(cli: Cli, cfg: SimConfig) -> ExitCode {
             "truth_file": sim.truth().path(),
             "pid": std::process::id(),
         });
-        let tmp = path.with_extension("tmp");
-        let written =
-            std::fs::write(&tmp, doc.to_string()).and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = written {
+        if let Err(e) = kalshi_shared::telemetry::write_addr_file(path, &doc) {
             eprintln!("kalshi-sim: cannot write {}: {e}", path.display());
             sim.shutdown().await;
             return ExitCode::FAILURE;

@@ -101,9 +101,46 @@ pub struct GathererEndpoints {
     pub database_url: String,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
+/// Waits for a service's `--addr-file` (written once it listens), or fails with the end of
+/// its log if it exits first or takes longer than `within`.
+async fn read_addr_file(
+    path: &Path,
+    service: &mut Service,
+    within: Duration,
+) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return Ok(v);
+        }
+        if !service.running() {
+            bail!(
+                "{} exited at start-up:\n{}",
+                service.name,
+                log_tail(service.log_path())
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} did not report its addresses within {within:?}:\n{}",
+                service.name,
+                log_tail(service.log_path())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The port of one address in an address file.
+fn port_of(addrs: &Value, key: &str) -> anyhow::Result<u16> {
+    let text = addrs[key]
+        .as_str()
+        .with_context(|| format!("address file without {key}: {addrs}"))?;
+    Ok(text
+        .parse::<SocketAddr>()
+        .with_context(|| format!("address file: {key} = {text:?}"))?
         .port())
 }
 
@@ -387,14 +424,11 @@ impl Stack {
             let id = format!("g{i}");
             let pg =
                 PgCluster::start(pg_opts(&id)).with_context(|| format!("start {id}'s cluster"))?;
-            // Chosen ports can be taken before the service binds them: a service that exits
-            // before answering is started again on fresh ports.
-            let mut attempt = 0;
-            let (service, grpc_port, http_port, metrics_port) = loop {
-                attempt += 1;
-                let (grpc_port, http_port, metrics_port) =
-                    (free_port()?, free_port()?, free_port()?);
-                let cfg = format!(
+            // Ports 0 at first: the gatherer binds and reports what it got (--addr-file), so no
+            // port is guessed that another process could take first. The configuration then
+            // names those ports, so a restart of this gatherer keeps its endpoints.
+            let render = |grpc_port: u16, http_port: u16, metrics_port: u16| {
+                format!(
                     r#"gatherer_id = "{id}"
 
 [kalshi]
@@ -430,21 +464,31 @@ level = "{level}"
                     db = pg.url(),
                     spill = dir.join("spill").display(),
                     level = opts.log_level,
-                );
-                let path = dir.join(format!("{id}.toml"));
-                std::fs::write(&path, cfg)?;
-                let mut service = Service::new(
-                    &id,
-                    bin("gatherer"),
-                    vec!["--config".into(), path.display().to_string()],
-                    dir.join(format!("logs/{id}.log")),
-                );
-                service.start()?;
-                if answered(&mut service, http_port).await || attempt >= 3 {
-                    break (service, grpc_port, http_port, metrics_port);
-                }
-                tracing::warn!(gatherer = %id, attempt, "gatherer exited at start-up (port taken?); retrying on fresh ports");
+                )
             };
+            let path = dir.join(format!("{id}.toml"));
+            std::fs::write(&path, render(0, 0, 0))?;
+            let addr_file = dir.join(format!("{id}.addr.json"));
+            let _ = std::fs::remove_file(&addr_file);
+            let mut service = Service::new(
+                &id,
+                bin("gatherer"),
+                vec![
+                    "--config".into(),
+                    path.display().to_string(),
+                    "--addr-file".into(),
+                    addr_file.display().to_string(),
+                ],
+                dir.join(format!("logs/{id}.log")),
+            );
+            service.start()?;
+            let addrs = read_addr_file(&addr_file, &mut service, Duration::from_secs(90)).await?;
+            let (grpc_port, http_port, metrics_port) = (
+                port_of(&addrs, "grpc")?,
+                port_of(&addrs, "http")?,
+                port_of(&addrs, "metrics")?,
+            );
+            std::fs::write(&path, render(grpc_port, http_port, metrics_port))?;
             let proxy = TcpProxy::start(loopback(0), loopback(grpc_port)).await?;
             gatherers.push(GathererSlot {
                 id,
@@ -472,40 +516,40 @@ level = "{level}"
             })?;
         }
 
-        // The deduplicator.
-        let mut attempt = 0;
-        let (deduplicator, dh, dm, dpath) = loop {
-            attempt += 1;
-            let (dh, dm) = (free_port()?, free_port()?);
-            let mut dcfg = String::new();
-            for g in &gatherers {
-                dcfg.push_str(&format!(
-                    "[[gatherers]]\nid = \"{}\"\nendpoint = \"http://{}\"\n\n",
-                    g.id,
-                    g.proxy.addr()
-                ));
-            }
-            dcfg.push_str(&format!(
-            "[production]\ndatabase_url = \"{production_url}\"\nop_timeout = \"10s\"\nretry_max = \"5s\"\n\n[sources]\nsilence_timeout = \"10s\"\nreconnect_max = \"5s\"\n\n[http]\nlisten = \"127.0.0.1:{dh}\"\nmetrics_listen = \"127.0.0.1:{dm}\"\n\n[log]\nlevel = \"{}\"\n",
-            opts.log_level
-        ));
-            let dpath = dir.join("deduplicator.toml");
-            std::fs::write(&dpath, dcfg)?;
-            let mut deduplicator = Service::new(
-                "deduplicator",
-                bin("deduplicator"),
-                vec!["--config".into(), dpath.display().to_string()],
-                dir.join("logs/deduplicator.log"),
-            );
-            deduplicator.start()?;
-            if answered(&mut deduplicator, dh).await || attempt >= 3 {
-                break (deduplicator, dh, dm, dpath);
-            }
-            tracing::warn!(
-                attempt,
-                "the deduplicator exited at start-up (port taken?); retrying on fresh ports"
-            );
+        // The deduplicator, on ports 0 first (see the gatherers above).
+        let mut gatherer_list = String::new();
+        for g in &gatherers {
+            gatherer_list.push_str(&format!(
+                "[[gatherers]]\nid = \"{}\"\nendpoint = \"http://{}\"\n\n",
+                g.id,
+                g.proxy.addr()
+            ));
+        }
+        let render = |dh: u16, dm: u16| {
+            format!(
+                "{gatherer_list}[production]\ndatabase_url = \"{production_url}\"\nop_timeout = \"10s\"\nretry_max = \"5s\"\n\n[sources]\nsilence_timeout = \"10s\"\nreconnect_max = \"5s\"\n\n[http]\nlisten = \"127.0.0.1:{dh}\"\nmetrics_listen = \"127.0.0.1:{dm}\"\n\n[log]\nlevel = \"{}\"\n",
+                opts.log_level
+            )
         };
+        let dpath = dir.join("deduplicator.toml");
+        std::fs::write(&dpath, render(0, 0))?;
+        let daddr_file = dir.join("deduplicator.addr.json");
+        let _ = std::fs::remove_file(&daddr_file);
+        let mut deduplicator = Service::new(
+            "deduplicator",
+            bin("deduplicator"),
+            vec![
+                "--config".into(),
+                dpath.display().to_string(),
+                "--addr-file".into(),
+                daddr_file.display().to_string(),
+            ],
+            dir.join("logs/deduplicator.log"),
+        );
+        deduplicator.start()?;
+        let addrs = read_addr_file(&daddr_file, &mut deduplicator, Duration::from_secs(60)).await?;
+        let (dh, dm) = (port_of(&addrs, "http")?, port_of(&addrs, "metrics")?);
+        std::fs::write(&dpath, render(dh, dm))?;
         wait_http(
             &format!("http://127.0.0.1:{dh}/health"),
             Duration::from_secs(60),
@@ -810,29 +854,6 @@ level = "{level}"
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-}
-
-/// Waits until a service answers on its health port, or has exited (false).
-async fn answered(service: &mut Service, http_port: u16) -> bool {
-    let url = format!("http://127.0.0.1:{http_port}/health");
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-    {
-        Ok(c) => c,
-        Err(_) => return service.running(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if client.get(&url).send().await.is_ok() {
-            return true;
-        }
-        if !service.running() {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    service.running()
 }
 
 /// The last lines of a log, for error messages.
