@@ -1,6 +1,9 @@
-//! The one retry helper: capped exponential backoff with full jitter, whose sleep races the
-//! shutdown token. No retry loop in this project may ignore shutdown, and no backoff may ever
-//! grow beyond its configured maximum.
+//! The one retry shape: capped exponential backoff with full jitter, whose sleep races the
+//! shutdown token. Every retry loop in the services is `loop { try; on failure:
+//! if !backoff.sleep(&cancel).await { stop } }` with a [`Backoff`], and resets it on success;
+//! what a loop does between attempts (rebuild a pool, re-queue a window) stays in the loop.
+//! No retry loop in this project may ignore shutdown, and no backoff may ever grow beyond its
+//! configured maximum.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -105,39 +108,6 @@ impl Backoff {
     }
 }
 
-/// Runs `op` until it succeeds, fails permanently, or shutdown comes; between attempts sleeps
-/// with `backoff`. Returns `None` on shutdown.
-pub async fn retry<T, E, F, Fut>(
-    backoff: &mut Backoff,
-    cancel: &CancellationToken,
-    mut is_permanent: impl FnMut(&E) -> bool,
-    mut on_retry: impl FnMut(&E, u32),
-    mut op: F,
-) -> Option<Result<T, E>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    loop {
-        if cancel.is_cancelled() {
-            return None;
-        }
-        match op().await {
-            Ok(v) => {
-                backoff.reset();
-                return Some(Ok(v));
-            }
-            Err(e) if is_permanent(&e) => return Some(Err(e)),
-            Err(e) => {
-                on_retry(&e, backoff.attempt() + 1);
-                if !backoff.sleep(cancel).await {
-                    return None;
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,45 +159,6 @@ mod tests {
             .filter(|d| **d < Duration::from_millis(500))
             .count();
         assert!((40..160).contains(&low), "roughly uniform: {low}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retry_stops_on_success_permanent_error_or_shutdown() {
-        let cancel = CancellationToken::new();
-        let mut b = Backoff::new(cfg(10, 100));
-        let mut n = 0;
-        let r: Option<Result<u32, &str>> = retry(
-            &mut b,
-            &cancel,
-            |_| false,
-            |_, _| {},
-            || {
-                n += 1;
-                let v = n;
-                async move { if v < 4 { Err("again") } else { Ok(v) } }
-            },
-        )
-        .await;
-        assert_eq!(r, Some(Ok(4)));
-        let r: Option<Result<u32, &str>> = retry(
-            &mut b,
-            &cancel,
-            |e| *e == "fatal",
-            |_, _| {},
-            || async { Err("fatal") },
-        )
-        .await;
-        assert_eq!(r, Some(Err("fatal")));
-        cancel.cancel();
-        let r: Option<Result<u32, &str>> = retry(
-            &mut b,
-            &cancel,
-            |_| false,
-            |_, _| {},
-            || async { Err("again") },
-        )
-        .await;
-        assert_eq!(r, None);
     }
 
     #[tokio::test(start_paused = true)]
