@@ -280,18 +280,29 @@ async fn sigterm_during_heavy_ingest_flushes_everything_received() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Starts the binary on `cfg_path` and waits until it is healthy (the caller waits for it).
+/// Starts the binary on `cfg_path` (its log appended to `log`) and waits until it answers
+/// `/health` with 200 (the caller waits for the process).
 #[allow(clippy::zombie_processes)]
-async fn start_binary(cfg_path: &std::path::Path, health_port: u16) -> std::process::Child {
+async fn start_binary(
+    cfg_path: &std::path::Path,
+    health_port: u16,
+    log: &std::path::Path,
+) -> std::process::Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     // Tied to this process: a failed assertion never leaves it running.
     let child = kalshi_testkit::process::spawn_tied(std::path::Path::new(BIN), |c| {
         c.arg("--config")
             .arg(cfg_path)
+            .env("GATHERER__LOG__LEVEL", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(out);
     })
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ok = reqwest::get(format!("http://127.0.0.1:{health_port}/health"))
             .await
@@ -302,10 +313,18 @@ async fn start_binary(cfg_path: &std::path::Path, health_port: u16) -> std::proc
         }
         assert!(
             Instant::now() < deadline,
-            "binary gatherer never became healthy"
+            "binary gatherer never became healthy:\n{}",
+            log_tail(log)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The end of a log, for assertion messages.
+fn log_tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// A trade window waiting for backfill (REST failing) when the gatherer is SIGKILLed, with
@@ -325,7 +344,8 @@ async fn a_trade_window_pending_at_sigkill_is_backfilled_at_the_next_start() {
     file.backfill.polling_after = Duration::from_secs(3600);
     let cfg_path = dir.join("gatherer.toml");
     std::fs::write(&cfg_path, toml::to_string(&file).unwrap()).unwrap();
-    let mut child = start_binary(&cfg_path, health_port).await;
+    let log = dir.join("gatherer.log");
+    let mut child = start_binary(&cfg_path, health_port, &log).await;
     let control = sim.control_url();
     post(&format!("{control}/rate"), serde_json::json!({"rate": 400})).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -353,7 +373,11 @@ async fn a_trade_window_pending_at_sigkill_is_backfilled_at_the_next_start() {
         if let Some(w) = w {
             break w;
         }
-        assert!(Instant::now() < deadline, "no trade window was recorded");
+        assert!(
+            Instant::now() < deadline,
+            "no trade window was recorded:\n{}",
+            log_tail(&log)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // Newer trades are stored after the window, so the restart's own window (from the newest
@@ -367,7 +391,11 @@ async fn a_trade_window_pending_at_sigkill_is_backfilled_at_the_next_start() {
         if newest.is_some_and(|n| n > window.1 + 2_000) {
             break;
         }
-        assert!(Instant::now() < deadline, "no trades after the window");
+        assert!(
+            Instant::now() < deadline,
+            "no trades after the window:\n{}",
+            log_tail(&log)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     child.kill().unwrap();
@@ -403,7 +431,7 @@ async fn a_trade_window_pending_at_sigkill_is_backfilled_at_the_next_start() {
         in_window.len()
     );
 
-    let mut child = start_binary(&cfg_path, health_port).await;
+    let mut child = start_binary(&cfg_path, health_port, &log).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_trade_holes")
@@ -413,7 +441,11 @@ async fn a_trade_window_pending_at_sigkill_is_backfilled_at_the_next_start() {
         if pending == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the windows were never fetched");
+        assert!(
+            Instant::now() < deadline,
+            "the windows were never fetched:\n{}",
+            log_tail(&log)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(

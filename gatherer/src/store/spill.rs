@@ -134,33 +134,7 @@ impl Spill {
                     continue;
                 }
             };
-            let columns = crate::store::columns(stream);
-            if stream == Stream::Trades {
-                sqlx::query(
-                    "CREATE TEMP TABLE IF NOT EXISTS trades_staging (LIKE trades INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-                )
-                .execute(&mut *tx)
-                .await?;
-                let mut copy = tx
-                    .copy_in_raw(&format!(
-                        "COPY trades_staging ({columns}) FROM STDIN (FORMAT binary)"
-                    ))
-                    .await?;
-                copy.send(payload).await?;
-                copy.finish().await?;
-                sqlx::query(crate::store::writer::TRADES_MERGE_SQL)
-                    .execute(&mut *tx)
-                    .await?;
-            } else {
-                let mut copy = tx
-                    .copy_in_raw(&format!(
-                        "COPY {} ({columns}) FROM STDIN (FORMAT binary)",
-                        stream.table()
-                    ))
-                    .await?;
-                copy.send(payload).await?;
-                copy.finish().await?;
-            }
+            crate::store::writer::load(&mut tx, stream, payload).await?;
             tx.commit().await?;
             std::fs::remove_file(&path)?;
             metrics::counter!(m::SPILL_REPLAYED_ROWS, "table" => stream.table()).increment(rows);

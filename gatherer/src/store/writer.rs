@@ -648,37 +648,9 @@ impl<R: Row> Writer<R> {
             r.encode(&mut enc, first + i as i64, ingested_ms);
         }
         let payload = enc.finish();
-        let table = self.table();
         let fut = async {
             let mut tx = self.pool.begin().await?;
-            let inserted = if R::STREAM == Stream::Trades {
-                sqlx::query(
-                    "CREATE TEMP TABLE IF NOT EXISTS trades_staging (LIKE trades INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-                )
-                .execute(&mut *tx)
-                .await?;
-                let mut copy = tx
-                    .copy_in_raw(&format!(
-                        "COPY trades_staging ({}) FROM STDIN (FORMAT binary)",
-                        R::COLUMNS
-                    ))
-                    .await?;
-                copy.send(payload).await?;
-                copy.finish().await?;
-                sqlx::query(TRADES_MERGE_SQL)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-            } else {
-                let mut copy = tx
-                    .copy_in_raw(&format!(
-                        "COPY {table} ({}) FROM STDIN (FORMAT binary)",
-                        R::COLUMNS
-                    ))
-                    .await?;
-                copy.send(payload).await?;
-                copy.finish().await?
-            };
+            let inserted = load(&mut tx, R::STREAM, payload).await?;
             tx.commit().await?;
             Ok::<u64, sqlx::Error>(inserted)
         };
@@ -686,6 +658,44 @@ impl<R: Row> Writer<R> {
             Ok(r) => r,
             Err(_) => Err(sqlx::Error::PoolTimedOut),
         }
+    }
+}
+
+/// Loads one binary COPY payload of `stream`'s rows in `tx` (trades through the staging table
+/// and [`TRADES_MERGE_SQL`]); returns the rows stored. Used by the writers and by the spill
+/// replay, so both store rows the same way.
+pub(crate) async fn load(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    stream: Stream,
+    payload: impl std::ops::Deref<Target = [u8]> + Send,
+) -> Result<u64, sqlx::Error> {
+    let columns = crate::store::columns(stream);
+    if stream == Stream::Trades {
+        sqlx::query(
+            "CREATE TEMP TABLE IF NOT EXISTS trades_staging (LIKE trades INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+        )
+        .execute(&mut **tx)
+        .await?;
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "COPY trades_staging ({columns}) FROM STDIN (FORMAT binary)"
+            ))
+            .await?;
+        copy.send(payload).await?;
+        copy.finish().await?;
+        Ok(sqlx::query(TRADES_MERGE_SQL)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected())
+    } else {
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "COPY {} ({columns}) FROM STDIN (FORMAT binary)",
+                stream.table()
+            ))
+            .await?;
+        copy.send(payload).await?;
+        copy.finish().await
     }
 }
 
