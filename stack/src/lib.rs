@@ -367,20 +367,7 @@ impl Stack {
         );
         let _ = std::fs::remove_file(dir.join("truth.jsonl"));
         sim.start()?;
-        let addrs: Value = {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(text) = std::fs::read_to_string(&addr_file)
-                    && let Ok(v) = serde_json::from_str::<Value>(&text)
-                {
-                    break v;
-                }
-                if !sim.running() || Instant::now() >= deadline {
-                    bail!("kalshi-sim did not start:\n{}", log_tail(sim.log_path()));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
+        let addrs = read_addr_file(&addr_file, &mut sim, Duration::from_secs(30)).await?;
         let sim_rest = addrs["rest"]
             .as_str()
             .context("sim address file without rest")?
