@@ -2,6 +2,8 @@
 //! (default) or one of the operator commands. The service runs until SIGTERM/SIGINT (exit 0
 //! after the writers committed what they held) or a failure (exit 1). Invalid configuration
 //! exits with 64 before anything is bound or connected.
+//!
+//! It must never start the service on a configuration it could not validate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

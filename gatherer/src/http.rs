@@ -1,5 +1,7 @@
 //! `GET /health` (JSON; 503 when unhealthy) on `http.listen`. `/metrics` is served by
 //! `kalshi_shared::telemetry::metrics_router` on `http.metrics_listen`.
+//!
+//! It must never serve configuration or secrets: `/health` reports states and counts only.
 
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
 //! `gatherer`: parses the command line, loads the configuration, starts logging and the
 //! service, and runs until SIGTERM/SIGINT (exit 0 after a clean flush) or a failure (exit 1).
 //! Invalid configuration exits with 64 before anything is bound.
+//!
+//! It must never start the service on a configuration it could not validate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

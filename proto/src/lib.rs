@@ -1,6 +1,8 @@
 //! The gRPC contract between gatherers and the deduplicator
 //! (`kalshi/gatherer/v1/gatherer.proto`), generated at build time without a system `protoc`.
 //! Services depend on the re-exports here, not on generated module paths.
+//!
+//! The contract must never change incompatibly: fields are only added, under new numbers.
 
 #![allow(clippy::derive_partial_eq_without_eq)]
 

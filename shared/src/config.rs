@@ -6,7 +6,8 @@
 //! A value is read as TOML (`true`, `42`, `"x"`, `["a","b"]`) where the key's default is not a
 //! string, and as a plain string where it is, so `GATHERER__GATHERER_ID=1` stays the string
 //! `"1"`. In a data pipeline a silently ignored typo is silent data loss, hence
-//! `deny_unknown_fields` everywhere and the exact key in every message.
+//! `deny_unknown_fields` everywhere and the exact key in every message: it must never ignore a
+//! key it does not know.
 
 use std::path::Path;
 use std::time::Duration;

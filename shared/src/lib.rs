@@ -1,7 +1,8 @@
 //! Code shared by the kalshi-data crates: Kalshi's wire formats and request signing,
 //! fixed-point money, timestamps, retries, telemetry, config loading and PostgreSQL helpers.
 //!
-//! What belongs here is what two or more crates use; a helper used once stays where it is used.
+//! What belongs here is what two or more crates use; it must never hold a helper that only one
+//! crate uses (that stays where it is used).
 
 pub mod auth;
 pub mod config;

@@ -1,7 +1,7 @@
 //! Logs (tracing) and metrics (the `metrics` facade, exported for Prometheus).
 //!
 //! The metrics recorder is process-global: [`metrics_handle`] installs it once and every
-//! service in the process reports into it.
+//! service in the process reports into it. It must never install a second one.
 
 use std::sync::OnceLock;
 

@@ -3,6 +3,7 @@
 //! Every timestamp that enters a record key is a whole number of Unix milliseconds (`i64`).
 //! The WebSocket gives `ts_ms`; REST gives RFC 3339 text, sometimes with microseconds. Both are
 //! normalised here by flooring to the millisecond, so one trade seen by WS and by REST has one key.
+//! It must never round a timestamp up.
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

@@ -2,7 +2,8 @@
 //!
 //! Both sides are bids (a YES bid at X is a NO ask at 1 - X). Sizes are exact
 //! [`Quantity`]s; a level that reaches zero is removed and a change that would drive a level
-//! negative is refused, so the book the simulator publishes is always consistent.
+//! negative is refused, so the book the simulator publishes is always consistent: it must never
+//! publish a negative level.
 
 use std::collections::BTreeMap;
 

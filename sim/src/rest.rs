@@ -4,6 +4,8 @@
 //! exchange adds markets and trades returns every row exactly once; the last page's cursor is
 //! `""`. Limits and filter rules follow `kalshi-api.md` §5, including the status-vocabulary
 //! trap (`status=active` is a 400) and the mutually exclusive timestamp filters.
+//!
+//! Paging must never return a row twice or skip one.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! `msg` is exactly the `msg` object subscribers were sent. Positions are dense from 1. The log
 //! lives in a file, not in memory, so a simulator can run for hours at full rate with bounded
 //! memory; a sparse in-memory index (one offset per [`STRIDE`] events) makes paging by position
-//! cheap. Readers only ever see whole, flushed lines.
+//! cheap. Readers only ever see whole, flushed lines: it must never show a partial one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead as _, BufReader, BufWriter, Seek as _, SeekFrom, Write as _};

@@ -2,7 +2,8 @@
 //!
 //! Tickers, titles, price grids (`price_level_structure` + `price_ranges`) and strikes look
 //! like Kalshi's. Everything here is a pure function of the seed and a creation counter, so two
-//! simulators with the same seed list the same markets in the same order.
+//! simulators with the same seed list the same markets in the same order. It must never draw
+//! an identity (a ticker, an id) from anything but the seed and the counter.
 
 use kalshi_shared::Price;
 use kalshi_shared::wire::{Dollars, JsonDecimal, PriceRange};

@@ -5,7 +5,8 @@
 //! each gatherer through a TCP proxy too, so a network partition can be rehearsed.
 //!
 //! Every child is tied to this process (`setpriv --pdeathsig`): when the supervisor dies, even
-//! by SIGKILL, nothing is left behind. The end-to-end tests drive the same library.
+//! by SIGKILL, nothing is left behind: it must never leave a child running. The end-to-end tests
+//! drive the same library.
 
 #![forbid(unsafe_code)]
 

@@ -4,6 +4,8 @@
 //! `partition`, `production` and `rate` act on a running stack (through its control port);
 //! `audit` compares production with the simulator's ground truth; `chaos` runs a fault scenario
 //! on a fresh stack and finishes with the audit.
+//!
+//! It must never act on a command it cannot name exactly (see [`kalshi_stack::control`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,4 +1,7 @@
 //! Database errors classified the way DESIGN.md's retry rules need them.
+//!
+//! It must never call a data error (classes 22 and 23) retryable: no retry fixes the row, so
+//! callers bisect it out instead.
 
 /// What to do about a database error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

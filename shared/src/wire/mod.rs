@@ -6,7 +6,7 @@
 //! with legacy fields only when they are set, and dollar strings keep the precision they were
 //! given (see [`Dollars`]).
 //!
-//! Rule for everything here: no `#[serde(tag)]`, `untagged` or `flatten`, because serde buffers
+//! Rule for everything here: it must never use `#[serde(tag)]`, `untagged` or `flatten`, because serde buffers
 //! such content and the workspace's exact-number mode (`arbitrary_precision`) does not survive
 //! buffering. Frames are routed by [`ws::parse_frame`] in two steps instead.
 

@@ -2,7 +2,8 @@
 //! status and error bodies, in the newest shapes (`kalshi-api.md` §5.3, SDK 3.34).
 //!
 //! Every field but the identifying ticker has a default, so an older or newer payload still
-//! parses; `Option` fields are omitted from output when `None`.
+//! parses; `Option` fields are omitted from output when `None`. It must never refuse a payload
+//! for a missing field other than the ticker.
 
 use serde::{Deserialize, Serialize};
 

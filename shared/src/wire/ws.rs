@@ -3,7 +3,8 @@
 //! A frame is parsed in two steps ([`parse_frame`]): the envelope (`type`, `id`, `sid`, `seq`,
 //! `sending_ts_ms`) first, keeping `msg` as raw JSON, then `msg` by type. A client checks `seq`
 //! from the envelope before it routes by type, as `kalshi-api.md` §4.7 requires, and a frame
-//! whose `msg` does not parse still has a usable envelope.
+//! whose `msg` does not parse still has a usable envelope: a bad `msg` must never cost the
+//! envelope (and with it the `seq` check).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

@@ -1,6 +1,6 @@
 //! One WebSocket connection's subscriptions: command handling, sids, `seq`, snapshots and the
-//! routing of published events. Pure logic: no I/O, so every error code and numbering rule is
-//! testable without a socket.
+//! routing of published events. Pure logic: it must never do I/O, so every error code and
+//! numbering rule is testable without a socket.
 //!
 //! Rules reproduced (`kalshi-api.md` §4): sids start at 1 per connection; `seq` is dense per
 //! sid and is consumed by `ok` and `unsubscribed` frames as well as data; snapshots precede
