@@ -61,7 +61,42 @@ enum Pending {
 /// Why a session ended.
 enum Outcome {
     Shutdown,
-    Lost(String),
+    Lost(Lost),
+}
+
+/// Why a connection attempt failed or a session ended (logged; the connection reconnects).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Lost {
+    #[error("ws_url is not a WebSocket request: {0}")]
+    Url(String),
+    #[error("cannot sign the upgrade: {0}")]
+    Sign(String),
+    #[error("a signing header is not a valid header value")]
+    Header,
+    #[error("upgrade refused with HTTP {0}")]
+    Refused(u16),
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("{0}")]
+    Socket(String),
+    #[error("server closed the connection: {0}")]
+    Closed(String),
+    #[error("connection closed")]
+    Eof,
+    #[error("nothing received for {0:?} (half-open socket?)")]
+    Silent(Duration),
+    #[error("command {id} ({what}) unanswered for {after:?}")]
+    Unanswered {
+        id: u64,
+        what: String,
+        after: Duration,
+    },
+    #[error("{what} failed: {error}")]
+    Write { what: &'static str, error: String },
+    #[error("{0} could not be written (socket stalled)")]
+    Stalled(&'static str),
+    #[error("asynchronous error {code} ({msg}) without a subscription id")]
+    Orphan { code: i64, msg: String },
 }
 
 /// State of one connection run (nothing survives a reconnect).
@@ -242,17 +277,19 @@ impl Connection {
         self.shared.health.set_conn(self.k, ConnState::Down);
     }
 
-    async fn connect(&self) -> Result<Ws, String> {
+    async fn connect(&self) -> Result<Ws, Lost> {
         let cfg = &self.shared.cfg;
         let mut req = cfg
             .ws_url
             .as_str()
             .into_client_request()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Lost::Url(e.to_string()))?;
         if let Some(signer) = &cfg.signer {
-            let h = signer.sign("GET", ws::WS_PATH).map_err(|e| e.to_string())?;
+            let h = signer
+                .sign("GET", ws::WS_PATH)
+                .map_err(|e| Lost::Sign(e.to_string()))?;
             for (k, v) in h.pairs() {
-                let value = v.parse().map_err(|_| "invalid header value".to_owned())?;
+                let value = v.parse().map_err(|_| Lost::Header)?;
                 req.headers_mut().insert(k, value);
             }
         }
@@ -268,10 +305,10 @@ impl Connection {
         match tokio::time::timeout(cfg.connect_timeout, fut).await {
             Ok(Ok((ws, _))) => Ok(ws),
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
-                Err(format!("upgrade refused with HTTP {}", resp.status()))
+                Err(Lost::Refused(resp.status().as_u16()))
             }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no connection within {:?}", cfg.connect_timeout)),
+            Ok(Err(e)) => Err(Lost::Socket(e.to_string())),
+            Err(_) => Err(Lost::ConnectTimeout(cfg.connect_timeout)),
         }
     }
 
@@ -338,7 +375,7 @@ impl Connection {
                         }
                         Some(Ok(Message::Binary(_))) => self.bad_frame("binary", "binary frame"),
                         Some(Ok(Message::Close(frame))) => {
-                            return Outcome::Lost(format!("server closed the connection: {frame:?}"));
+                            return Outcome::Lost(Lost::Closed(format!("{frame:?}")));
                         }
                         Some(Ok(_)) => {} // Ping (answered by the protocol layer), Pong
                         Some(Err(e)) => {
@@ -347,11 +384,11 @@ impl Connection {
                                 _ => "disconnect",
                             };
                             metrics::counter!(m::WS_ERRORS, "type" => kind).increment(1);
-                            return Outcome::Lost(e.to_string());
+                            return Outcome::Lost(Lost::Socket(e.to_string()));
                         }
                         None => {
                             metrics::counter!(m::WS_ERRORS, "type" => "disconnect").increment(1);
-                            return Outcome::Lost("connection closed".into());
+                            return Outcome::Lost(Lost::Eof);
                         }
                     }
                 }
@@ -365,11 +402,11 @@ impl Connection {
                 _ = tick.tick() => {
                     if last_rx.elapsed() > cfg.silence_timeout {
                         metrics::counter!(m::WS_ERRORS, "type" => "stall").increment(1);
-                        return Outcome::Lost(format!("nothing received for {:?} (half-open socket?)", last_rx.elapsed()));
+                        return Outcome::Lost(Lost::Silent(last_rx.elapsed()));
                     }
                     if let Some((id, (p, at))) = s.pending.iter().find(|(_, (_, at))| at.elapsed() > cfg.command_timeout) {
                         metrics::counter!(m::WS_ERRORS, "type" => "command_timeout").increment(1);
-                        return Outcome::Lost(format!("command {id} ({p:?}) unanswered for {:?}", at.elapsed()));
+                        return Outcome::Lost(Lost::Unanswered { id: *id, what: format!("{p:?}"), after: at.elapsed() });
                     }
                     let now = Instant::now();
                     let due: Vec<Pending> = {
@@ -404,8 +441,8 @@ impl Connection {
                         let send = s.ws.send(Message::Ping(Vec::new().into()));
                         match tokio::time::timeout(cfg.command_timeout, send).await {
                             Ok(Ok(())) => {}
-                            Ok(Err(e)) => return Outcome::Lost(format!("ping failed: {e}")),
-                            Err(_) => return Outcome::Lost("ping could not be written (socket stalled)".into()),
+                            Ok(Err(e)) => return Outcome::Lost(Lost::Write { what: "ping", error: e.to_string() }),
+                            Err(_) => return Outcome::Lost(Lost::Stalled("ping")),
                         }
                     }
                 }
@@ -413,7 +450,7 @@ impl Connection {
         }
     }
 
-    async fn flush_out(&mut self, s: &mut Session) -> Result<(), String> {
+    async fn flush_out(&mut self, s: &mut Session) -> Result<(), Lost> {
         if s.out.is_empty() {
             return Ok(());
         }
@@ -428,8 +465,11 @@ impl Connection {
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("send commands: {e}")),
-            Err(_) => Err("commands could not be written (socket stalled)".into()),
+            Ok(Err(e)) => Err(Lost::Write {
+                what: "sending commands",
+                error: e.to_string(),
+            }),
+            Err(_) => Err(Lost::Stalled("commands")),
         }
     }
 
@@ -476,7 +516,7 @@ impl Connection {
     // Frames
     // -----------------------------------------------------------------------------------------
 
-    fn on_text(&mut self, s: &mut Session, text: &str) -> Result<(), String> {
+    fn on_text(&mut self, s: &mut Session, text: &str) -> Result<(), Lost> {
         let received = now_ms();
         let frame = match parse_frame(text) {
             Ok(f) => f,
@@ -723,7 +763,7 @@ impl Connection {
         id: Option<u64>,
         sid: Option<u64>,
         e: ws::ErrorMsg,
-    ) -> Result<(), String> {
+    ) -> Result<(), Lost> {
         metrics::counter!(m::WS_ERRORS, "type" => "server_error").increment(1);
         if let Some(id) = id
             && let Some((pending, _)) = s.pending.remove(&id)
@@ -731,10 +771,10 @@ impl Connection {
             return self.on_command_error(s, pending, e);
         }
         let Some(sid) = sid else {
-            return Err(format!(
-                "asynchronous error {} ({}) without a subscription id",
-                e.code, e.msg
-            ));
+            return Err(Lost::Orphan {
+                code: i64::from(e.code),
+                msg: e.msg,
+            });
         };
         let Some(channel) = s.sid_channel.remove(&sid) else {
             return Ok(());
@@ -779,7 +819,7 @@ impl Connection {
         s: &mut Session,
         pending: Pending,
         e: ws::ErrorMsg,
-    ) -> Result<(), String> {
+    ) -> Result<(), Lost> {
         let (channel, markets, action) = match &pending {
             Pending::Subscribe { channel, markets } => (*channel, markets.clone(), None),
             Pending::Update {
