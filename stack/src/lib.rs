@@ -102,6 +102,26 @@ pub struct GathererEndpoints {
     pub database_url: String,
 }
 
+/// Starts a service that reports its bound addresses: `--addr-file <dir>/<name>.addr.json` is
+/// appended to `args`, the log goes to `<dir>/logs/<name>.log`. Returns the running service and
+/// what it reported (see [`read_addr_file`]).
+async fn start_reporting(
+    name: &str,
+    program: PathBuf,
+    mut args: Vec<String>,
+    dir: &Path,
+    within: Duration,
+) -> anyhow::Result<(Service, Value)> {
+    let addr_file = dir.join(format!("{name}.addr.json"));
+    let _ = std::fs::remove_file(&addr_file);
+    args.push("--addr-file".into());
+    args.push(addr_file.display().to_string());
+    let mut service = Service::new(name, program, args, dir.join(format!("logs/{name}.log")));
+    service.start()?;
+    let addrs = read_addr_file(&addr_file, &mut service, within).await?;
+    Ok((service, addrs))
+}
+
 /// Waits for a service's `--addr-file` (written once it listens), or fails with the end of
 /// its log if it exits first or takes longer than `within`.
 async fn read_addr_file(
@@ -333,42 +353,39 @@ impl Stack {
         std::fs::write(key_dir.join("sim-private.pem"), TEST_KEY_PRIVATE)?;
         std::fs::write(key_dir.join("sim-public.pem"), TEST_KEY_PUBLIC)?;
         // Port 0 and an address file: no race for a port between choosing and binding it.
-        let addr_file = dir.join("sim-addr.json");
-        let _ = std::fs::remove_file(&addr_file);
-        let mut sim = Service::new(
+        let sim_args = vec![
+            "--listen".into(),
+            loopback(0).to_string(),
+            "--control-listen".into(),
+            loopback(0).to_string(),
+            "--seed".into(),
+            opts.seed.to_string(),
+            "--markets".into(),
+            opts.markets.to_string(),
+            "--rate".into(),
+            "0".into(),
+            "--lifecycle-every".into(),
+            opts.lifecycle_every.to_string(),
+            "--public-key".into(),
+            key_dir.join("sim-public.pem").display().to_string(),
+            "--key-id".into(),
+            "stack-key".into(),
+            "--rest-rate".into(),
+            "1000".into(),
+            "--rest-burst".into(),
+            "1000".into(),
+            "--truth-file".into(),
+            dir.join("truth.jsonl").display().to_string(),
+        ];
+        let _ = std::fs::remove_file(dir.join("truth.jsonl"));
+        let (sim, addrs) = start_reporting(
             "kalshi-sim",
             bin("kalshi-sim"),
-            vec![
-                "--listen".into(),
-                loopback(0).to_string(),
-                "--control-listen".into(),
-                loopback(0).to_string(),
-                "--addr-file".into(),
-                addr_file.display().to_string(),
-                "--seed".into(),
-                opts.seed.to_string(),
-                "--markets".into(),
-                opts.markets.to_string(),
-                "--rate".into(),
-                "0".into(),
-                "--lifecycle-every".into(),
-                opts.lifecycle_every.to_string(),
-                "--public-key".into(),
-                key_dir.join("sim-public.pem").display().to_string(),
-                "--key-id".into(),
-                "stack-key".into(),
-                "--rest-rate".into(),
-                "1000".into(),
-                "--rest-burst".into(),
-                "1000".into(),
-                "--truth-file".into(),
-                dir.join("truth.jsonl").display().to_string(),
-            ],
-            dir.join("logs/kalshi-sim.log"),
-        );
-        let _ = std::fs::remove_file(dir.join("truth.jsonl"));
-        sim.start()?;
-        let addrs = read_addr_file(&addr_file, &mut sim, Duration::from_secs(30)).await?;
+            sim_args,
+            &dir,
+            Duration::from_secs(30),
+        )
+        .await?;
         let sim_rest = addrs["rest"]
             .as_str()
             .context("sim address file without rest")?
@@ -456,21 +473,14 @@ level = "{level}"
             };
             let path = dir.join(format!("{id}.toml"));
             std::fs::write(&path, render(0, 0, 0))?;
-            let addr_file = dir.join(format!("{id}.addr.json"));
-            let _ = std::fs::remove_file(&addr_file);
-            let mut service = Service::new(
+            let (service, addrs) = start_reporting(
                 &id,
                 bin("gatherer"),
-                vec![
-                    "--config".into(),
-                    path.display().to_string(),
-                    "--addr-file".into(),
-                    addr_file.display().to_string(),
-                ],
-                dir.join(format!("logs/{id}.log")),
-            );
-            service.start()?;
-            let addrs = read_addr_file(&addr_file, &mut service, Duration::from_secs(90)).await?;
+                vec!["--config".into(), path.display().to_string()],
+                &dir,
+                Duration::from_secs(90),
+            )
+            .await?;
             let (grpc_port, http_port, metrics_port) = (
                 port_of(&addrs, "grpc")?,
                 port_of(&addrs, "http")?,
@@ -521,21 +531,14 @@ level = "{level}"
         };
         let dpath = dir.join("deduplicator.toml");
         std::fs::write(&dpath, render(0, 0))?;
-        let daddr_file = dir.join("deduplicator.addr.json");
-        let _ = std::fs::remove_file(&daddr_file);
-        let mut deduplicator = Service::new(
+        let (deduplicator, addrs) = start_reporting(
             "deduplicator",
             bin("deduplicator"),
-            vec![
-                "--config".into(),
-                dpath.display().to_string(),
-                "--addr-file".into(),
-                daddr_file.display().to_string(),
-            ],
-            dir.join("logs/deduplicator.log"),
-        );
-        deduplicator.start()?;
-        let addrs = read_addr_file(&daddr_file, &mut deduplicator, Duration::from_secs(60)).await?;
+            vec!["--config".into(), dpath.display().to_string()],
+            &dir,
+            Duration::from_secs(60),
+        )
+        .await?;
         let (dh, dm) = (port_of(&addrs, "http")?, port_of(&addrs, "metrics")?);
         std::fs::write(&dpath, render(dh, dm))?;
         wait_http(

@@ -134,7 +134,7 @@ fn ci_runs_exactly_the_readme_test_command() {
         .lines()
         .rfind(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .unwrap();
-    assert_eq!(last.trim(), "exec ./dev test");
+    assert_eq!(last.trim(), "./dev test");
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     assert!(
         readme.contains("\n./dev test\n"),
