@@ -2,233 +2,16 @@
 //! Every key can be overridden from the environment as `DEDUPLICATOR__SECTION__KEY`. The
 //! production database URL (its password) never appears in logs or `Debug` output.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use kalshi_shared::config::Secret;
-use kalshi_shared::config::{ConfigError, duration, in_range, positive};
+pub use kalshi_shared::config::deduplicator::*;
+use kalshi_shared::config::{ConfigError, in_range, positive};
+pub use kalshi_shared::config::{HttpSection, LogSection};
 use kalshi_shared::retry::BackoffConfig;
-use kalshi_shared::telemetry::LogFormat;
-use serde::{Deserialize, Serialize};
 
 /// The documented reference configuration: every key with its default (checked by a test).
 pub const REFERENCE: &str = include_str!("../../deploy/deduplicator.reference.toml");
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FileConfig {
-    pub gatherers: Vec<GathererEndpoint>,
-    pub production: ProductionSection,
-    pub rds: RdsSection,
-    pub sink: SinkSection,
-    pub sources: SourcesSection,
-    pub http: HttpSection,
-    pub log: LogSection,
-    pub testing: TestingSection,
-}
-
-impl Default for FileConfig {
-    fn default() -> Self {
-        Self {
-            gatherers: vec![GathererEndpoint {
-                id: "g1".into(),
-                endpoint: "http://127.0.0.1:50051".into(),
-            }],
-            production: ProductionSection::default(),
-            rds: RdsSection::default(),
-            sink: SinkSection::default(),
-            sources: SourcesSection::default(),
-            http: HttpSection::default(),
-            log: LogSection::default(),
-            testing: TestingSection::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GathererEndpoint {
-    /// The gatherer's `gatherer_id`.
-    pub id: String,
-    /// Its gRPC address, `http://host:50051`.
-    pub endpoint: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProductionSection {
-    pub database_url: Secret,
-    pub pool_max: u32,
-    #[serde(with = "duration")]
-    pub connect_timeout: Duration,
-    /// Deadline of every database call (a commit on a stalled socket fails after this).
-    #[serde(with = "duration")]
-    pub op_timeout: Duration,
-    /// A pooled connection idle this long is checked with `SHOW transaction_read_only`.
-    #[serde(with = "duration")]
-    pub idle_check_after: Duration,
-    #[serde(with = "duration")]
-    pub retry_initial: Duration,
-    #[serde(with = "duration")]
-    pub retry_max: Duration,
-    /// Production is reported unreachable after failing this long.
-    #[serde(with = "duration")]
-    pub unhealthy_after: Duration,
-}
-
-impl Default for ProductionSection {
-    fn default() -> Self {
-        Self {
-            database_url: Secret("postgres://deduplicator@127.0.0.1:5432/kalshi".into()),
-            pool_max: 16,
-            connect_timeout: Duration::from_secs(5),
-            op_timeout: Duration::from_secs(30),
-            idle_check_after: Duration::from_secs(30),
-            retry_initial: Duration::from_millis(200),
-            retry_max: Duration::from_secs(10),
-            unhealthy_after: Duration::from_secs(15),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RdsSection {
-    /// The RDS instance identifier: enables the look at recent RDS events during a write
-    /// outage ("failover in progress"). Empty: off.
-    pub instance_id: String,
-    /// AWS region (empty: from the environment / instance metadata).
-    pub region: String,
-    /// Generate an IAM authentication token as the database password (refreshed before it
-    /// expires). The URL's user is the database user; its password is ignored.
-    pub iam_auth: bool,
-    #[serde(with = "duration")]
-    pub iam_token_refresh: Duration,
-    /// A different RDS API endpoint (tests, VPC endpoints). Empty: AWS's.
-    pub endpoint_url: String,
-    /// How long writes must fail before RDS events are looked at.
-    #[serde(with = "duration")]
-    pub events_after: Duration,
-}
-
-impl Default for RdsSection {
-    fn default() -> Self {
-        Self {
-            instance_id: String::new(),
-            region: String::new(),
-            iam_auth: false,
-            iam_token_refresh: Duration::from_secs(600),
-            endpoint_url: String::new(),
-            events_after: Duration::from_secs(5),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SinkSection {
-    pub batch_rows: usize,
-    #[serde(with = "duration")]
-    pub batch_interval: Duration,
-    /// Recently committed record keys kept per stream to drop duplicates before the database.
-    pub cache_keys: usize,
-    /// Pages waiting per stream between the sources and the writer.
-    pub queue_pages: usize,
-}
-
-impl Default for SinkSection {
-    fn default() -> Self {
-        Self {
-            batch_rows: 10_000,
-            batch_interval: Duration::from_millis(100),
-            cache_keys: 500_000,
-            queue_pages: 4,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourcesSection {
-    /// Records per Tail message.
-    pub page_limit: u32,
-    pub max_message_bytes: usize,
-    #[serde(with = "duration")]
-    pub connect_timeout: Duration,
-    #[serde(with = "duration")]
-    pub reconnect_initial: Duration,
-    #[serde(with = "duration")]
-    pub reconnect_max: Duration,
-    /// A Tail with no message (not even a heartbeat) for this long is reconnected.
-    #[serde(with = "duration")]
-    pub silence_timeout: Duration,
-}
-
-impl Default for SourcesSection {
-    fn default() -> Self {
-        Self {
-            page_limit: 2000,
-            max_message_bytes: 32 << 20,
-            connect_timeout: Duration::from_secs(5),
-            reconnect_initial: Duration::from_millis(250),
-            reconnect_max: Duration::from_secs(15),
-            silence_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpSection {
-    pub listen: SocketAddr,
-    pub metrics_listen: SocketAddr,
-}
-
-impl Default for HttpSection {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSection {
-    pub level: String,
-    pub format: LogFormat,
-}
-
-impl Default for LogSection {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
-/// Fault-injection knobs for the test suite. Leave them at zero in production.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TestingSection {
-    /// Sleep this long inside each transaction, after its writes and before COMMIT.
-    #[serde(with = "duration")]
-    pub pause_before_commit: Duration,
-    /// Make the sink of this stream (a table name) panic after its first committed batch, to
-    /// prove supervision. Empty: never.
-    pub panic_sink: String,
-}
-
-impl Default for TestingSection {
-    fn default() -> Self {
-        Self {
-            pause_before_commit: Duration::ZERO,
-            panic_sink: String::new(),
-        }
-    }
-}
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -245,8 +28,14 @@ pub struct Config {
     pub testing: TestingSection,
 }
 
-impl FileConfig {
-    pub fn validate(self) -> Result<Config, ConfigError> {
+/// Validation: the file format lives in `kalshi_shared::config::deduplicator`; what it
+/// means is decided here.
+pub trait Validate {
+    fn validate(self) -> Result<Config, ConfigError>;
+}
+
+impl Validate for FileConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
         let FileConfig {
             gatherers,
             production,

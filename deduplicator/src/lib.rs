@@ -37,8 +37,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kalshi_shared::retry::Backoff;
+use kalshi_shared::service::{Group, Service, Stop, Supervisor};
 use serde_json::json;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -50,29 +50,37 @@ use records::Stream;
 /// How long writers may take to commit what they hold at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Slack on top of `DRAIN` for the whole ordered stop.
+const STOP_SLACK: Duration = Duration::from_secs(10);
+
 /// A running deduplicator.
 pub struct Deduplicator {
     pub http_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub board: Arc<Board>,
     pub prod: Arc<Prod>,
-    shutdown: CancellationToken,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+    service: Service,
 }
 
 impl Deduplicator {
+    /// The token that stops the deduplicator when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.service.shutdown_token()
     }
 
     /// Stops (committing what the writers hold) and waits.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.wait().await
+        self.service.stop().await
     }
 
+    /// Waits until the deduplicator ends: after a shutdown, or because a task failed.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.done.await.context("deduplicator task")?
+        self.service.wait().await
+    }
+
+    /// The supervised service, for `main` (see [`kalshi_shared::service::run_until_signal`]).
+    pub fn into_service(self) -> Service {
+        self.service
     }
 }
 
@@ -147,7 +155,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
     let metrics_router = kalshi_shared::telemetry::metrics_router();
     let ids: Vec<String> = cfg.gatherers.iter().map(|g| g.id.clone()).collect();
     metrics::describe(&ids);
-    let shutdown = CancellationToken::new();
+    // Stop order: start-up (migrations, cursors), sources, then the writers commit what they
+    // hold, then auxiliary tasks; the servers stop accepting first and finish last.
+    let mut sup = Supervisor::new("deduplicator");
+    let startup = sup.group("startup", Stop::InTurn);
+    let sources = sup.group("sources", Stop::InTurn);
+    let sinks = sup.group("sinks", Stop::InTurn);
+    let aux = sup.group("aux", Stop::InTurn);
+    let servers = sup.group("servers", Stop::Early);
 
     let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
@@ -161,32 +176,28 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
     let prod = Prod::new(cfg.production.clone())?;
     let board = Arc::new(Board::new(&cfg.gatherers));
 
-    let mut aux = JoinSet::new();
-    let aux_stop = CancellationToken::new();
     if cfg.rds.iam_auth || !cfg.rds.instance_id.is_empty() {
         let sdk = rds::sdk_config(&cfg.rds).await;
         if cfg.rds.iam_auth {
             // The first token before the first connection.
             rds::refresh_token(&prod, &sdk, &cfg.rds.region).await?;
-            aux.spawn(rds::token_task(
-                prod.clone(),
-                sdk.clone(),
-                cfg.rds.clone(),
-                aux_stop.clone(),
-            ));
+            let task = rds::token_task(prod.clone(), sdk.clone(), cfg.rds.clone(), aux.token());
+            aux.spawn("rds_token", async move {
+                task.await;
+                Ok(())
+            });
         }
         if !cfg.rds.instance_id.is_empty() {
-            aux.spawn(rds::events_task(
-                prod.clone(),
-                sdk,
-                cfg.rds.clone(),
-                aux_stop.clone(),
-            ));
+            let task = rds::events_task(prod.clone(), sdk, cfg.rds.clone(), aux.token());
+            aux.spawn("rds_events", async move {
+                task.await;
+                Ok(())
+            });
         }
     }
     // Coverage of the last 24 h, once a minute: windows no gatherer captured.
-    let (p, stop, ids2) = (prod.clone(), aux_stop.clone(), ids.clone());
-    aux.spawn(async move {
+    let (p, stop, ids2) = (prod.clone(), aux.token(), ids.clone());
+    aux.spawn("coverage", async move {
         loop {
             let now = kalshi_shared::time::now_ms();
             match coverage::load(&p, now - 86_400_000, now).await {
@@ -202,94 +213,78 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
                 Err(e) => tracing::debug!(error = %e, "coverage check skipped"),
             }
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {}
             }
         }
     });
     let b = board.clone();
-    let stop = aux_stop.clone();
-    aux.spawn(async move {
+    let stop = aux.token();
+    aux.spawn("lag", async move {
         loop {
             b.update_lag();
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     });
 
-    let servers = CancellationToken::new();
-    let mut server_tasks = JoinSet::new();
     let app = axum::Router::new()
         .route("/health", axum::routing::get(health))
         .with_state((board.clone(), prod.clone()));
-    let token = servers.clone();
-    server_tasks.spawn(async move {
+    let token = servers.token();
+    servers.spawn("http", async move {
         axum::serve(http_listener, app)
             .with_graceful_shutdown(token.cancelled_owned())
             .await
             .context("HTTP server")
     });
-    let token = servers.clone();
-    server_tasks.spawn(async move {
+    let token = servers.token();
+    servers.spawn("metrics", async move {
         axum::serve(metrics_listener, metrics_router)
             .with_graceful_shutdown(token.cancelled_owned())
             .await
             .context("metrics server")
     });
 
-    let cancel = shutdown.clone();
-    let prod2 = prod.clone();
-    let board2 = board.clone();
-    let done = tokio::spawn(async move {
-        // Supervision: a server or auxiliary task that ends before shutdown takes the whole
-        // service down with an error (so systemd restarts it), never leaves it half alive.
-        let stop = cancel.clone();
-        let main = run(cfg, prod2.clone(), board2, cancel);
-        tokio::pin!(main);
-        let (result, main_done) = tokio::select! {
-            r = &mut main => (r, true),
-            ended = server_tasks.join_next() => (Err(unexpected("server", ended.map(|r| r.map(|x| x.map_err(|e| e.to_string()))))), false),
-            ended = aux.join_next() => (Err(unexpected("auxiliary", ended.map(|r| r.map(|()| Ok(()))))), false),
-        };
-        if !main_done {
-            if let Err(e) = &result {
-                tracing::error!(error = %format!("{e:#}"), "a deduplicator task ended unexpectedly: shutting down");
-            }
-            stop.cancel();
-            if let Err(e) = main.await {
-                tracing::warn!(error = %format!("{e:#}"), "while shutting down after a failed task");
-            }
-        }
-        aux_stop.cancel();
-        while aux.join_next().await.is_some() {}
-        servers.cancel();
-        while let Some(r) = server_tasks.join_next().await {
-            if let Ok(Err(e)) = r {
-                tracing::warn!(error = %e, "server ended with an error");
-            }
-        }
-        prod2.pool().close().await;
-        result
+    let groups = Groups {
+        startup: startup.clone(),
+        sources,
+        sinks,
+    };
+    let (p, b) = (prod.clone(), board.clone());
+    startup.spawn_once("prepare", start_streams(cfg, p, b, groups));
+    let closed = prod.clone();
+    let service = sup.start(DRAIN + STOP_SLACK, move || async move {
+        closed.pool().close().await;
     });
     Ok(Deduplicator {
         http_addr,
         metrics_addr,
         board,
         prod,
-        shutdown,
-        done,
+        service,
     })
 }
 
-async fn run(
+/// The groups that `start_streams` fills once production is ready.
+struct Groups {
+    startup: Group,
+    sources: Group,
+    sinks: Group,
+}
+
+/// Waits for production (migrations, stored cursors), then starts one sink per stream and
+/// one source per gatherer. Returns once they run (or at shutdown before production was
+/// ready); the sources and sinks live in their own groups.
+async fn start_streams(
     cfg: Config,
     prod: Arc<Prod>,
     board: Arc<Board>,
-    cancel: CancellationToken,
+    groups: Groups,
 ) -> anyhow::Result<()> {
-    let Some(stored) = prepare(&prod, &cfg, &cancel).await? else {
+    let Some(stored) = prepare(&prod, &cfg, &groups.startup.token()).await? else {
         return Ok(());
     };
     let ids: Vec<String> = cfg.gatherers.iter().map(|g| g.id.clone()).collect();
@@ -303,11 +298,13 @@ async fn run(
         gatherers: ids.clone(),
         panic_sink: cfg.testing.panic_sink.clone(),
     };
-    let sinks_stop = CancellationToken::new();
-    let mut sinks = JoinSet::new();
     for (s, rx) in Stream::ALL.into_iter().zip(receivers) {
         let sink = sink::Sink::new(s, sink_cfg.clone(), prod.clone(), board.clone(), rx);
-        sinks.spawn(sink.run(sinks_stop.clone(), DRAIN));
+        let token = groups.sinks.token();
+        groups.sinks.spawn(s.table(), async move {
+            sink.run(token, DRAIN).await;
+            Ok(())
+        });
     }
     let source_cfg = source::SourceConfig {
         page_limit: cfg.sources.page_limit,
@@ -316,34 +313,8 @@ async fn run(
         silence_timeout: cfg.sources.silence_timeout,
         backoff: cfg.source_backoff,
     };
-    let sources_stop = CancellationToken::new();
-    let mut sources = JoinSet::new();
     for (i, g) in cfg.gatherers.iter().enumerate() {
-        // The cursors production holds for this gatherer, if they agree on one instance.
-        let mine: Vec<(Stream, i64, String)> = stored
-            .iter()
-            .filter(|((gid, _), _)| *gid == g.id)
-            .map(|((_, s), (c, inst))| (*s, *c, inst.clone()))
-            .collect();
-        let start = match mine.first() {
-            None => None,
-            Some((_, _, inst)) => {
-                let mut after = [0i64; 9];
-                for (s, c, x) in &mine {
-                    if x == inst {
-                        after[s.index()] = *c;
-                        board.gatherers[i]
-                            .stream(*s)
-                            .committed
-                            .store(*c, std::sync::atomic::Ordering::Release);
-                    }
-                }
-                if mine.iter().any(|(_, _, x)| x != inst) {
-                    tracing::warn!(gatherer = %g.id, "stored cursors name more than one instance: the next identity check decides");
-                }
-                Some((inst.clone(), after))
-            }
-        };
+        let start = stored_start(&stored, &g.id, &board.gatherers[i]);
         tracing::info!(gatherer = %g.id, endpoint = %g.endpoint, cursors = ?start, "starting source");
         let src = source::Source::new(
             i,
@@ -354,42 +325,44 @@ async fn run(
             senders.clone(),
             start,
         )?;
-        sources.spawn(src.run(sources_stop.clone()));
+        let token = groups.sources.token();
+        groups
+            .sources
+            .spawn(format!("source_{}", g.id), async move {
+                src.run(token).await;
+                Ok(())
+            });
     }
-    drop(senders);
-    // Supervision: a source or sink that ends before shutdown (a panic included) stops the
-    // service with an error; the others are drained as on any shutdown.
-    let failure = tokio::select! {
-        _ = cancel.cancelled() => None,
-        ended = sources.join_next() => Some(unexpected("source", ended.map(|r| r.map(|()| Ok(()))))),
-        ended = sinks.join_next() => Some(unexpected("sink", ended.map(|r| r.map(|()| Ok(()))))),
-    };
-    if let Some(e) = &failure {
-        tracing::error!(error = %format!("{e:#}"), "a deduplicator task ended unexpectedly: shutting down");
-    }
-    tracing::info!("shutting down: stopping sources, committing what the writers hold");
-    sources_stop.cancel();
-    while sources.join_next().await.is_some() {}
-    sinks_stop.cancel();
-    while sinks.join_next().await.is_some() {}
-    tracing::info!("deduplicator stopped");
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
-/// The error for a task of `kind` that ended before shutdown.
-fn unexpected(
-    kind: &str,
-    ended: Option<Result<Result<(), String>, tokio::task::JoinError>>,
-) -> anyhow::Error {
-    match ended {
-        Some(Err(e)) if e.is_panic() => anyhow::anyhow!("a {kind} task panicked: {e}"),
-        Some(Err(e)) => anyhow::anyhow!("a {kind} task was cancelled: {e}"),
-        Some(Ok(Err(e))) => anyhow::anyhow!("a {kind} task failed: {e}"),
-        Some(Ok(Ok(()))) | None => anyhow::anyhow!("a {kind} task ended unexpectedly"),
+/// The cursors production holds for one gatherer, if they agree on one instance; marks them
+/// committed on the board.
+fn stored_start(
+    stored: &std::collections::HashMap<(String, Stream), (i64, String)>,
+    id: &str,
+    board: &board::GathererBoard,
+) -> Option<(String, [i64; 9])> {
+    let mine: Vec<(Stream, i64, String)> = stored
+        .iter()
+        .filter(|((gid, _), _)| gid == id)
+        .map(|((_, s), (c, inst))| (*s, *c, inst.clone()))
+        .collect();
+    let (_, _, inst) = mine.first()?;
+    let mut after = [0i64; 9];
+    for (s, c, x) in &mine {
+        if x == inst {
+            after[s.index()] = *c;
+            board
+                .stream(*s)
+                .committed
+                .store(*c, std::sync::atomic::Ordering::Release);
+        }
     }
+    if mine.iter().any(|(_, _, x)| x != inst) {
+        tracing::warn!(gatherer = %id, "stored cursors name more than one instance: the next identity check decides");
+    }
+    Some((inst.clone(), after))
 }
 
 /// `/health`: 200 while production is reachable and at least one gatherer is connected;

@@ -162,31 +162,13 @@ async fn run(cfg: deduplicator::Config, addr_file: Option<PathBuf>) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
-    if let Some(path) = &addr_file {
-        let doc = serde_json::json!({
-            "http": d.http_addr.to_string(),
-            "metrics": d.metrics_addr.to_string(),
-            "pid": std::process::id(),
-        });
-        if let Err(e) = kalshi_shared::telemetry::write_addr_file(path, &doc) {
-            tracing::error!(file = %path.display(), error = %e, "cannot write the address file");
-            let _ = d.stop().await;
-            return ExitCode::FAILURE;
-        }
-    }
-    let token = d.shutdown_token();
-    tokio::spawn(async move {
-        let signal = kalshi_shared::telemetry::shutdown_signal().await;
-        tracing::info!(signal, "shutdown requested");
-        token.cancel();
+    let doc = serde_json::json!({
+        "http": d.http_addr.to_string(),
+        "metrics": d.metrics_addr.to_string(),
+        "pid": std::process::id(),
     });
-    match d.wait().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "deduplicator stopped on an error");
-            ExitCode::FAILURE
-        }
-    }
+    let addr_file = addr_file.as_deref().map(|p| (p, doc));
+    kalshi_shared::service::run_until_signal("deduplicator", d.into_service(), addr_file).await
 }
 
 /// `deduplicator status`: production's cursors next to each gatherer's heads.

@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark binary
 
+use gatherer::config::Validate as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

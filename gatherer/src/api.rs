@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::health::Health;
 use crate::metrics as m;
 use crate::store::{ReadError, Store, Stream};
+use tokio_util::sync::CancellationToken;
 
 pub struct ApiConfig {
     pub max_page: u32,
@@ -33,16 +34,25 @@ pub struct Api {
     health: Arc<Health>,
     cfg: ApiConfig,
     tails: Arc<Semaphore>,
+    /// Cancelled when the server stops: every Tail ends (tonic's graceful stop waits for
+    /// open streams, and a Tail at the head would otherwise never end).
+    stop: CancellationToken,
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, health: Arc<Health>, cfg: ApiConfig) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        health: Arc<Health>,
+        cfg: ApiConfig,
+        stop: CancellationToken,
+    ) -> Self {
         let tails = Arc::new(Semaphore::new(cfg.max_tail_streams));
         Self {
             store,
             health,
             cfg,
             tails,
+            stop,
         }
     }
 
@@ -157,10 +167,14 @@ impl Gatherer for Api {
             let heartbeat = self.cfg.tail_heartbeat;
             let (tx, rx) = mpsc::channel::<Result<pb::ReadResponse, Status>>(2);
             let mut after = r.after;
+            let stop = self.stop.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 metrics::gauge!(m::API_TAIL_STREAMS).increment(1.0);
                 loop {
+                    if stop.is_cancelled() {
+                        break;
+                    }
                     // Catch up: read until a short page says we are at the head.
                     let page = match store.read(stream, after, limit, max_bytes).await {
                         Ok(p) => p,
@@ -211,6 +225,7 @@ impl Gatherer for Api {
                             }
                         }
                         _ = tx.closed() => break,
+                        _ = stop.cancelled() => break,
                     }
                 }
                 metrics::gauge!(m::API_TAIL_STREAMS).decrement(1.0);

@@ -28,7 +28,7 @@ use crate::metrics as m;
 use crate::registry::{Desired, Scope};
 use crate::rest::{RestClient, RestError, q};
 use crate::store::Stream;
-use crate::store::rows::{GapRow, Origin, SnapshotRow, Source, TradeRow};
+use crate::store::rows::{GapReason, GapRow, Origin, SnapshotRow, Source, TradeRow};
 use crate::store::writer::Sink;
 
 pub struct BackfillConfig {
@@ -48,14 +48,9 @@ pub struct HoleLog {
     op_timeout: Duration,
 }
 
-/// A stored reason as the static label the metrics use (an unknown one reads as "restart").
-fn reason_label(s: &str) -> &'static str {
-    m::GAP_REASONS
-        .iter()
-        .chain(&["restart", "polling"])
-        .find(|k| **k == s)
-        .copied()
-        .unwrap_or("restart")
+/// A stored reason (an unknown one reads as a restart's).
+fn reason_label(s: &str) -> GapReason {
+    GapReason::parse(s).unwrap_or(GapReason::Restart)
 }
 
 impl HoleLog {
@@ -89,7 +84,7 @@ impl HoleLog {
         )
         .bind(h.from_ms)
         .bind(h.to_ms)
-        .bind(h.reason)
+        .bind(h.reason.as_str())
         .execute(&self.pool);
         kalshi_shared::pg::timed("pending_window_record", self.op_timeout, fut)
             .await
@@ -136,7 +131,7 @@ impl Backfill {
             self.holes.push(TradeHole {
                 from_ms: from - self.cfg.margin_ms,
                 to_ms: now_ms() + self.cfg.margin_ms,
-                reason: "restart",
+                reason: GapReason::Restart,
             });
         }
         let mut backoff = Backoff::new(self.cfg.retry);
@@ -184,7 +179,11 @@ impl Backfill {
         }
         // Holes still pending at shutdown are declared: nothing is left silent.
         for hole in self.holes.take() {
-            self.gap(hole.from_ms, hole.to_ms, "backfill_pending_at_shutdown");
+            self.gap(
+                hole.from_ms,
+                hole.to_ms,
+                GapReason::BackfillPendingAtShutdown,
+            );
         }
         self.health.set_polling(false);
         metrics::gauge!(m::POLLING_FALLBACK).set(0.0);
@@ -207,7 +206,7 @@ impl Backfill {
         Ok(())
     }
 
-    fn gap(&self, from_ms: i64, to_ms: i64, reason: &'static str) {
+    fn gap(&self, from_ms: i64, to_ms: i64, reason: GapReason) {
         metrics::counter!(m::GAPS_DECLARED, "reason" => reason).increment(1);
         self.health.gap_declared();
         self.gaps.push(GapRow {
@@ -248,7 +247,7 @@ impl Backfill {
         self.holes.push(TradeHole {
             from_ms: from,
             to_ms: now,
-            reason: "polling",
+            reason: GapReason::Polling,
         });
         if self.cfg.rest_snapshots {
             let markets: Vec<String> = self.desired.borrow().iter().cloned().collect();
@@ -301,17 +300,17 @@ impl Backfill {
         let mut from = hole.from_ms;
         let to = hole.to_ms;
         if !self.cfg.enabled {
-            self.gap(from, to, "backfill_disabled");
+            self.gap(from, to, GapReason::BackfillDisabled);
             return Ok(());
         }
         let horizon =
             now_ms() - i64::try_from(self.cfg.max_lookback.as_millis()).unwrap_or(i64::MAX);
         if to < horizon {
-            self.gap(from, to, "beyond_backfill_lookback");
+            self.gap(from, to, GapReason::BeyondBackfillLookback);
             return Ok(());
         }
         if from < horizon {
-            self.gap(from, horizon, "beyond_backfill_lookback");
+            self.gap(from, horizon, GapReason::BeyondBackfillLookback);
             from = horizon;
         }
         let min_ts = from.div_euclid(1000);
@@ -355,7 +354,7 @@ impl Backfill {
                     metrics::counter!(m::WS_BAD_FRAMES, "type" => "rest_trade").increment(1);
                     tracing::warn!(trade_id = %t.trade_id, market = %t.ticker, "REST trade does not parse; declaring a gap");
                     let (gf, gt) = t.created_ms().map_or((from, to), |ts| (ts, ts));
-                    metrics::counter!(m::GAPS_DECLARED, "reason" => "unparseable_trade")
+                    metrics::counter!(m::GAPS_DECLARED, "reason" => GapReason::UnparseableTrade.as_str())
                         .increment(1);
                     self.health.gap_declared();
                     self.gaps.push(GapRow {
@@ -363,7 +362,7 @@ impl Backfill {
                         market_ticker: Some(t.ticker.clone()).filter(|s| !s.is_empty()),
                         from_ms: gf,
                         to_ms: gt,
-                        reason: "unparseable_trade",
+                        reason: GapReason::UnparseableTrade,
                         detail: format!("REST trade {} does not parse", t.trade_id),
                     });
                     continue;
@@ -398,9 +397,9 @@ impl Backfill {
             cursor = page.cursor;
         }
         metrics::counter!(m::BACKFILL_RECOVERED).increment(recovered);
-        if recovered > 0 || hole.reason != "polling" {
+        if recovered > 0 || hole.reason != GapReason::Polling {
             tracing::info!(
-                reason = hole.reason,
+                reason = hole.reason.as_str(),
                 from_ms = from,
                 to_ms = to,
                 fetched,

@@ -37,9 +37,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kalshi_shared::auth::Signer;
 use kalshi_shared::retry::BackoffConfig;
+use kalshi_shared::service::{Service, Stop, Supervisor};
 use sqlx::Row as _;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -50,27 +50,34 @@ pub struct Gatherer {
     pub http_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub instance_id: String,
-    shutdown: CancellationToken,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+    service: Service,
 }
 
 impl Gatherer {
     /// The token that stops the gatherer when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.service.shutdown_token()
     }
 
     /// Stops the gatherer (flushing everything) and waits for it.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.wait().await
+        self.service.stop().await
     }
 
     /// Waits until the gatherer ends: after a shutdown, or because a task failed.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.done.await.context("gatherer supervisor panicked")?
+        self.service.wait().await
+    }
+
+    /// The supervised service, for `main` (see [`kalshi_shared::service::run_until_signal`]).
+    pub fn into_service(self) -> Service {
+        self.service
     }
 }
+
+/// Slack on top of `store.flush_deadline` for the whole ordered stop: intake ending, the
+/// writers' final flush (or spill), the servers' last responses.
+const STOP_SLACK: Duration = Duration::from_secs(20);
 
 fn tls_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -107,7 +114,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     // The recorder first: anything registered before it would go nowhere.
     let metrics_router = kalshi_shared::telemetry::metrics_router();
     metrics::describe();
-    let shutdown = CancellationToken::new();
+    // Stop order: intake, then the record writers, then the gaps writer; the servers stop
+    // accepting first and finish last (a Tail ends when its writer is gone).
+    let mut sup = Supervisor::new("gatherer");
+    let intake = sup.group("intake", Stop::InTurn);
+    let writers = sup.group("writers", Stop::InTurn);
+    let gaps_writer = sup.group("gaps_writer", Stop::InTurn);
+    let servers = sup.group("servers", Stop::Early);
+    let shutdown = sup.shutdown_token();
 
     let grpc_listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
@@ -151,7 +165,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         .await
         .context("create partitions")?;
 
-    let writers_finish = CancellationToken::new();
     let holes = Arc::new(connections::Holes::default());
     // Trade windows a previous run had not finished backfilling (a SIGKILL included).
     let pending = backfill::HoleLog::new(store.pool().clone(), cfg.store.op_timeout)
@@ -172,15 +185,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         overflow_holes.push(connections::TradeHole {
             from_ms: span.from_ms,
             to_ms: span.to_ms,
-            reason: "buffer_overflow",
+            reason: store::rows::GapReason::BufferOverflow,
         });
     });
-    let writer_died = CancellationToken::new();
-    let (sinks, writers_task) = store.start_writers(&writers_finish, trades_overflow, &writer_died);
+    let sinks = store.start_writers(&writers, &gaps_writer, trades_overflow);
 
     // Servers.
-    let servers = CancellationToken::new();
-    let mut server_tasks = JoinSet::new();
     let api = api::Api::new(
         store.clone(),
         health.clone(),
@@ -191,12 +201,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             tail_heartbeat: cfg.api.tail_heartbeat,
             max_tail_streams: cfg.api.max_tail_streams,
         },
+        servers.token(),
     );
     let grpc = kalshi_proto::GathererServer::new(api)
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(cfg.api.max_message_bytes);
-    let token = servers.clone();
-    server_tasks.spawn(async move {
+    let token = servers.token();
+    servers.spawn("grpc", async move {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -208,16 +219,16 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             .await
             .context("gRPC server")
     });
-    let token = servers.clone();
+    let token = servers.token();
     let http_app = http::router(health.clone());
-    server_tasks.spawn(async move {
+    servers.spawn("http", async move {
         axum::serve(http_listener, http_app)
             .with_graceful_shutdown(token.cancelled_owned())
             .await
             .context("HTTP server")
     });
-    let token = servers.clone();
-    server_tasks.spawn(async move {
+    let token = servers.token();
+    servers.spawn("metrics", async move {
         axum::serve(metrics_listener, metrics_router)
             .with_graceful_shutdown(token.cancelled_owned())
             .await
@@ -225,8 +236,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     });
 
     // Intake.
-    let intake = CancellationToken::new();
-    let mut intake_tasks: JoinSet<()> = JoinSet::new();
     let signer = match (&cfg.kalshi.key_id, &cfg.private_key_pem) {
         (Some(id), Some(pem)) => Some(Arc::new(
             Signer::from_pem(id.clone(), pem.0.as_bytes())
@@ -245,7 +254,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             max_attempts: cfg.kalshi.rest_max_attempts,
         },
         signer.clone(),
-        intake.clone(),
+        intake.token(),
     )?);
     let (desired_tx, desired_rx) = watch::channel(registry::Desired::default());
     let scope = Arc::new(RwLock::new(registry::Scope::default()));
@@ -274,7 +283,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         health.clone(),
         registry_hashes,
     );
-    intake_tasks.spawn(registry.run(intake.clone()));
+    let token = intake.token();
+    intake.spawn("registry", async move {
+        registry.run(token).await;
+        Ok(())
+    });
 
     let recent = Arc::new(connections::RecentTrades::new(200_000));
     let shared = Arc::new(connections::Shared {
@@ -305,11 +318,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         epochs: AtomicI64::new(kalshi_shared::time::now_ms() * 1000),
         startup_from: alive_until,
     });
-    for t in connections::spawn_all(shared, &intake) {
-        intake_tasks.spawn(async move {
-            let _ = t.await;
-        });
-    }
+    connections::spawn_all(shared, &intake);
     let backfill = backfill::Backfill {
         rest,
         log: backfill::HoleLog::new(store.pool().clone(), cfg.store.op_timeout),
@@ -332,26 +341,30 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             retry,
         },
     };
-    intake_tasks.spawn(backfill.run(newest_trade, intake.clone()));
-    intake_tasks.spawn(store.clone().run_maintenance(intake.clone()));
-    let (lock_store, lock_token) = (store.clone(), intake.clone());
-    intake_tasks.spawn(async move {
-        if let Err(e) = lock_store
-            .keep_writer_lock(Duration::from_secs(1), lock_token)
-            .await
-        {
-            // Ending early stops the gatherer (see below).
-            tracing::error!(error = %format!("{e:#}"), "writer lock lost to another session");
-        }
+    let token = intake.token();
+    intake.spawn("backfill", async move {
+        backfill.run(newest_trade, token).await;
+        Ok(())
     });
+    let (maintained, token) = (store.clone(), intake.token());
+    intake.spawn("maintenance", async move {
+        maintained.run_maintenance(token).await;
+        Ok(())
+    });
+    // Another session holding the lock ends this task with the error: the gatherer stops.
+    let (lock_store, lock_token) = (store.clone(), intake.token());
+    intake.spawn(
+        "writer_lock",
+        lock_store.keep_writer_lock(Duration::from_secs(1), lock_token),
+    );
     let pinger_store = store.clone();
     let pinger_health = health.clone();
-    let pinger_token = intake.clone();
-    intake_tasks.spawn(async move {
+    let pinger_token = intake.token();
+    intake.spawn("db_ping", async move {
         loop {
             pinger_health.set_db(pinger_store.ping().await);
             tokio::select! {
-                _ = pinger_token.cancelled() => return,
+                _ = pinger_token.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
         }
@@ -368,60 +381,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         "gatherer started"
     );
 
-    let flush_deadline = cfg.store.flush_deadline;
-    let stop = shutdown.clone();
-    let done = tokio::spawn(async move {
-        let failure = tokio::select! {
-            _ = stop.cancelled() => None,
-            ended = intake_tasks.join_next() => Some(match ended {
-                Some(Err(e)) => anyhow::anyhow!("a gatherer task panicked: {e}"),
-                _ => anyhow::anyhow!("a gatherer task ended unexpectedly"),
-            }),
-            ended = server_tasks.join_next() => Some(match ended {
-                Some(Ok(Err(e))) => e,
-                Some(Err(e)) => anyhow::anyhow!("a server task panicked: {e}"),
-                _ => anyhow::anyhow!("a server ended unexpectedly"),
-            }),
-            _ = writer_died.cancelled() => Some(anyhow::anyhow!("a writer task ended unexpectedly")),
-        };
-        if let Some(e) = &failure {
-            tracing::error!(error = %format!("{e:#}"), "gatherer failing; shutting down");
-        }
-        tracing::info!("stopping: servers, then intake, then writers");
-        servers.cancel();
-        intake.cancel();
-        let drain = async { while intake_tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(15), drain)
-            .await
-            .is_err()
-        {
-            tracing::error!("intake tasks did not stop within 15 s");
-        }
-        writers_finish.cancel();
-        if tokio::time::timeout(flush_deadline + Duration::from_secs(5), writers_task)
-            .await
-            .is_err()
-        {
-            tracing::error!("writers did not finish flushing in time");
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while server_tasks.join_next().await.is_some() {}
-        })
-        .await;
+    let service = sup.start(cfg.store.flush_deadline + STOP_SLACK, move || async move {
         store.pool().close().await;
-        tracing::info!("gatherer stopped");
-        match failure {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
     });
-
     Ok(Gatherer {
         grpc_addr,
         http_addr,
         metrics_addr,
         instance_id,
-        shutdown,
-        done,
+        service,
     })
 }

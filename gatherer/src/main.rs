@@ -66,31 +66,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if let Some(path) = &cli.addr_file {
-            let doc = serde_json::json!({
-                "grpc": g.grpc_addr.to_string(),
-                "http": g.http_addr.to_string(),
-                "metrics": g.metrics_addr.to_string(),
-                "pid": std::process::id(),
-            });
-            if let Err(e) = kalshi_shared::telemetry::write_addr_file(path, &doc) {
-                tracing::error!(file = %path.display(), error = %e, "cannot write the address file");
-                let _ = g.stop().await;
-                return ExitCode::FAILURE;
-            }
-        }
-        let token = g.shutdown_token();
-        tokio::spawn(async move {
-            let signal = kalshi_shared::telemetry::shutdown_signal().await;
-            tracing::info!(signal, "shutdown requested");
-            token.cancel();
+        let doc = serde_json::json!({
+            "grpc": g.grpc_addr.to_string(),
+            "http": g.http_addr.to_string(),
+            "metrics": g.metrics_addr.to_string(),
+            "pid": std::process::id(),
         });
-        match g.wait().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "gatherer stopped on an error");
-                ExitCode::FAILURE
-            }
-        }
+        let addr_file = cli.addr_file.as_deref().map(|p| (p, doc));
+        kalshi_shared::service::run_until_signal("gatherer", g.into_service(), addr_file).await
     })
 }

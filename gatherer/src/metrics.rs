@@ -65,23 +65,6 @@ pub const WS_ERROR_TYPES: &[&str] = &[
     "server_error",
     "command_timeout",
 ];
-pub const GAP_REASONS: &[&str] = &[
-    "disconnect",
-    "seq_gap",
-    "ws_error_10",
-    "ws_error_17",
-    "ws_error_25",
-    "ws_error",
-    "inconsistent_book",
-    "bad_delta",
-    "buffer_overflow",
-    "gaps_overflow",
-    "rejected_row",
-    "gatherer_down",
-    "beyond_backfill_lookback",
-    "backfill_disabled",
-    "backfill_pending_at_shutdown",
-];
 pub const REST_ENDPOINTS: &[&str] = &[
     "series",
     "series_one",
@@ -112,8 +95,8 @@ pub fn describe() {
     for t in WS_ERROR_TYPES {
         metrics::counter!(WS_ERRORS, "type" => *t).increment(0);
     }
-    for r in GAP_REASONS {
-        metrics::counter!(GAPS_DECLARED, "reason" => *r).increment(0);
+    for r in crate::store::rows::GapReason::ALL {
+        metrics::counter!(GAPS_DECLARED, "reason" => r.as_str()).increment(0);
     }
     for e in REST_ENDPOINTS {
         metrics::counter!(REST_ERRORS, "endpoint" => *e).increment(0);

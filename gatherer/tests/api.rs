@@ -6,6 +6,7 @@
 
 mod common;
 
+use gatherer::config::Validate as _;
 use std::time::Duration;
 
 use common::*;

@@ -5,6 +5,7 @@
 
 mod common;
 
+use gatherer::config::Validate as _;
 use std::time::{Duration, Instant};
 
 use common::*;

@@ -7,13 +7,15 @@
 
 mod common;
 
+use gatherer::config::Validate as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use gatherer::config::FileConfig;
-use gatherer::store::rows::{DeltaRow, GapRow, Origin, Source, TradeRow};
+use gatherer::store::rows::{DeltaRow, GapReason, GapRow, Origin, Source, TradeRow};
 use gatherer::store::{Store, StoreConfig, Stream};
+use kalshi_shared::service::{Service, Stop, Supervisor};
 use kalshi_shared::wire::Side;
 use kalshi_testkit::pg::PgCluster;
 use sqlx::Row as _;
@@ -43,8 +45,14 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-fn no_hook() -> gatherer::store::writer::OverflowHook {
-    std::sync::Arc::new(|_| {})
+/// The store's writers under the service skeleton, as the gatherer runs them (record
+/// writers, then the gaps writer); `stop()` is the gatherer's ordered stop.
+fn start_writers(store: &Store) -> (gatherer::store::Sinks, Service) {
+    let mut sup = Supervisor::new("test");
+    let writers = sup.group("writers", Stop::InTurn);
+    let gaps = sup.group("gaps_writer", Stop::InTurn);
+    let sinks = store.start_writers(&writers, &gaps, std::sync::Arc::new(|_| {}));
+    (sinks, sup.start(Duration::from_secs(60), || async {}))
 }
 
 fn delta(i: i64) -> DeltaRow {
@@ -112,8 +120,7 @@ async fn gap_records_beyond_the_gaps_buffer_are_declared_not_lost() {
     });
     let shutdown = CancellationToken::new();
     let store = Store::open(cfg, &shutdown).await.unwrap();
-    let (finish, died) = (CancellationToken::new(), CancellationToken::new());
-    let (sinks, writers) = store.start_writers(&finish, no_hook(), &died);
+    let (sinks, writers) = start_writers(&store);
     tokio::task::block_in_place(|| pg.stop()).unwrap();
     // Give the gaps writer time to fail once and hold its buffer.
     sinks.gaps.push(GapRow {
@@ -121,7 +128,7 @@ async fn gap_records_beyond_the_gaps_buffer_are_declared_not_lost() {
         market_ticker: Some("FIRST".into()),
         from_ms: 1,
         to_ms: 2,
-        reason: "disconnect",
+        reason: GapReason::Disconnect,
         detail: String::new(),
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -137,7 +144,7 @@ async fn gap_records_beyond_the_gaps_buffer_are_declared_not_lost() {
             market_ticker: Some(format!("M{i}")),
             from_ms: 1_000 + i,
             to_ms: 1_000 + i + 10,
-            reason: "seq_gap",
+            reason: GapReason::SeqGap,
             detail: String::new(),
         }) {
             accepted += 1;
@@ -193,8 +200,7 @@ async fn gap_records_beyond_the_gaps_buffer_are_declared_not_lost() {
         "{}",
         overflow.len()
     );
-    finish.cancel();
-    writers.await.unwrap();
+    writers.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&spill);
 }
 
@@ -212,8 +218,7 @@ async fn rows_held_at_a_shutdown_with_the_database_down_are_loaded_at_the_next_s
     let shutdown = CancellationToken::new();
     let store = Store::open(cfg.clone(), &shutdown).await.unwrap();
     let instance = store.instance_id().to_owned();
-    let (finish, died) = (CancellationToken::new(), CancellationToken::new());
-    let (sinks, writers) = store.start_writers(&finish, no_hook(), &died);
+    let (sinks, writers) = start_writers(&store);
     for i in 0..10 {
         assert!(sinks.deltas.push(delta(i)));
     }
@@ -232,12 +237,11 @@ async fn rows_held_at_a_shutdown_with_the_database_down_are_loaded_at_the_next_s
         market_ticker: None,
         from_ms: 5,
         to_ms: 6,
-        reason: "disconnect",
+        reason: GapReason::Disconnect,
         detail: "held at shutdown".into(),
     }));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    finish.cancel();
-    writers.await.unwrap();
+    writers.stop().await.unwrap();
     drop(sinks);
     drop(store);
     let files: Vec<String> = std::fs::read_dir(spill.join(&instance))
@@ -331,8 +335,7 @@ async fn a_trade_seen_in_seconds_and_in_milliseconds_is_stored_once() {
     });
     let shutdown = CancellationToken::new();
     let store = Store::open(cfg, &shutdown).await.unwrap();
-    let (finish, died) = (CancellationToken::new(), CancellationToken::new());
-    let (sinks, writers) = store.start_writers(&finish, no_hook(), &died);
+    let (sinks, writers) = start_writers(&store);
     let s = 1_800_000_123_000;
     let pool = store.pool().clone();
     // Seconds first, then milliseconds.
@@ -368,8 +371,7 @@ async fn a_trade_seen_in_seconds_and_in_milliseconds_is_stored_once() {
             ("d".into(), s)
         ]
     );
-    finish.cancel();
-    writers.await.unwrap();
+    writers.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&spill);
 }
 

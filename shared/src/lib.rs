@@ -10,6 +10,7 @@ pub mod fixed;
 pub mod identity;
 pub mod pg;
 pub mod retry;
+pub mod service;
 pub mod telemetry;
 pub mod time;
 pub mod wire;

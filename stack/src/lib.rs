@@ -20,6 +20,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use kalshi_shared::config::Secret;
+use kalshi_shared::config::deduplicator::{FileConfig as DeduplicatorFile, GathererEndpoint};
+use kalshi_shared::config::gatherer::FileConfig as GathererFile;
 use kalshi_testkit::pg::{ClusterOptions, PgCluster};
 use kalshi_testkit::proxy::{Mode, TcpProxy};
 use serde::{Deserialize, Serialize};
@@ -433,46 +436,31 @@ impl Stack {
             // port is guessed that another process could take first. The configuration then
             // names those ports, so a restart of this gatherer keeps its endpoints.
             let render = |grpc_port: u16, http_port: u16, metrics_port: u16| {
-                format!(
-                    r#"gatherer_id = "{id}"
-
-[kalshi]
-rest_url = "{sim_rest}"
-ws_url = "{sim_ws}"
-key_id = "stack-key"
-private_key_file = "{key}"
-rest_rate_per_s = 100
-rest_burst = 100
-
-[ws]
-connections = 2
-# Local timings: a half-open socket is caught by silence within 3 s, before the simulator's
-# longest stall (8 s) ends by closing it.
-ping_interval = "1s"
-silence_timeout = "3s"
-
-[store]
-database_url = "{db}"
-spill_dir = "{spill}"
-
-[api]
-listen = "127.0.0.1:{grpc_port}"
-
-[http]
-listen = "127.0.0.1:{http_port}"
-metrics_listen = "127.0.0.1:{metrics_port}"
-
-[log]
-level = "{level}"
-"#,
-                    key = key_dir.join("sim-private.pem").display(),
-                    db = pg.url(),
-                    spill = dir.join("spill").display(),
-                    level = opts.log_level,
-                )
+                let mut f = GathererFile {
+                    gatherer_id: id.clone(),
+                    ..GathererFile::default()
+                };
+                f.kalshi.rest_url = sim_rest.clone();
+                f.kalshi.ws_url = sim_ws.clone();
+                f.kalshi.key_id = Some("stack-key".into());
+                f.kalshi.private_key_file = Some(key_dir.join("sim-private.pem"));
+                f.kalshi.rest_rate_per_s = 100;
+                f.kalshi.rest_burst = 100;
+                f.ws.connections = 2;
+                // Local timings: a half-open socket is caught by silence within 3 s, before
+                // the simulator's longest stall (8 s) ends by closing it.
+                f.ws.ping_interval = Duration::from_secs(1);
+                f.ws.silence_timeout = Duration::from_secs(3);
+                f.store.database_url = Secret(pg.url());
+                f.store.spill_dir = dir.join("spill");
+                f.api.listen = loopback(grpc_port);
+                f.http.listen = loopback(http_port);
+                f.http.metrics_listen = loopback(metrics_port);
+                f.log.level = opts.log_level.clone();
+                toml::to_string(&f).context("render the gatherer configuration")
             };
             let path = dir.join(format!("{id}.toml"));
-            std::fs::write(&path, render(0, 0, 0))?;
+            std::fs::write(&path, render(0, 0, 0)?)?;
             let (service, addrs) = start_reporting(
                 &id,
                 bin("gatherer"),
@@ -486,7 +474,7 @@ level = "{level}"
                 port_of(&addrs, "http")?,
                 port_of(&addrs, "metrics")?,
             );
-            std::fs::write(&path, render(grpc_port, http_port, metrics_port))?;
+            std::fs::write(&path, render(grpc_port, http_port, metrics_port)?)?;
             let proxy = TcpProxy::start(loopback(0), loopback(grpc_port)).await?;
             gatherers.push(GathererSlot {
                 id,
@@ -515,22 +503,29 @@ level = "{level}"
         }
 
         // The deduplicator, on ports 0 first (see the gatherers above).
-        let mut gatherer_list = String::new();
-        for g in &gatherers {
-            gatherer_list.push_str(&format!(
-                "[[gatherers]]\nid = \"{}\"\nendpoint = \"http://{}\"\n\n",
-                g.id,
-                g.proxy.addr()
-            ));
-        }
         let render = |dh: u16, dm: u16| {
-            format!(
-                "{gatherer_list}[production]\ndatabase_url = \"{production_url}\"\nop_timeout = \"10s\"\nretry_max = \"5s\"\n\n[sources]\nsilence_timeout = \"10s\"\nreconnect_max = \"5s\"\n\n[http]\nlisten = \"127.0.0.1:{dh}\"\nmetrics_listen = \"127.0.0.1:{dm}\"\n\n[log]\nlevel = \"{}\"\n",
-                opts.log_level
-            )
+            let mut f = DeduplicatorFile {
+                gatherers: gatherers
+                    .iter()
+                    .map(|g| GathererEndpoint {
+                        id: g.id.clone(),
+                        endpoint: format!("http://{}", g.proxy.addr()),
+                    })
+                    .collect(),
+                ..DeduplicatorFile::default()
+            };
+            f.production.database_url = Secret(production_url.clone());
+            f.production.op_timeout = Duration::from_secs(10);
+            f.production.retry_max = Duration::from_secs(5);
+            f.sources.silence_timeout = Duration::from_secs(10);
+            f.sources.reconnect_max = Duration::from_secs(5);
+            f.http.listen = loopback(dh);
+            f.http.metrics_listen = loopback(dm);
+            f.log.level = opts.log_level.clone();
+            toml::to_string(&f).context("render the deduplicator configuration")
         };
         let dpath = dir.join("deduplicator.toml");
-        std::fs::write(&dpath, render(0, 0))?;
+        std::fs::write(&dpath, render(0, 0)?)?;
         let (deduplicator, addrs) = start_reporting(
             "deduplicator",
             bin("deduplicator"),
@@ -540,7 +535,7 @@ level = "{level}"
         )
         .await?;
         let (dh, dm) = (port_of(&addrs, "http")?, port_of(&addrs, "metrics")?);
-        std::fs::write(&dpath, render(dh, dm))?;
+        std::fs::write(&dpath, render(dh, dm)?)?;
         wait_http(
             &format!("http://127.0.0.1:{dh}/health"),
             Duration::from_secs(60),

@@ -15,6 +15,7 @@
     dead_code
 )] // a benchmark binary
 
+use deduplicator::config::Validate as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test
 
+use deduplicator::config::Validate as _;
+use gatherer::config::Validate as _;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 

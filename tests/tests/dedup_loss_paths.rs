@@ -58,7 +58,7 @@ async fn a_task_that_dies_takes_the_service_down_and_a_restart_completes_it() {
         .await
         .expect("the service stops by itself");
     let e = format!("{:#}", ended.unwrap_err());
-    assert!(e.contains("a sink task panicked"), "{e}");
+    assert!(e.contains("task sinks/tickers panicked"), "{e}");
     // Restarted without the fault, it completes production from the stored cursors.
     let d = start_dedup(w.dedup_file(&w.prod.url())).await;
     let prod = pool(&w.prod.url()).await;

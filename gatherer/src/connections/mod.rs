@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 
 use kalshi_shared::auth::Signer;
 use kalshi_shared::retry::BackoffConfig;
+use kalshi_shared::service::Group;
 use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::registry::{Desired, Note, Scope};
 use crate::store::Sinks;
+use crate::store::rows::GapReason;
 
 pub use conn::shard_of;
 pub use kalshi_shared::identity::occurrence::{LifecycleSeen, Occurrences};
@@ -54,7 +54,7 @@ pub struct ConnConfig {
 pub struct TradeHole {
     pub from_ms: i64,
     pub to_ms: i64,
-    pub reason: &'static str,
+    pub reason: GapReason,
 }
 
 /// Trade holes waiting for backfill. Never bounded by dropping: holes are merged instead.
@@ -210,16 +210,15 @@ impl LogLimiter {
 }
 
 /// Starts every connection task.
-pub fn spawn_all(shared: Arc<Shared>, cancel: &CancellationToken) -> Vec<JoinHandle<()>> {
+pub fn spawn_all(shared: Arc<Shared>, group: &Group) {
     let limiter = Arc::new(LogLimiter::new(Duration::from_secs(10)));
-    (0..shared.cfg.connections)
-        .map(|k| {
-            let s = shared.clone();
-            let c = cancel.clone();
-            let l = limiter.clone();
-            tokio::spawn(async move { conn::Connection::new(k, s, l).run(c).await })
-        })
-        .collect()
+    for k in 0..shared.cfg.connections {
+        let (s, c, l) = (shared.clone(), group.token(), limiter.clone());
+        group.spawn(format!("ws_{k}"), async move {
+            conn::Connection::new(k, s, l).run(c).await;
+            Ok(())
+        });
+    }
 }
 
 #[cfg(test)]
@@ -232,17 +231,17 @@ mod tests {
         h.push(TradeHole {
             from_ms: 10,
             to_ms: 20,
-            reason: "a",
+            reason: GapReason::SeqGap,
         });
         h.push(TradeHole {
             from_ms: 15,
             to_ms: 30,
-            reason: "b",
+            reason: GapReason::Disconnect,
         });
         h.push(TradeHole {
             from_ms: 40,
             to_ms: 50,
-            reason: "c",
+            reason: GapReason::Polling,
         });
         assert_eq!(
             h.take(),
@@ -250,12 +249,12 @@ mod tests {
                 TradeHole {
                     from_ms: 10,
                     to_ms: 30,
-                    reason: "a"
+                    reason: GapReason::SeqGap
                 },
                 TradeHole {
                     from_ms: 40,
                     to_ms: 50,
-                    reason: "c"
+                    reason: GapReason::Polling
                 }
             ]
         );

@@ -12,6 +12,8 @@ use sqlx::postgres::PgRow;
 
 use crate::store::Stream;
 
+pub use super::gap_reason::GapReason;
+
 /// Where and when a record was received (for audit; never part of a cross-gatherer key).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Origin {
@@ -358,7 +360,7 @@ pub struct GapRow {
     pub market_ticker: Option<String>,
     pub from_ms: i64,
     pub to_ms: i64,
-    pub reason: &'static str,
+    pub reason: GapReason,
     pub detail: String,
 }
 
@@ -388,7 +390,7 @@ impl Row for GapRow {
             .opt_text(self.market_ticker.as_deref())
             .i64(self.from_ms)
             .i64(self.to_ms)
-            .text(self.reason)
+            .text(self.reason.as_str())
             .text(&self.detail);
     }
 }

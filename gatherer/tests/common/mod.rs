@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared by several test binaries
 
+use gatherer::config::Validate as _;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

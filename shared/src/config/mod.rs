@@ -12,8 +12,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub mod deduplicator;
+pub mod gatherer;
+
+use crate::telemetry::LogFormat;
 
 /// A secret string (a password, a private key, a URL with credentials): usable, never shown
 /// by `Debug`. It serializes as itself only so that defaults can be inspected.
@@ -207,7 +212,39 @@ pub fn in_range<N: PartialOrd + std::fmt::Display + Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
+
+    /// What the stack writes from these types is what the services read back, key for key.
+    #[test]
+    fn service_files_written_from_the_types_read_back_the_same() {
+        let mut g = gatherer::FileConfig::fast_local(
+            "g7",
+            "http://127.0.0.1:1/trade-api/v2".into(),
+            "ws://127.0.0.1:1/trade-api/ws/v2".into(),
+            "key",
+            "/k.pem".into(),
+            "postgres://u:pw@h/db",
+        );
+        g.ws.silence_timeout = Duration::from_millis(1500);
+        g.registry.series = vec!["KXA".into(), "KXB".into()];
+        let text = toml::to_string(&g).unwrap_or_else(|e| panic!("{e}"));
+        let back: gatherer::FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, g);
+        assert!(text.contains("silence_timeout = \"1s 500ms\""), "{text}");
+
+        let mut d = deduplicator::FileConfig {
+            gatherers: vec![deduplicator::GathererEndpoint {
+                id: "g1".into(),
+                endpoint: "http://127.0.0.1:5".into(),
+            }],
+            ..Default::default()
+        };
+        d.production.database_url = Secret("postgres://p@h/prod".into());
+        d.sources.reconnect_max = Duration::from_secs(5);
+        let text = toml::to_string(&d).unwrap_or_else(|e| panic!("{e}"));
+        let back: deduplicator::FileConfig =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, d);
+    }
 
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields, default)]
@@ -306,5 +343,42 @@ mod tests {
         assert!(e.0.contains("/nonexistent.toml"), "{e}");
         std::fs::remove_file(p).unwrap();
         std::fs::remove_file(bad).unwrap();
+    }
+}
+
+/// `[http]` of both services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// `GET /health`.
+    pub listen: std::net::SocketAddr,
+    /// `GET /metrics`.
+    pub metrics_listen: std::net::SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9090)),
+        }
+    }
+}
+
+/// `[log]` of both services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// RUST_LOG syntax.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }

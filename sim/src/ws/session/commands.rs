@@ -1,178 +1,14 @@
-//! One WebSocket connection's subscriptions: command handling, sids, `seq`, snapshots and the
-//! routing of published events. Pure logic: it must never do I/O, so every error code and
-//! numbering rule is testable without a socket.
+//! The commands a client sends on one connection (subscribe, unsubscribe,
+//! update_subscription) and Kalshi's answers to them: sids, `ok`/`subscribed`/`error` frames,
+//! the snapshots and tickers a new subscription is owed.
 //!
-//! Rules reproduced (`kalshi-api.md` §4): sids start at 1 per connection; `seq` is dense per
-//! sid and is consumed by `ok` and `unsubscribed` frames as well as data; snapshots precede
-//! deltas and take the next `seq` mid-stream; subscribing again to a channel merges the
-//! markets into its existing sid. A snapshot is emitted at the exact point of the event stream
-//! it describes, so applying snapshot + following deltas always reproduces the exchange's book.
+//! It must never answer a command differently from what `kalshi-api.md` §4 documents.
 
-use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
-
-use kalshi_shared::wire::ws::{
-    self, Channel, ErrorMsg, OkMsg, RawCommand, SubscribeParams, SubscriptionInfo,
-    UnsubscribeParams, UpdateSubscriptionParams, encode_frame, error_code as code, frame_type,
-};
-
-use crate::SubSummary;
-use crate::engine::{EventKind, Exchange, Published, to_json};
-
-#[derive(Debug)]
-enum PendingKind {
-    Snapshot,
-    Ticker,
-}
-
-#[derive(Debug)]
-struct Pending {
-    /// Emit once the connection's stream has passed this position.
-    at_pos: u64,
-    kind: PendingKind,
-    market: u32,
-    msg: String,
-}
-
-#[derive(Debug)]
-struct Sub {
-    sid: u64,
-    channel: Channel,
-    seq: u64,
-    /// Market -> position after which its events are delivered; `None` means every market.
-    markets: Option<HashMap<u32, u64>>,
-    /// Tickers in subscription order (for `ok` replies).
-    tickers: Vec<String>,
-    use_yes_price: bool,
-    skip_ticker_ack: bool,
-    pending: VecDeque<Pending>,
-    /// Data frames to drop (fault injection: a real seq gap).
-    skip_next: u32,
-}
-
-impl Sub {
-    fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
-    }
-
-    /// Channels whose data frames carry `seq` (`kalshi-api.md` §4.7: deltas and snapshots by
-    /// spec, trades as observed live).
-    fn data_has_seq(&self) -> bool {
-        matches!(self.channel, Channel::OrderbookDelta | Channel::Trade)
-    }
-
-    fn market_count(&self) -> usize {
-        self.markets.as_ref().map_or(0, HashMap::len)
-    }
-}
-
-/// Limits a session enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionLimits {
-    pub max_markets_per_subscription: usize,
-}
-
-#[derive(Debug)]
-pub struct Session {
-    next_sid: u64,
-    subs: Vec<Sub>,
-    authenticated: bool,
-    limits: SessionLimits,
-    pending_any: bool,
-    /// Position of the last event this connection has routed.
-    pub delivered_pos: u64,
-}
-
-fn error_frame(id: Option<u64>, sid: Option<u64>, c: u32, market: Option<&str>) -> String {
-    let msg = ErrorMsg {
-        code: c,
-        msg: code::message(c).to_owned(),
-        market_ticker: market.map(str::to_owned),
-        market_id: None,
-    };
-    encode_frame(frame_type::ERROR, id, sid, None, None, Some(&to_json(&msg)))
-}
-
-/// Outcome of resolving a command's market selection.
-enum Markets {
-    None,
-    Some(Vec<u32>),
-}
+use super::*;
 
 impl Session {
-    pub fn new(authenticated: bool, limits: SessionLimits, delivered_pos: u64) -> Self {
-        Self {
-            next_sid: 1,
-            subs: Vec::new(),
-            authenticated,
-            limits,
-            pending_any: false,
-            delivered_pos,
-        }
-    }
-
-    pub fn summary(&self) -> Vec<SubSummary> {
-        self.subs
-            .iter()
-            .map(|s| SubSummary {
-                sid: s.sid,
-                channel: s.channel.as_str().to_owned(),
-                markets: s.markets.as_ref().map(HashMap::len),
-                seq: s.seq,
-            })
-            .collect()
-    }
-
-    /// Whether any subscription needs deltas re-expressed on the YES scale.
-    pub fn needs_yes_scale(&self) -> bool {
-        self.subs.iter().any(|s| s.use_yes_price)
-    }
-
-    fn sub_mut(&mut self, channel: Channel) -> Option<&mut Sub> {
-        self.subs.iter_mut().find(|s| s.channel == channel)
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Commands
-    // -----------------------------------------------------------------------------------------
-
-    /// Handles one text frame from the client. `ex` is the locked exchange.
-    pub fn handle_text(&mut self, text: &str, ex: &Exchange, out: &mut Vec<String>) {
-        let Ok(cmd) = serde_json::from_str::<RawCommand<'_>>(text) else {
-            out.push(error_frame(None, None, code::UNABLE_TO_PROCESS, None));
-            return;
-        };
-        let id = cmd.id();
-        let params = cmd.params.map(|p| p.get());
-        match cmd.cmd.as_deref() {
-            Some("subscribe") => self.subscribe(id, params, ex, out),
-            Some("unsubscribe") => self.unsubscribe(id, params, out),
-            Some("update_subscription") => self.update(id, params, ex, out),
-            Some("list_subscriptions") => {
-                let list: Vec<SubscriptionInfo> = self
-                    .subs
-                    .iter()
-                    .map(|s| SubscriptionInfo {
-                        channel: s.channel.as_str().to_owned(),
-                        sid: s.sid,
-                    })
-                    .collect();
-                out.push(encode_frame(
-                    frame_type::OK,
-                    id,
-                    None,
-                    None,
-                    None,
-                    Some(&to_json(&list)),
-                ));
-            }
-            _ => out.push(error_frame(id, None, code::UNKNOWN_COMMAND, None)),
-        }
-    }
-
     /// Resolves tickers (and, for the ticker channel, market ids) to market indexes.
-    fn resolve(
+    pub(super) fn resolve(
         ex: &Exchange,
         ticker: Option<&String>,
         tickers: Option<&Vec<String>>,
@@ -205,7 +41,7 @@ impl Session {
         Ok(Markets::Some(out))
     }
 
-    fn subscribe(
+    pub(super) fn subscribe(
         &mut self,
         id: Option<u64>,
         params: Option<&str>,
@@ -357,7 +193,13 @@ impl Session {
     }
 
     /// Adds markets to a channel's subscription from `snap_pos`; returns those newly added.
-    fn add_markets(&mut self, c: Channel, list: &[u32], snap_pos: u64, ex: &Exchange) -> Vec<u32> {
+    pub(super) fn add_markets(
+        &mut self,
+        c: Channel,
+        list: &[u32],
+        snap_pos: u64,
+        ex: &Exchange,
+    ) -> Vec<u32> {
         let Some(sub) = self.sub_mut(c) else {
             return Vec::new();
         };
@@ -378,7 +220,7 @@ impl Session {
         added
     }
 
-    fn queue_snapshots(
+    pub(super) fn queue_snapshots(
         &mut self,
         c: Channel,
         markets: &[u32],
@@ -414,7 +256,7 @@ impl Session {
         }
     }
 
-    fn queue_tickers(
+    pub(super) fn queue_tickers(
         &mut self,
         c: Channel,
         markets: &[u32],
@@ -453,7 +295,12 @@ impl Session {
         }
     }
 
-    fn unsubscribe(&mut self, id: Option<u64>, params: Option<&str>, out: &mut Vec<String>) {
+    pub(super) fn unsubscribe(
+        &mut self,
+        id: Option<u64>,
+        params: Option<&str>,
+        out: &mut Vec<String>,
+    ) {
         let Some(raw) = params else {
             return out.push(error_frame(id, None, code::PARAMS_REQUIRED, None));
         };
@@ -483,7 +330,7 @@ impl Session {
         }
     }
 
-    fn update(
+    pub(super) fn update(
         &mut self,
         id: Option<u64>,
         params: Option<&str>,
@@ -608,152 +455,5 @@ impl Session {
                 ));
             }
         }
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Event routing
-    // -----------------------------------------------------------------------------------------
-
-    /// Emits pending snapshots whose position is `< pos` (`inclusive`: `<= pos`).
-    fn flush_pending(&mut self, pos: u64, inclusive: bool, now_ms: i64, out: &mut Vec<String>) {
-        let mut any = false;
-        for sub in &mut self.subs {
-            while let Some(front) = sub.pending.front() {
-                let due = if inclusive {
-                    front.at_pos <= pos
-                } else {
-                    front.at_pos < pos
-                };
-                if !due {
-                    break;
-                }
-                let Some(p) = sub.pending.pop_front() else {
-                    break;
-                };
-                match p.kind {
-                    PendingKind::Snapshot => {
-                        let seq = sub.next_seq();
-                        out.push(encode_frame(
-                            frame_type::ORDERBOOK_SNAPSHOT,
-                            None,
-                            Some(sub.sid),
-                            Some(seq),
-                            None,
-                            Some(&p.msg),
-                        ));
-                    }
-                    PendingKind::Ticker => {
-                        out.push(encode_frame(
-                            frame_type::TICKER,
-                            None,
-                            Some(sub.sid),
-                            None,
-                            Some(now_ms),
-                            Some(&p.msg),
-                        ));
-                    }
-                }
-            }
-            any |= !sub.pending.is_empty();
-        }
-        self.pending_any = any;
-    }
-
-    /// Routes one batch of published events to this connection's subscriptions.
-    /// `yes_scale` re-expresses a NO delta on the YES scale for `use_yes_price` subscribers.
-    pub fn deliver(
-        &mut self,
-        batch: &[Published],
-        now_ms: i64,
-        out: &mut Vec<String>,
-        yes_scale: &mut dyn FnMut(&Published) -> Option<String>,
-    ) {
-        for e in batch {
-            if e.pos <= self.delivered_pos {
-                continue;
-            }
-            if self.pending_any {
-                self.flush_pending(e.pos, false, now_ms, out);
-            }
-            self.delivered_pos = e.pos;
-            let channel = e.kind.channel();
-            let Some(sub) = self.subs.iter_mut().find(|s| s.channel == channel) else {
-                continue;
-            };
-            if let Some(map) = &sub.markets {
-                match e.market.and_then(|m| map.get(&m)) {
-                    Some(from) if e.pos > *from => {}
-                    _ => continue,
-                }
-            }
-            let seq = if sub.data_has_seq() {
-                let s = sub.next_seq();
-                if sub.skip_next > 0 {
-                    // Lost on the way: the number is consumed, the frame never arrives.
-                    sub.skip_next -= 1;
-                    continue;
-                }
-                Some(s)
-            } else {
-                None
-            };
-            let msg: Cow<'_, str> = match (e.kind, e.delta) {
-                (EventKind::Delta, Some(d))
-                    if sub.use_yes_price && d.side == kalshi_shared::wire::Side::No =>
-                {
-                    match yes_scale(e) {
-                        Some(s) => Cow::Owned(s),
-                        None => Cow::Borrowed(&e.msg),
-                    }
-                }
-                _ => Cow::Borrowed(&e.msg),
-            };
-            let sending = (e.kind == EventKind::Ticker).then_some(now_ms);
-            out.push(encode_frame(
-                e.kind.frame_type(),
-                None,
-                Some(sub.sid),
-                seq,
-                sending,
-                Some(&msg),
-            ));
-        }
-        if self.pending_any {
-            self.flush_pending(self.delivered_pos, true, now_ms, out);
-        }
-    }
-
-    /// Kills subscriptions with an asynchronous error (`channel` `None`: all of them).
-    pub fn kill(&mut self, c: u32, channel: Option<Channel>, out: &mut Vec<String>) -> usize {
-        let before = self.subs.len();
-        self.subs.retain(|s| {
-            if channel.is_none_or(|ch| ch == s.channel) {
-                out.push(error_frame(None, Some(s.sid), c, None));
-                false
-            } else {
-                true
-            }
-        });
-        self.pending_any = self.subs.iter().any(|s| !s.pending.is_empty());
-        before - self.subs.len()
-    }
-
-    /// Drops the next `count` data frames of a channel's subscription.
-    pub fn skip_seq(&mut self, channel: Channel, count: u32) -> bool {
-        match self.sub_mut(channel) {
-            Some(s) => {
-                s.skip_next += count;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The sid of a channel's subscription, if any.
-    pub fn sid_of(&self, channel: Channel) -> Option<u64> {
-        self.subs
-            .iter()
-            .find(|s| s.channel == channel)
-            .map(|s| s.sid)
     }
 }

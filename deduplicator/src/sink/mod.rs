@@ -1,0 +1,230 @@
+//! One writer per stream: batches the pages the sources read, drops records whose key is
+//! already committed, and commits each batch in ONE transaction: binary COPY into the staging
+//! table, `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (registry: newest wins), and every
+//! contributing gatherer's `sync_cursors` row advanced with `GREATEST`.
+//!
+//! Invariant (DESIGN.md): a gatherer's stored cursor never passes a record unless that record,
+//! or its twin from another gatherer, is committed in the same or an earlier transaction. The
+//! cursors ride in the data's transaction, the cache holds only committed keys and is emptied
+//! whenever the connection to production is rebuilt or lost, and a batch is retried (forever,
+//! with capped jittered backoff) until it commits or shutdown comes, in which case nothing of
+//! it is acknowledged and the next start reads it again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kalshi_proto::gatherer::v1 as pb;
+use kalshi_shared::pg::DbErrorClass;
+use kalshi_shared::retry::{Backoff, BackoffConfig};
+use prost::Message as _;
+use sqlx::Executor as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+mod batch;
+mod commit;
+mod quarantine;
+
+use batch::KeyCache;
+use quarantine::QuarantineCols;
+
+use crate::board::Board;
+use crate::db::{DbError, Prod};
+use crate::metrics as m;
+use crate::records::{self, Encoder, ProdTable as _, Source, Stream};
+
+/// What a source hands a sink: consecutive records of one gatherer's stream.
+#[derive(Debug)]
+pub struct Page {
+    pub gatherer: usize,
+    pub instance_id: Arc<str>,
+    pub records: Vec<Item>,
+    /// The cursor to store once the page is committed (None for records the deduplicator
+    /// declares itself, which have no gatherer cursor).
+    pub last_cursor: Option<i64>,
+}
+
+/// One record and what the source found out about it.
+#[derive(Debug)]
+pub struct Item {
+    pub record: pb::Record,
+    /// Why it cannot be a row (then it goes to quarantine as it is).
+    pub invalid: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub batch_rows: usize,
+    pub batch_interval: Duration,
+    pub cache_keys: usize,
+    pub retry: BackoffConfig,
+    pub pause_before_commit: Duration,
+    /// Gatherer ids by index.
+    pub gatherers: Vec<String>,
+    /// `testing.panic_sink`: the table whose sink panics after its first commit ("": none).
+    pub panic_sink: String,
+}
+
+/// A record on its way into one transaction.
+struct Row {
+    gatherer: usize,
+    instance: Arc<str>,
+    record: pb::Record,
+    key: Option<u128>,
+    invalid: Option<String>,
+}
+
+/// The batch being built: rows plus, per gatherer, the cursor to store.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Row>,
+    cursors: HashMap<usize, (Arc<str>, i64)>,
+    pages: usize,
+    dropped: u64,
+    seen: HashSet<u128>,
+    /// Copies of a record already in the batch, from other gatherers (or a re-read). Not
+    /// written, unless the copy in the batch is refused as poison: a record is committed if
+    /// any copy of it is valid.
+    twins: Vec<Row>,
+}
+
+pub struct Sink {
+    stream: Stream,
+    cfg: SinkConfig,
+    prod: Arc<Prod>,
+    board: Arc<Board>,
+    cache: KeyCache,
+    generation: u64,
+    months: HashSet<(i32, u8)>,
+    /// Sources that finished (for the drain on shutdown).
+    rx: mpsc::Receiver<Page>,
+}
+
+impl Sink {
+    pub fn new(
+        stream: Stream,
+        cfg: SinkConfig,
+        prod: Arc<Prod>,
+        board: Arc<Board>,
+        rx: mpsc::Receiver<Page>,
+    ) -> Sink {
+        let cache = KeyCache::new(cfg.cache_keys);
+        let generation = prod.generation();
+        Sink {
+            stream,
+            cfg,
+            prod,
+            board,
+            cache,
+            generation,
+            months: HashSet::new(),
+            rx,
+        }
+    }
+
+    /// Runs until shutdown; then commits what it holds if production lets it within `drain`.
+    pub async fn run(mut self, cancel: CancellationToken, drain: Duration) {
+        let table = self.stream.table();
+        loop {
+            let mut batch = Batch::default();
+            let mut deadline: Option<tokio::time::Instant> = None;
+            // Collect until the batch is full, its interval passed, or shutdown.
+            let stop = loop {
+                if batch.rows.len() >= self.cfg.batch_rows {
+                    break false;
+                }
+                let page = match deadline {
+                    None => tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => break true,
+                        p = self.rx.recv() => p,
+                    },
+                    Some(d) => tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => break true,
+                        _ = tokio::time::sleep_until(d) => break false,
+                        p = self.rx.recv() => p,
+                    },
+                };
+                let Some(page) = page else { break true };
+                deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + self.cfg.batch_interval);
+                self.add(&mut batch, page);
+                metrics::gauge!(m::QUEUE_PAGES, "stream" => table).set(self.rx.len() as f64);
+            };
+            if stop {
+                // Whatever the sources already handed over is committed if production allows
+                // within the drain time; anything not committed is read again at the next start.
+                while let Ok(page) = self.rx.try_recv() {
+                    self.add(&mut batch, page);
+                }
+                if batch.pages > 0 {
+                    let give_up = CancellationToken::new();
+                    let g = give_up.clone();
+                    let timer = tokio::spawn(async move {
+                        tokio::time::sleep(drain).await;
+                        g.cancel();
+                    });
+                    if self.commit(batch, &give_up).await {
+                        tracing::info!(stream = table, "final batch committed");
+                    } else {
+                        tracing::warn!(
+                            stream = table,
+                            "final batch not committed before shutdown; it will be read again"
+                        );
+                    }
+                    timer.abort();
+                }
+                return;
+            }
+            if batch.pages > 0 && !self.commit(batch, &cancel).await {
+                return;
+            }
+            if self.cfg.panic_sink == table {
+                panic!("testing.panic_sink = {table:?}: the sink panics to prove supervision");
+            }
+        }
+    }
+}
+
+/// A row refused, with its error and SQLSTATE.
+type Poison<'a> = (&'a Row, String, Option<String>);
+
+/// How often an unclassified error is retried before the batch is bisected.
+const OTHER_RETRIES: u32 = 3;
+
+enum Stop {
+    Cancelled,
+    Data(DbError),
+}
+
+/// Creates the queues and writers of every stream.
+pub fn channels(queue_pages: usize) -> (Vec<mpsc::Sender<Page>>, Vec<mpsc::Receiver<Page>>) {
+    Stream::ALL
+        .iter()
+        .map(|_| mpsc::channel(queue_pages))
+        .unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_cache_is_bounded_and_first_in_first_out() {
+        let mut c = KeyCache::new(3);
+        for k in 1..=5u128 {
+            c.insert(k);
+        }
+        c.insert(5);
+        assert_eq!(c.len(), 3);
+        assert!(!c.contains(1) && !c.contains(2));
+        assert!(c.contains(3) && c.contains(4) && c.contains(5));
+        c.clear();
+        assert_eq!(c.len(), 0);
+        let mut off = KeyCache::new(0);
+        off.insert(1);
+        assert!(!off.contains(1));
+    }
+}

@@ -1,0 +1,497 @@
+//! One WebSocket connection: the transport (connect, session loop, pings, writes, reconnect)
+//! and the session state. The rest of a connection's work lives beside it:
+//! - [`subscriptions`]: the subscription protocol (subscribe, update, refusals, which markets);
+//! - [`sequencer`]: `seq` checking and the open gaps it declares when they close;
+//! - [`route`]: frames to rows (books, trades, tickers, lifecycle).
+//!
+//! Words: a *gap* is a window declared missing (a `gaps` row, with a [`GapReason`]); it is
+//! *open* from the moment data may be missing until a snapshot or a reconnect closes it. A
+//! *trade hole* is a trade window handed to the backfill.
+//!
+//! It must never route a frame whose `seq` it has not checked, apply a delta to an invalid
+//! book, or let an open gap close without declaring it.
+
+mod route;
+mod sequencer;
+mod subscriptions;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use kalshi_shared::retry::Backoff;
+use kalshi_shared::wire::Side;
+use kalshi_shared::wire::ws::{
+    self, Channel, Frame, FrameBody, OrderbookDeltaMsg, OrderbookSnapshotMsg, SubscribeParams,
+    TickerMsg, TradeMsg, command, error_code, parse_frame,
+};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use super::book::MarketBook;
+use super::{LogLimiter, Shared, TradeHole};
+use crate::health::ConnState;
+use crate::metrics as m;
+use crate::registry::Note;
+use crate::store::Stream;
+use crate::store::rows::{
+    DeltaRow, GapReason, GapRow, LifecycleRow, Origin, SnapshotRow, Source, TickerRow, TradeRow,
+};
+use kalshi_shared::identity::{lifecycle_hash, ticker_hash};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The connection (of `n`) that carries a market: a stable FNV-1a hash of its ticker.
+pub fn shard_of(ticker: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ticker.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Subscribe {
+        channel: Channel,
+        markets: Vec<String>,
+    },
+    Update {
+        channel: Channel,
+        action: &'static str,
+        markets: Vec<String>,
+    },
+}
+
+/// Why a session ended.
+enum Outcome {
+    Shutdown,
+    Lost(Lost),
+}
+
+/// Why a connection attempt failed or a session ended (logged; the connection reconnects).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Lost {
+    #[error("ws_url is not a WebSocket request: {0}")]
+    Url(String),
+    #[error("cannot sign the upgrade: {0}")]
+    Sign(String),
+    #[error("a signing header is not a valid header value")]
+    Header,
+    #[error("upgrade refused with HTTP {0}")]
+    Refused(u16),
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("{0}")]
+    Socket(String),
+    #[error("server closed the connection: {0}")]
+    Closed(String),
+    #[error("connection closed")]
+    Eof,
+    #[error("nothing received for {0:?} (half-open socket?)")]
+    Silent(Duration),
+    #[error("command {id} ({what}) unanswered for {after:?}")]
+    Unanswered {
+        id: u64,
+        what: String,
+        after: Duration,
+    },
+    #[error("{what} failed: {error}")]
+    Write { what: &'static str, error: String },
+    #[error("{0} could not be written (socket stalled)")]
+    Stalled(&'static str),
+    #[error("asynchronous error {code} ({msg}) without a subscription id")]
+    Orphan { code: i64, msg: String },
+}
+
+/// State of one connection run (nothing survives a reconnect).
+struct Session {
+    ws: Ws,
+    epoch: i64,
+    next_id: u64,
+    pending: HashMap<u64, (Pending, Instant)>,
+    sid_channel: HashMap<u64, Channel>,
+    channel_sid: HashMap<Channel, u64>,
+    seqs: HashMap<u64, u64>,
+    books: HashMap<String, MarketBook>,
+    /// Shard markets this run subscribes on `orderbook_delta` and `ticker`.
+    markets: BTreeSet<String>,
+    /// Markets waiting for a channel's sid before they can be added.
+    queued: HashMap<Channel, Vec<String>>,
+    /// Commands refused for rate (27), retried at the instant given.
+    retry_later: Vec<(Instant, Pending)>,
+    out: Vec<String>,
+    started: Instant,
+    /// Books of markets just unsubscribed, kept until the given instant: deltas the exchange
+    /// published before the unsubscription (or the market's close) may still be in flight on
+    /// this connection, and are real.
+    leaving: Vec<(Instant, String)>,
+}
+
+/// How long a removed market's book keeps accepting deltas already in flight.
+const LEAVE_GRACE: Duration = Duration::from_secs(10);
+
+impl Session {
+    fn send(&mut self, p: Pending) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = match &p {
+            Pending::Subscribe { channel, markets } => command::subscribe(
+                id,
+                SubscribeParams {
+                    channels: Some(vec![channel.as_str().to_owned()]),
+                    market_tickers: (!markets.is_empty()).then(|| markets.clone()),
+                    use_yes_price: (*channel == Channel::OrderbookDelta).then_some(false),
+                    ..Default::default()
+                },
+            ),
+            Pending::Update {
+                channel,
+                action,
+                markets,
+            } => {
+                let sid = self.channel_sid.get(channel).copied().unwrap_or(0);
+                command::update_subscription(id, sid, action, markets.clone())
+            }
+        };
+        self.out.push(text);
+        self.pending.insert(id, (p, Instant::now()));
+    }
+
+    fn has_pending_subscribe(&self, channel: Channel) -> bool {
+        self.pending
+            .values()
+            .any(|(p, _)| matches!(p, Pending::Subscribe { channel: c, .. } if *c == channel))
+    }
+}
+
+pub struct Connection {
+    k: usize,
+    shared: Arc<Shared>,
+    limiter: Arc<LogLimiter>,
+    /// Markets whose deltas may be missing since (ms, reason), until a snapshot arrives.
+    holes: HashMap<String, (i64, GapReason)>,
+    ticker_hole: Option<(i64, GapReason)>,
+    trade_hole: Option<(i64, GapReason)>,
+    lifecycle_hole: Option<(i64, GapReason)>,
+    /// Markets the exchange refused (unknown market, subscription limit).
+    rejected: HashSet<String>,
+    /// Receive time of the last frame processed in order.
+    last_good_ms: i64,
+    /// Exchange time of the last trade this connection received: a trade hole reaches back
+    /// to it even when the exchange clock lags the wall clock (the boundary rule).
+    last_trade_ts: Option<i64>,
+    connected_once: bool,
+    /// The downtime before this start, opened as a hole for the first markets subscribed.
+    startup_hole: Option<i64>,
+}
+
+fn now_ms() -> i64 {
+    kalshi_shared::time::now_ms()
+}
+
+impl Connection {
+    pub fn new(k: usize, shared: Arc<Shared>, limiter: Arc<LogLimiter>) -> Self {
+        let startup = shared.startup_from;
+        Self {
+            k,
+            limiter,
+            holes: HashMap::new(),
+            ticker_hole: startup.map(|f| (f, GapReason::GathererDown)),
+            trade_hole: None,
+            lifecycle_hole: if k == 0 {
+                startup.map(|f| (f, GapReason::GathererDown))
+            } else {
+                None
+            },
+            rejected: HashSet::new(),
+            last_good_ms: now_ms(),
+            last_trade_ts: None,
+            connected_once: false,
+            startup_hole: startup,
+            shared,
+        }
+    }
+
+    fn global(&self) -> bool {
+        self.k == 0
+    }
+
+    fn health(&self) -> &crate::health::ConnHealth {
+        &self.shared.health.conns[self.k]
+    }
+
+    #[tracing::instrument(skip_all, fields(conn = self.k))]
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(self.shared.cfg.backoff);
+        self.shared.health.set_conn(self.k, ConnState::Connecting);
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let ws = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = self.connect() => r,
+            };
+            match ws {
+                Err(e) => {
+                    metrics::counter!(m::WS_ERRORS, "type" => "connect").increment(1);
+                    self.shared.health.set_conn(self.k, ConnState::Down);
+                    if let Some(suppressed) = self.limiter.check("connect") {
+                        tracing::warn!(error = %e, suppressed, "websocket connect failed, retrying");
+                    }
+                }
+                Ok(ws) => {
+                    let epoch = self
+                        .shared
+                        .epochs
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    if self.connected_once {
+                        metrics::counter!(m::WS_RECONNECTS).increment(1);
+                    }
+                    self.connected_once = true;
+                    self.health().reconnected(epoch);
+                    let started = Instant::now();
+                    let outcome = self.session(ws, epoch, &cancel).await;
+                    self.shared.health.set_conn(self.k, ConnState::Down);
+                    self.health().set_markets(0);
+                    match outcome {
+                        Outcome::Shutdown => break,
+                        Outcome::Lost(reason) => {
+                            tracing::warn!(reason = %reason, "websocket lost, reconnecting");
+                        }
+                    }
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff.reset();
+                    }
+                }
+            }
+            if !backoff.sleep(&cancel).await {
+                break;
+            }
+        }
+        self.close_holes_at_shutdown();
+        self.shared.health.set_conn(self.k, ConnState::Down);
+    }
+
+    async fn connect(&self) -> Result<Ws, Lost> {
+        let cfg = &self.shared.cfg;
+        let mut req = cfg
+            .ws_url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Lost::Url(e.to_string()))?;
+        if let Some(signer) = &cfg.signer {
+            let h = signer
+                .sign("GET", ws::WS_PATH)
+                .map_err(|e| Lost::Sign(e.to_string()))?;
+            for (k, v) in h.pairs() {
+                let value = v.parse().map_err(|_| Lost::Header)?;
+                req.headers_mut().insert(k, value);
+            }
+        }
+        let ws_cfg = WebSocketConfig::default()
+            .max_message_size(Some(cfg.max_frame_bytes))
+            .max_frame_size(Some(cfg.max_frame_bytes));
+        let connector = cfg
+            .ws_url
+            .starts_with("wss://")
+            .then(|| Connector::Rustls(cfg.tls.clone()));
+        let fut =
+            tokio_tungstenite::connect_async_tls_with_config(req, Some(ws_cfg), true, connector);
+        match tokio::time::timeout(cfg.connect_timeout, fut).await {
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+                Err(Lost::Refused(resp.status().as_u16()))
+            }
+            Ok(Err(e)) => Err(Lost::Socket(e.to_string())),
+            Err(_) => Err(Lost::ConnectTimeout(cfg.connect_timeout)),
+        }
+    }
+
+    async fn session(&mut self, ws: Ws, epoch: i64, cancel: &CancellationToken) -> Outcome {
+        let mut s = Session {
+            ws,
+            epoch,
+            next_id: 1,
+            pending: HashMap::new(),
+            sid_channel: HashMap::new(),
+            channel_sid: HashMap::new(),
+            seqs: HashMap::new(),
+            books: HashMap::new(),
+            markets: BTreeSet::new(),
+            queued: HashMap::new(),
+            retry_later: Vec::new(),
+            out: Vec::new(),
+            started: Instant::now(),
+            leaving: Vec::new(),
+        };
+        let outcome = self.session_loop(&mut s, cancel).await;
+        if matches!(outcome, Outcome::Lost(_)) {
+            self.mark_disconnect(&s.markets);
+        }
+        tracing::debug!(epoch = s.epoch, lasted = ?s.started.elapsed(), "session ended");
+        outcome
+    }
+
+    async fn session_loop(&mut self, s: &mut Session, cancel: &CancellationToken) -> Outcome {
+        let cfg = self.shared.cfg.clone();
+        let mut desired = self.shared.desired.clone();
+        desired.mark_changed();
+        if self.global() {
+            s.send(Pending::Subscribe {
+                channel: Channel::Trade,
+                markets: vec![],
+            });
+            s.send(Pending::Subscribe {
+                channel: Channel::MarketLifecycleV2,
+                markets: vec![],
+            });
+        }
+        let mut tick = tokio::time::interval(cfg.ping_interval.min(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_ping = Instant::now();
+        let mut last_rx = Instant::now();
+        loop {
+            if let Err(e) = self.flush_out(s).await {
+                return Outcome::Lost(e);
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), s.ws.close(None)).await;
+                    return Outcome::Shutdown;
+                }
+                msg = s.ws.next() => {
+                    last_rx = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Err(e) = self.on_text(s, text.as_str()) {
+                                return Outcome::Lost(e);
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => self.bad_frame("binary", "binary frame"),
+                        Some(Ok(Message::Close(frame))) => {
+                            return Outcome::Lost(Lost::Closed(format!("{frame:?}")));
+                        }
+                        Some(Ok(_)) => {} // Ping (answered by the protocol layer), Pong
+                        Some(Err(e)) => {
+                            let kind = match e {
+                                tokio_tungstenite::tungstenite::Error::Capacity(_) => "oversize",
+                                _ => "disconnect",
+                            };
+                            metrics::counter!(m::WS_ERRORS, "type" => kind).increment(1);
+                            return Outcome::Lost(Lost::Socket(e.to_string()));
+                        }
+                        None => {
+                            metrics::counter!(m::WS_ERRORS, "type" => "disconnect").increment(1);
+                            return Outcome::Lost(Lost::Eof);
+                        }
+                    }
+                }
+                changed = desired.changed() => {
+                    if changed.is_err() {
+                        return Outcome::Shutdown;
+                    }
+                    let set = desired.borrow_and_update().clone();
+                    self.sync_markets(s, &set);
+                }
+                _ = tick.tick() => {
+                    if last_rx.elapsed() > cfg.silence_timeout {
+                        metrics::counter!(m::WS_ERRORS, "type" => "stall").increment(1);
+                        return Outcome::Lost(Lost::Silent(last_rx.elapsed()));
+                    }
+                    if let Some((id, (p, at))) = s.pending.iter().find(|(_, (_, at))| at.elapsed() > cfg.command_timeout) {
+                        metrics::counter!(m::WS_ERRORS, "type" => "command_timeout").increment(1);
+                        return Outcome::Lost(Lost::Unanswered { id: *id, what: format!("{p:?}"), after: at.elapsed() });
+                    }
+                    let now = Instant::now();
+                    let due: Vec<Pending> = {
+                        let (due, keep): (Vec<_>, Vec<_>) = s.retry_later.drain(..).partition(|(t, _)| *t <= now);
+                        s.retry_later = keep;
+                        due.into_iter().map(|(_, p)| p).collect()
+                    };
+                    for p in due {
+                        s.send(p);
+                    }
+                    let leaving = std::mem::take(&mut s.leaving);
+                    for (until, t) in leaving {
+                        if until > now {
+                            s.leaving.push((until, t));
+                        } else if !s.markets.contains(&t) {
+                            s.books.remove(&t);
+                            // A hole opened during the grace period ends here, declared.
+                            if let Some((from, reason)) = self.holes.remove(&t) {
+                                self.gap(
+                                    Stream::OrderbookDeltas,
+                                    Some(&t),
+                                    from,
+                                    now_ms(),
+                                    reason,
+                                    "market unsubscribed before a fresh snapshot".into(),
+                                );
+                            }
+                        }
+                    }
+                    if last_ping.elapsed() >= cfg.ping_interval {
+                        last_ping = Instant::now();
+                        let send = s.ws.send(Message::Ping(Vec::new().into()));
+                        match tokio::time::timeout(cfg.command_timeout, send).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return Outcome::Lost(Lost::Write { what: "ping", error: e.to_string() }),
+                            Err(_) => return Outcome::Lost(Lost::Stalled("ping")),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush_out(&mut self, s: &mut Session) -> Result<(), Lost> {
+        if s.out.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.shared.cfg.command_timeout;
+        let msgs: Vec<String> = s.out.drain(..).collect();
+        let ws = &mut s.ws;
+        let fut = async {
+            for m in msgs {
+                ws.feed(Message::text(m)).await?;
+            }
+            ws.flush().await
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Lost::Write {
+                what: "sending commands",
+                error: e.to_string(),
+            }),
+            Err(_) => Err(Lost::Stalled("commands")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        let n = 4;
+        let mut counts = [0usize; 4];
+        for i in 0..1000 {
+            let t = format!("KXHIGHNY-26NOV22-B{i}.5");
+            let s = shard_of(&t, n);
+            assert_eq!(s, shard_of(&t, n));
+            counts[s] += 1;
+        }
+        assert!(counts.iter().all(|c| *c > 180), "{counts:?}");
+        assert_eq!(shard_of("X", 1), 0);
+    }
+}

@@ -1,0 +1,318 @@
+//! Frames to rows: decodes each checked frame and hands it on (books for snapshots and
+//! deltas, trades, tickers, lifecycle), with the origin (connection epoch, sid, seq).
+//!
+//! It must never emit a row for a frame it could not decode (that is a counted bad frame), nor
+//! apply a delta to a book that is not in sync.
+
+use super::*;
+
+impl Connection {
+    pub(super) fn origin(&self, s: &Session, frame: &Frame, received_ms: i64) -> Origin {
+        Origin {
+            received_ms,
+            conn_epoch: s.epoch,
+            sid: frame.sid.unwrap_or(0),
+            seq: frame.seq.unwrap_or(0),
+        }
+    }
+
+    pub(super) fn on_text(&mut self, s: &mut Session, text: &str) -> Result<(), Lost> {
+        let received = now_ms();
+        let frame = match parse_frame(text) {
+            Ok(f) => f,
+            Err(e) => {
+                self.bad_frame(e.label(), &e.to_string());
+                return Ok(());
+            }
+        };
+        let channel_label = frame_channel(&frame.body);
+        metrics::counter!(m::WS_MESSAGES, "channel" => channel_label).increment(1);
+        // seq before routing: any frame with a seq on a sid we track.
+        if let (Some(sid), Some(seq)) = (frame.sid, frame.seq)
+            && let Some(&channel) = s.sid_channel.get(&sid)
+        {
+            let expected = s.seqs.get(&sid).map_or(1, |l| l + 1);
+            if seq != expected {
+                self.seq_gap(s, sid, channel, expected, seq, received);
+            }
+            s.seqs.insert(sid, seq);
+        }
+        let origin = self.origin(s, &frame, received);
+        let sid = frame.sid;
+        match frame.body {
+            FrameBody::Subscribed(sub) => {
+                self.on_subscribed(s, frame.id, &sub.channel, sub.sid, received)
+            }
+            FrameBody::Ok(_) | FrameBody::Unsubscribed | FrameBody::SubscriptionList(_) => {
+                if let Some(id) = frame.id {
+                    s.pending.remove(&id);
+                }
+            }
+            FrameBody::Error(e) => return self.on_error(s, frame.id, sid, e),
+            FrameBody::OrderbookSnapshot(snap) => self.on_snapshot(s, snap, origin, received),
+            FrameBody::OrderbookDelta(d) => self.on_delta(s, d, origin, received),
+            FrameBody::Trade(t) => self.on_trade(t, origin),
+            FrameBody::Ticker(t) => self.on_ticker(s, t, origin),
+            FrameBody::MarketLifecycle(l) => {
+                let (body, hash) = lifecycle_hash(&l);
+                let occurrence = self.shared.lifecycle_seen.next("market", &hash);
+                self.shared.sinks.lifecycle.push(LifecycleRow {
+                    kind: "market",
+                    ticker: l.market_ticker.clone(),
+                    event_type: l.event_type.clone(),
+                    body,
+                    content_hash: hash,
+                    occurrence,
+                    origin,
+                });
+                self.note(Note::Market {
+                    ticker: l.market_ticker,
+                    event_type: l.event_type,
+                });
+            }
+            FrameBody::EventLifecycle(e) => {
+                let (body, hash) = lifecycle_hash(&e);
+                let occurrence = self.shared.lifecycle_seen.next("event", &hash);
+                self.shared.sinks.lifecycle.push(LifecycleRow {
+                    kind: "event",
+                    ticker: e.event_ticker.clone(),
+                    event_type: "event_lifecycle".into(),
+                    body,
+                    content_hash: hash,
+                    occurrence,
+                    origin,
+                });
+                self.note(Note::Event {
+                    ticker: e.event_ticker,
+                });
+            }
+            FrameBody::Unknown(kind) => {
+                self.bad_frame("unknown_type", &kind);
+                return Ok(());
+            }
+        }
+        self.last_good_ms = received;
+        Ok(())
+    }
+
+    pub(super) fn on_snapshot(
+        &mut self,
+        s: &mut Session,
+        snap: OrderbookSnapshotMsg,
+        origin: Origin,
+        now: i64,
+    ) {
+        let Some(book) = s.books.get_mut(&snap.market_ticker) else {
+            return;
+        };
+        let (yes, no) = match (levels(&snap, Side::Yes), levels(&snap, Side::No)) {
+            (Ok(y), Ok(n)) => (y, n),
+            (Err(e), _) | (_, Err(e)) => {
+                self.bad_frame("orderbook_snapshot", &e.to_string());
+                return;
+            }
+        };
+        book.load(&yes, &no);
+        let last_delta_ts = book.last_delta_ts;
+        if let Some((from, reason)) = self.holes.remove(&snap.market_ticker) {
+            // The boundary millisecond: the window reaches back to the exchange time of the
+            // last delta seen before the hole, even when the exchange clock lags the wall
+            // clock (docs/DESIGN.md, "Occurrence: the rule").
+            let from = self
+                .shared
+                .delta_occ
+                .last_ts(&snap.market_ticker)
+                .map_or(from, |t| t.min(from));
+            self.gap(
+                Stream::OrderbookDeltas,
+                Some(&snap.market_ticker),
+                from,
+                now,
+                reason,
+                format!("deltas between {from} and the snapshot may be missing"),
+            );
+        }
+        self.shared.sinks.snapshots.push(SnapshotRow {
+            market_ticker: snap.market_ticker,
+            source: Source::Ws,
+            yes,
+            no,
+            last_delta_ts_ms: last_delta_ts,
+            origin,
+        });
+    }
+
+    pub(super) fn on_delta(
+        &mut self,
+        s: &mut Session,
+        d: OrderbookDeltaMsg,
+        origin: Origin,
+        now: i64,
+    ) {
+        let Some(book) = s.books.get_mut(&d.market_ticker) else {
+            // Not subscribed on this connection (or long gone): nothing to route it to.
+            metrics::counter!(m::DELTAS_DROPPED).increment(1);
+            tracing::debug!(market = %d.market_ticker, "delta for a market without a book dropped");
+            return;
+        };
+        if !book.valid {
+            metrics::counter!(m::DELTAS_DROPPED).increment(1);
+            return;
+        }
+        let (price, delta) = match (d.price_value(), d.delta_value()) {
+            (Ok(p), Ok(q)) => (p.raw(), q.raw()),
+            (Err(e), _) | (_, Err(e)) => {
+                self.bad_frame("orderbook_delta", &e.to_string());
+                // A delta we cannot read breaks the book as surely as a lost one.
+                book.invalidate();
+                self.holes
+                    .entry(d.market_ticker.clone())
+                    .or_insert((now, GapReason::BadDelta));
+                s.send(Pending::Update {
+                    channel: Channel::OrderbookDelta,
+                    action: ws::action::GET_SNAPSHOT,
+                    markets: vec![d.market_ticker],
+                });
+                return;
+            }
+        };
+        let ts = d.ts_ms_value();
+        if !book.apply(d.side, price, delta) {
+            // The book went negative: something was lost before this delta.
+            metrics::counter!(m::RESNAPSHOTS).increment(1);
+            if let Some(suppressed) = self.limiter.check("negative_book") {
+                tracing::warn!(market = %d.market_ticker, suppressed, "delta drives a level negative; resnapshotting");
+            }
+            book.invalidate();
+            self.holes
+                .entry(d.market_ticker.clone())
+                .or_insert((self.last_good_ms, GapReason::InconsistentBook));
+            s.send(Pending::Update {
+                channel: Channel::OrderbookDelta,
+                action: ws::action::GET_SNAPSHOT,
+                markets: vec![d.market_ticker],
+            });
+            return;
+        }
+        if ts.is_none() {
+            metrics::counter!(m::DELTAS_WITHOUT_TS).increment(1);
+        }
+        let occurrence = self
+            .shared
+            .delta_occ
+            .next(&d.market_ticker, ts, (d.side, price, delta));
+        if ts.is_some() {
+            book.last_delta_ts = ts;
+        }
+        self.shared.sinks.deltas.push(DeltaRow {
+            market_ticker: d.market_ticker,
+            ts_ms: ts,
+            side: d.side,
+            price,
+            delta,
+            occurrence,
+            origin,
+        });
+    }
+
+    pub(super) fn on_trade(&mut self, t: TradeMsg, origin: Origin) {
+        let covered = self
+            .shared
+            .scope
+            .read()
+            .map(|sc| sc.covers(&t.market_ticker))
+            .unwrap_or(true);
+        if !covered {
+            return;
+        }
+        let (yes, no, count) = match (t.yes_price_value(), t.no_price_value(), t.count_value()) {
+            (Ok(y), Ok(n), Ok(c)) => (y.raw(), n.raw(), c.raw()),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                self.bad_frame("trade", &e.to_string());
+                return;
+            }
+        };
+        let Some(ts) = t.ts_ms_value() else {
+            self.bad_frame("trade", "trade without a timestamp");
+            return;
+        };
+        self.last_trade_ts = Some(ts);
+        let id = t.trade_id.clone();
+        let stored = self.shared.sinks.trades.push(TradeRow {
+            trade_id: t.trade_id,
+            market_ticker: t.market_ticker,
+            yes_price: yes,
+            no_price: no,
+            count,
+            taker_outcome_side: t.taker_outcome_side.or(t.taker_side),
+            taker_book_side: t.taker_book_side,
+            is_block_trade: t.is_block_trade.unwrap_or(false),
+            ts_ms: ts,
+            source: Source::Ws,
+            origin,
+        });
+        // Only trades the writer accepted count as delivered: a dropped one must stay
+        // eligible for the backfill of the overflow window.
+        if stored {
+            self.shared.recent_trades.insert(&id);
+        }
+    }
+
+    pub(super) fn on_ticker(&mut self, s: &mut Session, t: TickerMsg, origin: Origin) {
+        let ts = t.ts_ms_value();
+        let hash = ticker_hash(&t);
+        if !s.books.contains_key(&t.market_ticker) {
+            metrics::counter!(m::TICKERS_WITHOUT_BOOK).increment(1);
+            return;
+        }
+        let occurrence = self
+            .shared
+            .ticker_occ
+            .next(&t.market_ticker, ts, hash.clone());
+        self.shared.sinks.tickers.push(TickerRow {
+            market_ticker: t.market_ticker.clone(),
+            ts_ms: ts,
+            body: serde_json::to_string(&t).unwrap_or_default(),
+            content_hash: hash,
+            occurrence,
+            origin,
+        });
+    }
+
+    pub(super) fn bad_frame(&self, label: &'static str, detail: &str) {
+        metrics::counter!(m::WS_BAD_FRAMES, "type" => label).increment(1);
+        metrics::counter!(m::WS_ERRORS, "type" => "parse").increment(1);
+        if let Some(suppressed) = self.limiter.check(label) {
+            tracing::warn!(kind = label, detail = %detail.chars().take(200).collect::<String>(), suppressed, "frame does not parse; counted and skipped");
+        }
+    }
+
+    pub(super) fn note(&self, note: Note) {
+        if self.shared.notes.try_send(note).is_err() {
+            // The registry is behind; a resync makes up for whatever it did not hear.
+            let _ = self.shared.notes.try_send(Note::Resync);
+        }
+    }
+}
+
+pub(super) fn levels(
+    msg: &OrderbookSnapshotMsg,
+    side: Side,
+) -> Result<Vec<(i64, i64)>, ws::WireError> {
+    Ok(msg
+        .levels(side)?
+        .into_iter()
+        .map(|(p, q)| (p.raw(), q.raw()))
+        .collect())
+}
+
+pub(super) fn frame_channel(body: &FrameBody) -> &'static str {
+    match body {
+        FrameBody::OrderbookSnapshot(_) | FrameBody::OrderbookDelta(_) => "orderbook_delta",
+        FrameBody::Trade(_) => "trade",
+        FrameBody::Ticker(_) => "ticker",
+        FrameBody::MarketLifecycle(_) | FrameBody::EventLifecycle(_) => "market_lifecycle_v2",
+        FrameBody::Unknown(_) => "unknown",
+        _ => "control",
+    }
+}
