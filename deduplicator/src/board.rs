@@ -1,5 +1,8 @@
 //! What the deduplicator knows about each gatherer and stream, shared by the sources, the sinks,
 //! `/health` and the lag gauges.
+//!
+//! It must never be the source of truth for cursors (production is): it only mirrors what was
+//! committed, for health and lag.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

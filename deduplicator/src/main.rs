@@ -58,12 +58,12 @@ enum Command {
     },
 }
 
-fn parse_time(s: &str) -> Result<i64, String> {
+fn parse_time(s: &str) -> anyhow::Result<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
     kalshi_shared::time::parse_rfc3339_ms(s)
-        .map_err(|e| format!("{s:?} is neither RFC 3339 nor Unix milliseconds: {e}"))
+        .map_err(|e| anyhow::anyhow!("{s:?} is neither RFC 3339 nor Unix milliseconds: {e}"))
 }
 
 fn main() -> ExitCode {

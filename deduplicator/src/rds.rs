@@ -69,6 +69,7 @@ pub async fn refresh_token(
 }
 
 /// Keeps the token fresh until shutdown.
+#[tracing::instrument(name = "rds_token", skip_all)]
 pub async fn token_task(
     prod: Arc<Prod>,
     sdk: aws_config::SdkConfig,
@@ -105,6 +106,7 @@ fn means_failover(message: &str, categories: &[String]) -> bool {
 
 /// While production writes fail for longer than `rds.events_after`, reads the instance's
 /// events of the last 15 minutes (at most every 10 s) and reports a failover in progress.
+#[tracing::instrument(name = "rds_events", skip_all)]
 pub async fn events_task(
     prod: Arc<Prod>,
     sdk: aws_config::SdkConfig,

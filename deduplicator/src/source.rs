@@ -23,6 +23,19 @@ use crate::metrics as m;
 use crate::records::{self, Stream};
 use crate::sink::{Item, Page};
 
+/// Why a gatherer's identity could not be confirmed (the stream retries after backoff).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum IdentityError {
+    #[error("Status failed: {0:?}")]
+    Status(tonic::Code),
+    #[error("no answer to Status within the connect timeout")]
+    Unreachable,
+    #[error("the endpoint answers as gatherer {0:?}")]
+    WrongGatherer(String),
+    #[error("no usable instance_id")]
+    NoInstance,
+}
+
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub page_limit: u32,
@@ -115,6 +128,7 @@ impl Source {
     }
 
     /// Runs every stream's Tail until shutdown.
+    #[tracing::instrument(name = "source", skip_all, fields(gatherer = %self.id))]
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
         for s in Stream::ALL {
@@ -137,6 +151,7 @@ impl Source {
         while tasks.join_next().await.is_some() {}
     }
 
+    #[tracing::instrument(name = "tail", skip_all, fields(stream = stream.table()))]
     async fn run_stream(&self, stream: Stream, cancel: CancellationToken) {
         let mut backoff = Backoff::new(self.cfg.backoff);
         let mut limit = self.cfg.page_limit;
@@ -149,7 +164,10 @@ impl Source {
                     self.tail(stream, instance, &mut limit, &mut backoff, &cancel)
                         .await
                 }
-                Err(()) => TailEnd::Retry,
+                Err(e) => {
+                    tracing::debug!(gatherer = %self.id, stream = stream.table(), error = %e, "identity check failed; retrying");
+                    TailEnd::Retry
+                }
             };
             self.board.gatherers[self.idx]
                 .stream(stream)
@@ -170,7 +188,7 @@ impl Source {
 
     /// Asks the gatherer who it is. A different gatherer id is refused; a different instance
     /// than the cursors were stored for resets every cursor of this gatherer to 0.
-    async fn check_identity(&self, stream: Stream) -> Result<Arc<str>, ()> {
+    async fn check_identity(&self, stream: Stream) -> Result<Arc<str>, IdentityError> {
         let _serial = self.identity.lock().await;
         let board = &self.board.gatherers[self.idx];
         let status = match tokio::time::timeout(
@@ -183,23 +201,23 @@ impl Source {
             Ok(Err(e)) => {
                 self.error("status");
                 tracing::debug!(gatherer = %self.id, stream = stream.table(), error = %e.message(), "gatherer status failed");
-                return Err(());
+                return Err(IdentityError::Status(e.code()));
             }
             Err(_) => {
                 self.error("connect");
-                return Err(());
+                return Err(IdentityError::Unreachable);
             }
         };
         if status.gatherer_id != self.id {
             self.error("identity");
             board.set_health(Health::WrongIdentity);
             tracing::error!(gatherer = %self.id, endpoint = %board.endpoint, answered = %status.gatherer_id, "the endpoint answers as another gatherer: not reading it (check the configuration)");
-            return Err(());
+            return Err(IdentityError::WrongGatherer(status.gatherer_id));
         }
         if status.instance_id.is_empty() || status.instance_id.len() > 128 {
             self.error("identity");
             tracing::error!(gatherer = %self.id, "the gatherer reports no usable instance_id: not reading it");
-            return Err(());
+            return Err(IdentityError::NoInstance);
         }
         if board.health() == Health::WrongIdentity {
             board.set_health(Health::Connecting);

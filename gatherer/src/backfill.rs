@@ -126,6 +126,7 @@ fn now_ms() -> i64 {
 
 impl Backfill {
     /// `newest_stored_trade_ms`: where trades stopped before this start (None: never ran).
+    #[tracing::instrument(name = "backfill", skip_all)]
     pub async fn run(self, newest_stored_trade_ms: Option<i64>, cancel: CancellationToken) {
         if let Some(from) = newest_stored_trade_ms {
             self.holes.push(TradeHole {

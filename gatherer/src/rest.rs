@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
+use kalshi_shared::rate::TokenBucket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
@@ -64,35 +65,6 @@ impl RestError {
     }
 }
 
-/// Token bucket with integer milli-tokens, shared by every REST caller.
-struct Bucket {
-    milli: i64,
-    capacity_milli: i64,
-    rate_per_s: i64,
-    last: Instant,
-}
-
-impl Bucket {
-    /// Takes a token, or says how long until one is available.
-    fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed_us = now
-            .saturating_duration_since(self.last)
-            .as_micros()
-            .min(3_600_000_000) as i64;
-        self.last = now;
-        self.milli = (self.milli + elapsed_us * self.rate_per_s / 1000).min(self.capacity_milli);
-        if self.milli >= 1000 {
-            self.milli -= 1000;
-            Ok(())
-        } else {
-            let missing = 1000 - self.milli;
-            Err(Duration::from_micros(
-                (missing * 1000 / self.rate_per_s.max(1)) as u64 + 1,
-            ))
-        }
-    }
-}
-
 pub struct RestConfig {
     pub base_url: String,
     pub rate_per_s: u32,
@@ -110,7 +82,8 @@ pub struct RestClient {
     /// `/trade-api/v2`.
     prefix: String,
     signer: Option<Arc<Signer>>,
-    bucket: Mutex<Bucket>,
+    /// One bucket for every REST caller.
+    bucket: Mutex<TokenBucket>,
     cfg: RestConfig,
     cancel: CancellationToken,
 }
@@ -135,12 +108,7 @@ impl RestClient {
             origin,
             prefix,
             signer,
-            bucket: Mutex::new(Bucket {
-                milli: i64::from(cfg.burst) * 1000,
-                capacity_milli: i64::from(cfg.burst) * 1000,
-                rate_per_s: i64::from(cfg.rate_per_s),
-                last: Instant::now(),
-            }),
+            bucket: Mutex::new(TokenBucket::new(cfg.rate_per_s, cfg.burst, Instant::now())),
             cfg,
             cancel,
         })
@@ -150,7 +118,7 @@ impl RestClient {
         loop {
             let wait = {
                 let mut b = self.bucket.lock().await;
-                match b.take(Instant::now()) {
+                match b.take(1, Instant::now()) {
                     Ok(()) => return Ok(()),
                     Err(wait) => wait,
                 }
@@ -276,28 +244,4 @@ fn transport_message(e: &reqwest::Error) -> String {
 /// Percent-encodes a query value.
 pub fn q(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bucket_paces_requests() {
-        let t0 = Instant::now();
-        let mut b = Bucket {
-            milli: 2000,
-            capacity_milli: 2000,
-            rate_per_s: 10,
-            last: t0,
-        };
-        assert!(b.take(t0).is_ok());
-        assert!(b.take(t0).is_ok());
-        let wait = b.take(t0).unwrap_err();
-        assert!(
-            wait >= Duration::from_millis(99) && wait <= Duration::from_millis(101),
-            "{wait:?}"
-        );
-        assert!(b.take(t0 + Duration::from_millis(100)).is_ok());
-    }
 }

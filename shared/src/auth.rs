@@ -258,7 +258,8 @@ impl Verifier {
         let block = parse_pem(pem_text)?;
         let key = match block.tag() {
             "PUBLIC KEY" => {
-                let (oid, key) = der::parse_spki(block.contents()).map_err(KeyError::Rejected)?;
+                let (oid, key) = der::parse_spki(block.contents())
+                    .map_err(|e| KeyError::Rejected(e.to_string()))?;
                 if oid == der::OID_RSA {
                     PublicKey::Rsa(key.to_vec())
                 } else if oid == der::OID_ED25519 {
@@ -354,15 +355,20 @@ mod der {
     pub const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
     pub const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
 
-    fn read_tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
-        let (&tag, rest) = input.split_first().ok_or("truncated DER")?;
-        let (&first, rest) = rest.split_first().ok_or("truncated DER length")?;
+    /// What is wrong with a DER structure.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    #[error("{0}")]
+    pub struct DerError(&'static str);
+
+    fn read_tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DerError> {
+        let (&tag, rest) = input.split_first().ok_or(DerError("truncated DER"))?;
+        let (&first, rest) = rest.split_first().ok_or(DerError("truncated DER length"))?;
         let (len, rest) = if first < 0x80 {
             (usize::from(first), rest)
         } else {
             let n = usize::from(first & 0x7f);
             if n == 0 || n > 4 || rest.len() < n {
-                return Err("unsupported DER length".into());
+                return Err(DerError("unsupported DER length"));
             }
             let len = rest[..n]
                 .iter()
@@ -370,28 +376,28 @@ mod der {
             (len, &rest[n..])
         };
         if rest.len() < len {
-            return Err("truncated DER value".into());
+            return Err(DerError("truncated DER value"));
         }
         Ok((tag, &rest[..len], &rest[len..]))
     }
 
     /// Returns the algorithm OID and the subjectPublicKey bits of an SPKI.
-    pub fn parse_spki(input: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    pub fn parse_spki(input: &[u8]) -> Result<(&[u8], &[u8]), DerError> {
         let (tag, spki, _) = read_tlv(input)?;
         if tag != 0x30 {
-            return Err("SPKI is not a SEQUENCE".into());
+            return Err(DerError("SPKI is not a SEQUENCE"));
         }
         let (tag, alg, rest) = read_tlv(spki)?;
         if tag != 0x30 {
-            return Err("AlgorithmIdentifier is not a SEQUENCE".into());
+            return Err(DerError("AlgorithmIdentifier is not a SEQUENCE"));
         }
         let (tag, oid, _) = read_tlv(alg)?;
         if tag != 0x06 {
-            return Err("algorithm is not an OID".into());
+            return Err(DerError("algorithm is not an OID"));
         }
         let (tag, bits, _) = read_tlv(rest)?;
         if tag != 0x03 || bits.first() != Some(&0) {
-            return Err("subjectPublicKey is not a BIT STRING".into());
+            return Err(DerError("subjectPublicKey is not a BIT STRING"));
         }
         Ok((oid, &bits[1..]))
     }

@@ -6,6 +6,8 @@
 //! an integer number of centi-contracts (0.01). Nothing here ever goes through a float: text is
 //! parsed digit by digit, and a value with more precision than the type holds is an error, never
 //! a rounding. Arithmetic is checked; there is no operator that can overflow silently.
+//!
+//! It must never convert through `f64`, round, or wrap.
 
 use std::fmt;
 use std::str::FromStr;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod fixed;
 pub mod identity;
 pub mod pg;
+pub mod rate;
 pub mod retry;
 pub mod service;
 pub mod telemetry;

@@ -4,6 +4,8 @@
 //! what a loop does between attempts (rebuild a pool, re-queue a window) stays in the loop.
 //! No retry loop in this project may ignore shutdown, and no backoff may ever grow beyond its
 //! configured maximum.
+//!
+//! It must never sleep past a shutdown request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -1,4 +1,7 @@
 //! The simulator's settings and their command line.
+//!
+//! It must never start a simulator on arguments that contradict each other (a clear error
+//! names the argument instead).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -206,10 +209,27 @@ impl SimConfig {
     }
 }
 
-impl TryFrom<&Cli> for SimConfig {
-    type Error = String;
+/// Command-line values that are each valid but do not make a simulator together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidArgs(pub String);
 
-    fn try_from(cli: &Cli) -> Result<Self, String> {
+impl From<&str> for InvalidArgs {
+    fn from(s: &str) -> Self {
+        InvalidArgs(s.to_owned())
+    }
+}
+
+impl From<String> for InvalidArgs {
+    fn from(s: String) -> Self {
+        InvalidArgs(s)
+    }
+}
+
+impl TryFrom<&Cli> for SimConfig {
+    type Error = InvalidArgs;
+
+    fn try_from(cli: &Cli) -> Result<Self, InvalidArgs> {
         let public_key_pem = match &cli.public_key {
             Some(path) => Some(
                 std::fs::read(path)

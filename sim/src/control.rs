@@ -13,6 +13,9 @@
 //! | GET | `/truth/summary` | head position, counts by type, start time |
 //! | GET | `/truth/markets` | every market's REST view and book, all at one position |
 //! | GET | `/truth/books/{ticker}` | a market's current book and the position it reflects |
+//!
+//! It must never be reachable from the public endpoints (it listens on its own address), and
+//! never change what was already published in the ground truth.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

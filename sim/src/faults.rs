@@ -3,6 +3,9 @@
 //! Connection faults are delivered to the chosen connections' tasks; exchange-wide faults
 //! (rejected upgrades, REST error bursts, full outage) live in [`GlobalFaults`], consulted by
 //! the upgrade handler and the REST guard on every request.
+//!
+//! It must never inject a fault that was not asked for, and never outlive its count or its
+//! deadline.
 
 use std::time::{Duration, Instant};
 
@@ -182,64 +185,11 @@ impl GlobalFaults {
     }
 }
 
-/// Integer token bucket (milli-tokens), refilled continuously.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    milli: i64,
-    capacity_milli: i64,
-    rate_per_s: i64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    pub fn new(rate_per_s: u32, capacity: u32, now: Instant) -> Self {
-        let capacity_milli = i64::from(capacity) * 1000;
-        Self {
-            milli: capacity_milli,
-            capacity_milli,
-            rate_per_s: i64::from(rate_per_s),
-            last: now,
-        }
-    }
-
-    /// Takes `cost` tokens if available.
-    pub fn try_take(&mut self, cost: u32, now: Instant) -> bool {
-        let elapsed_us = now
-            .saturating_duration_since(self.last)
-            .as_micros()
-            .min(3_600_000_000) as i64;
-        self.last = now;
-        // rate tokens/s = rate milli-tokens/ms = rate/1000 milli-tokens/us
-        self.milli = (self.milli + elapsed_us * self.rate_per_s / 1000).min(self.capacity_milli);
-        let cost = i64::from(cost) * 1000;
-        if self.milli >= cost {
-            self.milli -= cost;
-            true
-        } else {
-            false
-        }
-    }
-}
+pub use kalshi_shared::rate::TokenBucket;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bucket_refills_at_its_rate() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(100, 20, t0);
-        assert!(b.try_take(10, t0));
-        assert!(b.try_take(10, t0));
-        assert!(!b.try_take(10, t0));
-        assert!(!b.try_take(10, t0 + Duration::from_millis(99)));
-        assert!(b.try_take(10, t0 + Duration::from_millis(100)));
-        // Never more than the capacity, however long it idles.
-        let later = t0 + Duration::from_secs(3600);
-        assert!(b.try_take(10, later));
-        assert!(b.try_take(10, later));
-        assert!(!b.try_take(10, later));
-    }
 
     #[test]
     fn counted_rest_bursts_end() {

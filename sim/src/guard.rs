@@ -1,5 +1,8 @@
 //! What stands in front of the REST and WebSocket endpoints: injected faults, authentication
 //! and the REST token bucket, in that order.
+//!
+//! It must never let a request through that Kalshi would refuse (bad signature, stale
+//! timestamp, over the limit).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

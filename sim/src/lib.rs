@@ -10,6 +10,8 @@
 //!
 //! [`start`] runs the whole simulator in-process and returns a [`SimHandle`]; the binary is a
 //! thin wrapper around it.
+//!
+//! It must never publish an event it has not recorded in the ground truth.
 
 #![forbid(unsafe_code)]
 
@@ -317,6 +319,7 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<SimHandle> {
 static NEXT_SIM: AtomicU64 = AtomicU64::new(0);
 
 /// Generates messages at the configured rate, one batch per tick.
+#[tracing::instrument(name = "engine", skip_all)]
 async fn run_engine(state: Arc<SimState>) {
     let mut interval = tokio::time::interval(state.cfg.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

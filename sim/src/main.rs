@@ -1,5 +1,7 @@
 //! `kalshi-sim`: parses the command line, starts the simulator, prints where it listens and
 //! runs until SIGINT or SIGTERM.
+//!
+//! It must never start on invalid arguments (exit 64 with the reason).
 
 use std::process::ExitCode;
 

@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+/// The ground truth could not be written: the exchange stops publishing (an event it cannot
+/// record must never be sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TruthFailed(pub String);
+
 /// Events between index entries.
 pub const STRIDE: u64 = 1024;
 
@@ -102,9 +108,9 @@ impl TruthWriter {
     }
 
     /// Makes every appended line visible to readers.
-    pub fn flush(&mut self) -> Result<(), String> {
+    pub fn flush(&mut self) -> Result<(), TruthFailed> {
         if let Some(e) = &self.failed {
-            return Err(e.clone());
+            return Err(TruthFailed(e.clone()));
         }
         match self.out.flush() {
             Ok(()) => {
@@ -114,7 +120,7 @@ impl TruthWriter {
             Err(e) => {
                 let e = format!("flush {}: {e}", self.path.display());
                 self.failed = Some(e.clone());
-                Err(e)
+                Err(TruthFailed(e))
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Scripted fault scenarios, one per row of DESIGN.md's failure matrix plus `mixed` (random
 //! faults for N minutes from a seed). Each runs against a stack with traffic flowing and
 //! returns once the fault is over; the caller settles the stack and audits.
+//!
+//! It must never leave a fault switched on when it returns.
 
 use std::time::Duration;
 

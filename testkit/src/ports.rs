@@ -1,6 +1,9 @@
 //! Loopback ports for tests. Prefer binding port 0 and reading the address back (every
 //! service has an address file or returns its bound address); [`free_port`] is for the few
 //! configs that need a number before the process starts, and can race with another process.
+//!
+//! It must never be used where binding port 0 works: a number picked here can be taken by
+//! another process before it is bound.
 
 use std::net::{SocketAddr, TcpListener};
 

@@ -1,4 +1,7 @@
 //! Reading Prometheus text exposition in tests.
+//!
+//! Absent series read as 0, so it must never be used where absence itself is the assertion
+//! (check the series line first there).
 
 /// The sum of every series of metric `name` (all label sets), 0 when absent.
 pub fn metric_sum(text: &str, name: &str) -> f64 {

@@ -1,6 +1,8 @@
 //! A TCP proxy that tests and the local stack control: it plays the database endpoint that
 //! moves on failover (`set_target`), the network that stalls without closing (`stall`), the
 //! partition that refuses new connections (`refuse`) and the link that drops (`drop_all`).
+//!
+//! It must never change the bytes it forwards.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

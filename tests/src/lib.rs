@@ -2,6 +2,8 @@
 //! processes, real PostgreSQL clusters, the simulator), each finished with the audit of
 //! production against the simulator's ground truth. The helpers live here; [`world`] is the
 //! finer-grained rig (in-process gatherers and deduplicator) of the `dedup_*` suites.
+//!
+//! It must never take expected values from the system's own stores: only the oracle.
 
 pub mod world;
 

@@ -1,6 +1,8 @@
 //! Test world: the simulator over real sockets, three (or more) real gatherers each with its own
 //! database, a production PostgreSQL cluster, and the deduplicator in-process or as a binary.
 //! Production is judged against the simulator's ground truth by the one oracle.
+//!
+//! It must never judge production by the system's own stores: only the simulator's truth.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test
 

@@ -28,7 +28,7 @@ impl Sink {
             }
             (v, p)
         };
-        if let Err(()) = self.ensure_partitions(&valid, cancel).await {
+        if let Err(Cancelled) = self.ensure_partitions(&valid, cancel).await {
             return false;
         }
         let cursor_rows: Vec<(String, i64, String)> = cursors
@@ -58,7 +58,7 @@ impl Sink {
                     let mut bad = Vec::new();
                     match self.bisect(&candidates, cancel, &mut bad, &mut n).await {
                         Ok(()) => {}
-                        Err(()) => return false,
+                        Err(Cancelled) => return false,
                     }
                     let bad_keys: HashSet<u128> = bad.iter().filter_map(|(r, _)| r.key).collect();
                     for (r, e) in bad {
@@ -134,7 +134,7 @@ impl Sink {
         &mut self,
         rows: &[&Row],
         cancel: &CancellationToken,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Cancelled> {
         if !crate::schema::PARTITIONED.contains(&self.stream.table()) {
             return Ok(());
         }
@@ -173,7 +173,7 @@ impl Sink {
                     Err(e) => {
                         self.on_error(&e);
                         if !backoff.sleep(cancel).await {
-                            return Err(());
+                            return Err(Cancelled);
                         }
                     }
                 }

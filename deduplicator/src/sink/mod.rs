@@ -34,6 +34,11 @@ use crate::db::{DbError, Prod};
 use crate::metrics as m;
 use crate::records::{self, Encoder, ProdTable as _, Source, Stream};
 
+/// The work stopped because shutdown came first (nothing of it is acknowledged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled by shutdown")]
+struct Cancelled;
+
 /// What a source hands a sink: consecutive records of one gatherer's stream.
 #[derive(Debug)]
 pub struct Page {
@@ -124,6 +129,7 @@ impl Sink {
     }
 
     /// Runs until shutdown; then commits what it holds if production lets it within `drain`.
+    #[tracing::instrument(name = "sink", skip_all, fields(stream = self.stream.table()))]
     pub async fn run(mut self, cancel: CancellationToken, drain: Duration) {
         let table = self.stream.table();
         loop {

@@ -27,7 +27,7 @@ impl Sink {
         cancel: &'a CancellationToken,
         bad: &'a mut Vec<(&'b Row, DbError)>,
         n: &'a mut u64,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ()>> + Send + 'a>>
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Cancelled>> + Send + 'a>>
     where
         'b: 'a,
         'c: 'a,
@@ -41,7 +41,7 @@ impl Sink {
                     *n += k;
                     Ok(())
                 }
-                Err(Stop::Cancelled) => Err(()),
+                Err(Stop::Cancelled) => Err(Cancelled),
                 Err(Stop::Data(e)) if rows.len() == 1 => {
                     bad.push((rows[0], e));
                     Ok(())

@@ -11,6 +11,7 @@ impl Store {
     /// again and the lock taken again. If another session holds the lock by then, this returns
     /// the error and the caller stops the gatherer: two writers would hand out the same
     /// cursors. Between the loss and the next check (at most `interval`) the writers go on.
+    #[tracing::instrument(name = "writer_lock", skip_all, fields(instance = %self.instance_id))]
     pub async fn keep_writer_lock(
         self: Arc<Self>,
         interval: Duration,

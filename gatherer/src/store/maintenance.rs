@@ -155,6 +155,7 @@ impl Store {
     }
 
     /// Runs [`maintain`](Self::maintain) now and every `maintenance_interval` until shutdown.
+    #[tracing::instrument(name = "maintenance", skip_all, fields(instance = %self.instance_id))]
     pub async fn run_maintenance(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             if let Err(e) = self.maintain(kalshi_shared::time::now_ms()).await {

@@ -145,9 +145,18 @@ fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value
     }
 }
 
-fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+/// Why an environment override cannot be placed in the table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SetError {
+    #[error("empty key")]
+    EmptyKey,
+    #[error("`{0}` is not a section")]
+    NotASection(String),
+}
+
+fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), SetError> {
     let Some((first, rest)) = path.split_first() else {
-        return Err("empty key".into());
+        return Err(SetError::EmptyKey);
     };
     if rest.is_empty() {
         table.insert(first.clone(), value);
@@ -158,7 +167,7 @@ fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     match entry {
         toml::Value::Table(t) => set(t, rest, value),
-        _ => Err(format!("`{first}` is not a section")),
+        _ => Err(SetError::NotASection(first.clone())),
     }
 }
 

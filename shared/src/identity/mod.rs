@@ -13,6 +13,7 @@
 //! must never change for the same input: the golden tests below pin them. A change here is a
 //! schema change.
 
+pub mod coverage;
 pub mod occurrence;
 
 use crate::wire::ws::TickerMsg;

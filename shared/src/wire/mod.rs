@@ -138,6 +138,11 @@ impl<'de> Deserialize<'de> for Dollars {
     }
 }
 
+/// Text that is not a JSON number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a decimal number")]
+pub struct NotADecimal(pub String);
+
 /// A JSON number that Kalshi sometimes sends as a string (`floor_strike: 4487` or `"4487"`),
 /// kept exact as decimal text and written back as a JSON number.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -145,10 +150,8 @@ pub struct JsonDecimal(String);
 
 impl JsonDecimal {
     /// Validates `text` as a JSON number.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let n: serde_json::Number = text
-            .parse()
-            .map_err(|_| format!("{text:?} is not a decimal number"))?;
+    pub fn parse(text: &str) -> Result<Self, NotADecimal> {
+        let n: serde_json::Number = text.parse().map_err(|_| NotADecimal(text.to_owned()))?;
         Ok(Self(n.to_string()))
     }
 

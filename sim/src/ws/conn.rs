@@ -1,4 +1,7 @@
 //! One connection's task: reads commands, routes published batches, pings, obeys faults.
+//!
+//! It must never let a slow client hold up the others: a client that accepts no data within
+//! the slow-client deadline is dropped.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,6 +23,15 @@ use super::session::{Session, SessionLimits};
 use crate::engine::delta_json_yes_scale;
 use crate::faults::{ConnFault, MalformedKind, TokenBucket};
 use crate::{ConnEntry, ConnInfo, SimState, SubSummary, lock};
+
+/// Why a write to a client failed: the connection is over either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum ClientGone {
+    #[error("the socket refused the write")]
+    WriteFailed,
+    #[error("the client accepted no data within the slow-client deadline")]
+    Slow,
+}
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -98,6 +110,7 @@ pub(super) async fn run(state: Arc<SimState>, ws: Ws, peer: SocketAddr, key_id: 
 }
 
 impl Conn {
+    #[tracing::instrument(name = "ws_conn", skip_all, fields(conn = self.id))]
     async fn run_loop(
         &mut self,
         rx: &mut tokio::sync::broadcast::Receiver<crate::engine::Batch>,
@@ -234,7 +247,7 @@ impl Conn {
     }
 
     /// Sends frames and flushes, within the slow-client deadline.
-    async fn send(&mut self, frames: Vec<Message>) -> Result<(), ()> {
+    async fn send(&mut self, frames: Vec<Message>) -> Result<(), ClientGone> {
         let n = frames.len() as u64;
         let deadline = self.state.cfg.slow_client_timeout;
         let ws = &mut self.ws;
@@ -255,7 +268,7 @@ impl Conn {
             }
             Ok(Err(e)) => {
                 tracing::debug!(conn = self.id, error = %e, "websocket write failed");
-                Err(())
+                Err(ClientGone::WriteFailed)
             }
             Err(_) => {
                 self.state
@@ -263,19 +276,20 @@ impl Conn {
                     .ws_slow_dropped
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conn = self.id, timeout = ?deadline, "client accepts no data, dropping it");
-                Err(())
+                Err(ClientGone::Slow)
             }
         }
     }
 
-    async fn flush(&mut self) -> Result<(), ()> {
+    async fn flush(&mut self) -> Result<(), ClientGone> {
         match tokio::time::timeout(self.state.cfg.slow_client_timeout, self.ws.flush()).await {
             Ok(Ok(())) => Ok(()),
-            _ => Err(()),
+            Ok(Err(_)) => Err(ClientGone::WriteFailed),
+            Err(_) => Err(ClientGone::Slow),
         }
     }
 
-    async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), ()> {
+    async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), ClientGone> {
         let frame = CloseFrame {
             code,
             reason: reason.to_owned().into(),

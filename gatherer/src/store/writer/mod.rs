@@ -251,6 +251,7 @@ impl<R: Row> Writer<R> {
 
     /// Runs until `finish` is cancelled and everything received has been written (or the
     /// final flush gives up because the database is unavailable).
+    #[tracing::instrument(name = "writer", skip_all, fields(table = R::STREAM.table()))]
     pub async fn run(mut self, flush_deadline: Duration) {
         let mut buf: VecDeque<R> = VecDeque::new();
         let mut backoff = Backoff::new(self.cfg.backoff);

@@ -1,0 +1,263 @@
+//! Operating a running stack: rates and faults on the simulator, kills, restarts and network
+//! partitions of each service, production failover, and waiting until everything settled.
+//!
+//! It must never act on a slot that does not exist (a clear error names the slots there are).
+
+use super::*;
+
+impl Stack {
+    pub fn write_endpoints(&self) -> anyhow::Result<()> {
+        std::fs::write(
+            self.opts.data_dir.join("stack.json"),
+            serde_json::to_string_pretty(&self.endpoints)?,
+        )?;
+        Ok(())
+    }
+
+    pub async fn set_rate(&self, rate: u64) -> anyhow::Result<()> {
+        post(
+            &format!("{}/rate", self.endpoints.sim_control),
+            json!({ "rate": rate }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn fault(&self, body: Value) -> anyhow::Result<Value> {
+        post(&format!("{}/faults", self.endpoints.sim_control), body).await
+    }
+
+    fn slot(&mut self, n: usize) -> anyhow::Result<&mut GathererSlot> {
+        let len = self.gatherers.len();
+        self.gatherers
+            .get_mut(n.wrapping_sub(1))
+            .with_context(|| format!("there is no gatherer {n} (1..={len})"))
+    }
+
+    /// SIGKILL gatherer `n` (1-based).
+    pub fn kill_gatherer(&mut self, n: usize) -> anyhow::Result<()> {
+        self.slot(n)?.service.kill();
+        Ok(())
+    }
+
+    /// SIGTERM gatherer `n`; its exit code.
+    pub fn terminate_gatherer(&mut self, n: usize) -> anyhow::Result<Option<i32>> {
+        Ok(self.slot(n)?.service.terminate(Duration::from_secs(30)))
+    }
+
+    pub async fn start_gatherer(&mut self, n: usize) -> anyhow::Result<()> {
+        let g = self.slot(n)?;
+        g.service.start()?;
+        let url = format!("http://127.0.0.1:{}/health", g.http_port);
+        wait_http(&url, Duration::from_secs(90), |c, v| {
+            c == 200 && v["status"] == "healthy"
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Restarts gatherer `n`'s local database (the gatherer keeps running and must buffer).
+    pub async fn restart_gatherer_db(
+        &mut self,
+        n: usize,
+        down_for: Duration,
+    ) -> anyhow::Result<()> {
+        let g = self.slot(n)?;
+        g.pg.stop()?;
+        tokio::time::sleep(down_for).await;
+        self.slot(n)?.pg.restart()?;
+        Ok(())
+    }
+
+    /// Cuts (or restores) the network between the deduplicator and gatherer `n`.
+    pub fn partition_gatherer(&mut self, n: usize, cut: bool) -> anyhow::Result<()> {
+        let g = self.slot(n)?;
+        if cut {
+            g.proxy.set_mode(Mode::Stall);
+        } else {
+            g.proxy.set_mode(Mode::Forward);
+            g.proxy.drop_all();
+        }
+        Ok(())
+    }
+
+    pub fn kill_deduplicator(&mut self) {
+        self.deduplicator.kill();
+    }
+
+    pub fn terminate_deduplicator(&mut self) -> Option<i32> {
+        self.deduplicator.terminate(Duration::from_secs(30))
+    }
+
+    pub fn start_deduplicator(&mut self) -> anyhow::Result<()> {
+        self.deduplicator.start()
+    }
+
+    /// Production down (fast shutdown) or back.
+    pub fn production(&mut self, up: bool) -> anyhow::Result<()> {
+        let pg = if self.failed_over {
+            self.standby.as_mut().context("no standby")?
+        } else {
+            &mut self.prod
+        };
+        if up {
+            pg.restart()?
+        } else {
+            pg.stop()?
+        }
+        Ok(())
+    }
+
+    /// Kills the production primary, promotes the standby and moves the endpoint (`--ha`).
+    pub fn failover(&mut self) -> anyhow::Result<()> {
+        if self.failed_over {
+            bail!("already failed over (one standby only)");
+        }
+        let standby = self
+            .standby
+            .as_ref()
+            .context("failover needs a stack started with --ha")?;
+        self.prod.crash();
+        standby.promote()?;
+        self.prod_proxy.set_target(loopback(standby.port()));
+        self.prod_proxy.drop_all();
+        self.failed_over = true;
+        self.endpoints.production_url =
+            format!("postgres://postgres@{}/postgres", self.prod_proxy.addr());
+        Ok(())
+    }
+
+    /// The production database URL to read (the current primary, directly).
+    pub fn production_direct_url(&self) -> String {
+        match (&self.standby, self.failed_over) {
+            (Some(s), true) => s.url(),
+            _ => self.prod.url(),
+        }
+    }
+
+    /// One line per service and the totals, for the live view.
+    pub async fn progress(&mut self, last: &mut Progress) -> String {
+        progress(self, last).await
+    }
+
+    /// Stops everything: services (SIGTERM, graceful), then clusters; removes the data
+    /// directory unless `keep`.
+    pub fn down(mut self) -> Vec<(String, Option<i32>)> {
+        let mut codes = Vec::new();
+        codes.push((
+            "deduplicator".to_owned(),
+            self.deduplicator.terminate(Duration::from_secs(30)),
+        ));
+        // All gatherers at once: each flushes to its own database.
+        for g in &mut self.gatherers {
+            g.service.signal_term();
+        }
+        for g in &mut self.gatherers {
+            codes.push((g.id.clone(), g.service.terminate(Duration::from_secs(30))));
+        }
+        codes.push((
+            "kalshi-sim".to_owned(),
+            self.sim.terminate(Duration::from_secs(10)),
+        ));
+        let keep = self.opts.keep;
+        let dir = self.opts.data_dir.clone();
+        drop(self);
+        if !keep {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        codes
+    }
+
+    /// Waits until the simulator stopped publishing, the gatherers' heads are still and the
+    /// deduplicator has merged everything every running gatherer holds.
+    pub async fn wait_settled(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.production_direct_url())
+            .await?;
+        let mut last = String::new();
+        let mut stable = 0;
+        loop {
+            let mut heads = Vec::new();
+            let mut live = Vec::new();
+            for (i, g) in self.gatherers.iter_mut().enumerate() {
+                if !g.service.running() {
+                    continue;
+                }
+                let m = get_text(&format!("http://127.0.0.1:{}/metrics", g.metrics_port))
+                    .await
+                    .unwrap_or_default();
+                heads.push(format!(
+                    "{}:{}",
+                    g.id,
+                    metric_sum(&m, "writer_inserts_total")
+                ));
+                live.push(i);
+            }
+            let cursors: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT gatherer_id, stream, cursor FROM sync_cursors ORDER BY 1, 2",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            let mut synced = true;
+            // Every running gatherer subscribed again (a reconnecting one has not yet declared
+            // its gaps or backfilled), and the deduplicator healthy.
+            for &i in &live {
+                let url = format!("http://127.0.0.1:{}/health", self.gatherers[i].http_port);
+                let healthy = async {
+                    let r = reqwest::get(&url).await.ok()?;
+                    let v: Value = r.json().await.ok()?;
+                    Some(v["status"] == "healthy")
+                };
+                if healthy.await != Some(true) {
+                    synced = false;
+                }
+            }
+            let dedup_ok = async {
+                let r = reqwest::get(&self.endpoints.deduplicator_health)
+                    .await
+                    .ok()?;
+                let v: Value = r.json().await.ok()?;
+                Some(v["status"] == "healthy")
+            };
+            if dedup_ok.await != Some(true) {
+                synced = false;
+            }
+            for i in live {
+                let g = &self.gatherers[i];
+                let status = gatherer_heads(&format!("http://127.0.0.1:{}", g.grpc_port)).await;
+                match status {
+                    Ok(h) => {
+                        for (stream, head) in h {
+                            let c = cursors
+                                .iter()
+                                .find(|c| c.0 == g.id && c.1 == stream)
+                                .map_or(0, |c| c.2);
+                            if c < head {
+                                synced = false;
+                            }
+                        }
+                    }
+                    Err(_) => synced = false,
+                }
+            }
+            let key = heads.join(",");
+            if synced && key == last {
+                stable += 1;
+                if stable >= 3 {
+                    pool.close().await;
+                    return Ok(());
+                }
+            } else {
+                stable = 0;
+            }
+            last = key;
+            if Instant::now() >= deadline {
+                bail!("the stack did not settle within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
