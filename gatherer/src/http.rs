@@ -1,5 +1,8 @@
-//! `GET /health` (JSON; 503 when unhealthy) on `http.listen`. `/metrics` is served by
-//! `kalshi_shared::telemetry::metrics_router` on `http.metrics_listen`.
+//! `GET /health` (JSON; 503 when unhealthy) and the same verdict as `/health/ready` (able to
+//! collect now: database connected and at least one WebSocket up), plus `/health/live` (the
+//! process and its tasks are alive: the only check that may replace an instance), on
+//! `http.listen`. `/metrics` is served by `kalshi_shared::telemetry::metrics_router` on
+//! `http.metrics_listen`.
 //!
 //! It must never serve configuration or secrets: `/health` reports states and counts only.
 
@@ -12,12 +15,30 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use kalshi_shared::service::Liveness;
+
 use crate::health::Health;
 
-pub fn router(health: Arc<Health>) -> Router {
+pub fn router(health: Arc<Health>, live: Liveness) -> Router {
     Router::new()
         .route("/health", get(health_handler))
+        .route("/health/ready", get(health_handler))
         .with_state(health)
+        .merge(
+            Router::new()
+                .route("/health/live", get(live_handler))
+                .with_state(live),
+        )
+}
+
+async fn live_handler(State(live): State<Liveness>) -> impl IntoResponse {
+    let (alive, body) = live.report();
+    let code = if alive {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
 }
 
 async fn health_handler(State(health): State<Arc<Health>>) -> impl IntoResponse {

@@ -220,7 +220,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             .context("gRPC server")
     });
     let token = servers.token();
-    let http_app = http::router(health.clone());
+    let http_app = http::router(health.clone(), sup.liveness());
     servers.spawn("http", async move {
         axum::serve(http_listener, http_app)
             .with_graceful_shutdown(token.cancelled_owned())

@@ -23,6 +23,18 @@ async fn a_database_restart_within_the_buffer_loses_nothing() {
         h["ws_connections"].as_u64().unwrap() > 0,
         "intake goes on while the database is down"
     );
+    // Not ready, but alive: a database outage must never get the instance replaced.
+    let (ready, r) = rig.health_at("/health/ready").await;
+    assert_eq!((ready, r["db"].as_str()), (503, Some("unavailable")), "{r}");
+    let (live, l) = rig.health_at("/health/live").await;
+    assert_eq!((live, l["status"].as_str()), (200, Some("alive")), "{l}");
+    // Every group runs its tasks: 3 connections + registry, backfill, maintenance, lock, ping;
+    // 8 record writers; the gaps writer; gRPC, HTTP and metrics servers.
+    assert_eq!(
+        l["tasks"],
+        serde_json::json!({"intake": 8, "writers": 8, "gaps_writer": 1, "servers": 3}),
+        "{l}"
+    );
     tokio::task::block_in_place(|| rig.pg.restart()).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     rig.rate(0).await;

@@ -156,10 +156,37 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
+/// What `/health/live` reports: alive until the stop begins (a requested stop or a task's
+/// unexpected end), with the number of tasks running in each group. The only check that may
+/// replace an instance: a dependency being down (`/health/ready`) never makes it fail.
+#[derive(Clone)]
+pub struct Liveness {
+    stopping: CancellationToken,
+    groups: Vec<Group>,
+}
+
+impl Liveness {
+    /// Whether the service is alive, and a JSON body naming the tasks per group.
+    pub fn report(&self) -> (bool, serde_json::Value) {
+        let alive = !self.stopping.is_cancelled();
+        let tasks: serde_json::Map<String, serde_json::Value> = self
+            .groups
+            .iter()
+            .map(|g| (g.name.to_owned(), serde_json::Value::from(g.len())))
+            .collect();
+        let body = serde_json::json!({
+            "status": if alive { "alive" } else { "stopping" },
+            "tasks": tasks,
+        });
+        (alive, body)
+    }
+}
+
 /// Groups in stop order, the shutdown request and the deadline for the whole stop.
 pub struct Supervisor {
     service: &'static str,
     shutdown: CancellationToken,
+    stopping: CancellationToken,
     groups: Vec<Group>,
     ended_tx: mpsc::UnboundedSender<TaskEnded>,
     ended_rx: mpsc::UnboundedReceiver<TaskEnded>,
@@ -171,6 +198,7 @@ impl Supervisor {
         Supervisor {
             service,
             shutdown: CancellationToken::new(),
+            stopping: CancellationToken::new(),
             groups: Vec::new(),
             ended_tx,
             ended_rx,
@@ -180,6 +208,14 @@ impl Supervisor {
     /// Cancelling it requests the ordered stop.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// What `/health/live` reads. Take it after adding every group.
+    pub fn liveness(&self) -> Liveness {
+        Liveness {
+            stopping: self.stopping.clone(),
+            groups: self.groups.clone(),
+        }
     }
 
     /// Adds a group; groups stop in the order they were added.
@@ -204,6 +240,7 @@ impl Supervisor {
             _ = self.shutdown.cancelled() => None,
             ended = self.ended_rx.recv() => ended,
         };
+        self.stopping.cancel();
         let service = self.service;
         match &failure {
             None => tracing::info!("{service} stopping on request"),
@@ -380,6 +417,34 @@ mod tests {
         let order = order.lock().map(|o| o.clone()).unwrap_or_default();
         // Servers were cancelled first (Early) and the rest in turn.
         assert_eq!(order, vec!["servers", "intake", "writers"]);
+    }
+
+    #[tokio::test]
+    async fn liveness_counts_tasks_and_turns_to_stopping_when_the_stop_begins() {
+        let mut sup = Supervisor::new("test");
+        let intake = sup.group("intake", Stop::InTurn);
+        let servers = sup.group("servers", Stop::Early);
+        let live = sup.liveness();
+        intake.spawn("a", until_cancelled(intake.token()));
+        intake.spawn("b", until_cancelled(intake.token()));
+        servers.spawn("http", until_cancelled(servers.token()));
+        let (alive, body) = live.report();
+        assert!(alive);
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "alive", "tasks": {"intake": 2, "servers": 1}})
+        );
+        let stop = sup.shutdown_token();
+        stop.cancel();
+        sup.run(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (alive, body) = live.report();
+        assert!(!alive);
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "stopping", "tasks": {"intake": 0, "servers": 0}})
+        );
     }
 
     #[tokio::test]

@@ -7,32 +7,38 @@
 
 use super::*;
 
-impl Stack {
-    /// Starts everything and waits until the gatherers are subscribed and the deduplicator is
-    /// healthy. The simulator starts at rate 0 and is set to `opts.rate` once all are ready, so
-    /// every gatherer sees the whole order flow.
-    pub async fn up(mut opts: Options) -> anyhow::Result<Stack> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        // PostgreSQL and the services run with other working directories: every path they
-        // are given must be absolute (the default data dir is relative to the checkout).
-        opts.data_dir = std::path::absolute(&opts.data_dir)
-            .with_context(|| format!("data directory {}", opts.data_dir.display()))?;
-        opts.bin_dir = std::path::absolute(&opts.bin_dir)
-            .with_context(|| format!("binary directory {}", opts.bin_dir.display()))?;
-        let dir = opts.data_dir.clone();
-        std::fs::create_dir_all(dir.join("logs"))
-            .with_context(|| format!("create {}", dir.display()))?;
-        let bin = |name: &str| opts.bin_dir.join(name);
-        let pg_opts = |name: &str| ClusterOptions {
-            base_dir: Some(dir.join("pg")),
-            dir: Some(dir.join("pg").join(name)),
-            keep: opts.keep,
-            ..Default::default()
-        };
+/// Where the simulator listens (from its address file).
+struct SimAddrs {
+    rest: String,
+    ws: String,
+    control: String,
+}
 
-        // The exchange.
-        let key_dir = dir.join("keys");
-        std::fs::create_dir_all(&key_dir)?;
+/// What every step of `up` needs: the (absolute) data and binary directories and the options.
+struct Setup<'a> {
+    opts: &'a Options,
+    dir: PathBuf,
+    key_dir: PathBuf,
+}
+
+impl Setup<'_> {
+    fn bin(&self, name: &str) -> PathBuf {
+        self.opts.bin_dir.join(name)
+    }
+
+    fn pg_opts(&self, name: &str) -> ClusterOptions {
+        ClusterOptions {
+            base_dir: Some(self.dir.join("pg")),
+            dir: Some(self.dir.join("pg").join(name)),
+            keep: self.opts.keep,
+            ..Default::default()
+        }
+    }
+
+    /// The simulator on port 0, at rate 0, signing with the stack's test key.
+    async fn start_sim(&self) -> anyhow::Result<(Service, SimAddrs)> {
+        let (dir, key_dir, opts) = (&self.dir, &self.key_dir, self.opts);
+        std::fs::create_dir_all(key_dir)?;
         std::fs::write(key_dir.join("sim-private.pem"), TEST_KEY_PRIVATE)?;
         std::fs::write(key_dir.join("sim-public.pem"), TEST_KEY_PUBLIC)?;
         // Port 0 and an address file: no race for a port between choosing and binding it.
@@ -63,36 +69,201 @@ impl Stack {
         let _ = std::fs::remove_file(dir.join("truth.jsonl"));
         let (sim, addrs) = start_reporting(
             "kalshi-sim",
-            bin("kalshi-sim"),
+            self.bin("kalshi-sim"),
             sim_args,
-            &dir,
+            dir,
             Duration::from_secs(30),
         )
         .await?;
-        let sim_rest = addrs["rest"]
-            .as_str()
-            .context("sim address file without rest")?
-            .to_owned();
-        let sim_ws = addrs["ws"]
-            .as_str()
-            .context("sim address file without ws")?
-            .to_owned();
-        let sim_control = addrs["control"]
-            .as_str()
-            .context("sim address file without control")?
-            .to_owned();
+        let field = |k: &str| {
+            addrs[k]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("sim address file without {k}"))
+        };
+        let addrs = SimAddrs {
+            rest: field("rest")?,
+            ws: field("ws")?,
+            control: field("control")?,
+        };
         wait_http(
-            &format!("{sim_control}/health"),
+            &format!("{}/health", addrs.control),
             Duration::from_secs(30),
             |c, _| c == 200,
         )
         .await?;
+        Ok((sim, addrs))
+    }
+
+    /// A gatherer's configuration, from the gatherer's own file format.
+    fn gatherer_file(
+        &self,
+        id: &str,
+        sim: &SimAddrs,
+        pg: &PgCluster,
+        (grpc, http, metrics): (u16, u16, u16),
+    ) -> GathererFile {
+        let mut f = GathererFile {
+            gatherer_id: id.to_owned(),
+            ..GathererFile::default()
+        };
+        f.kalshi.rest_url = sim.rest.clone();
+        f.kalshi.ws_url = sim.ws.clone();
+        f.kalshi.key_id = Some("stack-key".into());
+        f.kalshi.private_key_file = Some(self.key_dir.join("sim-private.pem"));
+        f.kalshi.rest_rate_per_s = 100;
+        f.kalshi.rest_burst = 100;
+        f.ws.connections = 2;
+        // Local timings: a half-open socket is caught by silence within 3 s, before the
+        // simulator's longest stall (8 s) ends by closing it.
+        f.ws.ping_interval = Duration::from_secs(1);
+        f.ws.silence_timeout = Duration::from_secs(3);
+        f.store.database_url = Secret(pg.url());
+        f.store.spill_dir = self.dir.join("spill");
+        f.api.listen = loopback(grpc);
+        f.http.listen = loopback(http);
+        f.http.metrics_listen = loopback(metrics);
+        f.log.level = self.opts.log_level.clone();
+        f
+    }
+
+    /// One gatherer with its own cluster, behind a proxy the stack can cut. Ports 0 at first:
+    /// the gatherer binds and reports what it got (--addr-file), so no port is guessed that
+    /// another process could take first. The configuration then names those ports, so a
+    /// restart of this gatherer keeps its endpoints.
+    async fn start_gatherer(&self, id: String, sim: &SimAddrs) -> anyhow::Result<GathererSlot> {
+        let pg =
+            PgCluster::start(self.pg_opts(&id)).with_context(|| format!("start {id}'s cluster"))?;
+        let path = self.dir.join(format!("{id}.toml"));
+        write_toml(&path, &self.gatherer_file(&id, sim, &pg, (0, 0, 0)))?;
+        let (service, addrs) = start_reporting(
+            &id,
+            self.bin("gatherer"),
+            vec!["--config".into(), path.display().to_string()],
+            &self.dir,
+            Duration::from_secs(90),
+        )
+        .await?;
+        let ports = (
+            port_of(&addrs, "grpc")?,
+            port_of(&addrs, "http")?,
+            port_of(&addrs, "metrics")?,
+        );
+        write_toml(&path, &self.gatherer_file(&id, sim, &pg, ports))?;
+        let proxy = TcpProxy::start(loopback(0), loopback(ports.0)).await?;
+        Ok(GathererSlot {
+            id,
+            service,
+            grpc_port: ports.0,
+            http_port: ports.1,
+            metrics_port: ports.2,
+            proxy,
+            pg,
+        })
+    }
+
+    /// The deduplicator's configuration, from its own file format.
+    fn deduplicator_file(
+        &self,
+        gatherers: &[GathererSlot],
+        production_url: &str,
+        (http, metrics): (u16, u16),
+    ) -> DeduplicatorFile {
+        let mut f = DeduplicatorFile {
+            gatherers: gatherers
+                .iter()
+                .map(|g| GathererEndpoint {
+                    id: g.id.clone(),
+                    endpoint: format!("http://{}", g.proxy.addr()),
+                })
+                .collect(),
+            ..DeduplicatorFile::default()
+        };
+        f.production.database_url = Secret(production_url.to_owned());
+        f.production.op_timeout = Duration::from_secs(10);
+        f.production.retry_max = Duration::from_secs(5);
+        f.sources.silence_timeout = Duration::from_secs(10);
+        f.sources.reconnect_max = Duration::from_secs(5);
+        f.http.listen = loopback(http);
+        f.http.metrics_listen = loopback(metrics);
+        f.log.level = self.opts.log_level.clone();
+        f
+    }
+
+    /// The deduplicator, on ports 0 first (as the gatherers), healthy before it returns.
+    async fn start_deduplicator(
+        &self,
+        gatherers: &[GathererSlot],
+        production_url: &str,
+    ) -> anyhow::Result<(Service, (u16, u16), PathBuf)> {
+        let path = self.dir.join("deduplicator.toml");
+        write_toml(
+            &path,
+            &self.deduplicator_file(gatherers, production_url, (0, 0)),
+        )?;
+        let (service, addrs) = start_reporting(
+            "deduplicator",
+            self.bin("deduplicator"),
+            vec!["--config".into(), path.display().to_string()],
+            &self.dir,
+            Duration::from_secs(60),
+        )
+        .await?;
+        let ports = (port_of(&addrs, "http")?, port_of(&addrs, "metrics")?);
+        write_toml(
+            &path,
+            &self.deduplicator_file(gatherers, production_url, ports),
+        )?;
+        wait_http(
+            &format!("http://127.0.0.1:{}/health", ports.0),
+            Duration::from_secs(60),
+            |c, v| c == 200 && v["status"] == "healthy",
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "the deduplicator did not become healthy (see {})",
+                service.log_path().display()
+            )
+        })?;
+        Ok((service, ports, path))
+    }
+}
+
+/// Writes a service's configuration file from its typed format.
+fn write_toml<T: Serialize>(path: &Path, config: &T) -> anyhow::Result<()> {
+    let text = toml::to_string(config).with_context(|| format!("render {}", path.display()))?;
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+impl Stack {
+    /// Starts everything and waits until the gatherers are subscribed and the deduplicator is
+    /// healthy. The simulator starts at rate 0 and is set to `opts.rate` once all are ready, so
+    /// every gatherer sees the whole order flow.
+    pub async fn up(mut opts: Options) -> anyhow::Result<Stack> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // PostgreSQL and the services run with other working directories: every path they
+        // are given must be absolute (the default data dir is relative to the checkout).
+        opts.data_dir = std::path::absolute(&opts.data_dir)
+            .with_context(|| format!("data directory {}", opts.data_dir.display()))?;
+        opts.bin_dir = std::path::absolute(&opts.bin_dir)
+            .with_context(|| format!("binary directory {}", opts.bin_dir.display()))?;
+        let dir = opts.data_dir.clone();
+        std::fs::create_dir_all(dir.join("logs"))
+            .with_context(|| format!("create {}", dir.display()))?;
+        let setup = Setup {
+            opts: &opts,
+            key_dir: dir.join("keys"),
+            dir: dir.clone(),
+        };
+
+        let (sim, sim_addrs) = setup.start_sim().await?;
 
         // Production (and its standby), behind an endpoint that can move.
-        let prod =
-            PgCluster::start(pg_opts("production")).context("start the production cluster")?;
+        let prod = PgCluster::start(setup.pg_opts("production"))
+            .context("start the production cluster")?;
         let standby = if opts.ha {
-            let s = PgCluster::start_standby(&prod, pg_opts("production-standby"))
+            let s = PgCluster::start_standby(&prod, setup.pg_opts("production-standby"))
                 .context("start the standby")?;
             prod.psql(
                 "postgres",
@@ -106,65 +277,9 @@ impl Stack {
         let prod_proxy = TcpProxy::start(loopback(0), loopback(prod.port())).await?;
         let production_url = format!("postgres://postgres@{}/postgres", prod_proxy.addr());
 
-        // Gatherers.
         let mut gatherers = Vec::new();
         for i in 1..=opts.gatherers {
-            let id = format!("g{i}");
-            let pg =
-                PgCluster::start(pg_opts(&id)).with_context(|| format!("start {id}'s cluster"))?;
-            // Ports 0 at first: the gatherer binds and reports what it got (--addr-file), so no
-            // port is guessed that another process could take first. The configuration then
-            // names those ports, so a restart of this gatherer keeps its endpoints.
-            let render = |grpc_port: u16, http_port: u16, metrics_port: u16| {
-                let mut f = GathererFile {
-                    gatherer_id: id.clone(),
-                    ..GathererFile::default()
-                };
-                f.kalshi.rest_url = sim_rest.clone();
-                f.kalshi.ws_url = sim_ws.clone();
-                f.kalshi.key_id = Some("stack-key".into());
-                f.kalshi.private_key_file = Some(key_dir.join("sim-private.pem"));
-                f.kalshi.rest_rate_per_s = 100;
-                f.kalshi.rest_burst = 100;
-                f.ws.connections = 2;
-                // Local timings: a half-open socket is caught by silence within 3 s, before
-                // the simulator's longest stall (8 s) ends by closing it.
-                f.ws.ping_interval = Duration::from_secs(1);
-                f.ws.silence_timeout = Duration::from_secs(3);
-                f.store.database_url = Secret(pg.url());
-                f.store.spill_dir = dir.join("spill");
-                f.api.listen = loopback(grpc_port);
-                f.http.listen = loopback(http_port);
-                f.http.metrics_listen = loopback(metrics_port);
-                f.log.level = opts.log_level.clone();
-                toml::to_string(&f).context("render the gatherer configuration")
-            };
-            let path = dir.join(format!("{id}.toml"));
-            std::fs::write(&path, render(0, 0, 0)?)?;
-            let (service, addrs) = start_reporting(
-                &id,
-                bin("gatherer"),
-                vec!["--config".into(), path.display().to_string()],
-                &dir,
-                Duration::from_secs(90),
-            )
-            .await?;
-            let (grpc_port, http_port, metrics_port) = (
-                port_of(&addrs, "grpc")?,
-                port_of(&addrs, "http")?,
-                port_of(&addrs, "metrics")?,
-            );
-            std::fs::write(&path, render(grpc_port, http_port, metrics_port)?)?;
-            let proxy = TcpProxy::start(loopback(0), loopback(grpc_port)).await?;
-            gatherers.push(GathererSlot {
-                id,
-                service,
-                grpc_port,
-                http_port,
-                metrics_port,
-                proxy,
-                pg,
-            });
+            gatherers.push(setup.start_gatherer(format!("g{i}"), &sim_addrs).await?);
         }
         for g in &gatherers {
             wait_http(
@@ -182,58 +297,15 @@ impl Stack {
             })?;
         }
 
-        // The deduplicator, on ports 0 first (see the gatherers above).
-        let render = |dh: u16, dm: u16| {
-            let mut f = DeduplicatorFile {
-                gatherers: gatherers
-                    .iter()
-                    .map(|g| GathererEndpoint {
-                        id: g.id.clone(),
-                        endpoint: format!("http://{}", g.proxy.addr()),
-                    })
-                    .collect(),
-                ..DeduplicatorFile::default()
-            };
-            f.production.database_url = Secret(production_url.clone());
-            f.production.op_timeout = Duration::from_secs(10);
-            f.production.retry_max = Duration::from_secs(5);
-            f.sources.silence_timeout = Duration::from_secs(10);
-            f.sources.reconnect_max = Duration::from_secs(5);
-            f.http.listen = loopback(dh);
-            f.http.metrics_listen = loopback(dm);
-            f.log.level = opts.log_level.clone();
-            toml::to_string(&f).context("render the deduplicator configuration")
-        };
-        let dpath = dir.join("deduplicator.toml");
-        std::fs::write(&dpath, render(0, 0)?)?;
-        let (deduplicator, addrs) = start_reporting(
-            "deduplicator",
-            bin("deduplicator"),
-            vec!["--config".into(), dpath.display().to_string()],
-            &dir,
-            Duration::from_secs(60),
-        )
-        .await?;
-        let (dh, dm) = (port_of(&addrs, "http")?, port_of(&addrs, "metrics")?);
-        std::fs::write(&dpath, render(dh, dm)?)?;
-        wait_http(
-            &format!("http://127.0.0.1:{dh}/health"),
-            Duration::from_secs(60),
-            |c, v| c == 200 && v["status"] == "healthy",
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "the deduplicator did not become healthy (see {})",
-                deduplicator.log_path().display()
-            )
-        })?;
+        let (deduplicator, (dh, dm), dpath) = setup
+            .start_deduplicator(&gatherers, &production_url)
+            .await?;
 
         let endpoints = Endpoints {
             control: String::new(),
-            sim_rest,
-            sim_ws,
-            sim_control,
+            sim_rest: sim_addrs.rest,
+            sim_ws: sim_addrs.ws,
+            sim_control: sim_addrs.control,
             production_url,
             gatherers: gatherers
                 .iter()

@@ -367,7 +367,12 @@ pub async fn dedup_metrics(d: &deduplicator::Deduplicator) -> String {
 }
 
 pub async fn dedup_health(addr: std::net::SocketAddr) -> (u16, Value) {
-    let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    dedup_health_at(addr, "/health").await
+}
+
+/// `/health`, `/health/ready` or `/health/live`.
+pub async fn dedup_health_at(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
 

@@ -172,6 +172,20 @@ async fn production_down_for_two_minutes_then_back() {
     let (code, h) = dedup_health(d.http_addr).await;
     assert_eq!(code, 503, "{h}");
     assert_eq!(h["rds"], "unreachable");
+    // Not ready, but alive: production being down must never get the only writer replaced.
+    let (ready, r) = dedup_health_at(d.http_addr, "/health/ready").await;
+    assert_eq!(
+        (ready, r["rds"].as_str()),
+        (503, Some("unreachable")),
+        "{r}"
+    );
+    let (live, l) = dedup_health_at(d.http_addr, "/health/live").await;
+    assert_eq!((live, l["status"].as_str()), (200, Some("alive")), "{l}");
+    // The sources and sinks started before the outage and are still running: one source per
+    // gatherer, one sink per stream, and the HTTP and metrics servers.
+    assert_eq!(l["tasks"]["sources"], 3, "{l}");
+    assert_eq!(l["tasks"]["sinks"], 9, "{l}");
+    assert_eq!(l["tasks"]["servers"], 2, "{l}");
     w.prod.restart().unwrap();
     let m = finish(&w, d, &w.prod.url(), Duration::from_secs(120)).await;
     assert!(

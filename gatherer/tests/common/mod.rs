@@ -87,7 +87,12 @@ impl Rig {
     }
 
     pub async fn health(&self) -> (u16, Value) {
-        let r = reqwest::get(format!("http://{}/health", self.g().http_addr))
+        self.health_at("/health").await
+    }
+
+    /// `/health`, `/health/ready` or `/health/live`.
+    pub async fn health_at(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("http://{}{path}", self.g().http_addr))
             .await
             .unwrap();
         let code = r.status().as_u16();
