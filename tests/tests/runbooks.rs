@@ -51,6 +51,17 @@ async fn runbook_commands_run_against_the_stack() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks");
     let blocks = runnable_blocks(&dir);
     assert!(blocks.len() >= 15, "only {} runnable blocks", blocks.len());
+    // `| head` ends the pipeline early and hides a grep that found nothing (pipefail sees
+    // head's success); blocks trim with `sed -n 1,Np`, which reads to the end.
+    let with_head: Vec<&String> = blocks
+        .iter()
+        .filter(|(_, b)| b.contains("| head"))
+        .map(|(f, _)| f)
+        .collect();
+    assert!(
+        with_head.is_empty(),
+        "runnable blocks piping into head: {with_head:?}"
+    );
 
     let s = kalshi_e2e::stack(630, false).await.unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -63,7 +74,7 @@ async fn runbook_commands_run_against_the_stack() {
     let mut failures = Vec::new();
     for (file, block) in &blocks {
         let out = Command::new("bash")
-            .args(["-e", "-u", "-c", block])
+            .args(["-e", "-u", "-o", "pipefail", "-c", block])
             .env("PATH", &path)
             .env("GATHERER_HEALTH", &e.gatherers[0].health)
             .env("GATHERER_METRICS", &e.gatherers[0].metrics)
