@@ -37,7 +37,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kalshi_shared::retry::Backoff;
-use kalshi_shared::service::{Group, Liveness, Service, Stop, Supervisor};
+use kalshi_shared::service::{Group, Service, Stop, Supervisor};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -235,11 +235,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
         .route("/health", axum::routing::get(health))
         .route("/health/ready", axum::routing::get(health))
         .with_state((board.clone(), prod.clone()))
-        .merge(
-            axum::Router::new()
-                .route("/health/live", axum::routing::get(live_health))
-                .with_state(live),
-        );
+        .merge(kalshi_shared::service::live_router(live));
     let token = servers.token();
     servers.spawn("http", async move {
         axum::serve(http_listener, app)
@@ -370,19 +366,6 @@ fn stored_start(
         tracing::warn!(gatherer = %id, "stored cursors name more than one instance: the next identity check decides");
     }
     Some((inst.clone(), after))
-}
-
-/// `/health/live`: 200 until the stop begins, with the tasks per group. Production or the
-/// gatherers being down never fails it (that is `/health/ready`): an RDS failover must not get
-/// the only writer replaced.
-async fn live_health(State(live): State<Liveness>) -> impl IntoResponse {
-    let (alive, body) = live.report();
-    let code = if alive {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, axum::Json(body))
 }
 
 /// `/health` and `/health/ready`: 200 while production is reachable and at least one gatherer is connected;

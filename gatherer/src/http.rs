@@ -24,21 +24,7 @@ pub fn router(health: Arc<Health>, live: Liveness) -> Router {
         .route("/health", get(health_handler))
         .route("/health/ready", get(health_handler))
         .with_state(health)
-        .merge(
-            Router::new()
-                .route("/health/live", get(live_handler))
-                .with_state(live),
-        )
-}
-
-async fn live_handler(State(live): State<Liveness>) -> impl IntoResponse {
-    let (alive, body) = live.report();
-    let code = if alive {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(body))
+        .merge(kalshi_shared::service::live_router(live))
 }
 
 async fn health_handler(State(health): State<Arc<Health>>) -> impl IntoResponse {

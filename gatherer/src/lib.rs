@@ -188,6 +188,30 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             reason: store::rows::GapReason::BufferOverflow,
         });
     });
+    // Everything that can fail comes before the first task is spawned, so a failed start
+    // leaves nothing running.
+    let signer = match (&cfg.kalshi.key_id, &cfg.private_key_pem) {
+        (Some(id), Some(pem)) => Some(Arc::new(
+            Signer::from_pem(id.clone(), pem.0.as_bytes())
+                .context("load the Kalshi private key")?,
+        )),
+        _ => None,
+    };
+    let rest = Arc::new(rest::RestClient::new(
+        rest::RestConfig {
+            base_url: cfg.kalshi.rest_url.clone(),
+            rate_per_s: cfg.kalshi.rest_rate_per_s,
+            burst: cfg.kalshi.rest_burst,
+            timeout: cfg.kalshi.rest_timeout,
+            max_body_bytes: cfg.kalshi.rest_max_body_bytes,
+            backoff: cfg.rest_backoff,
+            max_attempts: cfg.kalshi.rest_max_attempts,
+        },
+        signer.clone(),
+        intake.token(),
+    )?);
+    let retry = BackoffConfig::new(Duration::from_millis(500), Duration::from_secs(30))?;
+    let tls = tls_config()?;
     let sinks = store.start_writers(&writers, &gaps_writer, trades_overflow);
 
     // Servers.
@@ -236,30 +260,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     });
 
     // Intake.
-    let signer = match (&cfg.kalshi.key_id, &cfg.private_key_pem) {
-        (Some(id), Some(pem)) => Some(Arc::new(
-            Signer::from_pem(id.clone(), pem.0.as_bytes())
-                .context("load the Kalshi private key")?,
-        )),
-        _ => None,
-    };
-    let rest = Arc::new(rest::RestClient::new(
-        rest::RestConfig {
-            base_url: cfg.kalshi.rest_url.clone(),
-            rate_per_s: cfg.kalshi.rest_rate_per_s,
-            burst: cfg.kalshi.rest_burst,
-            timeout: cfg.kalshi.rest_timeout,
-            max_body_bytes: cfg.kalshi.rest_max_body_bytes,
-            backoff: cfg.rest_backoff,
-            max_attempts: cfg.kalshi.rest_max_attempts,
-        },
-        signer.clone(),
-        intake.token(),
-    )?);
     let (desired_tx, desired_rx) = watch::channel(registry::Desired::default());
     let scope = Arc::new(RwLock::new(registry::Scope::default()));
     let (notes_tx, notes_rx) = mpsc::channel(4096);
-    let retry = BackoffConfig::new(Duration::from_millis(500), Duration::from_secs(30))?;
     let registry = registry::Registry::new(
         rest.clone(),
         registry::RegistrySinks {
@@ -303,7 +306,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             subscribe_batch: cfg.ws.subscribe_batch,
             gap_margin_ms: i64::try_from(cfg.ws.gap_margin.as_millis()).unwrap_or(0),
             signer,
-            tls: tls_config()?,
+            tls,
         },
         sinks: sinks.clone(),
         notes: notes_tx,

@@ -182,6 +182,25 @@ impl Liveness {
     }
 }
 
+/// `GET /health/live` for a service's HTTP router: 200 with [`Liveness::report`]'s body while
+/// alive, 503 once the stop began.
+pub fn live_router(live: Liveness) -> axum::Router {
+    async fn handler(
+        axum::extract::State(live): axum::extract::State<Liveness>,
+    ) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+        let (alive, body) = live.report();
+        let code = if alive {
+            axum::http::StatusCode::OK
+        } else {
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        };
+        (code, axum::Json(body))
+    }
+    axum::Router::new()
+        .route("/health/live", axum::routing::get(handler))
+        .with_state(live)
+}
+
 /// Groups in stop order, the shutdown request and the deadline for the whole stop.
 pub struct Supervisor {
     service: &'static str,
