@@ -400,6 +400,8 @@ async fn health(State((board, prod)): State<(Arc<Board>, Arc<Prod>)>) -> impl In
         code,
         axum::Json(json!({
             "status": status,
+            "version": kalshi_shared::build::VERSION,
+            "git_sha": kalshi_shared::build::GIT_SHA,
             "gatherers": gatherers,
             "rds": rds,
         })),

@@ -39,6 +39,7 @@ pub const SOURCE_ERROR_KINDS: &[&str] = &[
 
 pub fn describe(gatherers: &[String]) {
     kalshi_shared::pg::op::describe();
+    kalshi_shared::build::record_build_info("deduplicator");
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         SYNC_LAG,

@@ -262,6 +262,8 @@ impl Gatherer for Api {
             ws_connections_configured: self.health.conns.len() as u32,
             gaps_declared: self.health.gaps_declared(),
             started_ms: self.health.started_ms,
+            version: kalshi_shared::build::VERSION.to_owned(),
+            git_sha: kalshi_shared::build::GIT_SHA.to_owned(),
         }));
         count("status", &result);
         result

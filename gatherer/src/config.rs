@@ -34,7 +34,8 @@ pub enum MveFilter {
 pub struct Config {
     pub gatherer_id: String,
     pub kalshi: KalshiSection,
-    pub private_key_pem: Option<Secret>,
+    /// The key id and private key, read and checked (None: requests are not signed).
+    pub credentials: Option<Credentials>,
     pub registry: RegistrySection,
     pub mve_filter: MveFilter,
     pub ws: WsSection,
@@ -53,6 +54,93 @@ fn backoff(key: &str, initial: Duration, max: Duration) -> Result<BackoffConfig,
 
 /// Validation: the file format lives in `kalshi_shared::config::gatherer`; what it means
 /// (and whether the files it names exist) is decided here.
+/// A Kalshi API key: its id and its PEM private key, parsed once to prove they load.
+#[derive(Clone)]
+pub struct Credentials {
+    pub key_id: String,
+    pub private_key_pem: Secret,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("key_id", &self.key_id)
+            .field("private_key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn signer(&self) -> Result<kalshi_shared::auth::Signer, kalshi_shared::auth::KeyError> {
+        kalshi_shared::auth::Signer::from_pem(
+            self.key_id.clone(),
+            self.private_key_pem.0.as_bytes(),
+        )
+    }
+}
+
+/// Reads the key id (`key_id` or `key_id_file`) and the private key (`private_key_pem` or
+/// `private_key_file`) and checks that they make a signer. At start-up and at every reload
+/// (SIGHUP), so a rotation that wrote a bad file is refused and the running key kept.
+pub fn load_credentials(kalshi: &KalshiSection) -> Result<Option<Credentials>, ConfigError> {
+    let key_id = match (&kalshi.key_id, &kalshi.key_id_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(
+                "kalshi.key_id_file",
+                "set kalshi.key_id or kalshi.key_id_file, not both",
+            ));
+        }
+        (Some(id), None) => Some(id.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::key(
+                    "kalshi.key_id_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let id = text.trim();
+            if id.is_empty() || id.len() > 200 || id.chars().any(|c| c.is_control()) {
+                return Err(ConfigError::key(
+                    "kalshi.key_id_file",
+                    format!("{} does not hold one key id", path.display()),
+                ));
+            }
+            Some(id.to_owned())
+        }
+        (None, None) => None,
+    };
+    let private_key_pem = match (&kalshi.private_key_pem, &kalshi.private_key_file) {
+        (Some(pem), _) => Some(pem.clone()),
+        (None, Some(path)) => Some(Secret(std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::key(
+                "kalshi.private_key_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?)),
+        (None, None) => None,
+    };
+    match (key_id, private_key_pem) {
+        (Some(_), None) => Err(ConfigError::key(
+            "kalshi.private_key_file",
+            "kalshi.key_id is set but no private key (private_key_file or private_key_pem)",
+        )),
+        (None, Some(_)) => Err(ConfigError::key(
+            "kalshi.key_id",
+            "a private key is configured but no key id",
+        )),
+        (Some(key_id), Some(private_key_pem)) => {
+            let c = Credentials {
+                key_id,
+                private_key_pem,
+            };
+            c.signer()
+                .map_err(|e| ConfigError::key("kalshi.private_key_file", e))?;
+            Ok(Some(c))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 pub trait Validate {
     fn validate(self) -> Result<Config, ConfigError>;
 }
@@ -129,35 +217,7 @@ impl Validate for FileConfig {
             kalshi.rest_retry_initial,
             kalshi.rest_retry_max,
         )?;
-        let private_key_pem = match (&kalshi.private_key_pem, &kalshi.private_key_file) {
-            (Some(pem), _) => Some(pem.clone()),
-            (None, Some(path)) => Some(Secret(std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::key(
-                    "kalshi.private_key_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?)),
-            (None, None) => None,
-        };
-        match (&kalshi.key_id, &private_key_pem) {
-            (Some(_), None) => {
-                return Err(ConfigError::key(
-                    "kalshi.private_key_file",
-                    "kalshi.key_id is set but no private key (private_key_file or private_key_pem)",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::key(
-                    "kalshi.key_id",
-                    "a private key is configured but no key id",
-                ));
-            }
-            (Some(id), Some(pem)) => {
-                kalshi_shared::auth::Signer::from_pem(id.clone(), pem.0.as_bytes())
-                    .map_err(|e| ConfigError::key("kalshi.private_key_file", e))?;
-            }
-            (None, None) => {}
-        }
+        let credentials = load_credentials(&kalshi)?;
         let mve_filter = match registry.mve_filter.as_str() {
             "exclude" => MveFilter::Exclude,
             "only" => MveFilter::Only,
@@ -285,7 +345,7 @@ impl Validate for FileConfig {
         };
         Ok(Config {
             gatherer_id,
-            private_key_pem,
+            credentials,
             kalshi,
             registry,
             mve_filter,
@@ -423,6 +483,7 @@ mod example_tests {
                 .starts_with("wss://external-api-ws.kalshi.com")
         );
         // The key file lives on the production host; use the test key to validate the rest.
+        prod.kalshi.key_id_file = None;
         prod.kalshi.key_id = Some("k".into());
         prod.kalshi.private_key_file = Some(repo.join("shared/testdata/rsa-pkcs8.pem"));
         prod.validate().unwrap();

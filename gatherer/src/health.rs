@@ -177,6 +177,8 @@ impl Health {
             .collect();
         let body = json!({
             "status": status,
+            "version": kalshi_shared::build::VERSION,
+            "git_sha": kalshi_shared::build::GIT_SHA,
             "gatherer_id": self.gatherer_id,
             "instance_id": self.instance_id,
             "ws_connections": connected,

@@ -22,6 +22,7 @@ pub mod api;
 pub mod backfill;
 pub mod config;
 pub mod connections;
+pub mod credentials;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -35,7 +36,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kalshi_shared::auth::Signer;
+use kalshi_shared::auth::LiveSigner;
 use kalshi_shared::retry::BackoffConfig;
 use kalshi_shared::service::{Service, Stop, Supervisor};
 use sqlx::Row as _;
@@ -190,13 +191,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     });
     // Everything that can fail comes before the first task is spawned, so a failed start
     // leaves nothing running.
-    let signer = match (&cfg.kalshi.key_id, &cfg.private_key_pem) {
-        (Some(id), Some(pem)) => Some(Arc::new(
-            Signer::from_pem(id.clone(), pem.0.as_bytes())
-                .context("load the Kalshi private key")?,
-        )),
-        _ => None,
+    let signer = match &cfg.credentials {
+        Some(c) => Some(Arc::new(LiveSigner::new(
+            c.signer().context("load the Kalshi private key")?,
+        ))),
+        None => None,
     };
+    let hangups = credentials::hangups().context("listen for SIGHUP (key reloads)")?;
+    let reload_signer = signer.clone();
     let rest = Arc::new(rest::RestClient::new(
         rest::RestConfig {
             base_url: cfg.kalshi.rest_url.clone(),
@@ -359,6 +361,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     intake.spawn(
         "writer_lock",
         lock_store.keep_writer_lock(Duration::from_secs(1), lock_token),
+    );
+    let (kalshi, token) = (cfg.kalshi.clone(), intake.token());
+    intake.spawn(
+        "credentials_reload",
+        credentials::reload_on_hangup(hangups, kalshi, reload_signer, token),
     );
     let pinger_store = store.clone();
     let pinger_health = health.clone();

@@ -42,6 +42,7 @@ pub const RETENTION_DEFERRED_PARTITIONS: &str = "retention_deferred_partitions_t
 pub const API_REQUESTS: &str = "api_requests_total";
 pub const API_TAIL_STREAMS: &str = "api_tail_streams";
 pub const API_RECORDS_SENT: &str = "api_records_sent_total";
+pub const CREDENTIAL_RELOADS: &str = "gatherer_credential_reloads_total";
 
 /// Label values known in advance, registered at zero so dashboards and alerts see every
 /// series from the start (a counter that has never moved would otherwise be absent).
@@ -79,6 +80,10 @@ pub const REST_ENDPOINTS: &[&str] = &[
 /// Registers descriptions (shown as `# HELP` lines) and zero-valued series.
 pub fn describe() {
     kalshi_shared::pg::op::describe();
+    kalshi_shared::build::record_build_info("gatherer");
+    for r in ["ok", "error"] {
+        metrics::counter!(CREDENTIAL_RELOADS, "result" => r).increment(0);
+    }
     for t in TABLES {
         metrics::counter!(WRITER_INSERTS, "table" => *t).increment(0);
         metrics::counter!(WRITER_DROPPED_ROWS, "table" => *t).increment(0);
@@ -126,6 +131,10 @@ pub fn describe() {
     );
     describe_counter!(WS_MESSAGES, "Frames received, by channel");
     describe_counter!(WS_RECONNECTS, "WebSocket reconnections");
+    describe_counter!(
+        CREDENTIAL_RELOADS,
+        "Kalshi key reloads at SIGHUP, by result (error: the new key did not load; the old one stays)"
+    );
     describe_counter!(
         WS_ERRORS,
         "WebSocket errors, by type (disconnect, stall, server_error, parse, connect)"

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kalshi_shared::auth::Signer;
+use kalshi_shared::auth::LiveSigner;
 use kalshi_shared::retry::{Backoff, BackoffConfig};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
@@ -81,7 +81,7 @@ pub struct RestClient {
     origin: String,
     /// `/trade-api/v2`.
     prefix: String,
-    signer: Option<Arc<Signer>>,
+    signer: Option<Arc<LiveSigner>>,
     /// One bucket for every REST caller.
     bucket: Mutex<TokenBucket>,
     cfg: RestConfig,
@@ -91,7 +91,7 @@ pub struct RestClient {
 impl RestClient {
     pub fn new(
         cfg: RestConfig,
-        signer: Option<Arc<Signer>>,
+        signer: Option<Arc<LiveSigner>>,
         cancel: CancellationToken,
     ) -> anyhow::Result<Self> {
         let url = reqwest::Url::parse(&cfg.base_url)?;
@@ -181,6 +181,7 @@ impl RestClient {
         let mut req = self.http.get(format!("{}{}", self.origin, path));
         if let Some(signer) = &self.signer {
             let h = signer
+                .current()
                 .sign("GET", &path)
                 .map_err(|e| RestError::Transport {
                     endpoint,

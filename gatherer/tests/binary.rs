@@ -474,3 +474,182 @@ async fn a_trade_window_pending_at_sigkill_is_backfilled_at_the_next_start() {
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One series of a /metrics page, by its exact name and labels as rendered.
+fn series(page: &str, name_and_labels: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls `probe` every 200 ms until it holds, or fails naming `what`.
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !probe().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Kalshi revoked the old key and knows only the new one. The gatherer, started with the old
+/// key, is refused; a rotation that wrote a broken key is refused at SIGHUP and the running
+/// key kept; the real rotation (new key id and PEM in the two files, then SIGHUP, which is what
+/// `systemctl reload` sends) makes it sync, subscribe and store without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_taken_at_sighup_without_a_restart() {
+    use kalshi_testkit::keys::{ROTATED_KEY_ID, ROTATED_KEY_PUBLIC, rotated_key_file};
+    init();
+    let pg = kalshi_testkit::pg::PgCluster::start_default().unwrap();
+    let mut sc = sim_config(503, 10);
+    sc.public_key_pem = Some(ROTATED_KEY_PUBLIC.to_vec());
+    sc.key_id = Some(ROTATED_KEY_ID.into());
+    let sim = kalshi_sim::start(sc).await.unwrap();
+    let (health_port, metrics_port) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("gatherer-rotation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (id_file, pem_file) = (dir.join("kalshi-key-id"), dir.join("kalshi-key.pem"));
+    std::fs::write(&id_file, format!("{}\n", kalshi_testkit::keys::KEY_ID)).unwrap();
+    std::fs::write(&pem_file, kalshi_testkit::keys::KEY_PKCS8).unwrap();
+    let mut file = gatherer_config("g1", &sim, &pg.url());
+    file.kalshi.key_id = None;
+    file.kalshi.key_id_file = Some(id_file.clone());
+    file.kalshi.private_key_file = Some(pem_file.clone());
+    file.http.listen = format!("127.0.0.1:{health_port}").parse().unwrap();
+    file.http.metrics_listen = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let cfg_path = dir.join("gatherer.toml");
+    std::fs::write(&cfg_path, toml::to_string(&file).unwrap()).unwrap();
+    let log_path = dir.join("stderr.log");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg_path)
+        .env("GATHERER__LOG__LEVEL", "info")
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let metrics = || async move {
+        match reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    };
+    let health = || async move {
+        match reqwest::get(format!("http://127.0.0.1:{health_port}/health")).await {
+            Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        }
+    };
+
+    // The old key is refused: REST errors counted, the gatherer alive but not healthy.
+    wait_until(
+        "REST calls refused with the old key",
+        Duration::from_secs(30),
+        || async { metric_sum(&metrics().await, "market_registry_rest_errors_total") > 0.0 },
+    )
+    .await;
+    let h = health().await;
+    assert_ne!(h["status"], "healthy", "{h}");
+    assert!(child.try_wait().unwrap().is_none(), "the gatherer exited");
+
+    // A rotation that wrote a broken key: refused, counted, the running key kept.
+    std::fs::write(&pem_file, "-----BEGIN PRIVATE KEY-----\nnot a key\n").unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    wait_until(
+        "the broken key refused",
+        Duration::from_secs(10),
+        || async {
+            series(
+                &metrics().await,
+                "gatherer_credential_reloads_total{result=\"error\"}",
+            ) == 1.0
+        },
+    )
+    .await;
+
+    // The real rotation.
+    std::fs::write(&id_file, format!("{ROTATED_KEY_ID}\n")).unwrap();
+    std::fs::copy(rotated_key_file(), &pem_file).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    wait_until(
+        "healthy with the rotated key",
+        Duration::from_secs(60),
+        || async { health().await["status"] == "healthy" },
+    )
+    .await;
+    let m = metrics().await;
+    assert_eq!(
+        series(&m, "gatherer_credential_reloads_total{result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        series(&m, "gatherer_credential_reloads_total{result=\"error\"}"),
+        1.0
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "restarted instead of reloading"
+    );
+
+    // Data flows: every trade published from now on is stored, exactly once.
+    let from_pos = sim.published_pos();
+    post(
+        &format!("{}/rate", sim.control_url()),
+        serde_json::json!({"rate": 500}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    post(
+        &format!("{}/rate", sim.control_url()),
+        serde_json::json!({"rate": 0}),
+    )
+    .await;
+    let expected: Vec<String> = truth(&sim, "trade")
+        .await
+        .iter()
+        .filter(|r| r["pos"].as_u64().unwrap() > from_pos)
+        .map(|r| r["msg"]["trade_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        expected.len() > 50,
+        "only {} trades published",
+        expected.len()
+    );
+    let q = |sql: &str| pg.psql("postgres", sql).unwrap();
+    wait_until("every trade stored", Duration::from_secs(20), || async {
+        let stored: std::collections::HashSet<String> = q("SELECT trade_id FROM trades")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        expected.iter().all(|t| stored.contains(t))
+    })
+    .await;
+    assert_eq!(
+        q("SELECT count(*) - count(DISTINCT trade_id) FROM trades").trim(),
+        "0",
+        "a trade stored twice"
+    );
+
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("the new Kalshi key does not load"), "{log}");
+    assert!(log.contains("Kalshi key reloaded"), "{log}");
+    assert!(log.contains(ROTATED_KEY_ID), "{log}");
+    // No key material in the log.
+    let pem = std::fs::read_to_string(rotated_key_file()).unwrap();
+    let body_line = pem.lines().nth(1).unwrap();
+    assert!(!log.contains(body_line), "the private key is in the log");
+    assert!(
+        !log.contains("not a key"),
+        "the broken file's content is in the log"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -81,6 +81,39 @@ enum PrivateKey {
     Ed25519(Ed25519KeyPair),
 }
 
+/// The signer in use, replaced at run time when a rotated key is reloaded (SIGHUP): every
+/// request and every WebSocket connect signs with the key current at that moment, and nothing
+/// restarts. Readers take a clone of the `Arc`, so a replace never waits on a signature.
+#[derive(Debug)]
+pub struct LiveSigner {
+    current: std::sync::RwLock<std::sync::Arc<Signer>>,
+}
+
+impl LiveSigner {
+    pub fn new(signer: Signer) -> Self {
+        Self {
+            current: std::sync::RwLock::new(std::sync::Arc::new(signer)),
+        }
+    }
+
+    /// The signer to use now.
+    pub fn current(&self) -> std::sync::Arc<Signer> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `signer` in use from the next signature on.
+    pub fn replace(&self, signer: Signer) {
+        let next = std::sync::Arc::new(signer);
+        match self.current.write() {
+            Ok(mut g) => *g = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+}
+
 /// Signs requests with one API key.
 pub struct Signer {
     key_id: String,

@@ -5,6 +5,7 @@
 //! crate uses (that stays where it is used).
 
 pub mod auth;
+pub mod build;
 pub mod config;
 pub mod fixed;
 pub mod identity;

@@ -12,3 +12,14 @@ pub const KEY_PUBLIC: &[u8] = include_bytes!("../../shared/testdata/rsa-public.p
 pub fn key_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/rsa-pkcs8.pem")
 }
+
+/// A second key pair (made with `openssl genpkey -algorithm RSA`), for key rotation tests: the
+/// key a gatherer is switched to at a reload.
+pub const ROTATED_KEY_ID: &str = "rotated-key";
+pub const ROTATED_KEY_PUBLIC: &[u8] =
+    include_bytes!("../../shared/testdata/rsa-rotated-public.pem");
+
+/// The rotated key's private half as a file.
+pub fn rotated_key_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/rsa-rotated-pkcs8.pem")
+}

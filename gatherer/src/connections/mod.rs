@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use kalshi_shared::auth::Signer;
+use kalshi_shared::auth::LiveSigner;
 use kalshi_shared::retry::BackoffConfig;
 use kalshi_shared::service::Group;
 use tokio::sync::{Notify, mpsc, watch};
@@ -45,7 +45,7 @@ pub struct ConnConfig {
     pub backoff: BackoffConfig,
     pub subscribe_batch: usize,
     pub gap_margin_ms: i64,
-    pub signer: Option<Arc<Signer>>,
+    pub signer: Option<Arc<LiveSigner>>,
     pub tls: Arc<rustls::ClientConfig>,
 }
 

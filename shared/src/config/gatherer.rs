@@ -52,6 +52,10 @@ pub struct KalshiSection {
     /// API key id (KALSHI-ACCESS-KEY). Without it requests are not signed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// A file holding the key id (instead of key_id): with private_key_file, what a key
+    /// rotation rewrites before `systemctl reload` (SIGHUP) makes the gatherer re-read both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id_file: Option<PathBuf>,
     /// PEM private key file (PKCS#1 or PKCS#8).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub private_key_file: Option<PathBuf>,
@@ -77,6 +81,7 @@ impl Default for KalshiSection {
             rest_url: "https://external-api.kalshi.com/trade-api/v2".into(),
             ws_url: "wss://external-api-ws.kalshi.com/trade-api/ws/v2".into(),
             key_id: None,
+            key_id_file: None,
             private_key_file: None,
             private_key_pem: None,
             rest_rate_per_s: 10,

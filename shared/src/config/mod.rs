@@ -369,7 +369,7 @@ impl Default for HttpSection {
     fn default() -> Self {
         Self {
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], 8080)),
-            metrics_listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9090)),
+            metrics_listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9464)),
         }
     }
 }

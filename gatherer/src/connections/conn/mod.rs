@@ -289,6 +289,7 @@ impl Connection {
             .map_err(|e| Lost::Url(e.to_string()))?;
         if let Some(signer) = &cfg.signer {
             let h = signer
+                .current()
                 .sign("GET", ws::WS_PATH)
                 .map_err(|e| Lost::Sign(e.to_string()))?;
             for (k, v) in h.pairs() {
