@@ -32,7 +32,7 @@ resource "aws_security_group" "prometheus" {
   egress {
     description = "scrapes"
     from_port   = 8080
-    to_port     = 9090
+    to_port     = 9464
     protocol    = "tcp"
     cidr_blocks = [module.network.vpc_cidr_block]
   }

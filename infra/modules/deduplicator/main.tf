@@ -42,8 +42,8 @@ resource "aws_vpc_security_group_ingress_rule" "metrics_from_prometheus" {
   security_group_id            = aws_security_group.deduplicator.id
   description                  = "Prometheus scrapes /metrics"
   ip_protocol                  = "tcp"
-  from_port                    = 9090
-  to_port                      = 9090
+  from_port                    = 9464
+  to_port                      = 9464
   referenced_security_group_id = var.prometheus_security_group_id
 }
 

@@ -67,7 +67,7 @@ variable "archive_prefix" {
 }
 
 variable "prometheus_security_group_id" {
-  description = "The only source allowed to scrape metrics (9090)."
+  description = "The only source allowed to scrape metrics (9464)."
   type        = string
 }
 

@@ -1,7 +1,7 @@
 # The gatherers: an auto-scaling group of 3 (max 4, so a replacement can start before the old
 # one is gone) spread over three AZs, each instance with a local PostgreSQL + TimescaleDB and the
 # gatherer under systemd (deploy/systemd/kalshi-gatherer.service). gRPC (50051) is reachable
-# only from the deduplicator, metrics (9090) only from Prometheus, health (8080) from both.
+# only from the deduplicator, metrics (9464) only from Prometheus, health (8080) from both.
 
 resource "aws_security_group" "gatherer" {
   name_prefix = "${var.name}-gatherer-"
@@ -35,8 +35,8 @@ resource "aws_vpc_security_group_ingress_rule" "metrics_from_prometheus" {
   security_group_id            = aws_security_group.gatherer.id
   description                  = "Prometheus scrapes /metrics"
   ip_protocol                  = "tcp"
-  from_port                    = 9090
-  to_port                      = 9090
+  from_port                    = 9464
+  to_port                      = 9464
   referenced_security_group_id = var.prometheus_security_group_id
 }
 

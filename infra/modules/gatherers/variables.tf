@@ -56,7 +56,7 @@ variable "deduplicator_security_group_id" {
 }
 
 variable "prometheus_security_group_id" {
-  description = "The only source allowed to scrape metrics (9090) and health (8080)."
+  description = "The only source allowed to scrape metrics (9464) and health (8080)."
   type        = string
 }
 
