@@ -114,6 +114,7 @@ pub fn describe(gatherers: &[String]) {
         metrics::gauge!(GATHERER_HEALTH, "gatherer" => g.clone()).set(0.0);
         metrics::counter!(INSTANCE_RESETS, "gatherer" => g.clone()).increment(0);
         metrics::counter!(INVALID_RECORDS, "gatherer" => g.clone()).increment(0);
+        metrics::counter!(RETENTION_OVERRUNS, "gatherer" => g.clone()).increment(0);
         for k in SOURCE_ERROR_KINDS {
             metrics::counter!(SOURCE_ERRORS, "gatherer" => g.clone(), "kind" => *k).increment(0);
         }

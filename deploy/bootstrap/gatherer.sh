@@ -41,8 +41,11 @@
 #                           take the Kalshi key from files instead (no AWS)
 #   --dns-zone-id Z --dns-name NAME
 #                           UPSERT NAME (A, TTL 30) to this instance's private address
+#   --log-group NAME        ship the gatherer's journal to this CloudWatch Logs group
+#                           (lib/cloudwatch-logs.sh)
 set -euo pipefail
 
+log_group=""
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 slot="" root="/" apt=1 systemd=1 data_device=""
 psql_cmd="runuser -u postgres -- psql"
@@ -57,6 +60,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --slot) slot="$2"; shift 2 ;;
         --root) root="$2"; shift 2 ;;
+        --log-group) log_group="$2"; shift 2 ;;
         --no-apt) apt=0; shift ;;
         --no-systemd) systemd=0; shift ;;
         --data-device) data_device="$2"; shift 2 ;;
@@ -73,7 +77,7 @@ while [ $# -gt 0 ]; do
         --key-file) key_file="$2"; shift 2 ;;
         --dns-zone-id) dns_zone_id="$2"; shift 2 ;;
         --dns-name) dns_name="$2"; shift 2 ;;
-        -h | --help) sed -n '2,46p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,48p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -126,14 +130,17 @@ else
 # plain range partitions (store.timescaledb = \"auto\")."
     say "TimescaleDB not installed: skipped (plain partitions)"
 fi
-restart_needed=0
+# A restart only when the preload setting changes (it is read at start only); otherwise a
+# reload, which never interrupts a running gatherer.
+restart_needed=0 reload_needed=0
 if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then
+    if [ "$(grep -s shared_preload_libraries "$conf" || true)" != "$(grep shared_preload_libraries <<<"$want" || true)" ]; then
+        restart_needed=1
+    fi
     printf '%s\n' "$want" >"$conf"
-    restart_needed=1
 fi
 hba="$pg_conf_dir/pg_hba.conf"
 rule="local   kalshi   $db_user   peer   # kalshi-data gatherer"
-reload_needed=0
 if [ "$(grep -v '^[[:space:]]*\(#\|$\)' "$hba" | sed -n 1p)" != "$rule" ]; then
     grep -vF '# kalshi-data gatherer' "$hba" >"$hba.new" || true
     { printf '%s\n' "$rule"; cat "$hba.new"; } >"$hba"
@@ -159,19 +166,25 @@ SQL
 install -d -m 0755 "$root/usr/local/bin" "$root/etc/systemd/system"
 install -m 0755 "$here/bin/gatherer" "$root/usr/local/bin/gatherer"
 install -m 0644 "$here/systemd/kalshi-gatherer.service" "$root/etc/systemd/system/kalshi-gatherer.service"
-if [ "$root" = "" ] && ! id kalshi >/dev/null 2>&1; then
+if [ -z "$root" ] && ! id kalshi >/dev/null 2>&1; then
     useradd --system --home /var/lib/kalshi --shell /usr/sbin/nologin kalshi
 fi
+# Files the service reads belong to the user it runs as (the database role, by peer
+# authentication); as non-root (a developer's test run) they stay the caller's.
 owner="$db_user"
-id "$owner" >/dev/null 2>&1 || owner="$(id -un)"
-install -d -m 0750 -o root -g "$(id -gn "$owner")" "$etc"
+if [ "$(id -u)" != 0 ] || ! id "$owner" >/dev/null 2>&1; then
+    owner="$(id -un)"
+fi
+group="$(id -gn "$owner")"
+install -d -m 0750 "$etc"
+chgrp "$group" "$etc"
 url="postgres://$db_user@localhost:$pg_port/kalshi?host=$pg_socket_dir"
 sed -e "s|^database_url = .*|database_url = \"$url\"|" \
     -e "s|^private_key_file = .*|private_key_file = \"/etc/kalshi-data/kalshi-key.pem\"|" \
     -e "s|^key_id_file = .*|key_id_file = \"/etc/kalshi-data/kalshi-key-id\"|" \
     "$here/etc/gatherer.production.toml" >"$etc/gatherer.toml.new"
 chmod 0640 "$etc/gatherer.toml.new"
-chgrp "$(id -gn "$owner")" "$etc/gatherer.toml.new"
+chgrp "$group" "$etc/gatherer.toml.new"
 mv "$etc/gatherer.toml.new" "$etc/gatherer.toml"
 umask 077
 printf 'GATHERER__GATHERER_ID=%s\n' "$slot" >"$etc/gatherer.env"
@@ -209,11 +222,20 @@ if [ -n "$root" ]; then
     check_cfg="$etc/gatherer.check.toml"
 fi
 GATHERER__GATHERER_ID="$slot" "$root/usr/local/bin/gatherer" --config "$check_cfg" --check-config
-[ -n "$root" ] && rm -f "$etc/gatherer.check.toml"
+rm -f "$etc/gatherer.check.toml"
+if [ -n "$log_group" ]; then
+    cw=(--log-group "$log_group" --unit kalshi-gatherer --root "${root:-/}")
+    [ "$systemd" = 1 ] || cw+=(--no-install)
+    "$here/lib/cloudwatch-logs.sh" "${cw[@]}"
+fi
 if [ "$systemd" = 1 ]; then
     systemctl daemon-reload
     systemctl enable --now prometheus-node-exporter
     systemctl enable kalshi-gatherer
     systemctl restart kalshi-gatherer
 fi
-say "gatherer $slot installed$([ "$systemd" = 1 ] && echo ' and started')"
+if [ "$systemd" = 1 ]; then
+    say "gatherer $slot installed and started"
+else
+    say "gatherer $slot installed (not started: --no-systemd)"
+fi

@@ -77,10 +77,27 @@ pub const REST_ENDPOINTS: &[&str] = &[
     "orderbook",
 ];
 
+/// Frame types `ws_client_bad_frames_total` is pre-registered with (zero until one fails), so
+/// the `GathererBadFrames` alert and the dashboards see the series before the first bad frame.
+pub const BAD_FRAME_TYPES: &[&str] = &[
+    "malformed",
+    "missing_type",
+    "binary",
+    "unknown_type",
+    "trade",
+    "orderbook_snapshot",
+    "orderbook_delta",
+    "ticker",
+    "rest_trade",
+];
+
 /// Registers descriptions (shown as `# HELP` lines) and zero-valued series.
 pub fn describe() {
     kalshi_shared::pg::op::describe();
     kalshi_shared::build::record_build_info("gatherer");
+    for t in BAD_FRAME_TYPES {
+        metrics::counter!(WS_BAD_FRAMES, "type" => *t).increment(0);
+    }
     for r in ["ok", "error"] {
         metrics::counter!(CREDENTIAL_RELOADS, "result" => r).increment(0);
     }

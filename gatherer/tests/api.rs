@@ -295,6 +295,9 @@ async fn a_cursor_below_retention_is_an_explicit_overrun() {
     assert!(!page.records.is_empty());
     assert!(page.records[0].cursor > before);
     let st = c.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    // The build, for `deduplicator status` and operators.
+    assert_eq!(st.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(st.git_sha, kalshi_shared::build::GIT_SHA);
     let d = st
         .streams
         .iter()

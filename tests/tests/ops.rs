@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use kalshi_e2e::metric_names::{exposed, mentioned};
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -44,12 +46,91 @@ fn alert_rules_check_and_pass_their_unit_tests() {
             "alert {line} has no unit test"
         );
     }
-    for rb in rules
+    // Every alert links its runbook by an absolute URL (it is clicked from Alertmanager, e-mail
+    // or a pager), into this repository's runbooks/, and the file exists.
+    const RUNBOOKS: &str = "https://github.com/kalshi-data/kalshi-data/blob/main/";
+    let alerts = alert_names_and_severities(&rules);
+    assert!(alerts.len() >= 25, "{alerts:?}");
+    let urls: Vec<&str> = rules
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("runbook: "))
-    {
-        assert!(root().join(rb).exists(), "runbook {rb} does not exist");
+        .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
+        .collect();
+    assert_eq!(
+        urls.len(),
+        alerts.len(),
+        "every alert has exactly one runbook_url"
+    );
+    for url in urls {
+        let path = url
+            .strip_prefix(RUNBOOKS)
+            .unwrap_or_else(|| panic!("runbook_url {url} is not under {RUNBOOKS}"));
+        assert!(root().join(path).exists(), "runbook {path} does not exist");
     }
+    assert!(
+        !rules.contains("runbook: "),
+        "a relative runbook annotation is left"
+    );
+}
+
+/// `(alertname, severity)` of every rule in alerts.yml.
+fn alert_names_and_severities(rules: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut name: Option<String> = None;
+    for l in rules.lines().map(str::trim) {
+        if let Some(n) = l.strip_prefix("- alert: ") {
+            name = Some(n.to_owned());
+        } else if let Some(rest) = l.strip_prefix("labels: {severity: ") {
+            let sev = rest.trim_end_matches('}').to_owned();
+            out.push((name.take().expect("labels before alert"), sev));
+        }
+    }
+    out
+}
+
+fn amtool(args: &[&str]) -> String {
+    let out = Command::new("amtool")
+        .args(args)
+        .current_dir(root().join("deploy/alertmanager"))
+        .output()
+        .expect(
+            "amtool not found: install Debian's `prometheus-alertmanager` package (.ci/run does)",
+        );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "amtool {args:?} failed:\n{text}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The Alertmanager configuration is valid, and every alert of alerts.yml is routed where its
+/// severity says: critical pages, warning opens a ticket, info goes nowhere, the Watchdog goes
+/// to the dead man's switch. An alert without a known severity would fail here.
+#[test]
+fn alertmanager_routes_every_alert_by_its_severity() {
+    let out = amtool(&["check-config", "alertmanager.yml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+    let rules = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
+    let mut routed = 0;
+    for (name, severity) in alert_names_and_severities(&rules) {
+        let want = match (name.as_str(), severity.as_str()) {
+            ("Watchdog", _) => "deadmans-switch",
+            (_, "critical") => "page",
+            (_, "warning") => "ticket",
+            (_, "info") => "blackhole",
+            (n, s) => panic!("{n}: severity {s} has no route"),
+        };
+        let got = amtool(&[
+            "config",
+            "routes",
+            "test",
+            "--config.file=alertmanager.yml",
+            &format!("alertname={name}"),
+            &format!("severity={severity}"),
+            "instance=g1",
+        ]);
+        assert_eq!(got, want, "{name} ({severity})");
+        routed += 1;
+    }
+    assert!(routed >= 25);
 }
 
 #[test]
@@ -68,45 +149,33 @@ fn scrape_configuration_is_valid() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Metric names a text mentions (ours all carry one of these prefixes).
-fn mentioned(text: &str) -> BTreeSet<String> {
-    const PREFIXES: &[&str] = &[
-        "ws_client_",
-        "conn_manager_",
-        "market_registry_",
-        "backfill_",
-        "writer_",
-        "gaps_declared",
-        "dedup_",
-        "api_",
-        "retention_",
-        "export_",
-    ];
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .filter(|t| PREFIXES.iter().any(|p| t.starts_with(p)))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Metric names a /metrics page exposes (histograms also as `_bucket`, `_sum`, `_count`).
-fn exposed(page: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for l in page.lines() {
-        let name = match l.strip_prefix("# TYPE ") {
-            Some(rest) => rest.split(' ').next().unwrap_or(""),
-            None if l.starts_with('#') => continue,
-            None => l.split(['{', ' ']).next().unwrap_or(""),
-        };
-        if !name.is_empty() {
-            out.insert(name.to_owned());
-            if l.ends_with(" histogram") {
-                for s in ["_bucket", "_sum", "_count"] {
-                    out.insert(format!("{name}{s}"));
-                }
-            }
+/// Debian's prometheus-node-exporter, started on a free loopback port, scraped once.
+async fn node_exporter_metrics() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("prometheus-node-exporter")
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus-node-exporter not found: install Debian's `prometheus-node-exporter` package (.ci/run does)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        if let Ok(t) = kalshi_stack::get_text(&format!("http://127.0.0.1:{port}/metrics")).await {
+            break t;
         }
-    }
-    out
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node_exporter did not answer"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    page
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,6 +198,22 @@ async fn rules_and_dashboards_use_only_metrics_the_services_expose() {
         have.extend(exposed(&kalshi_stack::get_text(&g.metrics).await.unwrap()));
     }
     let _ = tokio::task::spawn_blocking(move || s.down()).await;
+    // Every metric of ours is documented, by name, in the service docs.
+    let docs = std::fs::read_to_string(root().join("docs/gatherer.md")).unwrap()
+        + &std::fs::read_to_string(root().join("docs/deduplicator.md")).unwrap();
+    let ours: Vec<&String> = have
+        .iter()
+        .filter(|m| !mentioned(m).is_empty() || m.starts_with("db_operation"))
+        .filter(|m| !(m.ends_with("_bucket") || m.ends_with("_sum") || m.ends_with("_count")))
+        .collect();
+    assert!(ours.len() > 40, "{ours:?}");
+    let undocumented: Vec<&&String> = ours.iter().filter(|m| !docs.contains(m.as_str())).collect();
+    assert!(
+        undocumented.is_empty(),
+        "metrics missing from docs/gatherer.md and docs/deduplicator.md: {undocumented:?}"
+    );
+    // The host alerts query node_exporter: read the names off a real one.
+    have.extend(exposed(&node_exporter_metrics().await));
     let mut files = vec![
         root().join("deploy/prometheus/alerts.yml"),
         root().join("deploy/prometheus/alerts_test.yml"),

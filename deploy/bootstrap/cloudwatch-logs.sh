@@ -1,0 +1,85 @@
+#!/bin/bash
+# Ships a unit's journal to CloudWatch Logs, so its logs outlive the instance (journald's do
+# not). Run by the bootstraps when given --log-group; EC2 only (it installs Amazon's agent).
+#
+#   cloudwatch-logs.sh --log-group NAME --unit kalshi-gatherer [--root DIR] [--no-install]
+#
+# journald -> /var/log/kalshi-data/<unit>.log (kalshi-journal-export@<unit>.service:
+# `journalctl -f` resuming from a cursor file, so a restart neither loses nor repeats lines;
+# logrotate keeps the file small) -> the CloudWatch agent -> log group NAME, one stream per
+# instance. The log group, its retention and the role's logs:PutLogEvents come from Terraform.
+# --no-install writes the files only (the test suite checks them under --root).
+set -euo pipefail
+
+log_group="" unit="" root="/" install_agent=1
+agent_deb_url="https://amazoncloudwatch-agent.s3.amazonaws.com/debian/amd64/latest/amazon-cloudwatch-agent.deb"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --log-group) log_group="$2"; shift 2 ;;
+        --unit) unit="$2"; shift 2 ;;
+        --root) root="$2"; shift 2 ;;
+        --no-install) install_agent=0; shift ;;
+        -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "cloudwatch-logs.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[[ "$log_group" =~ ^[A-Za-z0-9_/.#-]+$ ]] || { echo "cloudwatch-logs.sh: bad --log-group '$log_group'" >&2; exit 2; }
+[[ "$unit" =~ ^kalshi-[a-z]+$ ]] || { echo "cloudwatch-logs.sh: bad --unit '$unit'" >&2; exit 2; }
+root="${root%/}"
+
+install -d -m 0755 "$root/var/log/kalshi-data" "$root/var/lib/kalshi-journal-export" \
+    "$root/etc/systemd/system" "$root/etc/logrotate.d" "$root/opt/aws/amazon-cloudwatch-agent/etc"
+cat >"$root/etc/systemd/system/kalshi-journal-export@.service" <<'UNIT'
+[Unit]
+Description=Copy the journal of %i to /var/log/kalshi-data/%i.log for the CloudWatch agent
+After=systemd-journald.service
+
+[Service]
+ExecStart=/bin/sh -c 'exec journalctl --follow --output=short-iso-precise --unit=%i --cursor-file=/var/lib/kalshi-journal-export/%i.cursor >>/var/log/kalshi-data/%i.log'
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+cat >"$root/etc/logrotate.d/kalshi-data" <<'ROTATE'
+/var/log/kalshi-data/*.log {
+    daily
+    rotate 3
+    maxsize 200M
+    missingok
+    notifempty
+    compress
+    delaycompress
+    copytruncate
+}
+ROTATE
+cat >"$root/opt/aws/amazon-cloudwatch-agent/etc/kalshi-data.json" <<JSON
+{
+  "agent": { "run_as_user": "root" },
+  "logs": {
+    "logs_collected": {
+      "files": {
+        "collect_list": [
+          {
+            "file_path": "/var/log/kalshi-data/$unit.log",
+            "log_group_name": "$log_group",
+            "log_stream_name": "{instance_id}/$unit",
+            "timestamp_format": "%Y-%m-%dT%H:%M:%S"
+          }
+        ]
+      }
+    }
+  }
+}
+JSON
+if [ "$install_agent" = 1 ]; then
+    deb="$(mktemp --suffix=.deb)"
+    curl -fsSL --retry 5 "$agent_deb_url" -o "$deb"
+    dpkg -i -E "$deb"
+    rm -f "$deb"
+    systemctl daemon-reload
+    systemctl enable --now "kalshi-journal-export@$unit.service"
+    /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s \
+        -c file:/opt/aws/amazon-cloudwatch-agent/etc/kalshi-data.json
+fi

@@ -1,0 +1,134 @@
+#!/bin/bash
+# Sets up the deduplicator host from an unpacked release (this script sits at its top) and
+# starts the deduplicator. EC2 user-data runs it as root after checking the release's SHA-256;
+# the test suite runs it under --root, which it never leaves.
+#
+#   bootstrap.sh --rds-endpoint HOST:PORT --rds-instance-id ID --region R [options]
+#
+# Steps, each idempotent:
+#   1. Debian packages: postgresql-client (psql for operators, runbooks/operator-access.md),
+#      node_exporter, curl (skip: --no-apt); the RDS CA bundle for verify-full TLS.
+#   2. The deduplicator: binary, systemd unit, deploy/deduplicator.production.toml as the
+#      config (gatherers by their private DNS names g1..g3.<zone>), and an environment file with
+#      this deployment's values: the production URL (IAM authentication, no password) and the
+#      RDS instance and region.
+#   3. The config is checked (`deduplicator --check-config`), then the unit enabled and started.
+#
+# Options:
+#   --rds-endpoint HOST:PORT  production (Terraform output rds_endpoint; required)
+#   --rds-instance-id ID      the RDS instance identifier (Terraform output rds_identifier; required)
+#   --region R                AWS region (required)
+#   --zone NAME               the gatherers' private DNS zone (default kalshi.internal)
+#   --db-user NAME            production user, granted rds_iam (default deduplicator)
+#   --root DIR                prefix for every file written (default /)
+#   --no-apt                  do not install Debian packages
+#   --no-systemd              do not reload, enable or start units
+#   --rds-ca-bundle FILE      use this CA bundle instead of downloading Amazon's
+#   --log-group NAME          ship the deduplicator's journal to this CloudWatch Logs group
+set -euo pipefail
+
+log_group=""
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+rds_endpoint="" rds_instance_id="" region="" zone="kalshi.internal" db_user="deduplicator"
+root="/" apt=1 systemd=1 ca_bundle=""
+ca_url="https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rds-endpoint) rds_endpoint="$2"; shift 2 ;;
+        --rds-instance-id) rds_instance_id="$2"; shift 2 ;;
+        --region) region="$2"; shift 2 ;;
+        --zone) zone="$2"; shift 2 ;;
+        --db-user) db_user="$2"; shift 2 ;;
+        --root) root="$2"; shift 2 ;;
+        --log-group) log_group="$2"; shift 2 ;;
+        --no-apt) apt=0; shift ;;
+        --no-systemd) systemd=0; shift ;;
+        --rds-ca-bundle) ca_bundle="$2"; shift 2 ;;
+        -h | --help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+done
+[[ "$rds_endpoint" =~ ^[A-Za-z0-9.-]+:[0-9]+$ ]] || die "--rds-endpoint must be host:port (got '$rds_endpoint')"
+[[ "$rds_instance_id" =~ ^[a-z][a-z0-9-]*$ ]] || die "--rds-instance-id must be an RDS identifier (got '$rds_instance_id')"
+[[ "$region" =~ ^[a-z]{2}(-[a-z]+)+-[0-9]$ ]] || die "--region must be an AWS region (got '$region')"
+[[ "$zone" =~ ^[a-z0-9.-]+$ ]] || die "--zone must be a DNS name"
+[[ "$db_user" =~ ^[a-z_][a-z0-9_]*$ ]] || die "--db-user must be a plain identifier"
+root="${root%/}"
+etc="$root/etc/kalshi-data"
+
+# 1. Packages and the CA bundle.
+if [ "$apt" = 1 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends postgresql-client prometheus-node-exporter \
+        curl ca-certificates
+fi
+install -d -m 0755 "$etc"
+if [ -n "$ca_bundle" ]; then
+    install -m 0644 "$ca_bundle" "$etc/rds-global-bundle.pem"
+else
+    curl -fsSL "$ca_url" -o "$etc/rds-global-bundle.pem.new"
+    grep -q 'BEGIN CERTIFICATE' "$etc/rds-global-bundle.pem.new" || die "$ca_url is not a PEM bundle"
+    mv "$etc/rds-global-bundle.pem.new" "$etc/rds-global-bundle.pem"
+fi
+
+# 2. The deduplicator.
+install -d -m 0755 "$root/usr/local/bin" "$root/etc/systemd/system"
+install -m 0755 "$here/bin/deduplicator" "$root/usr/local/bin/deduplicator"
+install -m 0644 "$here/systemd/kalshi-deduplicator.service" "$root/etc/systemd/system/"
+if [ -z "$root" ] && ! id kalshi >/dev/null 2>&1; then
+    useradd --system --home /var/lib/kalshi --shell /usr/sbin/nologin kalshi
+fi
+group="kalshi"
+if [ "$(id -u)" != 0 ] || ! getent group kalshi >/dev/null; then
+    group="$(id -gn)"
+fi
+sed -e "s|\.gatherers\.kalshi\.internal:|.gatherers.$zone:|" \
+    "$here/etc/deduplicator.production.toml" >"$etc/deduplicator.toml.new"
+chgrp "$group" "$etc/deduplicator.toml.new"
+chmod 0640 "$etc/deduplicator.toml.new"
+mv "$etc/deduplicator.toml.new" "$etc/deduplicator.toml"
+umask 077
+# Quoted: systemd's EnvironmentFile strips the quotes, and the shell below needs them (&).
+cat >"$etc/deduplicator.env" <<ENV
+DEDUPLICATOR__PRODUCTION__DATABASE_URL="postgres://$db_user@$rds_endpoint/kalshi?sslmode=verify-full&sslrootcert=/etc/kalshi-data/rds-global-bundle.pem"
+DEDUPLICATOR__RDS__INSTANCE_ID="$rds_instance_id"
+DEDUPLICATOR__RDS__REGION="$region"
+ENV
+umask 022
+
+# 3. Check and start (under --root, against the copies there).
+check_cfg="$etc/deduplicator.toml"
+if [ -n "$root" ]; then
+    sed -e "s|/etc/kalshi-data/|$etc/|g" "$etc/deduplicator.toml" >"$etc/deduplicator.check.toml"
+    check_cfg="$etc/deduplicator.check.toml"
+fi
+(
+    set -a
+    # shellcheck source=/dev/null
+    . "$etc/deduplicator.env"
+    set +a
+    if [ -n "$root" ]; then
+        DEDUPLICATOR__PRODUCTION__DATABASE_URL="${DEDUPLICATOR__PRODUCTION__DATABASE_URL//\/etc\/kalshi-data\//$etc/}"
+    fi
+    "$root/usr/local/bin/deduplicator" --config "$check_cfg" --check-config
+)
+rm -f "$etc/deduplicator.check.toml"
+if [ -n "$log_group" ]; then
+    cw=(--log-group "$log_group" --unit kalshi-deduplicator --root "${root:-/}")
+    [ "$systemd" = 1 ] || cw+=(--no-install)
+    "$here/lib/cloudwatch-logs.sh" "${cw[@]}"
+fi
+if [ "$systemd" = 1 ]; then
+    systemctl daemon-reload
+    systemctl enable --now prometheus-node-exporter
+    systemctl enable kalshi-deduplicator
+    systemctl restart kalshi-deduplicator
+    say "deduplicator installed and started"
+else
+    say "deduplicator installed (not started: --no-systemd)"
+fi

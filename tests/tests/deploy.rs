@@ -1,0 +1,542 @@
+//! The release and the host bootstrap, as EC2 user-data runs them, on this machine: the release
+//! script makes reproducible tarballs with checksums; the gatherer's bootstrap sets up a
+//! throwaway PostgreSQL cluster (peer authentication first in pg_hba.conf, the role, the
+//! database; TimescaleDB preloaded only when its library is there) and temporary directories,
+//! changing nothing outside them, twice with the same result; and the gatherer it installed
+//! starts from the installed files against the simulator and becomes healthy. The
+//! deduplicator's bootstrap writes a configuration its binary accepts. Every shell script
+//! passes `bash -n` and shellcheck.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{cmd:?} failed:\n{t}");
+    t
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kalshi-deploy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn whoami() -> String {
+    run(Command::new("id").arg("-un")).trim().to_owned()
+}
+
+/// Builds the release from the test build's binaries into `out` and unpacks `service`'s
+/// tarball under `into`; returns the unpacked directory.
+fn release(out: &Path, into: &Path, service: &str) -> PathBuf {
+    run(Command::new(root().join("deploy/release/build.sh"))
+        .arg("--bin-dir")
+        .arg(kalshi_stack::default_bin_dir())
+        .arg("--out")
+        .arg(out));
+    run(Command::new("sha256sum")
+        .args(["--check", "--strict", "SHA256SUMS"])
+        .current_dir(out));
+    let version = env!("CARGO_PKG_VERSION");
+    let arch = run(Command::new("uname").arg("-m")).trim().to_owned();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(out.join(format!("kalshi-{service}-{version}-linux-{arch}.tar.gz")))
+        .arg("-C")
+        .arg(into));
+    into.join(format!("kalshi-{service}-{version}"))
+}
+
+#[test]
+fn the_release_is_reproducible_and_carries_what_the_bootstrap_needs() {
+    let dir = temp("release");
+    let unpacked = release(&dir.join("a"), &dir, "gatherer");
+    // The same binaries give the same bytes.
+    run(Command::new(root().join("deploy/release/build.sh"))
+        .arg("--bin-dir")
+        .arg(kalshi_stack::default_bin_dir())
+        .arg("--out")
+        .arg(dir.join("b")));
+    let sums = |d: &str| std::fs::read_to_string(dir.join(d).join("SHA256SUMS")).unwrap();
+    assert_eq!(sums("a"), sums("b"));
+    assert_eq!(sums("a").lines().count(), 2, "{}", sums("a"));
+    for f in [
+        "bin/gatherer",
+        "bootstrap.sh",
+        "systemd/kalshi-gatherer.service",
+        "etc/gatherer.production.toml",
+        "etc/gatherer.reference.toml",
+    ] {
+        assert!(unpacked.join(f).is_file(), "{f} missing from the tarball");
+    }
+    // The shipped config is the repository's, byte for byte.
+    assert_eq!(
+        std::fs::read(unpacked.join("etc/gatherer.production.toml")).unwrap(),
+        std::fs::read(root().join("deploy/gatherer.production.toml")).unwrap()
+    );
+    let build = std::fs::read_to_string(unpacked.join("BUILD")).unwrap();
+    assert!(
+        build.contains(&format!("version={}\n", env!("CARGO_PKG_VERSION"))),
+        "{build}"
+    );
+    // A tampered tarball fails the check user-data runs.
+    let tarball = std::fs::read_dir(dir.join("a"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("gatherer"))
+        .unwrap();
+    let mut bytes = std::fs::read(&tarball).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(&tarball, bytes).unwrap();
+    let out = Command::new("sha256sum")
+        .args(["--check", "--strict", "SHA256SUMS"])
+        .current_dir(dir.join("a"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The bootstrap's arguments for a throwaway cluster under `host`.
+fn bootstrap(
+    unpacked: &Path,
+    host: &Path,
+    pg: &kalshi_testkit::pg::PgCluster,
+    conf_dir: &Path,
+    libdir: &Path,
+    restart: &str,
+) -> Output {
+    let sock = pg.root_dir().join("sock");
+    Command::new("bash")
+        .arg(unpacked.join("bootstrap.sh"))
+        .args(["--slot", "g2", "--no-apt", "--no-systemd"])
+        .arg("--root")
+        .arg(host)
+        .args([
+            "--psql",
+            &format!("psql -X -h {} -p {} -U postgres", sock.display(), pg.port()),
+        ])
+        .arg("--pg-conf-dir")
+        .arg(conf_dir)
+        .arg("--pg-libdir")
+        .arg(libdir)
+        .args(["--pg-restart", restart])
+        .arg("--pg-socket-dir")
+        .arg(&sock)
+        .args(["--pg-port", &pg.port().to_string()])
+        .args(["--db-user", &whoami()])
+        .arg("--key-id-file")
+        .arg(host.join("secret-key-id"))
+        .arg("--key-file")
+        .arg(kalshi_testkit::keys::key_file())
+        .args(["--log-group", "kalshi-prod/gatherers"])
+        .output()
+        .unwrap()
+}
+
+/// Every file under `dir`, with its bytes and mode.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.clone(),
+                    std::fs::read(&p).unwrap(),
+                    meta.permissions().mode(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gatherer_bootstrap_sets_up_postgres_and_the_gatherer_starts_from_what_it_installed() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp("bootstrap");
+    let unpacked = release(&dir.join("dist"), &dir, "gatherer");
+    let host = dir.join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(
+        host.join("secret-key-id"),
+        format!("{}\n", kalshi_testkit::keys::KEY_ID),
+    )
+    .unwrap();
+    let mut pg = kalshi_testkit::pg::PgCluster::start_default().unwrap();
+    // As on Debian: postgresql.conf includes conf.d, where the bootstrap writes.
+    let data = pg.data_dir();
+    let conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+    std::fs::write(
+        data.join("postgresql.conf"),
+        conf + "\ninclude_dir = 'conf.d'\n",
+    )
+    .unwrap();
+    let no_timescale = dir.join("lib-without-timescaledb");
+    std::fs::create_dir_all(&no_timescale).unwrap();
+
+    // TimescaleDB absent: skipped cleanly, no restart (`false` would fail the script).
+    let out = bootstrap(&unpacked, &host, &pg, &data, &no_timescale, "false");
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("TimescaleDB not installed: skipped"), "{log}");
+    let ours = std::fs::read_to_string(data.join("conf.d/kalshi-gatherer.conf")).unwrap();
+    assert!(!ours.contains("shared_preload_libraries"), "{ours}");
+
+    // Peer authentication is the first rule PostgreSQL reads, and it took effect (reload).
+    let me = whoami();
+    let first = pg
+        .psql(
+            "postgres",
+            "SELECT type, array_to_string(database, ','), array_to_string(user_name, ','), auth_method \
+             FROM pg_hba_file_rules WHERE error IS NULL ORDER BY line_number LIMIT 1",
+        )
+        .unwrap();
+    assert_eq!(first.trim(), format!("local|kalshi|{me}|peer"));
+    let owner = pg
+        .psql(
+            "postgres",
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'kalshi'",
+        )
+        .unwrap();
+    assert_eq!(owner.trim(), me);
+
+    // What it installed.
+    let etc = host.join("etc/kalshi-data");
+    let installed = std::fs::read_to_string(etc.join("gatherer.toml")).unwrap();
+    let shipped = std::fs::read_to_string(root().join("deploy/gatherer.production.toml")).unwrap();
+    let differing: Vec<&str> = installed
+        .lines()
+        .zip(shipped.lines())
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a)
+        .collect();
+    let sock = pg.root_dir().join("sock");
+    assert_eq!(
+        differing,
+        vec![
+            format!(
+                "database_url = \"postgres://{me}@localhost:{}/kalshi?host={}\"",
+                pg.port(),
+                sock.display()
+            )
+            .as_str()
+        ],
+        "the installed config is the shipped one but for the database URL"
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc.join("gatherer.env")).unwrap(),
+        "GATHERER__GATHERER_ID=g2\n"
+    );
+    for f in ["kalshi-key-id", "kalshi-key.pem"] {
+        let mode = std::fs::metadata(etc.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o400, "{f}");
+    }
+    assert!(host.join("usr/local/bin/gatherer").is_file());
+    assert!(
+        host.join("etc/systemd/system/kalshi-gatherer.service")
+            .is_file()
+    );
+    // Nothing was written outside --root and the cluster's own directories.
+    let mut top: Vec<String> = std::fs::read_dir(&host)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["etc", "opt", "secret-key-id", "usr", "var"]);
+    // Logs to CloudWatch: the journal export unit and the agent's configuration.
+    let agent =
+        std::fs::read_to_string(host.join("opt/aws/amazon-cloudwatch-agent/etc/kalshi-data.json"))
+            .unwrap();
+    let agent: serde_json::Value = serde_json::from_str(&agent).unwrap();
+    let files = &agent["logs"]["logs_collected"]["files"]["collect_list"][0];
+    assert_eq!(files["log_group_name"], "kalshi-prod/gatherers");
+    assert_eq!(
+        files["file_path"],
+        "/var/log/kalshi-data/kalshi-gatherer.log"
+    );
+    assert!(
+        host.join("etc/systemd/system/kalshi-journal-export@.service")
+            .is_file()
+    );
+
+    // Twice: the same files, the same pg_hba.conf, no restart.
+    let before = snapshot(&host);
+    let hba_before = std::fs::read(data.join("pg_hba.conf")).unwrap();
+    let out = bootstrap(&unpacked, &host, &pg, &data, &no_timescale, "false");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(snapshot(&host), before, "a second run changed files");
+    assert_eq!(std::fs::read(data.join("pg_hba.conf")).unwrap(), hba_before);
+
+    // The gatherer starts from the installed binary, config, key files and environment file,
+    // reaching the database over the socket by peer authentication.
+    let sim = kalshi_sim::start({
+        let mut c = kalshi_sim::SimConfig::for_tests(640, 12);
+        c.public_key_pem = Some(kalshi_testkit::keys::KEY_PUBLIC.to_vec());
+        c.key_id = Some(kalshi_testkit::keys::KEY_ID.into());
+        c
+    })
+    .await
+    .unwrap();
+    let run_cfg = dir.join("gatherer.run.toml");
+    std::fs::write(
+        &run_cfg,
+        installed.replace("/etc/kalshi-data/", &format!("{}/", etc.display())),
+    )
+    .unwrap();
+    let (health, metrics) = (free_port(), free_port());
+    let env_line = std::fs::read_to_string(etc.join("gatherer.env")).unwrap();
+    let (k, v) = env_line.trim().split_once('=').unwrap();
+    let mut child = Command::new(host.join("usr/local/bin/gatherer"))
+        .arg("--config")
+        .arg(&run_cfg)
+        .env(k, v)
+        .env("GATHERER__KALSHI__REST_URL", sim.rest_url())
+        .env("GATHERER__KALSHI__WS_URL", sim.ws_url())
+        .env("GATHERER__HTTP__LISTEN", format!("127.0.0.1:{health}"))
+        .env(
+            "GATHERER__HTTP__METRICS_LISTEN",
+            format!("127.0.0.1:{metrics}"),
+        )
+        .env("GATHERER__API__LISTEN", "127.0.0.1:0")
+        .env("GATHERER__STORE__SPILL_DIR", dir.join("spill"))
+        .env("GATHERER__WS__CONNECTIONS", "2")
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("gatherer.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let h = loop {
+        let h: serde_json::Value =
+            match reqwest::get(format!("http://127.0.0.1:{health}/health")).await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+        if h["status"] == "healthy" {
+            break h;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "the installed gatherer never became healthy ({h}):\n{}",
+                std::fs::read_to_string(dir.join("gatherer.log")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(h["gatherer_id"], "g2");
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    let live = reqwest::get(format!("http://127.0.0.1:{health}/health/live"))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    // It stores into the database the bootstrap made, as the role it made.
+    let tables = pg
+        .psql(
+            "kalshi",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'trades'",
+        )
+        .unwrap();
+    assert_eq!(tables.trim(), me);
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    // TimescaleDB present (its library in the library directory): preloaded, PostgreSQL
+    // restarted once, and not again on the next run. Against a copy of the configuration, so
+    // the live cluster (which has no TimescaleDB) is not restarted with it.
+    let conf_copy = dir.join("conf-copy");
+    std::fs::create_dir_all(conf_copy.join("conf.d")).unwrap();
+    std::fs::copy(data.join("pg_hba.conf"), conf_copy.join("pg_hba.conf")).unwrap();
+    let with_timescale = dir.join("lib-with-timescaledb");
+    std::fs::create_dir_all(&with_timescale).unwrap();
+    std::fs::write(with_timescale.join("timescaledb.so"), b"").unwrap();
+    let marker = dir.join("restarted");
+    let restart = format!("touch {}", marker.display());
+    let out = bootstrap(&unpacked, &host, &pg, &conf_copy, &with_timescale, &restart);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("TimescaleDB found"), "{log}");
+    assert!(
+        marker.exists(),
+        "no restart after preloading TimescaleDB:\n{log}"
+    );
+    let ours = std::fs::read_to_string(conf_copy.join("conf.d/kalshi-gatherer.conf")).unwrap();
+    assert!(
+        ours.contains("shared_preload_libraries = 'timescaledb'"),
+        "{ours}"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    let out = bootstrap(&unpacked, &host, &pg, &conf_copy, &with_timescale, &restart);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!marker.exists(), "restarted again with nothing changed");
+
+    // The cluster is still the one the test started, and healthy.
+    assert!(pg.is_running());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
+    let dir = temp("bootstrap-dedup");
+    let unpacked = release(&dir.join("dist"), &dir, "deduplicator");
+    let host = dir.join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let args = |extra: &[&str]| {
+        let mut c = Command::new("bash");
+        c.arg(unpacked.join("bootstrap.sh"))
+            .args(["--no-apt", "--no-systemd", "--region", "eu-west-1"])
+            .arg("--root")
+            .arg(&host)
+            .arg("--rds-ca-bundle")
+            .arg(&ca)
+            .args(extra);
+        c.output().unwrap()
+    };
+    // Bad input is refused, naming the option.
+    let out = args(&[
+        "--rds-endpoint",
+        "not a host",
+        "--rds-instance-id",
+        "kalshi-prod",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--rds-endpoint must be host:port"),
+        "{}",
+        text(&out)
+    );
+
+    let out = args(&[
+        "--rds-endpoint",
+        "kalshi-prod.abc.eu-west-1.rds.amazonaws.com:5432",
+        "--rds-instance-id",
+        "kalshi-prod",
+        "--zone",
+        "prod.internal",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let etc = host.join("etc/kalshi-data");
+    let cfg = std::fs::read_to_string(etc.join("deduplicator.toml")).unwrap();
+    for g in ["g1", "g2", "g3"] {
+        assert!(
+            cfg.contains(&format!(
+                "endpoint = \"http://{g}.gatherers.prod.internal:50051\""
+            )),
+            "{cfg}"
+        );
+    }
+    let env = std::fs::read_to_string(etc.join("deduplicator.env")).unwrap();
+    assert!(
+        env.contains("DEDUPLICATOR__PRODUCTION__DATABASE_URL=\"postgres://deduplicator@kalshi-prod.abc.eu-west-1.rds.amazonaws.com:5432/kalshi?sslmode=verify-full&sslrootcert=/etc/kalshi-data/rds-global-bundle.pem\""),
+        "{env}"
+    );
+    assert!(
+        env.contains("DEDUPLICATOR__RDS__INSTANCE_ID=\"kalshi-prod\""),
+        "{env}"
+    );
+    assert!(
+        env.contains("DEDUPLICATOR__RDS__REGION=\"eu-west-1\""),
+        "{env}"
+    );
+    let mode = std::fs::metadata(etc.join("deduplicator.env"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every shell script: the release's, the bootstraps, `dev`, `.ci/run` and the user-data
+/// templates (rendered with placeholder values as Terraform's templatefile would).
+#[test]
+fn every_shell_script_passes_bash_n_and_shellcheck() {
+    let dir = temp("shellcheck");
+    let mut scripts = vec![
+        root().join("dev"),
+        root().join(".ci/run"),
+        root().join("deploy/release/build.sh"),
+        root().join("deploy/bootstrap/gatherer.sh"),
+        root().join("deploy/bootstrap/deduplicator.sh"),
+    ];
+    for module in ["gatherers", "deduplicator"] {
+        let tpl = std::fs::read_to_string(
+            root().join(format!("infra/modules/{module}/user-data.sh.tftpl")),
+        )
+        .unwrap();
+        // templatefile: ${name} is a value, $${ is a literal ${.
+        let mut rendered = String::new();
+        let mut rest = tpl.as_str();
+        while let Some(i) = rest.find('$') {
+            rendered.push_str(&rest[..i]);
+            rest = &rest[i..];
+            if let Some(r) = rest.strip_prefix("$${") {
+                rendered.push_str("${");
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix("${") {
+                let end = r.find('}').unwrap();
+                rendered.push_str("placeholder");
+                rest = &r[end + 1..];
+            } else {
+                rendered.push('$');
+                rest = &rest[1..];
+            }
+        }
+        rendered.push_str(rest);
+        let p = dir.join(format!("{module}-user-data.sh"));
+        std::fs::write(&p, rendered).unwrap();
+        scripts.push(p);
+    }
+    for s in &scripts {
+        run(Command::new("bash").arg("-n").arg(s));
+    }
+    let out = Command::new("shellcheck")
+        .args(["--severity=style", "--shell=bash"])
+        .args(&scripts)
+        .output()
+        .expect("shellcheck not found: install Debian's `shellcheck` package (.ci/run does)");
+    assert!(out.status.success(), "shellcheck:\n{}", text(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
