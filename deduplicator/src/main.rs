@@ -210,6 +210,15 @@ async fn status(cfg: deduplicator::Config) -> ExitCode {
         let st = tokio::time::timeout(cfg.sources.connect_timeout * 2, remote)
             .await
             .unwrap_or_else(|_| Err("unreachable: timed out".into()));
+        if let Ok(st) = &st {
+            // The build each gatherer runs: a rolling upgrade shows here, slot by slot.
+            let build = if st.version.is_empty() {
+                "unknown (older than 0.1.0)".to_owned()
+            } else {
+                format!("{} ({})", st.version, st.git_sha)
+            };
+            println!("# {} at {}: version {build}", g.id, g.endpoint);
+        }
         for s in Stream::ALL {
             let stored = cursors.get(&(g.id.clone(), s));
             let cursor = stored.map_or(0, |c| c.0);

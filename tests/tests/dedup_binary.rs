@@ -82,6 +82,16 @@ async fn migrate_status_and_gaps() {
     assert_eq!(cols[3], head.to_string(), "head: {line}");
     assert_eq!(cols[4], "0", "behind: {line}");
     assert!(line.ends_with(" ok"), "{line}");
+    let build = format!(
+        "version {} ({})",
+        kalshi_shared::build::VERSION,
+        kalshi_shared::build::GIT_SHA
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("# g1 at ") && l.ends_with(&build)),
+        "{text}"
+    );
     assert!(
         text.lines()
             .any(|l| l.starts_with("g2") && l.contains("unreachable")),

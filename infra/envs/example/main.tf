@@ -1,15 +1,19 @@
-# An example production environment: three gatherers across three AZs, one deduplicator,
-# RDS Multi-AZ with IAM authentication, the archive bucket, alarms. Copy this directory, set
-# the variables (terraform.tfvars), `terraform init && terraform plan`.
+# An example production environment: three gatherer slots across three AZs, one deduplicator,
+# RDS Multi-AZ with IAM authentication, the archive bucket, private DNS for discovery, alarms,
+# what a Prometheus host needs, and an operators' security group. Copy this directory, set the
+# variables (terraform.tfvars), then follow infra/README.md ("A first apply").
 
 terraform {
-  required_version = ">= 1.6"
+  required_version = ">= 1.10"
   required_providers {
     aws = {
       source  = "hashicorp/aws"
       version = "~> 5.60"
     }
   }
+  # State in S3 with S3-native locking (use_lockfile, Terraform >= 1.10): the bucket, key and
+  # region come from backend.hcl (copy backend.hcl.example): terraform init -backend-config=backend.hcl
+  backend "s3" {}
 }
 
 provider "aws" {
@@ -24,18 +28,36 @@ module "network" {
   name   = var.name
 }
 
-# Prometheus lives elsewhere in most setups; this group is what its instances carry.
-resource "aws_security_group" "prometheus" {
-  name_prefix = "${var.name}-prometheus-"
-  description = "Prometheus scrapers"
+module "monitoring" {
+  source           = "../../modules/monitoring"
+  name             = var.name
+  vpc_id           = module.network.vpc_id
+  vpc_cidr_block   = module.network.vpc_cidr_block
+  alerts_topic_arn = module.alarms.sns_topic_arn
+}
+
+# Operators' hosts (a bastion-less admin instance, a VPN endpoint, CI runners) carry this
+# group: RDS admits it on 5432 (psql with IAM authentication, runbooks/operator-access.md).
+# Hosts themselves are reached with SSM Session Manager, never SSH.
+resource "aws_security_group" "operator" {
+  name_prefix = "${var.name}-operator-"
+  description = "kalshi-data operators"
   vpc_id      = module.network.vpc_id
   egress {
-    description = "scrapes"
-    from_port   = 8080
-    to_port     = 9464
+    description = "production PostgreSQL"
+    from_port   = 5432
+    to_port     = 5432
     protocol    = "tcp"
     cidr_blocks = [module.network.vpc_cidr_block]
   }
+  egress {
+    description = "AWS APIs (SSM, RDS auth tokens) over HTTPS"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+  tags = { Name = "${var.name}-operator" }
 }
 
 module "archive" {
@@ -49,6 +71,8 @@ module "rds" {
   vpc_id                         = module.network.vpc_id
   private_subnet_ids             = module.network.private_subnet_ids
   deduplicator_security_group_id = module.deduplicator.security_group_id
+  operator_access                = true
+  operator_security_group_id     = aws_security_group.operator.id
 }
 
 module "deduplicator" {
@@ -60,10 +84,13 @@ module "deduplicator" {
   private_subnet_ids           = module.network.private_subnet_ids
   ami_id                       = var.ami_id
   release_url                  = var.release_url
-  deduplicator_toml            = var.deduplicator_toml
-  rds_resource_id              = module.rds.resource_id
+  release_version              = var.release_version
+  release_sha256               = var.deduplicator_release_sha256
+  rds_endpoint                 = module.rds.endpoint
+  rds_identifier               = module.rds.identifier
+  dns_zone_name                = module.network.dns_zone_name
   archive_bucket_arn           = module.archive.bucket_arn
-  prometheus_security_group_id = aws_security_group.prometheus.id
+  prometheus_security_group_id = module.monitoring.security_group_id
 }
 
 module "gatherers" {
@@ -71,19 +98,22 @@ module "gatherers" {
   name                           = var.name
   region                         = var.region
   vpc_id                         = module.network.vpc_id
+  vpc_cidr_block                 = module.network.vpc_cidr_block
   private_subnet_ids             = module.network.private_subnet_ids
+  dns_zone_id                    = module.network.dns_zone_id
+  dns_zone_name                  = module.network.dns_zone_name
   ami_id                         = var.ami_id
   release_url                    = var.release_url
-  kalshi_key_id                  = var.kalshi_key_id
-  kalshi_key_secret_arn          = var.kalshi_key_secret_arn
+  release_version                = var.release_version
+  release_sha256                 = var.gatherer_release_sha256
   deduplicator_security_group_id = module.deduplicator.security_group_id
-  prometheus_security_group_id   = aws_security_group.prometheus.id
+  prometheus_security_group_id   = module.monitoring.security_group_id
 }
 
 module "alarms" {
-  source            = "../../modules/alarms"
-  name              = var.name
-  gatherer_asg_name = module.gatherers.autoscaling_group_name
-  rds_identifier    = module.rds.identifier
-  alert_emails      = var.alert_emails
+  source             = "../../modules/alarms"
+  name               = var.name
+  gatherer_asg_names = module.gatherers.autoscaling_group_names
+  rds_identifier     = module.rds.identifier
+  alert_emails       = var.alert_emails
 }

@@ -1,5 +1,5 @@
 variable "name" {
-  description = "Environment name, prefix of every resource (e.g. kalshi-prod)."
+  description = "Environment name, prefix of every resource and the RDS identifier (e.g. kalshi-prod)."
   type        = string
   default     = "kalshi-prod"
 }
@@ -11,27 +11,27 @@ variable "region" {
 }
 
 variable "ami_id" {
-  description = "Debian 12 AMI for gatherers and the deduplicator."
+  description = "Debian 12 AMI (x86_64) for gatherers and the deduplicator."
   type        = string
 }
 
 variable "release_url" {
-  description = "HTTPS base URL serving the release binaries and systemd units."
+  description = "HTTPS base URL serving the release tarballs (deploy/release/build.sh's output)."
   type        = string
 }
 
-variable "kalshi_key_id" {
-  description = "Kalshi API key id."
+variable "release_version" {
+  description = "The release's version (the workspace version in Cargo.toml)."
   type        = string
 }
 
-variable "kalshi_key_secret_arn" {
-  description = "Secrets Manager ARN holding the Kalshi private key PEM."
+variable "gatherer_release_sha256" {
+  description = "SHA-256 of kalshi-gatherer-<version>-linux-x86_64.tar.gz, from the release's SHA256SUMS."
   type        = string
 }
 
-variable "deduplicator_toml" {
-  description = "deduplicator.toml content (start from deploy/deduplicator.production.toml, with the RDS endpoint from the rds_endpoint output)."
+variable "deduplicator_release_sha256" {
+  description = "SHA-256 of kalshi-deduplicator-<version>-linux-x86_64.tar.gz, from the release's SHA256SUMS."
   type        = string
 }
 

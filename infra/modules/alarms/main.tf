@@ -1,5 +1,5 @@
-# CloudWatch alarms to SNS for what Prometheus cannot see when the whole host is gone: fewer
-# than three gatherers in service, and the production database's health (RDS events for
+# CloudWatch alarms to SNS for what Prometheus cannot see when the whole host is gone: a
+# gatherer slot with no instance in service, and the production database's health (RDS events for
 # failover, failure and low storage, plus CPU and free storage).
 
 resource "aws_sns_topic" "alerts" {
@@ -14,17 +14,20 @@ resource "aws_sns_topic_subscription" "email" {
   endpoint  = each.value
 }
 
-resource "aws_cloudwatch_metric_alarm" "gatherers_in_service" {
-  alarm_name          = "${var.name}-gatherers-below-3"
-  alarm_description   = "Fewer than 3 gatherers in service: redundancy lost (runbooks/gatherer-down.md)"
+# One per slot: its group of one has had no instance in service for 5 minutes (it cannot
+# start one: a bad release, a missing key secret, no capacity in its AZ).
+resource "aws_cloudwatch_metric_alarm" "gatherer_slot_empty" {
+  for_each            = var.gatherer_asg_names
+  alarm_name          = "${var.name}-gatherer-${each.key}-not-in-service"
+  alarm_description   = "Gatherer slot ${each.key} has no instance in service: redundancy lost (runbooks/gatherer-down.md)"
   namespace           = "AWS/AutoScaling"
   metric_name         = "GroupInServiceInstances"
-  dimensions          = { AutoScalingGroupName = var.gatherer_asg_name }
+  dimensions          = { AutoScalingGroupName = each.value }
   statistic           = "Minimum"
   period              = 60
-  evaluation_periods  = 3
+  evaluation_periods  = 5
   comparison_operator = "LessThanThreshold"
-  threshold           = 3
+  threshold           = 1
   treat_missing_data  = "breaching"
   alarm_actions       = [aws_sns_topic.alerts.arn]
   ok_actions          = [aws_sns_topic.alerts.arn]

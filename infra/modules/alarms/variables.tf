@@ -3,9 +3,9 @@ variable "name" {
   type        = string
 }
 
-variable "gatherer_asg_name" {
-  description = "The gatherers' auto-scaling group."
-  type        = string
+variable "gatherer_asg_names" {
+  description = "Each gatherer slot's auto-scaling group, by slot."
+  type        = map(string)
 }
 
 variable "rds_identifier" {

@@ -1,7 +1,11 @@
-# The deduplicator: an auto-scaling group of exactly one behind an internal load balancer's
-# /health check (a failing check replaces the instance). It reaches the gatherers' gRPC and
-# RDS; Prometheus reaches its metrics. Its role may connect to RDS as its database user
-# (IAM authentication), read RDS events, and write its own prefix of the archive bucket.
+# The deduplicator: an auto-scaling group of exactly one, installed by the release's bootstrap
+# (deploy/bootstrap/deduplicator.sh) after user-data checked the release's SHA-256. An internal
+# load balancer's listener keeps its target group checking /health/live: only a dead process
+# (or a dead task in it) replaces the instance. Readiness (/health, /health/ready) goes 503
+# during an RDS failover, and replacing the only writer then would not help. It reaches the
+# gatherers' gRPC (by their private DNS names) and RDS; Prometheus reaches its metrics. Its role
+# may connect to RDS as its database user (IAM authentication), read RDS events, write its own
+# prefix of the archive bucket and its logs.
 
 data "aws_caller_identity" "current" {}
 
@@ -26,11 +30,25 @@ resource "aws_security_group" "deduplicator" {
     cidr_blocks = [var.vpc_cidr_block]
   }
   egress {
-    description = "AWS APIs (RDS events, S3, SSM) over HTTPS"
+    description = "AWS APIs (RDS events, S3, SSM, CloudWatch Logs) and the release over HTTPS"
     from_port   = 443
     to_port     = 443
     protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
+  }
+  egress {
+    description = "Debian mirrors over HTTP (apt)"
+    from_port   = 80
+    to_port     = 80
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+  egress {
+    description = "DNS (the gatherers' private names) through the VPC resolver"
+    from_port   = 53
+    to_port     = 53
+    protocol    = "udp"
+    cidr_blocks = [var.vpc_cidr_block]
   }
 
   lifecycle {
@@ -38,12 +56,13 @@ resource "aws_security_group" "deduplicator" {
   }
 }
 
-resource "aws_vpc_security_group_ingress_rule" "metrics_from_prometheus" {
+resource "aws_vpc_security_group_ingress_rule" "scrapes_from_prometheus" {
+  for_each                     = { metrics = 9464, health = 8080, node_exporter = 9100 }
   security_group_id            = aws_security_group.deduplicator.id
-  description                  = "Prometheus scrapes /metrics"
+  description                  = "Prometheus scrapes ${each.key}"
   ip_protocol                  = "tcp"
-  from_port                    = 9464
-  to_port                      = 9464
+  from_port                    = each.value
+  to_port                      = each.value
   referenced_security_group_id = var.prometheus_security_group_id
 }
 
@@ -85,14 +104,32 @@ resource "aws_lb_target_group" "health" {
   protocol    = "HTTP"
   vpc_id      = var.vpc_id
   health_check {
-    path                = "/health"
+    path                = "/health/live"
     port                = "8080"
     matcher             = "200"
     interval            = 30
+    timeout             = 10
     healthy_threshold   = 2
-    unhealthy_threshold = 10
+    unhealthy_threshold = 4
   }
   tags = var.tags
+}
+
+# A target group is only checked while a listener uses it.
+resource "aws_lb_listener" "health" {
+  load_balancer_arn = aws_lb.health.arn
+  port              = 8080
+  protocol          = "HTTP"
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.health.arn
+  }
+}
+
+resource "aws_cloudwatch_log_group" "deduplicator" {
+  name              = "/kalshi-data/${var.name}/deduplicator"
+  retention_in_days = var.log_retention_days
+  tags              = var.tags
 }
 
 data "aws_iam_policy_document" "assume_ec2" {
@@ -112,10 +149,18 @@ resource "aws_iam_role" "deduplicator" {
 }
 
 data "aws_iam_policy_document" "deduplicator" {
+  # Any instance of the account, as this one user: a point-in-time restore makes a new instance
+  # (a new resource id) that must accept the deduplicator without an IAM change
+  # (runbooks/rds-failover.md). The user, not the instance, is what is narrow here.
   statement {
     sid       = "ConnectAsItsDatabaseUser"
     actions   = ["rds-db:connect"]
-    resources = ["arn:aws:rds-db:${var.region}:${data.aws_caller_identity.current.account_id}:dbuser:${var.rds_resource_id}/${var.db_user}"]
+    resources = ["arn:aws:rds-db:${var.region}:${data.aws_caller_identity.current.account_id}:dbuser:*/${var.db_user}"]
+  }
+  statement {
+    sid       = "WriteItsLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.deduplicator.arn}:*"]
   }
   statement {
     sid       = "ReadRdsEvents"
@@ -166,8 +211,14 @@ resource "aws_launch_template" "deduplicator" {
     http_tokens = "required"
   }
   user_data = base64encode(templatefile("${path.module}/user-data.sh.tftpl", {
-    release_url = var.release_url
-    config      = var.deduplicator_toml
+    version         = var.release_version
+    release_url     = var.release_url
+    release_sha256  = var.release_sha256
+    rds_endpoint    = var.rds_endpoint
+    rds_instance_id = var.rds_identifier
+    region          = var.region
+    zone            = var.dns_zone_name
+    log_group       = aws_cloudwatch_log_group.deduplicator.name
   }))
   tag_specifications {
     resource_type = "instance"
@@ -187,7 +238,7 @@ resource "aws_autoscaling_group" "deduplicator" {
   target_group_arns         = [aws_lb_target_group.health.arn]
   launch_template {
     id      = aws_launch_template.deduplicator.id
-    version = "$Latest"
+    version = aws_launch_template.deduplicator.latest_version
   }
   tag {
     key                 = "Role"

@@ -4,6 +4,6 @@ output "security_group_id" {
 }
 
 output "health_target_group_arn" {
-  description = "The target group whose /health check keeps the instance alive."
+  description = "The target group whose /health/live check replaces a dead instance."
   value       = aws_lb_target_group.health.arn
 }

@@ -35,18 +35,43 @@ variable "instance_type" {
 }
 
 variable "release_url" {
-  description = "HTTPS base URL serving the deduplicator binary and kalshi-deduplicator.service."
+  description = "HTTPS base URL serving the release tarballs (deploy/release/build.sh)."
   type        = string
 }
 
-variable "deduplicator_toml" {
-  description = "The deduplicator.toml content (see deploy/deduplicator.production.toml); no secrets with IAM auth."
+variable "release_version" {
+  description = "The release's version (kalshi-deduplicator-<version>-linux-x86_64.tar.gz)."
   type        = string
 }
 
-variable "rds_resource_id" {
-  description = "The RDS instance's resource id (db-XXXX), for rds-db:connect."
+variable "release_sha256" {
+  description = "SHA-256 of the deduplicator tarball, from the release's SHA256SUMS; user-data refuses any other file."
   type        = string
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.release_sha256))
+    error_message = "A SHA-256 in lowercase hex."
+  }
+}
+
+variable "rds_endpoint" {
+  description = "Production's host:port (the rds module's endpoint output)."
+  type        = string
+}
+
+variable "rds_identifier" {
+  description = "Production's instance identifier, for RDS events during write outages."
+  type        = string
+}
+
+variable "dns_zone_name" {
+  description = "The private zone where the gatherers' names are (<slot>.gatherers.<zone>)."
+  type        = string
+}
+
+variable "log_retention_days" {
+  description = "How long CloudWatch Logs keeps the deduplicator's logs."
+  type        = number
+  default     = 30
 }
 
 variable "db_user" {
@@ -67,7 +92,7 @@ variable "archive_prefix" {
 }
 
 variable "prometheus_security_group_id" {
-  description = "The only source allowed to scrape metrics (9464)."
+  description = "The only source allowed to scrape metrics (9464), node_exporter (9100) and health (8080)."
   type        = string
 }
 

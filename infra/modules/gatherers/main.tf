@@ -1,7 +1,23 @@
-# The gatherers: an auto-scaling group of 3 (max 4, so a replacement can start before the old
-# one is gone) spread over three AZs, each instance with a local PostgreSQL + TimescaleDB and the
-# gatherer under systemd (deploy/systemd/kalshi-gatherer.service). gRPC (50051) is reachable
-# only from the deduplicator, metrics (9464) only from Prometheus, health (8080) from both.
+# The gatherers: one auto-scaling group of exactly one instance per slot (g1, g2, g3), each
+# pinned to its own private subnet and availability zone. The slot is the gatherer's identity:
+# it comes from the group, never from the AZ's letter, so a replacement takes over its slot's
+# id, and AZ rebalancing cannot move or duplicate one. Each instance has a local PostgreSQL on
+# its own EBS volume and the gatherer under systemd, installed by the release's bootstrap
+# (deploy/bootstrap/gatherer.sh) after user-data checked the release's SHA-256. At boot it
+# points its slot's private DNS name (g2.gatherers.<zone>) at itself; the deduplicator connects
+# by name. An internal load balancer health-checks /health/live, and the groups replace an
+# instance that fails it (a gatherer whose database never came up is not "healthy").
+# gRPC (50051) is reachable only from the deduplicator, metrics (9464) and node_exporter (9100)
+# only from Prometheus, health (8080) from the load balancer and Prometheus.
+
+locals {
+  slots = {
+    for i, slot in var.slots : slot => {
+      subnet_id = var.private_subnet_ids[i % length(var.private_subnet_ids)]
+      dns_name  = "${slot}.gatherers.${var.dns_zone_name}"
+    }
+  }
+}
 
 resource "aws_security_group" "gatherer" {
   name_prefix = "${var.name}-gatherer-"
@@ -10,9 +26,16 @@ resource "aws_security_group" "gatherer" {
   tags        = merge(var.tags, { Name = "${var.name}-gatherer" })
 
   egress {
-    description = "Kalshi API over HTTPS/WSS (through NAT), package mirrors"
+    description = "Kalshi API over HTTPS/WSS (through NAT), AWS APIs, package mirrors"
     from_port   = 443
     to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+  egress {
+    description = "Debian mirrors over HTTP (apt)"
+    from_port   = 80
+    to_port     = 80
     protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
   }
@@ -31,22 +54,78 @@ resource "aws_vpc_security_group_ingress_rule" "grpc_from_deduplicator" {
   referenced_security_group_id = var.deduplicator_security_group_id
 }
 
-resource "aws_vpc_security_group_ingress_rule" "metrics_from_prometheus" {
+resource "aws_vpc_security_group_ingress_rule" "scrapes_from_prometheus" {
+  for_each                     = { metrics = 9464, health = 8080, node_exporter = 9100 }
   security_group_id            = aws_security_group.gatherer.id
-  description                  = "Prometheus scrapes /metrics"
+  description                  = "Prometheus scrapes ${each.key}"
   ip_protocol                  = "tcp"
-  from_port                    = 9464
-  to_port                      = 9464
+  from_port                    = each.value
+  to_port                      = each.value
   referenced_security_group_id = var.prometheus_security_group_id
 }
 
-resource "aws_vpc_security_group_ingress_rule" "health_from_prometheus" {
+resource "aws_vpc_security_group_ingress_rule" "health_from_lb" {
   security_group_id            = aws_security_group.gatherer.id
-  description                  = "/health for probes"
+  description                  = "/health/live from the health-check load balancer"
   ip_protocol                  = "tcp"
   from_port                    = 8080
   to_port                      = 8080
-  referenced_security_group_id = var.prometheus_security_group_id
+  referenced_security_group_id = aws_security_group.lb.id
+}
+
+# The health-check load balancer: it serves nothing; its target group's checks of
+# /health/live (the process and all its tasks alive) are what the groups act on. Readiness
+# (/health, /health/ready) is for Prometheus and people: a Kalshi or database outage makes a
+# gatherer unready, and replacing it would not help.
+resource "aws_security_group" "lb" {
+  name_prefix = "${var.name}-gatherer-lb-"
+  description = "health-check load balancer of the gatherers"
+  vpc_id      = var.vpc_id
+  egress {
+    description = "health checks"
+    from_port   = 8080
+    to_port     = 8080
+    protocol    = "tcp"
+    cidr_blocks = [var.vpc_cidr_block]
+  }
+  tags = var.tags
+}
+
+resource "aws_lb" "health" {
+  name_prefix        = "kgh-"
+  internal           = true
+  load_balancer_type = "application"
+  security_groups    = [aws_security_group.lb.id]
+  subnets            = var.private_subnet_ids
+  tags               = var.tags
+}
+
+resource "aws_lb_target_group" "live" {
+  name_prefix = "kgl-"
+  port        = 8080
+  protocol    = "HTTP"
+  vpc_id      = var.vpc_id
+  health_check {
+    path                = "/health/live"
+    port                = "8080"
+    matcher             = "200"
+    interval            = 30
+    timeout             = 10
+    healthy_threshold   = 2
+    unhealthy_threshold = 4
+  }
+  tags = var.tags
+}
+
+# A target group is only checked while a listener uses it.
+resource "aws_lb_listener" "health" {
+  load_balancer_arn = aws_lb.health.arn
+  port              = 8080
+  protocol          = "HTTP"
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.live.arn
+  }
 }
 
 data "aws_iam_policy_document" "assume_ec2" {
@@ -59,42 +138,81 @@ data "aws_iam_policy_document" "assume_ec2" {
   }
 }
 
-# Least privilege: read its own Kalshi key from Secrets Manager, and SSM for operators.
+# Each slot's Kalshi key: its own secret (JSON {"key_id", "private_key_pem"}), which only its
+# own role may read. Terraform creates the secret, never its value: put it with
+# `aws secretsmanager put-secret-value` (runbooks/key-rotation.md).
+resource "aws_secretsmanager_secret" "kalshi_key" {
+  for_each                = local.slots
+  name                    = "kalshi-data/${var.name}/${each.key}"
+  description             = "Kalshi API key of gatherer ${each.key}: {\"key_id\": ..., \"private_key_pem\": ...}"
+  recovery_window_in_days = 7
+  tags                    = var.tags
+}
+
+resource "aws_cloudwatch_log_group" "gatherers" {
+  name              = "/kalshi-data/${var.name}/gatherers"
+  retention_in_days = var.log_retention_days
+  tags              = var.tags
+}
+
+# Least privilege, per slot: read its own key, point its own DNS name, write its logs; SSM for
+# operators.
 resource "aws_iam_role" "gatherer" {
-  name_prefix        = "${var.name}-gatherer-"
+  for_each           = local.slots
+  name_prefix        = "${var.name}-${each.key}-"
   assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
   tags               = var.tags
 }
 
 data "aws_iam_policy_document" "gatherer" {
+  for_each = local.slots
   statement {
-    sid       = "ReadKalshiKey"
+    sid       = "ReadItsKalshiKey"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.kalshi_key_secret_arn]
+    resources = [aws_secretsmanager_secret.kalshi_key[each.key].arn]
+  }
+  statement {
+    sid       = "PointItsName"
+    actions   = ["route53:ChangeResourceRecordSets"]
+    resources = ["arn:aws:route53:::hostedzone/${var.dns_zone_id}"]
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "route53:ChangeResourceRecordSetsNormalizedRecordNames"
+      values   = [each.value.dns_name]
+    }
+  }
+  statement {
+    sid       = "WriteItsLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.gatherers.arn}:*"]
   }
 }
 
 resource "aws_iam_role_policy" "gatherer" {
-  role   = aws_iam_role.gatherer.id
-  policy = data.aws_iam_policy_document.gatherer.json
+  for_each = local.slots
+  role     = aws_iam_role.gatherer[each.key].id
+  policy   = data.aws_iam_policy_document.gatherer[each.key].json
 }
 
 resource "aws_iam_role_policy_attachment" "ssm" {
-  role       = aws_iam_role.gatherer.name
+  for_each   = local.slots
+  role       = aws_iam_role.gatherer[each.key].name
   policy_arn = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 }
 
 resource "aws_iam_instance_profile" "gatherer" {
-  name_prefix = "${var.name}-gatherer-"
-  role        = aws_iam_role.gatherer.name
+  for_each    = local.slots
+  name_prefix = "${var.name}-${each.key}-"
+  role        = aws_iam_role.gatherer[each.key].name
 }
 
 resource "aws_launch_template" "gatherer" {
-  name_prefix   = "${var.name}-gatherer-"
+  for_each      = local.slots
+  name_prefix   = "${var.name}-${each.key}-"
   image_id      = var.ami_id
   instance_type = var.instance_type
   iam_instance_profile {
-    arn = aws_iam_instance_profile.gatherer.arn
+    arn = aws_iam_instance_profile.gatherer[each.key].arn
   }
   vpc_security_group_ids = [aws_security_group.gatherer.id]
   metadata_options {
@@ -103,43 +221,69 @@ resource "aws_launch_template" "gatherer" {
   block_device_mappings {
     device_name = "/dev/xvda"
     ebs {
-      volume_size           = var.volume_size_gb
+      volume_size           = var.root_volume_size_gb
+      volume_type           = "gp3"
+      encrypted             = true
+      delete_on_termination = true
+    }
+  }
+  # The local database's own volume (mounted at /var/lib/postgresql by the bootstrap), so a
+  # filling database never fills the root volume, and the node alerts tell them apart.
+  block_device_mappings {
+    device_name = "/dev/sdf"
+    ebs {
+      volume_size           = var.data_volume_size_gb
       volume_type           = "gp3"
       encrypted             = true
       delete_on_termination = true
     }
   }
   user_data = base64encode(templatefile("${path.module}/user-data.sh.tftpl", {
-    release_url           = var.release_url
-    kalshi_key_id         = var.kalshi_key_id
-    kalshi_key_secret_arn = var.kalshi_key_secret_arn
-    region                = var.region
+    slot              = each.key
+    version           = var.release_version
+    release_url       = var.release_url
+    release_sha256    = var.release_sha256
+    region            = var.region
+    kalshi_secret_arn = aws_secretsmanager_secret.kalshi_key[each.key].arn
+    dns_zone_id       = var.dns_zone_id
+    dns_name          = each.value.dns_name
+    log_group         = aws_cloudwatch_log_group.gatherers.name
   }))
   tag_specifications {
     resource_type = "instance"
-    tags          = merge(var.tags, { Role = "kalshi-gatherer" })
+    tags          = merge(var.tags, { Role = "kalshi-gatherer", Name = each.key, Slot = each.key })
+  }
+  tag_specifications {
+    resource_type = "volume"
+    tags          = merge(var.tags, { Role = "kalshi-gatherer", Slot = each.key })
   }
   tags = var.tags
 }
 
 resource "aws_autoscaling_group" "gatherer" {
-  name_prefix         = "${var.name}-gatherer-"
-  min_size            = 3
-  max_size            = 4
-  desired_capacity    = 3
-  vpc_zone_identifier = var.private_subnet_ids
-  health_check_type   = "EC2"
-  # The gatherer needs a few minutes to install, sync the registry and subscribe.
-  health_check_grace_period = 600
-  capacity_rebalance        = false
+  for_each            = local.slots
+  name_prefix         = "${var.name}-${each.key}-"
+  min_size            = 1
+  max_size            = 1
+  desired_capacity    = 1
+  vpc_zone_identifier = [each.value.subnet_id]
+  target_group_arns   = [aws_lb_target_group.live.arn]
+  health_check_type   = "ELB"
+  # Installing packages and the release, creating the cluster and the first registry sync.
+  health_check_grace_period = 900
   launch_template {
-    id      = aws_launch_template.gatherer.id
-    version = "$Latest"
+    id      = aws_launch_template.gatherer[each.key].id
+    version = aws_launch_template.gatherer[each.key].latest_version
   }
   enabled_metrics = ["GroupInServiceInstances", "GroupDesiredCapacity"]
   tag {
     key                 = "Role"
     value               = "kalshi-gatherer"
+    propagate_at_launch = true
+  }
+  tag {
+    key                 = "Slot"
+    value               = each.key
     propagate_at_launch = true
   }
   dynamic "tag" {

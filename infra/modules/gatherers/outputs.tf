@@ -1,9 +1,19 @@
-output "autoscaling_group_name" {
-  description = "The gatherers' auto-scaling group (alarms watch its in-service count)."
-  value       = aws_autoscaling_group.gatherer.name
+output "autoscaling_group_names" {
+  description = "Each slot's auto-scaling group, by slot (alarms watch their in-service counts)."
+  value       = { for slot, g in aws_autoscaling_group.gatherer : slot => g.name }
 }
 
 output "security_group_id" {
   description = "The gatherers' security group."
   value       = aws_security_group.gatherer.id
+}
+
+output "kalshi_key_secret_arns" {
+  description = "Each slot's Kalshi key secret, by slot: put the key there before the first apply's instances boot (runbooks/key-rotation.md)."
+  value       = { for slot, s in aws_secretsmanager_secret.kalshi_key : slot => s.arn }
+}
+
+output "dns_names" {
+  description = "Each slot's private DNS name, by slot (deploy/deduplicator.production.toml names them)."
+  value       = { for slot, s in local.slots : slot => s.dns_name }
 }

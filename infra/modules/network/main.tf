@@ -82,3 +82,15 @@ resource "aws_route_table_association" "private" {
   subnet_id      = aws_subnet.private[count.index].id
   route_table_id = aws_route_table.private[count.index].id
 }
+
+# Service discovery: a private zone of this VPC only. Each gatherer slot's instance points
+# <slot>.gatherers.<zone> at itself at boot (deploy/bootstrap/gatherer.sh); the deduplicator
+# connects by those names, so a replaced gatherer needs no configuration change anywhere.
+resource "aws_route53_zone" "private" {
+  name    = var.dns_zone_name
+  comment = "kalshi-data service discovery (${var.name})"
+  vpc {
+    vpc_id = aws_vpc.this.id
+  }
+  tags = var.tags
+}

@@ -12,3 +12,13 @@ output "vpc_cidr_block" {
   description = "The VPC's address range."
   value       = aws_vpc.this.cidr_block
 }
+
+output "dns_zone_id" {
+  description = "The private Route 53 zone's id."
+  value       = aws_route53_zone.private.zone_id
+}
+
+output "dns_zone_name" {
+  description = "The private Route 53 zone's name."
+  value       = aws_route53_zone.private.name
+}

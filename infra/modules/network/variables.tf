@@ -14,3 +14,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "dns_zone_name" {
+  description = "The private DNS zone for service discovery (gatherers are <slot>.gatherers.<zone>)."
+  type        = string
+  default     = "kalshi.internal"
+}

@@ -25,7 +25,7 @@ resource "aws_vpc_security_group_ingress_rule" "from_deduplicator" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "from_operators" {
-  count                        = var.operator_security_group_id == "" ? 0 : 1
+  count                        = var.operator_access ? 1 : 0
   security_group_id            = aws_security_group.rds.id
   description                  = "operators and readers"
   ip_protocol                  = "tcp"
@@ -54,7 +54,9 @@ resource "aws_db_parameter_group" "this" {
 }
 
 resource "aws_db_instance" "this" {
-  identifier_prefix                   = "${var.name}-"
+  # A fixed identifier (the environment's name, e.g. kalshi-prod), not a prefix: runbooks,
+  # alarms and the deduplicator's RDS event checks name it.
+  identifier                          = var.name
   engine                              = "postgres"
   engine_version                      = "15"
   instance_class                      = var.instance_class

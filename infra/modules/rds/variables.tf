@@ -18,8 +18,14 @@ variable "deduplicator_security_group_id" {
   type        = string
 }
 
+variable "operator_access" {
+  description = "Whether operator_security_group_id may connect (a bool, so the plan knows the count before the group exists)."
+  type        = bool
+  default     = false
+}
+
 variable "operator_security_group_id" {
-  description = "Optional security group of operators/readers allowed to connect (empty: none)."
+  description = "Security group of operators/readers allowed to connect when operator_access is true."
   type        = string
   default     = ""
 }
