@@ -2,6 +2,7 @@
 //! Every key can be overridden from the environment as `DEDUPLICATOR__SECTION__KEY`. The
 //! production database URL (its password) never appears in logs or `Debug` output.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use kalshi_shared::config::Secret;
@@ -9,6 +10,7 @@ pub use kalshi_shared::config::deduplicator::*;
 use kalshi_shared::config::{ConfigError, in_range, positive};
 pub use kalshi_shared::config::{HttpSection, LogSection};
 use kalshi_shared::retry::BackoffConfig;
+use kalshi_shared::tls::{ClientTls, TlsFiles};
 
 /// The documented reference configuration: every key with its default (checked by a test).
 pub const REFERENCE: &str = include_str!("../../deploy/deduplicator.reference.toml");
@@ -22,6 +24,8 @@ pub struct Config {
     pub rds: RdsSection,
     pub sink: SinkSection,
     pub sources: SourcesSection,
+    /// mTLS to the gatherers (None: plaintext, `sources.insecure`).
+    pub sources_tls: Option<Arc<ClientTls>>,
     pub source_backoff: BackoffConfig,
     pub http: HttpSection,
     pub log: LogSection,
@@ -52,8 +56,10 @@ impl Validate for FileConfig {
                 "at least one gatherer is required",
             ));
         }
+        let sources_tls = sources_tls(&sources)?;
+        let mut gatherers = gatherers;
         let mut ids = std::collections::HashSet::new();
-        for (i, g) in gatherers.iter().enumerate() {
+        for (i, g) in gatherers.iter_mut().enumerate() {
             if g.id.is_empty()
                 || g.id.len() > 64
                 || !g
@@ -80,6 +86,35 @@ impl Validate for FileConfig {
                     format!("{:?} is not an http:// or https:// address", g.endpoint),
                 ));
             }
+            // The scheme says what the link is, so a config never looks encrypted when it is not.
+            match (&sources_tls, g.endpoint.starts_with("https://")) {
+                (Some(_), false) => {
+                    return Err(ConfigError::key(
+                        &format!("gatherers[{i}].endpoint"),
+                        "with [sources.tls] (mTLS) endpoints are https://",
+                    ));
+                }
+                (None, true) => {
+                    return Err(ConfigError::key(
+                        &format!("gatherers[{i}].endpoint"),
+                        "with sources.insecure (plaintext) endpoints are http://",
+                    ));
+                }
+                _ => {}
+            }
+            let host = g
+                .endpoint
+                .parse::<tonic::transport::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_owned()));
+            let name = g.server_name.clone().or(host).unwrap_or_default();
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                return Err(ConfigError::key(
+                    &format!("gatherers[{i}].server_name"),
+                    format!("{name:?} is not a DNS name or IP address"),
+                ));
+            }
+            g.server_name = Some(name);
         }
         let url = production.database_url.expose();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -140,11 +175,35 @@ impl Validate for FileConfig {
             rds,
             sink,
             sources,
+            sources_tls,
             source_backoff,
             http,
             log,
             testing,
         })
+    }
+}
+
+/// mTLS to the gatherers, loaded (files that do not load are a configuration error), or None
+/// for plaintext, which must be asked for.
+fn sources_tls(sources: &SourcesSection) -> Result<Option<Arc<ClientTls>>, ConfigError> {
+    match (sources.insecure, &sources.tls) {
+        (true, Some(_)) => Err(ConfigError::key(
+            "sources.insecure",
+            "sources.insecure = true and [sources.tls] are both set: choose one",
+        )),
+        (false, None) => Err(ConfigError::key(
+            "sources.tls",
+            "reading the gatherers needs [sources.tls] (mTLS), or sources.insecure = true for plaintext",
+        )),
+        (true, None) => Ok(None),
+        (false, Some(t)) => ClientTls::load(TlsFiles {
+            ca_file: t.ca_file.clone(),
+            cert_file: t.cert_file.clone(),
+            key_file: t.key_file.clone(),
+        })
+        .map(|c| Some(Arc::new(c)))
+        .map_err(|e| ConfigError::key("sources.tls", e)),
     }
 }
 
@@ -162,7 +221,51 @@ mod tests {
     fn the_reference_file_is_exactly_the_defaults() {
         let parsed: FileConfig = toml::from_str(REFERENCE).expect("reference parses");
         assert_eq!(parsed, FileConfig::default());
-        FileConfig::default().validate().unwrap();
+        let e = FileConfig::default().validate().unwrap_err();
+        assert!(
+            e.0.starts_with("sources.tls: "),
+            "mTLS unless asked otherwise: {e}"
+        );
+        insecure().validate().unwrap();
+    }
+
+    /// Defaults with plaintext gRPC asked for (and an http:// endpoint).
+    fn insecure() -> FileConfig {
+        let mut c = FileConfig::default();
+        c.sources.insecure = true;
+        c.gatherers[0].endpoint = "http://127.0.0.1:50051".into();
+        c
+    }
+
+    #[test]
+    fn tls_settings_are_checked_naming_the_key() {
+        let tls = SourcesTlsSection {
+            ca_file: "/nonexistent/ca.crt".into(),
+            cert_file: "/nonexistent/d.crt".into(),
+            key_file: "/nonexistent/d.key".into(),
+        };
+        let check = |mutate: &dyn Fn(&mut FileConfig), want: &str| {
+            let mut c = insecure();
+            mutate(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.0.starts_with(want), "{want}: {e}");
+        };
+        check(&|c| c.sources.tls = Some(tls.clone()), "sources.insecure: ");
+        check(
+            &|c| c.gatherers[0].endpoint = "https://127.0.0.1:50051".into(),
+            "gatherers[0].endpoint: with sources.insecure",
+        );
+        check(
+            &|c| c.gatherers[0].server_name = Some("not a name".into()),
+            "gatherers[0].server_name: ",
+        );
+        check(
+            &|c| {
+                c.sources.insecure = false;
+                c.sources.tls = Some(tls.clone());
+            },
+            "sources.tls: cannot read /nonexistent/ca.crt",
+        );
     }
 
     #[test]
@@ -191,12 +294,12 @@ mod tests {
             ),
         ];
         for (mutate, key) in cases {
-            let mut c = FileConfig::default();
+            let mut c = insecure();
             mutate(&mut c);
             let e = c.validate().unwrap_err();
             assert!(e.0.starts_with(&format!("{key}:")), "{key}: {e}");
         }
-        let mut c = FileConfig::default();
+        let mut c = insecure();
         c.production.database_url = Secret("postgres://u:hunter2@h/db".into());
         assert!(!format!("{:?}", c.validate().unwrap()).contains("hunter2"));
     }
@@ -206,25 +309,44 @@ mod tests {
 mod example_tests {
     use super::*;
 
-    fn load_example(name: &str) -> Config {
+    fn load_example(name: &str, tweak: impl FnOnce(&mut FileConfig)) -> Config {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../deploy")
             .join(name);
-        let file: FileConfig = kalshi_shared::config::load(
+        let mut file: FileConfig = kalshi_shared::config::load(
             Some(&path),
             "DEDUPLICATOR",
             Vec::<(String, String)>::new(),
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
+        tweak(&mut file);
         file.validate().unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
     #[test]
     fn the_example_configs_are_valid() {
-        let sim = load_example("deduplicator.sim.toml");
+        let sim = load_example("deduplicator.sim.toml", |_| {});
         assert_eq!(sim.gatherers.len(), 3);
-        let prod = load_example("deduplicator.production.toml");
+        assert!(sim.sources_tls.is_none());
+        // The production TLS files live on the host: a throwaway set stands in for them.
+        let dir = std::env::temp_dir().join(format!("dedup-example-tls-{}", std::process::id()));
+        let ids: Vec<String> = vec!["g1".into()];
+        let (_ca, files) = kalshi_testkit::certs::write_mtls_set(&dir, &ids).unwrap();
+        let prod = load_example("deduplicator.production.toml", |f| {
+            let tls = f.sources.tls.as_mut().expect("production runs mTLS");
+            assert!(tls.ca_file.starts_with("/etc/kalshi-data/tls"));
+            tls.ca_file = files.ca.clone();
+            tls.cert_file = files.deduplicator.0.clone();
+            tls.key_file = files.deduplicator.1.clone();
+        });
         assert!(prod.rds.iam_auth);
         assert_eq!(prod.gatherers.len(), 3);
+        assert!(prod.sources_tls.is_some());
+        assert_eq!(
+            prod.gatherers[1].server_name.as_deref(),
+            Some("g2.gatherers.kalshi.internal"),
+            "the certificate name is the endpoint's host"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

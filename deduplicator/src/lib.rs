@@ -321,8 +321,8 @@ async fn start_streams(
         tracing::info!(gatherer = %g.id, endpoint = %g.endpoint, cursors = ?start, "starting source");
         let src = source::Source::new(
             i,
-            g.id.clone(),
-            &g.endpoint,
+            g,
+            cfg.sources_tls.clone(),
             source_cfg.clone(),
             board.clone(),
             senders.clone(),

@@ -28,6 +28,7 @@ pub const UNCOVERED_WINDOWS: &str = "dedup_uncovered_gap_windows";
 
 pub const SOURCE_ERROR_KINDS: &[&str] = &[
     "connect",
+    "tls",
     "status",
     "identity",
     "tail",
@@ -40,6 +41,14 @@ pub const SOURCE_ERROR_KINDS: &[&str] = &[
 pub fn describe(gatherers: &[String]) {
     kalshi_shared::pg::op::describe();
     kalshi_shared::build::record_build_info("deduplicator");
+    for r in ["ok", "error"] {
+        metrics::counter!(kalshi_shared::tls::RELOADS, "side" => "client", "result" => r)
+            .increment(0);
+    }
+    metrics::describe_counter!(
+        kalshi_shared::tls::RELOADS,
+        "TLS certificate files re-read after they changed, by side and result (error: the new files did not load; the running certificates stay)"
+    );
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         SYNC_LAG,

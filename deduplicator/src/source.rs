@@ -81,26 +81,40 @@ pub struct BadEndpoint {
 
 impl Source {
     /// `stored`: production's cursors for this gatherer, `(instance, [cursor per stream])`.
+    /// `tls`: mTLS to this gatherer (its `server_name` is the name its certificate must carry).
     pub fn new(
         idx: usize,
-        id: String,
-        endpoint: &str,
+        gatherer: &crate::config::GathererEndpoint,
+        tls: Option<Arc<kalshi_shared::tls::ClientTls>>,
         cfg: SourceConfig,
         board: Arc<Board>,
         sinks: Vec<mpsc::Sender<Page>>,
         stored: Option<(String, [i64; 9])>,
     ) -> Result<Arc<Source>, BadEndpoint> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| BadEndpoint {
-                id: id.clone(),
-                endpoint: endpoint.to_owned(),
-                reason: e.to_string(),
-            })?
+        let (id, endpoint) = (gatherer.id.clone(), gatherer.endpoint.as_str());
+        let bad = |reason: String| BadEndpoint {
+            id: id.clone(),
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let ep = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| bad(e.to_string()))?
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(cfg.silence_timeout)
-            .connect_lazy();
+            .keep_alive_timeout(cfg.silence_timeout);
+        // With mTLS every (re)connection handshakes with the certificate files as they are
+        // then, so rotated certificates take effect at the next connection.
+        let channel = match tls {
+            Some(tls) => ep.connect_with_connector_lazy(
+                kalshi_shared::tls::Connector::new(
+                    tls,
+                    gatherer.server_name.as_deref().unwrap_or_default(),
+                )
+                .map_err(|e| bad(e.to_string()))?,
+            ),
+            None => ep.connect_lazy(),
+        };
         let (instance, after) = match stored {
             Some((i, a)) => (Some(Arc::from(i.as_str())), a),
             None => (None, [0; 9]),
@@ -199,8 +213,13 @@ impl Source {
         {
             Ok(Ok(s)) => s.into_inner(),
             Ok(Err(e)) => {
-                self.error("status");
-                tracing::debug!(gatherer = %self.id, stream = stream.table(), error = %e.message(), "gatherer status failed");
+                if let Some(tls) = tls_failure(&e) {
+                    self.error("tls");
+                    tracing::warn!(gatherer = %self.id, endpoint = %board.endpoint, error = %tls, "TLS with the gatherer failed (its certificate, our CA or its name): retrying");
+                } else {
+                    self.error("status");
+                    tracing::debug!(gatherer = %self.id, stream = stream.table(), error = %e.message(), "gatherer status failed");
+                }
                 return Err(IdentityError::Status(e.code()));
             }
             Err(_) => {
@@ -499,4 +518,22 @@ impl Source {
         self.advance(stream, instance, oldest - 1);
         TailEnd::Retry
     }
+}
+
+/// The TLS error behind a failed call, if that is what failed: a handshake the gatherer or
+/// this side refused (unknown CA, expired certificate, wrong name, no client certificate).
+fn tls_failure(status: &tonic::Status) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(t.to_string());
+        }
+        cur = e.source();
+    }
+    None
 }

@@ -25,15 +25,20 @@
 #   --no-systemd              do not reload, enable or start units
 #   --rds-ca-bundle FILE      use this CA bundle instead of downloading Amazon's
 #   --log-group NAME          ship the deduplicator's journal to this CloudWatch Logs group
+#   --tls-secret-arn ARN      its mTLS identity {"ca", "cert", "key"} (infra/modules/pki),
+#                             refreshed daily by kalshi-tls-refresh.timer
+#   --tls-dir DIR             or take it from DIR (ca.crt, deduplicator.crt, deduplicator.key)
 set -euo pipefail
 
 log_group=""
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 rds_endpoint="" rds_instance_id="" region="" zone="kalshi.internal" db_user="deduplicator"
-root="/" apt=1 systemd=1 ca_bundle=""
+root="/" apt=1 systemd=1 ca_bundle="" tls_secret_arn="" tls_dir=""
 ca_url="https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
+# shellcheck source=/dev/null
+. "$(dirname "${BASH_SOURCE[0]}")/lib/tls-refresh.sh"
 die() { say "error: $*"; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -48,7 +53,9 @@ while [ $# -gt 0 ]; do
         --no-apt) apt=0; shift ;;
         --no-systemd) systemd=0; shift ;;
         --rds-ca-bundle) ca_bundle="$2"; shift 2 ;;
-        -h | --help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --tls-secret-arn) tls_secret_arn="$2"; shift 2 ;;
+        --tls-dir) tls_dir="$2"; shift 2 ;;
+        -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -57,6 +64,9 @@ done
 [[ "$region" =~ ^[a-z]{2}(-[a-z]+)+-[0-9]$ ]] || die "--region must be an AWS region (got '$region')"
 [[ "$zone" =~ ^[a-z0-9.-]+$ ]] || die "--zone must be a DNS name"
 [[ "$db_user" =~ ^[a-z_][a-z0-9_]*$ ]] || die "--db-user must be a plain identifier"
+if [ -z "$tls_secret_arn" ] && [ -z "$tls_dir" ]; then
+    die "the gRPC link's mTLS identity: --tls-secret-arn or --tls-dir"
+fi
 root="${root%/}"
 etc="$root/etc/kalshi-data"
 
@@ -101,6 +111,17 @@ DEDUPLICATOR__RDS__REGION="$region"
 ENV
 umask 022
 
+# The mTLS identity, refreshed daily (re-read without a restart when it changes).
+tls_source=(--from-dir "$tls_dir")
+if [ -n "$tls_secret_arn" ]; then
+    tls_source=(--secret-arn "$tls_secret_arn" --region "$region")
+fi
+"$here/lib/fetch-tls.sh" --service deduplicator --identity deduplicator "${tls_source[@]}" \
+    --root "${root:-/}" --owner kalshi
+if [ -n "$tls_secret_arn" ]; then
+    install_tls_refresh "$root" "$here/lib/fetch-tls.sh --service deduplicator --identity deduplicator --secret-arn $tls_secret_arn --region $region"
+fi
+
 # 3. Check and start (under --root, against the copies there).
 check_cfg="$etc/deduplicator.toml"
 if [ -n "$root" ]; then
@@ -126,6 +147,9 @@ fi
 if [ "$systemd" = 1 ]; then
     systemctl daemon-reload
     systemctl enable --now prometheus-node-exporter
+    if [ -n "$tls_secret_arn" ]; then
+        systemctl enable --now kalshi-tls-refresh.timer
+    fi
     systemctl enable kalshi-deduplicator
     systemctl restart kalshi-deduplicator
     say "deduplicator installed and started"

@@ -39,6 +39,9 @@
 #   --region R              AWS region (for --secret-arn and --dns-zone-id)
 #   --key-id-file F, --key-file F
 #                           take the Kalshi key from files instead (no AWS)
+#   --tls-secret-arn ARN    this slot's mTLS identity {"ca", "cert", "key"} (infra/modules/pki);
+#                           refreshed daily by kalshi-tls-refresh.timer
+#   --tls-dir DIR           or take it from DIR (ca.crt, <slot>.crt, <slot>.key)
 #   --dns-zone-id Z --dns-name NAME
 #                           UPSERT NAME (A, TTL 30) to this instance's private address
 #   --log-group NAME        ship the gatherer's journal to this CloudWatch Logs group
@@ -52,8 +55,11 @@ psql_cmd="runuser -u postgres -- psql"
 pg_conf_dir="/etc/postgresql/15/main" pg_libdir="" pg_restart="systemctl restart postgresql"
 pg_socket_dir="/var/run/postgresql" pg_port=5432 db_user="kalshi"
 secret_arn="" region="" key_id_file="" key_file="" dns_zone_id="" dns_name=""
+tls_secret_arn="" tls_dir=""
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
+# shellcheck source=/dev/null
+. "$(dirname "${BASH_SOURCE[0]}")/lib/tls-refresh.sh"
 die() { say "error: $*"; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -75,9 +81,11 @@ while [ $# -gt 0 ]; do
         --region) region="$2"; shift 2 ;;
         --key-id-file) key_id_file="$2"; shift 2 ;;
         --key-file) key_file="$2"; shift 2 ;;
+        --tls-secret-arn) tls_secret_arn="$2"; shift 2 ;;
+        --tls-dir) tls_dir="$2"; shift 2 ;;
         --dns-zone-id) dns_zone_id="$2"; shift 2 ;;
         --dns-name) dns_name="$2"; shift 2 ;;
-        -h | --help) sed -n '2,48p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,51p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -85,6 +93,9 @@ done
 [[ "$db_user" =~ ^[a-z_][a-z0-9_]*$ ]] || die "--db-user must be a plain identifier"
 if [ -z "$secret_arn" ] && { [ -z "$key_id_file" ] || [ -z "$key_file" ]; }; then
     die "the Kalshi key: --secret-arn, or both --key-id-file and --key-file"
+fi
+if [ -z "$tls_secret_arn" ] && [ -z "$tls_dir" ]; then
+    die "the gRPC API's mTLS identity: --tls-secret-arn or --tls-dir"
 fi
 root="${root%/}"
 etc="$root/etc/kalshi-data"
@@ -205,6 +216,18 @@ for f in kalshi-key-id kalshi-key.pem; do
 done
 umask 022
 
+# The mTLS identity, and its daily refresh (a renewed certificate reaches the gatherer
+# without a restart: it re-reads changed files at the next handshake).
+tls_source=(--from-dir "$tls_dir")
+if [ -n "$tls_secret_arn" ]; then
+    tls_source=(--secret-arn "$tls_secret_arn" --region "$region")
+fi
+"$here/lib/fetch-tls.sh" --service gatherer --identity "$slot" "${tls_source[@]}" \
+    --root "${root:-/}" --owner "$owner"
+if [ -n "$tls_secret_arn" ]; then
+    install_tls_refresh "$root" "$here/lib/fetch-tls.sh --service gatherer --identity $slot --secret-arn $tls_secret_arn --region $region"
+fi
+
 # 4. DNS.
 if [ -n "$dns_zone_id" ]; then
     token="$(curl -fsS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60')"
@@ -231,6 +254,9 @@ fi
 if [ "$systemd" = 1 ]; then
     systemctl daemon-reload
     systemctl enable --now prometheus-node-exporter
+    if [ -n "$tls_secret_arn" ]; then
+        systemctl enable --now kalshi-tls-refresh.timer
+    fi
     systemctl enable kalshi-gatherer
     systemctl restart kalshi-gatherer
 fi

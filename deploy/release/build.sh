@@ -13,7 +13,9 @@
 #   etc/<service>.production.toml     the configuration the bootstrap installs
 #   etc/<service>.reference.toml      every key with its default
 #   bootstrap.sh                      sets up the host (deploy/bootstrap/<service>.sh)
-#   lib/cloudwatch-logs.sh            ships its journal to CloudWatch Logs
+#   lib/                              the bootstrap's helpers: cloudwatch-logs.sh (its journal to
+#                                     CloudWatch Logs), fetch-tls.sh (its mTLS identity),
+#                                     tls-refresh.sh (the daily refresh timer)
 #   BUILD                             version, git commit, target
 #
 # The tarballs are reproducible from the same binaries (sorted names, fixed times and owners,
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --out) out="$2"; shift 2 ;;
         --bin-dir) bin_dir="$2"; shift 2 ;;
-        -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -60,7 +62,7 @@ for svc in gatherer deduplicator; do
     install -m 0644 "$repo/deploy/$svc.production.toml" "$repo/deploy/$svc.reference.toml" "$d/etc/"
     install -m 0755 "$repo/deploy/bootstrap/$svc.sh" "$d/bootstrap.sh"
     install -d "$d/lib"
-    install -m 0755 "$repo/deploy/bootstrap/cloudwatch-logs.sh" "$d/lib/"
+    install -m 0755 "$repo/deploy/bootstrap/lib/"*.sh "$d/lib/"
     printf 'version=%s\ngit_sha=%s\ntarget=linux-%s\n' "$version" "$sha" "$arch" >"$d/BUILD"
     tarball="$name-linux-$arch.tar.gz"
     tar -C "$stage" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - "$name" |

@@ -5,10 +5,12 @@
 //! never appear in logs or `Debug` output.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kalshi_shared::config::{ConfigError, in_range, positive};
 use kalshi_shared::retry::BackoffConfig;
+use kalshi_shared::tls::{ServerTls, TlsFiles};
 
 use crate::store::writer::WriterConfig;
 use crate::store::{StoreConfig, Stream};
@@ -44,6 +46,8 @@ pub struct Config {
     pub backfill: BackfillSection,
     pub store: StoreConfig,
     pub api: ApiSection,
+    /// The gRPC API's mTLS (None: plaintext, `api.insecure`).
+    pub api_tls: Option<Arc<ServerTls>>,
     pub http: HttpSection,
     pub log: LogSection,
 }
@@ -317,6 +321,7 @@ impl Validate for FileConfig {
         )?;
         positive("api.tail_heartbeat", api.tail_heartbeat)?;
         in_range("api.max_tail_streams", api.max_tail_streams, 1, 10_000)?;
+        let api_tls = api_tls(&api)?;
         if tracing_subscriber_filter_invalid(&log.level) {
             return Err(ConfigError::key(
                 "log.level",
@@ -355,9 +360,51 @@ impl Validate for FileConfig {
             backfill,
             store: store_cfg,
             api,
+            api_tls,
             http,
             log,
         })
+    }
+}
+
+/// The gRPC API's mTLS, loaded (files that do not load are a configuration error), or None
+/// for plaintext, which must be asked for.
+fn api_tls(api: &ApiSection) -> Result<Option<Arc<ServerTls>>, ConfigError> {
+    match (api.insecure, &api.tls) {
+        (true, Some(_)) => Err(ConfigError::key(
+            "api.insecure",
+            "api.insecure = true and [api.tls] are both set: choose one",
+        )),
+        (false, None) => Err(ConfigError::key(
+            "api.tls",
+            "the gRPC API needs [api.tls] (mTLS with the deduplicator), or api.insecure = true for plaintext",
+        )),
+        (true, None) => Ok(None),
+        (false, Some(t)) => {
+            if t.allowed_clients.is_empty() {
+                return Err(ConfigError::key(
+                    "api.tls.allowed_clients",
+                    "name at least one client (the deduplicator's certificate name)",
+                ));
+            }
+            if !(Duration::from_millis(100)..=Duration::from_secs(300))
+                .contains(&t.handshake_timeout)
+            {
+                return Err(ConfigError::key(
+                    "api.tls.handshake_timeout",
+                    "must be between 100ms and 5m",
+                ));
+            }
+            in_range("api.tls.max_handshakes", t.max_handshakes, 1, 10_000)?;
+            let files = TlsFiles {
+                ca_file: t.client_ca_file.clone(),
+                cert_file: t.cert_file.clone(),
+                key_file: t.key_file.clone(),
+            };
+            ServerTls::load(files, t.allowed_clients.clone())
+                .map(|t| Some(Arc::new(t)))
+                .map_err(|e| ConfigError::key("api.tls", e))
+        }
     }
 }
 
@@ -383,9 +430,54 @@ mod tests {
         assert_eq!(parsed, FileConfig::default());
     }
 
+    /// Defaults with plaintext gRPC asked for: what most tests here start from.
+    fn insecure() -> FileConfig {
+        let mut c = FileConfig::default();
+        c.api.insecure = true;
+        c
+    }
+
     #[test]
-    fn defaults_validate() {
-        FileConfig::default().validate().unwrap();
+    fn defaults_require_mtls_unless_plaintext_is_asked_for() {
+        let e = FileConfig::default().validate().unwrap_err();
+        assert!(
+            e.0.starts_with("api.tls: the gRPC API needs [api.tls]"),
+            "{e}"
+        );
+        insecure().validate().unwrap();
+    }
+
+    #[test]
+    fn tls_settings_are_checked_naming_the_key_and_file() {
+        let tls = ApiTlsSection {
+            cert_file: "/nonexistent/g1.crt".into(),
+            key_file: "/nonexistent/g1.key".into(),
+            client_ca_file: "/nonexistent/ca.crt".into(),
+            allowed_clients: vec!["deduplicator".into()],
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 64,
+        };
+        let check = |mutate: &dyn Fn(&mut FileConfig), want: &str| {
+            let mut c = FileConfig::default();
+            c.api.tls = Some(tls.clone());
+            mutate(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.0.starts_with(want), "{want}: {e}");
+        };
+        check(&|c| c.api.insecure = true, "api.insecure: ");
+        check(
+            &|c| c.api.tls.as_mut().unwrap().allowed_clients.clear(),
+            "api.tls.allowed_clients: ",
+        );
+        check(
+            &|c| c.api.tls.as_mut().unwrap().handshake_timeout = Duration::from_secs(3600),
+            "api.tls.handshake_timeout: ",
+        );
+        check(
+            &|c| c.api.tls.as_mut().unwrap().max_handshakes = 0,
+            "api.tls.max_handshakes: ",
+        );
+        check(&|_| {}, "api.tls: cannot read /nonexistent/ca.crt");
     }
 
     #[test]
@@ -434,7 +526,7 @@ mod tests {
             ),
         ];
         for (mutate, key) in cases {
-            let mut c = FileConfig::default();
+            let mut c = insecure();
             mutate(&mut c);
             let e = c.validate().unwrap_err();
             assert!(e.0.starts_with(&format!("{key}:")), "{key}: {e}");
@@ -451,7 +543,7 @@ mod tests {
         assert!(!dbg.contains("hunter2") && !dbg.contains("BEGIN"), "{dbg}");
         let runtime = format!("{:?}", c.validate().unwrap_err());
         assert!(!runtime.contains("hunter2"));
-        let mut c = FileConfig::default();
+        let mut c = insecure();
         c.store.database_url = Secret("postgres://u:hunter2@h/db".into());
         let dbg = format!("{:?}", c.validate().unwrap());
         assert!(!dbg.contains("hunter2"), "{dbg}");
@@ -482,6 +574,14 @@ mod example_tests {
                 .ws_url
                 .starts_with("wss://external-api-ws.kalshi.com")
         );
+        // The TLS files live on the host (tests/tests/deploy.rs validates the installed config
+        // with real ones); here the rest is validated.
+        assert!(
+            prod.api.tls.is_some() && !prod.api.insecure,
+            "production runs mTLS"
+        );
+        prod.api.tls = None;
+        prod.api.insecure = true;
         // The key file lives on the production host; use the test key to validate the rest.
         prod.kalshi.key_id_file = None;
         prod.kalshi.key_id = Some("k".into());

@@ -233,18 +233,57 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(cfg.api.max_message_bytes);
     let token = servers.token();
-    servers.spawn("grpc", async move {
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(20)))
-            .add_service(grpc)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                token.cancelled_owned(),
-            )
-            .await
-            .context("gRPC server")
-    });
+    let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .add_service(grpc);
+    match (cfg.api_tls.clone(), cfg.api.tls.as_ref()) {
+        (Some(tls), Some(section)) => {
+            // mTLS: handshakes (bounded in number and time) and the client allow-list in the
+            // accept loop; only authenticated, allowed connections reach the server.
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let limits = kalshi_shared::tls::AcceptLimits {
+                handshake_timeout: section.handshake_timeout,
+                max_handshakes: section.max_handshakes,
+            };
+            let accept_token = servers.token();
+            servers.spawn("grpc_tls_accept", async move {
+                let handshakes = tokio_util::task::TaskTracker::new();
+                kalshi_shared::tls::accept_loop(
+                    grpc_listener,
+                    tls,
+                    limits,
+                    tx,
+                    handshakes.clone(),
+                    accept_token,
+                )
+                .await;
+                handshakes.close();
+                handshakes.wait().await;
+                Ok(())
+            });
+            servers.spawn("grpc", async move {
+                grpc_server
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::ReceiverStream::new(rx),
+                        token.cancelled_owned(),
+                    )
+                    .await
+                    .context("gRPC server")
+            });
+        }
+        _ => {
+            servers.spawn("grpc", async move {
+                grpc_server
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                        token.cancelled_owned(),
+                    )
+                    .await
+                    .context("gRPC server")
+            });
+        }
+    }
     let token = servers.token();
     let http_app = http::router(health.clone(), sup.liveness());
     servers.spawn("http", async move {

@@ -95,6 +95,13 @@ pub const BAD_FRAME_TYPES: &[&str] = &[
 pub fn describe() {
     kalshi_shared::pg::op::describe();
     kalshi_shared::build::record_build_info("gatherer");
+    for r in kalshi_shared::tls::REJECTION_REASONS {
+        metrics::counter!(kalshi_shared::tls::REJECTIONS, "reason" => *r).increment(0);
+    }
+    for r in ["ok", "error"] {
+        metrics::counter!(kalshi_shared::tls::RELOADS, "side" => "server", "result" => r)
+            .increment(0);
+    }
     for t in BAD_FRAME_TYPES {
         metrics::counter!(WS_BAD_FRAMES, "type" => *t).increment(0);
     }
@@ -148,6 +155,14 @@ pub fn describe() {
     );
     describe_counter!(WS_MESSAGES, "Frames received, by channel");
     describe_counter!(WS_RECONNECTS, "WebSocket reconnections");
+    describe_counter!(
+        kalshi_shared::tls::REJECTIONS,
+        "gRPC TLS handshakes refused, by reason (unknown_ca, expired, no_client_certificate, name_not_allowed, handshake_timeout, ...)"
+    );
+    describe_counter!(
+        kalshi_shared::tls::RELOADS,
+        "TLS certificate files re-read after they changed, by side and result (error: the new files did not load; the running certificates stay)"
+    );
     describe_counter!(
         CREDENTIAL_RELOADS,
         "Kalshi key reloads at SIGHUP, by result (error: the new key did not load; the old one stays)"

@@ -15,6 +15,7 @@ pub mod retry;
 pub mod service;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod wire;
 
 pub use fixed::{FixedError, Price, Quantity};

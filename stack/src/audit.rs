@@ -70,7 +70,7 @@ async fn cut(
     let mut want = Vec::new();
     let mut reachable = Vec::new();
     for g in gatherers {
-        match crate::gatherer_heads(&g.grpc).await {
+        match crate::gatherer_heads(&g.grpc, g.tls.as_ref()).await {
             Ok(heads) => {
                 reachable.push(g.clone());
                 for (stream, head) in heads {
@@ -159,10 +159,9 @@ pub async fn run(
     // Records excused by declared gaps: make sure no gatherer holds them.
     let mut holdings = Vec::new();
     for g in &reachable {
-        let mut c = kalshi_proto::GathererClient::connect(g.grpc.clone())
+        let mut c = crate::gatherer_client(&g.grpc, g.tls.as_ref())
             .await
-            .with_context(|| format!("connect to gatherer {}", g.id))?
-            .max_decoding_message_size(64 << 20);
+            .with_context(|| format!("connect to gatherer {}", g.id))?;
         holdings.push(Held::from_gatherer(&mut c, &g.id).await?);
     }
     Ok(oracle::judge(&truth, &held, &holdings, &rules))

@@ -5,15 +5,38 @@
 
 use super::*;
 
+/// A gRPC client of a gatherer: over mTLS with `tls`, plaintext without.
+pub async fn gatherer_client(
+    endpoint: &str,
+    tls: Option<&GrpcClientTls>,
+) -> anyhow::Result<kalshi_proto::GathererClient<tonic::transport::Channel>> {
+    let ep = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+        .connect_timeout(Duration::from_secs(3));
+    let channel = match tls {
+        Some(t) => {
+            let client = kalshi_shared::tls::ClientTls::load(kalshi_shared::tls::TlsFiles {
+                ca_file: t.ca_file.clone(),
+                cert_file: t.cert_file.clone(),
+                key_file: t.key_file.clone(),
+            })?;
+            let connector =
+                kalshi_shared::tls::Connector::new(std::sync::Arc::new(client), &t.server_name)?;
+            ep.connect_with_connector(connector).await?
+        }
+        None => ep.connect().await?,
+    };
+    Ok(kalshi_proto::GathererClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
 /// `(stream table, head)` of a gatherer.
-pub async fn gatherer_heads(endpoint: &str) -> anyhow::Result<Vec<(String, i64)>> {
+pub async fn gatherer_heads(
+    endpoint: &str,
+    tls: Option<&GrpcClientTls>,
+) -> anyhow::Result<Vec<(String, i64)>> {
     use kalshi_proto::gatherer::v1 as pb;
-    let mut c = tokio::time::timeout(
-        Duration::from_secs(3),
-        kalshi_proto::GathererClient::connect(endpoint.to_owned()),
-    )
-    .await
-    .context("connect timed out")??;
+    let mut c = tokio::time::timeout(Duration::from_secs(3), gatherer_client(endpoint, tls))
+        .await
+        .context("connect timed out")??;
     let st = tokio::time::timeout(Duration::from_secs(3), c.status(pb::StatusRequest {}))
         .await
         .context("status timed out")??

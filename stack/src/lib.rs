@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use kalshi_shared::config::Secret;
-use kalshi_shared::config::deduplicator::{FileConfig as DeduplicatorFile, GathererEndpoint};
-use kalshi_shared::config::gatherer::FileConfig as GathererFile;
+use kalshi_shared::config::deduplicator::{
+    FileConfig as DeduplicatorFile, GathererEndpoint, SourcesTlsSection,
+};
+use kalshi_shared::config::gatherer::{ApiTlsSection, FileConfig as GathererFile};
 use kalshi_testkit::pg::{ClusterOptions, PgCluster};
 use kalshi_testkit::proxy::{Mode, TcpProxy};
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,8 @@ pub struct Options {
     pub bin_dir: PathBuf,
     /// Log level of the services.
     pub log_level: String,
+    /// mTLS between the deduplicator and the gatherers, with a throwaway CA (the default).
+    pub mtls: bool,
 }
 
 impl Options {
@@ -68,6 +72,7 @@ impl Options {
             keep: false,
             bin_dir,
             log_level: "info".into(),
+            mtls: true,
         }
     }
 }
@@ -108,10 +113,23 @@ pub struct Endpoints {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GathererEndpoints {
     pub id: String,
+    /// `https://` with mTLS (then `tls` says how to authenticate), `http://` without.
     pub grpc: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GrpcClientTls>,
     pub health: String,
     pub metrics: String,
     pub database_url: String,
+}
+
+/// How a client of a gatherer's gRPC authenticates (the deduplicator's certificate).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrpcClientTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The name the gatherer's certificate carries.
+    pub server_name: String,
 }
 
 /// Fields drop in declaration order: the service stops before its database.

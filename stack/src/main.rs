@@ -56,6 +56,10 @@ struct UpArgs {
     /// Service log level.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Plaintext gRPC between the deduplicator and the gatherers. Without it the stack makes a
+    /// throwaway CA and certificates (under the data directory's tls/) and runs with mTLS.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Subcommand)]
@@ -136,6 +140,7 @@ fn options(data_dir: PathBuf, a: &UpArgs) -> Options {
     o.ha = a.ha;
     o.keep = a.keep;
     o.log_level = a.log_level.clone();
+    o.mtls = !a.insecure;
     o
 }
 

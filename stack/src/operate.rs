@@ -227,7 +227,8 @@ impl Stack {
             }
             for i in live {
                 let g = &self.gatherers[i];
-                let status = gatherer_heads(&format!("http://127.0.0.1:{}", g.grpc_port)).await;
+                let e = &self.endpoints.gatherers[i];
+                let status = gatherer_heads(&e.grpc, e.tls.as_ref()).await;
                 match status {
                     Ok(h) => {
                         for (stream, head) in h {

@@ -19,6 +19,8 @@ struct Setup<'a> {
     opts: &'a Options,
     dir: PathBuf,
     key_dir: PathBuf,
+    /// The throwaway CA's certificates, when the stack runs with mTLS.
+    mtls: Option<kalshi_testkit::certs::MtlsFiles>,
 }
 
 impl Setup<'_> {
@@ -95,6 +97,21 @@ impl Setup<'_> {
         Ok((sim, addrs))
     }
 
+    /// `https` with mTLS, `http` without.
+    fn scheme(&self) -> &'static str {
+        if self.mtls.is_some() { "https" } else { "http" }
+    }
+
+    /// How a client of gatherer `id` authenticates (the deduplicator's certificate).
+    fn client_tls(&self, id: &str) -> Option<GrpcClientTls> {
+        self.mtls.as_ref().map(|m| GrpcClientTls {
+            ca_file: m.ca.clone(),
+            cert_file: m.deduplicator.0.clone(),
+            key_file: m.deduplicator.1.clone(),
+            server_name: id.to_owned(),
+        })
+    }
+
     /// A gatherer's configuration, from the gatherer's own file format.
     fn gatherer_file(
         &self,
@@ -121,6 +138,23 @@ impl Setup<'_> {
         f.store.database_url = Secret(pg.url());
         f.store.spill_dir = self.dir.join("spill");
         f.api.listen = loopback(grpc);
+        match self
+            .mtls
+            .as_ref()
+            .and_then(|m| m.gatherer(id).map(|g| (m, g)))
+        {
+            Some((m, (cert, key))) => {
+                f.api.tls = Some(ApiTlsSection {
+                    cert_file: cert.to_path_buf(),
+                    key_file: key.to_path_buf(),
+                    client_ca_file: m.ca.clone(),
+                    allowed_clients: vec![kalshi_testkit::certs::DEDUPLICATOR_NAME.into()],
+                    handshake_timeout: Duration::from_secs(10),
+                    max_handshakes: 64,
+                });
+            }
+            None => f.api.insecure = true,
+        }
         f.http.listen = loopback(http);
         f.http.metrics_listen = loopback(metrics);
         f.log.level = self.opts.log_level.clone();
@@ -174,11 +208,22 @@ impl Setup<'_> {
                 .iter()
                 .map(|g| GathererEndpoint {
                     id: g.id.clone(),
-                    endpoint: format!("http://{}", g.proxy.addr()),
+                    endpoint: format!("{}://{}", self.scheme(), g.proxy.addr()),
+                    server_name: self.mtls.is_some().then(|| g.id.clone()),
                 })
                 .collect(),
             ..DeduplicatorFile::default()
         };
+        match &self.mtls {
+            Some(m) => {
+                f.sources.tls = Some(SourcesTlsSection {
+                    ca_file: m.ca.clone(),
+                    cert_file: m.deduplicator.0.clone(),
+                    key_file: m.deduplicator.1.clone(),
+                });
+            }
+            None => f.sources.insecure = true,
+        }
         f.production.database_url = Secret(production_url.to_owned());
         f.production.op_timeout = Duration::from_secs(10);
         f.production.retry_max = Duration::from_secs(5);
@@ -251,10 +296,21 @@ impl Stack {
         let dir = opts.data_dir.clone();
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("create {}", dir.display()))?;
+        // mTLS between the deduplicator and the gatherers (the default): a throwaway CA and a
+        // certificate per gatherer and for the deduplicator, made fresh at every start.
+        let mtls = if opts.mtls {
+            let ids: Vec<String> = (1..=opts.gatherers).map(|i| format!("g{i}")).collect();
+            let (_ca, files) = kalshi_testkit::certs::write_mtls_set(&dir.join("tls"), &ids)
+                .context("make the throwaway CA and certificates")?;
+            Some(files)
+        } else {
+            None
+        };
         let setup = Setup {
             opts: &opts,
             key_dir: dir.join("keys"),
             dir: dir.clone(),
+            mtls,
         };
 
         let (sim, sim_addrs) = setup.start_sim().await?;
@@ -311,7 +367,8 @@ impl Stack {
                 .iter()
                 .map(|g| GathererEndpoints {
                     id: g.id.clone(),
-                    grpc: format!("http://127.0.0.1:{}", g.grpc_port),
+                    grpc: format!("{}://127.0.0.1:{}", setup.scheme(), g.grpc_port),
+                    tls: setup.client_tls(&g.id),
                     health: format!("http://127.0.0.1:{}/health", g.http_port),
                     metrics: format!("http://127.0.0.1:{}/metrics", g.metrics_port),
                     database_url: g.pg.url(),

@@ -12,6 +12,7 @@
 //! It must never take an expected value from the system under test: expected values come from
 //! the simulator's truth only. The services never depend on this crate.
 
+pub mod certs;
 pub mod held;
 pub mod keys;
 pub mod oracle;

@@ -38,6 +38,8 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 async fn copy_baseline(url: &str, records: &[pb::Record]) -> f64 {
     let file = {
         let mut f = deduplicator::config::FileConfig::default();
+        f.sources.insecure = true;
+        f.gatherers[0].endpoint = "http://127.0.0.1:50051".into();
         f.production.database_url = deduplicator::config::Secret(url.into());
         f.validate().unwrap()
     };

@@ -17,6 +17,7 @@ pub fn mentioned(text: &str) -> BTreeSet<String> {
         "retention_",
         "export_",
         "spill_",
+        "tls_reloads",
         "gatherer_build_info",
         "gatherer_credential_reloads",
         "deduplicator_build_info",

@@ -9,12 +9,15 @@
 use deduplicator::config::Validate as _;
 use gatherer::config::Validate as _;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deduplicator::config::{FileConfig, GathererEndpoint, Secret};
 use kalshi_proto::GathererClient;
 use kalshi_proto::gatherer::v1 as pb;
+use kalshi_shared::tls::{ClientTls, Connector, TlsFiles};
 use kalshi_sim::{SimConfig, SimHandle};
+use kalshi_testkit::certs::{DEDUPLICATOR_NAME, MtlsFiles};
 use kalshi_testkit::held::{Held, read_all};
 use kalshi_testkit::oracle::{Rules, Verdict, judge};
 use kalshi_testkit::pg::PgCluster;
@@ -61,6 +64,8 @@ pub struct GProc {
     pub g: Option<gatherer::Gatherer>,
     pub file: gatherer::config::FileConfig,
     pub instance_id: String,
+    /// With mTLS: the client certificate the test's own reads present (the deduplicator's).
+    pub client_tls: Option<Arc<ClientTls>>,
 }
 
 impl GProc {
@@ -78,18 +83,36 @@ impl GProc {
             g: Some(g),
             file,
             instance_id,
+            client_tls: None,
         }
     }
 
+    /// Its gRPC address: `https://` when it serves mTLS.
     pub fn grpc(&self) -> String {
-        format!("http://{}", self.file.api.listen)
+        let scheme = if self.file.api.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.file.api.listen)
     }
 
     pub async fn client(&self) -> GathererClient<tonic::transport::Channel> {
-        GathererClient::connect(self.grpc())
-            .await
-            .unwrap()
-            .max_decoding_message_size(64 << 20)
+        let channel = match &self.client_tls {
+            Some(tls) => tonic::transport::Endpoint::from_shared(self.grpc())
+                .unwrap()
+                .connect_with_connector(
+                    Connector::new(tls.clone(), &self.file.gatherer_id).unwrap(),
+                )
+                .await
+                .unwrap(),
+            None => tonic::transport::Endpoint::from_shared(self.grpc())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        };
+        GathererClient::new(channel).max_decoding_message_size(64 << 20)
     }
 
     /// Gone at once, like SIGKILL.
@@ -144,6 +167,8 @@ impl Drop for GProc {
 }
 
 pub struct World {
+    /// The certificates, when the gatherers serve mTLS.
+    pub mtls: Option<MtlsFiles>,
     pub sim: SimHandle,
     pub gpg: PgCluster,
     pub gatherers: Vec<GProc>,
@@ -176,6 +201,12 @@ pub fn gatherer_file(
 impl World {
     /// The simulator (idle), `n` gatherers subscribed to every market, production empty.
     pub async fn start(seed: u64, markets: usize, n: usize) -> World {
+        Self::start_with(seed, markets, n, None).await
+    }
+
+    /// As `start`, with mTLS between the gatherers and their clients when `mtls` is given:
+    /// each gatherer serves its own certificate and accepts only the deduplicator's name.
+    pub async fn start_with(seed: u64, markets: usize, n: usize, mtls: Option<MtlsFiles>) -> World {
         init();
         let mut simc = sim_config(seed, markets);
         simc.lifecycle_every = 2000;
@@ -186,12 +217,30 @@ impl World {
         for i in 1..=n {
             let id = format!("g{i}");
             let url = gpg.create_database(&id).unwrap();
-            gatherers.push(GProc::start(gatherer_file(&id, &sim, &url, free_port())).await);
+            let mut file = gatherer_file(&id, &sim, &url, free_port());
+            let mut client_tls = None;
+            if let Some(m) = &mtls {
+                let (cert, key) = m.gatherer(&id).unwrap();
+                file.api.insecure = false;
+                file.api.tls = Some(gatherer::config::ApiTlsSection {
+                    cert_file: cert.to_path_buf(),
+                    key_file: key.to_path_buf(),
+                    client_ca_file: m.ca.clone(),
+                    allowed_clients: vec![DEDUPLICATOR_NAME.into()],
+                    handshake_timeout: Duration::from_secs(5),
+                    max_handshakes: 64,
+                });
+                client_tls = Some(Arc::new(ClientTls::load(dedup_tls_files(m)).unwrap()));
+            }
+            let mut g = GProc::start(file).await;
+            g.client_tls = client_tls;
+            gatherers.push(g);
         }
         for g in &gatherers {
             g.wait_healthy(Duration::from_secs(60)).await;
         }
         let mut w = World {
+            mtls,
             sim,
             gpg,
             gatherers,
@@ -233,10 +282,24 @@ impl World {
                 .map(|g| GathererEndpoint {
                     id: g.file.gatherer_id.clone(),
                     endpoint: g.grpc(),
+                    server_name: None,
                 })
                 .collect(),
             ..Default::default()
         };
+        match &self.mtls {
+            Some(m) => {
+                c.sources.tls = Some(deduplicator::config::SourcesTlsSection {
+                    ca_file: m.ca.clone(),
+                    cert_file: m.deduplicator.0.clone(),
+                    key_file: m.deduplicator.1.clone(),
+                });
+                for g in &mut c.gatherers {
+                    g.server_name = Some(g.id.clone());
+                }
+            }
+            None => c.sources.insecure = true,
+        }
         c.production.database_url = Secret(prod_url.into());
         c.production.connect_timeout = Duration::from_secs(2);
         c.production.op_timeout = Duration::from_secs(4);
@@ -261,6 +324,14 @@ impl World {
 
     pub async fn rate(&self, rate: u64) {
         self.control().rate(rate).await.unwrap();
+    }
+
+    /// One Status call to each running gatherer, each on a new connection (with mTLS, a new
+    /// handshake with the certificate files as they are now).
+    pub async fn ping_all(&self) {
+        for g in self.gatherers.iter().filter(|g| g.g.is_some()) {
+            g.status().await;
+        }
     }
 
     /// Waits until every running gatherer's heads stop moving for `quiet`.
@@ -346,6 +417,15 @@ pub async fn pool(url: &str) -> PgPool {
         .connect(url)
         .await
         .unwrap()
+}
+
+/// The deduplicator's side of an mTLS set.
+pub fn dedup_tls_files(m: &MtlsFiles) -> TlsFiles {
+    TlsFiles {
+        ca_file: m.ca.clone(),
+        cert_file: m.deduplicator.0.clone(),
+        key_file: m.deduplicator.1.clone(),
+    }
 }
 
 /// Starts the deduplicator in-process.

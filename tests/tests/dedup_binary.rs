@@ -28,6 +28,7 @@ async fn migrate_status_and_gaps() {
     file.gatherers.push(deduplicator::config::GathererEndpoint {
         id: "g2".into(),
         endpoint: format!("http://127.0.0.1:{}", free_port()),
+        server_name: None,
     });
     let cfg = write("dedup.toml", &toml::to_string(&file).unwrap());
 

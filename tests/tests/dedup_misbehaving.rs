@@ -208,10 +208,12 @@ async fn a_misbehaving_gatherer_cannot_stall_crash_or_corrupt_production() {
     file.gatherers.push(GathererEndpoint {
         id: "gbad".into(),
         endpoint: bad,
+        server_name: None,
     });
     file.gatherers.push(GathererEndpoint {
         id: "g9".into(),
         endpoint: impostor,
+        server_name: None,
     });
     // 4 tickers of ~100 kB do not fit in one message; one does.
     file.sources.max_message_bytes = 256 * 1024;
@@ -378,6 +380,7 @@ async fn a_valid_twin_of_a_quarantined_record_is_committed() {
         file.gatherers.push(GathererEndpoint {
             id: id.into(),
             endpoint,
+            server_name: None,
         });
     }
     let d = start_dedup(file).await;
@@ -444,6 +447,7 @@ async fn an_unclassified_error_on_one_row_is_quarantined_not_retried_forever() {
     file.gatherers.push(GathererEndpoint {
         id: "gx".into(),
         endpoint: fake,
+        server_name: None,
     });
     // Production exists (migrated) before the fault is armed: start, wait for the schema.
     let d = start_dedup(file.clone()).await;
@@ -568,6 +572,7 @@ async fn a_trade_in_seconds_and_in_milliseconds_is_one_production_row() {
         file.gatherers.push(GathererEndpoint {
             id: id.into(),
             endpoint,
+            server_name: None,
         });
     }
     let d = start_dedup(file).await;
@@ -580,6 +585,7 @@ async fn a_trade_in_seconds_and_in_milliseconds_is_one_production_row() {
         file.gatherers.push(GathererEndpoint {
             id: id.into(),
             endpoint,
+            server_name: None,
         });
     }
     let d = start_dedup(file).await;

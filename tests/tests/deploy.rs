@@ -85,6 +85,9 @@ fn the_release_is_reproducible_and_carries_what_the_bootstrap_needs() {
     for f in [
         "bin/gatherer",
         "bootstrap.sh",
+        "lib/fetch-tls.sh",
+        "lib/tls-refresh.sh",
+        "lib/cloudwatch-logs.sh",
         "systemd/kalshi-gatherer.service",
         "etc/gatherer.production.toml",
         "etc/gatherer.reference.toml",
@@ -154,6 +157,8 @@ fn bootstrap(
         .arg("--key-file")
         .arg(kalshi_testkit::keys::key_file())
         .args(["--log-group", "kalshi-prod/gatherers"])
+        .arg("--tls-dir")
+        .arg(host.parent().unwrap().join("tls-source"))
         .output()
         .unwrap()
 }
@@ -193,6 +198,9 @@ async fn the_gatherer_bootstrap_sets_up_postgres_and_the_gatherer_starts_from_wh
         format!("{}\n", kalshi_testkit::keys::KEY_ID),
     )
     .unwrap();
+    // The slot's mTLS identity, as infra/modules/pki's secret would hand it over.
+    let (_ca, tls) =
+        kalshi_testkit::certs::write_mtls_set(&dir.join("tls-source"), &["g2".to_owned()]).unwrap();
     let mut pg = kalshi_testkit::pg::PgCluster::start_default().unwrap();
     // As on Debian: postgresql.conf includes conf.d, where the bootstrap writes.
     let data = pg.data_dir();
@@ -258,10 +266,20 @@ async fn the_gatherer_bootstrap_sets_up_postgres_and_the_gatherer_starts_from_wh
         std::fs::read_to_string(etc.join("gatherer.env")).unwrap(),
         "GATHERER__GATHERER_ID=g2\n"
     );
-    for f in ["kalshi-key-id", "kalshi-key.pem"] {
+    for (f, want) in [
+        ("kalshi-key-id", 0o400),
+        ("kalshi-key.pem", 0o400),
+        ("tls/gatherer.key", 0o400),
+        ("tls/gatherer.crt", 0o444),
+        ("tls/ca.crt", 0o444),
+    ] {
         let mode = std::fs::metadata(etc.join(f)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o400, "{f}");
+        assert_eq!(mode, want, "{f}");
     }
+    assert_eq!(
+        std::fs::read(etc.join("tls/gatherer.crt")).unwrap(),
+        std::fs::read(tls.gatherer("g2").unwrap().0).unwrap()
+    );
     assert!(host.join("usr/local/bin/gatherer").is_file());
     assert!(
         host.join("etc/systemd/system/kalshi-gatherer.service")
@@ -315,7 +333,7 @@ async fn the_gatherer_bootstrap_sets_up_postgres_and_the_gatherer_starts_from_wh
         installed.replace("/etc/kalshi-data/", &format!("{}/", etc.display())),
     )
     .unwrap();
-    let (health, metrics) = (free_port(), free_port());
+    let (health, metrics, grpc) = (free_port(), free_port(), free_port());
     let env_line = std::fs::read_to_string(etc.join("gatherer.env")).unwrap();
     let (k, v) = env_line.trim().split_once('=').unwrap();
     let mut child = Command::new(host.join("usr/local/bin/gatherer"))
@@ -329,7 +347,7 @@ async fn the_gatherer_bootstrap_sets_up_postgres_and_the_gatherer_starts_from_wh
             "GATHERER__HTTP__METRICS_LISTEN",
             format!("127.0.0.1:{metrics}"),
         )
-        .env("GATHERER__API__LISTEN", "127.0.0.1:0")
+        .env("GATHERER__API__LISTEN", format!("127.0.0.1:{grpc}"))
         .env("GATHERER__STORE__SPILL_DIR", dir.join("spill"))
         .env("GATHERER__WS__CONNECTIONS", "2")
         .stderr(Stdio::from(
@@ -362,6 +380,20 @@ async fn the_gatherer_bootstrap_sets_up_postgres_and_the_gatherer_starts_from_wh
         .await
         .unwrap();
     assert_eq!(live.status(), 200);
+    // Its gRPC API serves mTLS with the certificate the bootstrap installed: the
+    // deduplicator's certificate gets in.
+    let heads = kalshi_stack::gatherer_heads(
+        &format!("https://127.0.0.1:{grpc}"),
+        Some(&kalshi_stack::GrpcClientTls {
+            ca_file: tls.ca.clone(),
+            cert_file: tls.deduplicator.0.clone(),
+            key_file: tls.deduplicator.1.clone(),
+            server_name: "g2".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(heads.len(), 9, "{heads:?}");
     // It stores into the database the bootstrap made, as the role it made.
     let tables = pg
         .psql(
@@ -423,6 +455,8 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
         "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
+    let (_tls_ca, tls) =
+        kalshi_testkit::certs::write_mtls_set(&dir.join("tls-source"), &[]).unwrap();
     let args = |extra: &[&str]| {
         let mut c = Command::new("bash");
         c.arg(unpacked.join("bootstrap.sh"))
@@ -431,6 +465,8 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
             .arg(&host)
             .arg("--rds-ca-bundle")
             .arg(&ca)
+            .arg("--tls-dir")
+            .arg(&tls.dir)
             .args(extra);
         c.output().unwrap()
     };
@@ -462,7 +498,7 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
     for g in ["g1", "g2", "g3"] {
         assert!(
             cfg.contains(&format!(
-                "endpoint = \"http://{g}.gatherers.prod.internal:50051\""
+                "endpoint = \"https://{g}.gatherers.prod.internal:50051\""
             )),
             "{cfg}"
         );
@@ -486,6 +522,15 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
+    // Its mTLS identity, under the names deduplicator.production.toml gives.
+    assert_eq!(
+        std::fs::read(etc.join("tls/deduplicator.crt")).unwrap(),
+        std::fs::read(&tls.deduplicator.0).unwrap()
+    );
+    assert!(
+        cfg.contains("cert_file = \"/etc/kalshi-data/tls/deduplicator.crt\""),
+        "{cfg}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -501,6 +546,13 @@ fn every_shell_script_passes_bash_n_and_shellcheck() {
         root().join("deploy/bootstrap/gatherer.sh"),
         root().join("deploy/bootstrap/deduplicator.sh"),
     ];
+    for e in std::fs::read_dir(root().join("deploy/bootstrap/lib"))
+        .unwrap()
+        .flatten()
+    {
+        scripts.push(e.path());
+    }
+    assert!(scripts.len() >= 8, "{scripts:?}");
     for module in ["gatherers", "deduplicator"] {
         let tpl = std::fs::read_to_string(
             root().join(format!("infra/modules/{module}/user-data.sh.tftpl")),

@@ -10,6 +10,10 @@ terraform {
       source  = "hashicorp/aws"
       version = "~> 5.60"
     }
+    tls = {
+      source  = "hashicorp/tls"
+      version = "~> 4.0"
+    }
   }
   # State in S3 with S3-native locking (use_lockfile, Terraform >= 1.10): the bucket, key and
   # region come from backend.hcl (copy backend.hcl.example): terraform init -backend-config=backend.hcl
@@ -60,6 +64,13 @@ resource "aws_security_group" "operator" {
   tags = { Name = "${var.name}-operator" }
 }
 
+module "pki" {
+  source        = "../../modules/pki"
+  name          = var.name
+  slots         = ["g1", "g2", "g3"]
+  dns_zone_name = module.network.dns_zone_name
+}
+
 module "archive" {
   source = "../../modules/archive"
   name   = var.name
@@ -89,6 +100,7 @@ module "deduplicator" {
   rds_endpoint                 = module.rds.endpoint
   rds_identifier               = module.rds.identifier
   dns_zone_name                = module.network.dns_zone_name
+  tls_secret_arn               = module.pki.secret_arns["deduplicator"]
   archive_bucket_arn           = module.archive.bucket_arn
   prometheus_security_group_id = module.monitoring.security_group_id
 }
@@ -106,6 +118,7 @@ module "gatherers" {
   release_url                    = var.release_url
   release_version                = var.release_version
   release_sha256                 = var.gatherer_release_sha256
+  tls_secret_arns                = module.pki.secret_arns
   deduplicator_security_group_id = module.deduplicator.security_group_id
   prometheus_security_group_id   = module.monitoring.security_group_id
 }

@@ -158,6 +158,11 @@ data "aws_iam_policy_document" "deduplicator" {
     resources = ["arn:aws:rds-db:${var.region}:${data.aws_caller_identity.current.account_id}:dbuser:*/${var.db_user}"]
   }
   statement {
+    sid       = "ReadItsTlsIdentity"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.tls_secret_arn]
+  }
+  statement {
     sid       = "WriteItsLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
     resources = ["${aws_cloudwatch_log_group.deduplicator.arn}:*"]
@@ -219,6 +224,7 @@ resource "aws_launch_template" "deduplicator" {
     region          = var.region
     zone            = var.dns_zone_name
     log_group       = aws_cloudwatch_log_group.deduplicator.name
+    tls_secret_arn  = var.tls_secret_arn
   }))
   tag_specifications {
     resource_type = "instance"

@@ -68,6 +68,11 @@ variable "dns_zone_name" {
   type        = string
 }
 
+variable "tls_secret_arn" {
+  description = "The deduplicator's mTLS identity secret (the pki module's secret_arns[\"deduplicator\"])."
+  type        = string
+}
+
 variable "log_retention_days" {
   description = "How long CloudWatch Logs keeps the deduplicator's logs."
   type        = number

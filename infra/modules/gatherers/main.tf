@@ -172,6 +172,11 @@ data "aws_iam_policy_document" "gatherer" {
     resources = [aws_secretsmanager_secret.kalshi_key[each.key].arn]
   }
   statement {
+    sid       = "ReadItsTlsIdentity"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.tls_secret_arns[each.key]]
+  }
+  statement {
     sid       = "PointItsName"
     actions   = ["route53:ChangeResourceRecordSets"]
     resources = ["arn:aws:route53:::hostedzone/${var.dns_zone_id}"]
@@ -245,6 +250,7 @@ resource "aws_launch_template" "gatherer" {
     release_sha256    = var.release_sha256
     region            = var.region
     kalshi_secret_arn = aws_secretsmanager_secret.kalshi_key[each.key].arn
+    tls_secret_arn    = var.tls_secret_arns[each.key]
     dns_zone_id       = var.dns_zone_id
     dns_name          = each.value.dns_name
     log_group         = aws_cloudwatch_log_group.gatherers.name

@@ -85,6 +85,11 @@ variable "release_sha256" {
   }
 }
 
+variable "tls_secret_arns" {
+  description = "Each slot's mTLS identity secret, by slot (the pki module's secret_arns)."
+  type        = map(string)
+}
+
 variable "log_retention_days" {
   description = "How long CloudWatch Logs keeps the gatherers' logs."
   type        = number

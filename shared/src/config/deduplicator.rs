@@ -28,7 +28,8 @@ impl Default for FileConfig {
         Self {
             gatherers: vec![GathererEndpoint {
                 id: "g1".into(),
-                endpoint: "http://127.0.0.1:50051".into(),
+                endpoint: "https://127.0.0.1:50051".into(),
+                server_name: None,
             }],
             production: ProductionSection::default(),
             rds: RdsSection::default(),
@@ -46,8 +47,12 @@ impl Default for FileConfig {
 pub struct GathererEndpoint {
     /// The gatherer's `gatherer_id`.
     pub id: String,
-    /// Its gRPC address, `http://host:50051`.
+    /// Its gRPC address: `https://host:50051` (mTLS), or `http://host:50051` with
+    /// `sources.insecure`.
     pub endpoint: String,
+    /// The name its certificate must carry (default: the endpoint's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +163,21 @@ pub struct SourcesSection {
     /// A Tail with no message (not even a heartbeat) for this long is reconnected.
     #[serde(with = "duration")]
     pub silence_timeout: Duration,
+    /// Plaintext gRPC to the gatherers, said explicitly. Without it `[sources.tls]` is
+    /// required.
+    pub insecure: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SourcesTlsSection>,
+}
+
+/// mTLS to the gatherers: this deduplicator's client certificate and the CA the gatherers'
+/// certificates must chain to. Re-read when they change (rotation without a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesTlsSection {
+    pub ca_file: std::path::PathBuf,
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 impl Default for SourcesSection {
@@ -169,6 +189,8 @@ impl Default for SourcesSection {
             reconnect_initial: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(15),
             silence_timeout: Duration::from_secs(30),
+            insecure: false,
+            tls: None,
         }
     }
 }

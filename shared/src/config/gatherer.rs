@@ -319,6 +319,37 @@ pub struct ApiSection {
     pub tail_heartbeat: Duration,
     /// Most concurrent Tail streams.
     pub max_tail_streams: usize,
+    /// Plaintext gRPC, said explicitly (tests, one trusted host). Without it `[api.tls]` is
+    /// required: the deduplicator and the gatherer authenticate each other (mTLS).
+    pub insecure: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ApiTlsSection>,
+}
+
+/// mTLS of the gRPC API: this gatherer's certificate, the CA its clients' certificates must
+/// chain to, and the client names (DNS subject alternative names) it accepts. The files are
+/// re-read when they change (rotation without a restart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTlsSection {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: PathBuf,
+    pub allowed_clients: Vec<String>,
+    /// A client that has not finished its TLS handshake by then is dropped.
+    #[serde(with = "duration", default = "default_handshake_timeout")]
+    pub handshake_timeout: Duration,
+    /// TLS handshakes in progress at once.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_handshakes() -> usize {
+    64
 }
 
 impl Default for ApiSection {
@@ -330,6 +361,8 @@ impl Default for ApiSection {
             max_message_bytes: 16 << 20,
             tail_heartbeat: Duration::from_secs(5),
             max_tail_streams: 64,
+            insecure: false,
+            tls: None,
         }
     }
 }
@@ -369,6 +402,8 @@ impl FileConfig {
         c.kalshi.rest_burst = 1000;
         c.kalshi.rest_retry_initial = Duration::from_millis(50);
         c.kalshi.rest_retry_max = Duration::from_millis(500);
+        // Plaintext gRPC on loopback, said explicitly (the stack sets up mTLS itself).
+        c.api.insecure = true;
         c.ws.connections = 3;
         c.ws.ping_interval = Duration::from_millis(500);
         c.ws.silence_timeout = Duration::from_secs(3);

@@ -244,9 +244,11 @@ mod tests {
             gatherers: vec![deduplicator::GathererEndpoint {
                 id: "g1".into(),
                 endpoint: "http://127.0.0.1:5".into(),
+                server_name: Some("g1".into()),
             }],
             ..Default::default()
         };
+        d.sources.insecure = true;
         d.production.database_url = Secret("postgres://p@h/prod".into());
         d.sources.reconnect_max = Duration::from_secs(5);
         let text = toml::to_string(&d).unwrap_or_else(|e| panic!("{e}"));
