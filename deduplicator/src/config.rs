@@ -130,6 +130,7 @@ impl Validate for FileConfig {
                     format!("not a PostgreSQL URL: {e}"),
                 )
             })?;
+        check_sslmode(url)?;
         in_range("production.pool_max", production.pool_max, 4, 1000)?;
         positive("production.connect_timeout", production.connect_timeout)?;
         positive("production.op_timeout", production.op_timeout)?;
@@ -184,6 +185,33 @@ impl Validate for FileConfig {
     }
 }
 
+/// Production is reached over TLS that checks the server's certificate and name
+/// (`sslmode=verify-full`, with `sslrootcert` naming the RDS CA bundle), or, said explicitly,
+/// in plaintext (`sslmode=disable`, a trusted local link). Modes that encrypt without checking
+/// who answers (`require`, `verify-ca`, `prefer`, `allow`) are refused, as is no mode at all
+/// (libpq's default, `prefer`, silently falls back to plaintext).
+fn check_sslmode(url: &str) -> Result<(), ConfigError> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let mode = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "sslmode")
+        .map(|(_, v)| v);
+    match mode {
+        Some("verify-full" | "disable") => Ok(()),
+        Some(m) => Err(ConfigError::key(
+            "production.database_url",
+            format!(
+                "sslmode={m} does not check the server's name: use sslmode=verify-full (sslrootcert=<the RDS CA bundle>), or sslmode=disable on a trusted local link"
+            ),
+        )),
+        None => Err(ConfigError::key(
+            "production.database_url",
+            "say sslmode=verify-full (with sslrootcert=<the RDS CA bundle>), or sslmode=disable on a trusted local link",
+        )),
+    }
+}
+
 /// mTLS to the gatherers, loaded (files that do not load are a configuration error), or None
 /// for plaintext, which must be asked for.
 fn sources_tls(sources: &SourcesSection) -> Result<Option<Arc<ClientTls>>, ConfigError> {
@@ -235,6 +263,28 @@ mod tests {
         c.sources.insecure = true;
         c.gatherers[0].endpoint = "http://127.0.0.1:50051".into();
         c
+    }
+
+    #[test]
+    fn production_tls_must_verify_the_server_or_be_off_explicitly() {
+        let with = |url: &str| {
+            let mut c = insecure();
+            c.production.database_url = Secret(url.into());
+            c.validate().map(|_| ()).map_err(|e| e.0)
+        };
+        with("postgres://u:pw@h/db?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        with("postgres://u:pw@h/db?sslmode=disable").unwrap();
+        for bad in [
+            "postgres://u:hunter2@h/db",
+            "postgres://u:hunter2@h/db?sslmode=require",
+            "postgres://u:hunter2@h/db?sslmode=prefer",
+            "postgres://u:hunter2@h/db?application_name=x&sslmode=verify-ca",
+        ] {
+            let e = with(bad).unwrap_err();
+            assert!(e.starts_with("production.database_url: "), "{bad}: {e}");
+            assert!(e.contains("verify-full"), "{bad}: {e}");
+            assert!(!e.contains("hunter2"), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -300,7 +350,7 @@ mod tests {
             assert!(e.0.starts_with(&format!("{key}:")), "{key}: {e}");
         }
         let mut c = insecure();
-        c.production.database_url = Secret("postgres://u:hunter2@h/db".into());
+        c.production.database_url = Secret("postgres://u:hunter2@h/db?sslmode=disable".into());
         assert!(!format!("{:?}", c.validate().unwrap()).contains("hunter2"));
     }
 }

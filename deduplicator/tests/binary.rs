@@ -53,9 +53,22 @@ fn bad_configuration_is_one_clear_line_and_exit_64() {
             "[[gatherers]]\nid = \"a b\"\nendpoint = \"http://x:1\"\n",
             "gatherers[0].id",
         ),
+        ("", "sources.tls"),
     ];
     for (text, key) in cases {
-        let p = write("bad.toml", text);
+        // Plaintext asked for, so each case fails on its own key (the last one on mTLS).
+        let text = if key == "sources.tls" {
+            text.to_owned()
+        } else {
+            // With plaintext asked for, the endpoints are http:// too.
+            let gatherers = if text.contains("[[gatherers]]") {
+                ""
+            } else {
+                "[[gatherers]]\nid = \"g1\"\nendpoint = \"http://127.0.0.1:50051\"\n"
+            };
+            format!("[sources]\ninsecure = true\n{gatherers}{text}")
+        };
+        let p = write("bad.toml", &text);
         let out = bin()
             .arg("--config")
             .arg(&p)

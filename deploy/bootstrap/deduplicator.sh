@@ -38,7 +38,7 @@ ca_url="https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 # shellcheck source=/dev/null
-. "$(dirname "${BASH_SOURCE[0]}")/lib/tls-refresh.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 die() { say "error: $*"; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -112,15 +112,7 @@ ENV
 umask 022
 
 # The mTLS identity, refreshed daily (re-read without a restart when it changes).
-tls_source=(--from-dir "$tls_dir")
-if [ -n "$tls_secret_arn" ]; then
-    tls_source=(--secret-arn "$tls_secret_arn" --region "$region")
-fi
-"$here/lib/fetch-tls.sh" --service deduplicator --identity deduplicator "${tls_source[@]}" \
-    --root "${root:-/}" --owner kalshi
-if [ -n "$tls_secret_arn" ]; then
-    install_tls_refresh "$root" "$here/lib/fetch-tls.sh --service deduplicator --identity deduplicator --secret-arn $tls_secret_arn --region $region"
-fi
+install_tls deduplicator deduplicator kalshi "$root" "$region" "$tls_secret_arn" "$tls_dir"
 
 # 3. Check and start (under --root, against the copies there).
 check_cfg="$etc/deduplicator.toml"
@@ -139,20 +131,6 @@ fi
     "$root/usr/local/bin/deduplicator" --config "$check_cfg" --check-config
 )
 rm -f "$etc/deduplicator.check.toml"
-if [ -n "$log_group" ]; then
-    cw=(--log-group "$log_group" --unit kalshi-deduplicator --root "${root:-/}")
-    [ "$systemd" = 1 ] || cw+=(--no-install)
-    "$here/lib/cloudwatch-logs.sh" "${cw[@]}"
-fi
-if [ "$systemd" = 1 ]; then
-    systemctl daemon-reload
-    systemctl enable --now prometheus-node-exporter
-    if [ -n "$tls_secret_arn" ]; then
-        systemctl enable --now kalshi-tls-refresh.timer
-    fi
-    systemctl enable kalshi-deduplicator
-    systemctl restart kalshi-deduplicator
-    say "deduplicator installed and started"
-else
-    say "deduplicator installed (not started: --no-systemd)"
-fi
+timer=0
+[ -z "$tls_secret_arn" ] || timer=1
+finish deduplicator "$root" "$log_group" "$systemd" "$timer"

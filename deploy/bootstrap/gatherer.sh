@@ -59,7 +59,7 @@ tls_secret_arn="" tls_dir=""
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 # shellcheck source=/dev/null
-. "$(dirname "${BASH_SOURCE[0]}")/lib/tls-refresh.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 die() { say "error: $*"; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -218,15 +218,7 @@ umask 022
 
 # The mTLS identity, and its daily refresh (a renewed certificate reaches the gatherer
 # without a restart: it re-reads changed files at the next handshake).
-tls_source=(--from-dir "$tls_dir")
-if [ -n "$tls_secret_arn" ]; then
-    tls_source=(--secret-arn "$tls_secret_arn" --region "$region")
-fi
-"$here/lib/fetch-tls.sh" --service gatherer --identity "$slot" "${tls_source[@]}" \
-    --root "${root:-/}" --owner "$owner"
-if [ -n "$tls_secret_arn" ]; then
-    install_tls_refresh "$root" "$here/lib/fetch-tls.sh --service gatherer --identity $slot --secret-arn $tls_secret_arn --region $region"
-fi
+install_tls gatherer "$slot" "$owner" "$root" "$region" "$tls_secret_arn" "$tls_dir"
 
 # 4. DNS.
 if [ -n "$dns_zone_id" ]; then
@@ -246,22 +238,6 @@ if [ -n "$root" ]; then
 fi
 GATHERER__GATHERER_ID="$slot" "$root/usr/local/bin/gatherer" --config "$check_cfg" --check-config
 rm -f "$etc/gatherer.check.toml"
-if [ -n "$log_group" ]; then
-    cw=(--log-group "$log_group" --unit kalshi-gatherer --root "${root:-/}")
-    [ "$systemd" = 1 ] || cw+=(--no-install)
-    "$here/lib/cloudwatch-logs.sh" "${cw[@]}"
-fi
-if [ "$systemd" = 1 ]; then
-    systemctl daemon-reload
-    systemctl enable --now prometheus-node-exporter
-    if [ -n "$tls_secret_arn" ]; then
-        systemctl enable --now kalshi-tls-refresh.timer
-    fi
-    systemctl enable kalshi-gatherer
-    systemctl restart kalshi-gatherer
-fi
-if [ "$systemd" = 1 ]; then
-    say "gatherer $slot installed and started"
-else
-    say "gatherer $slot installed (not started: --no-systemd)"
-fi
+timer=0
+[ -z "$tls_secret_arn" ] || timer=1
+finish gatherer "$root" "$log_group" "$systemd" "$timer"

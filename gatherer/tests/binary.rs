@@ -74,6 +74,7 @@ fn bad_configuration_exits_64_naming_the_key() {
             None,
             "store.database_url",
         ),
+        ("gatherer_id = \"g7\"\n", None, "api.tls"),
     ] {
         let path = dir.join("g.toml");
         std::fs::write(&path, text).unwrap();
@@ -90,7 +91,11 @@ fn bad_configuration_exits_64_naming_the_key() {
             "{key}: {err}"
         );
     }
-    std::fs::write(dir.join("ok.toml"), "gatherer_id = \"g7\"\n").unwrap();
+    std::fs::write(
+        dir.join("ok.toml"),
+        "gatherer_id = \"g7\"\n[api]\ninsecure = true\n",
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .arg("--config")
         .arg(dir.join("ok.toml"))
@@ -482,19 +487,6 @@ fn series(page: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Polls `probe` every 200 ms until it holds, or fails naming `what`.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !probe().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Kalshi revoked the old key and knows only the new one. The gatherer, started with the old
 /// key, is refused; a rotation that wrote a broken key is refused at SIGHUP and the running
 /// key kept; the real rotation (new key id and PEM in the two files, then SIGHUP, which is what
@@ -546,10 +538,10 @@ async fn a_rotated_key_is_taken_at_sighup_without_a_restart() {
     };
 
     // The old key is refused: REST errors counted, the gatherer alive but not healthy.
-    wait_until(
+    kalshi_testkit::wait::wait_for(
         "REST calls refused with the old key",
         Duration::from_secs(30),
-        || async { metric_sum(&metrics().await, "market_registry_rest_errors_total") > 0.0 },
+        async || metric_sum(&metrics().await, "market_registry_rest_errors_total") > 0.0,
     )
     .await;
     let h = health().await;
@@ -559,10 +551,10 @@ async fn a_rotated_key_is_taken_at_sighup_without_a_restart() {
     // A rotation that wrote a broken key: refused, counted, the running key kept.
     std::fs::write(&pem_file, "-----BEGIN PRIVATE KEY-----\nnot a key\n").unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
-    wait_until(
+    kalshi_testkit::wait::wait_for(
         "the broken key refused",
         Duration::from_secs(10),
-        || async {
+        async || {
             series(
                 &metrics().await,
                 "gatherer_credential_reloads_total{result=\"error\"}",
@@ -575,10 +567,10 @@ async fn a_rotated_key_is_taken_at_sighup_without_a_restart() {
     std::fs::write(&id_file, format!("{ROTATED_KEY_ID}\n")).unwrap();
     std::fs::copy(rotated_key_file(), &pem_file).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
-    wait_until(
+    kalshi_testkit::wait::wait_for(
         "healthy with the rotated key",
         Duration::from_secs(60),
-        || async { health().await["status"] == "healthy" },
+        async || health().await["status"] == "healthy",
     )
     .await;
     let m = metrics().await;
@@ -620,7 +612,7 @@ async fn a_rotated_key_is_taken_at_sighup_without_a_restart() {
         expected.len()
     );
     let q = |sql: &str| pg.psql("postgres", sql).unwrap();
-    wait_until("every trade stored", Duration::from_secs(20), || async {
+    kalshi_testkit::wait::wait_for("every trade stored", Duration::from_secs(20), async || {
         let stored: std::collections::HashSet<String> = q("SELECT trade_id FROM trades")
             .lines()
             .map(str::to_owned)

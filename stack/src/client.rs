@@ -5,6 +5,18 @@
 
 use super::*;
 
+/// `url` with the password of its user part removed (`postgres://u:pw@h/db` -> `postgres://u@h/db`).
+pub fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            let user = user.split(':').next().unwrap_or(user);
+            format!("{}{user}{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// A gRPC client of a gatherer: over mTLS with `tls`, plaintext without.
 pub async fn gatherer_client(
     endpoint: &str,

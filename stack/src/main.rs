@@ -197,7 +197,11 @@ async fn up(data_dir: PathBuf, a: UpArgs) -> anyhow::Result<()> {
         e.deduplicator_metrics,
         e.deduplicator_config.display()
     );
-    println!("production    {}", e.production_url);
+    // Without its password (loopback trusts it; the password is there to be kept secret).
+    println!(
+        "production    {}",
+        kalshi_stack::without_password(&e.production_url)
+    );
     println!(
         "logs          {}/logs   control {}   (Ctrl-C stops everything)",
         data_dir.display(),

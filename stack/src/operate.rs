@@ -6,11 +6,12 @@
 use super::*;
 
 impl Stack {
+    /// `stack.json`, readable by its owner only (the production URL has a password).
     pub fn write_endpoints(&self) -> anyhow::Result<()> {
-        std::fs::write(
-            self.opts.data_dir.join("stack.json"),
-            serde_json::to_string_pretty(&self.endpoints)?,
-        )?;
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.opts.data_dir.join("stack.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&self.endpoints)?)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         Ok(())
     }
 
@@ -121,9 +122,8 @@ impl Stack {
         standby.promote()?;
         self.prod_proxy.set_target(loopback(standby.port()));
         self.prod_proxy.drop_all();
+        // The endpoint (and so production_url) stays: the proxy now leads to the new primary.
         self.failed_over = true;
-        self.endpoints.production_url =
-            format!("postgres://postgres@{}/postgres", self.prod_proxy.addr());
         Ok(())
     }
 

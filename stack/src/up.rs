@@ -276,6 +276,19 @@ impl Setup<'_> {
 }
 
 /// Writes a service's configuration file from its typed format.
+/// `stack-secret-` and 16 hex digits, different at every start.
+fn throwaway_secret() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("stack-secret-{:016x}", h.finish())
+}
+
 fn write_toml<T: Serialize>(path: &Path, config: &T) -> anyhow::Result<()> {
     let text = toml::to_string(config).with_context(|| format!("render {}", path.display()))?;
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
@@ -331,7 +344,14 @@ impl Stack {
             None
         };
         let prod_proxy = TcpProxy::start(loopback(0), loopback(prod.port())).await?;
-        let production_url = format!("postgres://postgres@{}/postgres", prod_proxy.addr());
+        // A password in the URL, as production has one: the local clusters trust loopback and
+        // ignore it, but it is a secret the services must never log or expose (the secrets
+        // test searches every log and endpoint for it).
+        let production_url = format!(
+            "postgres://postgres:{}@{}/postgres?sslmode=disable",
+            throwaway_secret(),
+            prod_proxy.addr()
+        );
 
         let mut gatherers = Vec::new();
         for i in 1..=opts.gatherers {

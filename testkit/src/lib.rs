@@ -7,7 +7,7 @@
 //! - [`sim`]: a typed client for the simulator's control API, and its ground truth;
 //! - [`pg`]: ephemeral PostgreSQL clusters; [`proxy`]: the TCP fault proxy;
 //!   [`process`]: child processes tied to their parent;
-//! - [`keys`], [`ports`] and [`prom`] (reading metrics).
+//! - [`keys`], [`certs`] (throwaway CAs), [`ports`], [`prom`] (reading metrics) and [`wait`].
 //!
 //! It must never take an expected value from the system under test: expected values come from
 //! the simulator's truth only. The services never depend on this crate.
@@ -22,3 +22,4 @@ pub mod process;
 pub mod prom;
 pub mod proxy;
 pub mod sim;
+pub mod wait;

@@ -40,7 +40,7 @@ async fn copy_baseline(url: &str, records: &[pb::Record]) -> f64 {
         let mut f = deduplicator::config::FileConfig::default();
         f.sources.insecure = true;
         f.gatherers[0].endpoint = "http://127.0.0.1:50051".into();
-        f.production.database_url = deduplicator::config::Secret(url.into());
+        f.production.database_url = deduplicator::config::Secret(format!("{url}?sslmode=disable"));
         f.validate().unwrap()
     };
     let prod = deduplicator::db::Prod::new(file.production).unwrap();

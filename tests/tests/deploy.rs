@@ -36,14 +36,6 @@ fn temp(name: &str) -> PathBuf {
     d
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn whoami() -> String {
     run(Command::new("id").arg("-un")).trim().to_owned()
 }
@@ -86,7 +78,7 @@ fn the_release_is_reproducible_and_carries_what_the_bootstrap_needs() {
         "bin/gatherer",
         "bootstrap.sh",
         "lib/fetch-tls.sh",
-        "lib/tls-refresh.sh",
+        "lib/common.sh",
         "lib/cloudwatch-logs.sh",
         "systemd/kalshi-gatherer.service",
         "etc/gatherer.production.toml",
@@ -333,7 +325,11 @@ async fn the_gatherer_bootstrap_sets_up_postgres_and_the_gatherer_starts_from_wh
         installed.replace("/etc/kalshi-data/", &format!("{}/", etc.display())),
     )
     .unwrap();
-    let (health, metrics, grpc) = (free_port(), free_port(), free_port());
+    let (health, metrics, grpc) = (
+        kalshi_e2e::world::free_port(),
+        kalshi_e2e::world::free_port(),
+        kalshi_e2e::world::free_port(),
+    );
     let env_line = std::fs::read_to_string(etc.join("gatherer.env")).unwrap();
     let (k, v) = env_line.trim().split_once('=').unwrap();
     let mut child = Command::new(host.join("usr/local/bin/gatherer"))

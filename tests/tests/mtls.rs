@@ -9,13 +9,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kalshi_e2e::world::*;
 use kalshi_proto::GathererClient;
 use kalshi_proto::gatherer::v1 as pb;
 use kalshi_shared::tls::{ClientTls, Connector, TlsFiles};
 use kalshi_testkit::certs::{Ca, DEDUPLICATOR_NAME, Validity, write_atomically, write_mtls_set};
+use kalshi_testkit::wait::wait_for;
 use rustls::pki_types::pem::PemObject as _;
 
 fn temp(name: &str) -> PathBuf {
@@ -118,14 +119,6 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
-}
-
-async fn wait_for(what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !probe().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

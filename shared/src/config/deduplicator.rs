@@ -80,7 +80,9 @@ pub struct ProductionSection {
 impl Default for ProductionSection {
     fn default() -> Self {
         Self {
-            database_url: Secret("postgres://deduplicator@127.0.0.1:5432/kalshi".into()),
+            database_url: Secret(
+                "postgres://deduplicator@127.0.0.1:5432/kalshi?sslmode=verify-full".into(),
+            ),
             pool_max: 16,
             connect_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(30),

@@ -267,6 +267,35 @@ impl PgCluster {
         text.lines().nth(7).map(|l| l.trim().to_owned())
     }
 
+    /// Turns TLS on (reload, no restart) with this certificate and key, written into the data
+    /// directory and owned by the server's user (PostgreSQL refuses a key anyone else can read).
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), PgError> {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let data = self.data_dir();
+        let meta = fs::metadata(&data).map_err(io_err("stat the data directory"))?;
+        for (name, body, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+        ] {
+            let p = data.join(name);
+            fs::write(&p, body).map_err(io_err(format!("write {name}")))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                .map_err(io_err(format!("chmod {name}")))?;
+            std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid()))
+                .map_err(io_err(format!("chown {name}")))?;
+        }
+        // One statement per call: ALTER SYSTEM refuses to run in a (multi-statement) transaction.
+        for sql in [
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "ALTER SYSTEM SET ssl = on",
+        ] {
+            self.psql("postgres", sql)?;
+        }
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        Ok(())
+    }
+
     /// Connection URL for database `postgres` as superuser `postgres` (trust auth on loopback).
     pub fn url(&self) -> String {
         self.url_for("postgres")

@@ -1,0 +1,67 @@
+# shellcheck shell=bash
+# Sourced by both bootstraps: the steps they share.
+
+common_lib="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# install_tls SERVICE IDENTITY OWNER ROOT REGION SECRET_ARN TLS_DIR: the mTLS identity into
+# ROOT/etc/kalshi-data/tls, from SECRET_ARN (then also a daily kalshi-tls-refresh.timer that
+# fetches it again: a renewed certificate is re-read by the service without a restart) or
+# from TLS_DIR.
+install_tls() {
+    local service="$1" identity="$2" owner="$3" root="$4" region="$5" secret_arn="$6" dir="$7"
+    local source=(--from-dir "$dir")
+    if [ -n "$secret_arn" ]; then
+        source=(--secret-arn "$secret_arn" --region "$region")
+    fi
+    "$common_lib/fetch-tls.sh" --service "$service" --identity "$identity" "${source[@]}" \
+        --root "${root:-/}" --owner "$owner"
+    [ -n "$secret_arn" ] || return 0
+    install -d -m 0755 "$root/etc/systemd/system"
+    cat >"$root/etc/systemd/system/kalshi-tls-refresh.service" <<UNIT
+[Unit]
+Description=Refresh this host's kalshi-data mTLS certificate from Secrets Manager
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=$common_lib/fetch-tls.sh --service $service --identity $identity --secret-arn $secret_arn --region $region
+UNIT
+    cat >"$root/etc/systemd/system/kalshi-tls-refresh.timer" <<'UNIT'
+[Unit]
+Description=Daily refresh of this host's kalshi-data mTLS certificate
+
+[Timer]
+OnCalendar=daily
+RandomizedDelaySec=1h
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+UNIT
+}
+
+# finish SERVICE ROOT LOG_GROUP SYSTEMD(1|0) REFRESH_TIMER(1|0): logs to CloudWatch (with a
+# log group), then, under systemd, node_exporter, the certificate refresh timer and the
+# service itself, (re)started.
+finish() {
+    local service="$1" root="$2" log_group="$3" systemd="$4" timer="$5"
+    local unit="kalshi-$service"
+    if [ -n "$log_group" ]; then
+        local cw=(--log-group "$log_group" --unit "$unit" --root "${root:-/}")
+        [ "$systemd" = 1 ] || cw+=(--no-install)
+        "$common_lib/cloudwatch-logs.sh" "${cw[@]}"
+    fi
+    if [ "$systemd" != 1 ]; then
+        printf 'bootstrap: %s installed (not started: --no-systemd)\n' "$service" >&2
+        return 0
+    fi
+    systemctl daemon-reload
+    systemctl enable --now prometheus-node-exporter
+    if [ "$timer" = 1 ]; then
+        systemctl enable --now kalshi-tls-refresh.timer
+    fi
+    systemctl enable "$unit"
+    systemctl restart "$unit"
+    printf 'bootstrap: %s installed and started\n' "$service" >&2
+}
