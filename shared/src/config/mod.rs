@@ -69,11 +69,19 @@ where
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError(format!("cannot read config file {}: {e}", path.display()))
             })?;
+            // The position and the parser's message only: toml's Display quotes the line,
+            // which may hold a secret (a database URL with its password).
             text.parse::<toml::Table>().map_err(|e| {
+                let at = e.span().map_or(String::new(), |s| {
+                    let before = &text.as_bytes()[..s.start.min(text.len())];
+                    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                    let col = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+                    format!(" at line {line}, column {col}")
+                });
                 ConfigError(format!(
-                    "config file {}: {}",
+                    "config file {}{at}: TOML parse error: {}",
                     path.display(),
-                    one_line(&e.to_string())
+                    one_line(e.message())
                 ))
             })?
         }
@@ -117,13 +125,32 @@ where
     let de = toml::Value::Table(table);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = one_line(&e.inner().to_string());
+        let inner = without_quoted_values(&one_line(&e.inner().to_string()));
         if path == "." || path.is_empty() {
             ConfigError(inner)
         } else {
             ConfigError(format!("{path}: {inner}"))
         }
     })
+}
+
+/// A serde message without the values it quotes (`invalid type: string "...", expected u32`):
+/// the value may be a secret put under the wrong key.
+fn without_quoted_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("string \"") {
+        out.push_str(&rest[..i + "string".len()]);
+        let after = &rest[i + "string \"".len()..];
+        // The closing quote: the last one before ", expected" or the end.
+        let end = after
+            .find("\", expected")
+            .or_else(|| after.rfind('"'))
+            .map_or(after.len(), |j| j + 1);
+        rest = &after[end.min(after.len())..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Reads an environment value as TOML when it is a TOML literal, else as a string.
@@ -189,7 +216,9 @@ pub mod duration {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(|e| {
             serde::de::Error::custom(format!(
-                "invalid duration {text:?} ({e}); write e.g. \"50ms\", \"10s\", \"5m\", \"7d\""
+                // Not the value itself: it may be a secret put under the wrong key (found by
+                // tests/tests/fuzz.rs, config_files).
+                "invalid duration ({e}); write e.g. \"50ms\", \"10s\", \"5m\", \"7d\""
             ))
         })
     }
@@ -255,6 +284,29 @@ mod tests {
         let back: deduplicator::FileConfig =
             toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, d);
+    }
+
+    /// Found by tests/tests/fuzz.rs (config_files): a TOML syntax error quoted the line, and a
+    /// string under a numeric key quoted the string; either can be a password.
+    #[test]
+    fn errors_never_quote_the_file_or_a_value() {
+        let dir = std::env::temp_dir().join(format!("cfg-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let p = dir.join("c.toml");
+        std::fs::write(&p, "name = \"x\"\n\"postgres://u:hunter2@h/db\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = load::<Cfg>(Some(&p), "APP", env(&[])).unwrap_err();
+        assert!(!e.0.contains("hunter2"), "{e}");
+        assert!(e.0.contains("at line 2, column"), "{e}");
+        std::fs::write(&p, "[store]\nbatch_rows = \"postgres://u:hunter2@h/db\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = load::<Cfg>(Some(&p), "APP", env(&[])).unwrap_err();
+        assert!(!e.0.contains("hunter2"), "{e}");
+        assert!(
+            e.0.starts_with("store.batch_rows: invalid type: string, expected"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -11,6 +11,38 @@ use bytes::{BufMut, BytesMut};
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
+/// JSON text with every `\u0000` escape (not an escaped backslash followed by `u0000`) and every
+/// raw U+0000 replaced by `\ufffd`.
+fn without_nul_escapes(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut chars = json.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\0' => out.push_str("\\ufffd"),
+            '\\' => match chars.next() {
+                Some('u') => {
+                    let hex: String = chars.clone().take(4).collect();
+                    if hex == "0000" {
+                        for _ in 0..4 {
+                            chars.next();
+                        }
+                        out.push_str("\\ufffd");
+                    } else {
+                        out.push_str("\\u");
+                    }
+                }
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            },
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Builds one binary COPY payload.
 #[derive(Debug)]
 pub struct CopyEncoder {
@@ -84,8 +116,14 @@ impl CopyEncoder {
         self
     }
 
-    /// `text` / `varchar`.
+    /// `text` / `varchar`. PostgreSQL cannot store U+0000 in text: it is written as U+FFFD
+    /// (the replacement character) instead of failing the whole batch. Found by
+    /// tests/tests/fuzz.rs (copy_round_trip).
     pub fn text(&mut self, v: &str) -> &mut Self {
+        if v.contains('\0') {
+            let clean = v.replace('\0', "\u{fffd}");
+            return self.bytes(clean.as_bytes());
+        }
         self.bytes(v.as_bytes())
     }
 
@@ -103,8 +141,16 @@ impl CopyEncoder {
         self
     }
 
-    /// `jsonb` from JSON text (binary format version 1).
+    /// `jsonb` from JSON text (binary format version 1). jsonb refuses the escape `\u0000`
+    /// (and raw U+0000): such characters are written as `\ufffd`, as in [`Self::text`].
     pub fn jsonb(&mut self, json_text: &str) -> &mut Self {
+        let clean;
+        let json_text = if json_text.contains("\\u0000") || json_text.contains('\0') {
+            clean = without_nul_escapes(json_text);
+            clean.as_str()
+        } else {
+            json_text
+        };
         self.field(i32::try_from(json_text.len() + 1).unwrap_or(i32::MAX));
         self.buf.put_u8(1);
         self.buf.put_slice(json_text.as_bytes());
@@ -144,6 +190,24 @@ impl CopyEncoder {
 
 #[cfg(test)]
 mod tests {
+    use super::without_nul_escapes;
+
+    #[test]
+    fn nul_escapes_become_the_replacement_character_and_nothing_else_changes() {
+        assert_eq!(
+            without_nul_escapes(r#"{"a":"x\u0000y"}"#),
+            r#"{"a":"x\ufffdy"}"#
+        );
+        // An escaped backslash followed by "u0000" is text, not an escape.
+        assert_eq!(without_nul_escapes(r#"["\\u0000"]"#), r#"["\\u0000"]"#);
+        assert_eq!(without_nul_escapes(r#"["\u00001"]"#), r#"["\ufffd1"]"#);
+        assert_eq!(without_nul_escapes("[\"\u{0}\"]"), r#"["\ufffd"]"#);
+        assert_eq!(
+            without_nul_escapes(r#"{"\u0000k":"\"\u00e9"}"#),
+            r#"{"\ufffdk":"\"\u00e9"}"#
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -205,13 +205,24 @@ struct RawFrame<'a> {
     msg: Option<&'a RawValue>,
 }
 
+/// `s` cut to at most `max` bytes, on a character boundary (serde's messages quote the input,
+/// which can be any UTF-8; `String::truncate` inside a character panics: found by
+/// tests/tests/fuzz.rs's reasoning, pinned by `long_errors_are_cut_on_a_character_boundary`).
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 /// Parses one text frame from the server.
 pub fn parse_frame(text: &str) -> Result<Frame, FrameError> {
-    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
-        let mut s = e.to_string();
-        s.truncate(200);
-        FrameError::Malformed(s)
-    })?;
+    let raw: RawFrame<'_> =
+        serde_json::from_str(text).map_err(|e| FrameError::Malformed(cut(e.to_string(), 200)))?;
     let kind = raw.kind.ok_or(FrameError::MissingType)?;
     let kind = kind.as_ref();
     let msg = raw.msg;
@@ -254,14 +265,12 @@ pub fn parse_frame(text: &str) -> Result<Frame, FrameError> {
         | frame_type::TRADE
         | frame_type::TICKER
         | frame_type::MARKET_LIFECYCLE_V2
-        | frame_type::EVENT_LIFECYCLE => typed(need_msg()?).map_err(|e| {
-            let mut error = e.to_string();
-            error.truncate(200);
-            FrameError::BadMessage {
+        | frame_type::EVENT_LIFECYCLE => {
+            typed(need_msg()?).map_err(|e| FrameError::BadMessage {
                 kind: kind.to_owned(),
-                error,
-            }
-        })?,
+                error: cut(e.to_string(), 200),
+            })?
+        }
         other => FrameBody::Unknown(other.chars().take(64).collect()),
     };
     Ok(Frame {

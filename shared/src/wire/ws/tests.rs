@@ -255,3 +255,28 @@ fn commands_serialize_as_documented() {
         r#"{"id":124,"cmd":"unsubscribe","params":{"sids":[1,2]}}"#
     );
 }
+
+/// An error message longer than the 200 bytes kept, cut inside a multi-byte character: the
+/// cut must fall on a character boundary (String::truncate panics otherwise).
+#[test]
+fn long_errors_are_cut_on_a_character_boundary() {
+    for pad in 0..4 {
+        let junk = format!("{}{}", "a".repeat(pad), "é".repeat(300));
+        let frame = format!(
+            "{{\"type\":\"trade\",\"sid\":1,\"seq\":1,\"msg\":{{\"trade_id\":7,\"market_ticker\":\"{junk}\"}}}}"
+        );
+        let e = parse_frame(&frame).unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+        let malformed = format!("{{\"type\": \"{junk}");
+        let e = parse_frame(&malformed).unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+        let e = parse_frame(&format!("{{\"type\":{junk}")).unwrap_err();
+        assert_eq!(e.label(), "malformed");
+        // An enum's unknown variant is quoted whole in serde's message.
+        let side = format!(
+            "{{\"type\":\"orderbook_delta\",\"sid\":1,\"seq\":1,\"msg\":{{\"market_ticker\":\"M\",\"price_dollars\":\"0.5\",\"delta_fp\":\"1.00\",\"side\":\"{junk}\"}}}}"
+        );
+        let e = parse_frame(&side).unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+    }
+}
