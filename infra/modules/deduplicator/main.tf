@@ -72,58 +72,19 @@ resource "aws_vpc_security_group_ingress_rule" "health_from_lb" {
   ip_protocol                  = "tcp"
   from_port                    = 8080
   to_port                      = 8080
-  referenced_security_group_id = aws_security_group.lb.id
+  referenced_security_group_id = module.health.security_group_id
 }
 
-resource "aws_security_group" "lb" {
-  name_prefix = "${var.name}-dedup-lb-"
-  description = "health-check load balancer of the deduplicator"
-  vpc_id      = var.vpc_id
-  egress {
-    description = "health checks"
-    from_port   = 8080
-    to_port     = 8080
-    protocol    = "tcp"
-    cidr_blocks = [var.vpc_cidr_block]
-  }
-  tags = var.tags
-}
-
-resource "aws_lb" "health" {
-  name_prefix        = "kdd-"
-  internal           = true
-  load_balancer_type = "application"
-  security_groups    = [aws_security_group.lb.id]
-  subnets            = var.private_subnet_ids
+# Liveness checks (/health/live) through an internal load balancer; the group uses them.
+module "health" {
+  source             = "../health-check"
+  name               = var.name
+  role               = "deduplicator"
+  short_prefix       = "kdd-"
+  vpc_id             = var.vpc_id
+  vpc_cidr_block     = var.vpc_cidr_block
+  private_subnet_ids = var.private_subnet_ids
   tags               = var.tags
-}
-
-resource "aws_lb_target_group" "health" {
-  name_prefix = "kdd-"
-  port        = 8080
-  protocol    = "HTTP"
-  vpc_id      = var.vpc_id
-  health_check {
-    path                = "/health/live"
-    port                = "8080"
-    matcher             = "200"
-    interval            = 30
-    timeout             = 10
-    healthy_threshold   = 2
-    unhealthy_threshold = 4
-  }
-  tags = var.tags
-}
-
-# A target group is only checked while a listener uses it.
-resource "aws_lb_listener" "health" {
-  load_balancer_arn = aws_lb.health.arn
-  port              = 8080
-  protocol          = "HTTP"
-  default_action {
-    type             = "forward"
-    target_group_arn = aws_lb_target_group.health.arn
-  }
 }
 
 resource "aws_cloudwatch_log_group" "deduplicator" {
@@ -241,7 +202,7 @@ resource "aws_autoscaling_group" "deduplicator" {
   vpc_zone_identifier       = var.private_subnet_ids
   health_check_type         = "ELB"
   health_check_grace_period = 300
-  target_group_arns         = [aws_lb_target_group.health.arn]
+  target_group_arns         = [module.health.target_group_arn]
   launch_template {
     id      = aws_launch_template.deduplicator.id
     version = aws_launch_template.deduplicator.latest_version

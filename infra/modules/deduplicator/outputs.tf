@@ -5,5 +5,5 @@ output "security_group_id" {
 
 output "health_target_group_arn" {
   description = "The target group whose /health/live check replaces a dead instance."
-  value       = aws_lb_target_group.health.arn
+  value       = module.health.target_group_arn
 }

@@ -70,62 +70,20 @@ resource "aws_vpc_security_group_ingress_rule" "health_from_lb" {
   ip_protocol                  = "tcp"
   from_port                    = 8080
   to_port                      = 8080
-  referenced_security_group_id = aws_security_group.lb.id
+  referenced_security_group_id = module.health.security_group_id
 }
 
-# The health-check load balancer: it serves nothing; its target group's checks of
-# /health/live (the process and all its tasks alive) are what the groups act on. Readiness
-# (/health, /health/ready) is for Prometheus and people: a Kalshi or database outage makes a
-# gatherer unready, and replacing it would not help.
-resource "aws_security_group" "lb" {
-  name_prefix = "${var.name}-gatherer-lb-"
-  description = "health-check load balancer of the gatherers"
-  vpc_id      = var.vpc_id
-  egress {
-    description = "health checks"
-    from_port   = 8080
-    to_port     = 8080
-    protocol    = "tcp"
-    cidr_blocks = [var.vpc_cidr_block]
-  }
-  tags = var.tags
-}
-
-resource "aws_lb" "health" {
-  name_prefix        = "kgh-"
-  internal           = true
-  load_balancer_type = "application"
-  security_groups    = [aws_security_group.lb.id]
-  subnets            = var.private_subnet_ids
+# Liveness checks (/health/live) through an internal load balancer; the slots' groups use
+# them (health_check_type = "ELB").
+module "health" {
+  source             = "../health-check"
+  name               = var.name
+  role               = "gatherers"
+  short_prefix       = "kgh-"
+  vpc_id             = var.vpc_id
+  vpc_cidr_block     = var.vpc_cidr_block
+  private_subnet_ids = var.private_subnet_ids
   tags               = var.tags
-}
-
-resource "aws_lb_target_group" "live" {
-  name_prefix = "kgl-"
-  port        = 8080
-  protocol    = "HTTP"
-  vpc_id      = var.vpc_id
-  health_check {
-    path                = "/health/live"
-    port                = "8080"
-    matcher             = "200"
-    interval            = 30
-    timeout             = 10
-    healthy_threshold   = 2
-    unhealthy_threshold = 4
-  }
-  tags = var.tags
-}
-
-# A target group is only checked while a listener uses it.
-resource "aws_lb_listener" "health" {
-  load_balancer_arn = aws_lb.health.arn
-  port              = 8080
-  protocol          = "HTTP"
-  default_action {
-    type             = "forward"
-    target_group_arn = aws_lb_target_group.live.arn
-  }
 }
 
 data "aws_iam_policy_document" "assume_ec2" {
@@ -273,7 +231,7 @@ resource "aws_autoscaling_group" "gatherer" {
   max_size            = 1
   desired_capacity    = 1
   vpc_zone_identifier = [each.value.subnet_id]
-  target_group_arns   = [aws_lb_target_group.live.arn]
+  target_group_arns   = [module.health.target_group_arn]
   health_check_type   = "ELB"
   # Installing packages and the release, creating the cluster and the first registry sync.
   health_check_grace_period = 900
