@@ -4,7 +4,7 @@ variable "name" {
 }
 
 variable "role" {
-  description = "What is checked (gatherers, deduplicator), for names and descriptions."
+  description = "What is checked (gatherers, deduplicator), named in its resources."
   type        = string
 }
 
