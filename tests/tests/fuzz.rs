@@ -474,8 +474,9 @@ fn row() -> impl Strategy<Value = Row> {
             proptest::option::of(text()),
             proptest::collection::vec(any::<u8>(), 0..64),
             json(),
-            // timestamptz's range, in ms (4713 BC to 294276 AD), at a microsecond precision.
-            -210_866_803_200_000i64..9_224_318_016_000_000i64,
+            // timestamptz's range in ms from 4713 BC, up to where microseconds fit an i64
+            // (year 294247; PostgreSQL's own limit, 294276, is beyond it).
+            -210_866_803_200_000i64..9_223_372_036_854_775i64,
         ),
     )
         .prop_map(|((a, b, c, d, e), (f, g, h, i, j))| Row {

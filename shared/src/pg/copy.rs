@@ -157,7 +157,8 @@ impl CopyEncoder {
         self
     }
 
-    /// `timestamptz` from Unix milliseconds.
+    /// `timestamptz` from Unix milliseconds, exact from 4713 BC to the year 294247 (where
+    /// microseconds stop fitting an i64; beyond, it saturates to PostgreSQL's `infinity`).
     pub fn timestamptz_ms(&mut self, unix_ms: i64) -> &mut Self {
         self.field(8);
         self.buf.put_i64(
