@@ -357,6 +357,35 @@ fn secret_only_in_urls(text: &[u8]) -> bool {
         .all(|l| l.trim_start().starts_with("database_url = \"postgres"))
 }
 
+/// Loads `text` as a `T` file at `path` and validates it: a loaded config's Debug hides a
+/// password that stayed in a database URL (a mutation can move it into a field that is not a
+/// secret), and every error is one line without it.
+fn check_config_file<T>(
+    path: &Path,
+    text: &[u8],
+    validate: impl FnOnce(T) -> Result<(), kalshi_shared::config::ConfigError>,
+) -> Result<(), TestCaseError>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + Default + std::fmt::Debug,
+{
+    let only_in_urls = secret_only_in_urls(text);
+    std::fs::write(path, text).unwrap();
+    match kalshi_shared::config::load::<T>(Some(path), "FUZZ", Vec::new()) {
+        Ok(f) => {
+            let dbg = format!("{f:?}");
+            prop_assert!(
+                !only_in_urls || !dbg.contains("hunter2secret"),
+                "Debug shows a password"
+            );
+            if let Err(e) = validate(f) {
+                check_config_error(&e)?;
+            }
+        }
+        Err(e) => check_config_error(&e)?,
+    }
+    Ok(())
+}
+
 fn check_config_error(e: &kalshi_shared::config::ConfigError) -> Result<(), TestCaseError> {
     prop_assert_eq!(e.0.lines().count(), 1, "one line: {}", e.0);
     prop_assert!(
@@ -378,37 +407,11 @@ proptest! {
         if pick < 3 {
             use gatherer::config::Validate as _;
             let text = mutate(&config_seeds("gatherer"), pick, &edits);
-            let only_in_urls = secret_only_in_urls(&text);
-            std::fs::write(&path, &text).unwrap();
-            match kalshi_shared::config::load::<gatherer::config::FileConfig>(Some(&path), "FUZZ", Vec::new()) {
-                Ok(f) => {
-                    let dbg = format!("{f:?}");
-                    // A mutation can move the password into a field that is not a secret;
-                    // where it stayed in a database URL, Debug must hide it.
-                    prop_assert!(!only_in_urls || !dbg.contains("hunter2secret"), "Debug shows a password");
-                    if let Err(e) = f.validate() {
-                        check_config_error(&e)?;
-                    }
-                }
-                Err(e) => check_config_error(&e)?,
-            }
+            check_config_file::<gatherer::config::FileConfig>(&path, &text, |f| f.validate().map(drop))?;
         } else {
             use deduplicator::config::Validate as _;
             let text = mutate(&config_seeds("deduplicator"), pick - 3, &edits);
-            let only_in_urls = secret_only_in_urls(&text);
-            std::fs::write(&path, &text).unwrap();
-            match kalshi_shared::config::load::<deduplicator::config::FileConfig>(Some(&path), "FUZZ", Vec::new()) {
-                Ok(f) => {
-                    let dbg = format!("{f:?}");
-                    // A mutation can move the password into a field that is not a secret;
-                    // where it stayed in a database URL, Debug must hide it.
-                    prop_assert!(!only_in_urls || !dbg.contains("hunter2secret"), "Debug shows a password");
-                    if let Err(e) = f.validate() {
-                        check_config_error(&e)?;
-                    }
-                }
-                Err(e) => check_config_error(&e)?,
-            }
+            check_config_file::<deduplicator::config::FileConfig>(&path, &text, |f| f.validate().map(drop))?;
         }
     }
 }

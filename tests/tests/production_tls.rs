@@ -59,21 +59,40 @@ async fn production_over_verify_full_tls_is_exact_and_a_wrong_ca_is_refused() {
 
     // The right CA: everything, exactly once, over encrypted connections.
     let d = start_dedup(w.dedup_file(&url(&right))).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let encrypted = w
-        .prod
-        .psql(
-            "postgres",
-            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
-             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'kalshi-deduplicator'",
-        )
-        .unwrap();
-    let (tls, all) = encrypted.trim().split_once('|').unwrap();
-    assert!(all.parse::<u32>().unwrap() > 0, "{encrypted}");
-    assert_eq!(
-        tls, all,
-        "every deduplicator connection is TLS: {encrypted}"
-    );
+    let encrypted = || {
+        w.prod
+            .psql(
+                "postgres",
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'kalshi-deduplicator'",
+            )
+            .unwrap()
+    };
+    // Wait for the deduplicator's connections to exist, then check every one is TLS.
+    kalshi_testkit::wait::wait_for(
+        "deduplicator connections",
+        Duration::from_secs(30),
+        async || {
+            encrypted()
+                .trim()
+                .split_once('|')
+                .is_some_and(|(_, all)| all != "0")
+        },
+    )
+    .await;
+    let e = encrypted();
+    let (tls, all) = e.trim().split_once('|').unwrap();
+    assert_eq!(tls, all, "every deduplicator connection is TLS: {e}");
+    // Enough traffic to judge: at least 100 trades captured (a condition, not a duration).
+    kalshi_testkit::wait::wait_for("100 trades captured", Duration::from_secs(60), async || {
+        w.gatherers[0]
+            .status()
+            .await
+            .streams
+            .iter()
+            .any(|s| s.stream == kalshi_proto::gatherer::v1::Stream::Trades as i32 && s.head >= 100)
+    })
+    .await;
     w.rate(0).await;
     w.settle(Duration::from_millis(800)).await;
     let pool = pool(&w.prod.url()).await;
