@@ -50,6 +50,7 @@ impl Validate for FileConfig {
             log,
             testing,
         } = self;
+        http.validate()?;
         if gatherers.is_empty() {
             return Err(ConfigError::key(
                 "gatherers",

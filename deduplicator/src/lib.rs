@@ -164,6 +164,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
     let aux = sup.group("aux", Stop::InTurn);
     let servers = sup.group("servers", Stop::Early);
 
+    let http_limits = kalshi_shared::http_server::HttpLimits::from(&cfg.http);
     let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("bind http.listen {}", cfg.http.listen))?;
@@ -238,17 +239,21 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
         .merge(kalshi_shared::service::live_router(live));
     let token = servers.token();
     servers.spawn("http", async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(token.cancelled_owned())
+        kalshi_shared::http_server::serve("health", http_listener, app, http_limits, token)
             .await
             .context("HTTP server")
     });
     let token = servers.token();
     servers.spawn("metrics", async move {
-        axum::serve(metrics_listener, metrics_router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .context("metrics server")
+        kalshi_shared::http_server::serve(
+            "metrics",
+            metrics_listener,
+            metrics_router,
+            http_limits,
+            token,
+        )
+        .await
+        .context("metrics server")
     });
 
     let groups = Groups {

@@ -39,6 +39,7 @@ pub const SOURCE_ERROR_KINDS: &[&str] = &[
 ];
 
 pub fn describe(gatherers: &[String]) {
+    kalshi_shared::http_server::describe();
     kalshi_shared::pg::op::describe();
     kalshi_shared::build::record_build_info("deduplicator");
     for r in ["ok", "error"] {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kalshi_proto::gatherer::v1::{self as pb, gatherer_server::Gatherer};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::{Request, Response, Status};
 
 use crate::health::Health;
@@ -27,6 +27,8 @@ pub struct ApiConfig {
     pub max_message_bytes: usize,
     pub tail_heartbeat: Duration,
     pub max_tail_streams: usize,
+    /// Bytes of pages read and not yet taken by the gRPC layer, across all calls.
+    pub read_buffer_bytes: usize,
 }
 
 pub struct Api {
@@ -34,6 +36,10 @@ pub struct Api {
     health: Arc<Health>,
     cfg: ApiConfig,
     tails: Arc<Semaphore>,
+    /// `api.read_buffer_bytes`, one permit a byte: a page is read only once its largest
+    /// possible size is held, shrunk to its real size once read, and released when gRPC asks
+    /// for the message after it. Readers that never read cannot make the gatherer hold more.
+    budget: Arc<Semaphore>,
     /// Cancelled when the server stops: every Tail ends (tonic's graceful stop waits for
     /// open streams, and a Tail at the head would otherwise never end).
     stop: CancellationToken,
@@ -47,11 +53,13 @@ impl Api {
         stop: CancellationToken,
     ) -> Self {
         let tails = Arc::new(Semaphore::new(cfg.max_tail_streams));
+        let budget = Arc::new(Semaphore::new(cfg.read_buffer_bytes));
         Self {
             store,
             health,
             cfg,
             tails,
+            budget,
             stop,
         }
     }
@@ -72,9 +80,74 @@ impl Api {
         }
     }
 
-    /// Leaves room for the envelope within the message limit.
+    /// Leaves room for the envelope within the message limit, and fits the read budget.
     fn page_bytes(&self) -> usize {
-        self.cfg.max_message_bytes / 2
+        (self.cfg.max_message_bytes / 2).min(self.cfg.read_buffer_bytes)
+    }
+}
+
+/// How long a Read waits for the read budget before RESOURCE_EXHAUSTED.
+const READ_BUDGET_WAIT: Duration = Duration::from_secs(5);
+
+/// Bytes of the read budget held for one page; counted in `api_read_buffer_bytes`.
+struct Held {
+    permit: OwnedSemaphorePermit,
+}
+
+impl Held {
+    /// Waits for `bytes` of the budget.
+    async fn take(budget: &Arc<Semaphore>, bytes: usize) -> Option<Held> {
+        let n = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let permit = budget.clone().acquire_many_owned(n).await.ok()?;
+        metrics::gauge!(m::API_READ_BUFFER_BYTES).increment(f64::from(n));
+        Some(Held { permit })
+    }
+
+    /// Gives back all but `bytes`.
+    fn shrink_to(&mut self, bytes: usize) {
+        let keep = bytes.min(self.permit.num_permits());
+        let extra = self.permit.num_permits() - keep;
+        if let Some(back) = self.permit.split(extra) {
+            metrics::gauge!(m::API_READ_BUFFER_BYTES).decrement(back.num_permits() as f64);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        metrics::gauge!(m::API_READ_BUFFER_BYTES).decrement(self.permit.num_permits() as f64);
+    }
+}
+
+/// The size a page holds in memory, about its encoded size.
+fn page_size(records: &[pb::Record]) -> usize {
+    use prost::Message;
+    records.iter().map(|r| r.encoded_len() + 8).sum::<usize>() + 64
+}
+
+/// A Tail's messages as gRPC takes them: each message's budget is released when gRPC asks for
+/// the next one (by then it has been encoded and handed on).
+struct Budgeted {
+    rx: mpsc::Receiver<(Result<pb::ReadResponse, Status>, Option<Held>)>,
+    held: Option<Held>,
+}
+
+impl tokio_stream::Stream for Budgeted {
+    type Item = Result<pb::ReadResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.held = None;
+        match self.rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some((item, held))) => {
+                self.held = held;
+                std::task::Poll::Ready(Some(item))
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 }
 
@@ -117,6 +190,18 @@ impl Gatherer for Api {
                     r.after
                 )));
             }
+            let _held = tokio::time::timeout(
+                READ_BUDGET_WAIT,
+                Held::take(&self.budget, self.page_bytes()),
+            )
+            .await
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "read budget in use by other readers (api.read_buffer_bytes = {}): retry later",
+                    self.cfg.read_buffer_bytes
+                ))
+            })?
+            .ok_or_else(|| Status::unavailable("the gatherer is stopping"))?;
             let page = self
                 .store
                 .read(stream, r.after, self.limit(r.limit), self.page_bytes())
@@ -165,7 +250,8 @@ impl Gatherer for Api {
             let limit = self.limit(r.limit);
             let max_bytes = self.page_bytes();
             let heartbeat = self.cfg.tail_heartbeat;
-            let (tx, rx) = mpsc::channel::<Result<pb::ReadResponse, Status>>(2);
+            let budget = self.budget.clone();
+            let (tx, rx) = mpsc::channel::<(Result<pb::ReadResponse, Status>, Option<Held>)>(1);
             let mut after = r.after;
             let stop = self.stop.clone();
             tokio::spawn(async move {
@@ -175,14 +261,33 @@ impl Gatherer for Api {
                     if stop.is_cancelled() {
                         break;
                     }
-                    // Catch up: read until a short page says we are at the head.
+                    // Catch up: read until a short page says we are at the head. A page is
+                    // read only once the one before it was taken by gRPC (the channel's one
+                    // slot is free) and within the read budget, so a reader that never reads
+                    // holds at most two pages, all such readers together at most the budget.
+                    let slot = tokio::select! {
+                        s = tx.reserve() => match s {
+                            Ok(s) => s,
+                            Err(_) => break,
+                        },
+                        _ = stop.cancelled() => break,
+                    };
+                    let mut held = tokio::select! {
+                        h = Held::take(&budget, max_bytes) => match h {
+                            Some(h) => h,
+                            None => break,
+                        },
+                        _ = tx.closed() => break,
+                        _ = stop.cancelled() => break,
+                    };
                     let page = match store.read(stream, after, limit, max_bytes).await {
                         Ok(p) => p,
                         Err(e) => {
-                            let _ = tx.send(Err(status_of(e))).await;
+                            slot.send((Err(status_of(e)), None));
                             break;
                         }
                     };
+                    held.shrink_to(page_size(&page.records));
                     let n = page.records.len();
                     let moved = page.through > after;
                     after = after.max(page.through);
@@ -199,9 +304,9 @@ impl Gatherer for Api {
                             head: page.head,
                             through: after,
                         };
-                        if tx.send(Ok(msg)).await.is_err() {
-                            break;
-                        }
+                        slot.send((Ok(msg), Some(held)));
+                    } else {
+                        drop(slot);
                     }
                     if after < page.head {
                         continue;
@@ -220,7 +325,7 @@ impl Gatherer for Api {
                                 head: *head_rx.borrow(),
                                 through: after,
                             };
-                            if tx.send(Ok(beat)).await.is_err() {
+                            if tx.send((Ok(beat), None)).await.is_err() {
                                 break;
                             }
                         }
@@ -230,7 +335,7 @@ impl Gatherer for Api {
                 }
                 metrics::gauge!(m::API_TAIL_STREAMS).decrement(1.0);
             });
-            let out: TailStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            let out: TailStream = Box::pin(Budgeted { rx, held: None });
             Ok(Response::new(out))
         })();
         count("tail", &result);

@@ -163,6 +163,7 @@ impl Validate for FileConfig {
             http,
             log,
         } = self;
+        http.validate()?;
         if gatherer_id.is_empty()
             || !gatherer_id
                 .chars()
@@ -321,6 +322,12 @@ impl Validate for FileConfig {
         )?;
         positive("api.tail_heartbeat", api.tail_heartbeat)?;
         in_range("api.max_tail_streams", api.max_tail_streams, 1, 10_000)?;
+        in_range(
+            "api.read_buffer_bytes",
+            api.read_buffer_bytes,
+            64 * 1024,
+            1 << 30,
+        )?;
         let api_tls = api_tls(&api)?;
         if tracing_subscriber_filter_invalid(&log.level) {
             return Err(ConfigError::key(

@@ -127,6 +127,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     let grpc_listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
         .with_context(|| format!("bind api.listen {}", cfg.api.listen))?;
+    let http_limits = kalshi_shared::http_server::HttpLimits::from(&cfg.http);
     let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("bind http.listen {}", cfg.http.listen))?;
@@ -226,6 +227,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             max_message_bytes: cfg.api.max_message_bytes,
             tail_heartbeat: cfg.api.tail_heartbeat,
             max_tail_streams: cfg.api.max_tail_streams,
+            read_buffer_bytes: cfg.api.read_buffer_bytes,
         },
         servers.token(),
     );
@@ -287,17 +289,21 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     let token = servers.token();
     let http_app = http::router(health.clone(), sup.liveness());
     servers.spawn("http", async move {
-        axum::serve(http_listener, http_app)
-            .with_graceful_shutdown(token.cancelled_owned())
+        kalshi_shared::http_server::serve("health", http_listener, http_app, http_limits, token)
             .await
             .context("HTTP server")
     });
     let token = servers.token();
     servers.spawn("metrics", async move {
-        axum::serve(metrics_listener, metrics_router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .context("metrics server")
+        kalshi_shared::http_server::serve(
+            "metrics",
+            metrics_listener,
+            metrics_router,
+            http_limits,
+            token,
+        )
+        .await
+        .context("metrics server")
     });
 
     // Intake.

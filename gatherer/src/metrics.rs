@@ -41,6 +41,7 @@ pub const SPILL_CORRUPT_FILES: &str = "spill_corrupt_files_total";
 pub const RETENTION_DEFERRED_PARTITIONS: &str = "retention_deferred_partitions_total";
 pub const API_REQUESTS: &str = "api_requests_total";
 pub const API_TAIL_STREAMS: &str = "api_tail_streams";
+pub const API_READ_BUFFER_BYTES: &str = "api_read_buffer_bytes";
 pub const API_RECORDS_SENT: &str = "api_records_sent_total";
 pub const CREDENTIAL_RELOADS: &str = "gatherer_credential_reloads_total";
 
@@ -62,6 +63,8 @@ pub const WS_ERROR_TYPES: &[&str] = &[
     "disconnect",
     "stall",
     "oversize",
+    "protocol",
+    "invalid_utf8",
     "parse",
     "server_error",
     "command_timeout",
@@ -93,6 +96,7 @@ pub const BAD_FRAME_TYPES: &[&str] = &[
 
 /// Registers descriptions (shown as `# HELP` lines) and zero-valued series.
 pub fn describe() {
+    kalshi_shared::http_server::describe();
     kalshi_shared::pg::op::describe();
     kalshi_shared::build::record_build_info("gatherer");
     for r in kalshi_shared::tls::REJECTION_REASONS {
@@ -128,7 +132,9 @@ pub fn describe() {
         metrics::counter!(GAPS_DECLARED, "reason" => r.as_str()).increment(0);
     }
     for e in REST_ENDPOINTS {
-        metrics::counter!(REST_ERRORS, "endpoint" => *e).increment(0);
+        for r in ["status", "transport", "decode", "too_large"] {
+            metrics::counter!(REST_ERRORS, "endpoint" => *e, "reason" => r).increment(0);
+        }
     }
     for c in ["orderbook_delta", "trade", "ticker", "market_lifecycle_v2"] {
         metrics::counter!(WS_MESSAGES, "channel" => c).increment(0);
@@ -143,6 +149,7 @@ pub fn describe() {
     metrics::gauge!(WS_CONNECTED).set(0.0);
     metrics::gauge!(ACTIVE_MARKETS).set(0.0);
     metrics::gauge!(API_TAIL_STREAMS).set(0.0);
+    metrics::gauge!(API_READ_BUFFER_BYTES).set(0.0);
 
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
@@ -169,7 +176,7 @@ pub fn describe() {
     );
     describe_counter!(
         WS_ERRORS,
-        "WebSocket errors, by type (disconnect, stall, server_error, parse, connect)"
+        "WebSocket errors, by type (connect, disconnect, stall, oversize, protocol, invalid_utf8, parse, server_error, command_timeout)"
     );
     describe_counter!(WS_BAD_FRAMES, "Frames that failed to parse, by frame type");
     describe_counter!(
@@ -196,7 +203,10 @@ pub fn describe() {
         ACTIVE_MARKETS,
         "Markets the registry tracks for subscription"
     );
-    describe_counter!(REST_ERRORS, "REST errors by endpoint");
+    describe_counter!(
+        REST_ERRORS,
+        "REST errors by endpoint and reason (status, transport, decode, too_large)"
+    );
     describe_counter!(REST_REQUESTS, "REST requests by endpoint and status class");
     describe_counter!(REGISTRY_VERSIONS, "Registry versions stored, by kind");
     describe_counter!(
@@ -275,5 +285,9 @@ pub fn describe() {
     );
     describe_counter!(API_REQUESTS, "gRPC requests by method and status code");
     describe_gauge!(API_TAIL_STREAMS, "Open Tail streams");
+    describe_gauge!(
+        API_READ_BUFFER_BYTES,
+        "Bytes of Read and Tail pages read and not yet taken by gRPC (at most api.read_buffer_bytes)"
+    );
     describe_counter!(API_RECORDS_SENT, "Records sent over gRPC, by stream");
 }

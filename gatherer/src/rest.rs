@@ -60,6 +60,17 @@ impl RestError {
         }
     }
 
+    /// The `reason` label of `market_registry_rest_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RestError::Status { .. } => "status",
+            RestError::Transport { .. } | RestError::GaveUp { .. } => "transport",
+            RestError::Decode { .. } => "decode",
+            RestError::TooLarge { .. } => "too_large",
+            RestError::Shutdown => "shutdown",
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, RestError::Status { status: 404, .. })
     }
@@ -143,20 +154,34 @@ impl RestClient {
             attempts += 1;
             match self.get_once(endpoint, path_and_query).await {
                 Ok(body) => {
-                    return serde_json::from_slice(&body).map_err(|e| RestError::Decode {
-                        endpoint,
-                        message: e.to_string().chars().take(300).collect(),
+                    return serde_json::from_slice(&body).map_err(|e| {
+                        let e = RestError::Decode {
+                            endpoint,
+                            message: e.to_string().chars().take(300).collect(),
+                        };
+                        metrics::counter!(m::REST_ERRORS, "endpoint" => endpoint, "reason" => e.reason())
+                            .increment(1);
+                        tracing::warn!(endpoint, error = %e, "REST response refused");
+                        e
                     });
                 }
+                Err(RestError::Shutdown) => return Err(RestError::Shutdown),
                 Err(e) if e.retryable() && attempts < self.cfg.max_attempts => {
-                    metrics::counter!(m::REST_ERRORS, "endpoint" => endpoint).increment(1);
-                    tracing::debug!(endpoint, attempt = attempts, error = %e, "REST request failed, backing off");
+                    metrics::counter!(m::REST_ERRORS, "endpoint" => endpoint, "reason" => e.reason())
+                        .increment(1);
+                    if matches!(e, RestError::TooLarge { .. }) {
+                        // Hostile or broken: worth a line at the default level.
+                        tracing::warn!(endpoint, attempt = attempts, error = %e, "REST response refused, backing off");
+                    } else {
+                        tracing::debug!(endpoint, attempt = attempts, error = %e, "REST request failed, backing off");
+                    }
                     if !backoff.sleep(&self.cancel).await {
                         return Err(RestError::Shutdown);
                     }
                 }
                 Err(e) => {
-                    metrics::counter!(m::REST_ERRORS, "endpoint" => endpoint).increment(1);
+                    metrics::counter!(m::REST_ERRORS, "endpoint" => endpoint, "reason" => e.reason())
+                        .increment(1);
                     return Err(if e.retryable() {
                         RestError::GaveUp {
                             endpoint,
@@ -204,6 +229,16 @@ impl RestClient {
             _ => "5xx",
         };
         metrics::counter!(m::REST_REQUESTS, "endpoint" => endpoint, "status" => class).increment(1);
+        // A declared length over the limit is refused before reading any of it.
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.cfg.max_body_bytes as u64)
+        {
+            return Err(RestError::TooLarge {
+                endpoint,
+                limit: self.cfg.max_body_bytes,
+            });
+        }
         let mut body = Vec::new();
         loop {
             let chunk = tokio::select! {

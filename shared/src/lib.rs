@@ -8,6 +8,7 @@ pub mod auth;
 pub mod build;
 pub mod config;
 pub mod fixed;
+pub mod http_server;
 pub mod identity;
 pub mod pg;
 pub mod rate;

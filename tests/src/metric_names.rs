@@ -18,6 +18,7 @@ pub fn mentioned(text: &str) -> BTreeSet<String> {
         "export_",
         "spill_",
         "tls_reloads",
+        "http_server_",
         "gatherer_build_info",
         "gatherer_credential_reloads",
         "deduplicator_build_info",

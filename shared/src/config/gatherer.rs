@@ -319,6 +319,9 @@ pub struct ApiSection {
     pub tail_heartbeat: Duration,
     /// Most concurrent Tail streams.
     pub max_tail_streams: usize,
+    /// Bytes of Read and Tail pages read and not yet taken by gRPC, across all calls: readers
+    /// that do not read cannot make the gatherer hold more.
+    pub read_buffer_bytes: usize,
     /// Plaintext gRPC, said explicitly (tests, one trusted host). Without it `[api.tls]` is
     /// required: the deduplicator and the gatherer authenticate each other (mTLS).
     pub insecure: bool,
@@ -361,6 +364,7 @@ impl Default for ApiSection {
             max_message_bytes: 16 << 20,
             tail_heartbeat: Duration::from_secs(5),
             max_tail_streams: 64,
+            read_buffer_bytes: 64 << 20,
             insecure: false,
             tls: None,
         }

@@ -417,6 +417,43 @@ pub struct HttpSection {
     pub listen: std::net::SocketAddr,
     /// `GET /metrics`.
     pub metrics_listen: std::net::SocketAddr,
+    /// Open connections per server; more are closed at once.
+    pub max_connections: usize,
+    /// Deadline for each request head, and for an idle keep-alive connection.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A connection is closed (after its current response) at this age.
+    #[serde(with = "duration")]
+    pub max_connection_age: Duration,
+}
+
+impl HttpSection {
+    /// The checks both services apply to `[http]`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        in_range("http.max_connections", self.max_connections, 1, 100_000)?;
+        let within = |key: &str, d: Duration, lo: Duration, hi: Duration, says: &str| {
+            if d < lo || d > hi {
+                Err(ConfigError::key(key, format!("must be between {says}")))
+            } else {
+                Ok(())
+            }
+        };
+        within(
+            "http.header_read_timeout",
+            self.header_read_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+            "100ms and 10m",
+        )?;
+        within(
+            "http.max_connection_age",
+            self.max_connection_age,
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+            "1s and 24h",
+        )?;
+        Ok(())
+    }
 }
 
 impl Default for HttpSection {
@@ -424,6 +461,9 @@ impl Default for HttpSection {
         Self {
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], 8080)),
             metrics_listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9464)),
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(5),
+            max_connection_age: Duration::from_secs(300),
         }
     }
 }

@@ -383,8 +383,11 @@ impl Connection {
                         }
                         Some(Ok(_)) => {} // Ping (answered by the protocol layer), Pong
                         Some(Err(e)) => {
+                            use tokio_tungstenite::tungstenite::Error as WsError;
                             let kind = match e {
-                                tokio_tungstenite::tungstenite::Error::Capacity(_) => "oversize",
+                                WsError::Capacity(_) => "oversize",
+                                WsError::Protocol(_) => "protocol",
+                                WsError::Utf8(_) => "invalid_utf8",
                                 _ => "disconnect",
                             };
                             metrics::counter!(m::WS_ERRORS, "type" => kind).increment(1);
