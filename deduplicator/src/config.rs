@@ -156,7 +156,12 @@ impl Validate for FileConfig {
             ));
         }
         in_range("sink.batch_rows", sink.batch_rows, 1, 1_000_000)?;
-        positive("sink.batch_interval", sink.batch_interval)?;
+        if sink.batch_interval > Duration::from_secs(60) {
+            return Err(ConfigError::key(
+                "sink.batch_interval",
+                "must be at most 1m (0s: commit as soon as the previous commit finished)",
+            ));
+        }
         in_range("sink.cache_keys", sink.cache_keys, 0, 100_000_000)?;
         in_range("sink.queue_pages", sink.queue_pages, 1, 10_000)?;
         in_range("sources.page_limit", sources.page_limit, 1, 100_000)?;

@@ -12,6 +12,7 @@ pub const GATHERER_HEALTH: &str = "dedup_gatherer_health";
 pub const RDS_CONNECTED: &str = "dedup_rds_connected";
 pub const RDS_ERRORS: &str = "dedup_rds_errors_total";
 pub const COMMIT_DURATION: &str = "dedup_commit_duration_seconds";
+pub const END_TO_END: &str = "dedup_end_to_end_seconds";
 pub const QUARANTINED: &str = "dedup_quarantined_total";
 pub const FAILOVER_IN_PROGRESS: &str = "dedup_rds_failover_in_progress";
 pub const INSTANCE_RESETS: &str = "dedup_instance_resets_total";
@@ -73,6 +74,10 @@ pub fn describe(gatherers: &[String]) {
     describe_histogram!(
         COMMIT_DURATION,
         "Duration of one production transaction, seconds"
+    );
+    describe_histogram!(
+        END_TO_END,
+        "From a record's exchange time (its ts; receipt time when it has none) to the production COMMIT that carried it having returned, seconds, by stream"
     );
     describe_counter!(
         QUARANTINED,

@@ -278,7 +278,12 @@ impl Validate for FileConfig {
         positive("store.connect_timeout", store.connect_timeout)?;
         positive("store.op_timeout", store.op_timeout)?;
         in_range("store.batch_rows", store.batch_rows, 1, 1_000_000)?;
-        positive("store.batch_interval", store.batch_interval)?;
+        if store.batch_interval > Duration::from_secs(60) {
+            return Err(ConfigError::key(
+                "store.batch_interval",
+                "must be at most 1m (0s: commit as soon as the previous commit finished)",
+            ));
+        }
         in_range(
             "store.buffer_rows",
             store.buffer_rows,

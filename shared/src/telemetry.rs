@@ -38,14 +38,33 @@ const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Buckets for end-to-end latencies (exchange to production commit): fine where the goals are
+/// (p50 under 60 ms, p99 under 250 ms), coarse out to an hour for catch-ups.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+    0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+];
+
+/// Histograms that take [`LATENCY_BUCKETS`].
+pub const LATENCY_HISTOGRAMS: &[&str] = &["dedup_end_to_end_seconds"];
+
 /// The process's Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
+            let mut builder = PrometheusBuilder::new()
                 .set_buckets(SECONDS_BUCKETS)
                 .unwrap_or_else(|_| PrometheusBuilder::new());
+            for name in LATENCY_HISTOGRAMS {
+                builder = match builder.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full((*name).to_owned()),
+                    LATENCY_BUCKETS,
+                ) {
+                    Ok(b) => b,
+                    Err(_) => PrometheusBuilder::new(),
+                };
+            }
             match builder.install_recorder() {
                 Ok(h) => h,
                 // Another recorder is already installed (e.g. by a test harness): keep a

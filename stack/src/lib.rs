@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod latency;
 pub mod scenarios;
 
 mod client;

@@ -115,6 +115,14 @@ enum Cmd {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         ingest_allowance: Duration,
     },
+    /// End-to-end latency (exchange timestamp to production's COMMIT having returned) of what
+    /// the deduplicator commits over the next `--over`: rows, p50, p90 and p99 per stream.
+    Latency {
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        over: Duration,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a fault scenario on a fresh stack, then the audit (`--list` for the scenarios).
     Chaos {
         #[arg(long, default_value = "mixed", value_parser = clap::builder::PossibleValuesParser::new(scenarios::SCENARIOS.iter().map(|(name, _)| *name)))]
@@ -331,6 +339,45 @@ async fn chaos(
     Ok(report.ok)
 }
 
+/// `kalshi-stack latency`: two scrapes `over` apart, the quantiles of what came between.
+async fn latency(metrics_url: &str, over: Duration, as_json: bool) -> anyhow::Result<bool> {
+    use kalshi_stack::latency;
+    let before = latency::parse(&kalshi_stack::get_text(metrics_url).await?);
+    tokio::time::sleep(over).await;
+    let after = latency::parse(&kalshi_stack::get_text(metrics_url).await?);
+    let window = latency::delta(&before, &after);
+    let rows: Vec<Value> = window
+        .iter()
+        .map(|(stream, b)| {
+            let (n, p50, p90, p99) = latency::summary(b);
+            json!({"stream": stream, "rows": n, "p50": p50.to_string(), "p90": p90.to_string(), "p99": p99.to_string()})
+        })
+        .collect();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "exchange time to production commit, over {}",
+            humantime::format_duration(over)
+        );
+        println!(
+            "{:<22} {:>9} {:>9} {:>9} {:>9}",
+            "stream", "rows", "p50", "p90", "p99"
+        );
+        for r in &rows {
+            println!(
+                "{:<22} {:>9} {:>9} {:>9} {:>9}",
+                r["stream"].as_str().unwrap_or(""),
+                r["rows"],
+                r["p50"].as_str().unwrap_or(""),
+                r["p90"].as_str().unwrap_or(""),
+                r["p99"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     kalshi_shared::telemetry::init_logging(
@@ -393,6 +440,10 @@ fn main() -> ExitCode {
                     print!("{}", report.table());
                 }
                 Ok(report.ok)
+            }
+            Cmd::Latency { over, json } => {
+                let e = endpoints(&dir)?;
+                latency(&e.deduplicator_metrics, over, json).await
             }
             Cmd::Chaos {
                 scenario,

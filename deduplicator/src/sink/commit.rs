@@ -112,11 +112,18 @@ impl Sink {
         // a later valid copy of it is still written.
         let quarantined: HashSet<*const Row> =
             poison.iter().map(|(r, _, _)| *r as *const Row).collect();
+        // End to end, to the commit itself: COMMIT has returned, so the rows are durable now.
+        let now_ms = kalshi_shared::time::now_ms();
+        let end_to_end = metrics::histogram!(m::END_TO_END, "stream" => table);
         for r in valid.iter().chain(rescued.iter()) {
-            if let Some(k) = r.key
-                && !quarantined.contains(&(*r as *const Row))
-            {
+            if quarantined.contains(&(*r as *const Row)) {
+                continue;
+            }
+            if let Some(k) = r.key {
                 self.cache.insert(k);
+            }
+            if let Some(ts) = partition_ms(&r.record).filter(|ts| *ts > 0) {
+                end_to_end.record((now_ms - ts).max(0) as f64 / 1000.0);
             }
         }
         metrics::gauge!(m::CACHE_KEYS, "stream" => table).set(self.cache.len() as f64);

@@ -135,10 +135,27 @@ impl Sink {
         loop {
             let mut batch = Batch::default();
             let mut deadline: Option<tokio::time::Instant> = None;
-            // Collect until the batch is full, its interval passed, or shutdown.
+            // Collect until the batch is full, or nothing more is queued (and its linger,
+            // `sink.batch_interval`, passed: 0 by default), or shutdown. Pages that arrive
+            // while a batch commits make the next one: group commit.
             let stop = loop {
                 if batch.rows.len() >= self.cfg.batch_rows {
                     break false;
+                }
+                if deadline.is_some() {
+                    match self.rx.try_recv() {
+                        Ok(page) => {
+                            self.add(&mut batch, page);
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => break true,
+                        Err(mpsc::error::TryRecvError::Empty)
+                            if self.cfg.batch_interval.is_zero() =>
+                        {
+                            break false;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {}
+                    }
                 }
                 let page = match deadline {
                     None => tokio::select! {

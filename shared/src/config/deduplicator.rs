@@ -131,6 +131,8 @@ impl Default for RdsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct SinkSection {
     pub batch_rows: usize,
+    /// How long a sink lingers for more pages after taking what is queued. 0: none, commit as
+    /// soon as the previous commit finished (group commit: batches grow under load).
     #[serde(with = "duration")]
     pub batch_interval: Duration,
     /// Recently committed record keys kept per stream to drop duplicates before the database.
@@ -143,7 +145,7 @@ impl Default for SinkSection {
     fn default() -> Self {
         Self {
             batch_rows: 10_000,
-            batch_interval: Duration::from_millis(100),
+            batch_interval: Duration::ZERO,
             cache_keys: 500_000,
             queue_pages: 4,
         }

@@ -364,7 +364,10 @@ impl<R: Row> Writer<R> {
         }
     }
 
-    /// Waits for rows, then collects for up to `batch_interval` or `batch_rows`.
+    /// Waits for rows, then takes what is already queued, up to `batch_rows`, and lingers for
+    /// more up to `batch_interval` (0, the default: none). Rows that arrive while a batch
+    /// commits queue up and make the next batch: group commit, with batches that grow under
+    /// load and no fixed delay when it is light.
     async fn fill(&mut self, buf: &mut VecDeque<R>) -> Fill {
         if buf.is_empty() {
             tokio::select! {
@@ -381,6 +384,17 @@ impl<R: Row> Writer<R> {
         }
         let until = tokio::time::Instant::now() + self.cfg.batch_interval;
         while buf.len() < self.cfg.batch_rows {
+            match self.rx.try_recv() {
+                Ok(r) => {
+                    buf.push_back(r);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return Fill::Finishing,
+                Err(mpsc::error::TryRecvError::Empty) if self.cfg.batch_interval.is_zero() => {
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
             tokio::select! {
                 biased;
                 row = self.rx.recv() => match row {
