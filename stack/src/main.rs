@@ -368,7 +368,7 @@ async fn latency(metrics_url: &str, over: Duration, as_json: bool) -> anyhow::Re
             println!(
                 "{:<22} {:>9} {:>9} {:>9} {:>9}",
                 r["stream"].as_str().unwrap_or(""),
-                r["rows"],
+                r["rows"].as_u64().unwrap_or(0),
                 r["p50"].as_str().unwrap_or(""),
                 r["p90"].as_str().unwrap_or(""),
                 r["p99"].as_str().unwrap_or("")

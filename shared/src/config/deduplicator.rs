@@ -132,7 +132,8 @@ impl Default for RdsSection {
 pub struct SinkSection {
     pub batch_rows: usize,
     /// How long a sink lingers for more pages after taking what is queued. 0: none, commit as
-    /// soon as the previous commit finished (group commit: batches grow under load).
+    /// soon as the previous commit finished (group commit), at the price of many more, smaller
+    /// transactions.
     #[serde(with = "duration")]
     pub batch_interval: Duration,
     /// Recently committed record keys kept per stream to drop duplicates before the database.
@@ -145,7 +146,7 @@ impl Default for SinkSection {
     fn default() -> Self {
         Self {
             batch_rows: 10_000,
-            batch_interval: Duration::ZERO,
+            batch_interval: Duration::from_millis(100),
             cache_keys: 500_000,
             queue_pages: 4,
         }

@@ -262,7 +262,8 @@ pub struct StoreSection {
     pub startup_timeout: Duration,
     pub batch_rows: usize,
     /// How long a writer lingers for more rows after taking what is queued. 0: none, commit
-    /// as soon as the previous commit finished (group commit: batches grow under load).
+    /// as soon as the previous commit finished (group commit), at the price of many more,
+    /// smaller transactions.
     #[serde(with = "duration")]
     pub batch_interval: Duration,
     /// Rows a writer holds while the database is unavailable, per table.
@@ -293,7 +294,7 @@ impl Default for StoreSection {
             op_timeout: Duration::from_secs(30),
             startup_timeout: Duration::from_secs(120),
             batch_rows: 5000,
-            batch_interval: Duration::ZERO,
+            batch_interval: Duration::from_millis(50),
             buffer_rows: 500_000,
             channel_rows: 20_000,
             flush_deadline: Duration::from_secs(20),
