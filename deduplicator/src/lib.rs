@@ -237,24 +237,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
         .route("/health/ready", axum::routing::get(health))
         .with_state((board.clone(), prod.clone()))
         .merge(kalshi_shared::service::live_router(live));
-    let token = servers.token();
-    servers.spawn("http", async move {
-        kalshi_shared::http_server::serve("health", http_listener, app, http_limits, token)
-            .await
-            .context("HTTP server")
-    });
-    let token = servers.token();
-    servers.spawn("metrics", async move {
-        kalshi_shared::http_server::serve(
-            "metrics",
-            metrics_listener,
-            metrics_router,
-            http_limits,
-            token,
-        )
-        .await
-        .context("metrics server")
-    });
+    kalshi_shared::http_server::spawn_both(
+        &servers,
+        (http_listener, app),
+        (metrics_listener, metrics_router),
+        http_limits,
+    );
 
     let groups = Groups {
         startup: startup.clone(),

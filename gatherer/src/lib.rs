@@ -286,25 +286,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             });
         }
     }
-    let token = servers.token();
     let http_app = http::router(health.clone(), sup.liveness());
-    servers.spawn("http", async move {
-        kalshi_shared::http_server::serve("health", http_listener, http_app, http_limits, token)
-            .await
-            .context("HTTP server")
-    });
-    let token = servers.token();
-    servers.spawn("metrics", async move {
-        kalshi_shared::http_server::serve(
-            "metrics",
-            metrics_listener,
-            metrics_router,
-            http_limits,
-            token,
-        )
-        .await
-        .context("metrics server")
-    });
+    kalshi_shared::http_server::spawn_both(
+        &servers,
+        (http_listener, http_app),
+        (metrics_listener, metrics_router),
+        http_limits,
+    );
 
     // Intake.
     let (desired_tx, desired_rx) = watch::channel(registry::Desired::default());

@@ -14,14 +14,6 @@ use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatherer");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn help_documents_every_key() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
@@ -588,43 +580,13 @@ async fn a_rotated_key_is_taken_at_sighup_without_a_restart() {
     );
 
     // Data flows: every trade published from now on is stored, exactly once.
-    let from_pos = sim.published_pos();
-    post(
-        &format!("{}/rate", sim.control_url()),
-        serde_json::json!({"rate": 500}),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    post(
-        &format!("{}/rate", sim.control_url()),
-        serde_json::json!({"rate": 0}),
-    )
-    .await;
-    let expected: Vec<String> = truth(&sim, "trade")
-        .await
-        .iter()
-        .filter(|r| r["pos"].as_u64().unwrap() > from_pos)
-        .map(|r| r["msg"]["trade_id"].as_str().unwrap().to_owned())
-        .collect();
+    let expected = publish_trades(&sim, 500, 3.0).await;
     assert!(
         expected.len() > 50,
         "only {} trades published",
         expected.len()
     );
-    let q = |sql: &str| pg.psql("postgres", sql).unwrap();
-    kalshi_testkit::wait::wait_for("every trade stored", Duration::from_secs(20), async || {
-        let stored: std::collections::HashSet<String> = q("SELECT trade_id FROM trades")
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        expected.iter().all(|t| stored.contains(t))
-    })
-    .await;
-    assert_eq!(
-        q("SELECT count(*) - count(DISTINCT trade_id) FROM trades").trim(),
-        "0",
-        "a trade stored twice"
-    );
+    wait_trades_stored(&pg, &expected).await;
 
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())

@@ -32,14 +32,6 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// What a hostile server sends at most, were the gatherer to take it all.
 const GIB: u64 = 1 << 30;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The gatherer binary in its own process, so its memory is its own.
 struct Bin {
     child: Child,
@@ -698,38 +690,9 @@ async fn a_hostile_exchange_is_refused_counted_and_survived() {
         g.healthy().await
     })
     .await;
-    let from_pos = sim.published_pos();
-    post(
-        &format!("{}/rate", sim.control_url()),
-        serde_json::json!({"rate": 500}),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    post(
-        &format!("{}/rate", sim.control_url()),
-        serde_json::json!({"rate": 0}),
-    )
-    .await;
-    let expected: HashSet<String> = truth(&sim, "trade")
-        .await
-        .iter()
-        .filter(|r| r["pos"].as_u64().unwrap() > from_pos)
-        .map(|r| r["msg"]["trade_id"].as_str().unwrap().to_owned())
-        .collect();
+    let expected = publish_trades(&sim, 500, 3.0).await;
     assert!(expected.len() > 50, "only {} trades", expected.len());
-    let q = |sql: &str| pg.psql("postgres", sql).unwrap();
-    kalshi_testkit::wait::wait_for("every trade stored", Duration::from_secs(30), async || {
-        let stored: HashSet<String> = q("SELECT trade_id FROM trades")
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        expected.is_subset(&stored)
-    })
-    .await;
-    assert_eq!(
-        q("SELECT count(*) - count(DISTINCT trade_id) FROM trades").trim(),
-        "0"
-    );
+    wait_trades_stored(&pg, &expected).await;
     g.assert_alive();
 }
 
@@ -753,33 +716,9 @@ async fn hostile_api_and_http_clients_are_bounded_and_counted() {
     .await;
 
     // Data to serve: a few MiB of deltas and trades.
-    let from_pos = sim.published_pos();
-    post(
-        &format!("{}/rate", sim.control_url()),
-        serde_json::json!({"rate": 3000}),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    post(
-        &format!("{}/rate", sim.control_url()),
-        serde_json::json!({"rate": 0}),
-    )
-    .await;
-    let trades: HashSet<String> = truth(&sim, "trade")
-        .await
-        .iter()
-        .filter(|r| r["pos"].as_u64().unwrap() > from_pos)
-        .map(|r| r["msg"]["trade_id"].as_str().unwrap().to_owned())
-        .collect();
+    let trades = publish_trades(&sim, 3000, 8.0).await;
+    wait_trades_stored(&pg, &trades).await;
     let q = |sql: &str| pg.psql("postgres", sql).unwrap();
-    kalshi_testkit::wait::wait_for("every trade stored", Duration::from_secs(30), async || {
-        let stored: HashSet<String> = q("SELECT trade_id FROM trades")
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        trades.is_subset(&stored)
-    })
-    .await;
     let deltas: u64 = q("SELECT count(*) FROM orderbook_deltas")
         .trim()
         .parse()

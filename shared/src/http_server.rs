@@ -79,6 +79,27 @@ pub fn describe() {
     }
 }
 
+/// Spawns a service's two servers into `servers`: task `http` serves `health` (the `/health`
+/// router) and task `metrics` serves `metrics`, both within `limits`, until the group stops.
+pub fn spawn_both(
+    servers: &crate::service::Group,
+    health: (TcpListener, axum::Router),
+    metrics: (TcpListener, axum::Router),
+    limits: HttpLimits,
+) {
+    use anyhow::Context as _;
+    for (task, server, (listener, router)) in
+        [("http", "health", health), ("metrics", "metrics", metrics)]
+    {
+        let token = servers.token();
+        servers.spawn(task, async move {
+            serve(server, listener, router, limits, token)
+                .await
+                .with_context(|| format!("{server} HTTP server"))
+        });
+    }
+}
+
 /// Serves `router` on `listener` until `stop`, within `limits`. `server` names it in metrics
 /// and logs (`health` or `metrics`).
 pub async fn serve(

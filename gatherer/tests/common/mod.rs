@@ -468,3 +468,51 @@ pub async fn assert_books_match(rig: &Rig) {
         );
     }
 }
+
+/// Publishes at `rate` msg/s for `secs`, then stops: the trade ids the simulator published
+/// meanwhile, from its ground truth.
+pub async fn publish_trades(
+    sim: &SimHandle,
+    rate: u64,
+    secs: f64,
+) -> std::collections::HashSet<String> {
+    let from_pos = sim.published_pos();
+    let url = format!("{}/rate", sim.control_url());
+    post(&url, json!({ "rate": rate })).await;
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    post(&url, json!({ "rate": 0 })).await;
+    truth(sim, "trade")
+        .await
+        .iter()
+        .filter(|r| r["pos"].as_u64().unwrap() > from_pos)
+        .map(|r| r["msg"]["trade_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until the gatherer's database `pg` holds every one of `expected`, then checks that
+/// no trade is stored twice.
+pub async fn wait_trades_stored(pg: &PgCluster, expected: &std::collections::HashSet<String>) {
+    let q = |sql: &str| pg.psql("postgres", sql).unwrap();
+    kalshi_testkit::wait::wait_for("every trade stored", Duration::from_secs(30), async || {
+        let stored: std::collections::HashSet<String> = q("SELECT trade_id FROM trades")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        expected.is_subset(&stored)
+    })
+    .await;
+    assert_eq!(
+        q("SELECT count(*) - count(DISTINCT trade_id) FROM trades").trim(),
+        "0",
+        "a trade stored twice"
+    );
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
