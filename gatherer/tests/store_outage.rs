@@ -16,7 +16,15 @@ async fn a_database_restart_within_the_buffer_loses_nothing() {
     rig.rate(1000).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     tokio::task::block_in_place(|| rig.pg.stop()).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The database is pinged every 2 s (2 s deadline): it is reported down within a few
+    // seconds, later on a busy machine, never not at all.
+    kalshi_testkit::wait::wait_for(
+        "the database reported down",
+        Duration::from_secs(15),
+        async || rig.health().await.1["db"] == "unavailable",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (code, h) = rig.health().await;
     assert_eq!((code, h["db"].as_str()), (503, Some("unavailable")), "{h}");
     assert!(
