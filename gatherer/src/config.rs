@@ -278,12 +278,9 @@ impl Validate for FileConfig {
         positive("store.connect_timeout", store.connect_timeout)?;
         positive("store.op_timeout", store.op_timeout)?;
         in_range("store.batch_rows", store.batch_rows, 1, 1_000_000)?;
-        if store.batch_interval > Duration::from_secs(60) {
-            return Err(ConfigError::key(
-                "store.batch_interval",
-                "must be at most 1m (0s: commit as soon as the previous commit finished)",
-            ));
-        }
+        (store.batch_interval <= Duration::from_secs(60))
+            .then_some(())
+            .ok_or_else(|| ConfigError::key("store.batch_interval", "must be at most 1m"))?;
         in_range(
             "store.buffer_rows",
             store.buffer_rows,
@@ -330,7 +327,7 @@ impl Validate for FileConfig {
         in_range(
             "api.read_buffer_bytes",
             api.read_buffer_bytes,
-            64 * 1024,
+            64 << 10,
             1 << 30,
         )?;
         let api_tls = api_tls(&api)?;

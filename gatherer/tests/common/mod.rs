@@ -510,9 +510,5 @@ pub async fn wait_trades_stored(pg: &PgCluster, expected: &std::collections::Has
 
 /// A port free on loopback now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    kalshi_testkit::ports::free_port().unwrap()
 }
