@@ -30,6 +30,16 @@ pub struct Config {
     pub http: HttpSection,
     pub log: LogSection,
     pub testing: TestingSection,
+    /// The Parquet archive (None: off).
+    pub archive: Option<ArchiveConfig>,
+}
+
+/// Validated `[archive]` settings.
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    pub section: ArchiveSection,
+    pub period_ms: i64,
+    pub retry: BackoffConfig,
 }
 
 /// Validation: the file format lives in `kalshi_shared::config::deduplicator`; what it
@@ -49,6 +59,7 @@ impl Validate for FileConfig {
             http,
             log,
             testing,
+            archive,
         } = self;
         http.validate()?;
         if gatherers.is_empty() {
@@ -187,8 +198,76 @@ impl Validate for FileConfig {
             http,
             log,
             testing,
+            archive: validate_archive(archive)?,
         })
     }
+}
+
+fn validate_archive(a: ArchiveSection) -> Result<Option<ArchiveConfig>, ConfigError> {
+    if !a.enabled {
+        return Ok(None);
+    }
+    let b = &a.bucket;
+    if !(3..=63).contains(&b.len())
+        || !b
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        return Err(ConfigError::key(
+            "archive.bucket",
+            "an S3 bucket name: 3-63 lowercase letters, digits, '.' or '-'",
+        ));
+    }
+    if !(a.prefix.is_empty() || a.prefix.ends_with('/')) || a.prefix.starts_with('/') {
+        return Err(ConfigError::key(
+            "archive.prefix",
+            "empty, or a key prefix ending in '/' (not starting with one)",
+        ));
+    }
+    if !a.endpoint_url.is_empty() && !a.endpoint_url.starts_with("http") {
+        return Err(ConfigError::key(
+            "archive.endpoint_url",
+            "must be an http(s) URL",
+        ));
+    }
+    let secs = a.period.as_secs();
+    if a.period.subsec_nanos() != 0 || !(1..=86_400).contains(&secs) || 86_400 % secs != 0 {
+        return Err(ConfigError::key(
+            "archive.period",
+            "whole seconds between 1s and 24h that divide a day (1m, 5m, 1h, ...)",
+        ));
+    }
+    if a.settle > Duration::from_secs(86_400) {
+        return Err(ConfigError::key("archive.settle", "must be at most 24h"));
+    }
+    positive("archive.check_interval", a.check_interval)?;
+    positive("archive.attempt_timeout", a.attempt_timeout)?;
+    in_range(
+        "archive.max_periods_per_check",
+        a.max_periods_per_check,
+        1,
+        10_000,
+    )?;
+    in_range("archive.row_group_rows", a.row_group_rows, 1, 100_000_000)?;
+    in_range("archive.zstd_level", a.zstd_level, 1, 22)?;
+    in_range("archive.part_size", a.part_size, 5 << 20, 5 << 30)?;
+    in_range(
+        "archive.multipart_threshold",
+        a.multipart_threshold,
+        a.part_size,
+        5 << 30,
+    )?;
+    in_range("archive.max_attempts", a.max_attempts, 1, 100)?;
+    if a.spool_dir.is_empty() {
+        return Err(ConfigError::key("archive.spool_dir", "required"));
+    }
+    let retry = BackoffConfig::new(a.retry_initial, a.retry_max)
+        .map_err(|e| ConfigError::key("archive.retry_initial", e))?;
+    Ok(Some(ArchiveConfig {
+        period_ms: secs as i64 * 1000,
+        retry,
+        section: a,
+    }))
 }
 
 /// Production is reached over TLS that checks the server's certificate and name

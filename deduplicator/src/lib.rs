@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod board;
 pub mod config;
 pub mod coverage;
@@ -248,6 +249,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
         startup: startup.clone(),
         sources,
         sinks,
+        aux: aux.clone(),
     };
     let (p, b) = (prod.clone(), board.clone());
     startup.spawn_once("prepare", start_streams(cfg, p, b, groups));
@@ -269,6 +271,7 @@ struct Groups {
     startup: Group,
     sources: Group,
     sinks: Group,
+    aux: Group,
 }
 
 /// Waits for production (migrations, stored cursors), then starts one sink per stream and
@@ -293,12 +296,33 @@ async fn start_streams(
         pause_before_commit: cfg.testing.pause_before_commit,
         gatherers: ids.clone(),
         panic_sink: cfg.testing.panic_sink.clone(),
+        archive_period_ms: cfg.archive.as_ref().map(|a| a.period_ms),
     };
     for (s, rx) in Stream::ALL.into_iter().zip(receivers) {
         let sink = sink::Sink::new(s, sink_cfg.clone(), prod.clone(), board.clone(), rx);
         let token = groups.sinks.token();
         groups.sinks.spawn(s.table(), async move {
             sink.run(token, DRAIN).await;
+            Ok(())
+        });
+    }
+    if let Some(a) = cfg.archive.clone() {
+        let local = !a.section.endpoint_url.is_empty();
+        let archiver = archive::Archiver::new(a, prod.clone(), ids.clone())
+            .await
+            .context("archive")?;
+        if local {
+            // A local S3 stand-in (the stack, tests) starts empty; production's bucket is
+            // Terraform's.
+            archiver
+                .store
+                .ensure_bucket()
+                .await
+                .context("archive bucket")?;
+        }
+        let (b, token) = (board.clone(), groups.aux.token());
+        groups.aux.spawn("archiver", async move {
+            archiver.run(b, token).await;
             Ok(())
         });
     }

@@ -47,6 +47,26 @@ enum Command {
     Migrate,
     /// Print each gatherer's stored cursor, its head, the records behind and its health.
     Status,
+    /// The S3 archive: what is archived, pending and late, and a full check against
+    /// production.
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
+    /// Reload archived periods from S3 into production, through the writers' ON CONFLICT
+    /// merge: rows production already holds are left alone, so running it twice changes
+    /// nothing. Every file is checked against its manifest first.
+    Restore {
+        /// Start: RFC 3339 or Unix milliseconds (periods overlapping [from, to) are restored).
+        #[arg(long)]
+        from: String,
+        /// End (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only these streams (comma-separated table names; default: all archived).
+        #[arg(long, value_delimiter = ',')]
+        streams: Vec<String>,
+    },
     /// List the windows that no configured gatherer covered (from the merged gaps).
     Gaps {
         /// Start of the window: RFC 3339 (2026-11-22T10:00:00Z) or Unix milliseconds.
@@ -56,6 +76,32 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Periods archived (version, rows, verified), pending and late.
+    Status,
+    /// S3 against production for every archived period in the window: manifests, row counts
+    /// and content checksums per stream, and every file's bytes. Exit 3 on any difference.
+    Verify {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+/// `--from`/`--to` as Unix ms, `from <= to`.
+fn window(from: &str, to: Option<&str>) -> Result<(i64, i64), String> {
+    let from = parse_time(from).map_err(|e| e.to_string())?;
+    let to = to
+        .map_or(Ok(kalshi_shared::time::now_ms()), parse_time)
+        .map_err(|e| e.to_string())?;
+    if from > to {
+        return Err("--from is after --to".into());
+    }
+    Ok((from, to))
 }
 
 fn parse_time(s: &str) -> anyhow::Result<i64> {
@@ -122,6 +168,14 @@ fn main() -> ExitCode {
             }
         }),
         Command::Status => runtime.block_on(status(cfg)),
+        Command::Archive { command } => runtime.block_on(archive_cmd(cfg, command)),
+        Command::Restore { from, to, streams } => match window(&from, to.as_deref()) {
+            Ok((from, to)) => runtime.block_on(restore(cfg, from, to, streams)),
+            Err(e) => {
+                eprintln!("deduplicator: {e}");
+                ExitCode::from(64)
+            }
+        },
         Command::Gaps { from, to } => {
             let (from, to) = match (
                 parse_time(&from),
@@ -304,4 +358,156 @@ async fn gaps(cfg: deduplicator::Config, from: i64, to: i64) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+async fn archiver(cfg: &deduplicator::Config) -> Result<deduplicator::archive::Archiver, ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(a) = cfg.archive.clone() else {
+        eprintln!("deduplicator: the archive is not configured ([archive] enabled = true)");
+        return Err(ExitCode::from(64));
+    };
+    let prod = connect(cfg).await.map_err(|e| {
+        eprintln!("deduplicator: {e}");
+        ExitCode::FAILURE
+    })?;
+    let ids = cfg.gatherers.iter().map(|g| g.id.clone()).collect();
+    deduplicator::archive::Archiver::new(a, prod, ids)
+        .await
+        .map_err(|e| {
+            eprintln!("deduplicator: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// `deduplicator archive status|verify`.
+async fn archive_cmd(cfg: deduplicator::Config, cmd: ArchiveCommand) -> ExitCode {
+    let a = match archiver(&cfg).await {
+        Ok(a) => a,
+        Err(c) => return c,
+    };
+    let fmt = kalshi_shared::time::format_rfc3339_ms;
+    match cmd {
+        ArchiveCommand::Status => {
+            let section = &a.cfg.section;
+            let now = kalshi_shared::time::now_ms();
+            let period = a.cfg.period_ms;
+            let settled = (now - section.settle.as_millis() as i64).div_euclid(period) * period;
+            let st = match a.status(settled).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("deduplicator: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let late = st.periods.iter().filter(|p| p.late).count();
+            let unverified = st.periods.iter().filter(|p| !p.verified).count();
+            println!(
+                "archive s3://{}/{}: {} periods archived ({} unverified), {} pending, {} late",
+                a.store.bucket,
+                a.store.prefix,
+                st.periods.len(),
+                unverified,
+                st.pending.len(),
+                late
+            );
+            println!("{:<26} {:>7} {:>12}  state", "period", "version", "rows");
+            for p in &st.periods {
+                let state = match (p.late, p.verified) {
+                    (true, _) => "LATE (new version due)",
+                    (false, true) => "verified",
+                    (false, false) => "unverified",
+                };
+                println!(
+                    "{:<26} {:>7} {:>12}  {state}",
+                    fmt(p.start_ms),
+                    p.version,
+                    p.rows
+                );
+            }
+            for p in &st.pending {
+                println!("{:<26} {:>7} {:>12}  pending", fmt(*p), "-", "-");
+            }
+            ExitCode::SUCCESS
+        }
+        ArchiveCommand::Verify { from, to } => {
+            let (from, to) = match window(&from, to.as_deref()) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("deduplicator: {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            match a.verify(from, to).await {
+                Ok((lines, ok)) => {
+                    for l in &lines {
+                        println!("{l}");
+                    }
+                    println!(
+                        "{}: {} stream-periods checked between {} and {}",
+                        if ok {
+                            "archive verified"
+                        } else {
+                            "ARCHIVE DIFFERS"
+                        },
+                        lines.len(),
+                        fmt(from),
+                        fmt(to)
+                    );
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(3)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("deduplicator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `deduplicator restore`.
+async fn restore(cfg: deduplicator::Config, from: i64, to: i64, streams: Vec<String>) -> ExitCode {
+    use deduplicator::archive::format::ARCHIVED;
+    let mut chosen = Vec::new();
+    for s in &streams {
+        match ARCHIVED.iter().find(|x| x.table() == s) {
+            Some(x) => chosen.push(*x),
+            None => {
+                let names: Vec<&str> = ARCHIVED.iter().map(|x| x.table()).collect();
+                eprintln!(
+                    "deduplicator: --streams: {s:?} is not archived (one of {})",
+                    names.join(", ")
+                );
+                return ExitCode::from(64);
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = ARCHIVED.to_vec();
+    }
+    let a = match archiver(&cfg).await {
+        Ok(a) => a,
+        Err(c) => return c,
+    };
+    match a.restore(from, to, &chosen).await {
+        Ok(per) => {
+            println!("{:<20} {:>12} {:>12}", "stream", "read", "inserted");
+            for (s, (read, ins)) in &per {
+                println!("{s:<20} {read:>12} {ins:>12}");
+            }
+            let (r, i) = per.values().fold((0, 0), |(a, b), (r, i)| (a + r, b + i));
+            println!(
+                "restored: {r} rows read from the archive, {i} inserted (the rest production already held)"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            deduplicator::archive::count_error(&e);
+            eprintln!("deduplicator: restore failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

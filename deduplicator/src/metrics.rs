@@ -26,6 +26,28 @@ pub const RETENTION_OVERRUNS: &str = "dedup_retention_overruns_total";
 pub const IAM_TOKENS: &str = "dedup_iam_tokens_total";
 pub const RDS_EVENT_CHECKS: &str = "dedup_rds_event_checks_total";
 pub const UNCOVERED_WINDOWS: &str = "dedup_uncovered_gap_windows";
+pub const EXPORT_LAG: &str = "export_lag_seconds";
+pub const ARCHIVE_OBJECTS: &str = "archive_objects_written_total";
+pub const ARCHIVE_BYTES: &str = "archive_bytes_written_total";
+pub const ARCHIVE_ROWS: &str = "archive_rows_written_total";
+pub const ARCHIVE_ERRORS: &str = "archive_errors_total";
+pub const ARCHIVE_PENDING: &str = "archive_periods_pending";
+pub const ARCHIVE_LATE_VERSIONS: &str = "archive_late_versions_total";
+pub const ARCHIVE_PARTITIONS_DROPPED: &str = "archive_partitions_dropped_total";
+
+pub const ARCHIVE_ERROR_CLASSES: &[&str] = &[
+    "s3_throttled",
+    "s3_server",
+    "s3_client",
+    "s3_timeout",
+    "s3_transport",
+    "database",
+    "io",
+    "encode",
+    "decode",
+    "integrity",
+    "config",
+];
 
 pub const SOURCE_ERROR_KINDS: &[&str] = &[
     "connect",
@@ -57,6 +79,35 @@ pub fn describe(gatherers: &[String]) {
         "Seconds the oldest record a gatherer holds and production does not has been waiting (0 when caught up)"
     );
     describe_counter!(RECORDS_READ, "Records read from a gatherer");
+    describe_gauge!(
+        EXPORT_LAG,
+        "Seconds since the end of the newest archived period (the archive runs settle behind, so this rests between settle and settle + period)"
+    );
+    describe_counter!(
+        ARCHIVE_OBJECTS,
+        "Objects written to the S3 archive, by stream (manifest: period manifests); an identical object already there is not written again"
+    );
+    describe_counter!(
+        ARCHIVE_BYTES,
+        "Bytes of Parquet written to the S3 archive, by stream"
+    );
+    describe_counter!(ARCHIVE_ROWS, "Rows written to the S3 archive, by stream");
+    describe_counter!(
+        ARCHIVE_ERRORS,
+        "Archive failures by class (s3_throttled, s3_server, s3_client, s3_timeout, s3_transport, database, io, encode, decode, integrity, config); the period is retried"
+    );
+    describe_gauge!(
+        ARCHIVE_PENDING,
+        "Closed periods waiting to be archived at the last look"
+    );
+    describe_counter!(
+        ARCHIVE_LATE_VERSIONS,
+        "Archived periods rewritten as a new version because late data reached production"
+    );
+    describe_counter!(
+        ARCHIVE_PARTITIONS_DROPPED,
+        "Production partitions dropped by retention after every row in them was verified in the archive"
+    );
     describe_counter!(RECORDS_WRITTEN, "Rows newly committed to production");
     describe_counter!(
         DUPLICATES_DROPPED,

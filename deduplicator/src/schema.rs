@@ -30,7 +30,88 @@ pub const PARTITIONED: &[&str] = &[
     "tickers",
 ];
 
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
+
+/// The role consumers read with (SELECT only; docs/consuming.md). Created when the migrating
+/// user may create roles; otherwise the migration says so and goes on (the runbook has the SQL).
+pub const READER_ROLE: &str = "kalshi_reader";
+
+/// The archive's bookkeeping, the indexes readers need, the numeric views and the read-only
+/// role.
+///
+/// - `archive_touch`: per period and stream, how many production transactions wrote rows of
+///   that period. The writers bump it in the data's own transaction, so the archiver, reading
+///   it in the same snapshot as the rows, knows exactly whether anything was committed for an
+///   archived period since (late data: a new version).
+/// - `archive_periods`: one row per archived period: the version, the manifest, the touch
+///   count it was built from, and when S3 was last verified against it.
+/// - Per-market time-range indexes on every stream, and BRIN indexes on time for the
+///   archiver's period scans (tiny, since rows arrive roughly in time order).
+const MIGRATION_3: &str = r#"
+CREATE TABLE archive_touch (
+    period_start_ms bigint NOT NULL,
+    stream          text   NOT NULL,
+    touches         bigint NOT NULL,
+    PRIMARY KEY (period_start_ms, stream)
+);
+CREATE TABLE archive_periods (
+    period_start_ms bigint      PRIMARY KEY,
+    period_ms       bigint      NOT NULL,
+    version         integer     NOT NULL,
+    touches         bigint      NOT NULL,
+    manifest        jsonb       NOT NULL,
+    archived_at     timestamptz NOT NULL DEFAULT now(),
+    verified_at     timestamptz
+);
+
+CREATE INDEX trades_market_ts              ON trades              (market_ticker, ts);
+CREATE INDEX orderbook_deltas_market_ts    ON orderbook_deltas    (market_ticker, ts);
+CREATE INDEX orderbook_snapshots_market_ts ON orderbook_snapshots (market_ticker, ts);
+CREATE INDEX tickers_market_ts             ON tickers             (market_ticker, ts);
+CREATE INDEX lifecycle_ticker_received     ON lifecycle           (ticker, received_ms);
+CREATE INDEX trades_ts_brin              ON trades              USING brin (ts);
+CREATE INDEX orderbook_deltas_ts_brin    ON orderbook_deltas    USING brin (ts);
+CREATE INDEX orderbook_snapshots_ts_brin ON orderbook_snapshots USING brin (ts);
+CREATE INDEX tickers_ts_brin             ON tickers             USING brin (ts);
+CREATE INDEX lifecycle_received_brin     ON lifecycle           USING brin (received_ms);
+
+-- Dollars and contracts as numerics (the tables hold micro-dollars and centi-contracts).
+CREATE VIEW trades_dollars AS
+SELECT trade_id, ts, market_ticker,
+       yes_price::numeric / 1000000 AS yes_price_dollars,
+       no_price::numeric / 1000000  AS no_price_dollars,
+       count::numeric / 100         AS contracts,
+       CASE taker_outcome_side WHEN 1 THEN 'yes' WHEN 2 THEN 'no' END AS taker_outcome_side,
+       taker_book_side, is_block_trade, source, gatherer_id
+FROM trades;
+CREATE VIEW orderbook_deltas_dollars AS
+SELECT market_ticker, ts, CASE side WHEN 1 THEN 'yes' WHEN 2 THEN 'no' END AS side,
+       price::numeric / 1000000 AS price_dollars,
+       delta::numeric / 100     AS delta_contracts,
+       occurrence, gatherer_id, received_ms
+FROM orderbook_deltas;
+CREATE VIEW orderbook_snapshot_levels AS
+SELECT s.market_ticker, s.ts, s.gatherer_id, s.source, l.side,
+       (l.level->>0)::numeric / 1000000 AS price_dollars,
+       (l.level->>1)::numeric / 100     AS contracts
+FROM orderbook_snapshots s,
+     LATERAL (SELECT 'yes' AS side, e AS level FROM jsonb_array_elements(s.yes) e
+              UNION ALL
+              SELECT 'no', e FROM jsonb_array_elements(s.no) e) l;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'kalshi_reader') THEN
+        CREATE ROLE kalshi_reader NOLOGIN;
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO kalshi_reader', current_schema());
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO kalshi_reader', current_schema());
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT ON TABLES TO kalshi_reader', current_schema());
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'cannot create or grant the read-only role kalshi_reader (%): see runbooks/archive.md', SQLERRM;
+END
+$$;
+"#;
 
 /// Identical lifecycle messages (a market paused twice) are distinct records: the key takes
 /// the gatherers' occurrence.

@@ -7,6 +7,7 @@
 //! - [`sim`]: a typed client for the simulator's control API, and its ground truth;
 //! - [`pg`]: ephemeral PostgreSQL clusters; [`proxy`]: the TCP fault proxy;
 //!   [`process`]: child processes tied to their parent;
+//! - [`s3`]: a local S3 (moto) for the archive;
 //! - [`keys`], [`certs`] (throwaway CAs), [`ports`], [`prom`] (reading metrics) and [`wait`].
 //!
 //! It must never take an expected value from the system under test: expected values come from
@@ -21,5 +22,6 @@ pub mod ports;
 pub mod process;
 pub mod prom;
 pub mod proxy;
+pub mod s3;
 pub mod sim;
 pub mod wait;

@@ -45,7 +45,7 @@ async fn migrate_status_and_gaps() {
     );
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
-        "applied migrations [1, 2]"
+        "applied migrations [1, 2, 3]"
     );
     let out = bin()
         .arg("--config")

@@ -267,6 +267,7 @@ impl Sink {
             enc.push(&src, &r.record);
         }
         let payload = (enc.rows() > 0).then(|| enc.finish());
+        let touched = self.touched_periods(rows);
         let mut conn = self.prod.acquire().await?;
         let op_timeout = self.prod.op_timeout();
         let stream = self.stream;
@@ -341,6 +342,18 @@ impl Sink {
                 .execute(&mut *conn)
                 .await?;
             }
+            if !touched.is_empty() {
+                // Late data is known exactly: the archiver reads these in its snapshot.
+                sqlx::query(
+                    "INSERT INTO archive_touch (period_start_ms, stream, touches) \
+                     SELECT p, $2, 1 FROM UNNEST($1::bigint[]) AS u(p) \
+                     ON CONFLICT (period_start_ms, stream) DO UPDATE SET touches = archive_touch.touches + 1",
+                )
+                .bind(&touched)
+                .bind(stream.table())
+                .execute(&mut *conn)
+                .await?;
+            }
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
@@ -368,6 +381,43 @@ impl Sink {
         r
     }
 }
+
+impl Sink {
+    /// The archive periods the rows fall in (sorted, distinct; none without an archive).
+    fn touched_periods(&self, rows: &[&Row]) -> Vec<i64> {
+        use pb::record::Body;
+        let Some(period) = self.cfg.archive_period_ms.filter(|p| *p > 0) else {
+            return Vec::new();
+        };
+        let floor = |ms: i64| ms.div_euclid(period) * period;
+        let mut v: Vec<i64> = Vec::new();
+        for r in rows {
+            match r.record.body.as_ref() {
+                Some(Body::Lifecycle(l)) => {
+                    v.push(floor(l.origin.as_ref().map_or(0, |o| o.received_ms)));
+                }
+                Some(Body::Gap(g)) => {
+                    // Every period the gap overlaps (its manifest lists it), bounded.
+                    let (a, b) = (floor(g.from_ms), floor(g.to_ms.max(g.from_ms)));
+                    let n = ((b - a) / period).min(MAX_GAP_PERIODS);
+                    v.extend((0..=n).map(|i| a + i * period));
+                }
+                _ => {
+                    if let Some(ms) = partition_ms(&r.record) {
+                        v.push(floor(ms));
+                    }
+                }
+            }
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// A gap touches at most this many archive periods (a gatherer gone for longer than that has
+/// its later periods' windows rebuilt only when other rows touch them).
+const MAX_GAP_PERIODS: i64 = 10_000;
 
 /// The partition time of a record as the encoder stores it.
 pub(super) fn partition_ms(r: &pb::Record) -> Option<i64> {

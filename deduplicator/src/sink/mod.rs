@@ -69,6 +69,9 @@ pub struct SinkConfig {
     pub gatherers: Vec<String>,
     /// `testing.panic_sink`: the table whose sink panics after its first commit ("": none).
     pub panic_sink: String,
+    /// The archive's period: each transaction counts itself in `archive_touch` for the
+    /// periods its rows fall in (None: no archive).
+    pub archive_period_ms: Option<i64>,
 }
 
 /// A record on its way into one transaction.

@@ -21,6 +21,7 @@ pub struct FileConfig {
     pub http: HttpSection,
     pub log: LogSection,
     pub testing: TestingSection,
+    pub archive: ArchiveSection,
 }
 
 impl Default for FileConfig {
@@ -38,6 +39,83 @@ impl Default for FileConfig {
             http: HttpSection::default(),
             log: LogSection::default(),
             testing: TestingSection::default(),
+            archive: ArchiveSection::default(),
+        }
+    }
+}
+
+/// The Parquet archive on S3 (off unless `enabled`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSection {
+    pub enabled: bool,
+    /// The bucket (required when enabled).
+    pub bucket: String,
+    /// Prepended to every key ("" or ending in '/').
+    pub prefix: String,
+    /// AWS region (empty: from the environment / instance metadata; us-east-1 with
+    /// endpoint_url).
+    pub region: String,
+    /// An S3-compatible endpoint (the local stack's, a VPC endpoint); path-style addressing.
+    /// Empty: AWS's.
+    pub endpoint_url: String,
+    /// The archive period: one set of files per period. Divides a day (1s..24h).
+    #[serde(with = "duration")]
+    pub period: Duration,
+    /// How long after a period ends before it is archived (the gatherers' delivery delay).
+    #[serde(with = "duration")]
+    pub settle: Duration,
+    /// How often the archiver looks for closed, late or unverified periods.
+    #[serde(with = "duration")]
+    pub check_interval: Duration,
+    /// At most this many periods are written per look (bounded catch-up).
+    pub max_periods_per_check: usize,
+    /// Where files are built before upload (and downloaded to for verify and restore).
+    pub spool_dir: String,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    pub zstd_level: i32,
+    /// Files larger than this are uploaded in parts (multipart upload).
+    pub multipart_threshold: u64,
+    /// Part size of multipart uploads (5 MiB..5 GiB).
+    pub part_size: u64,
+    /// Attempts per S3 request (the SDK's standard retry, with jittered backoff).
+    pub max_attempts: u32,
+    #[serde(with = "duration")]
+    pub retry_initial: Duration,
+    #[serde(with = "duration")]
+    pub retry_max: Duration,
+    /// Deadline of one attempt of one S3 request.
+    #[serde(with = "duration")]
+    pub attempt_timeout: Duration,
+    /// Production partitions (months) older than this are dropped once every period in them
+    /// is verified in the archive. 0s: never drop.
+    #[serde(with = "duration")]
+    pub retention: Duration,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            bucket: String::new(),
+            prefix: String::new(),
+            region: String::new(),
+            endpoint_url: String::new(),
+            period: Duration::from_secs(3600),
+            settle: Duration::from_secs(300),
+            check_interval: Duration::from_secs(30),
+            max_periods_per_check: 24,
+            spool_dir: "/var/lib/kalshi-data/archive".into(),
+            row_group_rows: 1_000_000,
+            zstd_level: 3,
+            multipart_threshold: 64 << 20,
+            part_size: 16 << 20,
+            max_attempts: 8,
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(120),
+            retention: Duration::ZERO,
         }
     }
 }

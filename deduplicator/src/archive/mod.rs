@@ -1,0 +1,649 @@
+//! The S3 archive: per closed period, one immutable, deterministic Parquet file per stream and
+//! a manifest, built from production.
+//!
+//! It runs as a supervised task of the deduplicator rather than its own binary: it needs what
+//! only the deduplicator knows (how far each gatherer's streams are merged, to tell when a
+//! period is settled), it is the only writer of production's archive bookkeeping, and one
+//! process is one thing less to deploy, monitor and fail over. `archive status|verify` and
+//! `restore` are subcommands of the same binary.
+//!
+//! - *Settled.* A period `[a, b)` is archived once a barrier taken at `T >= b + settle` is
+//!   passed: every connected gatherer's stream merged up to the head it had at `T`. Records of
+//!   the period that arrive later (a gatherer back from an outage) are late data.
+//! - *Late data.* The writers bump `archive_touch` for every period they write rows of, in
+//!   the data's own transaction. The archiver reads the touches in the same snapshot as the
+//!   rows; more touches later mean rows it has not archived, and the period is rebuilt. Same
+//!   content: nothing is uploaded. New content: a new version (the manifest's `version` and
+//!   `history`), written over the same keys (the bucket keeps old object versions).
+//! - *Order.* Data files first, the manifest last, then `archive_periods`; a crash anywhere
+//!   redoes the period, and determinism makes the redo write nothing new.
+//!
+//! It must never drop or skip a period it could not archive: errors are counted and the period
+//! is retried at the next look.
+
+pub mod format;
+pub mod manifest;
+pub mod ops;
+pub mod store;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sqlx::Executor as _;
+use sqlx::Row as _;
+use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::board::{Board, Health};
+use crate::config::ArchiveConfig;
+use crate::db::Prod;
+use crate::metrics as m;
+use crate::records::Stream;
+use format::{ARCHIVED, ContentHash, FileWriter};
+use manifest::{Manifest, StreamEntry, UncoveredWindow};
+use store::Store;
+
+/// Why an archive step failed, with the class `archive_errors_total` counts.
+#[derive(Debug, thiserror::Error)]
+#[error("{class}: {message}")]
+pub struct ArchiveError {
+    pub class: &'static str,
+    pub message: String,
+}
+
+impl ArchiveError {
+    pub fn new(class: &'static str, message: impl std::fmt::Display) -> Self {
+        ArchiveError {
+            class,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<store::S3Error> for ArchiveError {
+    fn from(e: store::S3Error) -> Self {
+        ArchiveError::new(e.class, e)
+    }
+}
+
+impl From<sqlx::Error> for ArchiveError {
+    fn from(e: sqlx::Error) -> Self {
+        ArchiveError::new("database", e)
+    }
+}
+
+/// Counts an error under its class.
+pub fn count_error(e: &ArchiveError) {
+    metrics::counter!(m::ARCHIVE_ERRORS, "class" => e.class).increment(1);
+}
+
+/// What production holds for one period, read in one snapshot.
+pub struct Built {
+    pub manifest: Manifest,
+    /// Spool files by stream (only when built for upload).
+    pub files: Vec<(Stream, PathBuf)>,
+    pub touches: i64,
+}
+
+/// What archiving one period did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// First version written.
+    Archived,
+    /// Late data: a new version written.
+    NewVersion(u32),
+    /// Touched again, but the content is what the archive holds.
+    Unchanged,
+}
+
+/// Writes the file and hashes its bytes on the way.
+struct HashingFile {
+    out: std::io::BufWriter<std::fs::File>,
+    hash: ring::digest::Context,
+    bytes: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+pub struct Archiver {
+    pub cfg: ArchiveConfig,
+    pub prod: Arc<Prod>,
+    pub store: Store,
+    /// Configured gatherer ids (coverage).
+    pub gatherers: Vec<String>,
+    spool: PathBuf,
+}
+
+/// The heads every connected gatherer had at `at_ms`.
+struct Barrier {
+    at_ms: i64,
+    heads: Vec<(usize, Stream, i64)>,
+}
+
+const BARRIER_STREAMS: [Stream; 6] = [
+    Stream::Trades,
+    Stream::OrderbookDeltas,
+    Stream::OrderbookSnapshots,
+    Stream::Tickers,
+    Stream::Lifecycle,
+    Stream::Gaps,
+];
+
+fn take_barrier(board: &Board) -> Barrier {
+    let mut heads = Vec::new();
+    for (i, g) in board.gatherers.iter().enumerate() {
+        if g.health() != Health::Connected {
+            continue;
+        }
+        for s in BARRIER_STREAMS {
+            heads.push((
+                i,
+                s,
+                g.stream(s).head.load(std::sync::atomic::Ordering::Acquire),
+            ));
+        }
+    }
+    Barrier {
+        at_ms: kalshi_shared::time::now_ms(),
+        heads,
+    }
+}
+
+fn passed(board: &Board, b: &Barrier) -> bool {
+    b.heads.iter().all(|(i, s, head)| {
+        let g = &board.gatherers[*i];
+        // A gatherer that went away since: what it still holds will be late data.
+        g.health() != Health::Connected
+            || g.stream(*s)
+                .committed
+                .load(std::sync::atomic::Ordering::Acquire)
+                >= *head
+    })
+}
+
+impl Archiver {
+    pub async fn new(
+        cfg: ArchiveConfig,
+        prod: Arc<Prod>,
+        gatherers: Vec<String>,
+    ) -> Result<Archiver, ArchiveError> {
+        let spool = PathBuf::from(&cfg.section.spool_dir);
+        std::fs::create_dir_all(&spool).map_err(|e| {
+            ArchiveError::new("io", format!("archive.spool_dir {}: {e}", spool.display()))
+        })?;
+        let store = Store::new(&cfg).await;
+        Ok(Archiver {
+            cfg,
+            prod,
+            store,
+            gatherers,
+            spool,
+        })
+    }
+
+    fn period_ms(&self) -> i64 {
+        self.cfg.period_ms
+    }
+
+    fn floor(&self, ms: i64) -> i64 {
+        ms.div_euclid(self.period_ms()) * self.period_ms()
+    }
+
+    /// The supervised task: looks every `check_interval` until shutdown. Never ends on an
+    /// error: they are counted, logged and retried.
+    #[tracing::instrument(name = "archiver", skip_all)]
+    pub async fn run(self, board: Arc<Board>, cancel: CancellationToken) {
+        describe_zero();
+        match self.store.abort_stale_uploads().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(uploads = n, "aborted multipart uploads left by a crash"),
+            Err(e) => {
+                let e = ArchiveError::from(e);
+                count_error(&e);
+                tracing::warn!(error = %e, "cannot list stale multipart uploads");
+            }
+        }
+        let settle_ms = self.cfg.section.settle.as_millis() as i64;
+        let mut barrier: Option<Barrier> = None;
+        let mut settled = i64::MIN;
+        loop {
+            if let Some(b) = &barrier
+                && passed(&board, b)
+            {
+                settled = settled.max(self.floor(b.at_ms - settle_ms));
+                barrier = None;
+            }
+            if barrier.is_none() {
+                barrier = Some(take_barrier(&board));
+            }
+            if settled > i64::MIN
+                && let Err(e) = self.check(settled, &cancel).await
+            {
+                count_error(&e);
+                tracing::warn!(error = %e, "archive check failed; retrying at the next look");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(self.cfg.section.check_interval) => {}
+            }
+        }
+    }
+
+    /// One look: archives the pending and late periods that end by `settled` (bounded), then
+    /// verifies what is unverified.
+    pub async fn check(
+        &self,
+        settled: i64,
+        cancel: &CancellationToken,
+    ) -> Result<(), ArchiveError> {
+        let todo = self.pending(settled).await?;
+        metrics::gauge!(m::ARCHIVE_PENDING).set(todo.len() as f64);
+        for start in todo {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            match self.archive_period(start).await {
+                Ok(o) => {
+                    tracing::info!(period = %kalshi_shared::time::format_rfc3339_ms(start), outcome = ?o, "period archived");
+                }
+                Err(e) => {
+                    // Later periods wait: the archive stays contiguous.
+                    return Err(e);
+                }
+            }
+        }
+        self.update_lag().await
+    }
+
+    /// `export_lag_seconds`: now minus the end of the newest contiguous archived period.
+    async fn update_lag(&self) -> Result<(), ArchiveError> {
+        let hw: Option<i64> =
+            sqlx::query_scalar("SELECT max(period_start_ms) FROM archive_periods")
+                .fetch_one(&self.prod.pool())
+                .await?;
+        if let Some(hw) = hw {
+            let lag = (kalshi_shared::time::now_ms() - (hw + self.period_ms())).max(0);
+            metrics::gauge!(m::EXPORT_LAG).set(lag as f64 / 1000.0);
+        }
+        Ok(())
+    }
+
+    /// Periods to write now: the next ones after the newest archived (or from the oldest row),
+    /// plus any touched period that is not archived or has been touched since.
+    pub async fn pending(&self, settled: i64) -> Result<Vec<i64>, ArchiveError> {
+        let max = self.cfg.section.max_periods_per_check;
+        let pool = self.prod.pool();
+        let period = self.period_ms();
+        let other: Option<i64> = sqlx::query_scalar(
+            "SELECT period_ms FROM archive_periods WHERE period_ms <> $1 LIMIT 1",
+        )
+        .bind(period)
+        .fetch_optional(&pool)
+        .await?;
+        if let Some(p) = other {
+            return Err(ArchiveError::new(
+                "config",
+                format!(
+                    "archive.period is {period} ms but the archive holds periods of {p} ms: the period cannot change once archived"
+                ),
+            ));
+        }
+        let hw: Option<i64> =
+            sqlx::query_scalar("SELECT max(period_start_ms) FROM archive_periods")
+                .fetch_one(&pool)
+                .await?;
+        let mut todo = BTreeSet::new();
+        let first = match hw {
+            Some(h) => Some(h + period),
+            None => self.oldest_row().await?.map(|ms| self.floor(ms)),
+        };
+        if let Some(mut p) = first {
+            while p + period <= settled && todo.len() < max {
+                todo.insert(p);
+                p += period;
+            }
+        }
+        let touched: Vec<i64> = sqlx::query_scalar(
+            "SELECT t.period_start_ms FROM \
+               (SELECT period_start_ms, sum(touches) AS s FROM archive_touch GROUP BY 1) t \
+             LEFT JOIN archive_periods p USING (period_start_ms) \
+             WHERE (p.period_start_ms IS NULL OR t.s > p.touches) AND t.period_start_ms + $1 <= $2 \
+             ORDER BY 1 LIMIT $3",
+        )
+        .bind(period)
+        .bind(settled)
+        .bind(max as i64)
+        .fetch_all(&pool)
+        .await?;
+        todo.extend(touched);
+        Ok(todo.into_iter().take(max).collect())
+    }
+
+    async fn oldest_row(&self) -> Result<Option<i64>, ArchiveError> {
+        let sql = "SELECT min(t) FROM ( \
+             SELECT (extract(epoch FROM min(ts)) * 1000)::bigint AS t FROM trades UNION ALL \
+             SELECT (extract(epoch FROM min(ts)) * 1000)::bigint FROM orderbook_deltas UNION ALL \
+             SELECT (extract(epoch FROM min(ts)) * 1000)::bigint FROM orderbook_snapshots UNION ALL \
+             SELECT (extract(epoch FROM min(ts)) * 1000)::bigint FROM tickers UNION ALL \
+             SELECT min(received_ms) FROM lifecycle) x";
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.prod.pool()).await?)
+    }
+
+    fn spool_path(&self, table: &str, start_ms: i64) -> PathBuf {
+        self.spool.join(format!("{table}-{start_ms}.parquet.part"))
+    }
+
+    /// Reads the period from production in one snapshot: per stream the row count, time
+    /// range and content checksum, and (with `write`) the Parquet files in the spool.
+    pub async fn build(&self, start_ms: i64, write: bool) -> Result<Built, ArchiveError> {
+        let end_ms = start_ms + self.period_ms();
+        let mut conn = self
+            .prod
+            .acquire()
+            .await
+            .map_err(|e| ArchiveError::new("database", e))?;
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let r = self.build_in(&mut conn, start_ms, end_ms, write).await;
+        let _ = conn.execute("ROLLBACK").await;
+        if r.is_err() {
+            for s in ARCHIVED {
+                let _ = std::fs::remove_file(self.spool_path(s.table(), start_ms));
+            }
+        }
+        r
+    }
+
+    async fn build_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        start_ms: i64,
+        end_ms: i64,
+        write: bool,
+    ) -> Result<Built, ArchiveError> {
+        let touches: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(touches), 0)::bigint FROM archive_touch WHERE period_start_ms = $1",
+        )
+        .bind(start_ms)
+        .fetch_one(&mut *conn)
+        .await?;
+        let mut man = manifest::new_manifest(start_ms, self.period_ms());
+        let mut files = Vec::new();
+        let props = || {
+            format::properties(self.cfg.section.zstd_level, self.cfg.section.row_group_rows)
+                .map_err(|e| ArchiveError::new("encode", e))
+        };
+        for stream in ARCHIVED {
+            let table = stream.table();
+            let path = self.spool_path(table, start_ms);
+            let mut writer = if write {
+                let f = std::fs::File::create(&path)
+                    .map_err(|e| ArchiveError::new("io", format!("{}: {e}", path.display())))?;
+                let out = HashingFile {
+                    out: std::io::BufWriter::with_capacity(1 << 20, f),
+                    hash: ring::digest::Context::new(&ring::digest::SHA256),
+                    bytes: 0,
+                };
+                Some(
+                    FileWriter::new(stream, out, props()?)
+                        .map_err(|e| ArchiveError::new("encode", e))?,
+                )
+            } else {
+                None
+            };
+            let mut content = ContentHash::default();
+            let (mut rows, mut min_t, mut max_t) = (0u64, None::<i64>, None::<i64>);
+            let sql = format::select_sql(stream);
+            let mut it = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(start_ms)
+                .bind(end_ms)
+                .fetch(&mut *conn);
+            while let Some(r) = it.next().await {
+                let r = r?;
+                let row =
+                    format::from_pg(stream, &r).map_err(|e| ArchiveError::new("decode", e))?;
+                let t = format::row_time(stream, &row);
+                min_t = Some(min_t.map_or(t, |m| m.min(t)));
+                max_t = Some(max_t.map_or(t, |m| m.max(t)));
+                content.row(&row);
+                rows += 1;
+                if let Some(w) = writer.as_mut() {
+                    w.push(row);
+                    if w.group_full() {
+                        // Compression is CPU work: off the async workers.
+                        let mut owned = writer.take();
+                        let (back, res) = tokio::task::spawn_blocking(move || {
+                            let res = owned.as_mut().map_or(Ok(()), FileWriter::flush_group);
+                            (owned, res)
+                        })
+                        .await
+                        .map_err(|e| ArchiveError::new("encode", e))?;
+                        res.map_err(|e| ArchiveError::new("encode", e))?;
+                        writer = back;
+                    }
+                }
+            }
+            drop(it);
+            let mut entry = StreamEntry {
+                stream: table.to_owned(),
+                key: None,
+                rows,
+                bytes: 0,
+                min_time_ms: min_t,
+                max_time_ms: max_t,
+                file_sha256: None,
+                content_sha256: content.finish(),
+            };
+            if let Some(w) = writer {
+                let mut out = tokio::task::spawn_blocking(move || w.finish())
+                    .await
+                    .map_err(|e| ArchiveError::new("encode", e))?
+                    .map_err(|e| ArchiveError::new("encode", e))?;
+                out.flush()
+                    .map_err(|e| ArchiveError::new("io", format!("{}: {e}", path.display())))?;
+                if rows > 0 {
+                    entry.key = Some(self.store.key(&manifest::data_key(table, start_ms)));
+                    entry.bytes = out.bytes;
+                    entry.file_sha256 = Some(format::hex(out.hash.finish().as_ref()));
+                    files.push((stream, path));
+                } else {
+                    drop(out);
+                    let _ = std::fs::remove_file(&path);
+                }
+            } else if rows > 0 {
+                entry.key = Some(self.store.key(&manifest::data_key(table, start_ms)));
+            }
+            man.streams.push(entry);
+        }
+        let gaps = sqlx::query(
+            "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps \
+             WHERE from_ms < $2 AND to_ms >= $1 ORDER BY 1, 2, 3, 4, 5, 6",
+        )
+        .bind(start_ms)
+        .bind(end_ms)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut rows = Vec::with_capacity(gaps.len());
+        for r in &gaps {
+            rows.push(crate::coverage::GapRow {
+                gatherer_id: r.try_get(0)?,
+                stream: r.try_get(1)?,
+                market: r.try_get(2)?,
+                from_ms: r.try_get(3)?,
+                to_ms: r.try_get(4)?,
+                reason: r.try_get(5)?,
+            });
+        }
+        man.declared_gaps = rows.len() as u64;
+        man.uncovered = crate::coverage::uncovered(&rows, &self.gatherers, start_ms, end_ms - 1)
+            .into_iter()
+            .map(|u| UncoveredWindow {
+                stream: u.stream,
+                market: u.market,
+                from_ms: u.from_ms,
+                to_ms: u.to_ms,
+                reasons: u.reasons,
+            })
+            .collect();
+        Ok(Built {
+            manifest: man,
+            files,
+            touches,
+        })
+    }
+
+    /// The archived manifest of a period in production's bookkeeping.
+    pub async fn recorded(&self, start_ms: i64) -> Result<Option<(Manifest, i64)>, ArchiveError> {
+        let row =
+            sqlx::query("SELECT manifest, touches FROM archive_periods WHERE period_start_ms = $1")
+                .bind(start_ms)
+                .fetch_optional(&self.prod.pool())
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let v: sqlx::types::Json<Manifest> = row.try_get(0)?;
+        Ok(Some((v.0, row.try_get(1)?)))
+    }
+
+    /// Builds, compares with what is archived, uploads what changed, records it.
+    pub async fn archive_period(&self, start_ms: i64) -> Result<Outcome, ArchiveError> {
+        let Built {
+            manifest: mut man,
+            files,
+            touches,
+        } = self.build(start_ms, true).await?;
+        let cleanup = |files: &[(Stream, PathBuf)]| {
+            for (_, p) in files {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        let prev = match self.recorded(start_ms).await {
+            Ok(p) => p,
+            Err(e) => {
+                cleanup(&files);
+                return Err(e);
+            }
+        };
+        let mut outcome = Outcome::Archived;
+        if let Some((old, _)) = &prev {
+            if old.same_content(&man) {
+                cleanup(&files);
+                sqlx::query("UPDATE archive_periods SET touches = $2 WHERE period_start_ms = $1")
+                    .bind(start_ms)
+                    .bind(touches)
+                    .execute(&self.prod.pool())
+                    .await?;
+                return Ok(Outcome::Unchanged);
+            }
+            man.version = old.version + 1;
+            man.history = old.history.clone();
+            man.history.push(manifest::Previous {
+                version: old.version,
+                streams: old
+                    .streams
+                    .iter()
+                    .map(|s| (s.stream.clone(), s.rows, s.content_sha256.clone()))
+                    .collect(),
+            });
+            outcome = Outcome::NewVersion(man.version);
+            metrics::counter!(m::ARCHIVE_LATE_VERSIONS).increment(1);
+            tracing::warn!(period = %man.period.start, version = man.version, "late data: writing a new version of an archived period");
+        }
+        let r = self.upload(&man, &files).await;
+        cleanup(&files);
+        r?;
+        sqlx::query(
+            "INSERT INTO archive_periods (period_start_ms, period_ms, version, touches, manifest, archived_at, verified_at) \
+             VALUES ($1, $2, $3, $4, $5, now(), NULL) \
+             ON CONFLICT (period_start_ms) DO UPDATE SET version = EXCLUDED.version, \
+               touches = EXCLUDED.touches, manifest = EXCLUDED.manifest, archived_at = now(), verified_at = NULL",
+        )
+        .bind(start_ms)
+        .bind(self.period_ms())
+        .bind(man.version as i32)
+        .bind(touches)
+        .bind(sqlx::types::Json(&man))
+        .execute(&self.prod.pool())
+        .await?;
+        if self.quick_verify(&man).await? {
+            sqlx::query("UPDATE archive_periods SET verified_at = now() WHERE period_start_ms = $1 AND version = $2")
+                .bind(start_ms)
+                .bind(man.version as i32)
+                .execute(&self.prod.pool())
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn upload(
+        &self,
+        man: &Manifest,
+        files: &[(Stream, PathBuf)],
+    ) -> Result<(), ArchiveError> {
+        for (stream, path) in files {
+            let Some(e) = man.stream(stream.table()) else {
+                continue;
+            };
+            let (Some(key), Some(sha)) = (&e.key, &e.file_sha256) else {
+                continue;
+            };
+            // Same key, same bytes: a retry after a crash uploads nothing.
+            if let Some(info) = self.store.head(key).await?
+                && info.sha256.as_deref() == Some(sha.as_str())
+                && info.size == e.bytes
+            {
+                continue;
+            }
+            self.store.put_file(key, path, sha, e.bytes).await?;
+            metrics::counter!(m::ARCHIVE_OBJECTS, "stream" => stream.table()).increment(1);
+            metrics::counter!(m::ARCHIVE_BYTES, "stream" => stream.table()).increment(e.bytes);
+            metrics::counter!(m::ARCHIVE_ROWS, "stream" => stream.table()).increment(e.rows);
+        }
+        let body = serde_json::to_vec_pretty(man).map_err(|e| ArchiveError::new("encode", e))?;
+        let key = self.store.key(&manifest::manifest_key(man.period.start_ms));
+        self.store
+            .put_bytes(&key, body, "application/json", None)
+            .await?;
+        metrics::counter!(m::ARCHIVE_OBJECTS, "stream" => "manifest").increment(1);
+        Ok(())
+    }
+
+    /// S3 holds every file of the manifest with its size and checksum (HEAD only).
+    pub async fn quick_verify(&self, man: &Manifest) -> Result<bool, ArchiveError> {
+        for e in &man.streams {
+            let (Some(key), Some(sha)) = (&e.key, &e.file_sha256) else {
+                continue;
+            };
+            match self.store.head(key).await? {
+                Some(i) if i.size == e.bytes && i.sha256.as_deref() == Some(sha.as_str()) => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool
+    }
+}
+
+fn describe_zero() {
+    metrics::gauge!(m::EXPORT_LAG).set(0.0);
+    for s in ARCHIVED {
+        metrics::counter!(m::ARCHIVE_OBJECTS, "stream" => s.table()).increment(0);
+    }
+    for c in m::ARCHIVE_ERROR_CLASSES {
+        metrics::counter!(m::ARCHIVE_ERRORS, "class" => *c).increment(0);
+    }
+}

@@ -1,0 +1,77 @@
+"""Reads the archive the way a user would, with independent implementations: every Parquet
+file is fetched from S3 with boto3 and read by DuckDB and by pyarrow. Prints, per stream and
+per reader, every row as a JSON list (times as Unix milliseconds, book levels as
+[[price, quantity], ...]), sorted, so the test compares them with production exactly.
+
+usage: archive_read.py ENDPOINT BUCKET PREFIX WORKDIR
+"""
+import json
+import os
+import sys
+
+import boto3
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+endpoint, bucket, prefix, work = sys.argv[1:5]
+s3 = boto3.client(
+    "s3",
+    endpoint_url=endpoint,
+    aws_access_key_id="test",
+    aws_secret_access_key="test",
+    region_name="us-east-1",
+)
+files = {}
+token = None
+while True:
+    kw = {"Bucket": bucket, "Prefix": prefix + "stream="}
+    if token:
+        kw["ContinuationToken"] = token
+    out = s3.list_objects_v2(**kw)
+    for o in out.get("Contents", []):
+        key = o["Key"]
+        stream = key[len(prefix) + len("stream="):].split("/", 1)[0]
+        path = os.path.join(work, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        s3.download_file(bucket, key, path)
+        files.setdefault(stream, []).append(path)
+    if not out.get("IsTruncated"):
+        break
+    token = out["NextContinuationToken"]
+
+
+def norm(v):
+    if isinstance(v, list):
+        return [norm(x) for x in v]
+    if isinstance(v, dict):
+        return [norm(x) for x in v.values()]
+    return v
+
+
+result = {}
+con = duckdb.connect()
+for stream, paths in sorted(files.items()):
+    glob = os.path.join(work, prefix, "stream=" + stream, "**", "*.parquet")
+    cols = [f.name for f in pq.read_schema(paths[0])]
+    ts_cols = [f.name for f in pq.read_schema(paths[0]) if pa.types.is_timestamp(f.type)]
+    sel = ", ".join(
+        f"epoch_ms({c})" if c in ts_cols else c for c in cols
+    )
+    rows = con.execute(
+        f"SELECT {sel} FROM read_parquet('{glob}', hive_partitioning = false)"
+    ).fetchall()
+    d = sorted(json.dumps(norm(list(r))) for r in rows)
+    t = pa.concat_tables([pq.read_table(p) for p in paths])
+    for c in ts_cols:
+        t = t.set_column(t.schema.get_field_index(c), c, t.column(c).cast(pa.int64()))
+    arrow_rows = [json.dumps([norm(r[c]) for c in cols]) for r in t.to_pylist()]
+    meta = pq.read_metadata(paths[0])
+    result[stream] = {
+        "files": len(paths),
+        "duckdb": d,
+        "pyarrow": sorted(arrow_rows),
+        "compression": meta.row_group(0).column(0).compression,
+        "row_groups": sum(pq.read_metadata(p).num_row_groups for p in paths),
+    }
+json.dump(result, sys.stdout)

@@ -1,0 +1,330 @@
+//! The S3 archive over the real S3 protocol (moto on HTTP), with the real `deduplicator`
+//! binary: archive while traffic runs, read the files with DuckDB and pyarrow, re-archive after
+//! a crash without a second copy, wipe production, restore, and judge production against the
+//! simulator's ground truth through the one oracle, before and after.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deduplicator::archive::format::{self, ARCHIVED};
+use kalshi_e2e::world::*;
+use kalshi_testkit::s3::{ENV, Moto, oracle_python};
+use sqlx::PgPool;
+
+const BUCKET: &str = "kalshi-archive";
+const PREFIX: &str = "v1/";
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kalshi-archive-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn archive_file(w: &World, moto: &Moto, spool: &Path) -> deduplicator::config::FileConfig {
+    let mut f = w.dedup_file(&w.prod.url());
+    let a = &mut f.archive;
+    a.enabled = true;
+    a.bucket = BUCKET.into();
+    a.prefix = PREFIX.into();
+    a.endpoint_url = moto.endpoint();
+    a.period = Duration::from_secs(2);
+    a.settle = Duration::from_secs(1);
+    a.check_interval = Duration::from_millis(250);
+    a.spool_dir = spool.display().to_string();
+    // Several row groups per file, as an hour in production has.
+    a.row_group_rows = 400;
+    a.retry_initial = Duration::from_millis(50);
+    a.retry_max = Duration::from_millis(500);
+    f
+}
+
+fn dedup(cfg: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(dedup_bin());
+    c.arg("--config").arg(cfg).args(args).envs(ENV);
+    c
+}
+
+/// The deduplicator service as its own process (credentials come from its environment).
+fn spawn_service(cfg: &Path, log: &Path) -> Child {
+    dedup(cfg, &["run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut c: Child) {
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&c),
+        rustix::process::Signal::TERM,
+    );
+    let st = c.wait().unwrap();
+    assert!(st.success(), "the deduplicator stops cleanly: {st}");
+}
+
+/// The newest time of any archived stream's row in production.
+async fn newest(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT max(t) FROM (
+           SELECT (extract(epoch FROM max(ts)) * 1000)::bigint AS t FROM trades UNION ALL
+           SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM orderbook_deltas UNION ALL
+           SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM orderbook_snapshots UNION ALL
+           SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM tickers UNION ALL
+           SELECT max(received_ms) FROM lifecycle) x",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until every period up to the newest row is archived, verified and not late.
+async fn wait_archived(pool: &PgPool, within: Duration) -> i64 {
+    let deadline = Instant::now() + within;
+    let last = newest(pool).await.div_euclid(2000) * 2000;
+    loop {
+        let (archived, unverified, late): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE period_start_ms = $1),
+                    count(*) FILTER (WHERE verified_at IS NULL),
+                    count(*) FILTER (WHERE coalesce((SELECT sum(touches) FROM archive_touch t
+                                      WHERE t.period_start_ms = p.period_start_ms), 0) > p.touches)
+             FROM archive_periods p",
+        )
+        .bind(last)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if archived == 1 && unverified == 0 && late == 0 {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "archive not complete: last period archived {archived}, unverified {unverified}, late {late}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every archived row production holds, per stream, as JSON lists (the readers' form).
+async fn production_rows(pool: &PgPool) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for s in ARCHIVED {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format::select_sql(s)))
+            .bind(0i64)
+            // 2100-01-01
+            .bind(4_102_444_800_000i64)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let mut v: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let row = format::from_pg(s, r).unwrap();
+                let j: Vec<serde_json::Value> = row
+                    .into_iter()
+                    .map(|v| match v {
+                        format::Value::Text(t) => serde_json::json!(t),
+                        format::Value::I64(x) => serde_json::json!(x),
+                        format::Value::I16(x) => serde_json::json!(x),
+                        format::Value::Bool(b) => serde_json::json!(b),
+                        format::Value::Null => serde_json::Value::Null,
+                        format::Value::Levels(l) => serde_json::json!(
+                            l.iter().map(|(p, q)| vec![*p, *q]).collect::<Vec<_>>()
+                        ),
+                    })
+                    .collect();
+                serde_json::to_string(&j).unwrap()
+            })
+            .collect();
+        v.sort();
+        out.insert(s.table().to_owned(), v);
+    }
+    out
+}
+
+fn canonical(rows: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let parsed: serde_json::Value = serde_json::from_str(s.as_str().unwrap()).unwrap();
+            serde_json::to_string(&parsed).unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every object under the prefix with its size and checksum metadata, via the readers' boto3.
+fn objects(moto: &Moto) -> BTreeMap<String, String> {
+    let script = r#"
+import boto3, sys, json
+s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test',
+                  aws_secret_access_key='test', region_name='us-east-1')
+out = {}
+for o in s3.list_objects_v2(Bucket=sys.argv[2])['Contents']:
+    h = s3.head_object(Bucket=sys.argv[2], Key=o['Key'])
+    out[o['Key']] = '%d %s %s' % (o['Size'], h['Metadata'].get('sha256'), h['LastModified'].isoformat())
+print(json.dumps(out))
+"#;
+    let out = Command::new(oracle_python())
+        .args(["-c", script, &moto.endpoint(), BUCKET])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn restore(cfg: &Path) -> (u64, u64) {
+    let out = dedup(cfg, &["restore", "--from", "0"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text.lines().find(|l| l.starts_with("restored: ")).unwrap();
+    let nums: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    (nums[0], nums[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
+    let moto = Moto::start(None).unwrap();
+    let w = World::start(471, 16, 2).await;
+    let work = dir("main");
+    let file = archive_file(&w, &moto, &work.join("spool"));
+    let cfg = work.join("dedup.toml");
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+
+    let svc = spawn_service(&cfg, &work.join("dedup.log"));
+    traffic(&w, 400, 6.0).await;
+    w.settle(Duration::from_millis(1000)).await;
+    let pool = pool(&w.prod.url()).await;
+    w.wait_synced(&pool, Duration::from_secs(60)).await;
+    let last = wait_archived(&pool, Duration::from_secs(60)).await;
+    let before = assert_exact(&w, &pool).await;
+    assert!(before.trades > 200 && before.deltas > 1000, "{before:?}");
+
+    // verify: every period, every stream, S3 against production.
+    let out = dedup(&cfg, &["archive", "verify", "--from", "0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("archive verified"), "{text}");
+    assert!(
+        !text.contains("MISMATCH") && !text.contains("BAD"),
+        "{text}"
+    );
+    let out = dedup(&cfg, &["archive", "status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(" 0 late"), "{text}");
+
+    // The readers: exactly production's rows, by DuckDB and by pyarrow.
+    let prod_rows = production_rows(&pool).await;
+    let out = Command::new(oracle_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_read.py"))
+        .args([&moto.endpoint(), BUCKET, PREFIX])
+        .arg(work.join("read"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for s in ARCHIVED {
+        let want = &prod_rows[s.table()];
+        let got = &read[s.table()];
+        assert!(!want.is_empty(), "{}: traffic made rows", s.table());
+        assert_eq!(&canonical(&got["duckdb"]), want, "{}: DuckDB", s.table());
+        assert_eq!(&canonical(&got["pyarrow"]), want, "{}: pyarrow", s.table());
+        assert_eq!(got["compression"], "ZSTD", "{}", s.table());
+        eprintln!(
+            "{}: {} rows in {} files, {} row groups",
+            s.table(),
+            want.len(),
+            got["files"],
+            got["row_groups"]
+        );
+    }
+
+    // A crash after the uploads, before the bookkeeping: the periods are redone, and the same
+    // keys get the same bytes, so nothing is uploaded twice.
+    stop(svc);
+    let before_objects = objects(&moto);
+    sqlx::query("DELETE FROM archive_periods")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let svc = spawn_service(&cfg, &work.join("dedup2.log"));
+    assert_eq!(wait_archived(&pool, Duration::from_secs(60)).await, last);
+    stop(svc);
+    let after_objects = objects(&moto);
+    for (k, v) in &before_objects {
+        let new = after_objects.get(k).unwrap_or_else(|| panic!("{k} lost"));
+        let (old_sum, new_sum) = (
+            v.rsplit_once(' ').unwrap().0,
+            new.rsplit_once(' ').unwrap().0,
+        );
+        assert_eq!(old_sum, new_sum, "{k}: same size and checksum");
+        if !k.contains("manifests/") {
+            assert_eq!(v, new, "{k}: a data file is not written again");
+        }
+    }
+    // Time went on: only manifests of empty periods (after the traffic) are new.
+    for k in after_objects
+        .keys()
+        .filter(|k| !before_objects.contains_key(*k))
+    {
+        assert!(k.contains("manifests/"), "{k}: no data file is new");
+    }
+
+    // Wipe the archived streams from production and restore them from S3.
+    for s in ARCHIVED {
+        sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE {}", s.table())))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let (read_rows, inserted) = restore(&cfg);
+    let total: u64 = prod_rows.values().map(|v| v.len() as u64).sum();
+    assert_eq!((read_rows, inserted), (total, total));
+    let after = assert_exact(&w, &pool).await;
+    assert_eq!(
+        (
+            after.trades,
+            after.deltas,
+            after.tickers,
+            after.lifecycle,
+            after.snapshots
+        ),
+        (
+            before.trades,
+            before.deltas,
+            before.tickers,
+            before.lifecycle,
+            before.snapshots
+        )
+    );
+    assert_eq!(
+        production_rows(&pool).await,
+        prod_rows,
+        "restored row for row"
+    );
+    // Twice changes nothing.
+    assert_eq!(restore(&cfg), (total, 0));
+    let _ = std::fs::remove_dir_all(&work);
+}
