@@ -167,7 +167,7 @@ import boto3, sys, json
 s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test',
                   aws_secret_access_key='test', region_name='us-east-1')
 out = {}
-for o in s3.list_objects_v2(Bucket=sys.argv[2])['Contents']:
+for o in s3.list_objects_v2(Bucket=sys.argv[2]).get('Contents', []):
     h = s3.head_object(Bucket=sys.argv[2], Key=o['Key'])
     out[o['Key']] = '%d %s %s' % (o['Size'], h['Metadata'].get('sha256'), h['LastModified'].isoformat())
 print(json.dumps(out))
@@ -326,5 +326,159 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
     );
     // Twice changes nothing.
     assert_eq!(restore(&cfg), (total, 0));
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Multipart uploads in progress, via boto3.
+fn multipart_uploads(moto: &Moto) -> Vec<String> {
+    let script = r#"
+import boto3, sys, json
+s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test',
+                  aws_secret_access_key='test', region_name='us-east-1')
+print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket=sys.argv[2]).get('Uploads', [])]))
+"#;
+    let out = Command::new(oracle_python())
+        .args(["-c", script, &moto.endpoint(), BUCKET])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn metrics_of(addr_file: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let doc: serde_json::Value = loop {
+        if let Ok(t) = std::fs::read_to_string(addr_file)
+            && let Ok(v) = serde_json::from_str(&t)
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no {}", addr_file.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let url = format!("http://{}/metrics", doc["metrics"].as_str().unwrap());
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_faults_and_a_kill_mid_upload_leave_no_partial_or_duplicate_object() {
+    let moto = Moto::start(None).unwrap();
+    let proxy = kalshi_testkit::s3::FaultProxy::start(moto.port)
+        .await
+        .unwrap();
+    let w = World::start(473, 12, 1).await;
+    let work = dir("faults");
+    let mut file = archive_file(&w, &moto, &work.join("spool"));
+    let a = &mut file.archive;
+    a.endpoint_url = proxy.endpoint();
+    // Every file of more than 4 KiB goes up in 4 KiB parts.
+    a.part_size = 4096;
+    a.multipart_threshold = 4096;
+    a.max_attempts = 2;
+    a.attempt_timeout = Duration::from_millis(1000);
+    let cfg = work.join("dedup.toml");
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let pool = pool(&w.prod.url()).await;
+
+    // 1. Killed mid-upload: the second part of the first multipart upload never gets an
+    //    answer, and the deduplicator is killed while it waits.
+    proxy.on("PUT", "partNumber=2", vec![kalshi_testkit::s3::Fault::Hang]);
+    let mut svc = dedup(&cfg, &["run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("dedup1.log")).unwrap())
+        .spawn()
+        .unwrap();
+    w.rate(400).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.injected().is_empty() {
+        assert!(Instant::now() < deadline, "no multipart upload started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    svc.kill().unwrap();
+    svc.wait().unwrap();
+    let hung = proxy.injected()[0].clone();
+    let in_progress = multipart_uploads(&moto);
+    assert_eq!(in_progress.len(), 1, "{hung}: {in_progress:?}");
+    let visible = objects(&moto);
+    assert!(
+        !visible.contains_key(&in_progress[0]),
+        "{}: nothing of an unfinished upload is visible",
+        in_progress[0]
+    );
+
+    // 2. Restarted behind S3 faults: SlowDown twice (one operation's every attempt), 500
+    //    twice, then two attempts slower than the attempt deadline. Each failed operation is
+    //    counted under its class and its period retried.
+    use kalshi_testkit::s3::Fault::*;
+    proxy.clear();
+    proxy.on(
+        "PUT",
+        "/trades-",
+        vec![
+            Error(503, "SlowDown"),
+            Error(503, "SlowDown"),
+            Error(500, "InternalError"),
+            Error(500, "InternalError"),
+            Delay(Duration::from_millis(1500)),
+            Delay(Duration::from_millis(1500)),
+        ],
+    );
+    let addr = work.join("dedup2.addr.json");
+    let svc = dedup(&cfg, &["--addr-file", addr.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("dedup2.log")).unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    w.rate(0).await;
+    w.settle(Duration::from_millis(1000)).await;
+    w.wait_synced(&pool, Duration::from_secs(60)).await;
+    wait_archived(&pool, Duration::from_secs(90)).await;
+    let m = metrics_of(&addr).await;
+    for class in ["s3_throttled", "s3_server", "s3_timeout"] {
+        let n = metric_line(&m, &format!("archive_errors_total{{class=\"{class}\"}}"));
+        assert!(n >= 1.0, "{class} counted: {n}\n{:?}", proxy.injected());
+    }
+    assert_eq!(proxy.injected().len(), 7, "{:?}", proxy.injected());
+    stop(svc);
+
+    // Nothing partial, nothing twice: no upload left open, every data object is exactly the
+    // one its period's manifest names (verify checks bytes and rows), and production is the
+    // truth.
+    assert_eq!(multipart_uploads(&moto), Vec::<String>::new());
+    let out = dedup(&cfg, &["archive", "verify", "--from", "0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let listed = objects(&moto);
+    let mut named = std::collections::BTreeSet::new();
+    let manifests: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT manifest FROM archive_periods")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for m in &manifests {
+        for s in m["streams"].as_array().unwrap() {
+            if let Some(k) = s["key"].as_str() {
+                named.insert(k.to_owned());
+            }
+        }
+    }
+    let data: std::collections::BTreeSet<String> = listed
+        .keys()
+        .filter(|k| !k.contains("manifests/"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        data, named,
+        "every data object is a manifest's, and only those"
+    );
+    assert!(named.iter().any(|k| k.contains("orderbook_deltas")));
+    assert_exact(&w, &pool).await;
     let _ = std::fs::remove_dir_all(&work);
 }
