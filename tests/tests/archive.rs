@@ -482,3 +482,111 @@ async fn s3_faults_and_a_kill_mid_upload_leave_no_partial_or_duplicate_object() 
     assert_exact(&w, &pool).await;
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// (period start, version, history length, declared gaps, rows) of every archived period.
+async fn versions(pool: &PgPool) -> Vec<(i64, i32, usize, usize, u64)> {
+    let rows: Vec<(i64, i32, serde_json::Value)> =
+        sqlx::query_as("SELECT period_start_ms, version, manifest FROM archive_periods ORDER BY 1")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(p, v, m)| {
+            let rows = m["streams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["rows"].as_u64().unwrap())
+                .sum();
+            (
+                p,
+                v,
+                m["history"].as_array().unwrap().len(),
+                m["declared_gaps"].as_u64().unwrap() as usize,
+                rows,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_data_from_a_returning_gatherer_makes_new_versions() {
+    use kalshi_testkit::proxy::{Mode, TcpProxy};
+    let moto = Moto::start(None).unwrap();
+    let mut w = World::start(475, 12, 2).await;
+    // g2 is reached through a proxy that refuses, until it comes back.
+    let g2: std::net::SocketAddr = w.gatherers[1].file.api.listen;
+    let proxy = TcpProxy::start("127.0.0.1:0".parse().unwrap(), g2)
+        .await
+        .unwrap();
+    proxy.set_mode(Mode::Refuse);
+    let work = dir("late");
+    let mut file = archive_file(&w, &moto, &work.join("spool"));
+    file.gatherers[1].endpoint = format!("http://{}", proxy.addr());
+    let cfg = work.join("dedup.toml");
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let pool = pool(&w.prod.url()).await;
+    let addr = work.join("dedup.addr.json");
+    let svc = dedup(&cfg, &["--addr-file", addr.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("dedup.log")).unwrap())
+        .spawn()
+        .unwrap();
+
+    // g1 is down for a while during traffic: only g2, out of reach, has those records.
+    w.rate(400).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    w.gatherers[0].kill();
+    w.disturbed.insert("g1".into());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let f = w.gatherers[0].file.clone();
+    w.gatherers[0] = GProc::start(f).await;
+    w.gatherers[0].wait_healthy(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.rate(0).await;
+    w.settle(Duration::from_millis(1000)).await;
+    wait_archived(&pool, Duration::from_secs(60)).await;
+    let first = versions(&pool).await;
+    // (g1's own REST backfill after its restart may already have made a second version.)
+    assert!(
+        first.iter().any(|v| v.3 > 0),
+        "g1's outage is declared in the manifests: {first:?}"
+    );
+
+    // g2 is reachable again: its records of the archived periods are late data.
+    proxy.set_mode(Mode::Forward);
+    w.wait_synced(&pool, Duration::from_secs(60)).await;
+    wait_archived(&pool, Duration::from_secs(60)).await;
+    let second = versions(&pool).await;
+    let mut rewritten = 0;
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a.0, b.0);
+        if b.4 > a.4 {
+            rewritten += 1;
+            // One version per look that found more rows, each kept in the history.
+            assert!(b.1 > a.1, "a new version: {a:?} {b:?}");
+            assert_eq!(
+                b.2,
+                b.1 as usize - 1,
+                "every earlier version in the history: {b:?}"
+            );
+        } else {
+            assert_eq!(a.1, b.1, "unchanged content keeps its version: {a:?} {b:?}");
+        }
+    }
+    assert!(rewritten >= 1, "{first:?}\n{second:?}");
+    let m = metrics_of(&addr).await;
+    assert_eq!(
+        metric_sum(&m, "archive_late_versions_total"),
+        second.iter().map(|v| f64::from(v.1 - 1)).sum::<f64>(),
+        "one count per version after the first"
+    );
+    stop(svc);
+    let out = dedup(&cfg, &["archive", "verify", "--from", "0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_exact(&w, &pool).await;
+    let _ = std::fs::remove_dir_all(&work);
+}
