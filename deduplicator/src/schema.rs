@@ -61,7 +61,9 @@ CREATE TABLE archive_periods (
     touches         bigint      NOT NULL,
     manifest        jsonb       NOT NULL,
     archived_at     timestamptz NOT NULL DEFAULT now(),
-    verified_at     timestamptz
+    verified_at     timestamptz,
+    -- Set when retention dropped a partition of the period's month.
+    retired_at      timestamptz
 );
 
 CREATE INDEX trades_market_ts              ON trades              (market_ticker, ts);

@@ -24,6 +24,7 @@
 pub mod format;
 pub mod manifest;
 pub mod ops;
+pub mod retention;
 pub mod store;
 
 use std::collections::BTreeSet;
@@ -264,7 +265,12 @@ impl Archiver {
                 }
             }
         }
-        self.update_lag().await
+        self.update_lag().await?;
+        let dropped = retention::run(self, kalshi_shared::time::now_ms()).await?;
+        if !dropped.is_empty() {
+            tracing::info!(?dropped, "retention dropped archived partitions");
+        }
+        Ok(())
     }
 
     /// `export_lag_seconds`: now minus the end of the newest contiguous archived period.
@@ -518,6 +524,19 @@ impl Archiver {
 
     /// Builds, compares with what is archived, uploads what changed, records it.
     pub async fn archive_period(&self, start_ms: i64) -> Result<Outcome, ArchiveError> {
+        let retired: Option<bool> = sqlx::query_scalar(
+            "SELECT retired_at IS NOT NULL FROM archive_periods WHERE period_start_ms = $1",
+        )
+        .bind(start_ms)
+        .fetch_optional(&self.prod.pool())
+        .await?;
+        if retired == Some(true) {
+            // Late data for a period whose month retention dropped: production holds only the
+            // new rows. The archived ones come back first, so the new version has them all.
+            tracing::warn!(period = %kalshi_shared::time::format_rfc3339_ms(start_ms), "late data for a retired period: restoring it from the archive before re-archiving");
+            self.restore(start_ms, start_ms + self.period_ms(), &ARCHIVED)
+                .await?;
+        }
         let Built {
             manifest: mut man,
             files,
@@ -567,7 +586,8 @@ impl Archiver {
             "INSERT INTO archive_periods (period_start_ms, period_ms, version, touches, manifest, archived_at, verified_at) \
              VALUES ($1, $2, $3, $4, $5, now(), NULL) \
              ON CONFLICT (period_start_ms) DO UPDATE SET version = EXCLUDED.version, \
-               touches = EXCLUDED.touches, manifest = EXCLUDED.manifest, archived_at = now(), verified_at = NULL",
+               touches = EXCLUDED.touches, manifest = EXCLUDED.manifest, archived_at = now(), \
+               verified_at = NULL, retired_at = NULL",
         )
         .bind(start_ms)
         .bind(self.period_ms())

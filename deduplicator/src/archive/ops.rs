@@ -267,11 +267,12 @@ impl Archiver {
         let pool = self.prod.pool();
         if crate::schema::PARTITIONED.contains(&stream.table()) {
             for m in months {
-                pool.execute(sqlx::AssertSqlSafe(crate::schema::create_partition_sql(
-                    stream.table(),
-                    m,
-                )))
-                .await?;
+                let sql = crate::schema::create_partition_sql(stream.table(), m);
+                if let Err(e) = pool.execute(sqlx::AssertSqlSafe(sql)).await {
+                    // The DEFAULT partition takes the rows (e.g. it already holds some of
+                    // that month), as it does for the writers.
+                    tracing::warn!(table = stream.table(), month = ?m, error = %e, "cannot create a monthly partition; rows go to the default partition");
+                }
             }
         }
         let mut enc = kalshi_shared::pg::CopyEncoder::new(stream.fields());
