@@ -58,6 +58,9 @@ pub struct Options {
     pub log_level: String,
     /// mTLS between the deduplicator and the gatherers, with a throwaway CA (the default).
     pub mtls: bool,
+    /// Archive to a local S3 (moto), one set of Parquet files per `archive_period`.
+    pub archive: bool,
+    pub archive_period: Duration,
 }
 
 impl Options {
@@ -74,6 +77,8 @@ impl Options {
             bin_dir,
             log_level: "info".into(),
             mtls: true,
+            archive: true,
+            archive_period: Duration::from_secs(60),
         }
     }
 }
@@ -109,6 +114,9 @@ pub struct Endpoints {
     pub deduplicator_metrics: String,
     pub deduplicator_config: PathBuf,
     pub ha: bool,
+    /// The local S3 holding the archive (bucket `kalshi-archive`), when the stack archives.
+    #[serde(default)]
+    pub s3: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +166,8 @@ pub struct Stack {
     pub standby: Option<PgCluster>,
     pub prod: PgCluster,
     pub failed_over: bool,
+    /// The local S3 (moto), when the stack archives.
+    pub s3: Option<kalshi_testkit::s3::Moto>,
 }
 
 /// The simulator's test key pair: the stack's gatherers sign with it. Never used with Kalshi.

@@ -60,6 +60,12 @@ struct UpArgs {
     /// throwaway CA and certificates (under the data directory's tls/) and runs with mTLS.
     #[arg(long)]
     insecure: bool,
+    /// No archive: without it the stack runs a local S3 (moto) and the deduplicator archives
+    /// to it (bucket kalshi-archive, one set of Parquet files per --archive-period).
+    #[arg(long)]
+    no_archive: bool,
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    archive_period: Duration,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +120,11 @@ enum Cmd {
         /// the cut lies this far before the moment the gatherers' heads are read.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         ingest_allowance: Duration,
+        /// Also check the S3 archive: `deduplicator archive verify` compares every archived
+        /// period (files, row counts, content checksums) with production, which the audit has
+        /// just compared with the ground truth.
+        #[arg(long)]
+        archive: bool,
     },
     /// End-to-end latency (exchange timestamp to production's COMMIT having returned) of what
     /// the deduplicator commits over the next `--over`: rows, p50, p90 and p99 per stream.
@@ -149,6 +160,8 @@ fn options(data_dir: PathBuf, a: &UpArgs) -> Options {
     o.keep = a.keep;
     o.log_level = a.log_level.clone();
     o.mtls = !a.insecure;
+    o.archive = !a.no_archive;
+    o.archive_period = a.archive_period;
     o
 }
 
@@ -424,6 +437,7 @@ fn main() -> ExitCode {
                 json: as_json,
                 subscription_latency,
                 ingest_allowance,
+                archive,
             } => {
                 let e = endpoints(&dir)?;
                 let opts = audit::AuditOptions {
@@ -439,7 +453,8 @@ fn main() -> ExitCode {
                 } else {
                     print!("{}", report.table());
                 }
-                Ok(report.ok)
+                let archive_ok = if archive { verify_archive(&e)? } else { true };
+                Ok(report.ok && archive_ok)
             }
             Cmd::Latency { over, json } => {
                 let e = endpoints(&dir)?;
@@ -470,4 +485,28 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `audit --archive`: the deduplicator's own `archive verify` over the whole archive.
+fn verify_archive(e: &Endpoints) -> anyhow::Result<bool> {
+    if e.s3.is_none() {
+        anyhow::bail!("this stack runs without an archive (--no-archive)");
+    }
+    let out = std::process::Command::new(kalshi_stack::default_bin_dir().join("deduplicator"))
+        .arg("--config")
+        .arg(&e.deduplicator_config)
+        .args(["archive", "verify", "--from", "0"])
+        .envs(kalshi_testkit::s3::ENV)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text.lines().last().unwrap_or_default();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    println!("archive: {summary}");
+    for l in text
+        .lines()
+        .filter(|l| !l.ends_with("  ok") && *l != summary)
+    {
+        println!("  {l}");
+    }
+    Ok(out.status.success())
 }

@@ -14,12 +14,17 @@ pub(crate) async fn start_reporting(
     mut args: Vec<String>,
     dir: &Path,
     within: Duration,
+    env: &[(&str, &str)],
 ) -> anyhow::Result<(Service, Value)> {
     let addr_file = dir.join(format!("{name}.addr.json"));
     let _ = std::fs::remove_file(&addr_file);
     args.push("--addr-file".into());
     args.push(addr_file.display().to_string());
     let mut service = Service::new(name, program, args, dir.join(format!("logs/{name}.log")));
+    service.env = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     service.start()?;
     let addrs = read_addr_file(&addr_file, &mut service, within).await?;
     Ok((service, addrs))
@@ -79,6 +84,8 @@ pub struct Service {
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
+    /// Added to the inherited environment.
+    env: Vec<(String, String)>,
 }
 
 impl Service {
@@ -89,6 +96,7 @@ impl Service {
             args,
             log,
             child: None,
+            env: Vec::new(),
         }
     }
 
@@ -109,8 +117,13 @@ impl Service {
             .with_context(|| format!("open {}", self.log.display()))?;
         let err = log.try_clone()?;
         let args = self.args.clone();
+        let env = self.env.clone();
         let child = kalshi_testkit::process::spawn_tied(&self.program, move |c| {
-            c.args(&args).stdin(Stdio::null()).stdout(log).stderr(err);
+            c.args(&args)
+                .envs(env)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err);
         })
         .with_context(|| format!("start {}", self.name))?;
         self.child = Some(child);

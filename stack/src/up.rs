@@ -21,7 +21,12 @@ struct Setup<'a> {
     key_dir: PathBuf,
     /// The throwaway CA's certificates, when the stack runs with mTLS.
     mtls: Option<kalshi_testkit::certs::MtlsFiles>,
+    /// The local S3's endpoint, when the stack archives.
+    s3: Option<String>,
 }
+
+/// The archive's bucket on the stack's local S3.
+pub const STACK_BUCKET: &str = "kalshi-archive";
 
 impl Setup<'_> {
     fn bin(&self, name: &str) -> PathBuf {
@@ -75,6 +80,7 @@ impl Setup<'_> {
             sim_args,
             dir,
             Duration::from_secs(30),
+            &[],
         )
         .await?;
         let field = |k: &str| {
@@ -176,6 +182,7 @@ impl Setup<'_> {
             vec!["--config".into(), path.display().to_string()],
             &self.dir,
             Duration::from_secs(90),
+            &[],
         )
         .await?;
         let ports = (
@@ -232,6 +239,28 @@ impl Setup<'_> {
         f.http.listen = loopback(http);
         f.http.metrics_listen = loopback(metrics);
         f.log.level = self.opts.log_level.clone();
+        if let Some(s3) = &self.s3 {
+            // The archive on the local S3: short periods, so files appear within minutes.
+            let a = &mut f.archive;
+            a.enabled = true;
+            a.bucket = STACK_BUCKET.into();
+            a.endpoint_url = s3.clone();
+            a.period = self.opts.archive_period;
+            a.settle = Duration::from_secs(5);
+            a.check_interval = Duration::from_secs(2);
+            a.spool_dir = self.dir.join("archive-spool").display().to_string();
+        }
+        if let Some(s3) = &self.s3 {
+            // The archive on the local S3: short periods, so files appear within minutes.
+            let a = &mut f.archive;
+            a.enabled = true;
+            a.bucket = STACK_BUCKET.into();
+            a.endpoint_url = s3.clone();
+            a.period = self.opts.archive_period;
+            a.settle = Duration::from_secs(5);
+            a.check_interval = Duration::from_secs(2);
+            a.spool_dir = self.dir.join("archive-spool").display().to_string();
+        }
         f
     }
 
@@ -252,6 +281,7 @@ impl Setup<'_> {
             vec!["--config".into(), path.display().to_string()],
             &self.dir,
             Duration::from_secs(60),
+            &kalshi_testkit::s3::ENV,
         )
         .await?;
         let ports = (port_of(&addrs, "http")?, port_of(&addrs, "metrics")?);
@@ -319,11 +349,21 @@ impl Stack {
         } else {
             None
         };
+        // The local S3 (moto, from the pinned PyPI set) for the archive.
+        let s3 = if opts.archive {
+            Some(
+                kalshi_testkit::s3::Moto::start(Some(&dir.join("logs/s3.log")))
+                    .context("start the local S3 (moto; `./dev check --for up` installs it)")?,
+            )
+        } else {
+            None
+        };
         let setup = Setup {
             opts: &opts,
             key_dir: dir.join("keys"),
             dir: dir.clone(),
             mtls,
+            s3: s3.as_ref().map(kalshi_testkit::s3::Moto::endpoint),
         };
 
         let (sim, sim_addrs) = setup.start_sim().await?;
@@ -398,6 +438,7 @@ impl Stack {
             deduplicator_metrics: format!("http://127.0.0.1:{dm}/metrics"),
             deduplicator_config: dpath,
             ha: opts.ha,
+            s3: setup.s3.clone(),
         };
         let stack = Stack {
             opts,
@@ -409,6 +450,7 @@ impl Stack {
             prod_proxy,
             deduplicator,
             failed_over: false,
+            s3,
         };
         stack.write_endpoints()?;
         stack.set_rate(stack.opts.rate).await?;

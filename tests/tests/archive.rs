@@ -84,8 +84,12 @@ async fn newest(pool: &PgPool) -> i64 {
 
 /// Waits until every period up to the newest row is archived, verified and not late.
 async fn wait_archived(pool: &PgPool, within: Duration) -> i64 {
+    wait_archived_by(pool, 2000, within).await
+}
+
+async fn wait_archived_by(pool: &PgPool, period_ms: i64, within: Duration) -> i64 {
     let deadline = Instant::now() + within;
-    let last = newest(pool).await.div_euclid(2000) * 2000;
+    let last = newest(pool).await.div_euclid(period_ms) * period_ms;
     loop {
         let (archived, unverified, late): (i64, i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE period_start_ms = $1),
@@ -807,4 +811,43 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
     );
     assert_eq!(rows_between(&pool, old_from, old_to).await, old_rows);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_archives_to_its_local_s3_and_the_audit_checks_the_archive() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = std::env::temp_dir().join(format!("kalshi-e2e-archive-stack-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut o = kalshi_stack::Options::new(dir.clone(), kalshi_stack::default_bin_dir());
+    o.markets = 16;
+    o.seed = 479;
+    o.rate = 300;
+    o.archive_period = Duration::from_secs(5);
+    let mut s = kalshi_stack::Stack::up(o).await.unwrap();
+    assert!(s.endpoints.s3.is_some(), "the stack archives by default");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    s.set_rate(0).await.unwrap();
+    s.wait_settled(Duration::from_secs(120)).await.unwrap();
+    let pool = pool(&s.production_direct_url()).await;
+    wait_archived_by(&pool, 5000, Duration::from_secs(60)).await;
+    let out = Command::new(kalshi_stack::default_bin_dir().join("kalshi-stack"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["audit", "--archive"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("AUDIT PASSED"), "{text}");
+    assert!(text.contains("archive: archive verified"), "{text}");
+    let codes = tokio::task::spawn_blocking(move || s.down()).await.unwrap();
+    for (name, code) in codes {
+        assert_eq!(code, Some(0), "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
