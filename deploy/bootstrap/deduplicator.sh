@@ -28,12 +28,16 @@
 #   --tls-secret-arn ARN      its mTLS identity {"ca", "cert", "key"} (infra/modules/pki),
 #                             refreshed daily by kalshi-tls-refresh.timer
 #   --tls-dir DIR             or take it from DIR (ca.crt, deduplicator.crt, deduplicator.key)
+#   --archive-bucket NAME     archive to this S3 bucket (Terraform output archive_bucket);
+#                             without it the archive stays off
+#   --archive-prefix P        the bucket prefix the instance role may write (default archive/)
 set -euo pipefail
 
 log_group=""
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 rds_endpoint="" rds_instance_id="" region="" zone="kalshi.internal" db_user="deduplicator"
 root="/" apt=1 systemd=1 ca_bundle="" tls_secret_arn="" tls_dir=""
+archive_bucket="" archive_prefix="archive/"
 ca_url="https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -55,7 +59,9 @@ while [ $# -gt 0 ]; do
         --rds-ca-bundle) ca_bundle="$2"; shift 2 ;;
         --tls-secret-arn) tls_secret_arn="$2"; shift 2 ;;
         --tls-dir) tls_dir="$2"; shift 2 ;;
-        -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --archive-bucket) archive_bucket="$2"; shift 2 ;;
+        --archive-prefix) archive_prefix="$2"; shift 2 ;;
+        -h | --help) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -64,6 +70,10 @@ done
 [[ "$region" =~ ^[a-z]{2}(-[a-z]+)+-[0-9]$ ]] || die "--region must be an AWS region (got '$region')"
 [[ "$zone" =~ ^[a-z0-9.-]+$ ]] || die "--zone must be a DNS name"
 [[ "$db_user" =~ ^[a-z_][a-z0-9_]*$ ]] || die "--db-user must be a plain identifier"
+if [ -n "$archive_bucket" ]; then
+    [[ "$archive_bucket" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || die "--archive-bucket must be an S3 bucket name"
+    [[ "$archive_prefix" =~ ^([A-Za-z0-9._=-]+/)*$ ]] || die "--archive-prefix must be empty or end in /"
+fi
 if [ -z "$tls_secret_arn" ] && [ -z "$tls_dir" ]; then
     die "the gRPC link's mTLS identity: --tls-secret-arn or --tls-dir"
 fi
@@ -109,6 +119,14 @@ DEDUPLICATOR__PRODUCTION__DATABASE_URL="postgres://$db_user@$rds_endpoint/kalshi
 DEDUPLICATOR__RDS__INSTANCE_ID="$rds_instance_id"
 DEDUPLICATOR__RDS__REGION="$region"
 ENV
+if [ -n "$archive_bucket" ]; then
+    cat >>"$etc/deduplicator.env" <<ENV
+DEDUPLICATOR__ARCHIVE__ENABLED="true"
+DEDUPLICATOR__ARCHIVE__BUCKET="$archive_bucket"
+DEDUPLICATOR__ARCHIVE__PREFIX="$archive_prefix"
+DEDUPLICATOR__ARCHIVE__REGION="$region"
+ENV
+fi
 umask 022
 
 # The mTLS identity, refreshed daily (re-read without a restart when it changes).

@@ -518,6 +518,39 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
+    assert!(
+        !env.contains("ARCHIVE"),
+        "no archive unless a bucket is given: {env}"
+    );
+    // With the archive bucket (Terraform's archive_bucket output) the archive is on, and the
+    // configuration still checks.
+    let prod = [
+        "--rds-endpoint",
+        "kalshi-prod.abc.eu-west-1.rds.amazonaws.com:5432",
+        "--rds-instance-id",
+        "kalshi-prod",
+        "--zone",
+        "prod.internal",
+        "--archive-bucket",
+    ];
+    let out = args(&[&prod[..], &["Not_A_Bucket"]].concat());
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--archive-bucket must be an S3 bucket name"),
+        "{}",
+        text(&out)
+    );
+    let out = args(&[&prod[..], &["kalshi-prod-archive-20261128"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let env = std::fs::read_to_string(etc.join("deduplicator.env")).unwrap();
+    for line in [
+        "DEDUPLICATOR__ARCHIVE__ENABLED=\"true\"",
+        "DEDUPLICATOR__ARCHIVE__BUCKET=\"kalshi-prod-archive-20261128\"",
+        "DEDUPLICATOR__ARCHIVE__PREFIX=\"archive/\"",
+        "DEDUPLICATOR__ARCHIVE__REGION=\"eu-west-1\"",
+    ] {
+        assert!(env.contains(line), "{line}: {env}");
+    }
     // Its mTLS identity, under the names deduplicator.production.toml gives.
     assert_eq!(
         std::fs::read(etc.join("tls/deduplicator.crt")).unwrap(),

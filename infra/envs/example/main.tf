@@ -102,6 +102,7 @@ module "deduplicator" {
   dns_zone_name                = module.network.dns_zone_name
   tls_secret_arn               = module.pki.secret_arns["deduplicator"]
   archive_bucket_arn           = module.archive.bucket_arn
+  archive_bucket_name          = module.archive.bucket_name
   prometheus_security_group_id = module.monitoring.security_group_id
 }
 

@@ -1,4 +1,7 @@
-# The archive bucket: private, encrypted, versioned, objects to Glacier after 30 days.
+# The archive bucket: private, encrypted, versioned (a late-data version of a period replaces
+# its objects; the old ones stay as noncurrent versions for 90 days), objects to Glacier
+# Instant Retrieval after 30 days (still readable at once: `deduplicator archive verify` and
+# `restore` GET them), and multipart uploads a crash left open aborted after a day.
 
 resource "aws_s3_bucket" "this" {
   bucket_prefix = "${var.name}-archive-"
@@ -32,12 +35,15 @@ resource "aws_s3_bucket_versioning" "this" {
 resource "aws_s3_bucket_lifecycle_configuration" "this" {
   bucket = aws_s3_bucket.this.id
   rule {
-    id     = "glacier-after-30-days"
+    id     = "glacier-ir-after-30-days"
     status = "Enabled"
     filter {}
     transition {
       days          = 30
-      storage_class = "GLACIER"
+      storage_class = "GLACIER_IR"
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
     }
     noncurrent_version_expiration {
       noncurrent_days = 90

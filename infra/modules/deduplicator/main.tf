@@ -135,8 +135,14 @@ data "aws_iam_policy_document" "deduplicator" {
   }
   statement {
     sid       = "WriteItsArchivePrefix"
-    actions   = ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
     resources = ["${var.archive_bucket_arn}/${var.archive_prefix}*"]
+  }
+  statement {
+    # At start the archiver aborts uploads a crash left open under its prefix.
+    sid       = "ListItsOpenUploads"
+    actions   = ["s3:ListBucketMultipartUploads"]
+    resources = [var.archive_bucket_arn]
   }
   statement {
     sid       = "ListItsArchivePrefix"
@@ -186,6 +192,8 @@ resource "aws_launch_template" "deduplicator" {
     zone            = var.dns_zone_name
     log_group       = aws_cloudwatch_log_group.deduplicator.name
     tls_secret_arn  = var.tls_secret_arn
+    archive_bucket  = var.archive_bucket_name
+    archive_prefix  = var.archive_prefix
   }))
   tag_specifications {
     resource_type = "instance"

@@ -90,6 +90,11 @@ variable "archive_bucket_arn" {
   type        = string
 }
 
+variable "archive_bucket_name" {
+  description = "The archive bucket's name (the deduplicator archives to it)."
+  type        = string
+}
+
 variable "archive_prefix" {
   description = "The only prefix of the bucket the deduplicator may write."
   type        = string
