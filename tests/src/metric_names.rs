@@ -16,6 +16,15 @@ pub fn mentioned(text: &str) -> BTreeSet<String> {
         "api_",
         "retention_",
         "export_",
+        // Not "archive_": archive_periods and archive_touch are tables, archive_bucket a
+        // Terraform output.
+        "archive_objects_",
+        "archive_bytes_",
+        "archive_rows_",
+        "archive_errors_",
+        "archive_periods_pending",
+        "archive_late_",
+        "archive_partitions_",
         "spill_",
         "tls_reloads",
         "http_server_",

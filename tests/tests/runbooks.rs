@@ -83,6 +83,8 @@ async fn runbook_commands_run_against_the_stack() {
             .env("DEDUP_METRICS", &e.deduplicator_metrics)
             .env("DEDUP_CONFIG", &e.deduplicator_config)
             .env("PRODUCTION_URL", s.production_direct_url())
+            // The instance role's credentials on a host; the local S3's here.
+            .envs(kalshi_testkit::s3::ENV)
             .output()
             .unwrap();
         if !out.status.success() {

@@ -660,8 +660,16 @@ impl Archiver {
 
 fn describe_zero() {
     metrics::gauge!(m::EXPORT_LAG).set(0.0);
+    metrics::gauge!(m::ARCHIVE_PENDING).set(0.0);
+    metrics::counter!(m::ARCHIVE_LATE_VERSIONS).increment(0);
+    metrics::counter!(m::ARCHIVE_OBJECTS, "stream" => "manifest").increment(0);
     for s in ARCHIVED {
         metrics::counter!(m::ARCHIVE_OBJECTS, "stream" => s.table()).increment(0);
+        metrics::counter!(m::ARCHIVE_ROWS, "stream" => s.table()).increment(0);
+        metrics::counter!(m::ARCHIVE_BYTES, "stream" => s.table()).increment(0);
+    }
+    for t in crate::schema::PARTITIONED {
+        metrics::counter!(m::ARCHIVE_PARTITIONS_DROPPED, "table" => *t).increment(0);
     }
     for c in m::ARCHIVE_ERROR_CLASSES {
         metrics::counter!(m::ARCHIVE_ERRORS, "class" => *c).increment(0);
