@@ -5,6 +5,7 @@
 //!
 //! It must never take expected values from the system's own stores: only the oracle.
 
+pub mod archive;
 pub mod metric_names;
 pub mod world;
 

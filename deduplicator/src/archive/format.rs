@@ -10,15 +10,10 @@
 //! It must never write a price, a quantity or a time other than as the integer production
 //! holds.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::data_type::{BoolType, ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
-use parquet::file::reader::FileReader as _;
-use parquet::file::writer::SerializedFileWriter;
-use parquet::record::Field;
 use parquet::schema::types::Type;
 
 use crate::records::Stream;
@@ -58,214 +53,77 @@ pub struct Col {
 
 use Kind::*;
 
+/// A column (a macro, so the tables below stay constant and one line per column).
+macro_rules! col {
+    ($name:literal, $kind:ident) => {
+        Col {
+            name: $name,
+            kind: $kind,
+        }
+    };
+}
+
 /// The columns of a stream, in production's COPY order (`ProdTable::columns`).
 pub fn columns(stream: Stream) -> &'static [Col] {
     match stream {
         Stream::Trades => &[
-            Col {
-                name: "trade_id",
-                kind: Text,
-            },
-            Col {
-                name: "ts",
-                kind: TsMs,
-            },
-            Col {
-                name: "market_ticker",
-                kind: Text,
-            },
-            Col {
-                name: "yes_price",
-                kind: I64,
-            },
-            Col {
-                name: "no_price",
-                kind: I64,
-            },
-            Col {
-                name: "count",
-                kind: I64,
-            },
-            Col {
-                name: "taker_outcome_side",
-                kind: I16,
-            },
-            Col {
-                name: "taker_book_side",
-                kind: Text,
-            },
-            Col {
-                name: "is_block_trade",
-                kind: Bool,
-            },
-            Col {
-                name: "ts_ms",
-                kind: I64,
-            },
-            Col {
-                name: "source",
-                kind: Text,
-            },
-            Col {
-                name: "gatherer_id",
-                kind: Text,
-            },
+            col!("trade_id", Text),
+            col!("ts", TsMs),
+            col!("market_ticker", Text),
+            col!("yes_price", I64),
+            col!("no_price", I64),
+            col!("count", I64),
+            col!("taker_outcome_side", I16),
+            col!("taker_book_side", Text),
+            col!("is_block_trade", Bool),
+            col!("ts_ms", I64),
+            col!("source", Text),
+            col!("gatherer_id", Text),
         ],
         Stream::OrderbookDeltas => &[
-            Col {
-                name: "market_ticker",
-                kind: Text,
-            },
-            Col {
-                name: "ts",
-                kind: TsMs,
-            },
-            Col {
-                name: "ts_ms",
-                kind: I64,
-            },
-            Col {
-                name: "side",
-                kind: I16,
-            },
-            Col {
-                name: "price",
-                kind: I64,
-            },
-            Col {
-                name: "delta",
-                kind: I64,
-            },
-            Col {
-                name: "occurrence",
-                kind: I64,
-            },
-            Col {
-                name: "gatherer_key",
-                kind: Text,
-            },
-            Col {
-                name: "gatherer_id",
-                kind: Text,
-            },
-            Col {
-                name: "received_ms",
-                kind: I64,
-            },
+            col!("market_ticker", Text),
+            col!("ts", TsMs),
+            col!("ts_ms", I64),
+            col!("side", I16),
+            col!("price", I64),
+            col!("delta", I64),
+            col!("occurrence", I64),
+            col!("gatherer_key", Text),
+            col!("gatherer_id", Text),
+            col!("received_ms", I64),
         ],
         Stream::OrderbookSnapshots => &[
-            Col {
-                name: "market_ticker",
-                kind: Text,
-            },
-            Col {
-                name: "ts",
-                kind: TsMs,
-            },
-            Col {
-                name: "gatherer_id",
-                kind: Text,
-            },
-            Col {
-                name: "source",
-                kind: Text,
-            },
-            Col {
-                name: "conn_epoch",
-                kind: I64,
-            },
-            Col {
-                name: "sid",
-                kind: I64,
-            },
-            Col {
-                name: "seq",
-                kind: I64,
-            },
-            Col {
-                name: "received_ms",
-                kind: I64,
-            },
-            Col {
-                name: "yes",
-                kind: Levels,
-            },
-            Col {
-                name: "no",
-                kind: Levels,
-            },
-            Col {
-                name: "last_delta_ts_ms",
-                kind: OptI64,
-            },
+            col!("market_ticker", Text),
+            col!("ts", TsMs),
+            col!("gatherer_id", Text),
+            col!("source", Text),
+            col!("conn_epoch", I64),
+            col!("sid", I64),
+            col!("seq", I64),
+            col!("received_ms", I64),
+            col!("yes", Levels),
+            col!("no", Levels),
+            col!("last_delta_ts_ms", OptI64),
         ],
         Stream::Tickers => &[
-            Col {
-                name: "market_ticker",
-                kind: Text,
-            },
-            Col {
-                name: "ts",
-                kind: TsMs,
-            },
-            Col {
-                name: "ts_ms",
-                kind: I64,
-            },
-            Col {
-                name: "content_hash",
-                kind: Text,
-            },
-            Col {
-                name: "occurrence",
-                kind: I64,
-            },
-            Col {
-                name: "gatherer_key",
-                kind: Text,
-            },
-            Col {
-                name: "body",
-                kind: Json,
-            },
-            Col {
-                name: "gatherer_id",
-                kind: Text,
-            },
+            col!("market_ticker", Text),
+            col!("ts", TsMs),
+            col!("ts_ms", I64),
+            col!("content_hash", Text),
+            col!("occurrence", I64),
+            col!("gatherer_key", Text),
+            col!("body", Json),
+            col!("gatherer_id", Text),
         ],
         Stream::Lifecycle => &[
-            Col {
-                name: "ticker",
-                kind: Text,
-            },
-            Col {
-                name: "event_type",
-                kind: Text,
-            },
-            Col {
-                name: "content_hash",
-                kind: Text,
-            },
-            Col {
-                name: "occurrence",
-                kind: I64,
-            },
-            Col {
-                name: "kind",
-                kind: Text,
-            },
-            Col {
-                name: "body",
-                kind: Json,
-            },
-            Col {
-                name: "received_ms",
-                kind: I64,
-            },
-            Col {
-                name: "gatherer_id",
-                kind: Text,
-            },
+            col!("ticker", Text),
+            col!("event_type", Text),
+            col!("content_hash", Text),
+            col!("occurrence", I64),
+            col!("kind", Text),
+            col!("body", Json),
+            col!("received_ms", I64),
+            col!("gatherer_id", Text),
         ],
         _ => &[],
     }
@@ -358,7 +216,7 @@ pub fn from_pg(stream: Stream, r: &sqlx::postgres::PgRow) -> Result<Row, String>
     Ok(out)
 }
 
-fn parse_levels(s: &str) -> Result<Vec<(i64, i64)>, String> {
+pub(super) fn parse_levels(s: &str) -> Result<Vec<(i64, i64)>, String> {
     let v: Vec<(i64, i64)> =
         serde_json::from_str(s).map_err(|e| format!("not [[price, quantity], ...]: {e}"))?;
     Ok(v)
@@ -457,218 +315,6 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Writes one stream's rows, a row group at a time, to `out`.
-pub struct FileWriter<W: Write + Send> {
-    stream: Stream,
-    writer: SerializedFileWriter<W>,
-    group: Vec<Row>,
-    group_rows: usize,
-}
-
-impl<W: Write + Send> FileWriter<W> {
-    pub fn new(
-        stream: Stream,
-        out: W,
-        props: WriterProperties,
-    ) -> Result<Self, parquet::errors::ParquetError> {
-        let group_rows = props.max_row_group_row_count().unwrap_or(1_000_000).max(1);
-        let writer = SerializedFileWriter::new(out, schema(stream)?, Arc::new(props))?;
-        Ok(FileWriter {
-            stream,
-            writer,
-            group: Vec::new(),
-            group_rows,
-        })
-    }
-
-    /// Buffers a row; `flush_group` writes the group once `group_full`.
-    pub fn push(&mut self, row: Row) {
-        self.group.push(row);
-    }
-
-    fn flush(&mut self) -> Result<(), parquet::errors::ParquetError> {
-        if self.group.is_empty() {
-            return Ok(());
-        }
-        let rows = std::mem::take(&mut self.group);
-        let mut rg = self.writer.next_row_group()?;
-        for (i, col) in columns(self.stream).iter().enumerate() {
-            let kind = col.kind;
-            // A Levels column is two leaves (price, quantity) with the same levels.
-            let leaves = if kind == Levels { 2 } else { 1 };
-            for leaf in 0..leaves {
-                let Some(mut w) = rg.next_column()? else {
-                    return Err(parquet::errors::ParquetError::General(format!(
-                        "{}: fewer columns than the schema",
-                        self.stream.table()
-                    )));
-                };
-                write_column(&rows, i, kind, leaf, &mut w)?;
-                w.close()?;
-            }
-        }
-        rg.close()?;
-        Ok(())
-    }
-
-    /// True when the next `push` completes a row group (the caller may flush off the runtime).
-    pub fn group_full(&self) -> bool {
-        self.group.len() >= self.group_rows
-    }
-
-    /// Writes the buffered rows as a row group (CPU-bound: compression).
-    pub fn flush_group(&mut self) -> Result<(), parquet::errors::ParquetError> {
-        self.flush()
-    }
-
-    /// Finishes the file and returns the sink.
-    pub fn finish(mut self) -> Result<W, parquet::errors::ParquetError> {
-        self.flush()?;
-        self.writer.into_inner()
-    }
-}
-
-fn write_column(
-    rows: &[Row],
-    i: usize,
-    kind: Kind,
-    leaf: usize,
-    w: &mut parquet::file::writer::SerializedColumnWriter<'_>,
-) -> Result<(), parquet::errors::ParquetError> {
-    let bad = || parquet::errors::ParquetError::General(format!("column {i}: wrong value type"));
-    match kind {
-        Text | Json => {
-            let mut v = Vec::with_capacity(rows.len());
-            for r in rows {
-                match &r[i] {
-                    Value::Text(s) => v.push(ByteArray::from(s.as_str())),
-                    _ => return Err(bad()),
-                }
-            }
-            w.typed::<ByteArrayType>().write_batch(&v, None, None)?;
-        }
-        TsMs | I64 => {
-            let mut v = Vec::with_capacity(rows.len());
-            for r in rows {
-                match r[i] {
-                    Value::I64(x) => v.push(x),
-                    _ => return Err(bad()),
-                }
-            }
-            w.typed::<Int64Type>().write_batch(&v, None, None)?;
-        }
-        I16 => {
-            let mut v = Vec::with_capacity(rows.len());
-            for r in rows {
-                match r[i] {
-                    Value::I16(x) => v.push(i32::from(x)),
-                    _ => return Err(bad()),
-                }
-            }
-            w.typed::<Int32Type>().write_batch(&v, None, None)?;
-        }
-        Bool => {
-            let mut v = Vec::with_capacity(rows.len());
-            for r in rows {
-                match r[i] {
-                    Value::Bool(x) => v.push(x),
-                    _ => return Err(bad()),
-                }
-            }
-            w.typed::<BoolType>().write_batch(&v, None, None)?;
-        }
-        OptI64 => {
-            let mut v = Vec::new();
-            let mut def = Vec::with_capacity(rows.len());
-            for r in rows {
-                match r[i] {
-                    Value::I64(x) => {
-                        v.push(x);
-                        def.push(1);
-                    }
-                    Value::Null => def.push(0),
-                    _ => return Err(bad()),
-                }
-            }
-            w.typed::<Int64Type>().write_batch(&v, Some(&def), None)?;
-        }
-        Levels => {
-            // required list, repeated group: def 1 for an element, 0 for an empty list; rep 0
-            // starts a row, 1 continues it.
-            let mut v = Vec::new();
-            let mut def = Vec::with_capacity(rows.len());
-            let mut rep = Vec::with_capacity(rows.len());
-            for r in rows {
-                let Value::Levels(ls) = &r[i] else {
-                    return Err(bad());
-                };
-                if ls.is_empty() {
-                    def.push(0);
-                    rep.push(0);
-                }
-                for (j, (p, q)) in ls.iter().enumerate() {
-                    v.push(if leaf == 0 { *p } else { *q });
-                    def.push(1);
-                    rep.push(i16::from(j > 0));
-                }
-            }
-            w.typed::<Int64Type>()
-                .write_batch(&v, Some(&def), Some(&rep))?;
-        }
-    }
-    Ok(())
-}
-
-/// Reads a file back, one row group at a time (so memory is bounded by `row_group_rows`),
-/// checking it has exactly the stream's schema. Returns the rows and the content checksum.
-pub fn read_groups(
-    stream: Stream,
-    path: &std::path::Path,
-    mut each: impl FnMut(Vec<Row>) -> Result<(), String>,
-) -> Result<(u64, String), String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let reader = parquet::file::reader::SerializedFileReader::new(f)
-        .map_err(|e| format!("{}: not a Parquet file: {e}", path.display()))?;
-    let want = schema(stream).map_err(|e| e.to_string())?;
-    let have = reader.metadata().file_metadata().schema();
-    if have != want.as_ref() {
-        return Err(format!(
-            "{}: its schema is not {}'s (schema version {SCHEMA_VERSION})",
-            path.display(),
-            stream.table()
-        ));
-    }
-    let cols = columns(stream);
-    let mut hash = ContentHash::default();
-    let mut n = 0u64;
-    for g in 0..reader.num_row_groups() {
-        let group = reader
-            .get_row_group(g)
-            .map_err(|e| format!("{}: row group {g}: {e}", path.display()))?;
-        let mut rows = Vec::with_capacity(group.metadata().num_rows().max(0) as usize);
-        for row in group
-            .get_row_iter(None)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-        {
-            let row = row.map_err(|e| format!("{}: {e}", path.display()))?;
-            let mut r = Vec::with_capacity(cols.len());
-            for ((_, field), col) in row.get_column_iter().zip(cols) {
-                r.push(field_value(field, col.kind).ok_or_else(|| {
-                    format!("{}: column {} holds {field:?}", path.display(), col.name)
-                })?);
-            }
-            if r.len() != cols.len() {
-                return Err(format!("{}: a row has {} columns", path.display(), r.len()));
-            }
-            hash.row(&r);
-            rows.push(r);
-        }
-        n += rows.len() as u64;
-        each(rows)?;
-    }
-    Ok((n, hash.finish()))
-}
-
 /// Appends one archived row to a COPY of the stream's staging table (`ProdTable::columns`).
 pub fn encode_copy(stream: Stream, row: &Row, c: &mut kalshi_shared::pg::CopyEncoder) {
     c.row();
@@ -686,30 +332,6 @@ pub fn encode_copy(stream: Stream, row: &Row, c: &mut kalshi_shared::pg::CopyEnc
     }
 }
 
-fn field_value(f: &Field, kind: Kind) -> Option<Value> {
-    Some(match (kind, f) {
-        (Text | Json, Field::Str(s)) => Value::Text(s.clone()),
-        (TsMs, Field::TimestampMillis(x)) | (I64 | OptI64, Field::Long(x)) => Value::I64(*x),
-        (I16, Field::Short(x)) => Value::I16(*x),
-        (I16, Field::Int(x)) => Value::I16(i16::try_from(*x).ok()?),
-        (Bool, Field::Bool(b)) => Value::Bool(*b),
-        (OptI64, Field::Null) => Value::Null,
-        (Levels, Field::ListInternal(l)) => {
-            let mut v = Vec::with_capacity(l.len());
-            for e in l.elements() {
-                let Field::Group(g) = e else { return None };
-                let mut it = g.get_column_iter();
-                match (it.next(), it.next()) {
-                    (Some((_, Field::Long(p))), Some((_, Field::Long(q)))) => v.push((*p, *q)),
-                    _ => return None,
-                }
-            }
-            Value::Levels(v)
-        }
-        _ => return None,
-    })
-}
-
 /// The time (Unix ms) a row is archived by: the stream's `time_sql` column.
 pub fn row_time(stream: Stream, row: &Row) -> i64 {
     let name = time_sql(stream);
@@ -722,3 +344,5 @@ pub fn row_time(stream: Stream, row: &Row) -> i64 {
         })
         .unwrap_or(0)
 }
+
+pub use super::file::{FileWriter, read_groups};

@@ -21,20 +21,21 @@
 //! It must never drop or skip a period it could not archive: errors are counted and the period
 //! is retried at the next look.
 
+mod build;
+pub mod file;
 pub mod format;
 pub mod manifest;
 pub mod ops;
 pub mod retention;
+
+pub use build::Built;
 pub mod store;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sqlx::Executor as _;
 use sqlx::Row as _;
-use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::board::{Board, Health};
@@ -42,8 +43,8 @@ use crate::config::ArchiveConfig;
 use crate::db::Prod;
 use crate::metrics as m;
 use crate::records::Stream;
-use format::{ARCHIVED, ContentHash, FileWriter};
-use manifest::{Manifest, StreamEntry, UncoveredWindow};
+use format::ARCHIVED;
+use manifest::Manifest;
 use store::Store;
 
 /// Why an archive step failed, with the class `archive_errors_total` counts.
@@ -80,14 +81,6 @@ pub fn count_error(e: &ArchiveError) {
     metrics::counter!(m::ARCHIVE_ERRORS, "class" => e.class).increment(1);
 }
 
-/// What production holds for one period, read in one snapshot.
-pub struct Built {
-    pub manifest: Manifest,
-    /// Spool files by stream (only when built for upload).
-    pub files: Vec<(Stream, PathBuf)>,
-    pub touches: i64,
-}
-
 /// What archiving one period did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -97,25 +90,6 @@ pub enum Outcome {
     NewVersion(u32),
     /// Touched again, but the content is what the archive holds.
     Unchanged,
-}
-
-/// Writes the file and hashes its bytes on the way.
-struct HashingFile {
-    out: std::io::BufWriter<std::fs::File>,
-    hash: ring::digest::Context,
-    bytes: u64,
-}
-
-impl Write for HashingFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
 }
 
 pub struct Archiver {
@@ -255,9 +229,10 @@ impl Archiver {
             if cancel.is_cancelled() {
                 return Ok(());
             }
+            let t0 = std::time::Instant::now();
             match self.archive_period(start).await {
                 Ok(o) => {
-                    tracing::info!(period = %kalshi_shared::time::format_rfc3339_ms(start), outcome = ?o, "period archived");
+                    tracing::info!(period = %kalshi_shared::time::format_rfc3339_ms(start), outcome = ?o, elapsed_ms = t0.elapsed().as_millis() as u64, "period archived");
                 }
                 Err(e) => {
                     // Later periods wait: the archive stays contiguous.
@@ -322,10 +297,13 @@ impl Archiver {
             }
         }
         let touched: Vec<i64> = sqlx::query_scalar(
+            // Unarchived periods come in by their rows (gaps alone never start the archive of
+            // a period before the archive's first); archived ones by any touch, gaps too.
             "SELECT t.period_start_ms FROM \
-               (SELECT period_start_ms, sum(touches) AS s FROM archive_touch GROUP BY 1) t \
+               (SELECT period_start_ms, sum(touches) AS s, bool_or(stream <> 'gaps') AS rows \
+                FROM archive_touch GROUP BY 1) t \
              LEFT JOIN archive_periods p USING (period_start_ms) \
-             WHERE (p.period_start_ms IS NULL OR t.s > p.touches) AND t.period_start_ms + $1 <= $2 \
+             WHERE ((p.period_start_ms IS NULL AND t.rows) OR t.s > p.touches) AND t.period_start_ms + $1 <= $2 \
              ORDER BY 1 LIMIT $3",
         )
         .bind(period)
@@ -345,169 +323,6 @@ impl Archiver {
              SELECT (extract(epoch FROM min(ts)) * 1000)::bigint FROM tickers UNION ALL \
              SELECT min(received_ms) FROM lifecycle) x";
         Ok(sqlx::query_scalar(sql).fetch_one(&self.prod.pool()).await?)
-    }
-
-    fn spool_path(&self, table: &str, start_ms: i64) -> PathBuf {
-        self.spool.join(format!("{table}-{start_ms}.parquet.part"))
-    }
-
-    /// Reads the period from production in one snapshot: per stream the row count, time
-    /// range and content checksum, and (with `write`) the Parquet files in the spool.
-    pub async fn build(&self, start_ms: i64, write: bool) -> Result<Built, ArchiveError> {
-        let end_ms = start_ms + self.period_ms();
-        let mut conn = self
-            .prod
-            .acquire()
-            .await
-            .map_err(|e| ArchiveError::new("database", e))?;
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?;
-        let r = self.build_in(&mut conn, start_ms, end_ms, write).await;
-        let _ = conn.execute("ROLLBACK").await;
-        if r.is_err() {
-            for s in ARCHIVED {
-                let _ = std::fs::remove_file(self.spool_path(s.table(), start_ms));
-            }
-        }
-        r
-    }
-
-    async fn build_in(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        start_ms: i64,
-        end_ms: i64,
-        write: bool,
-    ) -> Result<Built, ArchiveError> {
-        let touches: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(touches), 0)::bigint FROM archive_touch WHERE period_start_ms = $1",
-        )
-        .bind(start_ms)
-        .fetch_one(&mut *conn)
-        .await?;
-        let mut man = manifest::new_manifest(start_ms, self.period_ms());
-        let mut files = Vec::new();
-        let props = || {
-            format::properties(self.cfg.section.zstd_level, self.cfg.section.row_group_rows)
-                .map_err(|e| ArchiveError::new("encode", e))
-        };
-        for stream in ARCHIVED {
-            let table = stream.table();
-            let path = self.spool_path(table, start_ms);
-            let mut writer = if write {
-                let f = std::fs::File::create(&path)
-                    .map_err(|e| ArchiveError::new("io", format!("{}: {e}", path.display())))?;
-                let out = HashingFile {
-                    out: std::io::BufWriter::with_capacity(1 << 20, f),
-                    hash: ring::digest::Context::new(&ring::digest::SHA256),
-                    bytes: 0,
-                };
-                Some(
-                    FileWriter::new(stream, out, props()?)
-                        .map_err(|e| ArchiveError::new("encode", e))?,
-                )
-            } else {
-                None
-            };
-            let mut content = ContentHash::default();
-            let (mut rows, mut min_t, mut max_t) = (0u64, None::<i64>, None::<i64>);
-            let sql = format::select_sql(stream);
-            let mut it = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(start_ms)
-                .bind(end_ms)
-                .fetch(&mut *conn);
-            while let Some(r) = it.next().await {
-                let r = r?;
-                let row =
-                    format::from_pg(stream, &r).map_err(|e| ArchiveError::new("decode", e))?;
-                let t = format::row_time(stream, &row);
-                min_t = Some(min_t.map_or(t, |m| m.min(t)));
-                max_t = Some(max_t.map_or(t, |m| m.max(t)));
-                content.row(&row);
-                rows += 1;
-                if let Some(w) = writer.as_mut() {
-                    w.push(row);
-                    if w.group_full() {
-                        // Compression is CPU work: off the async workers.
-                        let mut owned = writer.take();
-                        let (back, res) = tokio::task::spawn_blocking(move || {
-                            let res = owned.as_mut().map_or(Ok(()), FileWriter::flush_group);
-                            (owned, res)
-                        })
-                        .await
-                        .map_err(|e| ArchiveError::new("encode", e))?;
-                        res.map_err(|e| ArchiveError::new("encode", e))?;
-                        writer = back;
-                    }
-                }
-            }
-            drop(it);
-            let mut entry = StreamEntry {
-                stream: table.to_owned(),
-                key: None,
-                rows,
-                bytes: 0,
-                min_time_ms: min_t,
-                max_time_ms: max_t,
-                file_sha256: None,
-                content_sha256: content.finish(),
-            };
-            if let Some(w) = writer {
-                let mut out = tokio::task::spawn_blocking(move || w.finish())
-                    .await
-                    .map_err(|e| ArchiveError::new("encode", e))?
-                    .map_err(|e| ArchiveError::new("encode", e))?;
-                out.flush()
-                    .map_err(|e| ArchiveError::new("io", format!("{}: {e}", path.display())))?;
-                if rows > 0 {
-                    entry.key = Some(self.store.key(&manifest::data_key(table, start_ms)));
-                    entry.bytes = out.bytes;
-                    entry.file_sha256 = Some(format::hex(out.hash.finish().as_ref()));
-                    files.push((stream, path));
-                } else {
-                    drop(out);
-                    let _ = std::fs::remove_file(&path);
-                }
-            } else if rows > 0 {
-                entry.key = Some(self.store.key(&manifest::data_key(table, start_ms)));
-            }
-            man.streams.push(entry);
-        }
-        let gaps = sqlx::query(
-            "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps \
-             WHERE from_ms < $2 AND to_ms >= $1 ORDER BY 1, 2, 3, 4, 5, 6",
-        )
-        .bind(start_ms)
-        .bind(end_ms)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut rows = Vec::with_capacity(gaps.len());
-        for r in &gaps {
-            rows.push(crate::coverage::GapRow {
-                gatherer_id: r.try_get(0)?,
-                stream: r.try_get(1)?,
-                market: r.try_get(2)?,
-                from_ms: r.try_get(3)?,
-                to_ms: r.try_get(4)?,
-                reason: r.try_get(5)?,
-            });
-        }
-        man.declared_gaps = rows.len() as u64;
-        man.uncovered = crate::coverage::uncovered(&rows, &self.gatherers, start_ms, end_ms - 1)
-            .into_iter()
-            .map(|u| UncoveredWindow {
-                stream: u.stream,
-                market: u.market,
-                from_ms: u.from_ms,
-                to_ms: u.to_ms,
-                reasons: u.reasons,
-            })
-            .collect();
-        Ok(Built {
-            manifest: man,
-            files,
-            touches,
-        })
     }
 
     /// The archived manifest of a period in production's bookkeeping.
@@ -582,6 +397,7 @@ impl Archiver {
         let r = self.upload(&man, &files).await;
         cleanup(&files);
         r?;
+        tracing::debug!(period = %man.period.start, rows = man.total_rows(), bytes = man.streams.iter().map(|s| s.bytes).sum::<u64>(), "period uploaded");
         sqlx::query(
             "INSERT INTO archive_periods (period_start_ms, period_ms, version, touches, manifest, archived_at, verified_at) \
              VALUES ($1, $2, $3, $4, $5, now(), NULL) \

@@ -398,9 +398,9 @@ impl Sink {
                 }
                 Some(Body::Gap(g)) => {
                     // Every period the gap overlaps (its manifest lists it), bounded.
-                    let (a, b) = (floor(g.from_ms), floor(g.to_ms.max(g.from_ms)));
-                    let n = ((b - a) / period).min(MAX_GAP_PERIODS);
-                    v.extend((0..=n).map(|i| a + i * period));
+                    let b = floor(g.to_ms.max(g.from_ms));
+                    let a = floor(g.from_ms).max(b - MAX_GAP_PERIODS * period);
+                    v.extend((0..=(b - a) / period).map(|i| a + i * period));
                 }
                 _ => {
                     if let Some(ms) = partition_ms(&r.record) {
@@ -415,8 +415,8 @@ impl Sink {
     }
 }
 
-/// A gap touches at most this many archive periods (a gatherer gone for longer than that has
-/// its later periods' windows rebuilt only when other rows touch them).
+/// A gap touches at most this many archive periods, the last ones it covers (an open-ended or
+/// very long gap does not make the archiver revisit the distant past).
 const MAX_GAP_PERIODS: i64 = 10_000;
 
 /// The partition time of a record as the encoder stores it.

@@ -1,0 +1,351 @@
+//! The archive's Parquet files: the deterministic writer (one row group at a time, with the
+//! properties `format::properties` fixes) and the reader (one row group at a time, so memory is
+//! bounded by `archive.row_group_rows`).
+//!
+//! It must never write a file whose schema is not its stream's, nor read one.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::FileReader as _;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::record::Field;
+
+use super::format::Kind::{self, *};
+use super::format::{ContentHash, Row, SCHEMA_VERSION, Value, columns, schema};
+use crate::records::Stream;
+
+/// Writes one stream's rows, a row group at a time, to `out`.
+pub struct FileWriter<W: Write + Send> {
+    stream: Stream,
+    writer: SerializedFileWriter<W>,
+    group: Vec<Row>,
+    group_rows: usize,
+}
+
+impl<W: Write + Send> FileWriter<W> {
+    pub fn new(
+        stream: Stream,
+        out: W,
+        props: WriterProperties,
+    ) -> Result<Self, parquet::errors::ParquetError> {
+        let group_rows = props.max_row_group_row_count().unwrap_or(1_000_000).max(1);
+        let writer = SerializedFileWriter::new(out, schema(stream)?, Arc::new(props))?;
+        Ok(FileWriter {
+            stream,
+            writer,
+            group: Vec::new(),
+            group_rows,
+        })
+    }
+
+    /// Buffers a row; `flush_group` writes the group once `group_full`.
+    pub fn push(&mut self, row: Row) {
+        self.group.push(row);
+    }
+
+    fn flush(&mut self) -> Result<(), parquet::errors::ParquetError> {
+        if self.group.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.group);
+        let mut rg = self.writer.next_row_group()?;
+        for (i, col) in columns(self.stream).iter().enumerate() {
+            let kind = col.kind;
+            // A Levels column is two leaves (price, quantity) with the same levels.
+            let leaves = if kind == Levels { 2 } else { 1 };
+            for leaf in 0..leaves {
+                let Some(mut w) = rg.next_column()? else {
+                    return Err(parquet::errors::ParquetError::General(format!(
+                        "{}: fewer columns than the schema",
+                        self.stream.table()
+                    )));
+                };
+                write_column(&rows, i, kind, leaf, &mut w)?;
+                w.close()?;
+            }
+        }
+        rg.close()?;
+        Ok(())
+    }
+
+    /// True when the next `push` completes a row group (the caller may flush off the runtime).
+    pub fn group_full(&self) -> bool {
+        self.group.len() >= self.group_rows
+    }
+
+    /// Writes the buffered rows as a row group (CPU-bound: compression).
+    pub fn flush_group(&mut self) -> Result<(), parquet::errors::ParquetError> {
+        self.flush()
+    }
+
+    /// Finishes the file and returns the sink.
+    pub fn finish(mut self) -> Result<W, parquet::errors::ParquetError> {
+        self.flush()?;
+        self.writer.into_inner()
+    }
+}
+
+fn write_column(
+    rows: &[Row],
+    i: usize,
+    kind: Kind,
+    leaf: usize,
+    w: &mut parquet::file::writer::SerializedColumnWriter<'_>,
+) -> Result<(), parquet::errors::ParquetError> {
+    let bad = || parquet::errors::ParquetError::General(format!("column {i}: wrong value type"));
+    match kind {
+        Text | Json => {
+            let mut v = Vec::with_capacity(rows.len());
+            for r in rows {
+                match &r[i] {
+                    Value::Text(s) => v.push(ByteArray::from(s.as_str())),
+                    _ => return Err(bad()),
+                }
+            }
+            w.typed::<ByteArrayType>().write_batch(&v, None, None)?;
+        }
+        TsMs | I64 => {
+            let mut v = Vec::with_capacity(rows.len());
+            for r in rows {
+                match r[i] {
+                    Value::I64(x) => v.push(x),
+                    _ => return Err(bad()),
+                }
+            }
+            w.typed::<Int64Type>().write_batch(&v, None, None)?;
+        }
+        I16 => {
+            let mut v = Vec::with_capacity(rows.len());
+            for r in rows {
+                match r[i] {
+                    Value::I16(x) => v.push(i32::from(x)),
+                    _ => return Err(bad()),
+                }
+            }
+            w.typed::<Int32Type>().write_batch(&v, None, None)?;
+        }
+        Bool => {
+            let mut v = Vec::with_capacity(rows.len());
+            for r in rows {
+                match r[i] {
+                    Value::Bool(x) => v.push(x),
+                    _ => return Err(bad()),
+                }
+            }
+            w.typed::<BoolType>().write_batch(&v, None, None)?;
+        }
+        OptI64 => {
+            let mut v = Vec::new();
+            let mut def = Vec::with_capacity(rows.len());
+            for r in rows {
+                match r[i] {
+                    Value::I64(x) => {
+                        v.push(x);
+                        def.push(1);
+                    }
+                    Value::Null => def.push(0),
+                    _ => return Err(bad()),
+                }
+            }
+            w.typed::<Int64Type>().write_batch(&v, Some(&def), None)?;
+        }
+        Levels => {
+            // required list, repeated group: def 1 for an element, 0 for an empty list; rep 0
+            // starts a row, 1 continues it.
+            let mut v = Vec::new();
+            let mut def = Vec::with_capacity(rows.len());
+            let mut rep = Vec::with_capacity(rows.len());
+            for r in rows {
+                let Value::Levels(ls) = &r[i] else {
+                    return Err(bad());
+                };
+                if ls.is_empty() {
+                    def.push(0);
+                    rep.push(0);
+                }
+                for (j, (p, q)) in ls.iter().enumerate() {
+                    v.push(if leaf == 0 { *p } else { *q });
+                    def.push(1);
+                    rep.push(i16::from(j > 0));
+                }
+            }
+            w.typed::<Int64Type>()
+                .write_batch(&v, Some(&def), Some(&rep))?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a file back, one row group at a time (so memory is bounded by `row_group_rows`),
+/// checking it has exactly the stream's schema. Returns the rows and the content checksum.
+pub fn read_groups(
+    stream: Stream,
+    path: &std::path::Path,
+    mut each: impl FnMut(Vec<Row>) -> Result<(), String>,
+) -> Result<(u64, String), String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reader = parquet::file::reader::SerializedFileReader::new(f)
+        .map_err(|e| format!("{}: not a Parquet file: {e}", path.display()))?;
+    let want = schema(stream).map_err(|e| e.to_string())?;
+    let have = reader.metadata().file_metadata().schema();
+    if have != want.as_ref() {
+        return Err(format!(
+            "{}: its schema is not {}'s (schema version {SCHEMA_VERSION})",
+            path.display(),
+            stream.table()
+        ));
+    }
+    let cols = columns(stream);
+    let mut hash = ContentHash::default();
+    let mut n = 0u64;
+    for g in 0..reader.num_row_groups() {
+        let group = reader
+            .get_row_group(g)
+            .map_err(|e| format!("{}: row group {g}: {e}", path.display()))?;
+        let mut rows = Vec::with_capacity(group.metadata().num_rows().max(0) as usize);
+        for row in group
+            .get_row_iter(None)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+        {
+            let row = row.map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut r = Vec::with_capacity(cols.len());
+            for ((_, field), col) in row.get_column_iter().zip(cols) {
+                r.push(field_value(field, col.kind).ok_or_else(|| {
+                    format!("{}: column {} holds {field:?}", path.display(), col.name)
+                })?);
+            }
+            if r.len() != cols.len() {
+                return Err(format!("{}: a row has {} columns", path.display(), r.len()));
+            }
+            hash.row(&r);
+            rows.push(r);
+        }
+        n += rows.len() as u64;
+        each(rows)?;
+    }
+    Ok((n, hash.finish()))
+}
+
+fn field_value(f: &Field, kind: Kind) -> Option<Value> {
+    Some(match (kind, f) {
+        (Text | Json, Field::Str(s)) => Value::Text(s.clone()),
+        (TsMs, Field::TimestampMillis(x)) | (I64 | OptI64, Field::Long(x)) => Value::I64(*x),
+        (I16, Field::Short(x)) => Value::I16(*x),
+        (I16, Field::Int(x)) => Value::I16(i16::try_from(*x).ok()?),
+        (Bool, Field::Bool(b)) => Value::Bool(*b),
+        (OptI64, Field::Null) => Value::Null,
+        (Levels, Field::ListInternal(l)) => {
+            let mut v = Vec::with_capacity(l.len());
+            for e in l.elements() {
+                let Field::Group(g) = e else { return None };
+                let mut it = g.get_column_iter();
+                match (it.next(), it.next()) {
+                    (Some((_, Field::Long(p))), Some((_, Field::Long(q)))) => v.push((*p, *q)),
+                    _ => return None,
+                }
+            }
+            Value::Levels(v)
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::archive::format::{levels_json, parse_levels, properties};
+
+    fn snapshot_rows() -> Vec<Row> {
+        (0..1000)
+            .map(|i| {
+                vec![
+                    Value::Text(format!("M-{}", i % 7)),
+                    Value::I64(1_795_770_300_000 + i),
+                    Value::Text("g1".into()),
+                    Value::Text("ws".into()),
+                    Value::I64(3),
+                    Value::I64(i % 5),
+                    Value::I64(i),
+                    Value::I64(1_795_770_300_000 + i),
+                    // Empty books too: the list's levels must still line up.
+                    Value::Levels(if i % 3 == 0 {
+                        Vec::new()
+                    } else {
+                        vec![(560_000, 1200), (550_000, i * 100)]
+                    }),
+                    Value::Levels(vec![(440_000, 100)]),
+                    if i % 2 == 0 {
+                        Value::Null
+                    } else {
+                        Value::I64(i)
+                    },
+                ]
+            })
+            .collect()
+    }
+
+    fn write(rows: &[Row], group: usize) -> Vec<u8> {
+        let mut w = FileWriter::new(
+            Stream::OrderbookSnapshots,
+            Vec::new(),
+            properties(3, group).unwrap(),
+        )
+        .unwrap();
+        for r in rows {
+            w.push(r.clone());
+            if w.group_full() {
+                w.flush_group().unwrap();
+            }
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn the_same_rows_give_the_same_bytes_and_read_back_exactly() {
+        let rows = snapshot_rows();
+        let a = write(&rows, 128);
+        let b = write(&rows, 128);
+        assert_eq!(a, b, "deterministic");
+        assert_ne!(a, write(&rows[1..], 128), "different rows, different bytes");
+        let dir = std::env::temp_dir().join(format!("archive-format-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.parquet");
+        std::fs::write(&path, &a).unwrap();
+        let mut back = Vec::new();
+        let mut groups = 0;
+        let (n, content) = read_groups(Stream::OrderbookSnapshots, &path, |g| {
+            groups += 1;
+            back.extend(g);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 1000);
+        assert_eq!(groups, 8, "row groups of 128");
+        assert_eq!(back, rows);
+        let mut h = ContentHash::default();
+        rows.iter().for_each(|r| h.row(r));
+        assert_eq!(content, h.finish());
+        // A file of another stream's schema is refused.
+        let e = read_groups(Stream::Trades, &path, |_| Ok(())).unwrap_err();
+        assert!(e.contains("schema"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn levels_go_back_to_production_json() {
+        assert_eq!(
+            levels_json(&[(560_000, 1200), (1, 2)]),
+            "[[560000,1200],[1,2]]"
+        );
+        assert_eq!(levels_json(&[]), "[]");
+        assert_eq!(
+            parse_levels("[[560000,1200]]").unwrap(),
+            vec![(560_000, 1200)]
+        );
+        assert!(parse_levels("[[0.56,12]]").is_err(), "never a float");
+    }
+}

@@ -1,0 +1,330 @@
+//! Helpers of the archive suites (`tests/archive*.rs`): the deduplicator binary with an archive
+//! on moto, S3 listings through boto3 (the readers' own client), production's rows in the
+//! readers' canonical form, and waiting for periods to be archived.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deduplicator::archive::format::{self, ARCHIVED};
+use kalshi_testkit::s3::{ENV, Moto, oracle_python};
+use sqlx::PgPool;
+
+use crate::world::*;
+
+pub const BUCKET: &str = "kalshi-archive";
+pub const PREFIX: &str = "v1/";
+
+pub fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kalshi-archive-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn archive_file(w: &World, moto: &Moto, spool: &Path) -> deduplicator::config::FileConfig {
+    let mut f = w.dedup_file(&w.prod.url());
+    let a = &mut f.archive;
+    a.enabled = true;
+    a.bucket = BUCKET.into();
+    a.prefix = PREFIX.into();
+    a.endpoint_url = moto.endpoint();
+    a.period = Duration::from_secs(2);
+    a.settle = Duration::from_secs(1);
+    a.check_interval = Duration::from_millis(250);
+    a.spool_dir = spool.display().to_string();
+    // Several row groups per file, as an hour in production has.
+    a.row_group_rows = 400;
+    a.retry_initial = Duration::from_millis(50);
+    a.retry_max = Duration::from_millis(500);
+    f
+}
+
+pub fn dedup(cfg: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(dedup_bin());
+    c.arg("--config").arg(cfg).args(args).envs(ENV);
+    c
+}
+
+/// The deduplicator service as its own process (credentials come from its environment).
+pub fn spawn_service(cfg: &Path, log: &Path) -> Child {
+    dedup(cfg, &["run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+pub fn stop(mut c: Child) {
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&c),
+        rustix::process::Signal::TERM,
+    );
+    let st = c.wait().unwrap();
+    assert!(st.success(), "the deduplicator stops cleanly: {st}");
+}
+
+/// The newest time of any archived stream's row in production.
+pub async fn newest(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT max(t) FROM (
+           SELECT (extract(epoch FROM max(ts)) * 1000)::bigint AS t FROM trades UNION ALL
+           SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM orderbook_deltas UNION ALL
+           SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM orderbook_snapshots UNION ALL
+           SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM tickers UNION ALL
+           SELECT max(received_ms) FROM lifecycle) x",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until every period up to the newest row is archived, verified and not late.
+pub async fn wait_archived(pool: &PgPool, within: Duration) -> i64 {
+    wait_archived_by(pool, 2000, within).await
+}
+
+pub async fn wait_archived_by(pool: &PgPool, period_ms: i64, within: Duration) -> i64 {
+    let deadline = Instant::now() + within;
+    let last = newest(pool).await.div_euclid(period_ms) * period_ms;
+    loop {
+        let (archived, unverified, late): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE period_start_ms = $1),
+                    count(*) FILTER (WHERE verified_at IS NULL),
+                    count(*) FILTER (WHERE coalesce((SELECT sum(touches) FROM archive_touch t
+                                      WHERE t.period_start_ms = p.period_start_ms), 0) > p.touches)
+             FROM archive_periods p",
+        )
+        .bind(last)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if archived == 1 && unverified == 0 && late == 0 {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "archive not complete: last period archived {archived}, unverified {unverified}, late {late}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every archived row production holds, per stream, as JSON lists (the readers' form).
+pub async fn production_rows(pool: &PgPool) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for s in ARCHIVED {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format::select_sql(s)))
+            .bind(0i64)
+            // 2100-01-01
+            .bind(4_102_444_800_000i64)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let mut v: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let row = format::from_pg(s, r).unwrap();
+                let j: Vec<serde_json::Value> = row
+                    .into_iter()
+                    .map(|v| match v {
+                        format::Value::Text(t) => serde_json::json!(t),
+                        format::Value::I64(x) => serde_json::json!(x),
+                        format::Value::I16(x) => serde_json::json!(x),
+                        format::Value::Bool(b) => serde_json::json!(b),
+                        format::Value::Null => serde_json::Value::Null,
+                        format::Value::Levels(l) => serde_json::json!(
+                            l.iter().map(|(p, q)| vec![*p, *q]).collect::<Vec<_>>()
+                        ),
+                    })
+                    .collect();
+                serde_json::to_string(&j).unwrap()
+            })
+            .collect();
+        v.sort();
+        out.insert(s.table().to_owned(), v);
+    }
+    out
+}
+
+pub fn canonical(rows: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let parsed: serde_json::Value = serde_json::from_str(s.as_str().unwrap()).unwrap();
+            serde_json::to_string(&parsed).unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every object under the prefix with its size and checksum metadata, via the readers' boto3.
+pub fn objects(moto: &Moto) -> BTreeMap<String, String> {
+    let script = r#"
+import boto3, sys, json
+s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test',
+                  aws_secret_access_key='test', region_name='us-east-1')
+out = {}
+for o in s3.list_objects_v2(Bucket=sys.argv[2]).get('Contents', []):
+    h = s3.head_object(Bucket=sys.argv[2], Key=o['Key'])
+    out[o['Key']] = '%d %s %s' % (o['Size'], h['Metadata'].get('sha256'), h['LastModified'].isoformat())
+print(json.dumps(out))
+"#;
+    let out = Command::new(oracle_python())
+        .args(["-c", script, &moto.endpoint(), BUCKET])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub fn restore(cfg: &Path) -> (u64, u64) {
+    let out = dedup(cfg, &["restore", "--from", "0"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text.lines().find(|l| l.starts_with("restored: ")).unwrap();
+    let nums: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    (nums[0], nums[1])
+}
+
+/// Multipart uploads in progress, via boto3.
+pub fn multipart_uploads(moto: &Moto) -> Vec<String> {
+    let script = r#"
+import boto3, sys, json
+s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test',
+                  aws_secret_access_key='test', region_name='us-east-1')
+print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket=sys.argv[2]).get('Uploads', [])]))
+"#;
+    let out = Command::new(oracle_python())
+        .args(["-c", script, &moto.endpoint(), BUCKET])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub async fn metrics_of(addr_file: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let doc: serde_json::Value = loop {
+        if let Ok(t) = std::fs::read_to_string(addr_file)
+            && let Ok(v) = serde_json::from_str(&t)
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no {}", addr_file.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let url = format!("http://{}/metrics", doc["metrics"].as_str().unwrap());
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// (period start, version, history length, declared gaps, rows) of every archived period.
+pub async fn versions(pool: &PgPool) -> Vec<(i64, i32, usize, usize, u64)> {
+    let rows: Vec<(i64, i32, serde_json::Value)> =
+        sqlx::query_as("SELECT period_start_ms, version, manifest FROM archive_periods ORDER BY 1")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(p, v, m)| {
+            let rows = m["streams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["rows"].as_u64().unwrap())
+                .sum();
+            (
+                p,
+                v,
+                m["history"].as_array().unwrap().len(),
+                m["declared_gaps"].as_u64().unwrap() as usize,
+                rows,
+            )
+        })
+        .collect()
+}
+
+/// Copies today's rows of the partitioned streams `days` back (new keys), into that month's
+/// partitions.
+pub async fn copy_back(pool: &PgPool, days: i64) {
+    let now = kalshi_shared::time::now_ms();
+    let month = deduplicator::schema::month_of(now - days * 86_400_000);
+    for t in deduplicator::schema::PARTITIONED {
+        sqlx::query(sqlx::AssertSqlSafe(
+            deduplicator::schema::create_partition_sql(t, month),
+        ))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let shift = format!("interval '{days} days'");
+    let ms = days * 86_400_000;
+    for sql in [
+        format!("INSERT INTO trades (trade_id, ts, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, gatherer_id)
+                 SELECT trade_id || '-{days}', ts - {shift}, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms - {ms}, source, gatherer_id
+                 FROM trades WHERE ts > now() - interval '1 day'"),
+        format!("INSERT INTO orderbook_deltas (market_ticker, ts, ts_ms, side, price, delta, occurrence, gatherer_key, gatherer_id, received_ms)
+                 SELECT market_ticker, ts - {shift}, CASE WHEN ts_ms = 0 THEN 0 ELSE ts_ms - {ms} END, side, price, delta, occurrence, gatherer_key, gatherer_id, received_ms - {ms}
+                 FROM orderbook_deltas WHERE ts > now() - interval '1 day'"),
+        format!("INSERT INTO tickers (market_ticker, ts, ts_ms, content_hash, occurrence, gatherer_key, body, gatherer_id)
+                 SELECT market_ticker, ts - {shift}, CASE WHEN ts_ms = 0 THEN 0 ELSE ts_ms - {ms} END, content_hash, occurrence, gatherer_key, body, gatherer_id
+                 FROM tickers WHERE ts > now() - interval '1 day'"),
+        format!("INSERT INTO orderbook_snapshots (market_ticker, ts, gatherer_id, source, conn_epoch, sid, seq, received_ms, yes, no, last_delta_ts_ms)
+                 SELECT market_ticker, ts - {shift}, gatherer_id, source, conn_epoch, sid, seq, received_ms - {ms}, yes, no, last_delta_ts_ms
+                 FROM orderbook_snapshots WHERE ts > now() - interval '1 day'"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.unwrap();
+    }
+}
+
+pub async fn partition_names(pool: &PgPool) -> std::collections::BTreeSet<String> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'trades'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+/// Rows of the four partitioned streams in `[from, to)`, in the readers' canonical form.
+pub async fn rows_between(pool: &PgPool, from: i64, to: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &ARCHIVED[..4] {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format::select_sql(*s)))
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        for r in &rows {
+            out.push(format!(
+                "{} {:?}",
+                s.table(),
+                format::from_pg(*s, r).unwrap()
+            ));
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,201 @@
+//! The archive's operations: retention drops only what the verified archive holds, and the
+//! local stack archives to its own S3 with `kalshi-stack audit --archive` checking it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kalshi_e2e::archive::*;
+use kalshi_e2e::world::*;
+use kalshi_testkit::s3::{Moto, oracle_python};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_only_partitions_the_verified_archive_holds() {
+    let moto = Moto::start(None).unwrap();
+    let w = World::start(477, 8, 1).await;
+    let pool = pool(&w.prod.url()).await;
+    let work = dir("retention");
+    let mut file = archive_file(&w, &moto, &work.join("spool"));
+    file.archive.period = Duration::from_secs(86_400);
+    file.archive.max_periods_per_check = 400;
+    let cfg = work.join("dedup.toml");
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+
+    // Rows 100 and 70 days old, and today's.
+    let svc = spawn_service(&cfg, &work.join("dedup1.log"));
+    traffic(&w, 300, 3.0).await;
+    w.settle(Duration::from_millis(1000)).await;
+    w.wait_synced(&pool, Duration::from_secs(60)).await;
+    copy_back(&pool, 100).await;
+    copy_back(&pool, 70).await;
+    let now = kalshi_shared::time::now_ms();
+    let (old, mid) = (
+        deduplicator::schema::month_of(now - 100 * 86_400_000),
+        deduplicator::schema::month_of(now - 70 * 86_400_000),
+    );
+    assert_ne!(old, mid);
+    let name = |(y, m): (i32, u8)| format!("trades_p{y:04}{m:02}");
+    // Every day up to yesterday archived (today is not closed yet).
+    let yesterday = now.div_euclid(86_400_000) * 86_400_000 - 86_400_000;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM archive_periods WHERE period_start_ms = $1 AND verified_at IS NOT NULL",
+        )
+        .bind(yesterday)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "days not archived");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop(svc);
+    let old_from = deduplicator::archive::retention::partitions_month_start(old);
+    let old_to = deduplicator::archive::retention::partitions_month_start(
+        deduplicator::schema::next_month(old),
+    );
+    let old_rows = rows_between(&pool, old_from, old_to).await;
+    assert!(old_rows.len() > 100, "{}", old_rows.len());
+
+    // S3 loses one file of the middle month: that month must stay.
+    let lost: String = sqlx::query_scalar(
+        "SELECT s->>'key' FROM archive_periods, jsonb_array_elements(manifest->'streams') s
+         WHERE s->>'stream' = 'trades' AND s->>'key' IS NOT NULL AND period_start_ms >= $1 AND period_start_ms < $2 LIMIT 1",
+    )
+    .bind(deduplicator::archive::retention::partitions_month_start(mid))
+    .bind(deduplicator::archive::retention::partitions_month_start(
+        deduplicator::schema::next_month(mid),
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let out = Command::new(oracle_python())
+        .args([
+            "-c",
+            "import boto3,sys\nboto3.client('s3',endpoint_url=sys.argv[1],aws_access_key_id='test',aws_secret_access_key='test',region_name='us-east-1').delete_object(Bucket=sys.argv[2],Key=sys.argv[3])",
+            &moto.endpoint(),
+            BUCKET,
+            &lost,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Retention of 35 days: the old month goes, the middle one stays, this month stays.
+    let mut file = file.clone();
+    file.archive.retention = Duration::from_secs(35 * 86_400);
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let addr = work.join("dedup2.addr.json");
+    let svc = dedup(&cfg, &["--addr-file", addr.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("dedup2.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partition_names(&pool).await.contains(&name(old)) {
+        assert!(Instant::now() < deadline, "the old month was not dropped");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left = partition_names(&pool).await;
+    assert!(
+        left.contains(&name(mid)),
+        "a file of it is gone from S3: {left:?}"
+    );
+    assert!(
+        left.contains(&name(deduplicator::schema::month_of(now))),
+        "{left:?}"
+    );
+    let m = metrics_of(&addr).await;
+    assert_eq!(
+        metric_sum(&m, "archive_partitions_dropped_total"),
+        4.0,
+        "four streams"
+    );
+    stop(svc);
+    let log = std::fs::read_to_string(work.join("dedup2.log")).unwrap();
+    assert!(
+        log.contains("is not in S3 as recorded"),
+        "the kept month is explained"
+    );
+    // Every archived day of that month (from the oldest row on) is marked retired.
+    let (retired, all): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE retired_at IS NOT NULL), count(*) FROM archive_periods
+         WHERE period_start_ms >= $1 AND period_start_ms < $2",
+    )
+    .bind(old_from)
+    .bind(old_to)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(all >= 10 && retired == all, "{retired} of {all}");
+
+    // What was dropped comes back from the archive, row for row.
+    assert!(rows_between(&pool, old_from, old_to).await.is_empty());
+    let out = dedup(
+        &cfg,
+        &[
+            "restore",
+            "--from",
+            &old_from.to_string(),
+            "--to",
+            &old_to.to_string(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rows_between(&pool, old_from, old_to).await, old_rows);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_archives_to_its_local_s3_and_the_audit_checks_the_archive() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = std::env::temp_dir().join(format!("kalshi-e2e-archive-stack-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut o = kalshi_stack::Options::new(dir.clone(), kalshi_stack::default_bin_dir());
+    o.markets = 16;
+    o.seed = 479;
+    o.rate = 300;
+    o.archive_period = Duration::from_secs(5);
+    let mut s = kalshi_stack::Stack::up(o).await.unwrap();
+    assert!(s.endpoints.s3.is_some(), "the stack archives by default");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    s.set_rate(0).await.unwrap();
+    s.wait_settled(Duration::from_secs(120)).await.unwrap();
+    let pool = pool(&s.production_direct_url()).await;
+    wait_archived_by(&pool, 5000, Duration::from_secs(60)).await;
+    let out = Command::new(kalshi_stack::default_bin_dir().join("kalshi-stack"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["audit", "--archive"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("AUDIT PASSED"), "{text}");
+    assert!(text.contains("archive: archive verified"), "{text}");
+    let codes = tokio::task::spawn_blocking(move || s.down()).await.unwrap();
+    for (name, code) in codes {
+        assert_eq!(code, Some(0), "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
