@@ -250,17 +250,6 @@ impl Setup<'_> {
             a.check_interval = Duration::from_secs(2);
             a.spool_dir = self.dir.join("archive-spool").display().to_string();
         }
-        if let Some(s3) = &self.s3 {
-            // The archive on the local S3: short periods, so files appear within minutes.
-            let a = &mut f.archive;
-            a.enabled = true;
-            a.bucket = STACK_BUCKET.into();
-            a.endpoint_url = s3.clone();
-            a.period = self.opts.archive_period;
-            a.settle = Duration::from_secs(5);
-            a.check_interval = Duration::from_secs(2);
-            a.spool_dir = self.dir.join("archive-spool").display().to_string();
-        }
         f
     }
 

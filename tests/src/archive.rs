@@ -50,12 +50,15 @@ pub fn dedup(cfg: &Path, args: &[&str]) -> Command {
 }
 
 /// The deduplicator service as its own process (credentials come from its environment).
-pub fn spawn_service(cfg: &Path, log: &Path) -> Child {
-    dedup(cfg, &["run"])
+/// Logs to `<dir>/<name>.log`; its address file (for /metrics) is `<dir>/<name>.addr.json`.
+pub fn spawn_service(cfg: &Path, dir: &Path, name: &str) -> (Child, PathBuf) {
+    let addr = dir.join(format!("{name}.addr.json"));
+    let child = dedup(cfg, &["--addr-file", addr.to_str().unwrap(), "run"])
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    (child, addr)
 }
 
 pub fn stop(mut c: Child) {
@@ -166,36 +169,52 @@ pub fn canonical(rows: &serde_json::Value) -> Vec<String> {
 
 /// Every object under the prefix with its size and checksum metadata, via the readers' boto3.
 pub fn objects(moto: &Moto) -> BTreeMap<String, String> {
-    let script = r#"
-import boto3, sys, json
-s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test',
-                  aws_secret_access_key='test', region_name='us-east-1')
+    let out = boto3(
+        moto,
+        r#"
 out = {}
-for o in s3.list_objects_v2(Bucket=sys.argv[2]).get('Contents', []):
-    h = s3.head_object(Bucket=sys.argv[2], Key=o['Key'])
+for o in s3.list_objects_v2(Bucket=bucket).get('Contents', []):
+    h = s3.head_object(Bucket=bucket, Key=o['Key'])
     out[o['Key']] = '%d %s %s' % (o['Size'], h['Metadata'].get('sha256'), h['LastModified'].isoformat())
 print(json.dumps(out))
-"#;
-    let out = Command::new(oracle_python())
-        .args(["-c", script, &moto.endpoint(), BUCKET])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+"#,
+        &[],
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_value(out).unwrap()
 }
 
-pub fn restore(cfg: &Path) -> (u64, u64) {
-    let out = dedup(cfg, &["restore", "--from", "0"]).output().unwrap();
+/// Runs a command that must succeed; its stdout (stderr in the failure message).
+pub fn succeeds(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
-        "{text}{}",
+        "{cmd:?}: {:?}\n{text}{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+/// Runs `body` with `s3` (boto3, the readers' own S3 client, on moto), `bucket` and `args`
+/// (`sys.argv[3:]`) defined; `body` prints one JSON document, returned.
+pub fn boto3(moto: &Moto, body: &str, args: &[&str]) -> serde_json::Value {
+    let script = format!(
+        "import boto3, sys, json\n\
+         s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', \
+         aws_secret_access_key='test', region_name='us-east-1')\n\
+         bucket = sys.argv[2]\nargs = sys.argv[3:]\n{body}\n"
+    );
+    let text = succeeds(
+        Command::new(oracle_python())
+            .args(["-c", &script, &moto.endpoint(), BUCKET])
+            .args(args),
+    );
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn restore(cfg: &Path) -> (u64, u64) {
+    let text = succeeds(&mut dedup(cfg, &["restore", "--from", "0"]));
     let line = text.lines().find(|l| l.starts_with("restored: ")).unwrap();
     let nums: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
     (nums[0], nums[1])
@@ -203,22 +222,12 @@ pub fn restore(cfg: &Path) -> (u64, u64) {
 
 /// Multipart uploads in progress, via boto3.
 pub fn multipart_uploads(moto: &Moto) -> Vec<String> {
-    let script = r#"
-import boto3, sys, json
-s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test',
-                  aws_secret_access_key='test', region_name='us-east-1')
-print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket=sys.argv[2]).get('Uploads', [])]))
-"#;
-    let out = Command::new(oracle_python())
-        .args(["-c", script, &moto.endpoint(), BUCKET])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = boto3(
+        moto,
+        "print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket=bucket).get('Uploads', [])]))",
+        &[],
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_value(out).unwrap()
 }
 
 pub async fn metrics_of(addr_file: &Path) -> String {

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use deduplicator::archive::format::ARCHIVED;
@@ -24,7 +24,7 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
     let cfg = work.join("dedup.toml");
     std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
 
-    let svc = spawn_service(&cfg, &work.join("dedup.log"));
+    let (svc, _) = spawn_service(&cfg, &work, "dedup");
     traffic(&w, 400, 6.0).await;
     w.settle(Duration::from_millis(1000)).await;
     let pool = pool(&w.prod.url()).await;
@@ -51,18 +51,13 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
 
     // The readers: exactly production's rows, by DuckDB and by pyarrow.
     let prod_rows = production_rows(&pool).await;
-    let out = Command::new(oracle_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_read.py"))
-        .args([&moto.endpoint(), BUCKET, PREFIX])
-        .arg(work.join("read"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = succeeds(
+        Command::new(oracle_python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_read.py"))
+            .args([&moto.endpoint(), BUCKET, PREFIX])
+            .arg(work.join("read")),
     );
-    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read: serde_json::Value = serde_json::from_str(&text).unwrap();
     for s in ARCHIVED {
         let want = &prod_rows[s.table()];
         let got = &read[s.table()];
@@ -87,7 +82,7 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
         .execute(&pool)
         .await
         .unwrap();
-    let svc = spawn_service(&cfg, &work.join("dedup2.log"));
+    let (svc, _) = spawn_service(&cfg, &work, "dedup2");
     assert_eq!(wait_archived(&pool, Duration::from_secs(60)).await, last);
     stop(svc);
     let after_objects = objects(&moto);
@@ -219,11 +214,7 @@ async fn s3_faults_and_a_kill_mid_upload_leave_no_partial_or_duplicate_object() 
     // 1. Killed mid-upload: the second part of the first multipart upload never gets an
     //    answer, and the deduplicator is killed while it waits.
     proxy.on("PUT", "partNumber=2", vec![kalshi_testkit::s3::Fault::Hang]);
-    let mut svc = dedup(&cfg, &["run"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.join("dedup1.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut svc, _) = spawn_service(&cfg, &work, "dedup1");
     w.rate(400).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while proxy.injected().is_empty() {
@@ -259,12 +250,7 @@ async fn s3_faults_and_a_kill_mid_upload_leave_no_partial_or_duplicate_object() 
             Delay(Duration::from_millis(1500)),
         ],
     );
-    let addr = work.join("dedup2.addr.json");
-    let svc = dedup(&cfg, &["--addr-file", addr.to_str().unwrap(), "run"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.join("dedup2.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let (svc, addr) = spawn_service(&cfg, &work, "dedup2");
     tokio::time::sleep(Duration::from_secs(4)).await;
     w.rate(0).await;
     w.settle(Duration::from_millis(1000)).await;
@@ -332,12 +318,7 @@ async fn late_data_from_a_returning_gatherer_makes_new_versions() {
     let cfg = work.join("dedup.toml");
     std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
     let pool = pool(&w.prod.url()).await;
-    let addr = work.join("dedup.addr.json");
-    let svc = dedup(&cfg, &["--addr-file", addr.to_str().unwrap(), "run"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.join("dedup.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let (svc, addr) = spawn_service(&cfg, &work, "dedup");
 
     // g1 is down for a while during traffic: only g2, out of reach, has those records.
     w.rate(400).await;

@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kalshi_e2e::archive::*;
 use kalshi_e2e::world::*;
-use kalshi_testkit::s3::{Moto, oracle_python};
+use kalshi_testkit::s3::Moto;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_only_partitions_the_verified_archive_holds() {
@@ -23,7 +23,7 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
     std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
 
     // Rows 100 and 70 days old, and today's.
-    let svc = spawn_service(&cfg, &work.join("dedup1.log"));
+    let (svc, _) = spawn_service(&cfg, &work, "dedup1");
     traffic(&w, 300, 3.0).await;
     w.settle(Duration::from_millis(1000)).await;
     w.wait_synced(&pool, Duration::from_secs(60)).await;
@@ -73,32 +73,17 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    let out = Command::new(oracle_python())
-        .args([
-            "-c",
-            "import boto3,sys\nboto3.client('s3',endpoint_url=sys.argv[1],aws_access_key_id='test',aws_secret_access_key='test',region_name='us-east-1').delete_object(Bucket=sys.argv[2],Key=sys.argv[3])",
-            &moto.endpoint(),
-            BUCKET,
-            &lost,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    boto3(
+        &moto,
+        "s3.delete_object(Bucket=bucket, Key=args[0]); print('null')",
+        &[&lost],
     );
 
     // Retention of 35 days: the old month goes, the middle one stays, this month stays.
     let mut file = file.clone();
     file.archive.retention = Duration::from_secs(35 * 86_400);
     std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
-    let addr = work.join("dedup2.addr.json");
-    let svc = dedup(&cfg, &["--addr-file", addr.to_str().unwrap(), "run"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.join("dedup2.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let (svc, addr) = spawn_service(&cfg, &work, "dedup2");
     let deadline = Instant::now() + Duration::from_secs(60);
     while partition_names(&pool).await.contains(&name(old)) {
         assert!(Instant::now() < deadline, "the old month was not dropped");
@@ -140,23 +125,8 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
 
     // What was dropped comes back from the archive, row for row.
     assert!(rows_between(&pool, old_from, old_to).await.is_empty());
-    let out = dedup(
-        &cfg,
-        &[
-            "restore",
-            "--from",
-            &old_from.to_string(),
-            "--to",
-            &old_to.to_string(),
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (from, to) = (old_from.to_string(), old_to.to_string());
+    succeeds(&mut dedup(&cfg, &["restore", "--from", &from, "--to", &to]));
     assert_eq!(rows_between(&pool, old_from, old_to).await, old_rows);
     let _ = std::fs::remove_dir_all(&work);
 }

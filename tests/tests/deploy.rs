@@ -480,14 +480,15 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
         text(&out)
     );
 
-    let out = args(&[
+    let prod = [
         "--rds-endpoint",
         "kalshi-prod.abc.eu-west-1.rds.amazonaws.com:5432",
         "--rds-instance-id",
         "kalshi-prod",
         "--zone",
         "prod.internal",
-    ]);
+    ];
+    let out = args(&prod);
     assert!(out.status.success(), "{}", text(&out));
     let etc = host.join("etc/kalshi-data");
     let cfg = std::fs::read_to_string(etc.join("deduplicator.toml")).unwrap();
@@ -524,23 +525,20 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
     );
     // With the archive bucket (Terraform's archive_bucket output) the archive is on, and the
     // configuration still checks.
-    let prod = [
-        "--rds-endpoint",
-        "kalshi-prod.abc.eu-west-1.rds.amazonaws.com:5432",
-        "--rds-instance-id",
-        "kalshi-prod",
-        "--zone",
-        "prod.internal",
-        "--archive-bucket",
-    ];
-    let out = args(&[&prod[..], &["Not_A_Bucket"]].concat());
+    let out = args(&[&prod[..], &["--archive-bucket", "Not_A_Bucket"]].concat());
     assert!(!out.status.success());
     assert!(
         text(&out).contains("--archive-bucket must be an S3 bucket name"),
         "{}",
         text(&out)
     );
-    let out = args(&[&prod[..], &["kalshi-prod-archive-20261128"]].concat());
+    let out = args(
+        &[
+            &prod[..],
+            &["--archive-bucket", "kalshi-prod-archive-20261128"],
+        ]
+        .concat(),
+    );
     assert!(out.status.success(), "{}", text(&out));
     let env = std::fs::read_to_string(etc.join("deduplicator.env")).unwrap();
     for line in [

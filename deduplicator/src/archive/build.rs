@@ -8,7 +8,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use sqlx::Executor as _;
-use sqlx::Row as _;
 use tokio_stream::StreamExt as _;
 
 use super::format::{self, ARCHIVED, ContentHash, FileWriter};
@@ -170,25 +169,13 @@ impl Archiver {
             }
             man.streams.push(entry);
         }
-        let gaps = sqlx::query(
-            "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps \
-             WHERE from_ms < $2 AND to_ms >= $1 ORDER BY 1, 2, 3, 4, 5, 6",
-        )
-        .bind(start_ms)
-        .bind(end_ms)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut rows = Vec::with_capacity(gaps.len());
-        for r in &gaps {
-            rows.push(crate::coverage::GapRow {
-                gatherer_id: r.try_get(0)?,
-                stream: r.try_get(1)?,
-                market: r.try_get(2)?,
-                from_ms: r.try_get(3)?,
-                to_ms: r.try_get(4)?,
-                reason: r.try_get(5)?,
-            });
-        }
+        // Closed interval [a, b - 1]: the period, as coverage counts it.
+        let gaps = sqlx::query(crate::coverage::GAPS_SQL)
+            .bind(start_ms)
+            .bind(end_ms - 1)
+            .fetch_all(&mut *conn)
+            .await?;
+        let rows = crate::coverage::decode(&gaps)?;
         man.declared_gaps = rows.len() as u64;
         man.uncovered = crate::coverage::uncovered(&rows, &self.gatherers, start_ms, end_ms - 1)
             .into_iter()
