@@ -123,11 +123,91 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
     .unwrap();
     assert!(all >= 10 && retired == all, "{retired} of {all}");
 
-    // What was dropped comes back from the archive, row for row.
+    // Verify over a retired month checks the files, and expects production to lack the rows.
     assert!(rows_between(&pool, old_from, old_to).await.is_empty());
     let (from, to) = (old_from.to_string(), old_to.to_string());
+    let text = succeeds(&mut dedup(
+        &cfg,
+        &["archive", "verify", "--from", &from, "--to", &to],
+    ));
+    assert!(
+        text.contains("ok (retired") && text.contains("archive verified"),
+        "{text}"
+    );
+
+    // What was dropped comes back from the archive, row for row.
     succeeds(&mut dedup(&cfg, &["restore", "--from", &from, "--to", &to]));
     assert_eq!(rows_between(&pool, old_from, old_to).await, old_rows);
+
+    // Late data for a retired period (a row and its writer's touch): the archiver restores
+    // the period first, so the new version holds every row, not just the late one.
+    let day: i64 = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM min(ts)) * 1000)::bigint / 86400000 * 86400000 FROM trades WHERE ts < to_timestamp($1 / 1000.0)",
+    )
+    .bind(old_to)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let before: i64 = sqlx::query_scalar(
+        "SELECT (s->>'rows')::bigint FROM archive_periods, jsonb_array_elements(manifest->'streams') s
+         WHERE period_start_ms = $1 AND s->>'stream' = 'trades'",
+    )
+    .bind(day)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // Production loses the period's rows again (as after a second retention), then the late
+    // row arrives: only the restore can make the new version whole.
+    sqlx::query("DELETE FROM trades WHERE ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($1 / 1000.0 + 86400)")
+        .bind(day)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO trades (trade_id, ts, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, gatherer_id)
+         VALUES ('late-1', to_timestamp($1 / 1000.0 + 60), 'LATE-MKT', 560000, 440000, 100, 1, 'yes', false, $1 + 60000, 'rest', 'g1')",
+    )
+    .bind(day)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO archive_touch VALUES ($1, 'trades', 1) ON CONFLICT (period_start_ms, stream) DO UPDATE SET touches = archive_touch.touches + 1",
+    )
+    .bind(day)
+    .execute(&pool)
+    .await
+    .unwrap();
+    file.archive.retention = Duration::ZERO;
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let (svc, _) = spawn_service(&cfg, &work, "dedup3");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (version, rows, retired) = loop {
+        let r: (i32, i64, bool) = sqlx::query_as(
+            "SELECT version, (SELECT (s->>'rows')::bigint FROM jsonb_array_elements(manifest->'streams') s WHERE s->>'stream' = 'trades'),
+                    retired_at IS NOT NULL
+             FROM archive_periods WHERE period_start_ms = $1",
+        )
+        .bind(day)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if r.0 > 1 {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new version of the retired period"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    stop(svc);
+    assert_eq!((version, rows, retired), (2, before + 1, false));
+    let text = succeeds(&mut dedup(
+        &cfg,
+        &["archive", "verify", "--from", &from, "--to", &to],
+    ));
+    assert!(text.contains("archive verified"), "{text}");
     let _ = std::fs::remove_dir_all(&work);
 }
 
