@@ -448,6 +448,71 @@ mod tests {
 }
 
 #[cfg(test)]
+mod archive_tests {
+    use super::*;
+
+    fn with(mutate: impl FnOnce(&mut ArchiveSection)) -> Result<Option<ArchiveConfig>, String> {
+        let mut a = ArchiveSection {
+            enabled: true,
+            bucket: "kalshi-archive".into(),
+            ..ArchiveSection::default()
+        };
+        mutate(&mut a);
+        validate_archive(a).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn archive_settings_are_checked_naming_the_key() {
+        assert!(
+            with(|a| a.enabled = false).unwrap().is_none(),
+            "off by default"
+        );
+        let on = with(|_| {}).unwrap().unwrap();
+        assert_eq!(on.period_ms, 3_600_000);
+        type Mutate = fn(&mut ArchiveSection);
+        let cases: Vec<(Mutate, &str)> = vec![
+            (|a| a.bucket = "Not_A_Bucket".into(), "archive.bucket"),
+            (|a| a.bucket = String::new(), "archive.bucket"),
+            (|a| a.prefix = "no-slash".into(), "archive.prefix"),
+            (|a| a.prefix = "/abs/".into(), "archive.prefix"),
+            (
+                |a| a.endpoint_url = "localhost:9000".into(),
+                "archive.endpoint_url",
+            ),
+            (|a| a.period = Duration::from_secs(7), "archive.period"),
+            (|a| a.period = Duration::from_millis(1500), "archive.period"),
+            (
+                |a| a.period = Duration::from_secs(2 * 86_400),
+                "archive.period",
+            ),
+            (|a| a.row_group_rows = 0, "archive.row_group_rows"),
+            (|a| a.zstd_level = 23, "archive.zstd_level"),
+            // S3's 5 MiB minimum part, unless an S3-compatible endpoint is named.
+            (|a| a.part_size = 1 << 20, "archive.part_size"),
+            (
+                |a| a.multipart_threshold = 1 << 20,
+                "archive.multipart_threshold",
+            ),
+            (|a| a.max_attempts = 0, "archive.max_attempts"),
+            (|a| a.spool_dir = String::new(), "archive.spool_dir"),
+        ];
+        for (mutate, key) in cases {
+            let e = with(mutate).unwrap_err();
+            assert!(e.starts_with(&format!("{key}:")), "{key}: {e}");
+        }
+        for ok in [60, 300, 86_400, 1] {
+            with(|a| a.period = Duration::from_secs(ok)).unwrap();
+        }
+        with(|a| {
+            a.endpoint_url = "http://127.0.0.1:9000".into();
+            a.part_size = 4096;
+            a.multipart_threshold = 4096;
+        })
+        .unwrap();
+    }
+}
+
+#[cfg(test)]
 mod example_tests {
     use super::*;
 
