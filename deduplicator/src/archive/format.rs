@@ -16,6 +16,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::Type;
 
+pub use kalshi_shared::identity::hex;
+
 use crate::records::Stream;
 
 /// Bumped whenever a column, a type or the order changes (it is in every manifest).
@@ -309,10 +311,6 @@ impl ContentHash {
     pub fn finish(self) -> String {
         hex(self.0.finish().as_ref())
     }
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Appends one archived row to a COPY of the stream's staging table (`ProdTable::columns`).

@@ -29,6 +29,9 @@ pub mod ops;
 pub mod retention;
 
 pub use build::Built;
+
+/// How often retention looks at the partitions (it counts whole months).
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 pub mod store;
 
 use std::collections::BTreeSet;
@@ -193,6 +196,7 @@ impl Archiver {
         let settle_ms = self.cfg.section.settle.as_millis() as i64;
         let mut barrier: Option<Barrier> = None;
         let mut settled = i64::MIN;
+        let mut last_retention: Option<std::time::Instant> = None;
         loop {
             if let Some(b) = &barrier
                 && passed(&board, b)
@@ -208,6 +212,22 @@ impl Archiver {
             {
                 count_error(&e);
                 tracing::warn!(error = %e, "archive check failed; retrying at the next look");
+            }
+            // Retention counts whole partitions: at start, then hourly, not at every look.
+            if !self.cfg.section.retention.is_zero()
+                && last_retention.is_none_or(|t: std::time::Instant| t.elapsed() >= RETENTION_EVERY)
+            {
+                last_retention = Some(std::time::Instant::now());
+                match retention::run(&self, kalshi_shared::time::now_ms()).await {
+                    Ok(d) if !d.is_empty() => {
+                        tracing::info!(dropped = ?d, "retention dropped archived partitions")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        count_error(&e);
+                        tracing::warn!(error = %e, "retention failed; retrying in an hour");
+                    }
+                }
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -241,10 +261,36 @@ impl Archiver {
             }
         }
         self.update_lag().await?;
-        let dropped = retention::run(self, kalshi_shared::time::now_ms()).await?;
-        if !dropped.is_empty() {
-            tracing::info!(?dropped, "retention dropped archived partitions");
+        // Periods whose check after upload failed (S3 answered the HEAD wrongly or not at
+        // all) are checked again, so retention is not held back for ever.
+        let unverified: Vec<i64> = sqlx::query_scalar(
+            "SELECT period_start_ms FROM archive_periods WHERE verified_at IS NULL ORDER BY 1 LIMIT $1",
+        )
+        .bind(self.cfg.section.max_periods_per_check as i64)
+        .fetch_all(&self.prod.pool())
+        .await?;
+        for start in unverified {
+            if let Some((man, _)) = self.recorded(start).await?
+                && self.quick_verify(&man).await?
+            {
+                self.mark_verified(start, man.version).await?;
+            }
         }
+        Ok(())
+    }
+
+    pub(crate) async fn mark_verified(
+        &self,
+        start_ms: i64,
+        version: u32,
+    ) -> Result<(), ArchiveError> {
+        sqlx::query(
+            "UPDATE archive_periods SET verified_at = now() WHERE period_start_ms = $1 AND version = $2",
+        )
+        .bind(start_ms)
+        .bind(version as i32)
+        .execute(&self.prod.pool())
+        .await?;
         Ok(())
     }
 
@@ -413,11 +459,7 @@ impl Archiver {
         .execute(&self.prod.pool())
         .await?;
         if self.quick_verify(&man).await? {
-            sqlx::query("UPDATE archive_periods SET verified_at = now() WHERE period_start_ms = $1 AND version = $2")
-                .bind(start_ms)
-                .bind(man.version as i32)
-                .execute(&self.prod.pool())
-                .await?;
+            self.mark_verified(start_ms, man.version).await?;
         }
         Ok(outcome)
     }

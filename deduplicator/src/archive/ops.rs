@@ -212,11 +212,7 @@ impl Archiver {
                 ));
             }
             if period_ok && recorded.is_some() {
-                sqlx::query("UPDATE archive_periods SET verified_at = now() WHERE period_start_ms = $1 AND version = $2")
-                    .bind(start)
-                    .bind(man.version as i32)
-                    .execute(&self.prod.pool())
-                    .await?;
+                self.mark_verified(start, man.version).await?;
             }
             all_ok &= period_ok;
         }

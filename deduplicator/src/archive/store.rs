@@ -12,6 +12,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
+use kalshi_shared::identity::sha256_hex;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::config::ArchiveConfig;
@@ -86,10 +87,6 @@ fn b64(hex_sha: &str) -> String {
         .filter_map(|i| u8::from_str_radix(hex_sha.get(2 * i..2 * i + 2)?, 16).ok())
         .collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    super::format::hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref())
 }
 
 impl Store {

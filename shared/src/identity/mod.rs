@@ -52,9 +52,17 @@ pub const MARKET_TRADING_FIELDS: &[&str] = &[
 
 /// SHA-256 (hex) of a JSON value in canonical form (sorted keys, exact numbers).
 pub fn content_hash(v: &serde_json::Value) -> String {
-    let text = serde_json::to_string(v).unwrap_or_default();
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(serde_json::to_string(v).unwrap_or_default().as_bytes())
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of bytes, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 /// The content hash of a market's REST JSON without its trading fields (`None`: not JSON).

@@ -45,8 +45,7 @@ impl crate::pg::op::Classified for MigrationError {
 
 /// SHA-256 (hex) of a migration's SQL, as stored.
 pub fn checksum(sql: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, sql.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::identity::sha256_hex(sql.as_bytes())
 }
 
 /// Creates `schema_migrations` if needed and checks every applied version against
