@@ -1,7 +1,7 @@
 //! The local store's quieter loss paths, each against a real PostgreSQL that the test stops
 //! and starts: gap records beyond the gaps writer's buffer, rows still held when the shutdown
 //! deadline passes with the database down, and one trade seen with whole seconds (legacy
-//! WebSocket `ts`) and with milliseconds (REST).
+//! WebSocket `ts`) and with milliseconds (REST), and pages that cover a window of ids.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -432,5 +432,59 @@ async fn an_edited_or_unknown_applied_migration_is_refused() {
         format!("{e:#}").contains("migration 99 is applied in the database but unknown"),
         "{e:#}"
     );
+    let _ = std::fs::remove_dir_all(&spill);
+}
+
+/// A page covers the next `limit` ids at most: every stored row is read once and in order, a
+/// run of unused ids longer than a page is passed with empty pages whose `through` moves on,
+/// and no page reaches past its window. (Asked for everything up to the head, a backlog the
+/// database had not analysed yet was scanned whole for every page: catch-up was quadratic.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_cover_a_window_of_ids_and_pass_runs_of_unused_ones() {
+    init();
+    let pg = PgCluster::start_default().unwrap();
+    let spill = scratch("window");
+    let cfg = store_config(&pg, &spill, |_| {});
+    let shutdown = CancellationToken::new();
+    let store = Store::open(cfg, &shutdown).await.unwrap();
+    let (sinks, writers) = start_writers(&store);
+    for i in 0..3000 {
+        sinks.deltas.push(delta(i));
+    }
+    let m = sinks.deltas.mark();
+    assert!(sinks.deltas.settled(m).await);
+    // 1,200 unused ids (as if the database had refused them): more than two pages.
+    sqlx::query("DELETE FROM orderbook_deltas WHERE id BETWEEN 1001 AND 2200")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let head = store.head(Stream::OrderbookDeltas);
+    assert_eq!(head, 3000);
+    let (mut after, mut read, mut empty) = (0i64, Vec::new(), 0);
+    while after < head {
+        let page = store
+            .read(Stream::OrderbookDeltas, after, 500, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(page.head, head);
+        assert_eq!(page.through, (after + 500).min(head), "after {after}");
+        for r in &page.records {
+            assert!(r.cursor > after && r.cursor <= page.through);
+        }
+        empty += usize::from(page.records.is_empty());
+        read.extend(page.records.iter().map(|r| r.cursor));
+        after = page.through;
+    }
+    assert_eq!(read, (1..=1000).chain(2201..=3000).collect::<Vec<i64>>());
+    // 1001..=1500 and 1501..=2000 hold nothing; 2001..=2500 holds 2201..=2500.
+    assert_eq!(empty, 2);
+    // A byte budget cuts a page short: `through` is then its last record.
+    let page = store
+        .read(Stream::OrderbookDeltas, 0, 500, 1)
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.through, 1);
+    writers.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&spill);
 }

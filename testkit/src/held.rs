@@ -308,9 +308,6 @@ pub async fn read_all(
             .await
             .with_context(|| format!("read {stream:?} after {after}"))?
             .into_inner();
-        if page.records.is_empty() {
-            return Ok(out);
-        }
         for r in &page.records {
             anyhow::ensure!(
                 r.cursor > after,
@@ -320,5 +317,10 @@ pub async fn read_all(
             after = r.cursor;
         }
         out.extend(page.records);
+        // A page covers a window of ids; one of unused ids is empty but moves `through`.
+        after = after.max(page.through);
+        if after >= page.head {
+            return Ok(out);
+        }
     }
 }

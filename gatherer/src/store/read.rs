@@ -32,6 +32,12 @@ impl Store {
                 through: after,
             });
         }
+        // Ids are dense (the writer numbers its rows), so a page of `limit` rows lies in the
+        // window of the next `limit` ids. Asking for that window, not everything up to the
+        // head, keeps the read at one page whatever plan the database picks: on a backlog not
+        // yet analysed the planner guesses a few rows, picks a bitmap scan and a sort, and a
+        // range up to the head read the whole backlog for every page (catch-up was quadratic).
+        let upper = head.min(after.saturating_add(i64::from(limit.max(1))));
         let sql = format!(
             "SELECT {} FROM {} WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
             rows::select_list(stream),
@@ -39,7 +45,7 @@ impl Store {
         );
         let fut = sqlx::query(AssertSqlSafe(sql))
             .bind(after)
-            .bind(head)
+            .bind(upper)
             .bind(i64::from(limit))
             .fetch_all(&self.pool);
         let rows = kalshi_shared::pg::timed("read_page", self.cfg.op_timeout, fut)
@@ -57,13 +63,12 @@ impl Store {
                 break;
             }
         }
-        // A short page read every id up to the head: ids never used (rows the database
-        // skipped, rows refused) lie behind it too, so readers are moved past them.
-        let short = !cut && (rows.len() as i64) < i64::from(limit);
-        let through = if short {
-            head
-        } else {
+        // A page not cut short read every id of its window: ids never used there (rows the
+        // database skipped, rows refused) lie behind it too, so readers are moved past them.
+        let through = if cut {
             records.last().map_or(after, |r| r.cursor)
+        } else {
+            upper
         };
         Ok(Page {
             records,
