@@ -14,6 +14,10 @@ pub const RDS_ERRORS: &str = "dedup_rds_errors_total";
 pub const COMMIT_DURATION: &str = "dedup_commit_duration_seconds";
 pub const END_TO_END: &str = "dedup_end_to_end_seconds";
 pub const QUARANTINED: &str = "dedup_quarantined_total";
+pub const SINK_TRANSACTIONS: &str = "dedup_sink_transactions_total";
+/// How a transaction brought its rows in: straight COPY into the table, the staging table
+/// and merge, or a straight COPY that met an already committed row (then merged).
+pub const SINK_PATHS: &[&str] = &["direct", "merge", "conflict"];
 pub const FAILOVER_IN_PROGRESS: &str = "dedup_rds_failover_in_progress";
 pub const INSTANCE_RESETS: &str = "dedup_instance_resets_total";
 pub const INVALID_RECORDS: &str = "dedup_invalid_records_total";
@@ -131,6 +135,10 @@ pub fn describe(gatherers: &[String]) {
         "From a record's exchange time (its ts; receipt time when it has none) to the production COMMIT that carried it having returned, seconds, by stream"
     );
     describe_counter!(
+        SINK_TRANSACTIONS,
+        "Production transactions carrying rows, by stream and path: direct (binary COPY straight into the table), merge (COPY into a staging table, then INSERT ... ON CONFLICT), conflict (a direct COPY met a row already committed, was rolled back and merged instead)"
+    );
+    describe_counter!(
         QUARANTINED,
         "Rows written to quarantine instead of their table"
     );
@@ -172,6 +180,9 @@ pub fn describe(gatherers: &[String]) {
         metrics::counter!(RECORDS_WRITTEN, "stream" => t).increment(0);
         metrics::counter!(DUPLICATES_DROPPED, "stream" => t).increment(0);
         metrics::counter!(QUARANTINED, "stream" => t).increment(0);
+        for p in SINK_PATHS {
+            metrics::counter!(SINK_TRANSACTIONS, "stream" => t, "path" => *p).increment(0);
+        }
         metrics::gauge!(QUEUE_PAGES, "stream" => t).set(0.0);
         metrics::gauge!(CACHE_KEYS, "stream" => t).set(0.0);
         metrics::gauge!(UNCOVERED_WINDOWS, "stream" => t).set(0.0);

@@ -34,12 +34,23 @@ pub trait ProdTable: Copy {
     /// Moves the staged rows into the target: duplicates (already committed, or twice in the
     /// batch) are skipped; registry rows keep the newest version.
     fn merge_sql(self) -> String;
+    /// Whether a batch may be COPYed straight into the target: its merge is a plain
+    /// `ON CONFLICT (key) DO NOTHING`, so when no row of the batch is committed yet a direct
+    /// COPY stores exactly what the merge would (not the registry, where the newest version
+    /// wins, nor trades, matched by second).
+    fn copies_direct(self) -> bool {
+        false
+    }
     fn fields(self) -> i16 {
         self.columns().split(',').count() as i16
     }
 }
 
 impl ProdTable for Stream {
+    fn copies_direct(self) -> bool {
+        !self.is_registry() && self != Stream::Trades
+    }
+
     fn columns(self) -> &'static str {
         match self {
             Stream::Trades => {

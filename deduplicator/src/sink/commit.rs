@@ -221,11 +221,29 @@ impl Sink {
     ) -> Result<u64, Stop> {
         let mut backoff = Backoff::new(self.cfg.retry);
         let mut others = 0;
+        let table = self.stream.table();
         loop {
-            match self.transaction(rows, poison, cursors).await {
+            let direct = !rows.is_empty() && self.stream.copies_direct() && self.direct.try_now();
+            match self.transaction(rows, poison, cursors, direct).await {
                 Ok(n) => {
                     self.prod.observe(Ok(()));
+                    if direct {
+                        self.direct.succeeded();
+                    }
+                    if !rows.is_empty() {
+                        let path = if direct { "direct" } else { "merge" };
+                        metrics::counter!(m::SINK_TRANSACTIONS, "stream" => table, "path" => path)
+                            .increment(1);
+                    }
                     return Ok(n);
+                }
+                Err(e) if direct && e.sqlstate.as_deref() == Some(UNIQUE_VIOLATION) => {
+                    // A row is committed already (the key cache did not know it): the
+                    // transaction is rolled back whole; the merge skips that row.
+                    tracing::debug!(stream = table, rows = rows.len(), error = %e, "a direct COPY met a committed row: merging instead");
+                    metrics::counter!(m::SINK_TRANSACTIONS, "stream" => table, "path" => "conflict")
+                        .increment(1);
+                    self.direct.conflicted();
                 }
                 Err(e) if e.class == DbErrorClass::Data => {
                     metrics::counter!(m::RDS_ERRORS, "class" => "data").increment(1);
@@ -257,6 +275,7 @@ impl Sink {
         rows: &[&Row],
         poison: &[Poison<'_>],
         cursors: Option<&[(String, i64, String)]>,
+        direct: bool,
     ) -> Result<u64, DbError> {
         let mut enc = Encoder::new(self.stream);
         for r in rows {
@@ -275,7 +294,19 @@ impl Sink {
         let fut = async {
             conn.execute("BEGIN").await?;
             let mut inserted = 0;
-            if let Some(payload) = payload {
+            if let Some(payload) = payload.clone().filter(|_| direct) {
+                // Straight into the table: every row must be new, or the whole transaction
+                // fails with a unique violation (and the batch is merged instead).
+                let mut copy = conn
+                    .copy_in_raw(&format!(
+                        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+                        stream.table(),
+                        stream.columns()
+                    ))
+                    .await?;
+                copy.send(payload).await?;
+                inserted = copy.finish().await?;
+            } else if let Some(payload) = payload {
                 // The staging table lives with the connection and empties itself at commit.
                 conn.execute(sqlx::AssertSqlSafe(stream.create_stage_sql()))
                     .await?;
@@ -412,6 +443,55 @@ impl Sink {
         v.sort_unstable();
         v.dedup();
         v
+    }
+}
+
+/// SQLSTATE of a unique violation.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// Whether the next batch is COPYed straight into its table (streams whose merge is a plain
+/// `ON CONFLICT DO NOTHING`, see `ProdTable::copies_direct`).
+///
+/// The key cache drops what this process committed, so during catch-up and in steady state a
+/// batch holds only new rows, and a direct COPY stores exactly what the staging merge would for
+/// the price of a plain COPY. When the cache does not know a committed row (after a restart or
+/// a failover, or a gatherer lagging further behind than the cache reaches) the direct COPY
+/// fails with a unique violation; the transaction is rolled back whole, the batch is merged,
+/// and so are the next few batches: 4 after a first conflict, twice as many after each
+/// further one (at most 1,024), back to 4 once a direct COPY succeeds. At worst one batch in
+/// five does its COPY twice; a lagging gatherer soon costs one batch in a thousand.
+#[derive(Debug)]
+pub(super) struct DirectCopy {
+    merge_left: u32,
+    after_conflict: u32,
+}
+
+const MERGES_AFTER_CONFLICT: (u32, u32) = (4, 1024);
+
+impl Default for DirectCopy {
+    fn default() -> Self {
+        DirectCopy {
+            merge_left: 0,
+            after_conflict: MERGES_AFTER_CONFLICT.0,
+        }
+    }
+}
+
+impl DirectCopy {
+    /// True when this transaction should try the direct COPY.
+    pub(super) fn try_now(&mut self) -> bool {
+        if self.merge_left == 0 {
+            return true;
+        }
+        self.merge_left -= 1;
+        false
+    }
+    pub(super) fn conflicted(&mut self) {
+        self.merge_left = self.after_conflict;
+        self.after_conflict = (self.after_conflict * 2).min(MERGES_AFTER_CONFLICT.1);
+    }
+    pub(super) fn succeeded(&mut self) {
+        self.after_conflict = MERGES_AFTER_CONFLICT.0;
     }
 }
 

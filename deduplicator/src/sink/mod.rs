@@ -90,7 +90,7 @@ struct Batch {
     cursors: HashMap<usize, (Arc<str>, i64)>,
     pages: usize,
     dropped: u64,
-    seen: HashSet<u128>,
+    seen: batch::KeySet,
     /// Copies of a record already in the batch, from other gatherers (or a re-read). Not
     /// written, unless the copy in the batch is refused as poison: a record is committed if
     /// any copy of it is valid.
@@ -105,6 +105,8 @@ pub struct Sink {
     cache: KeyCache,
     generation: u64,
     months: HashSet<(i32, u8)>,
+    /// When batches may skip the staging table (see `commit::DirectCopy`).
+    direct: commit::DirectCopy,
     /// Sources that finished (for the drain on shutdown).
     rx: mpsc::Receiver<Page>,
 }
@@ -127,6 +129,7 @@ impl Sink {
             cache,
             generation,
             months: HashSet::new(),
+            direct: commit::DirectCopy::default(),
             rx,
         }
     }
@@ -139,7 +142,7 @@ impl Sink {
             let mut batch = Batch::default();
             let mut deadline: Option<tokio::time::Instant> = None;
             // Collect until the batch is full, or nothing more is queued (and its linger,
-            // `sink.batch_interval`, passed: 0 by default), or shutdown. Pages that arrive
+            // `sink.batch_interval`, passed: 10 ms by default), or shutdown. Pages that arrive
             // while a batch commits make the next one: group commit.
             let stop = loop {
                 if batch.rows.len() >= self.cfg.batch_rows {
@@ -236,6 +239,30 @@ pub fn channels(queue_pages: usize) -> (Vec<mpsc::Sender<Page>>, Vec<mpsc::Recei
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_copy_merges_more_batches_after_each_conflict_and_recovers() {
+        let mut d = commit::DirectCopy::default();
+        let merges_before_direct = |d: &mut commit::DirectCopy| {
+            let mut n = 0;
+            while !d.try_now() {
+                n += 1;
+            }
+            n
+        };
+        assert!(d.try_now());
+        d.conflicted();
+        assert_eq!(merges_before_direct(&mut d), 4);
+        d.conflicted();
+        assert_eq!(merges_before_direct(&mut d), 8);
+        for _ in 0..20 {
+            d.conflicted();
+        }
+        assert_eq!(merges_before_direct(&mut d), 1024, "bounded");
+        d.succeeded();
+        d.conflicted();
+        assert_eq!(merges_before_direct(&mut d), 4, "back to the start");
+    }
 
     #[test]
     fn the_key_cache_is_bounded_and_first_in_first_out() {
