@@ -224,7 +224,7 @@ impl Default for SinkSection {
     fn default() -> Self {
         Self {
             batch_rows: 10_000,
-            batch_interval: Duration::from_millis(100),
+            batch_interval: Duration::from_millis(10),
             cache_keys: 500_000,
             queue_pages: 4,
         }

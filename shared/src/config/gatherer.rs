@@ -294,7 +294,7 @@ impl Default for StoreSection {
             op_timeout: Duration::from_secs(30),
             startup_timeout: Duration::from_secs(120),
             batch_rows: 5000,
-            batch_interval: Duration::from_millis(50),
+            batch_interval: Duration::from_millis(10),
             buffer_rows: 500_000,
             channel_rows: 20_000,
             flush_deadline: Duration::from_secs(20),

@@ -365,7 +365,7 @@ impl<R: Row> Writer<R> {
     }
 
     /// Waits for rows, then takes what is already queued, up to `batch_rows`, and lingers for
-    /// more up to `batch_interval` (0, the default: none). Rows that arrive while a batch
+    /// more up to `batch_interval` (10 ms by default; 0: none). Rows that arrive while a batch
     /// commits queue up and make the next batch: group commit, with batches that grow under
     /// load and no fixed delay when it is light.
     async fn fill(&mut self, buf: &mut VecDeque<R>) -> Fill {
