@@ -13,6 +13,7 @@
 //! It must never take an expected value from the system under test: expected values come from
 //! the simulator's truth only. The services never depend on this crate.
 
+pub mod bench;
 pub mod certs;
 pub mod held;
 pub mod keys;

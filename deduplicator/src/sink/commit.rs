@@ -294,35 +294,21 @@ impl Sink {
         let fut = async {
             conn.execute("BEGIN").await?;
             let mut inserted = 0;
-            if let Some(payload) = payload.clone().filter(|_| direct) {
-                // Straight into the table: every row must be new, or the whole transaction
-                // fails with a unique violation (and the batch is merged instead).
-                let mut copy = conn
-                    .copy_in_raw(&format!(
-                        "COPY {} ({}) FROM STDIN (FORMAT binary)",
-                        stream.table(),
-                        stream.columns()
-                    ))
-                    .await?;
-                copy.send(payload).await?;
-                inserted = copy.finish().await?;
-            } else if let Some(payload) = payload {
-                // The staging table lives with the connection and empties itself at commit.
-                conn.execute(sqlx::AssertSqlSafe(stream.create_stage_sql()))
-                    .await?;
-                let mut copy = conn
-                    .copy_in_raw(&format!(
-                        "COPY {} ({}) FROM STDIN (FORMAT binary)",
-                        stream.stage(),
-                        stream.columns()
-                    ))
-                    .await?;
-                copy.send(payload).await?;
-                copy.finish().await?;
-                inserted = conn
-                    .execute(sqlx::AssertSqlSafe(stream.merge_sql()))
-                    .await?
-                    .rows_affected();
+            if let Some(payload) = payload {
+                if direct {
+                    // Straight into the table: every row must be new, or the whole transaction
+                    // fails with a unique violation (and the batch is merged instead).
+                    inserted = copy_binary(&mut conn, stream.table(), stream, payload).await?;
+                } else {
+                    // The staging table lives with the connection and empties itself at commit.
+                    conn.execute(sqlx::AssertSqlSafe(stream.create_stage_sql()))
+                        .await?;
+                    copy_binary(&mut conn, &stream.stage(), stream, payload).await?;
+                    inserted = conn
+                        .execute(sqlx::AssertSqlSafe(stream.merge_sql()))
+                        .await?
+                        .rows_affected();
+                }
             }
             if !poison.is_empty() {
                 let mut q = QuarantineCols::default();
@@ -444,6 +430,23 @@ impl Sink {
         v.dedup();
         v
     }
+}
+
+/// Binary COPY of `payload` (the stream's columns) into `target`; the rows it stored.
+async fn copy_binary(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    target: &str,
+    stream: Stream,
+    payload: bytes::Bytes,
+) -> Result<u64, sqlx::Error> {
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY {target} ({}) FROM STDIN (FORMAT binary)",
+            stream.columns()
+        ))
+        .await?;
+    copy.send(payload).await?;
+    copy.finish().await
 }
 
 /// SQLSTATE of a unique violation.
