@@ -160,19 +160,11 @@ impl G {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with("writer_inserts_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        kalshi_testkit::prom::metric_sum(&text, "writer_inserts_total")
     }
 
-    fn rss_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+    fn mem_mib(&self, field: &str) -> f64 {
+        bench::mem_mib(self.child.id(), field)
     }
 }
 
@@ -213,7 +205,7 @@ async fn ingest(rate: u64, secs: u64) -> (f64, f64, f64, f64) {
         t0.elapsed().as_secs_f64(),
     );
     post(format!("{}/rate", sim.control_url()), json!({"rate": 0})).await;
-    let hwm = g.rss_kib("VmHWM:") as f64 / 1024.0;
+    let hwm = g.mem_mib("VmHWM:");
     drop(g);
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -231,8 +223,8 @@ async fn memory_at_1000_markets() -> (f64, f64, f64) {
     g.wait_healthy().await;
     post(format!("{}/rate", sim.control_url()), json!({"rate": 5000})).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let rss = g.rss_kib("VmRSS:") as f64 / 1024.0;
-    let hwm = g.rss_kib("VmHWM:") as f64 / 1024.0;
+    let rss = g.mem_mib("VmRSS:");
+    let hwm = g.mem_mib("VmHWM:");
     let markets: Value = reqwest::get(&g.health).await.unwrap().json().await.unwrap();
     post(format!("{}/rate", sim.control_url()), json!({"rate": 0})).await;
     drop(g);

@@ -38,9 +38,7 @@ pub trait ProdTable: Copy {
     /// `ON CONFLICT (key) DO NOTHING`, so when no row of the batch is committed yet a direct
     /// COPY stores exactly what the merge would (not the registry, where the newest version
     /// wins, nor trades, matched by second).
-    fn copies_direct(self) -> bool {
-        false
-    }
+    fn copies_direct(self) -> bool;
     fn fields(self) -> i16 {
         self.columns().split(',').count() as i16
     }

@@ -9,7 +9,7 @@ use super::*;
 
 /// Hashes a record key for a set: keys are 128-bit digests already (SHA-256 of the record's
 /// identity), so folding their halves is as good a hash as any and far cheaper than SipHash
-/// over them (which was a tenth of the deduplicator's CPU in a catch-up).
+/// over them (the key sets showed in the deduplicator's profile during a catch-up).
 #[derive(Default, Clone, Copy)]
 pub(super) struct DigestHasher(u64);
 
