@@ -127,12 +127,16 @@ impl ProdTable for Stream {
             // trade carries whole seconds (`ts`), REST milliseconds. Both fall in the same
             // second, so the trade is known by (trade_id, second); the millisecond version is
             // kept when both arrive together.
+            // `OFFSET 0` keeps the `NOT EXISTS` a per-row probe of the primary key. Without it
+            // PostgreSQL plans an anti join and, knowing nothing of the staging table, hashes
+            // the whole month's partition for every batch (gatherer::store::TRADES_MERGE_SQL
+            // has the measurements); `trades_merge_probes_the_key` pins the plan.
             format!(
                 "INSERT INTO {table} ({cols}) \
                  SELECT DISTINCT ON (trade_id, ts_ms / 1000) {cols} FROM {stage} s \
                  WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.trade_id = s.trade_id \
                    AND t.ts BETWEEN s.ts - INTERVAL '1 second' AND s.ts + INTERVAL '1 second' \
-                   AND t.ts_ms / 1000 = s.ts_ms / 1000) \
+                   AND t.ts_ms / 1000 = s.ts_ms / 1000 OFFSET 0) \
                  ORDER BY trade_id, ts_ms / 1000, ts_ms % 1000 = 0 \
                  ON CONFLICT ({key}) DO NOTHING"
             )

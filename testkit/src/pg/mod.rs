@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod binaries;
+pub mod plan;
 mod template;
 
 pub use binaries::*;

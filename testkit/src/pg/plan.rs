@@ -1,0 +1,41 @@
+//! Query plans, for tests that pin how PostgreSQL runs a statement (e.g. that a merge probes
+//! an index instead of scanning the table it checks against).
+
+use sqlx::Row as _;
+
+/// One node of a plan: its type (`Seq Scan`, `Index Scan`, `Hash Anti Join`, ...) and the
+/// relation it reads, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanNode {
+    pub node_type: String,
+    pub relation: Option<String>,
+}
+
+/// Every node of `EXPLAIN (FORMAT JSON) sql`, sub-plans included, depth first. `sql` is
+/// planned, not run (its parameters, if any, must be given inline).
+pub async fn plan_nodes(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+) -> Result<Vec<PlanNode>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {sql}")))
+        .fetch_one(&mut *conn)
+        .await?;
+    let plan: serde_json::Value = row.try_get(0)?;
+    let mut out = Vec::new();
+    if let Some(top) = plan.get(0).and_then(|p| p.get("Plan")) {
+        walk(top, &mut out);
+    }
+    Ok(out)
+}
+
+fn walk(node: &serde_json::Value, out: &mut Vec<PlanNode>) {
+    out.push(PlanNode {
+        node_type: node["Node Type"].as_str().unwrap_or_default().to_owned(),
+        relation: node["Relation Name"].as_str().map(str::to_owned),
+    });
+    if let Some(children) = node["Plans"].as_array() {
+        for c in children {
+            walk(c, out);
+        }
+    }
+}
