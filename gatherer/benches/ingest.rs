@@ -20,6 +20,10 @@ use kalshi_testkit::bench::{self, report};
 use kalshi_testkit::pg::PgCluster;
 use serde_json::{Value, json};
 
+/// The simulator runs in this process: the allocator its binary uses (sim/src/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BIN: &str = env!("CARGO_BIN_EXE_gatherer");
 const KEY_PUBLIC: &[u8] = include_bytes!("../../shared/testdata/rsa-public.pem");
 

@@ -15,9 +15,12 @@
 //! counted from what is left, and counted in `conn_manager_occurrence_beyond_horizon_total`.
 //! It must never hand out an occurrence twice for one key.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
+
+/// Counted once per delta and ticker: foldhash (seeded per map) instead of SipHash, which was
+/// a third of this module's cost at 120,000 msg/s.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Counted when a record is older than the horizon (its count restarts from what is left).
 pub const BEYOND_HORIZON_METRIC: &str = "conn_manager_occurrence_beyond_horizon_total";
@@ -50,7 +53,7 @@ impl<K: Hash + Eq + Clone> Default for Occurrences<K> {
 impl<K: Hash + Eq + Clone> Occurrences<K> {
     pub fn with_horizon(horizon_ms: i64) -> Self {
         Occurrences {
-            markets: Mutex::new(HashMap::new()),
+            markets: Mutex::new(HashMap::default()),
             horizon_ms,
         }
     }
@@ -66,7 +69,7 @@ impl<K: Hash + Eq + Clone> Occurrences<K> {
         let mc = match g.get_mut(market) {
             Some(mc) => mc,
             None => g.entry(market.to_owned()).or_insert(MarketCounts {
-                counts: HashMap::new(),
+                counts: HashMap::default(),
                 newest: ts,
                 last: ts,
                 pruned_below: i64::MIN,

@@ -105,7 +105,10 @@ async fn upgrade(
             "connection cannot be upgraded",
         );
     };
+    // Clients send only small commands; tungstenite zero-fills the whole read buffer before
+    // every read (128 KiB by default), which cost the simulator a memset per delivered batch.
     let cfg = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
         .max_message_size(Some(state.cfg.ws_max_frame_bytes))
         .max_frame_size(Some(state.cfg.ws_max_frame_bytes))
         .write_buffer_size(64 * 1024)
