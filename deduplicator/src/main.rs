@@ -14,11 +14,6 @@ use deduplicator::records::Stream;
 use kalshi_proto::GathererClient;
 use kalshi_proto::gatherer::v1 as pb;
 
-/// mimalloc instead of glibc's malloc, as in the gatherer: pages of records are decoded, keyed
-/// and freed across threads all day.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Merges every gatherer into the production PostgreSQL exactly once: tails each gatherer's
 /// streams over gRPC from the cursors stored in production, drops duplicates, and commits each
 /// batch with its cursors in one transaction, retrying through failover. Health on http.listen
