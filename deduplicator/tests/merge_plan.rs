@@ -40,21 +40,5 @@ async fn trades_merge_probes_the_key() {
     let nodes = kalshi_testkit::pg::plan::plan_nodes(&mut conn, &Stream::Trades.merge_sql())
         .await
         .unwrap();
-    let scanned: Vec<_> = nodes
-        .iter()
-        .filter(|n| n.node_type == "Seq Scan")
-        .filter_map(|n| n.relation.as_deref())
-        .collect();
-    assert_eq!(scanned, [Stream::Trades.stage().as_str()], "{nodes:#?}");
-    assert!(
-        nodes.iter().any(|n| n.node_type.contains("Index Scan")
-            && n.relation
-                .as_deref()
-                .is_some_and(|r| r.starts_with("trades_"))),
-        "{nodes:#?}"
-    );
-    assert!(
-        !nodes.iter().any(|n| n.node_type.contains("Join")),
-        "{nodes:#?}"
-    );
+    kalshi_testkit::pg::plan::assert_probes_by_index(&nodes, &Stream::Trades.stage(), "trades");
 }

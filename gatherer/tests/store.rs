@@ -518,23 +518,7 @@ async fn merge_of_staged_trades_probes_the_index() {
         kalshi_testkit::pg::plan::plan_nodes(&mut conn, gatherer::store::writer::TRADES_MERGE_SQL)
             .await
             .unwrap();
-    let scanned: Vec<_> = nodes
-        .iter()
-        .filter(|n| n.node_type == "Seq Scan")
-        .filter_map(|n| n.relation.as_deref())
-        .collect();
-    assert_eq!(scanned, ["trades_staging"], "{nodes:#?}");
-    assert!(
-        nodes.iter().any(|n| n.node_type.contains("Index Scan")
-            && n.relation
-                .as_deref()
-                .is_some_and(|r| r.starts_with("trades_"))),
-        "{nodes:#?}"
-    );
-    assert!(
-        !nodes.iter().any(|n| n.node_type.contains("Join")),
-        "{nodes:#?}"
-    );
+    kalshi_testkit::pg::plan::assert_probes_by_index(&nodes, "trades_staging", "trades");
     sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.unwrap();
     let _ = std::fs::remove_dir_all(&spill);
 }

@@ -39,3 +39,27 @@ fn walk(node: &serde_json::Value, out: &mut Vec<PlanNode>) {
         }
     }
 }
+
+/// Asserts that a merge's plan reads `staging` by its one sequential scan and checks each row
+/// against a partition of `target` (`{target}_...`) by an index probe, with no join: the merge
+/// costs the batch, not the table. Panics with the whole plan otherwise.
+pub fn assert_probes_by_index(nodes: &[PlanNode], staging: &str, target: &str) {
+    let scanned: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.node_type == "Seq Scan")
+        .filter_map(|n| n.relation.as_deref())
+        .collect();
+    assert_eq!(scanned, [staging], "only staging is scanned: {nodes:#?}");
+    let partition = format!("{target}_");
+    assert!(
+        nodes.iter().any(|n| n.node_type.contains("Index Scan")
+            && n.relation
+                .as_deref()
+                .is_some_and(|r| r.starts_with(&partition))),
+        "{target} is probed by an index: {nodes:#?}"
+    );
+    assert!(
+        !nodes.iter().any(|n| n.node_type.contains("Join")),
+        "no join: {nodes:#?}"
+    );
+}
