@@ -56,9 +56,6 @@ fn main() -> ExitCode {
     kalshi_shared::telemetry::init_logging(&cfg.log.level, cfg.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // Poll for I/O every 8 task polls (default 61): with WebSocket readers always ready
-        // under a flood, a database reply could otherwise wait 61 reader polls to be noticed.
-        .event_interval(8)
         .build()
     {
         Ok(r) => r,

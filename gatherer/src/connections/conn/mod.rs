@@ -30,9 +30,6 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-/// Bytes read from the socket at a time (see `connect`).
-const WS_READ_BUFFER: usize = 16 * 1024;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -300,11 +297,7 @@ impl Connection {
                 req.headers_mut().insert(k, value);
             }
         }
-        // tungstenite zero-fills `read_buffer_size` bytes before every read, data or not
-        // (128 KiB by default): 6% of the gatherer's CPU at 80,000 msg/s. 16 KiB still takes
-        // dozens of frames a read.
         let ws_cfg = WebSocketConfig::default()
-            .read_buffer_size(WS_READ_BUFFER)
             .max_message_size(Some(cfg.max_frame_bytes))
             .max_frame_size(Some(cfg.max_frame_bytes));
         let connector = cfg
@@ -370,15 +363,41 @@ impl Connection {
             if let Err(e) = self.flush_out(s).await {
                 return Outcome::Lost(e);
             }
-            // The socket comes last: under a flood it is always ready (frames in hand, and a
-            // reader yields by frame count, so its reads seldom run out of budget), and a
-            // branch after it would wait for the flood to end. With the socket first, a new
-            // market's subscription once took 6.8 s in the audit test (the oracle allows 5).
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
                     let _ = tokio::time::timeout(Duration::from_secs(2), s.ws.close(None)).await;
                     return Outcome::Shutdown;
+                }
+                msg = s.ws.next() => {
+                    last_rx = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Err(e) = self.on_text(s, text.as_str()) {
+                                return Outcome::Lost(e);
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => self.bad_frame("binary", "binary frame"),
+                        Some(Ok(Message::Close(frame))) => {
+                            return Outcome::Lost(Lost::Closed(format!("{frame:?}")));
+                        }
+                        Some(Ok(_)) => {} // Ping (answered by the protocol layer), Pong
+                        Some(Err(e)) => {
+                            use tokio_tungstenite::tungstenite::Error as WsError;
+                            let kind = match e {
+                                WsError::Capacity(_) => "oversize",
+                                WsError::Protocol(_) => "protocol",
+                                WsError::Utf8(_) => "invalid_utf8",
+                                _ => "disconnect",
+                            };
+                            metrics::counter!(m::WS_ERRORS, "type" => kind).increment(1);
+                            return Outcome::Lost(Lost::Socket(e.to_string()));
+                        }
+                        None => {
+                            metrics::counter!(m::WS_ERRORS, "type" => "disconnect").increment(1);
+                            return Outcome::Lost(Lost::Eof);
+                        }
+                    }
                 }
                 changed = desired.changed() => {
                     if changed.is_err() {
@@ -431,43 +450,6 @@ impl Connection {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => return Outcome::Lost(Lost::Write { what: "ping", error: e.to_string() }),
                             Err(_) => return Outcome::Lost(Lost::Stalled("ping")),
-                        }
-                    }
-                }
-                msg = s.ws.next() => {
-                    last_rx = Instant::now();
-                    match msg {
-                        Some(Ok(Message::Text(text))) => {
-                            if let Err(e) = self.on_text(s, text.as_str()) {
-                                return Outcome::Lost(e);
-                            }
-                            // Frames already read need no I/O, so nothing else would make
-                            // this task give way: one socket read holds dozens of frames and
-                            // the coop budget counts reads. Counting frames too bounds a poll
-                            // to 128 frames, so under a flood the writers and the runtime's
-                            // I/O polling still get their turn (they were starved for tens of
-                            // milliseconds a poll, and throughput collapsed).
-                            tokio::task::consume_budget().await;
-                        }
-                        Some(Ok(Message::Binary(_))) => self.bad_frame("binary", "binary frame"),
-                        Some(Ok(Message::Close(frame))) => {
-                            return Outcome::Lost(Lost::Closed(format!("{frame:?}")));
-                        }
-                        Some(Ok(_)) => {} // Ping (answered by the protocol layer), Pong
-                        Some(Err(e)) => {
-                            use tokio_tungstenite::tungstenite::Error as WsError;
-                            let kind = match e {
-                                WsError::Capacity(_) => "oversize",
-                                WsError::Protocol(_) => "protocol",
-                                WsError::Utf8(_) => "invalid_utf8",
-                                _ => "disconnect",
-                            };
-                            metrics::counter!(m::WS_ERRORS, "type" => kind).increment(1);
-                            return Outcome::Lost(Lost::Socket(e.to_string()));
-                        }
-                        None => {
-                            metrics::counter!(m::WS_ERRORS, "type" => "disconnect").increment(1);
-                            return Outcome::Lost(Lost::Eof);
                         }
                     }
                 }
