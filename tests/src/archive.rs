@@ -272,8 +272,11 @@ pub async fn versions(pool: &PgPool) -> Vec<(i64, i32, usize, usize, u64)> {
 }
 
 /// Copies today's rows of the partitioned streams `days` back (new keys), into that month's
-/// partitions.
-pub async fn copy_back(pool: &PgPool, days: i64) {
+/// partitions: in one transaction that counts itself in `archive_touch` for every archive
+/// period (`period_ms`) it writes rows of, as the deduplicator's writers do. Without that, an
+/// archiver look between the statements could archive a day with part of its rows and never
+/// learn of the rest (nothing would mark it late).
+pub async fn copy_back(pool: &PgPool, days: i64, period_ms: i64) {
     let now = kalshi_shared::time::now_ms();
     let month = deduplicator::schema::month_of(now - days * 86_400_000);
     for t in deduplicator::schema::PARTITIONED {
@@ -286,6 +289,7 @@ pub async fn copy_back(pool: &PgPool, days: i64) {
     }
     let shift = format!("interval '{days} days'");
     let ms = days * 86_400_000;
+    let mut tx = pool.begin().await.unwrap();
     for sql in [
         format!("INSERT INTO trades (trade_id, ts, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, gatherer_id)
                  SELECT trade_id || '-{days}', ts - {shift}, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms - {ms}, source, gatherer_id
@@ -300,8 +304,23 @@ pub async fn copy_back(pool: &PgPool, days: i64) {
                  SELECT market_ticker, ts - {shift}, gatherer_id, source, conn_epoch, sid, seq, received_ms - {ms}, yes, no, last_delta_ts_ms
                  FROM orderbook_snapshots WHERE ts > now() - interval '1 day'"),
     ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
     }
+    for t in deduplicator::schema::PARTITIONED {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO archive_touch (period_start_ms, stream, touches)
+             SELECT DISTINCT floor(extract(epoch FROM ts) * 1000 / {period_ms})::bigint * {period_ms}, '{t}', 1
+             FROM {t} WHERE ts > now() - {shift} - interval '1 day' AND ts <= now() - {shift}
+             ON CONFLICT (period_start_ms, stream) DO UPDATE SET touches = archive_touch.touches + 1"
+        )))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
 }
 
 pub async fn partition_names(pool: &PgPool) -> std::collections::BTreeSet<String> {
