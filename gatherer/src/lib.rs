@@ -215,7 +215,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     )?);
     let retry = BackoffConfig::new(Duration::from_millis(500), Duration::from_secs(30))?;
     let tls = tls_config()?;
-    let sinks = store.start_writers(&writers, &gaps_writer, trades_overflow);
+    let writer_rt = store::writer::WriterRuntime::new().context("start the writers' thread")?;
+    let sinks = store.start_writers(&writers, &gaps_writer, trades_overflow, writer_rt.handle());
 
     // Servers.
     let api = api::Api::new(
@@ -425,7 +426,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     );
 
     let service = sup.start(cfg.store.flush_deadline + STOP_SLACK, move || async move {
-        store.pool().close().await;
+        store.close().await;
+        // Every writer has ended (or was abandoned at the stop deadline) by now.
+        drop(writer_rt);
     });
     Ok(Gatherer {
         grpc_addr,

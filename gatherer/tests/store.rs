@@ -51,7 +51,12 @@ fn start_writers(store: &Store) -> (gatherer::store::Sinks, Service) {
     let mut sup = Supervisor::new("test");
     let writers = sup.group("writers", Stop::InTurn);
     let gaps = sup.group("gaps_writer", Stop::InTurn);
-    let sinks = store.start_writers(&writers, &gaps, std::sync::Arc::new(|_| {}));
+    let sinks = store.start_writers(
+        &writers,
+        &gaps,
+        std::sync::Arc::new(|_| {}),
+        &tokio::runtime::Handle::current(),
+    );
     (sinks, sup.start(Duration::from_secs(60), || async {}))
 }
 

@@ -92,12 +92,37 @@ impl Group {
         self.spawn_inner(task.into(), fut, false);
     }
 
+    /// [`Group::spawn`] on another runtime (the gatherer's writers run on their own thread,
+    /// so that busy socket readers cannot delay their database replies). The group still
+    /// supervises the task from the runtime it was created on.
+    pub fn spawn_on<F>(&self, rt: &tokio::runtime::Handle, task: impl Into<String>, fut: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.spawn_inner_on(Some(rt), task.into(), fut, true);
+    }
+
     fn spawn_inner<F>(&self, task: String, fut: F, until_stop: bool)
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
+        self.spawn_inner_on(None, task, fut, until_stop);
+    }
+
+    fn spawn_inner_on<F>(
+        &self,
+        rt: Option<&tokio::runtime::Handle>,
+        task: String,
+        fut: F,
+        until_stop: bool,
+    ) where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let span = tracing::info_span!("task", group = self.name, task = %task);
-        let handle: JoinHandle<anyhow::Result<()>> = tokio::spawn(fut.instrument(span));
+        let handle: JoinHandle<anyhow::Result<()>> = match rt {
+            Some(rt) => rt.spawn(fut.instrument(span)),
+            None => tokio::spawn(fut.instrument(span)),
+        };
         if let Ok(mut aborts) = self.aborts.lock() {
             aborts.retain(|(_, a)| !a.is_finished());
             aborts.push((task.clone(), handle.abort_handle()));

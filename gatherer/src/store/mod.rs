@@ -124,6 +124,8 @@ pub struct Store {
     /// How to open that session again (see [`Store::keep_writer_lock`]).
     lock_opts: PgConnectOptions,
     pool: PgPool,
+    /// The writers' connections (one per stream), apart from `pool`'s readers.
+    writer_pool: PgPool,
     instance_id: String,
     timescale: bool,
     heads: HashMap<Stream, watch::Sender<i64>>,
@@ -138,6 +140,12 @@ pub const WRITER_LOCK_KEY: i64 = 0x6b61_6c73_6869_2d67;
 impl Store {
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Closes both pools (readers' and writers').
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.writer_pool.close().await;
     }
 
     pub fn instance_id(&self) -> &str {
@@ -167,13 +175,14 @@ impl Store {
         writers: &Group,
         gaps_group: &Group,
         trades_overflow: writer::OverflowHook,
+        rt: &tokio::runtime::Handle,
     ) -> Sinks {
         let cfg = &self.cfg;
         let deadline = cfg.flush_deadline;
         let head = |s: Stream| self.heads[&s].clone();
         let start = |s: Stream| self.head(s) + 1;
         let (gaps, gaps_writer) = writer::channel::<GapRow>(
-            self.pool.clone(),
+            self.writer_pool.clone(),
             cfg.writer.clone(),
             cfg.channel_rows,
             start(Stream::Gaps),
@@ -185,7 +194,7 @@ impl Store {
             Some(s) => gaps_writer.with_spill(s.clone()),
             None => gaps_writer,
         };
-        gaps_group.spawn("gaps", async move {
+        gaps_group.spawn_on(rt, "gaps", async move {
             gaps_writer.run(deadline).await;
             Ok(())
         });
@@ -195,7 +204,7 @@ impl Store {
             };
             ($row:ty, $stream:expr, $adapt:expr) => {{
                 let (sink, w) = writer::channel::<$row>(
-                    self.pool.clone(),
+                    self.writer_pool.clone(),
                     cfg.writer.clone(),
                     cfg.channel_rows,
                     start($stream),
@@ -208,7 +217,7 @@ impl Store {
                     Some(s) => w.with_spill(s.clone()),
                     None => w,
                 };
-                writers.spawn($stream.table(), async move {
+                writers.spawn_on(rt, $stream.table(), async move {
                     w.run(deadline).await;
                     Ok(())
                 });

@@ -120,8 +120,18 @@ impl Store {
             dropped.insert(s, AtomicI64::new(mark));
         }
         tracing::info!(instance_id = %instance_id, timescaledb = timescale, "local database ready");
+        // The writers' own connections, one each: opened by the writers themselves on their
+        // runtime (see [`Store::start_writers`]), and never waited for behind API reads.
+        let writer_pool = PgPoolOptions::new()
+            .max_connections(Stream::ALL.len() as u32)
+            .min_connections(0)
+            .acquire_timeout(cfg.connect_timeout)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .test_before_acquire(true)
+            .connect_lazy_with(opts.clone().application_name("kalshi-gatherer-writer"));
         Ok(Arc::new(Store {
             pool,
+            writer_pool,
             writer_lock: tokio::sync::Mutex::new(writer_lock),
             lock_opts: opts,
             instance_id,

@@ -36,8 +36,10 @@ use crate::store::{Stream, schema};
 
 mod commit;
 mod overflow;
+mod runtime;
 
 pub(crate) use commit::load;
+pub use runtime::WriterRuntime;
 
 /// Moves staged trades into `trades`. One trade is one row whatever precision its time came
 /// with: a legacy WebSocket trade has whole seconds (`ts`), REST milliseconds; both fall in
