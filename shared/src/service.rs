@@ -80,7 +80,7 @@ impl Group {
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        self.spawn_inner(task.into(), fut, true);
+        self.spawn_inner(None, task.into(), fut, true);
     }
 
     /// Spawns a task that may finish (`Ok`) whenever its work is done; an error or a panic
@@ -89,7 +89,7 @@ impl Group {
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        self.spawn_inner(task.into(), fut, false);
+        self.spawn_inner(None, task.into(), fut, false);
     }
 
     /// [`Group::spawn`] on another runtime (the gatherer's writers run on their own thread,
@@ -99,17 +99,10 @@ impl Group {
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        self.spawn_inner_on(Some(rt), task.into(), fut, true);
+        self.spawn_inner(Some(rt), task.into(), fut, true);
     }
 
-    fn spawn_inner<F>(&self, task: String, fut: F, until_stop: bool)
-    where
-        F: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        self.spawn_inner_on(None, task, fut, until_stop);
-    }
-
-    fn spawn_inner_on<F>(
+    fn spawn_inner<F>(
         &self,
         rt: Option<&tokio::runtime::Handle>,
         task: String,

@@ -27,13 +27,17 @@ impl Store {
                     format!("{}", cfg.op_timeout.as_millis() * 2),
                 ),
             ]);
-        let pool = PgPoolOptions::new()
-            .max_connections(cfg.pool_max)
-            .min_connections(0)
-            .acquire_timeout(cfg.connect_timeout)
-            .idle_timeout(Some(Duration::from_secs(300)))
-            .test_before_acquire(true)
-            .connect_lazy_with(opts.clone());
+        // Connections are opened on first use, by the runtime that uses them.
+        let lazy_pool = |max: u32, opts: PgConnectOptions| {
+            PgPoolOptions::new()
+                .max_connections(max)
+                .min_connections(0)
+                .acquire_timeout(cfg.connect_timeout)
+                .idle_timeout(Some(Duration::from_secs(300)))
+                .test_before_acquire(true)
+                .connect_lazy_with(opts)
+        };
+        let pool = lazy_pool(cfg.pool_max, opts.clone());
         let deadline = tokio::time::Instant::now() + cfg.startup_timeout;
         let mut backoff = Backoff::new(BackoffConfig::new(
             Duration::from_millis(200),
@@ -122,13 +126,10 @@ impl Store {
         tracing::info!(instance_id = %instance_id, timescaledb = timescale, "local database ready");
         // The writers' own connections, one each: opened by the writers themselves on their
         // runtime (see [`Store::start_writers`]), and never waited for behind API reads.
-        let writer_pool = PgPoolOptions::new()
-            .max_connections(Stream::ALL.len() as u32)
-            .min_connections(0)
-            .acquire_timeout(cfg.connect_timeout)
-            .idle_timeout(Some(Duration::from_secs(300)))
-            .test_before_acquire(true)
-            .connect_lazy_with(opts.clone().application_name("kalshi-gatherer-writer"));
+        let writer_pool = lazy_pool(
+            Stream::ALL.len() as u32,
+            opts.clone().application_name("kalshi-gatherer-writer"),
+        );
         Ok(Arc::new(Store {
             pool,
             writer_pool,
