@@ -95,7 +95,13 @@ impl Validate for FileConfig {
             {
                 return Err(ConfigError::key(
                     &format!("gatherers[{i}].endpoint"),
-                    format!("{:?} is not an http:// or https:// address", g.endpoint),
+                    // Not echoed whole: a misplaced database URL would show its password.
+                    format!(
+                        "is not an http:// or https:// address (its scheme: {:?})",
+                        g.endpoint
+                            .split_once("://")
+                            .map_or("none", |(scheme, _)| scheme)
+                    ),
                 ));
             }
             // The scheme says what the link is, so a config never looks encrypted when it is not.
