@@ -271,6 +271,20 @@ pub async fn versions(pool: &PgPool) -> Vec<(i64, i32, usize, usize, u64)> {
         .collect()
 }
 
+/// Whole days from `now` back to the `day`-th of the month `months` before `now`'s month: rows
+/// copied that many days back land on that day of that month whatever today's date is, so a
+/// test of month partitions does not depend on the calendar (a fixed 100 days back put them on
+/// the 28th of a month on some days and on the 3rd on others).
+pub fn days_back_to(now_ms: i64, months: u32, day: u8) -> i64 {
+    let (mut y, mut m) = deduplicator::schema::month_of(now_ms);
+    for _ in 0..months {
+        (y, m) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
+    }
+    let target = deduplicator::archive::retention::partitions_month_start((y, m))
+        + i64::from(day - 1) * 86_400_000;
+    (now_ms.div_euclid(86_400_000) * 86_400_000 - target) / 86_400_000
+}
+
 /// Copies today's rows of the partitioned streams `days` back (new keys), into that month's
 /// partitions: in one transaction that counts itself in `archive_touch` for every archive
 /// period (`period_ms`) it writes rows of, as the deduplicator's writers do. Without that, an
@@ -355,4 +369,27 @@ pub async fn rows_between(pool: &PgPool, from: i64, to: i64) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::days_back_to;
+
+    fn ms(y: i32, m: u8, d: u8, hour: u8) -> i64 {
+        deduplicator::archive::retention::partitions_month_start((y, m))
+            + i64::from(d - 1) * 86_400_000
+            + i64::from(hour) * 3_600_000
+    }
+
+    #[test]
+    fn days_back_land_on_the_same_day_of_the_month_whatever_today_is() {
+        for (now, months, want) in [
+            (ms(2026, 12, 6, 23), 4, ms(2026, 8, 3, 23)),
+            (ms(2026, 12, 31, 0), 4, ms(2026, 8, 3, 0)),
+            (ms(2026, 3, 31, 12), 1, ms(2026, 2, 3, 12)),
+            (ms(2026, 1, 1, 5), 3, ms(2025, 10, 3, 5)),
+        ] {
+            assert_eq!(now - days_back_to(now, months, 3) * 86_400_000, want);
+        }
+    }
 }

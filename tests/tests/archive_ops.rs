@@ -22,17 +22,20 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
     let cfg = work.join("dedup.toml");
     std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
 
-    // Rows 100 and 70 days old, and today's.
+    // Today's rows, and copies of them on the 3rd of the month four months back (the old
+    // month) and of the month three months back (the middle one): the same layout whatever
+    // today's date (STYLE.md 21), with both months wholly past the 35-day retention below.
     let (svc, _) = spawn_service(&cfg, &work, "dedup1");
     traffic(&w, 300, 3.0).await;
     w.settle(Duration::from_millis(1000)).await;
     w.wait_synced(&pool, Duration::from_secs(60)).await;
-    copy_back(&pool, 100, 86_400_000).await;
-    copy_back(&pool, 70, 86_400_000).await;
     let now = kalshi_shared::time::now_ms();
+    let (old_days, mid_days) = (days_back_to(now, 4, 3), days_back_to(now, 3, 3));
+    copy_back(&pool, old_days, 86_400_000).await;
+    copy_back(&pool, mid_days, 86_400_000).await;
     let (old, mid) = (
-        deduplicator::schema::month_of(now - 100 * 86_400_000),
-        deduplicator::schema::month_of(now - 70 * 86_400_000),
+        deduplicator::schema::month_of(now - old_days * 86_400_000),
+        deduplicator::schema::month_of(now - mid_days * 86_400_000),
     );
     assert_ne!(old, mid);
     let name = |(y, m): (i32, u8)| format!("trades_p{y:04}{m:02}");
@@ -64,6 +67,17 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
         deduplicator::schema::next_month(old),
     );
     let old_rows = rows_between(&pool, old_from, old_to).await;
+    let oldest_day: i64 = sqlx::query_scalar(
+        "SELECT min(d) FROM (SELECT (extract(epoch FROM min(ts)) * 1000)::bigint / 86400000 * 86400000 AS d FROM trades WHERE ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)
+         UNION ALL SELECT (extract(epoch FROM min(ts)) * 1000)::bigint / 86400000 * 86400000 FROM orderbook_deltas WHERE ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)
+         UNION ALL SELECT (extract(epoch FROM min(ts)) * 1000)::bigint / 86400000 * 86400000 FROM tickers WHERE ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)
+         UNION ALL SELECT (extract(epoch FROM min(ts)) * 1000)::bigint / 86400000 * 86400000 FROM orderbook_snapshots WHERE ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)) x",
+    )
+    .bind(old_from)
+    .bind(old_to)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert!(old_rows.len() > 100, "{}", old_rows.len());
 
     // S3 loses one file of the middle month: that month must stay.
@@ -123,7 +137,9 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
         log.contains("is not in S3 as recorded"),
         "the kept month is explained"
     );
-    // Every archived day of that month (from the oldest row on) is marked retired.
+    // Every archived day of that month (from the oldest row on: the 3rd, or the 2nd when the
+    // traffic crossed midnight) is marked retired.
+    let days = (old_to - oldest_day) / 86_400_000;
     let (retired, all): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE retired_at IS NOT NULL), count(*) FROM archive_periods
          WHERE period_start_ms >= $1 AND period_start_ms < $2",
@@ -133,7 +149,7 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert!(all >= 10 && retired == all, "{retired} of {all}");
+    assert_eq!((retired, all), (days, days), "retired and archived days");
 
     // Verify over a retired month checks the files, and expects production to lack the rows.
     assert!(rows_between(&pool, old_from, old_to).await.is_empty());
