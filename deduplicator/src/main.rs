@@ -67,6 +67,12 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         streams: Vec<String>,
     },
+    /// Rows production refused for their data (22xxx/23xxx) or malformed records, kept in
+    /// `quarantine` with their error (runbooks/quarantine.md).
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// List the windows that no configured gatherer covered (from the merged gaps).
     Gaps {
         /// Start of the window: RFC 3339 (2026-11-22T10:00:00Z) or Unix milliseconds.
@@ -89,6 +95,40 @@ enum ArchiveCommand {
         from: String,
         #[arg(long)]
         to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Quarantined rows, oldest first: id, when, gatherer, stream, cursor, SQLSTATE, error and
+    /// what the record was. Rows a replay already put in their table are left out unless
+    /// --all.
+    List {
+        /// Only this stream (a table name, e.g. trades).
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only these ids (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        id: Vec<i64>,
+        /// Include rows already replayed into their table.
+        #[arg(long)]
+        all: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Writes the unresolved quarantined rows into their tables through the writers' own
+    /// merge, after the cause is fixed: a row production already holds is left alone, each row
+    /// is marked with what happened (inserted, already_present, refused, invalid) and a second
+    /// run changes nothing. Exit 0 when every row is resolved, 3 when some are refused again,
+    /// 1 when production fails for a reason that is not the rows'.
+    Replay {
+        /// Only this stream (a table name).
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only these ids (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        id: Vec<i64>,
     },
 }
 
@@ -176,6 +216,7 @@ fn main() -> ExitCode {
                 ExitCode::from(64)
             }
         },
+        Command::Quarantine { command } => runtime.block_on(quarantine_cmd(cfg, command)),
         Command::Gaps { from, to } => {
             let (from, to) = match (
                 parse_time(&from),
@@ -249,12 +290,22 @@ async fn status(cfg: deduplicator::Config) -> ExitCode {
     );
     for g in &cfg.gatherers {
         let remote = async {
-            let ch = tonic::transport::Endpoint::from_shared(g.endpoint.clone())
+            let ep = tonic::transport::Endpoint::from_shared(g.endpoint.clone())
                 .map_err(|e| e.to_string())?
-                .connect_timeout(cfg.sources.connect_timeout)
-                .connect()
-                .await
-                .map_err(|e| format!("unreachable: {e}"))?;
+                .connect_timeout(cfg.sources.connect_timeout);
+            // With mTLS, as the service reads the gatherers (`[sources.tls]`).
+            let ch = match &cfg.sources_tls {
+                Some(tls) => {
+                    let connector = kalshi_shared::tls::Connector::new(
+                        tls.clone(),
+                        g.server_name.as_deref().unwrap_or_default(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    ep.connect_with_connector(connector).await
+                }
+                None => ep.connect().await,
+            }
+            .map_err(|e| format!("unreachable: {e}"))?;
             GathererClient::new(ch)
                 .status(pb::StatusRequest {})
                 .await
@@ -285,7 +336,9 @@ async fn status(cfg: deduplicator::Config) -> ExitCode {
                         .map_or(0, |x| x.head);
                     let health = if st.gatherer_id != g.id {
                         format!("WRONG IDENTITY (answers as {})", st.gatherer_id)
-                    } else if stored.is_some_and(|c| c.1 != st.instance_id) {
+                    } else if stored.is_some_and(|c| {
+                        !deduplicator::source::same_incarnation(&c.1, &st.instance_id)
+                    }) {
                         format!(
                             "instance changed ({} -> {}): cursors reset on next run",
                             stored.map_or("", |c| c.1.as_str()),
@@ -316,6 +369,108 @@ async fn status(cfg: deduplicator::Config) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
+    }
+}
+
+/// `deduplicator quarantine list|replay`.
+async fn quarantine_cmd(cfg: deduplicator::Config, cmd: QuarantineCommand) -> ExitCode {
+    use deduplicator::quarantine::{self, Filter};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stream_ok = |s: &Option<String>| match s {
+        Some(s) if Stream::from_table(s).is_none() => {
+            let names: Vec<&str> = Stream::ALL.iter().map(|x| x.table()).collect();
+            eprintln!(
+                "deduplicator: --stream: {s:?} is not a stream (one of {})",
+                names.join(", ")
+            );
+            false
+        }
+        _ => true,
+    };
+    let prod = match connect(&cfg).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("deduplicator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cmd {
+        QuarantineCommand::List {
+            stream,
+            id,
+            all,
+            limit,
+        } => {
+            if !stream_ok(&stream) {
+                return ExitCode::from(64);
+            }
+            let f = Filter {
+                ids: id,
+                stream,
+                resolved: all,
+            };
+            let rows = match quarantine::list(&prod, &f, limit).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("deduplicator: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!("{} quarantined rows", rows.len());
+            for e in &rows {
+                println!(
+                    "#{} {} {} {} cursor {} sqlstate {}{}",
+                    e.id,
+                    e.created_at,
+                    e.gatherer_id,
+                    e.stream,
+                    e.cursor,
+                    e.sqlstate.as_deref().unwrap_or("-"),
+                    e.replay
+                        .as_deref()
+                        .map_or(String::new(), |r| format!(" (replayed: {r})")),
+                );
+                println!("    {}", e.summary);
+                println!("    error: {}", e.error);
+            }
+            ExitCode::SUCCESS
+        }
+        QuarantineCommand::Replay { stream, id } => {
+            if !stream_ok(&stream) {
+                return ExitCode::from(64);
+            }
+            let f = Filter {
+                ids: id,
+                stream,
+                resolved: false,
+            };
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let period = cfg.archive.as_ref().map(|a| a.period_ms);
+            match quarantine::replay(prod, &f, period, cfg.production_retry, &cancel).await {
+                Ok(s) => {
+                    for (id, what) in &s.rows {
+                        println!("#{id} {what}");
+                    }
+                    println!(
+                        "replayed {} rows: {} inserted, {} already present, {} refused again, {} invalid",
+                        s.rows.len(),
+                        s.inserted,
+                        s.already_present,
+                        s.refused,
+                        s.invalid
+                    );
+                    if s.refused + s.invalid == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(3)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("deduplicator: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

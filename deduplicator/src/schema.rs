@@ -30,7 +30,12 @@ pub const PARTITIONED: &[&str] = &[
     "tickers",
 ];
 
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, MIGRATION_1),
+    (2, MIGRATION_2),
+    (3, MIGRATION_3),
+    (4, MIGRATION_4),
+];
 
 /// The role consumers read with (SELECT only; docs/consuming.md). Created when the migrating
 /// user may create roles; otherwise the migration says so and goes on (the runbook has the SQL).
@@ -252,6 +257,16 @@ CREATE TABLE trades_default              PARTITION OF trades              DEFAUL
 CREATE TABLE orderbook_deltas_default    PARTITION OF orderbook_deltas    DEFAULT;
 CREATE TABLE orderbook_snapshots_default PARTITION OF orderbook_snapshots DEFAULT;
 CREATE TABLE tickers_default             PARTITION OF tickers             DEFAULT;
+"#;
+
+/// Quarantine replay (`deduplicator quarantine list|replay`): each row gets an id to name it
+/// by, and what its last replay did (`inserted`, `already present`, or the error it met again).
+/// A replayed row stays, marked, as the record of what happened.
+const MIGRATION_4: &str = r#"
+ALTER TABLE quarantine ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY;
+CREATE UNIQUE INDEX quarantine_id ON quarantine (id);
+ALTER TABLE quarantine ADD COLUMN replayed_at timestamptz;
+ALTER TABLE quarantine ADD COLUMN replay text;
 "#;
 
 /// `(year, month)` of Unix milliseconds.

@@ -132,6 +132,7 @@ impl kalshi_proto::Gatherer for Fake {
                     stream: *s as i32,
                     head: *h,
                     oldest: 1,
+                    retained_from_ms: 0,
                 })
                 .collect(),
             ..Default::default()
@@ -427,11 +428,13 @@ async fn a_valid_twin_of_a_quarantined_record_is_committed() {
     d.stop().await.unwrap();
 }
 
-/// A row production refuses with an error of no known class (here an internal error, XX000,
-/// raised by a trigger for one trade) is retried a few times, then bisected into quarantine
-/// like a data error: its batch-mates commit and the stream does not stall.
+/// Errors that are not a row's fault never quarantine anything, even when only one row meets
+/// them: an internal error, a refused privilege, a broken disk, a lock not available (XX000,
+/// 42501, 58030, 55P03, each raised here by a trigger for one trade). The stream stalls with
+/// its cursor unmoved, `dedup_sink_stalled` says so and the stall is counted by SQLSTATE
+/// class; once the cause is gone every row commits by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unclassified_error_on_one_row_is_quarantined_not_retried_forever() {
+async fn errors_that_are_not_the_rows_fault_stall_the_stream_and_never_quarantine() {
     let w = World::start(434, 4, 1).await;
     let fake = serve(Fake {
         id: "gx".into(),
@@ -449,64 +452,234 @@ async fn an_unclassified_error_on_one_row_is_quarantined_not_retried_forever() {
         endpoint: fake,
         server_name: None,
     });
-    // Production exists (migrated) before the fault is armed: start, wait for the schema.
+    let gx_trades = |c: &std::collections::HashMap<(String, String), (i64, String)>| {
+        c.get(&("gx".into(), "trades".into())).map(|x| x.0)
+    };
+    // Production exists (migrated) before the fault is armed.
     let d = start_dedup(file.clone()).await;
     let pool = pool(&w.prod.url()).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while prod_cursors(&pool)
-        .await
-        .get(&("gx".into(), "trades".into()))
-        .is_none_or(|x| x.0 != 6)
-    {
+    while gx_trades(&prod_cursors(&pool).await) != Some(6) {
         assert!(std::time::Instant::now() < deadline, "first merge");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     d.stop().await.unwrap();
-    sqlx::query("DELETE FROM trades WHERE gatherer_id = 'gx'")
+    // Counters live as long as the process: each stall adds one to its class.
+    let mut stalls: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for (code, class) in [
+        ("XX000", "server"),
+        ("42501", "refused"),
+        ("58030", "server"),
+        ("55P03", "server"),
+    ] {
+        sqlx::query("DELETE FROM trades WHERE gatherer_id = 'gx'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM sync_cursors WHERE gatherer_id = 'gx'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE FUNCTION refuse_odd_3() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.trade_id = 'odd-3' THEN RAISE EXCEPTION 'refused by a trigger' USING ERRCODE = '{code}'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_odd_3 BEFORE INSERT ON trades FOR EACH ROW EXECUTE FUNCTION refuse_odd_3();"
+        )))
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("DELETE FROM sync_cursors WHERE gatherer_id = 'gx'")
-        .execute(&pool)
+        let d = start_dedup(file.clone()).await;
+        // Stalled: long past the old bisect-after-three-tries, nothing of gx's batch is in,
+        // its cursor has not moved, nothing is quarantined, and the gauge says so.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = dedup_metrics(&d).await;
+            if metric_line(&m, "dedup_sink_stalled{stream=\"trades\"}") == 1.0 {
+                let want = stalls.entry(class).or_default();
+                *want += 1.0;
+                assert_eq!(
+                    metric_line(
+                        &m,
+                        &format!("dedup_sink_stalls_total{{stream=\"trades\",class=\"{class}\"}}")
+                    ),
+                    *want,
+                    "{code}: {m}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{code}: no stall shown"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(gx_trades(&prod_cursors(&pool).await), None, "{code}");
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM trades WHERE gatherer_id = 'gx'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{code}: the batch is one transaction");
+        let q: i64 = sqlx::query_scalar("SELECT count(*) FROM quarantine")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(q, 0, "{code}: nothing quarantined");
+        // The cause fixed: everything commits by itself.
+        sqlx::raw_sql("DROP TRIGGER refuse_odd_3 ON trades; DROP FUNCTION refuse_odd_3();")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while gx_trades(&prod_cursors(&pool).await) != Some(6) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{code}: no resume after the fix"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT trade_id FROM trades WHERE gatherer_id = 'gx' ORDER BY trade_id",
+        )
+        .fetch_all(&pool)
         .await
         .unwrap();
+        assert_eq!(
+            ids,
+            (1..=6).map(|i| format!("odd-{i}")).collect::<Vec<_>>(),
+            "{code}"
+        );
+        let m = dedup_metrics(&d).await;
+        assert_eq!(
+            metric_line(&m, "dedup_sink_stalled{stream=\"trades\"}"),
+            0.0
+        );
+        assert_eq!(metric_sum(&m, "dedup_quarantined_total"), 0.0);
+        d.stop().await.unwrap();
+    }
+}
+
+/// `deduplicator quarantine list|replay`: a row refused for its data (a CHECK violation
+/// raised here for one trade) is listed with its SQLSTATE; replayed while the cause is still
+/// there it is refused again (exit 3) and stays; once the cause is fixed a replay inserts it
+/// (exit 0) and a second replay changes nothing. A quarantined copy of a row production
+/// already holds is marked `already_present`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_list_and_replay_put_refused_rows_back_once_the_cause_is_fixed() {
+    let w = World::start(435, 4, 1).await;
+    let fake = serve(Fake {
+        id: "gq".into(),
+        instance: "gq-1".into(),
+        trades: (1..=6)
+            .map(|i| trade(i, &format!("q-{i}"), 500_000))
+            .collect(),
+        tickers: vec![],
+        delay: Duration::ZERO,
+    })
+    .await;
+    let mut file = w.dedup_file(&w.prod.url());
+    file.gatherers.push(GathererEndpoint {
+        id: "gq".into(),
+        endpoint: fake.clone(),
+        server_name: None,
+    });
+    let pool = pool(&w.prod.url()).await;
+    // Production migrated first (the fault needs the table), with nothing of gq yet.
+    let mut bare = file.clone();
+    bare.gatherers.retain(|g| g.id != "gq");
+    start_dedup(bare).await.stop().await.unwrap();
     sqlx::raw_sql(
-        "CREATE FUNCTION refuse_odd_3() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN IF NEW.trade_id = 'odd-3' THEN RAISE EXCEPTION 'refused by a trigger' USING ERRCODE = 'XX000'; END IF; RETURN NEW; END $$; \
-         CREATE TRIGGER refuse_odd_3 BEFORE INSERT ON trades FOR EACH ROW EXECUTE FUNCTION refuse_odd_3();",
+        "CREATE FUNCTION refuse_q_3() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.trade_id = 'q-3' THEN RAISE EXCEPTION 'count too large' USING ERRCODE = '23514'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_q_3 BEFORE INSERT ON trades FOR EACH ROW EXECUTE FUNCTION refuse_q_3();",
     )
     .execute(&pool)
     .await
     .unwrap();
-    let d = start_dedup(file).await;
+    let d = start_dedup(file.clone()).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let c = prod_cursors(&pool).await;
-        if c.get(&("gx".into(), "trades".into()))
-            .is_some_and(|x| x.0 == 6)
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stream stalled on the refused row: {c:?}"
-        );
+    while prod_cursors(&pool)
+        .await
+        .get(&("gq".into(), "trades".into()))
+        .is_none_or(|x| x.0 != 6)
+    {
+        assert!(std::time::Instant::now() < deadline, "merge");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    d.stop().await.unwrap();
+    // A second quarantined copy: of q-1, which production holds.
+    sqlx::query(
+        "INSERT INTO quarantine (gatherer_id, stream, cursor, instance_id, record, summary, error, sqlstate) \
+         SELECT gatherer_id, stream, 1, instance_id, $1, 'a copy of q-1', 'test', '23514' FROM quarantine LIMIT 1",
+    )
+    .bind(prost::Message::encode_to_vec(&trade(1, "q-1", 500_000)))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("kalshi-quarantine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("dedup.toml");
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(dedup_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = run(&["quarantine", "list"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("2 quarantined rows"), "{text}");
+    assert!(
+        text.contains("gq trades cursor 3 sqlstate 23514") && text.contains("count too large"),
+        "{text}"
+    );
+    // Replayed before the fix: refused again, kept, exit 3.
+    let (code, text) = run(&["quarantine", "replay", "--stream", "trades"]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("1 already present, 1 refused again"),
+        "{text}"
+    );
+    // Fixed: one replay inserts it; a second has nothing left to do.
+    sqlx::raw_sql("DROP TRIGGER refuse_q_3 ON trades; DROP FUNCTION refuse_q_3();")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (code, text) = run(&["quarantine", "replay"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("replayed 1 rows: 1 inserted"), "{text}");
+    let (code, text) = run(&["quarantine", "replay"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("replayed 0 rows"), "{text}");
+    let (_, text) = run(&["quarantine", "list"]);
+    assert!(text.starts_with("0 quarantined rows"), "{text}");
+    let (_, text) = run(&["quarantine", "list", "--all"]);
+    assert!(
+        text.contains("(replayed: inserted)") && text.contains("(replayed: already_present)"),
+        "{text}"
+    );
     let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT trade_id FROM trades WHERE gatherer_id = 'gx' ORDER BY trade_id",
+        "SELECT trade_id FROM trades WHERE gatherer_id = 'gq' ORDER BY trade_id",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(ids, vec!["odd-1", "odd-2", "odd-4", "odd-5", "odd-6"]);
-    let q: Vec<(i64, Option<String>)> =
-        sqlx::query_as("SELECT cursor, sqlstate FROM quarantine WHERE gatherer_id = 'gx'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(q, vec![(3, Some("XX000".to_owned()))]);
-    d.stop().await.unwrap();
+    assert_eq!(ids, (1..=6).map(|i| format!("q-{i}")).collect::<Vec<_>>());
+    // The oracle counts only what is still refused.
+    let held = kalshi_testkit::held::Held::from_production(&pool)
+        .await
+        .unwrap();
+    assert!(held.quarantined.is_empty(), "{:?}", held.quarantined);
+    // A bad stream name is a usage error.
+    let (code, _) = run(&["quarantine", "list", "--stream", "nope"]);
+    assert_eq!(code, Some(64));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A legacy WebSocket trade carries whole seconds (`ts`), REST milliseconds: one trade seen

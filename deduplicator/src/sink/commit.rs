@@ -173,7 +173,7 @@ impl Sink {
                 };
                 match r {
                     Ok(()) => break,
-                    Err(e) if matches!(e.class, DbErrorClass::Data | DbErrorClass::Other) => {
+                    Err(e) if !e.class.is_retryable() => {
                         tracing::warn!(table = self.stream.table(), ?month, error = %e, "cannot create a monthly partition; rows go to the default partition");
                         break;
                     }
@@ -205,13 +205,19 @@ impl Sink {
             DbErrorClass::Transient => {
                 tracing::info!(stream = self.stream.table(), error = %e, "transient production error: retrying");
             }
-            DbErrorClass::Other | DbErrorClass::Data => {
-                tracing::error!(stream = self.stream.table(), error = %e, "unexpected production error: retrying (the batch is kept)");
-            }
+            DbErrorClass::Refused
+            | DbErrorClass::Schema
+            | DbErrorClass::Server
+            | DbErrorClass::Other
+            | DbErrorClass::Data => self.stall.refused(self.stream.table(), e),
         }
     }
 
     /// One transaction, retried on everything but data errors until it commits or `cancel`.
+    /// Only a data error (`22xxx`, `23xxx`) ends it early, for the caller to bisect: anything
+    /// else (a revoked privilege, a bad password, a missing table, a broken server) is not the
+    /// rows' fault, so the stream stalls with its cursors unmoved, counted and alerted on, and
+    /// resumes by itself once the cause is fixed.
     pub(super) async fn attempt(
         &mut self,
         rows: &[&Row],
@@ -220,13 +226,13 @@ impl Sink {
         cancel: &CancellationToken,
     ) -> Result<u64, Stop> {
         let mut backoff = Backoff::new(self.cfg.retry);
-        let mut others = 0;
         let table = self.stream.table();
         loop {
             let direct = !rows.is_empty() && self.stream.copies_direct() && self.direct.try_now();
             match self.transaction(rows, poison, cursors, direct).await {
                 Ok(n) => {
                     self.prod.observe(Ok(()));
+                    self.stall.resumed(table);
                     if direct {
                         self.direct.succeeded();
                     }
@@ -245,22 +251,11 @@ impl Sink {
                         .increment(1);
                     self.direct.conflicted();
                 }
-                Err(e) if e.class == DbErrorClass::Data => {
+                Err(e) if e.class.is_data() => {
                     metrics::counter!(m::RDS_ERRORS, "class" => "data").increment(1);
                     return Err(Stop::Data(e));
                 }
-                // An error of no known class (42xxx, 54xxx, XX000, a decode error) that
-                // persists may be one row's doing: after a few tries it is bisected like a data
-                // error, so one poison row goes to quarantine instead of stalling its stream.
-                Err(e) if e.class == DbErrorClass::Other && others >= OTHER_RETRIES => {
-                    metrics::counter!(m::RDS_ERRORS, "class" => "other").increment(1);
-                    tracing::error!(stream = self.stream.table(), error = %e, tries = others + 1, "an unclassified database error persists: bisecting the batch");
-                    return Err(Stop::Data(e));
-                }
                 Err(e) => {
-                    if e.class == DbErrorClass::Other {
-                        others += 1;
-                    }
                     self.on_error(&e);
                     if !backoff.sleep(cancel).await {
                         return Err(Stop::Cancelled);

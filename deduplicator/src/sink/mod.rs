@@ -25,9 +25,12 @@ use tokio_util::sync::CancellationToken;
 mod batch;
 mod commit;
 mod quarantine;
+mod stall;
 
 use batch::KeyCache;
 use quarantine::QuarantineCols;
+pub use quarantine::{Quarantined, ReplayTo, Replayed, replay_record};
+use stall::Stall;
 
 use crate::board::Board;
 use crate::db::{DbError, Prod};
@@ -107,6 +110,8 @@ pub struct Sink {
     months: HashSet<(i32, u8)>,
     /// When batches may skip the staging table (see `commit::DirectCopy`).
     direct: commit::DirectCopy,
+    /// Whether production refuses this stream's writes for a reason not its rows'.
+    stall: Stall,
     /// Sources that finished (for the drain on shutdown).
     rx: mpsc::Receiver<Page>,
 }
@@ -130,6 +135,7 @@ impl Sink {
             generation,
             months: HashSet::new(),
             direct: commit::DirectCopy::default(),
+            stall: Stall::default(),
             rx,
         }
     }
@@ -219,9 +225,6 @@ impl Sink {
 
 /// A row refused, with its error and SQLSTATE.
 type Poison<'a> = (&'a Row, String, Option<String>);
-
-/// How often an unclassified error is retried before the batch is bisected.
-const OTHER_RETRIES: u32 = 3;
 
 enum Stop {
     Cancelled,

@@ -9,5 +9,5 @@ pub mod migrate;
 pub mod op;
 
 pub use copy::CopyEncoder;
-pub use errors::{DbErrorClass, classify, classify_sqlstate, sqlstate};
+pub use errors::{DbErrorClass, classify, classify_sqlstate, sqlstate, sqlstate_class};
 pub use op::timed;
