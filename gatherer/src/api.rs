@@ -153,7 +153,19 @@ impl tokio_stream::Stream for Budgeted {
 
 fn status_of(e: ReadError) -> Status {
     match e {
-        ReadError::RetentionOverrun { .. } => Status::out_of_range(e.to_string()),
+        ReadError::RetentionOverrun { from_ms, to_ms, .. } => {
+            // The dropped records' times, for the reader's gap (it declares only those).
+            let mut md = tonic::metadata::MetadataMap::new();
+            for (k, v) in [
+                (kalshi_proto::DROPPED_FROM_MS, from_ms),
+                (kalshi_proto::DROPPED_TO_MS, to_ms),
+            ] {
+                if let Ok(v) = v.to_string().parse() {
+                    md.insert(k, v);
+                }
+            }
+            Status::with_metadata(tonic::Code::OutOfRange, e.to_string(), md)
+        }
         ReadError::Database(_) => Status::unavailable(e.to_string()),
     }
 }
@@ -357,6 +369,7 @@ impl Gatherer for Api {
                 stream: s.to_pb() as i32,
                 head: self.store.head(s),
                 oldest,
+                retained_from_ms: self.store.retained_from_ms(s),
             });
         }
         let result = Ok(Response::new(pb::StatusResponse {

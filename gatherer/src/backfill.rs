@@ -92,13 +92,31 @@ impl HoleLog {
         Ok(())
     }
 
-    /// Removes the window and every recorded window inside it (merged into it earlier).
-    async fn clear(&self, h: &TradeHole) -> Result<(), sqlx::Error> {
-        let fut =
-            sqlx::query("DELETE FROM pending_trade_holes WHERE from_ms >= $1 AND to_ms <= $2")
-                .bind(h.from_ms)
-                .bind(h.to_ms)
-                .execute(&self.pool);
+    /// The recorded windows inside `h` now (merged into it): fetching `h` from now on covers
+    /// them, since their trades were published before.
+    async fn inside(&self, h: &TradeHole) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+        let fut = sqlx::query_as(
+            "SELECT from_ms, to_ms FROM pending_trade_holes WHERE from_ms >= $1 AND to_ms <= $2",
+        )
+        .bind(h.from_ms)
+        .bind(h.to_ms)
+        .fetch_all(&self.pool);
+        kalshi_shared::pg::timed("pending_windows_inside", self.op_timeout, fut)
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+    }
+
+    /// Removes `windows` (the window fetched and those inside it when its fetch began; a
+    /// window recorded during the fetch stays, for its own fetch).
+    async fn clear(&self, windows: &[(i64, i64)]) -> Result<(), sqlx::Error> {
+        let (from, to): (Vec<i64>, Vec<i64>) = windows.iter().copied().unzip();
+        let fut = sqlx::query(
+            "DELETE FROM pending_trade_holes p USING UNNEST($1::bigint[], $2::bigint[]) AS w(f, t) \
+             WHERE p.from_ms = w.f AND p.to_ms = w.t",
+        )
+        .bind(&from)
+        .bind(&to)
+        .execute(&self.pool);
         kalshi_shared::pg::timed("pending_window_clear", self.op_timeout, fut)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
@@ -126,6 +144,8 @@ fn now_ms() -> i64 {
 
 impl Backfill {
     /// `newest_stored_trade_ms`: where trades stopped before this start (None: never ran).
+    /// Holes are recorded in the database as soon as they are found (`record_found`), while
+    /// this loop may be busy fetching another.
     #[tracing::instrument(name = "backfill", skip_all)]
     pub async fn run(self, newest_stored_trade_ms: Option<i64>, cancel: CancellationToken) {
         if let Some(from) = newest_stored_trade_ms {
@@ -135,49 +155,7 @@ impl Backfill {
                 reason: GapReason::Restart,
             });
         }
-        let mut backoff = Backoff::new(self.cfg.retry);
-        let mut poll = tokio::time::interval(self.cfg.polling_interval);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut polled_through: Option<i64> = None;
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = self.holes.notify.notified() => {}
-                _ = poll.tick() => {
-                    polled_through = self.polling_tick(polled_through, &cancel).await;
-                }
-            }
-            for hole in self.holes.take() {
-                if let Err(e) = self.log.record(&hole).await {
-                    // The database is down: nothing fetched could be stored now either.
-                    tracing::warn!(error = %e, from_ms = hole.from_ms, to_ms = hole.to_ms, "cannot record a trade window; will retry");
-                    self.holes.push(hole);
-                    if !backoff.sleep(&cancel).await {
-                        break;
-                    }
-                    continue;
-                }
-                let result = self.fill(hole, &cancel).await;
-                let result = match result {
-                    Ok(()) => self.settle(&hole, &cancel).await,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => backoff.reset(),
-                    Err(RestError::Shutdown) => {
-                        self.holes.push(hole);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, from_ms = hole.from_ms, to_ms = hole.to_ms, "trade backfill failed; will retry");
-                        self.holes.push(hole);
-                        if !backoff.sleep(&cancel).await {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+        tokio::join!(self.fetch_loop(&cancel), self.record_found(&cancel));
         // Holes still pending at shutdown are declared: nothing is left silent.
         for hole in self.holes.take() {
             self.gap(
@@ -190,8 +168,101 @@ impl Backfill {
         metrics::gauge!(m::POLLING_FALLBACK).set(0.0);
     }
 
-    /// Waits until what a window produced is settled in the database, then forgets the window.
-    async fn settle(&self, hole: &TradeHole, cancel: &CancellationToken) -> Result<(), RestError> {
+    /// Writes every hole to `pending_trade_holes` as soon as it is found, retrying with backoff
+    /// while the database refuses; until shutdown.
+    async fn record_found(&self, cancel: &CancellationToken) {
+        let mut backoff = Backoff::new(self.cfg.retry);
+        loop {
+            let mut failed = Vec::new();
+            for hole in self.holes.take_fresh() {
+                if !failed.is_empty() {
+                    failed.push(hole);
+                    continue;
+                }
+                if let Err(e) = self.log.record(&hole).await {
+                    tracing::warn!(error = %e, from_ms = hole.from_ms, to_ms = hole.to_ms, "cannot record a trade window yet; will retry");
+                    failed.push(hole);
+                }
+            }
+            if !failed.is_empty() {
+                self.holes.unrecorded(failed);
+                if !backoff.sleep(cancel).await {
+                    return;
+                }
+                continue;
+            }
+            backoff.reset();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.holes.fresh_notify.notified() => {}
+            }
+        }
+    }
+
+    async fn fetch_loop(&self, cancel: &CancellationToken) {
+        let mut backoff = Backoff::new(self.cfg.retry);
+        let mut poll = tokio::time::interval(self.cfg.polling_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut polled_through: Option<i64> = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.holes.notify.notified() => {}
+                _ = poll.tick() => {
+                    polled_through = self.polling_tick(polled_through, cancel).await;
+                }
+            }
+            for hole in self.holes.take() {
+                // Recorded already by `record_found` (normally); recorded here too before the
+                // fetch, so a window is never fetched and forgotten unrecorded.
+                let covered = match self.log.record(&hole).await {
+                    Ok(()) => self.log.inside(&hole).await,
+                    Err(e) => Err(e),
+                };
+                let covered = match covered {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // The database is down: nothing fetched could be stored now either.
+                        tracing::warn!(error = %e, from_ms = hole.from_ms, to_ms = hole.to_ms, "cannot record a trade window; will retry");
+                        self.holes.push(hole);
+                        if !backoff.sleep(cancel).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                kalshi_shared::failpoint::hit("gatherer::backfill::fill").await;
+                let result = self.fill(hole, cancel).await;
+                let result = match result {
+                    Ok(()) => self.settle(&hole, &covered, cancel).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => backoff.reset(),
+                    Err(RestError::Shutdown) => {
+                        self.holes.push(hole);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, from_ms = hole.from_ms, to_ms = hole.to_ms, "trade backfill failed; will retry");
+                        self.holes.push(hole);
+                        if !backoff.sleep(cancel).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until what a window produced is settled in the database, then forgets the window
+    /// and the recorded windows it covered (`covered`: those inside it when its fetch began).
+    async fn settle(
+        &self,
+        hole: &TradeHole,
+        covered: &[(i64, i64)],
+        cancel: &CancellationToken,
+    ) -> Result<(), RestError> {
         let (trades, gaps) = (self.trades.mark(), self.gaps.mark());
         let settled = async { self.trades.settled(trades).await && self.gaps.settled(gaps).await };
         tokio::select! {
@@ -200,7 +271,7 @@ impl Backfill {
                 return Err(RestError::Shutdown);
             },
         }
-        if let Err(e) = self.log.clear(hole).await {
+        if let Err(e) = self.log.clear(covered).await {
             // Kept: the next start fetches it again, which stores nothing twice.
             tracing::warn!(error = %e, from_ms = hole.from_ms, to_ms = hole.to_ms, "cannot clear a finished trade window");
         }
@@ -287,6 +358,7 @@ impl Backfill {
             yes: conv(r.orderbook_fp.yes_dollars),
             no: conv(r.orderbook_fp.no_dollars),
             last_delta_ts_ms: None,
+            as_of_ms: None,
             origin: Origin {
                 received_ms: now_ms(),
                 ..Origin::default()

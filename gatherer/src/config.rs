@@ -250,6 +250,12 @@ impl Validate for FileConfig {
         positive("ws.command_timeout", ws.command_timeout)?;
         in_range("ws.max_frame_bytes", ws.max_frame_bytes, 64 * 1024, 1 << 30)?;
         in_range("ws.subscribe_batch", ws.subscribe_batch, 1, 10_000)?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&ws.snapshot_hold) {
+            return Err(ConfigError::key(
+                "ws.snapshot_hold",
+                format!("{:?} is outside 100ms..=60s", ws.snapshot_hold),
+            ));
+        }
         let ws_backoff = backoff(
             "ws.reconnect_initial",
             ws.reconnect_initial,

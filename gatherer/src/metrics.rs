@@ -10,6 +10,12 @@ pub const WS_BAD_FRAMES: &str = "ws_client_bad_frames_total";
 pub const SEQ_GAPS: &str = "conn_manager_sequence_gaps_total";
 pub const RESNAPSHOTS: &str = "conn_manager_resnapshots_total";
 pub const DELTAS_DROPPED: &str = "conn_manager_deltas_dropped_total";
+/// Snapshots stored at their splice point, by how the point was found (`delta`, `quiet`).
+pub const SNAPSHOT_SPLICES: &str = "conn_manager_snapshot_splices_total";
+/// Exchange snapshots never stored (their chain broke before the splice point was certain).
+pub const SNAPSHOTS_UNSTORED: &str = "conn_manager_snapshots_unstored_total";
+/// Deltas stamped at or before a quiet snapshot's splice point, arriving after its hold.
+pub const SPLICE_VIOLATIONS: &str = "conn_manager_splice_violations_total";
 pub const DELTAS_WITHOUT_TS: &str = "conn_manager_deltas_without_ts_total";
 pub const SUBSCRIBED_MARKETS: &str = "conn_manager_subscribed_markets";
 pub const ACTIVE_MARKETS: &str = "market_registry_active_markets";
@@ -144,6 +150,13 @@ pub fn describe() {
     metrics::counter!(SEQ_GAPS).increment(0);
     metrics::counter!(RESNAPSHOTS).increment(0);
     metrics::counter!(DELTAS_DROPPED).increment(0);
+    for how in ["delta", "quiet"] {
+        metrics::counter!(SNAPSHOT_SPLICES, "how" => how).increment(0);
+    }
+    for reason in ["superseded", "broken_chain", "left", "connection_ended"] {
+        metrics::counter!(SNAPSHOTS_UNSTORED, "reason" => reason).increment(0);
+    }
+    metrics::counter!(SPLICE_VIOLATIONS).increment(0);
     metrics::counter!(BACKFILL_RECOVERED).increment(0);
     metrics::gauge!(POLLING_FALLBACK).set(0.0);
     metrics::gauge!(WS_CONNECTED).set(0.0);
@@ -186,6 +199,18 @@ pub fn describe() {
     describe_counter!(
         RESNAPSHOTS,
         "Markets resnapshotted after a gap, error or disconnect"
+    );
+    describe_counter!(
+        SNAPSHOT_SPLICES,
+        "Order-book snapshots stored at their exact splice point: at the first delta of a later millisecond or after a quiet hold (how=delta), or after a hold with no delta at all (how=quiet)"
+    );
+    describe_counter!(
+        SNAPSHOTS_UNSTORED,
+        "Exchange snapshots not stored because the chain broke (or a newer snapshot came, or the market left, or the connection ended) before their splice point was certain"
+    );
+    describe_counter!(
+        SPLICE_VIOLATIONS,
+        "Deltas stamped at or before a quiet snapshot's splice point that arrived after the hold (the clock or delivery bound proved wrong); a fresh snapshot is stored"
     );
     describe_counter!(
         DELTAS_DROPPED,

@@ -119,11 +119,12 @@ async fn gatherer_holds_exactly_the_ground_truth() {
         assert_eq!(*occ, (0..occ.len() as u32).collect::<Vec<_>>(), "{k:?}");
     }
 
-    // Books: each market's first snapshot plus its stored deltas is the exchange's book now.
+    // Books: each market's first snapshot plus its stored deltas after its splice point is the
+    // exchange's book now.
     let snaps = rig.read_all(pb::Stream::OrderbookSnapshots).await;
     type Sides = (BTreeMap<i64, i64>, BTreeMap<i64, i64>);
     let mut books: HashMap<String, Sides> = HashMap::new();
-    let mut snap_cursor: HashMap<String, i64> = HashMap::new();
+    let mut splice: HashMap<String, i64> = HashMap::new();
     for r in &snaps {
         let pb::record::Body::Snapshot(s) = r.body.as_ref().unwrap() else {
             unreachable!()
@@ -137,9 +138,12 @@ async fn gatherer_holds_exactly_the_ground_truth() {
                 .collect()
         };
         books.insert(s.market_ticker.clone(), (side(&s.yes), side(&s.no)));
-        snap_cursor.insert(s.market_ticker.clone(), r.cursor);
+        splice.insert(s.market_ticker.clone(), s.last_delta_ts_ms);
     }
     for d in &stored_deltas {
+        if splice.get(&d.market_ticker).is_some_and(|x| d.ts_ms <= *x) {
+            continue;
+        }
         let (yes, no) = books
             .get_mut(&d.market_ticker)
             .expect("a snapshot before deltas");

@@ -279,10 +279,11 @@ async fn an_exchange_outage_is_survived_with_trades_complete() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     rig.fault(json!({"fault": "outage", "duration_ms": 4000}))
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Down at once, and before the REST polling fallback (2 s in the rig) makes it degraded.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (code, h) = rig.health().await;
     assert_eq!((code, h["ws_connections"].as_u64()), (503, Some(0)), "{h}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     rig.rate(0).await;
     rig.wait_healthy(Duration::from_secs(30)).await;
     rig.settle(Duration::from_secs(2)).await;

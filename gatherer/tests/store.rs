@@ -527,3 +527,86 @@ async fn merge_of_staged_trades_probes_the_index() {
     sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.unwrap();
     let _ = std::fs::remove_dir_all(&spill);
 }
+
+/// A spilled file can hold the batch whose commit was in doubt when the database went away,
+/// and that did commit: replayed, those rows are left out (a gap record stored twice would
+/// reach production twice, keyed by its id) and only the rest is loaded. And loaded rows get
+/// ids above what retention dropped, so no reader is told they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spill_replay_stores_nothing_twice_and_nothing_below_the_retention_mark() {
+    use gatherer::store::rows::Row as _;
+    init();
+    let pg = PgCluster::start_default().unwrap();
+    let spill = scratch("in-doubt");
+    let cfg = store_config(&pg, &spill, |_| {});
+    let shutdown = CancellationToken::new();
+    let store = Store::open(cfg.clone(), &shutdown).await.unwrap();
+    let instance = store.instance_id().to_owned();
+    let gap = |i: i64| GapRow {
+        stream: Stream::Tickers,
+        market_ticker: None,
+        from_ms: i,
+        to_ms: i,
+        reason: GapReason::Disconnect,
+        detail: format!("gap {i}"),
+    };
+    let ingested = kalshi_shared::time::now_ms();
+    let payload = |ids: std::ops::RangeInclusive<i64>| {
+        let mut e = kalshi_shared::pg::CopyEncoder::new(GapRow::FIELDS);
+        for i in ids {
+            gap(i).encode(&mut e, i, ingested);
+        }
+        e.finish()
+    };
+    // Ids 1..=3 committed (the in-doubt batch did commit); the writer spilled 1..=5.
+    let mut conn = store.pool().acquire().await.unwrap();
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY gaps ({}) FROM STDIN (FORMAT binary)",
+            GapRow::COLUMNS
+        ))
+        .await
+        .unwrap();
+    copy.send(payload(1..=3)).await.unwrap();
+    copy.finish().await.unwrap();
+    drop(conn);
+    // Retention dropped tickers up to cursor 1000 (the table is empty now).
+    sqlx::query("INSERT INTO retention_marks (stream, dropped_through) VALUES ('tickers', 1000)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let files = gatherer::store::spill::Spill::new(&spill, &instance);
+    files.write(Stream::Gaps, 1, &payload(1..=5)).unwrap();
+    let mut e = kalshi_shared::pg::CopyEncoder::new(gatherer::store::rows::TickerRow::FIELDS);
+    for i in 1..=2 {
+        gatherer::store::rows::TickerRow {
+            market_ticker: "M".into(),
+            ts_ms: Some(1_800_000_000_000 + i),
+            body: "{}".into(),
+            content_hash: format!("h{i}"),
+            occurrence: 0,
+            origin: Origin::default(),
+        }
+        .encode(&mut e, i, ingested);
+    }
+    files.write(Stream::Tickers, 1, &e.finish()).unwrap();
+    drop(store);
+
+    let store = Store::open(cfg, &shutdown).await.unwrap();
+    let gaps: Vec<(i64, String)> = sqlx::query_as("SELECT id, detail FROM gaps ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        gaps,
+        (1..=5).map(|i| (i, format!("gap {i}"))).collect::<Vec<_>>(),
+        "each gap once: the committed ones kept, the rest loaded after them"
+    );
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM tickers ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![1001, 1002], "above the retention mark");
+    assert_eq!(store.head(Stream::Tickers), 1002);
+    let _ = std::fs::remove_dir_all(&spill);
+}

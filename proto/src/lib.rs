@@ -15,6 +15,11 @@ pub mod gatherer {
 pub use gatherer::v1::gatherer_client::GathererClient;
 pub use gatherer::v1::gatherer_server::{Gatherer, GathererServer};
 
+/// Metadata of an `OUT_OF_RANGE` reply (a retention overrun): the exchange times, in Unix
+/// milliseconds, that the dropped records lie in.
+pub const DROPPED_FROM_MS: &str = "x-dropped-from-ms";
+pub const DROPPED_TO_MS: &str = "x-dropped-to-ms";
+
 /// The record streams, one table each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stream {

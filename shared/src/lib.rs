@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod build;
 pub mod config;
+pub mod failpoint;
 pub mod fixed;
 pub mod http_server;
 pub mod identity;

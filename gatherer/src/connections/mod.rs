@@ -45,6 +45,8 @@ pub struct ConnConfig {
     pub backoff: BackoffConfig,
     pub subscribe_batch: usize,
     pub gap_margin_ms: i64,
+    /// How long a snapshot waits for a delta before it is stored (`book.rs`).
+    pub snapshot_hold: std::time::Duration,
     pub signer: Option<Arc<LiveSigner>>,
     pub tls: Arc<rustls::ClientConfig>,
 }
@@ -58,10 +60,16 @@ pub struct TradeHole {
 }
 
 /// Trade holes waiting for backfill. Never bounded by dropping: holes are merged instead.
+/// Every hole is also handed to the backfill's recorder as soon as it is found, which writes
+/// it to `pending_trade_holes` while the backfill may still be busy with another window: a
+/// hole is never held only in memory for longer than a database write.
 #[derive(Debug, Default)]
 pub struct Holes {
     list: Mutex<Vec<TradeHole>>,
     pub notify: Notify,
+    /// Found and not yet recorded in the database.
+    fresh: Mutex<Vec<TradeHole>>,
+    pub fresh_notify: Notify,
 }
 
 impl Holes {
@@ -75,7 +83,36 @@ impl Holes {
             merge(&mut list);
         }
         drop(list);
+        let mut fresh = self
+            .fresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        fresh.push(hole);
+        if fresh.len() > 1000 {
+            merge(&mut fresh);
+        }
+        drop(fresh);
         self.notify.notify_one();
+        self.fresh_notify.notify_one();
+    }
+
+    /// Holes found since the last call (merged), for the recorder.
+    pub fn take_fresh(&self) -> Vec<TradeHole> {
+        let mut fresh = self
+            .fresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = std::mem::take(&mut *fresh);
+        merge(&mut out);
+        out
+    }
+
+    /// Gives unrecorded holes back (the database refused them for now).
+    pub fn unrecorded(&self, holes: Vec<TradeHole>) {
+        self.fresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(holes);
     }
 
     /// Takes every pending hole, merged.

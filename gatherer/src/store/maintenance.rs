@@ -112,15 +112,22 @@ impl Store {
             }
         }
         for (part, range) in expired {
+            // Alone: no read is between its retention check and its last row (see `read`).
+            let _alone = self.retention.write().await;
             let mut tx = self.pool.begin().await?;
-            if let Some((_, max)) = range {
-                record_mark(&mut tx, s, max).await?;
+            if let Some((lo, hi)) = range {
+                record_mark(&mut tx, s, hi).await?;
+                let day = schema::partition_day(s, &part).unwrap_or(0);
+                let (from_ms, to_ms) = day_times(s, day);
+                record_drop(&mut tx, s, (lo, hi), (from_ms, to_ms)).await?;
             }
             tx.execute(AssertSqlSafe(format!("DROP TABLE {part}")))
                 .await?;
             tx.commit().await?;
             if let Some((_, max)) = range {
                 self.dropped[&s].fetch_max(max, Ordering::AcqRel);
+                let (_, to_ms) = day_times(s, schema::partition_day(s, &part).unwrap_or(0));
+                self.dropped_before[&s].fetch_max(to_ms + 1, Ordering::AcqRel);
             }
             metrics::counter!(m::RETENTION_DROPPED_PARTITIONS, "table" => s.table()).increment(1);
             tracing::info!(table = s.table(), partition = %part, dropped_through = ?range.map(|r| r.1), "retention dropped a partition");
@@ -128,17 +135,27 @@ impl Store {
         // Rows that landed in the default partition are expired row by row, below the floor.
         let below_floor = format!("{before_cutoff} AND id < $2");
         let floor = floor.unwrap_or(i64::MAX);
+        let _alone = self.retention.write().await;
         let mut tx = self.pool.begin().await?;
-        let max: Option<i64> = sqlx::query(AssertSqlSafe(format!(
-            "SELECT max(id) FROM {default} WHERE {below_floor}"
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT max(id), min(id), (extract(epoch FROM min({col})) * 1000)::bigint FROM {default} WHERE {below_floor}"
         )))
         .bind(cutoff_ms)
         .bind(floor)
         .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        .await?;
+        let max: Option<i64> = row.try_get(0)?;
         if let Some(max) = max {
+            let min: i64 = row.try_get::<Option<i64>, _>(1)?.unwrap_or(max);
+            let oldest: i64 = row.try_get::<Option<i64>, _>(2)?.unwrap_or(0);
             record_mark(&mut tx, s, max).await?;
+            record_drop(
+                &mut tx,
+                s,
+                (min, max),
+                (oldest - ingest_slack(s), cutoff_ms),
+            )
+            .await?;
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {default} WHERE {below_floor}"
             )))
@@ -150,6 +167,7 @@ impl Store {
         tx.commit().await?;
         if let Some(max) = max {
             self.dropped[&s].fetch_max(max, Ordering::AcqRel);
+            self.dropped_before[&s].fetch_max(cutoff_ms + 1, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -170,6 +188,40 @@ impl Store {
             }
         }
     }
+}
+
+/// How far a record's exchange time can lie before its ingestion time (streams partitioned by
+/// ingestion): the delivery latency, with a wide margin.
+fn ingest_slack(s: Stream) -> i64 {
+    if s == Stream::Trades { 0 } else { 60_000 }
+}
+
+/// The exchange times the rows of a daily partition can hold.
+fn day_times(s: Stream, day: i64) -> (i64, i64) {
+    (
+        day * 86_400_000 - ingest_slack(s),
+        (day + 1) * 86_400_000 - 1,
+    )
+}
+
+/// Logs a dropped range of cursors with the exchange times its records lie in.
+async fn record_drop(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    s: Stream,
+    (from_id, to_id): (i64, i64),
+    (from_ms, to_ms): (i64, i64),
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO retention_drops (stream, from_id, to_id, from_ms, to_ms) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(s.table())
+    .bind(from_id)
+    .bind(to_id)
+    .bind(from_ms)
+    .bind(to_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn record_mark(

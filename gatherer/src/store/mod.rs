@@ -96,13 +96,16 @@ pub struct Sinks {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error(
-        "retention overrun: records of {stream} after cursor {after} up to cursor {dropped_through} were dropped by retention; the oldest available cursor is {oldest}"
+        "retention overrun: records of {stream} after cursor {after} up to cursor {dropped_through} were dropped by retention; the oldest available cursor is {oldest}; the dropped records' times lie in [{from_ms}, {to_ms}]"
     )]
     RetentionOverrun {
         stream: &'static str,
         after: i64,
         dropped_through: i64,
         oldest: i64,
+        /// The exchange times the dropped records lie in (from the retention log).
+        from_ms: i64,
+        to_ms: i64,
     },
     #[error("local database unavailable: {0}")]
     Database(#[from] sqlx::Error),
@@ -130,6 +133,11 @@ pub struct Store {
     timescale: bool,
     heads: HashMap<Stream, watch::Sender<i64>>,
     dropped: HashMap<Stream, AtomicI64>,
+    /// Per stream: records of exchange times before this are gone (the retention log's end).
+    dropped_before: HashMap<Stream, AtomicI64>,
+    /// Reads hold it shared from their retention check to their last row; a retention drop
+    /// holds it alone from its DROP to the marks: no read sees rows vanish behind its check.
+    retention: tokio::sync::RwLock<()>,
     spill: Option<spill::Spill>,
     cfg: StoreConfig,
 }

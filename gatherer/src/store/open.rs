@@ -110,18 +110,21 @@ impl Store {
         }
         let mut heads = HashMap::new();
         let mut dropped = HashMap::new();
+        let mut dropped_before = HashMap::new();
         for s in Stream::ALL {
-            let (max_id, mark): (i64, i64) = sqlx::query(AssertSqlSafe(format!(
-                "SELECT COALESCE((SELECT max(id) FROM {}), 0), COALESCE((SELECT dropped_through FROM retention_marks WHERE stream = $1), 0)",
+            let (max_id, mark, before): (i64, i64, i64) = sqlx::query(AssertSqlSafe(format!(
+                "SELECT COALESCE((SELECT max(id) FROM {}), 0), COALESCE((SELECT dropped_through FROM retention_marks WHERE stream = $1), 0), \
+                        COALESCE((SELECT max(to_ms) + 1 FROM retention_drops WHERE stream = $1), 0)",
                 s.table()
             )))
             .bind(s.table())
             .fetch_one(&pool)
             .await
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
             .with_context(|| format!("read the head of {}", s.table()))?;
             heads.insert(s, watch::Sender::new(max_id.max(mark)));
             dropped.insert(s, AtomicI64::new(mark));
+            dropped_before.insert(s, AtomicI64::new(before));
         }
         tracing::info!(instance_id = %instance_id, timescaledb = timescale, "local database ready");
         // The writers' own connections, one each: opened by the writers themselves on their
@@ -139,6 +142,8 @@ impl Store {
             timescale,
             heads,
             dropped,
+            dropped_before,
+            retention: tokio::sync::RwLock::new(()),
             spill,
             cfg,
         }))

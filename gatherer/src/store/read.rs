@@ -14,15 +14,22 @@ impl Store {
         limit: u32,
         max_bytes: usize,
     ) -> Result<Page, ReadError> {
+        // Shared with other reads, never with a retention drop: the rows this read is told
+        // exist (below) still exist when it reads them.
+        let _shared = self.retention.read().await;
         let head = self.head(stream);
         let dropped = self.dropped_through(stream).await?;
+        kalshi_shared::failpoint::hit("gatherer::read::after_retention_check").await;
         if after < dropped {
             let oldest = self.oldest(stream).await?;
+            let (from_ms, to_ms) = self.dropped_times(stream, after).await?;
             return Err(ReadError::RetentionOverrun {
                 stream: stream.table(),
                 after,
                 dropped_through: dropped,
                 oldest,
+                from_ms,
+                to_ms,
             });
         }
         if after >= head {
@@ -88,6 +95,52 @@ impl Store {
         }
         // TimescaleDB drops chunks on its own: below the lowest remaining cursor is gone.
         Ok(mark.max(self.oldest(stream).await? - 1))
+    }
+
+    /// The exchange times of the records retention dropped above cursor `after`: from the
+    /// retention log (TimescaleDB keeps none: everything before its retention horizon).
+    pub async fn dropped_times(
+        &self,
+        stream: Stream,
+        after: i64,
+    ) -> Result<(i64, i64), sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT min(from_ms), max(to_ms) FROM retention_drops WHERE stream = $1 AND to_id > $2",
+        )
+        .bind(stream.table())
+        .bind(after)
+        .fetch_one(&self.pool)
+        .await?;
+        match (
+            row.try_get::<Option<i64>, _>(0)?,
+            row.try_get::<Option<i64>, _>(1)?,
+        ) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            _ => Ok((0, self.retained_from_ms(stream))),
+        }
+    }
+
+    /// Records of exchange times before this are no longer held (0: nothing dropped).
+    pub fn retained_from_ms(&self, stream: Stream) -> i64 {
+        let logged = self
+            .dropped_before
+            .get(&stream)
+            .map_or(0, |a| a.load(Ordering::Acquire));
+        if logged > 0 || !self.timescale {
+            return logged;
+        }
+        // TimescaleDB drops chunks by its own policy and logs nothing: once anything is gone,
+        // everything before the retention horizon is.
+        let marked = self
+            .dropped
+            .get(&stream)
+            .is_some_and(|a| a.load(Ordering::Acquire) > 0);
+        match self.cfg.retention.get(&stream) {
+            Some(r) if marked => {
+                kalshi_shared::time::now_ms() - i64::try_from(r.as_millis()).unwrap_or(i64::MAX)
+            }
+            _ => 0,
+        }
     }
 
     /// The lowest stored cursor (head + 1 when the stream is empty).

@@ -179,7 +179,11 @@ pub struct SnapshotRow {
     /// `(price micros, quantity centi)`, ascending by price.
     pub yes: Vec<(i64, i64)>,
     pub no: Vec<(i64, i64)>,
+    /// The splice point: the book reflects every delta of its market with `ts_ms` at or
+    /// before it, and none after (None for REST books, which have no splice point).
     pub last_delta_ts_ms: Option<i64>,
+    /// From when the stored book is the exchange's book (None: its receipt).
+    pub as_of_ms: Option<i64>,
     pub origin: Origin,
 }
 
@@ -209,8 +213,8 @@ fn levels_from_json(text: &str) -> Vec<pb::Level> {
 
 impl Row for SnapshotRow {
     const STREAM: Stream = Stream::OrderbookSnapshots;
-    const COLUMNS: &'static str = "id, ingested_at, market_ticker, source, yes, no, last_delta_ts_ms, received_ms, conn_epoch, sid, seq";
-    const FIELDS: i16 = 11;
+    const COLUMNS: &'static str = "id, ingested_at, market_ticker, source, yes, no, last_delta_ts_ms, received_ms, conn_epoch, sid, seq, as_of_ms";
+    const FIELDS: i16 = 12;
 
     fn time_ms(&self) -> i64 {
         self.origin.received_ms
@@ -228,7 +232,8 @@ impl Row for SnapshotRow {
             .i64(self.origin.received_ms)
             .i64(self.origin.conn_epoch)
             .i64(self.origin.sid as i64)
-            .i64(self.origin.seq as i64);
+            .i64(self.origin.seq as i64)
+            .opt_i64(self.as_of_ms);
     }
 }
 
@@ -409,7 +414,7 @@ pub fn select_list(stream: Stream) -> &'static str {
             "id, market_ticker, ts_ms, side, price, delta, occurrence, received_ms, conn_epoch, sid, seq"
         }
         Stream::OrderbookSnapshots => {
-            "id, market_ticker, source, yes::text, no::text, last_delta_ts_ms, received_ms, conn_epoch, sid, seq"
+            "id, market_ticker, source, yes::text, no::text, last_delta_ts_ms, received_ms, conn_epoch, sid, seq, as_of_ms"
         }
         Stream::Tickers => {
             "id, market_ticker, ts_ms, body::text, content_hash, occurrence, received_ms, conn_epoch, sid"
@@ -471,6 +476,7 @@ pub fn decode(stream: Stream, row: &PgRow) -> Result<pb::Record, sqlx::Error> {
             no: levels_from_json(row.try_get(4)?),
             last_delta_ts_ms: row.try_get::<Option<i64>, _>(5)?.unwrap_or(0),
             origin: Some(origin(row, 6, true)?),
+            as_of_ms: row.try_get::<Option<i64>, _>(10)?.unwrap_or(0),
         }),
         Stream::Tickers => Body::Ticker(pb::Ticker {
             market_ticker: row.try_get(1)?,

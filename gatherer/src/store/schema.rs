@@ -11,7 +11,29 @@
 use crate::store::Stream;
 
 /// Migrations, applied in order inside one transaction each, recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, MIGRATION_1),
+    (2, MIGRATION_2),
+    (3, MIGRATION_3),
+    (4, MIGRATION_4),
+];
+
+/// A snapshot is stored at its exact splice point (`connections/book.rs`): the time from which
+/// the stored book is the exchange's. And every range retention drops is logged with the
+/// exchange times it spans, so a reader that fell behind is told exactly which times it lost,
+/// and `Status` says from when this gatherer still holds everything.
+const MIGRATION_4: &str = r#"
+ALTER TABLE orderbook_snapshots ADD COLUMN IF NOT EXISTS as_of_ms bigint;
+CREATE TABLE IF NOT EXISTS retention_drops (
+    stream     text        NOT NULL,
+    from_id    bigint      NOT NULL,
+    to_id      bigint      NOT NULL,
+    from_ms    bigint      NOT NULL,
+    to_ms      bigint      NOT NULL,
+    dropped_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS retention_drops_stream ON retention_drops (stream, to_id);
+"#;
 
 /// Spilled files already loaded (so a crash after the load never loads one twice), and trade
 /// windows waiting for backfill (so a SIGKILL never forgets one).

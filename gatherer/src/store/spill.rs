@@ -10,7 +10,15 @@
 //! removal therefore never loads a file twice. A file that cannot be parsed is renamed to
 //! `*.corrupt`, logged and counted, and never blocks the start.
 //!
-//! It must never: replay a file into another database, or load a file twice.
+//! A file can hold rows the database did commit: the batch whose commit was in doubt when the
+//! database went away (its outcome unknown) is spilled with its ids. Rows whose id the table
+//! already holds are that batch, committed: they are left out, so nothing is stored twice (a
+//! gap record would reach production twice, keyed by its id). Fresh ids start above the table's
+//! highest id and above what retention has dropped, so a reader is never told a loaded row is
+//! gone.
+//!
+//! It must never: replay a file into another database, load a file twice, store a row the
+//! database already holds, or give a row an id at or below the retention mark.
 
 use std::path::{Path, PathBuf};
 
@@ -116,25 +124,55 @@ impl Spill {
                 continue;
             }
             let next: i64 = sqlx::query(AssertSqlSafe(format!(
-                "SELECT COALESCE(max(id), 0) + 1 FROM {}",
+                "SELECT GREATEST(COALESCE((SELECT max(id) FROM {}), 0), \
+                                 COALESCE((SELECT dropped_through FROM retention_marks WHERE stream = $1), 0)) + 1",
                 stream.table()
             )))
+            .bind(stream.table())
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
+            // The rows of a batch whose commit was in doubt and did commit are there already.
+            let ids = match cursors(&payload) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tx.rollback().await?;
+                    set_aside(&path, stream, &e)?;
+                    continue;
+                }
+            };
+            let present: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT id FROM {} WHERE id = ANY($1)",
+                stream.table()
+            )))
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            let payload = if present.is_empty() {
+                payload
+            } else {
+                let present: std::collections::HashSet<i64> = present.into_iter().collect();
+                tracing::info!(file = %path.display(), rows = present.len(), "spilled rows of a batch whose commit was in doubt are stored already: leaving them out");
+                match keep_rows(&payload, |id| !present.contains(&id)) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tx.rollback().await?;
+                        set_aside(&path, stream, &e)?;
+                        continue;
+                    }
+                }
+            };
             let (payload, rows) = match renumber(&payload, next) {
                 Ok(r) => r,
                 Err(e) => {
                     tx.rollback().await?;
-                    metrics::counter!(m::SPILL_CORRUPT_FILES, "table" => stream.table())
-                        .increment(1);
-                    let bad = path.with_extension("corrupt");
-                    tracing::error!(file = %path.display(), error = %e, moved_to = %bad.display(), "a spilled file cannot be read: its rows are not loaded; kept for inspection");
-                    std::fs::rename(&path, &bad)?;
+                    set_aside(&path, stream, &e)?;
                     continue;
                 }
             };
-            crate::store::writer::load(&mut tx, stream, payload).await?;
+            if rows > 0 {
+                crate::store::writer::load(&mut tx, stream, payload).await?;
+            }
             tx.commit().await?;
             std::fs::remove_file(&path)?;
             metrics::counter!(m::SPILL_REPLAYED_ROWS, "table" => stream.table()).increment(rows);
@@ -145,16 +183,28 @@ impl Spill {
     }
 }
 
+/// Moves a file that cannot be read aside (`*.corrupt`), logged and counted.
+fn set_aside(path: &Path, stream: Stream, e: &Damaged) -> std::io::Result<()> {
+    metrics::counter!(m::SPILL_CORRUPT_FILES, "table" => stream.table()).increment(1);
+    let bad = path.with_extension("corrupt");
+    tracing::error!(file = %path.display(), error = %e, moved_to = %bad.display(), "a spilled file cannot be read: its rows are not loaded; kept for inspection");
+    std::fs::rename(path, &bad)
+}
+
 /// A spilled payload that is not a whole binary COPY payload of rows with a bigint cursor.
 #[derive(Debug, thiserror::Error)]
 #[error("damaged spill payload: {0}")]
 pub struct Damaged(String);
 
-/// Rewrites the first field (the `bigint` cursor) of every row of a binary COPY payload to
-/// `first, first + 1, ...`. Returns the payload and its row count.
-pub fn renumber(payload: &[u8], first: i64) -> Result<(Vec<u8>, u64), Damaged> {
+/// The byte ranges of a binary COPY payload: the header, each row (with the offset of its
+/// `bigint` cursor, its first field), and the trailer.
+struct Layout {
+    header: usize,
+    rows: Vec<(usize, usize, usize)>,
+}
+
+fn layout(payload: &[u8]) -> Result<Layout, Damaged> {
     const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-    let mut out = payload.to_vec();
     if !payload.starts_with(SIGNATURE) || payload.len() < 19 {
         return Err(Damaged("not a binary COPY payload".into()));
     }
@@ -174,37 +224,43 @@ pub fn renumber(payload: &[u8], first: i64) -> Result<(Vec<u8>, u64), Damaged> {
     };
     let ext =
         usize::try_from(be_i32(15)?).map_err(|_| Damaged("negative header extension".into()))?;
-    let mut at = 19 + ext;
-    let mut rows = 0u64;
+    let header = 19 + ext;
+    let mut at = header;
+    let mut rows = Vec::new();
     loop {
+        let start = at;
         let fields = be_i16(at)?;
         at += 2;
         if fields == -1 {
             break;
         }
         if fields < 1 {
-            return Err(Damaged(format!("row {rows} has {fields} fields")));
+            return Err(Damaged(format!("row {} has {fields} fields", rows.len())));
         }
+        let mut cursor_at = 0;
         for f in 0..fields {
             let len = be_i32(at)?;
             at += 4;
             if f == 0 {
                 if len != 8 {
                     return Err(Damaged(format!(
-                        "row {rows}: the cursor field has length {len}"
+                        "row {}: the cursor field has length {len}",
+                        rows.len()
                     )));
                 }
-                let id = first + rows as i64;
-                out[at..at + 8].copy_from_slice(&id.to_be_bytes());
+                cursor_at = at;
             }
             if len > 0 {
                 at += len as usize;
                 if at > payload.len() {
-                    return Err(Damaged(format!("row {rows}: field {f} runs past the end")));
+                    return Err(Damaged(format!(
+                        "row {}: field {f} runs past the end",
+                        rows.len()
+                    )));
                 }
             }
         }
-        rows += 1;
+        rows.push((start, at, cursor_at));
     }
     if at != payload.len() {
         return Err(Damaged(format!(
@@ -212,7 +268,46 @@ pub fn renumber(payload: &[u8], first: i64) -> Result<(Vec<u8>, u64), Damaged> {
             payload.len() - at
         )));
     }
-    Ok((out, rows))
+    Ok(Layout { header, rows })
+}
+
+/// The cursors of a binary COPY payload's rows, in order.
+pub fn cursors(payload: &[u8]) -> Result<Vec<i64>, Damaged> {
+    let l = layout(payload)?;
+    Ok(l.rows
+        .iter()
+        .map(|(_, _, c)| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&payload[*c..*c + 8]);
+            i64::from_be_bytes(b)
+        })
+        .collect())
+}
+
+/// The payload with only the rows whose cursor `keep` accepts.
+pub fn keep_rows(payload: &[u8], keep: impl Fn(i64) -> bool) -> Result<Vec<u8>, Damaged> {
+    let l = layout(payload)?;
+    let ids = cursors(payload)?;
+    let mut out = payload[..l.header].to_vec();
+    for ((start, end, _), id) in l.rows.iter().zip(ids) {
+        if keep(id) {
+            out.extend_from_slice(&payload[*start..*end]);
+        }
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(out)
+}
+
+/// Rewrites the first field (the `bigint` cursor) of every row of a binary COPY payload to
+/// `first, first + 1, ...`. Returns the payload and its row count.
+pub fn renumber(payload: &[u8], first: i64) -> Result<(Vec<u8>, u64), Damaged> {
+    let l = layout(payload)?;
+    let mut out = payload.to_vec();
+    for (i, (_, _, c)) in l.rows.iter().enumerate() {
+        let id = first + i as i64;
+        out[*c..*c + 8].copy_from_slice(&id.to_be_bytes());
+    }
+    Ok((out, l.rows.len() as u64))
 }
 
 #[cfg(test)]
@@ -234,6 +329,25 @@ mod tests {
             want.row().i64(7 + i).text("x").null();
         }
         assert_eq!(out, want.finish().to_vec());
+    }
+
+    #[test]
+    fn rows_are_kept_by_cursor_and_the_rest_renumbered() {
+        let mut e = CopyEncoder::new(2);
+        for i in 0..4 {
+            e.row().i64(10 + i).text(&format!("r{i}"));
+        }
+        let payload = e.finish();
+        assert_eq!(cursors(&payload).unwrap(), vec![10, 11, 12, 13]);
+        let kept = keep_rows(&payload, |id| id >= 12).unwrap();
+        let (out, rows) = renumber(&kept, 100).unwrap();
+        assert_eq!(rows, 2);
+        let mut want = CopyEncoder::new(2);
+        want.row().i64(100).text("r2");
+        want.row().i64(101).text("r3");
+        assert_eq!(out, want.finish().to_vec());
+        let none = keep_rows(&payload, |_| false).unwrap();
+        assert_eq!(renumber(&none, 1).unwrap().1, 0);
     }
 
     #[test]

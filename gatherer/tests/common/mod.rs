@@ -65,7 +65,12 @@ impl Rig {
             initial: Default::default(),
         };
         rig.wait_healthy(Duration::from_secs(30)).await;
-        rig.settle(Duration::from_millis(300)).await;
+        // Snapshots are stored once their splice point is certain: at the first later delta,
+        // or after `ws.snapshot_hold` of quiet (no traffic yet here), seen at the connection's
+        // next tick.
+        let tick = rig.file.ws.ping_interval.min(Duration::from_secs(1));
+        rig.settle(rig.file.ws.snapshot_hold + tick + Duration::from_millis(300))
+            .await;
         rig.initial = rig.snapshotted().await;
         rig
     }
@@ -329,7 +334,7 @@ pub async fn assert_complete_or_covered(rig: &Rig) -> Coverage {
 /// [`assert_complete_or_covered`] with another bound on the subscription latency of markets
 /// created while running.
 pub async fn assert_complete_within(rig: &Rig, subscription_latency_ms: i64) -> Coverage {
-    use kalshi_testkit::oracle::{Rules, judge};
+    use kalshi_testkit::oracle::{Reading, Rules, judge};
     let truth = kalshi_testkit::sim::SimControl::new(rig.sim.control_url())
         .truth()
         .await
@@ -338,10 +343,11 @@ pub async fn assert_complete_within(rig: &Rig, subscription_latency_ms: i64) -> 
     let held = kalshi_testkit::held::Held::from_gatherer(&mut c, &rig.file.gatherer_id)
         .await
         .unwrap();
+    // The gatherer judged is the only one: what it holds is what was captured.
     let v = judge(
         &truth,
         &held,
-        &[],
+        &[Reading::of(rig.file.gatherer_id.clone(), held.clone())],
         &Rules::settled(&[rig.file.gatherer_id.as_str()])
             .with_subscription_latency_ms(subscription_latency_ms),
     );
@@ -389,7 +395,8 @@ pub async fn traffic(rig: &Rig, rate: u64, secs: f64) {
 }
 
 /// The final books of every market the gatherer holds a snapshot of equal the exchange's,
-/// rebuilt from the last snapshot and the deltas stored after it.
+/// rebuilt as docs/archive.md tells users to: the last snapshot, plus the stored deltas
+/// stamped after its splice point (`last_delta_ts_ms`).
 pub async fn assert_books_match(rig: &Rig) {
     let snaps = rig.read_all(pb::Stream::OrderbookSnapshots).await;
     let mut last: HashMap<String, (i64, &pb::OrderbookSnapshot)> = HashMap::new();
@@ -401,11 +408,8 @@ pub async fn assert_books_match(rig: &Rig) {
         }
     }
     let stored = rig.read_all(pb::Stream::OrderbookDeltas).await;
-    // Deltas after each market's last snapshot, in arrival order: the snapshot's place among
-    // the deltas is given by receive time and connection run, not by cursor (different
-    // tables), so replay by the origin sequence number within the snapshot's run.
     for (market, (_, snap)) in &last {
-        let origin = snap.origin.as_ref().unwrap();
+        assert!(snap.last_delta_ts_ms > 0, "a splice point: {snap:?}");
         let mut yes: std::collections::BTreeMap<i64, i64> = snap
             .yes
             .iter()
@@ -420,12 +424,7 @@ pub async fn assert_books_match(rig: &Rig) {
             let Some(pb::record::Body::Delta(d)) = r.body.as_ref() else {
                 continue;
             };
-            let o = d.origin.as_ref().unwrap();
-            if d.market_ticker != *market
-                || o.conn_epoch != origin.conn_epoch
-                || o.sid != origin.sid
-                || o.seq <= origin.seq
-            {
+            if d.market_ticker != *market || d.ts_ms <= snap.last_delta_ts_ms {
                 continue;
             }
             let levels = if d.side == pb::Side::Yes as i32 {

@@ -152,6 +152,11 @@ pub struct WsSection {
     /// Widening of every declared gap on both sides, for clock differences.
     #[serde(with = "duration")]
     pub gap_margin: Duration,
+    /// How long an order-book snapshot waits for a delta after it before it is stored (its
+    /// splice point is then the last delta's millisecond, or, with none, its receipt plus half
+    /// of this: clocks and delivery must be within half of it). See docs/gatherer.md.
+    #[serde(with = "duration")]
+    pub snapshot_hold: Duration,
 }
 
 impl Default for WsSection {
@@ -167,6 +172,7 @@ impl Default for WsSection {
             reconnect_max: Duration::from_secs(30),
             subscribe_batch: 500,
             gap_margin: Duration::from_secs(2),
+            snapshot_hold: Duration::from_secs(2),
         }
     }
 }
@@ -418,6 +424,7 @@ impl FileConfig {
         c.ws.reconnect_max = Duration::from_millis(500);
         c.ws.command_timeout = Duration::from_secs(5);
         c.ws.gap_margin = Duration::from_millis(100);
+        c.ws.snapshot_hold = Duration::from_secs(1);
         c.registry.reconcile_interval = Duration::from_secs(30);
         c.backfill.margin = Duration::from_millis(500);
         c.backfill.polling_after = Duration::from_secs(2);

@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use super::book::MarketBook;
+use super::book::{MarketBook, Splice};
 use super::{LogLimiter, Shared, TradeHole};
 use crate::health::ConnState;
 use crate::metrics as m;
@@ -43,6 +43,7 @@ use crate::store::rows::{
     DeltaRow, GapReason, GapRow, LifecycleRow, Origin, SnapshotRow, Source, TickerRow, TradeRow,
 };
 use kalshi_shared::identity::{lifecycle_hash, ticker_hash};
+use route::{store_snapshot, unstored};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -334,6 +335,9 @@ impl Connection {
             leaving: Vec::new(),
         };
         let outcome = self.session_loop(&mut s, cancel).await;
+        for b in s.books.values_mut() {
+            unstored("connection_ended", b.invalidate());
+        }
         if matches!(outcome, Outcome::Lost(_)) {
             self.mark_disconnect(&s.markets);
         }
@@ -424,12 +428,21 @@ impl Connection {
                     for p in due {
                         s.send(p);
                     }
+                    // Pending snapshots whose boundary became certain by quiet (`book.rs`).
+                    for (t, b) in s.books.iter_mut() {
+                        if let Some(splice) = b.on_tick(now, cfg.snapshot_hold) {
+                            store_snapshot(&self.shared, t, b, splice);
+                        }
+                        // A quiet book whose last row was dropped is stored again too.
+                        let origin = Origin { received_ms: now_ms(), conn_epoch: s.epoch, sid: 0, seq: 0 };
+                        b.rearm(origin, now);
+                    }
                     let leaving = std::mem::take(&mut s.leaving);
                     for (until, t) in leaving {
                         if until > now {
                             s.leaving.push((until, t));
                         } else if !s.markets.contains(&t) {
-                            s.books.remove(&t);
+                            unstored("left", s.books.remove(&t).and_then(|mut b| b.invalidate()));
                             // A hole opened during the grace period ends here, declared.
                             if let Some((from, reason)) = self.holes.remove(&t) {
                                 self.gap(

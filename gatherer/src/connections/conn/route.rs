@@ -112,8 +112,8 @@ impl Connection {
                 return;
             }
         };
-        book.load(&yes, &no);
-        let last_delta_ts = book.last_delta_ts;
+        // Stored once its splice point is exact (`book.rs`), not now.
+        unstored("superseded", book.load(&yes, &no, origin, Instant::now()));
         if let Some((from, reason)) = self.holes.remove(&snap.market_ticker) {
             // The boundary millisecond: the window reaches back to the exchange time of the
             // last delta seen before the hole, even when the exchange clock lags the wall
@@ -132,14 +132,6 @@ impl Connection {
                 format!("deltas between {from} and the snapshot may be missing"),
             );
         }
-        self.shared.sinks.snapshots.push(SnapshotRow {
-            market_ticker: snap.market_ticker,
-            source: Source::Ws,
-            yes,
-            no,
-            last_delta_ts_ms: last_delta_ts,
-            origin,
-        });
     }
 
     pub(super) fn on_delta(
@@ -164,7 +156,7 @@ impl Connection {
             (Err(e), _) | (_, Err(e)) => {
                 self.bad_frame("orderbook_delta", &e.to_string());
                 // A delta we cannot read breaks the book as surely as a lost one.
-                book.invalidate();
+                unstored("broken_chain", book.invalidate());
                 self.holes
                     .entry(d.market_ticker.clone())
                     .or_insert((now, GapReason::BadDelta));
@@ -177,13 +169,24 @@ impl Connection {
             }
         };
         let ts = d.ts_ms_value();
-        if !book.apply(d.side, price, delta) {
+        // A delta of a later millisecond: the pending snapshot's boundary is certain.
+        if let Some(splice) = book.before_delta(ts) {
+            store_snapshot(&self.shared, &d.market_ticker, book, splice);
+        }
+        let (applied, violated) = book.apply(d.side, price, delta, ts, origin, Instant::now());
+        if let Some(splice) = violated {
+            metrics::counter!(m::SPLICE_VIOLATIONS).increment(1);
+            if let Some(suppressed) = self.limiter.check("splice_violation") {
+                tracing::warn!(market = %d.market_ticker, splice, ts = ?ts, suppressed, "a delta stamped at or before a quiet snapshot's splice point arrived later than the hold: storing a fresh snapshot at its next boundary");
+            }
+        }
+        if !applied {
             // The book went negative: something was lost before this delta.
             metrics::counter!(m::RESNAPSHOTS).increment(1);
             if let Some(suppressed) = self.limiter.check("negative_book") {
                 tracing::warn!(market = %d.market_ticker, suppressed, "delta drives a level negative; resnapshotting");
             }
-            book.invalidate();
+            unstored("broken_chain", book.invalidate());
             self.holes
                 .entry(d.market_ticker.clone())
                 .or_insert((self.last_good_ms, GapReason::InconsistentBook));
@@ -201,10 +204,7 @@ impl Connection {
             .shared
             .delta_occ
             .next(&d.market_ticker, ts, (d.side, price, delta));
-        if ts.is_some() {
-            book.last_delta_ts = ts;
-        }
-        self.shared.sinks.deltas.push(DeltaRow {
+        let stored = self.shared.sinks.deltas.push(DeltaRow {
             market_ticker: d.market_ticker,
             ts_ms: ts,
             side: d.side,
@@ -213,6 +213,13 @@ impl Connection {
             occurrence,
             origin,
         });
+        // A dropped delta (declared by the writer) leaves a hole in the stored deltas: the
+        // book, exact in memory, is stored again once rows are taken again.
+        if stored {
+            book.rearm(origin, Instant::now());
+        } else {
+            book.restore = true;
+        }
     }
 
     pub(super) fn on_trade(&mut self, t: TradeMsg, origin: Origin) {
@@ -292,6 +299,32 @@ impl Connection {
             // The registry is behind; a resync makes up for whatever it did not hear.
             let _ = self.shared.notes.try_send(Note::Resync);
         }
+    }
+}
+
+/// Stores a snapshot at its splice point: the book as it stands (see `book.rs`). A snapshot the
+/// writer drops is stored again later.
+pub(super) fn store_snapshot(shared: &Shared, market: &str, book: &mut MarketBook, splice: Splice) {
+    let (yes, no) = book.levels();
+    metrics::counter!(m::SNAPSHOT_SPLICES, "how" => splice.how).increment(1);
+    let stored = shared.sinks.snapshots.push(SnapshotRow {
+        market_ticker: market.to_owned(),
+        source: Source::Ws,
+        yes,
+        no,
+        last_delta_ts_ms: Some(splice.splice_ms),
+        as_of_ms: Some(splice.as_of_ms),
+        origin: splice.origin,
+    });
+    if !stored {
+        book.restore = true;
+    }
+}
+
+/// Counts a snapshot that was never stored (its chain broke before its boundary was certain).
+pub(super) fn unstored(reason: &'static str, p: Option<super::super::book::Pending>) {
+    if p.is_some() {
+        metrics::counter!(m::SNAPSHOTS_UNSTORED, "reason" => reason).increment(1);
     }
 }
 

@@ -49,7 +49,7 @@ impl Connection {
                 // They get no fresh snapshot; their hole is declared when the grace ends.
                 for (_, mk) in &s.leaving {
                     if let Some(b) = s.books.get_mut(mk) {
-                        b.invalidate();
+                        route::unstored("broken_chain", b.invalidate());
                     }
                     self.holes
                         .entry(mk.clone())
@@ -58,7 +58,7 @@ impl Connection {
                 let markets: Vec<String> = s.markets.iter().cloned().collect();
                 for mk in &markets {
                     if let Some(b) = s.books.get_mut(mk) {
-                        b.invalidate();
+                        route::unstored("broken_chain", b.invalidate());
                     }
                     self.holes
                         .entry(mk.clone())

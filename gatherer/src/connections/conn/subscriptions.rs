@@ -126,7 +126,7 @@ impl Connection {
             Channel::OrderbookDelta => {
                 for mk in &s.markets {
                     if let Some(b) = s.books.get_mut(mk) {
-                        b.invalidate();
+                        route::unstored("broken_chain", b.invalidate());
                     }
                     self.holes.entry(mk.clone()).or_insert((from, reason));
                 }
@@ -211,7 +211,10 @@ impl Connection {
     pub(super) fn forget_market(&mut self, s: &mut Session, ticker: &str) {
         self.rejected.insert(ticker.to_owned());
         s.markets.remove(ticker);
-        s.books.remove(ticker);
+        route::unstored(
+            "left",
+            s.books.remove(ticker).and_then(|mut b| b.invalidate()),
+        );
         if let Some((from, reason)) = self.holes.remove(ticker) {
             self.gap(
                 Stream::OrderbookDeltas,
