@@ -23,6 +23,7 @@ pub mod config;
 pub mod coverage;
 pub mod db;
 pub mod metrics;
+pub mod quarantine;
 pub mod rds;
 pub mod records;
 pub mod schema;
@@ -346,12 +347,10 @@ async fn start_streams(
             start,
         )?;
         let token = groups.sources.token();
-        groups
-            .sources
-            .spawn(format!("source_{}", g.id), async move {
-                src.run(token).await;
-                Ok(())
-            });
+        groups.sources.spawn(
+            format!("source_{}", g.id),
+            async move { src.run(token).await },
+        );
     }
     Ok(())
 }

@@ -15,11 +15,17 @@ pub const COMMIT_DURATION: &str = "dedup_commit_duration_seconds";
 pub const END_TO_END: &str = "dedup_end_to_end_seconds";
 pub const QUARANTINED: &str = "dedup_quarantined_total";
 pub const SINK_TRANSACTIONS: &str = "dedup_sink_transactions_total";
+/// 1 while a stream's writer is stalled on an error that is not its rows' fault.
+pub const SINK_STALLED: &str = "dedup_sink_stalled";
+/// Stalls begun, by stream and error class (`refused`, `schema`, `server`, `other`).
+pub const SINK_STALLS: &str = "dedup_sink_stalls_total";
 /// How a transaction brought its rows in: straight COPY into the table, the staging table
 /// and merge, or a straight COPY that met an already committed row (then merged).
 pub const SINK_PATHS: &[&str] = &["direct", "merge", "conflict"];
 pub const FAILOVER_IN_PROGRESS: &str = "dedup_rds_failover_in_progress";
 pub const INSTANCE_RESETS: &str = "dedup_instance_resets_total";
+/// A gatherer whose heads went below the stored cursors (same instance): read from the start.
+pub const HEAD_REGRESSIONS: &str = "dedup_head_regressions_total";
 pub const INVALID_RECORDS: &str = "dedup_invalid_records_total";
 pub const SOURCE_ERRORS: &str = "dedup_source_errors_total";
 pub const SOURCE_RECONNECTS: &str = "dedup_source_reconnects_total";
@@ -124,7 +130,15 @@ pub fn describe(gatherers: &[String]) {
     describe_gauge!(RDS_CONNECTED, "1 while production accepts writes");
     describe_counter!(
         RDS_ERRORS,
-        "Production errors by class (connection, read_only, transient, timeout, data, other)"
+        "Production errors by class (connection, read_only, transient, timeout, data, refused, schema, server, other)"
+    );
+    describe_gauge!(
+        SINK_STALLED,
+        "1 while a stream's writer is stalled: production refuses its transactions for a reason that is not the rows' (a privilege, a password, the schema, the server); nothing is quarantined and its cursors stay where they are"
+    );
+    describe_counter!(
+        SINK_STALLS,
+        "Stalls of a stream's writer begun, by the error's class: refused (28xxx, 42501), schema (42xxx, 3D, 3F, 0A), server (XX, 58, 55, 54, 57, F0, HV, P0), other"
     );
     describe_histogram!(
         COMMIT_DURATION,
@@ -148,7 +162,11 @@ pub fn describe(gatherers: &[String]) {
     );
     describe_counter!(
         INSTANCE_RESETS,
-        "Gatherer instance_id changes that reset its cursors"
+        "Gatherer instance_id changes (or heads gone back) that reset its cursors"
+    );
+    describe_counter!(
+        HEAD_REGRESSIONS,
+        "Gatherers whose heads went below the stored cursors under the same instance_id (a database restored from an older copy): read again from the start"
     );
     describe_counter!(
         INVALID_RECORDS,
@@ -180,6 +198,12 @@ pub fn describe(gatherers: &[String]) {
         metrics::counter!(RECORDS_WRITTEN, "stream" => t).increment(0);
         metrics::counter!(DUPLICATES_DROPPED, "stream" => t).increment(0);
         metrics::counter!(QUARANTINED, "stream" => t).increment(0);
+        metrics::gauge!(SINK_STALLED, "stream" => t).set(0.0);
+        for c in kalshi_shared::pg::DbErrorClass::ALL {
+            if c.needs_operator() {
+                metrics::counter!(SINK_STALLS, "stream" => t, "class" => c.label()).increment(0);
+            }
+        }
         for p in SINK_PATHS {
             metrics::counter!(SINK_TRANSACTIONS, "stream" => t, "path" => *p).increment(0);
         }
@@ -190,6 +214,7 @@ pub fn describe(gatherers: &[String]) {
     for g in gatherers {
         metrics::gauge!(GATHERER_HEALTH, "gatherer" => g.clone()).set(0.0);
         metrics::counter!(INSTANCE_RESETS, "gatherer" => g.clone()).increment(0);
+        metrics::counter!(HEAD_REGRESSIONS, "gatherer" => g.clone()).increment(0);
         metrics::counter!(INVALID_RECORDS, "gatherer" => g.clone()).increment(0);
         metrics::counter!(RETENTION_OVERRUNS, "gatherer" => g.clone()).increment(0);
         for k in SOURCE_ERROR_KINDS {

@@ -23,6 +23,16 @@ use crate::metrics as m;
 use crate::records::{self, Stream};
 use crate::sink::{Item, Page};
 
+/// Whether cursors stored for `stored` belong to the gatherer database answering as `live`:
+/// the same instance, or a later incarnation of it that this deduplicator started after the
+/// database went back (`"<instance>~<ms>"`, see [`Source::check_identity`]).
+pub fn same_incarnation(stored: &str, live: &str) -> bool {
+    stored == live
+        || stored
+            .strip_prefix(live)
+            .is_some_and(|rest| rest.starts_with('~'))
+}
+
 /// Why a gatherer's identity could not be confirmed (the stream retries after backoff).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 enum IdentityError {
@@ -141,18 +151,23 @@ impl Source {
             .increment(1);
     }
 
-    /// Runs every stream's Tail until shutdown.
+    /// Runs every stream's Tail until shutdown. A stream's task that ends before shutdown (a
+    /// panic included) ends this with an error: the service stops rather than go on with one
+    /// stream of one gatherer silently unread.
     #[tracing::instrument(name = "source", skip_all, fields(gatherer = %self.id))]
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         for s in Stream::ALL {
             let me = self.clone();
             let c = cancel.clone();
-            tasks.spawn(async move { me.run_stream(s, c).await });
+            tasks.spawn(async move {
+                me.run_stream(s, c).await;
+                s
+            });
         }
         let me = self.clone();
         let c = cancel.clone();
-        tasks.spawn(async move {
+        let mut health = tokio::spawn(async move {
             // Health follows the streams' state.
             loop {
                 me.board.gatherers[me.idx].refresh(false);
@@ -162,7 +177,35 @@ impl Source {
                 }
             }
         });
-        while tasks.join_next().await.is_some() {}
+        let ended = loop {
+            tokio::select! {
+                r = tasks.join_next() => match r {
+                    None => break None,
+                    Some(_) if cancel.is_cancelled() => {}
+                    Some(Ok(s)) => break Some(format!("the {} stream's task ended", s.table())),
+                    Some(Err(e)) if e.is_panic() => {
+                        let why = e
+                            .into_panic()
+                            .downcast::<String>()
+                            .map(|s| *s)
+                            .or_else(|p| p.downcast::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_else(|_| "no message".into());
+                        break Some(format!("a stream's task panicked: {why}"));
+                    }
+                    Some(Err(e)) => break Some(format!("a stream's task failed: {e}")),
+                },
+                _ = &mut health, if !health.is_finished() => {}
+            }
+        };
+        health.abort();
+        match ended {
+            Some(why) if !cancel.is_cancelled() => {
+                tracing::error!(gatherer = %self.id, reason = %why, "a source task died: stopping the deduplicator (systemd restarts it; it resumes from the stored cursors)");
+                tasks.abort_all();
+                anyhow::bail!("source {}: {why}", self.id)
+            }
+            _ => Ok(()),
+        }
     }
 
     #[tracing::instrument(name = "tail", skip_all, fields(stream = stream.table()))]
@@ -205,6 +248,16 @@ impl Source {
     async fn check_identity(&self, stream: Stream) -> Result<Arc<str>, IdentityError> {
         let _serial = self.identity.lock().await;
         let board = &self.board.gatherers[self.idx];
+        // The cursors before asking: every one of them was read from records committed before
+        // this Status, so for the same database none can be above its heads (a cursor read
+        // after the question could be: a Tail moves on meanwhile).
+        let (asked_for, after_before) = {
+            let pos = self
+                .pos
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (pos.instance.clone(), pos.after)
+        };
         let status = match tokio::time::timeout(
             self.cfg.connect_timeout * 2,
             self.client().status(pb::StatusRequest {}),
@@ -246,7 +299,43 @@ impl Source {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match &pos.instance {
-            Some(i) if **i == *status.instance_id => {}
+            Some(i) if same_incarnation(i, &status.instance_id) => {
+                // The same database, gone back (restored from a snapshot or a backup under the
+                // same instance id): its heads are below cursors it gave out. Reading on from
+                // them would skip the ids it hands out again for ever; it is read from the start
+                // instead, as a replaced instance is, under a new incarnation so that the stored
+                // cursors are replaced, not kept by GREATEST.
+                let same_asked = asked_for.as_deref() == pos.instance.as_deref();
+                let behind: Vec<String> = status
+                    .streams
+                    .iter()
+                    .filter_map(|st| {
+                        let s = Stream::from_pb(st.stream)?;
+                        let after = after_before[s.index()];
+                        (same_asked && st.head < after)
+                            .then(|| format!("{} head {} < cursor {after}", s.table(), st.head))
+                    })
+                    .collect();
+                if !behind.is_empty() {
+                    let incarnation =
+                        format!("{}~{}", status.instance_id, kalshi_shared::time::now_ms());
+                    tracing::error!(
+                        gatherer = %self.id,
+                        instance = %status.instance_id,
+                        behind = ?behind,
+                        "GATHERER WENT BACK (its database restored from an older copy?): its heads are below the stored cursors; reading it from the start"
+                    );
+                    metrics::counter!(m::INSTANCE_RESETS, "gatherer" => self.id.clone())
+                        .increment(1);
+                    metrics::counter!(m::HEAD_REGRESSIONS, "gatherer" => self.id.clone())
+                        .increment(1);
+                    pos.after = [0; 9];
+                    pos.instance = Some(Arc::from(incarnation.as_str()));
+                    for s in &board.streams {
+                        s.reset();
+                    }
+                }
+            }
             Some(old) => {
                 tracing::error!(
                     gatherer = %self.id,
@@ -349,6 +438,7 @@ impl Source {
                 Ok(Err(e)) => return self.tail_error(stream, &instance, e, limit).await,
             };
             backoff.reset();
+            kalshi_shared::failpoint::hit("deduplicator::source::page").await;
             board.note_head(page.head);
             // The gatherer's word that nothing lies at or below `through` beyond what it sent:
             // ids it never used are passed with a cursor-only commit, never waited on.
@@ -446,7 +536,14 @@ impl Source {
             return TailEnd::Retry;
         }
         if e.code() == tonic::Code::OutOfRange {
-            return self.retention_overrun(stream, instance, &msg).await;
+            let time = |k: &str| {
+                e.metadata()
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
+            let span = time(kalshi_proto::DROPPED_FROM_MS).zip(time(kalshi_proto::DROPPED_TO_MS));
+            return self.retention_overrun(stream, instance, &msg, span).await;
         }
         self.error("tail");
         tracing::warn!(gatherer = %self.id, stream = table, code = ?e.code(), error = %msg, "Tail failed: reconnecting");
@@ -455,7 +552,15 @@ impl Source {
 
     /// The gatherer dropped records this deduplicator had not read yet (retention): declare
     /// the hole as a gap of this gatherer in production, then go on from its oldest record.
-    async fn retention_overrun(&self, stream: Stream, instance: &Arc<str>, msg: &str) -> TailEnd {
+    /// The gap spans the exchange times the gatherer says the dropped records lie in, never
+    /// more; a gatherer that cannot say (older than this field) gets a gap up to now.
+    async fn retention_overrun(
+        &self,
+        stream: Stream,
+        instance: &Arc<str>,
+        msg: &str,
+        span: Option<(i64, i64)>,
+    ) -> TailEnd {
         self.error("out_of_range");
         let status = match tokio::time::timeout(
             self.cfg.connect_timeout * 2,
@@ -466,7 +571,7 @@ impl Source {
             Ok(Ok(s)) => s.into_inner(),
             _ => return TailEnd::Retry,
         };
-        if status.instance_id != **instance {
+        if !same_incarnation(instance, &status.instance_id) {
             return TailEnd::Retry;
         }
         let Some(oldest) = status
@@ -483,7 +588,8 @@ impl Source {
             return TailEnd::Retry;
         }
         let now = kalshi_shared::time::now_ms();
-        tracing::error!(gatherer = %self.id, stream = stream.table(), from_cursor = after + 1, to_cursor = oldest - 1, "records were dropped by the gatherer's retention before they were merged: declaring a gap and continuing from its oldest record");
+        let (from_ms, to_ms) = span.unwrap_or((0, now));
+        tracing::error!(gatherer = %self.id, stream = stream.table(), from_cursor = after + 1, to_cursor = oldest - 1, from_ms, to_ms, "records were dropped by the gatherer's retention before they were merged: declaring a gap over their times and continuing from its oldest record");
         metrics::counter!(m::RETENTION_OVERRUNS, "gatherer" => self.id.clone()).increment(1);
         let gap = pb::Record {
             cursor: 0,
@@ -492,14 +598,19 @@ impl Source {
                 id: -((stream.index() as i64 + 1) * 1_000_000_000_000 + after + 1),
                 stream: stream.to_pb() as i32,
                 market_ticker: String::new(),
-                from_ms: 0,
-                to_ms: now,
+                from_ms,
+                to_ms,
                 reason: "dedup_retention_overrun".into(),
                 detail: format!(
-                    "cursors {}..={} of {} were dropped by the gatherer's retention before the deduplicator merged them; their times are unknown",
+                    "cursors {}..={} of {} were dropped by the gatherer's retention before the deduplicator merged them; {}",
                     after + 1,
                     oldest - 1,
-                    stream.table()
+                    stream.table(),
+                    if span.is_some() {
+                        "the gap spans the times the gatherer says they lie in"
+                    } else {
+                        "the gatherer did not say their times"
+                    }
                 ),
             })),
         };

@@ -11,7 +11,7 @@
 //! | POST | `/rate` | `{"rate":N}`: messages per second |
 //! | GET | `/truth?after=P&limit=N&types=a,b` | published events after position P |
 //! | GET | `/truth/summary` | head position, counts by type, start time |
-//! | GET | `/truth/markets` | every market's REST view and book, all at one position |
+//! | GET | `/truth/markets` | every market's REST view and book, and every event's and series' REST view, all at one position |
 //! | GET | `/truth/books/{ticker}` | a market's current book and the position it reflects |
 //!
 //! It must never be reachable from the public endpoints (it listens on its own address), and
@@ -354,13 +354,27 @@ async fn markets(State(state): State<Arc<SimState>>) -> Json<serde_json::Value> 
             json!({
                 "market_ticker": m.ticker,
                 "is_mve": m.is_mve,
-                "rest": ex.rest_market(i as u32),
+                // What REST serves (faults included), the registry's ground truth.
+                "rest": crate::rest::market_json(&state, i as u32, &ex.rest_market(i as u32)),
                 "yes": side(m, Side::Yes),
                 "no": side(m, Side::No),
             })
         })
         .collect();
-    Json(json!({"pos": ex.pos(), "markets": markets}))
+    // Events and series as REST serves them (events without their nested markets).
+    let events: Vec<serde_json::Value> = ex
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({"event_ticker": e.ticker, "is_mve": e.is_mve, "rest": ex.rest_event(i, false)}))
+        .collect();
+    let series: Vec<serde_json::Value> = ex
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"ticker": s.ticker, "is_mve": s.is_mve, "rest": ex.rest_series(i)}))
+        .collect();
+    Json(json!({"pos": ex.pos(), "markets": markets, "events": events, "series": series}))
 }
 
 async fn book(State(state): State<Arc<SimState>>, Path(ticker): Path<String>) -> Response {

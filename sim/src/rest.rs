@@ -149,9 +149,9 @@ fn json<T: serde::Serialize>(v: &T) -> Response {
     (StatusCode::OK, Json(v)).into_response()
 }
 
-/// The `corrupt_markets` fault: a market at or past the fault's index is served with a field
-/// of the wrong type.
-fn market_json(state: &SimState, idx: u32, m: &Market) -> serde_json::Value {
+/// A market as REST serves it: with the `corrupt_markets` fault, a market at or past the
+/// fault's index is served with a field of the wrong type (the truth reports it so too).
+pub(crate) fn market_json(state: &SimState, idx: u32, m: &Market) -> serde_json::Value {
     let mut v = serde_json::to_value(m).unwrap_or_default();
     if lock(&state.faults)
         .corrupt_markets_from

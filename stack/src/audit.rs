@@ -9,15 +9,20 @@
 //! lost. A stack whose simulator is at rate 0 and published nothing after the cut is settled:
 //! everything is judged, the registry too.
 //!
+//! Every configured gatherer is read, always: a record missing from production is excused (a
+//! window every gatherer declared, or before its market's subscription) only if no gatherer
+//! holds it, and a gatherer that cannot be read makes such an excuse undecidable: the audit
+//! then says INCONCLUSIVE (exit 3), never PASSED.
+//!
 //! It must never take an expected value from production or a gatherer; gatherers are read only
-//! to tell a gap every gatherer declared from a loss downstream of them.
+//! to tell what some gatherer captured.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use kalshi_testkit::held::Held;
-use kalshi_testkit::oracle::{self, Rules, Verdict};
+use kalshi_testkit::oracle::{self, Reading, Rules, Verdict};
 use kalshi_testkit::sim::SimControl;
 
 use crate::GathererEndpoints;
@@ -152,17 +157,24 @@ pub async fn run(
         subscription_latency_ms: opts.subscription_latency.as_millis() as i64,
         cut_ms: (!settled).then_some(cut_ms),
     };
-    let verdict = oracle::judge(&truth, &held, &[], &rules);
-    if verdict.streams.iter().all(|s| s.declared == 0) {
-        return Ok(verdict);
+    // What every configured gatherer holds: no excuse may cover a record one of them holds.
+    let mut readings = Vec::new();
+    for g in gatherers {
+        let read = async {
+            let mut c = crate::gatherer_client(&g.grpc, g.tls.as_ref())
+                .await
+                .with_context(|| format!("connect to gatherer {}", g.id))?;
+            Held::from_gatherer(&mut c, &g.id).await
+        };
+        readings.push(if reachable.iter().any(|r| r.id == g.id) {
+            match read.await {
+                Ok(h) => Reading::of(g.id.clone(), h),
+                Err(e) => Reading::unreadable(g.id.clone(), format!("{e:#}")),
+            }
+        } else {
+            Reading::unreadable(g.id.clone(), "unreachable when the cut was taken")
+        });
     }
-    // Records excused by declared gaps: make sure no gatherer holds them.
-    let mut holdings = Vec::new();
-    for g in &reachable {
-        let mut c = crate::gatherer_client(&g.grpc, g.tls.as_ref())
-            .await
-            .with_context(|| format!("connect to gatherer {}", g.id))?;
-        holdings.push(Held::from_gatherer(&mut c, &g.id).await?);
-    }
-    Ok(oracle::judge(&truth, &held, &holdings, &rules))
+    say("the gatherers read".into());
+    Ok(oracle::judge(&truth, &held, &readings, &rules))
 }

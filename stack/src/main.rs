@@ -108,7 +108,9 @@ enum Cmd {
     /// Set the simulator's message rate.
     Rate { rate: u64 },
     /// Compare production with the ground truth through the oracle; exit 1 on any silent loss,
-    /// duplicate, invented or quarantined record, wrong book or unsubscribed market. On a live
+    /// duplicate, invented or quarantined record, wrong book or registry entry, or unsubscribed
+    /// market; exit 3 (INCONCLUSIVE) when nothing is wrong but an excuse could not be decided
+    /// (a configured gatherer could not be read, or no longer holds that time). On a live
     /// stack, records newer than the cut (where production is known complete) are in flight.
     Audit {
         #[arg(long)]
@@ -454,6 +456,10 @@ fn main() -> ExitCode {
                     print!("{}", report.table());
                 }
                 let archive_ok = if archive { verify_archive(&e)? } else { true };
+                if report.outcome == kalshi_testkit::oracle::Outcome::Inconclusive && archive_ok {
+                    // Nothing wrong found, but not everything decided: its own exit code.
+                    return Err(anyhow::Error::new(Inconclusive));
+                }
                 Ok(report.ok && archive_ok)
             }
             Cmd::Latency { over, json } => {
@@ -480,12 +486,25 @@ fn main() -> ExitCode {
     match r {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) if e.is::<Inconclusive>() => ExitCode::from(3),
         Err(e) => {
             eprintln!("kalshi-stack: {e:#}");
             ExitCode::from(2)
         }
     }
 }
+
+/// The audit found nothing wrong but could not decide everything (exit 3).
+#[derive(Debug)]
+struct Inconclusive;
+
+impl std::fmt::Display for Inconclusive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the audit is inconclusive")
+    }
+}
+
+impl std::error::Error for Inconclusive {}
 
 /// `audit --archive`: the deduplicator's own `archive verify` over the whole archive.
 fn verify_archive(e: &Endpoints) -> anyhow::Result<bool> {

@@ -24,6 +24,11 @@ pub struct HeldSnapshot {
     pub gatherer: String,
     pub source: String,
     pub received_ms: i64,
+    /// From when the book is the exchange's (production's `ts`).
+    pub as_of_ms: i64,
+    /// The splice point: the book reflects every delta with `ts_ms` at or before it (None:
+    /// it has none, as REST books).
+    pub splice_ms: Option<i64>,
     pub yes: Vec<(i64, i64)>,
     pub no: Vec<(i64, i64)>,
 }
@@ -52,8 +57,14 @@ pub struct Held {
     pub tickers: Vec<TickerKey>,
     pub lifecycle: Vec<LifecycleKey>,
     pub snapshots: Vec<HeldSnapshot>,
-    /// Registry: the latest body per market ticker.
+    /// Registry: the latest body per market, event and series ticker.
     pub markets: HashMap<String, Value>,
+    pub events: HashMap<String, Value>,
+    pub series: HashMap<String, Value>,
+    /// Per stream (table name): exchange times before this are no longer held here (its
+    /// retention dropped them, or its database was created after them). 0: held since the
+    /// start. Only a gatherer's reading has these.
+    pub retained_from_ms: HashMap<String, i64>,
     pub gaps: Vec<DeclaredGap>,
     /// Rows production refused (data errors), by stream.
     pub quarantined: HashMap<String, u64>,
@@ -148,7 +159,8 @@ impl Held {
             }
         }
         for r in sqlx::query(
-            "SELECT market_ticker, gatherer_id, source, received_ms, yes, no FROM orderbook_snapshots",
+            "SELECT market_ticker, gatherer_id, source, received_ms, yes, no, \
+             (extract(epoch FROM ts) * 1000)::bigint, last_delta_ts_ms FROM orderbook_snapshots",
         )
         .fetch_all(pool)
         .await
@@ -161,14 +173,24 @@ impl Held {
                 received_ms: r.try_get(3)?,
                 yes: jsonb_levels(&r.try_get::<Value, _>(4)?),
                 no: jsonb_levels(&r.try_get::<Value, _>(5)?),
+                as_of_ms: r.try_get(6)?,
+                splice_ms: r.try_get(7)?,
             });
         }
-        for r in sqlx::query("SELECT ticker, body FROM markets")
+        for (table, into) in [
+            ("markets", &mut h.markets),
+            ("events", &mut h.events),
+            ("series", &mut h.series),
+        ] {
+            for r in sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT ticker, body FROM {table}"
+            )))
             .fetch_all(pool)
             .await
-            .context("read production markets")?
-        {
-            h.markets.insert(r.try_get(0)?, r.try_get(1)?);
+            .with_context(|| format!("read production {table}"))?
+            {
+                into.insert(r.try_get(0)?, r.try_get(1)?);
+            }
         }
         for r in sqlx::query(
             "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps",
@@ -186,10 +208,14 @@ impl Held {
                 reason: r.try_get(5)?,
             });
         }
-        for r in sqlx::query("SELECT stream, count(*) FROM quarantine GROUP BY 1")
-            .fetch_all(pool)
-            .await
-            .context("read production quarantine")?
+        // Rows a replay put back in their table are resolved (`deduplicator quarantine replay`).
+        for r in sqlx::query(
+            "SELECT stream, count(*) FROM quarantine \
+             WHERE replay IS NULL OR replay NOT IN ('inserted', 'already_present') GROUP BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .context("read production quarantine")?
         {
             h.quarantined
                 .insert(r.try_get(0)?, r.try_get::<i64, _>(1)? as u64);
@@ -197,12 +223,29 @@ impl Held {
         Ok(h)
     }
 
-    /// Reads everything one gatherer holds through its gRPC API.
+    /// Reads everything one gatherer holds through its gRPC API, and from its `Status` what it
+    /// no longer holds (its retention horizon per stream).
     pub async fn from_gatherer(
         client: &mut GathererClient<Channel>,
         gatherer_id: &str,
     ) -> anyhow::Result<Held> {
         let mut h = Held::default();
+        let status = client
+            .status(pb::StatusRequest {})
+            .await
+            .context("gatherer status")?
+            .into_inner();
+        anyhow::ensure!(
+            status.gatherer_id == gatherer_id,
+            "the endpoint answers as gatherer {:?}, not {gatherer_id:?}",
+            status.gatherer_id
+        );
+        for st in &status.streams {
+            if let Some(s) = kalshi_proto::Stream::from_pb(st.stream) {
+                h.retained_from_ms
+                    .insert(s.table().to_owned(), st.retained_from_ms);
+            }
+        }
         for stream in [
             pb::Stream::Trades,
             pb::Stream::OrderbookDeltas,
@@ -210,16 +253,18 @@ impl Held {
             pb::Stream::Tickers,
             pb::Stream::Lifecycle,
             pb::Stream::Markets,
+            pb::Stream::Events,
+            pb::Stream::Series,
             pb::Stream::Gaps,
         ] {
             for r in read_all(client, stream).await? {
-                h.add_record(gatherer_id, r);
+                h.add_record(gatherer_id, stream, r);
             }
         }
         Ok(h)
     }
 
-    fn add_record(&mut self, gatherer_id: &str, r: pb::Record) {
+    fn add_record(&mut self, gatherer_id: &str, stream: pb::Stream, r: pb::Record) {
         use pb::record::Body;
         let Some(body) = r.body else {
             self.unreadable
@@ -264,17 +309,35 @@ impl Held {
                         .push(format!("lifecycle {}: {e:#}", r.cursor)),
                 }
             }
-            Body::Snapshot(s) => self.snapshots.push(HeldSnapshot {
-                market: s.market_ticker,
-                gatherer: gatherer_id.to_owned(),
-                source: s.source,
-                received_ms: s.origin.map(|o| o.received_ms).unwrap_or_default(),
-                yes: pb_levels(&s.yes),
-                no: pb_levels(&s.no),
-            }),
+            Body::Snapshot(s) => {
+                let received_ms = s.origin.map(|o| o.received_ms).unwrap_or_default();
+                self.snapshots.push(HeldSnapshot {
+                    market: s.market_ticker,
+                    gatherer: gatherer_id.to_owned(),
+                    source: s.source,
+                    received_ms,
+                    as_of_ms: if s.as_of_ms != 0 {
+                        s.as_of_ms
+                    } else {
+                        received_ms
+                    },
+                    splice_ms: (s.last_delta_ts_ms != 0).then_some(s.last_delta_ts_ms),
+                    yes: pb_levels(&s.yes),
+                    no: pb_levels(&s.no),
+                })
+            }
             Body::Registry(v) => {
-                if let Ok(body) = serde_json::from_str::<Value>(&v.body_json) {
-                    self.markets.insert(v.ticker, body);
+                let into = match stream {
+                    pb::Stream::Events => &mut self.events,
+                    pb::Stream::Series => &mut self.series,
+                    _ => &mut self.markets,
+                };
+                // In cursor order: the last version read is the latest.
+                match serde_json::from_str::<Value>(&v.body_json) {
+                    Ok(body) => {
+                        into.insert(v.ticker, body);
+                    }
+                    Err(e) => self.unreadable.push(format!("registry {}: {e}", r.cursor)),
                 }
             }
             Body::Gap(g) => self.gaps.push(DeclaredGap {

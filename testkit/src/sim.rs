@@ -62,6 +62,14 @@ pub struct MarketNow {
     pub no: Vec<(i64, i64)>,
 }
 
+/// An event or series as the exchange serves it now.
+#[derive(Debug, Clone)]
+pub struct RegistryNow {
+    pub is_mve: bool,
+    /// Its REST view (an event without its nested markets).
+    pub rest: Value,
+}
+
 /// Everything the simulator published up to `head`, and its markets at `markets_pos`
 /// (the same position when read by [`SimControl::truth`]).
 #[derive(Debug, Clone, Default)]
@@ -79,6 +87,9 @@ pub struct Truth {
     pub closed: HashMap<String, i64>,
     /// Every market (from `/truth/markets`) at position `markets_pos` (<= `head`).
     pub markets: HashMap<String, MarketNow>,
+    /// Every event and series, at the same position.
+    pub events: HashMap<String, RegistryNow>,
+    pub series: HashMap<String, RegistryNow>,
     pub markets_pos: u64,
 }
 
@@ -375,6 +386,24 @@ impl SimControl {
                     no: levels(&m["no"])?,
                 },
             );
+        }
+        for (key, field, into) in [
+            ("events", "event_ticker", &mut t.events),
+            ("series", "ticker", &mut t.series),
+        ] {
+            for e in markets[key]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                into.insert(
+                    text(e, field)?,
+                    RegistryNow {
+                        is_mve: e["is_mve"].as_bool().unwrap_or(false),
+                        rest: e["rest"].clone(),
+                    },
+                );
+            }
         }
         // The truth file is flushed after each batch: read until it covers the books.
         // Records past the books' position are left out: the truth then ends exactly where

@@ -315,7 +315,7 @@ pub async fn copy_back(pool: &PgPool, days: i64, period_ms: i64) {
                  SELECT market_ticker, ts - {shift}, CASE WHEN ts_ms = 0 THEN 0 ELSE ts_ms - {ms} END, content_hash, occurrence, gatherer_key, body, gatherer_id
                  FROM tickers WHERE ts > now() - interval '1 day'"),
         format!("INSERT INTO orderbook_snapshots (market_ticker, ts, gatherer_id, source, conn_epoch, sid, seq, received_ms, yes, no, last_delta_ts_ms)
-                 SELECT market_ticker, ts - {shift}, gatherer_id, source, conn_epoch, sid, seq, received_ms - {ms}, yes, no, last_delta_ts_ms
+                 SELECT market_ticker, ts - {shift}, gatherer_id, source, conn_epoch, sid, seq, received_ms - {ms}, yes, no, last_delta_ts_ms - {ms}
                  FROM orderbook_snapshots WHERE ts > now() - interval '1 day'"),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql))

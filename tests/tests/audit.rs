@@ -1,6 +1,9 @@
 //! `kalshi-stack audit` itself: it passes on a live stack at 2,000 msg/s (records after its
-//! cut reported as in flight, never as lost), and it fails, naming the stream and the count,
-//! for each loss injected into production.
+//! cut reported as in flight, never as lost); on the settled stack, every deletion, duplication
+//! or alteration of a production row, in every stream (a market's first delta, one copy of
+//! identical deltas, snapshots' splice points and books, the registry, a loss behind a window
+//! every gatherer declared), makes it fail and name the record; and a gatherer that cannot be
+//! read makes it INCONCLUSIVE (exit 3), never PASSED.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -9,6 +12,7 @@ use std::time::Duration;
 
 use kalshi_stack::audit::{self, AuditOptions};
 use kalshi_stack::{Options, Stack};
+use kalshi_testkit::oracle::{Outcome, Verdict};
 
 async fn production(s: &Stack) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
@@ -43,7 +47,13 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
     o.rate = 2000;
     o.log_level = "info".into();
     let mut s = Stack::up(o).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The exchange clock stands still for a moment: many records share one millisecond, some
+    // of them identical deltas (their copies are what the audit must count exactly).
+    s.fault(serde_json::json!({"fault": "clock_freeze", "duration_ms": 1500}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
 
     // Live: traffic keeps flowing while the audit runs.
     let live = audit::run(
@@ -74,60 +84,272 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
     assert!(out.contains("AUDIT PASSED"), "{out}");
 
     let pool = production(&s).await;
-    // A row deleted from production: one delta silently missing. The newest delta of the
-    // busiest market (one that existed from the start, far past its subscription bound).
-    let n = sqlx::query(
-        "DELETE FROM orderbook_deltas WHERE ctid = (SELECT ctid FROM orderbook_deltas WHERE market_ticker = \
-         (SELECT market_ticker FROM orderbook_deltas GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1) \
-         ORDER BY ts_ms DESC LIMIT 1)",
+    let mut conn = pool.acquire().await.unwrap();
+    let settled = AuditOptions {
+        settled: true,
+        ..AuditOptions::default()
+    };
+    let audit = |s: &Stack| {
+        let (sim, url, g) = (
+            s.endpoints.sim_control.clone(),
+            s.production_direct_url(),
+            s.endpoints.gatherers.clone(),
+        );
+        let opts = settled.clone();
+        async move { audit::run(&sim, &url, &g, &opts).await.unwrap() }
+    };
+    let one = |q: &str| {
+        let q = q.to_owned();
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    // Each change to a settled production, in every stream, makes the audit fail and name the
+    // record; each is undone before the next. (`apply`, `undo`, the check, what the table must
+    // name.)
+    let market: String = one(
+        "SELECT market_ticker FROM orderbook_deltas GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
     )
-    .execute(&pool)
-    .await
-    .unwrap()
-    .rows_affected();
-    assert_eq!(n, 1);
+    .await;
+    let trade = one("SELECT trade_id FROM trades WHERE yes_price BETWEEN 100000 AND 900000 ORDER BY trade_id LIMIT 1").await;
+    // The very first delta of the busiest market (published in its first seconds).
+    let first_ts = one(&format!(
+        "SELECT min(ts_ms)::text FROM orderbook_deltas WHERE market_ticker = '{market}'"
+    ))
+    .await;
+    // A copy of identical deltas of one millisecond (the frozen clock made some).
+    let pair: String = one(
+        "SELECT coalesce(min(format('%s|%s|%s|%s|%s', market_ticker, ts_ms, side, price, delta)), '') FROM \
+         (SELECT market_ticker, ts_ms, side, price, delta FROM orderbook_deltas GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1) x",
+    )
+    .await;
+    assert!(
+        !pair.is_empty(),
+        "no identical deltas in one millisecond to remove a copy of"
+    );
+    let p: Vec<&str> = pair.split('|').collect();
+    let pair_where = format!(
+        "market_ticker = '{}' AND ts_ms = {} AND side = {} AND price = {} AND delta = {}",
+        p[0], p[1], p[2], p[3], p[4]
+    );
+    let ticker_row =
+        one("SELECT ctid::text FROM tickers ORDER BY committed_at, ctid LIMIT 1 OFFSET 5").await;
+    let ticker_market = one(&format!(
+        "SELECT market_ticker FROM tickers WHERE ctid = '{ticker_row}'"
+    ))
+    .await;
+    let lifecycle_ticker =
+        one("SELECT ticker FROM lifecycle WHERE kind = 'market' ORDER BY received_ms LIMIT 1")
+            .await;
+    let event = one("SELECT ticker FROM events ORDER BY ticker LIMIT 1").await;
+    let series = one("SELECT ticker FROM series ORDER BY ticker LIMIT 1").await;
+    let registry_market = one("SELECT ticker FROM markets ORDER BY ticker LIMIT 1").await;
+    type Check = fn(&Verdict) -> bool;
+    let cases: Vec<(&str, String, String, Check, String)> = vec![
+        (
+            "a trade deleted",
+            format!("CREATE TEMP TABLE saved AS SELECT * FROM trades WHERE trade_id = '{trade}'; DELETE FROM trades WHERE trade_id = '{trade}'"),
+            "INSERT INTO trades SELECT * FROM saved; DROP TABLE saved".into(),
+            |v| v.stream("trades").unwrap().silent == 1,
+            trade.clone(),
+        ),
+        (
+            "a trade re-priced",
+            format!("UPDATE trades SET yes_price = yes_price + 10000, no_price = no_price - 10000 WHERE trade_id = '{trade}'"),
+            format!("UPDATE trades SET yes_price = yes_price - 10000, no_price = no_price + 10000 WHERE trade_id = '{trade}'"),
+            |v| {
+                let t = v.stream("trades").unwrap();
+                t.silent == 1 && t.unexpected == 1
+            },
+            trade.clone(),
+        ),
+        (
+            "a trade duplicated",
+            format!("INSERT INTO trades (trade_id, ts, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, gatherer_id) \
+                     SELECT trade_id, ts + interval '1 millisecond', market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, gatherer_id FROM trades WHERE trade_id = '{trade}'"),
+            format!("DELETE FROM trades WHERE trade_id = '{trade}' AND ts = (SELECT max(ts) FROM trades WHERE trade_id = '{trade}')"),
+            |v| v.stream("trades").unwrap().duplicated == 1,
+            trade.clone(),
+        ),
+        (
+            "the first delta of a market deleted",
+            format!("CREATE TEMP TABLE saved AS SELECT * FROM orderbook_deltas WHERE market_ticker = '{market}' AND ts_ms = {first_ts}; \
+                     DELETE FROM orderbook_deltas WHERE market_ticker = '{market}' AND ts_ms = {first_ts}"),
+            "INSERT INTO orderbook_deltas SELECT * FROM saved; DROP TABLE saved".into(),
+            |v| v.stream("orderbook_deltas").unwrap().silent >= 1,
+            format!("{market}\", {first_ts}"),
+        ),
+        (
+            "one copy of identical deltas deleted",
+            format!("CREATE TEMP TABLE saved AS SELECT * FROM orderbook_deltas WHERE {pair_where} ORDER BY occurrence DESC LIMIT 1; \
+                     DELETE FROM orderbook_deltas WHERE ctid = (SELECT ctid FROM orderbook_deltas WHERE {pair_where} ORDER BY occurrence DESC LIMIT 1)"),
+            "INSERT INTO orderbook_deltas SELECT * FROM saved; DROP TABLE saved".into(),
+            |v| {
+                let d = v.stream("orderbook_deltas").unwrap();
+                d.silent == 1 && d.short_multiplicity == 1
+            },
+            format!("{}\", {}", p[0], p[1]),
+        ),
+        (
+            "a delta altered",
+            format!("UPDATE orderbook_deltas SET delta = delta + 100 WHERE ctid = (SELECT ctid FROM orderbook_deltas WHERE market_ticker = '{market}' ORDER BY ts_ms DESC LIMIT 1)"),
+            format!("UPDATE orderbook_deltas SET delta = delta - 100 WHERE ctid = (SELECT ctid FROM orderbook_deltas WHERE market_ticker = '{market}' ORDER BY ts_ms DESC LIMIT 1)"),
+            |v| {
+                let d = v.stream("orderbook_deltas").unwrap();
+                d.silent == 1 && d.unexpected == 1 && v.books.rebuilds_wrong >= 1
+            },
+            market.clone(),
+        ),
+        (
+            "a ticker deleted",
+            format!("CREATE TEMP TABLE saved AS SELECT * FROM tickers WHERE ctid = '{ticker_row}'; DELETE FROM tickers WHERE ctid = '{ticker_row}'"),
+            "INSERT INTO tickers SELECT * FROM saved; DROP TABLE saved".into(),
+            |v| v.stream("tickers").unwrap().silent == 1,
+            ticker_market.clone(),
+        ),
+        (
+            "a ticker duplicated",
+            format!("INSERT INTO tickers (market_ticker, ts, ts_ms, content_hash, occurrence, gatherer_key, body, gatherer_id) \
+                     SELECT market_ticker, ts, ts_ms, content_hash, occurrence + 1000, gatherer_key, body, gatherer_id FROM tickers WHERE ctid = '{ticker_row}'"),
+            "DELETE FROM tickers WHERE occurrence >= 1000".into(),
+            |v| v.stream("tickers").unwrap().duplicated == 1,
+            "held 2 times, published 1".into(),
+        ),
+        (
+            "a lifecycle event deleted",
+            format!("CREATE TEMP TABLE saved AS SELECT * FROM lifecycle WHERE ticker = '{lifecycle_ticker}' AND kind = 'market' ORDER BY received_ms LIMIT 1; \
+                     DELETE FROM lifecycle WHERE ctid = (SELECT ctid FROM lifecycle WHERE ticker = '{lifecycle_ticker}' AND kind = 'market' ORDER BY received_ms LIMIT 1)"),
+            "INSERT INTO lifecycle SELECT * FROM saved; DROP TABLE saved".into(),
+            |v| v.stream("lifecycle").unwrap().silent == 1,
+            lifecycle_ticker.clone(),
+        ),
+        (
+            "every snapshot's splice point shifted back 2 s",
+            "UPDATE orderbook_snapshots SET last_delta_ts_ms = last_delta_ts_ms - 2000 WHERE last_delta_ts_ms IS NOT NULL".into(),
+            "UPDATE orderbook_snapshots SET last_delta_ts_ms = last_delta_ts_ms + 2000 WHERE last_delta_ts_ms IS NOT NULL".into(),
+            |v| v.books.snapshots_wrong > 0,
+            "is not the exchange's book at its splice point".into(),
+        ),
+        (
+            "a snapshot's book altered",
+            format!("UPDATE orderbook_snapshots SET yes = yes || '[[1000, 100]]'::jsonb WHERE ctid = (SELECT ctid FROM orderbook_snapshots WHERE market_ticker = '{market}' ORDER BY ts DESC LIMIT 1)"),
+            format!("UPDATE orderbook_snapshots SET yes = yes - (jsonb_array_length(yes) - 1) WHERE ctid = (SELECT ctid FROM orderbook_snapshots WHERE market_ticker = '{market}' ORDER BY ts DESC LIMIT 1)"),
+            |v| v.books.snapshots_wrong == 1,
+            market.clone(),
+        ),
+        (
+            "an empty REST snapshot of a book that is not",
+            format!("INSERT INTO orderbook_snapshots (market_ticker, ts, gatherer_id, source, conn_epoch, sid, seq, received_ms, yes, no, last_delta_ts_ms) \
+                     SELECT market_ticker, ts, gatherer_id, 'rest', 0, 0, 0, received_ms, '[]', '[]', NULL FROM orderbook_snapshots \
+                     WHERE market_ticker = '{market}' ORDER BY ts DESC LIMIT 1"),
+            "DELETE FROM orderbook_snapshots WHERE source = 'rest'".into(),
+            |v| v.books.rest_wrong == 1,
+            format!("REST snapshot of {market}"),
+        ),
+        (
+            "a market's field changed",
+            format!("CREATE TEMP TABLE saved AS SELECT * FROM markets WHERE ticker = '{registry_market}'; UPDATE markets SET body = jsonb_set(body, '{{rules_primary}}', '\"changed\"') WHERE ticker = '{registry_market}'"),
+            format!("DELETE FROM markets WHERE ticker = '{registry_market}'; INSERT INTO markets SELECT * FROM saved; DROP TABLE saved"),
+            |v| v.registry.iter().any(|r| r.kind == "market" && r.wrong == 1),
+            format!("market {registry_market}: rules_primary"),
+        ),
+        (
+            "an event's title changed",
+            format!("CREATE TEMP TABLE saved AS SELECT * FROM events WHERE ticker = '{event}'; UPDATE events SET body = jsonb_set(body, '{{title}}', '\"changed\"') WHERE ticker = '{event}'"),
+            format!("DELETE FROM events WHERE ticker = '{event}'; INSERT INTO events SELECT * FROM saved; DROP TABLE saved"),
+            |v| v.registry.iter().any(|r| r.kind == "event" && r.wrong == 1),
+            format!("event {event}: title"),
+        ),
+        (
+            "a series deleted",
+            format!("CREATE TEMP TABLE saved AS SELECT * FROM series WHERE ticker = '{series}'; DELETE FROM series WHERE ticker = '{series}'"),
+            "INSERT INTO series SELECT * FROM saved; DROP TABLE saved".into(),
+            |v| v.registry.iter().any(|r| r.kind == "series" && r.wrong == 1),
+            format!("series {series} is not in the registry"),
+        ),
+        (
+            "a delta deleted behind a window every gatherer declared",
+            format!("INSERT INTO gaps (gatherer_id, instance_id, gap_id, stream, market_ticker, from_ms, to_ms, reason, detail) \
+                     SELECT g, 'injected', -1, 'orderbook_deltas', '', 0, 9000000000000, 'disconnect', 'injected' FROM UNNEST(ARRAY['g1','g2','g3']) g; \
+                     CREATE TEMP TABLE saved AS SELECT * FROM orderbook_deltas WHERE market_ticker = '{market}' ORDER BY ts_ms DESC LIMIT 1; \
+                     DELETE FROM orderbook_deltas WHERE ctid = (SELECT ctid FROM orderbook_deltas WHERE market_ticker = '{market}' ORDER BY ts_ms DESC LIMIT 1)"),
+            "DELETE FROM gaps WHERE instance_id = 'injected'; INSERT INTO orderbook_deltas SELECT * FROM saved; DROP TABLE saved".into(),
+            |v| {
+                let d = v.stream("orderbook_deltas").unwrap();
+                d.silent == 1 && d.silent_behind_gap == 1
+            },
+            "lost downstream (a gatherer holds it, inside a declared window)".into(),
+        ),
+        (
+            "a row in quarantine",
+            "INSERT INTO quarantine (gatherer_id, stream, cursor, instance_id, record, summary, error, sqlstate) VALUES ('g1', 'trades', -7, 'injected', '\\x00', 'injected', 'injected', '23514')".into(),
+            "DELETE FROM quarantine WHERE instance_id = 'injected'".into(),
+            |v| v.quarantined == 1,
+            "1 rows quarantined".into(),
+        ),
+    ];
+    let clean = audit(&s).await;
+    assert!(clean.ok, "before the injections:\n{}", clean.table());
+    for (name, apply, undo, check, named) in &cases {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(apply.clone()))
+            .execute(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = audit(&s).await;
+        let table = v.table();
+        eprintln!("{name}:\n{table}");
+        assert_eq!(v.outcome, Outcome::Failed, "{name}:\n{table}");
+        assert!(check(&v), "{name}:\n{table}");
+        assert!(
+            table.contains(named.as_str()),
+            "{name} names {named:?}:\n{table}"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(undo.clone()))
+            .execute(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("undo {name}: {e}"));
+    }
+    // Everything undone: the audit passes again (the CLI, exit 0).
     let (code, out) = cli_audit(&s);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("AUDIT FAILED"), "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("orderbook_deltas"))
-        .unwrap();
-    let cols: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cols[6], "1", "one silent delta: {line}");
+    assert_eq!(code, Some(0), "after the undos:\n{out}");
 
-    // A duplicate inserted into production: a trade stored twice under another id... the key
-    // forbids that, so a ticker copied with another occurrence (the same content twice).
-    let n = sqlx::query(
-        "INSERT INTO tickers (market_ticker, ts, ts_ms, content_hash, occurrence, gatherer_key, body, gatherer_id) \
-         SELECT market_ticker, ts, ts_ms, content_hash, occurrence + 1000, gatherer_key, body, gatherer_id \
-         FROM tickers ORDER BY committed_at LIMIT 1",
-    )
-    .execute(&pool)
-    .await
-    .unwrap()
-    .rows_affected();
-    assert_eq!(n, 1);
-    let v = audit::run(
-        &s.endpoints.sim_control,
-        &s.production_direct_url(),
-        &s.endpoints.gatherers,
-        &AuditOptions {
-            settled: true,
-            ..AuditOptions::default()
-        },
-    )
+    // The CLI on one loss: exit 1 and the stream's silent count.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TEMP TABLE saved AS SELECT * FROM trades WHERE trade_id = '{trade}'; DELETE FROM trades WHERE trade_id = '{trade}'"
+    )))
+    .execute(&mut *conn)
     .await
     .unwrap();
-    eprintln!("injected:\n{}", v.table());
-    assert!(!v.ok);
-    assert_eq!(v.stream("orderbook_deltas").unwrap().silent, 1);
-    assert_eq!(v.stream("tickers").unwrap().duplicated, 1);
     let (code, out) = cli_audit(&s);
     assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("AUDIT FAILED") && out.contains(&trade),
+        "{out}"
+    );
+    sqlx::raw_sql("INSERT INTO trades SELECT * FROM saved; DROP TABLE saved")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+
+    // A configured gatherer that cannot be read: INCONCLUSIVE, exit 3, never PASSED.
+    assert_eq!(s.terminate_gatherer(2).unwrap(), Some(0));
+    let (code, out) = cli_audit(&s);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("AUDIT INCONCLUSIVE") && out.contains("gatherer g2"),
+        "{out}"
+    );
+    drop(conn);
     pool.close().await;
     let codes = tokio::task::spawn_blocking(move || s.down()).await.unwrap();
     for (name, code) in codes {
-        assert_eq!(code, Some(0), "{name} exits 0 on SIGTERM");
+        // g2 was stopped (exit 0) above.
+        if name != "g2" {
+            assert_eq!(code, Some(0), "{name} exits 0 on SIGTERM");
+        }
     }
 }

@@ -24,7 +24,12 @@ fn assert_clean(a: &Verdict) {
         a.audited_through_ms, None,
         "a settled stack is judged whole"
     );
-    assert!(a.snapshots_checked > 0 && a.registry_compared.is_some());
+    assert!(
+        a.books.snapshots > 0 && a.books.rebuilds > 0,
+        "{:?}",
+        a.books
+    );
+    assert!(a.registry_totals().is_some_and(|(n, _)| n > 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

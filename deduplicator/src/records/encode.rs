@@ -70,9 +70,16 @@ impl Encoder {
             }
             (Stream::OrderbookSnapshots, Some(Body::Snapshot(s))) => {
                 let o = s.origin.unwrap_or_default();
+                // Readers take the latest snapshot at or before a time by `ts`: the time from
+                // which the stored book is the exchange's (its splice point, or its receipt).
+                let ts = if s.as_of_ms != 0 {
+                    s.as_of_ms
+                } else {
+                    o.received_ms
+                };
                 c.row()
                     .text(&s.market_ticker)
-                    .timestamptz_ms(o.received_ms)
+                    .timestamptz_ms(ts)
                     .text(src.gatherer_id);
                 c.text(&s.source)
                     .i64(o.conn_epoch)

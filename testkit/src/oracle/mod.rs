@@ -2,35 +2,49 @@
 //!
 //! Rules (DESIGN.md, "The oracle"):
 //! - expected values come only from the truth ([`Truth`]); the store ([`Held`]) is only what is
-//!   judged;
+//!   judged, and the gatherers' readings only tell what some gatherer captured;
 //! - content, not ids: trades by every field, deltas as a multiset of `(market, ts_ms, side,
-//!   price, delta)`, tickers and lifecycle as multisets of canonical content, snapshots equal
-//!   to the exchange's book at some point of its history, the registry equal to the exchange's
-//!   REST view;
-//! - a missing record is excused only (a) after the cut (`in flight`), (b) within the bounded
-//!   subscription latency after its market appeared in the truth (`before subscription`), or
-//!   (c) inside a window that every gatherer declared for that stream and market (or for the
-//!   whole stream), exactly as declared. A record inside such a window that some gatherer did
-//!   capture is not excused: that loss happened downstream;
-//! - anything else missing, any duplicate, anything never published, any wrong snapshot and
-//!   any quarantined row fails.
+//!   price, delta)`, tickers and lifecycle as multisets of canonical content;
+//! - a missing record is excused only (a) after the cut (`in flight`), (b) inside a window that
+//!   every gatherer declared for that stream and market (or for the whole stream), exactly as
+//!   declared, or (c) before the first record of its market and stream that any gatherer holds,
+//!   within the bounded subscription latency after the market appeared (`before
+//!   subscription`); and in (b) and (c) only if no gatherer holds it ([`streams`]);
+//! - the verdict does not depend on which gatherers answer or what they still retain: a
+//!   configured gatherer that cannot be read, or no longer holds records of a time, makes an
+//!   excuse of that time undecidable, and the verdict INCONCLUSIVE, never PASSED;
+//! - books: every snapshot equals the exchange's book at its splice point, and the book a user
+//!   rebuilds from the store (docs/archive.md) equals the exchange's ([`books`]);
+//! - the registry, on a settled system: every market, event and series with every field the
+//!   exchange serves ([`registry`]);
+//! - anything else missing, any duplicate, anything never published, any wrong book and any
+//!   quarantined row fails.
 //!
 //! It must never widen a window, guess a subscription time from the store, or read an
 //! expected value from the system under test.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher as _};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::held::{DeclaredGap, Held};
-use crate::sim::{Fact, Truth};
+use crate::held::Held;
+use crate::sim::Truth;
+
+mod books;
+mod registry;
+mod streams;
+
+pub use books::BookVerdict;
+pub use registry::{QUOTE_FIELDS, RegistryVerdict};
+use streams::{
+    Declarations, captured, compare, delta_keys, lifecycle_keys, ticker_keys, trade_keys,
+};
 
 /// How strictly to judge.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    /// The gatherers whose declarations count: a window excuses a record only when every one
-    /// of them declared it.
+    /// The configured gatherers: a window excuses a record only when every one of them
+    /// declared it, and every one must be read for an excuse to be decided.
     pub gatherers: Vec<String>,
     /// The bound on the time from a market's appearance in the truth to its subscription.
     pub subscription_latency_ms: i64,
@@ -56,6 +70,29 @@ impl Rules {
     }
 }
 
+/// One configured gatherer as it could be read: what it holds, or why it could not be read.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    pub id: String,
+    pub held: Result<Held, String>,
+}
+
+impl Reading {
+    pub fn of(id: impl Into<String>, held: Held) -> Reading {
+        Reading {
+            id: id.into(),
+            held: Ok(held),
+        }
+    }
+
+    pub fn unreadable(id: impl Into<String>, why: impl Into<String>) -> Reading {
+        Reading {
+            id: id.into(),
+            held: Err(why.into()),
+        }
+    }
+}
+
 /// One stream's comparison.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct StreamVerdict {
@@ -65,10 +102,17 @@ pub struct StreamVerdict {
     pub present: u64,
     /// Missing, published after the cut: not judged.
     pub in_flight: u64,
-    /// Missing, within the subscription latency after the market appeared.
+    /// Missing, before any gatherer's first record of its market, within the subscription
+    /// bound, and held by no gatherer.
     pub before_subscription: u64,
-    /// Missing, inside a window every gatherer declared, and captured by no gatherer.
+    /// The same, by market.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub before_subscription_by_market: BTreeMap<String, u64>,
+    /// Missing, inside a window every gatherer declared, and held by no gatherer.
     pub declared: u64,
+    /// Missing and excusable, but a configured gatherer could not be read or no longer holds
+    /// records of that time: undecidable.
+    pub inconclusive: u64,
     /// Missing and not excused: silent loss.
     pub silent: u64,
     /// Of the silent ones: inside a window every gatherer declared, but some gatherer holds
@@ -94,7 +138,7 @@ impl StreamVerdict {
     }
 
     pub fn missing(&self) -> u64 {
-        self.in_flight + self.before_subscription + self.declared + self.silent
+        self.in_flight + self.before_subscription + self.declared + self.inconclusive + self.silent
     }
 }
 
@@ -106,17 +150,27 @@ pub struct Latency {
     pub max_ms: i64,
 }
 
+/// What the audit concluded.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Passed,
+    #[default]
+    Failed,
+    /// Nothing wrong found, but something could not be decided (a gatherer unreadable, or
+    /// records older than what a gatherer still holds).
+    Inconclusive,
+}
+
 /// The whole judgement.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Verdict {
     pub streams: Vec<StreamVerdict>,
     /// Exchange time judged up to (`None`: everything, the system was settled).
     pub audited_through_ms: Option<i64>,
-    pub snapshots_checked: u64,
-    pub snapshots_wrong: u64,
-    /// Registry comparison (only on a settled system): markets compared and wrong.
-    pub registry_compared: Option<u64>,
-    pub registry_wrong: u64,
+    pub books: BookVerdict,
+    /// Registry comparison (only on a settled system): markets, events, series.
+    pub registry: Vec<RegistryVerdict>,
     /// Markets that should have been subscribed (past the latency bound, still trading) and
     /// of which the store holds no book.
     pub never_subscribed: Vec<String>,
@@ -125,7 +179,11 @@ pub struct Verdict {
     /// Deltas kept under their gatherer's own key (unmatchable across gatherers).
     pub unkeyed_deltas: u64,
     pub unreadable: Vec<String>,
+    /// Why the verdict is inconclusive (configured gatherers not read, times no longer held).
+    pub inconclusive: Vec<String>,
     pub problems: Vec<String>,
+    pub outcome: Outcome,
+    /// `outcome == Passed`.
     pub ok: bool,
 }
 
@@ -134,16 +192,26 @@ impl Verdict {
         self.streams.iter().find(|s| s.stream == name)
     }
 
+    /// Registry entries compared and wrong, of every kind.
+    pub fn registry_totals(&self) -> Option<(u64, u64)> {
+        (!self.registry.is_empty()).then(|| {
+            self.registry
+                .iter()
+                .fold((0, 0), |(c, w), r| (c + r.compared, w + r.wrong))
+        })
+    }
+
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{:<17} {:>8} {:>8} {:>9} {:>10} {:>8} {:>6} {:>9} {:>6} {:>5} {:>5}\n",
+            "{:<17} {:>8} {:>8} {:>9} {:>10} {:>8} {:>6} {:>6} {:>9} {:>6} {:>5} {:>5}\n",
             "stream",
             "expected",
             "present",
             "in-flight",
             "before-sub",
             "declared",
+            "undec",
             "silent",
             "in-gap-ok",
             "short",
@@ -152,13 +220,14 @@ impl Verdict {
         );
         for a in &self.streams {
             s.push_str(&format!(
-                "{:<17} {:>8} {:>8} {:>9} {:>10} {:>8} {:>6} {:>9} {:>6} {:>5} {:>5}\n",
+                "{:<17} {:>8} {:>8} {:>9} {:>10} {:>8} {:>6} {:>6} {:>9} {:>6} {:>5} {:>5}\n",
                 a.stream,
                 a.expected,
                 a.present,
                 a.in_flight,
                 a.before_subscription,
                 a.declared,
+                a.inconclusive,
                 a.silent,
                 a.present_in_declared,
                 a.short_multiplicity,
@@ -173,15 +242,58 @@ impl Verdict {
                 |t| format!("exchange time {t} ms")
             )
         ));
+        for a in &self.streams {
+            if a.before_subscription_by_market.is_empty() {
+                continue;
+            }
+            let mut by: Vec<(&String, &u64)> = a.before_subscription_by_market.iter().collect();
+            by.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
+            let top: Vec<String> = by.iter().take(8).map(|(m, n)| format!("{m} {n}")).collect();
+            s.push_str(&format!(
+                "{} before subscription, by market ({} markets): {}{}\n",
+                a.stream,
+                by.len(),
+                top.join(", "),
+                if by.len() > 8 { ", ..." } else { "" }
+            ));
+        }
+        let b = &self.books;
         s.push_str(&format!(
-            "snapshots equal to the exchange's book: {}/{}; registry: {}\n",
-            self.snapshots_checked - self.snapshots_wrong,
-            self.snapshots_checked,
-            self.registry_compared.map_or_else(
-                || "not compared (live)".to_owned(),
-                |n| format!("{}/{n} markets equal", n - self.registry_wrong)
-            )
+            "books of {} markets: snapshots equal to the exchange's book at their splice point {}/{}; REST snapshots {}/{}; rebuilds equal to the exchange's book {}/{} ({} across declared windows not judged{})\n",
+            b.markets,
+            b.snapshots - b.snapshots_wrong,
+            b.snapshots,
+            b.rest - b.rest_wrong,
+            b.rest,
+            b.rebuilds - b.rebuilds_wrong,
+            b.rebuilds,
+            b.rebuilds_unknown,
+            if b.unordered_markets > 0 {
+                format!("; {} markets with timestamps going backwards not judged", b.unordered_markets)
+            } else {
+                String::new()
+            }
         ));
+        if self.registry.is_empty() {
+            s.push_str("registry: not compared (live)\n");
+        } else {
+            let parts: Vec<String> = self
+                .registry
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {}/{}",
+                        r.kind,
+                        r.compared - r.wrong.min(r.compared),
+                        r.compared
+                    )
+                })
+                .collect();
+            s.push_str(&format!(
+                "registry equal to the exchange's: {}\n",
+                parts.join(", ")
+            ));
+        }
         s.push_str(&format!(
             "subscription latency of {} new markets: p99 {} ms, max {} ms; never subscribed: {}\n",
             self.subscription_latency.markets,
@@ -193,224 +305,32 @@ impl Verdict {
             "quarantined rows: {}; deltas without a cross-gatherer key: {}\n",
             self.quarantined, self.unkeyed_deltas
         ));
-        for p in self.problems.iter().take(20) {
+        for p in self.problems.iter().take(30) {
             s.push_str(&format!("problem: {p}\n"));
         }
         for a in &self.streams {
-            for e in a.examples.iter().take(5) {
+            for e in a.examples.iter().take(8) {
                 s.push_str(&format!("{}: {e}\n", a.stream));
             }
         }
-        s.push_str(if self.ok {
-            "AUDIT PASSED: no silent loss, no duplicate\n"
-        } else {
-            "AUDIT FAILED\n"
+        for i in &self.inconclusive {
+            s.push_str(&format!("undecidable: {i}\n"));
+        }
+        s.push_str(match self.outcome {
+            Outcome::Passed => "AUDIT PASSED: no silent loss, no duplicate\n",
+            Outcome::Failed => "AUDIT FAILED\n",
+            Outcome::Inconclusive => {
+                "AUDIT INCONCLUSIVE: nothing wrong found, but not everything could be decided\n"
+            }
         });
         s
     }
 }
 
-/// Declared windows, by stream and gatherer.
-struct Declarations<'a> {
-    gatherers: &'a [String],
-    by: HashMap<(&'a str, &'a str), Vec<&'a DeclaredGap>>,
-}
-
-impl<'a> Declarations<'a> {
-    fn new(gaps: &'a [DeclaredGap], gatherers: &'a [String]) -> Self {
-        let mut by: HashMap<(&str, &str), Vec<&DeclaredGap>> = HashMap::new();
-        for g in gaps {
-            by.entry((g.stream.as_str(), g.gatherer.as_str()))
-                .or_default()
-                .push(g);
-        }
-        Declarations { gatherers, by }
-    }
-
-    /// Whether every gatherer declared `(stream, market)` at `ts`, exactly as declared.
-    fn all_declared(&self, stream: &str, market: &str, ts: i64) -> bool {
-        !self.gatherers.is_empty()
-            && self.gatherers.iter().all(|g| {
-                self.by.get(&(stream, g.as_str())).is_some_and(|ws| {
-                    ws.iter().any(|w| {
-                        (w.market.is_empty() || w.market == market)
-                            && w.from_ms <= ts
-                            && ts <= w.to_ms
-                    })
-                })
-            })
-    }
-}
-
-fn counts<K: Hash + Eq + Clone>(keys: &[K]) -> HashMap<K, u64> {
-    let mut m: HashMap<K, u64> = HashMap::new();
-    for k in keys {
-        *m.entry(k.clone()).or_default() += 1;
-    }
-    m
-}
-
-/// Compares one stream. `captured`: per key, the most copies any gatherer holds.
-#[allow(clippy::too_many_arguments)]
-fn compare<K: Hash + Eq + Clone + std::fmt::Debug>(
-    stream: &str,
-    facts: &[Fact<K>],
-    held: &[K],
-    captured: Option<&HashMap<K, u64>>,
-    truth: &Truth,
-    rules: &Rules,
-    decl: &Declarations<'_>,
-    subscription_needed: bool,
-) -> StreamVerdict {
-    let mut v = StreamVerdict {
-        stream: stream.to_owned(),
-        expected: facts.len() as u64,
-        ..StreamVerdict::default()
-    };
-    let held_n = counts(held);
-    let want = counts(&facts.iter().map(|f| f.key.clone()).collect::<Vec<_>>());
-    for (k, n) in &held_n {
-        match want.get(k) {
-            None => {
-                v.unexpected += n;
-                if v.examples.len() < 5 {
-                    v.examples.push(format!("never published: {k:?}"));
-                }
-            }
-            Some(w) if n > w => {
-                v.duplicated += n - w;
-                if v.examples.len() < 5 {
-                    v.examples
-                        .push(format!("held {n} times, published {w}: {k:?}"));
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    let mut left = held_n.clone();
-    for f in facts {
-        let declared = decl.all_declared(stream, &f.market, f.ts_ms);
-        match left.get_mut(&f.key) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                v.present += 1;
-                if declared {
-                    v.present_in_declared += 1;
-                }
-                continue;
-            }
-            _ => {}
-        }
-        if held_n.get(&f.key).is_some_and(|n| *n > 0) {
-            v.short_multiplicity += 1;
-        }
-        let early = subscription_needed
-            && f.ts_ms < truth.appeared_ms(&f.market) + rules.subscription_latency_ms;
-        if rules.cut_ms.is_some_and(|cut| f.ts_ms > cut) {
-            v.in_flight += 1;
-        } else if declared {
-            let held_here = held_n.get(&f.key).copied().unwrap_or(0);
-            if captured.is_some_and(|c| c.get(&f.key).copied().unwrap_or(0) > held_here) {
-                v.silent += 1;
-                v.silent_behind_gap += 1;
-                if v.examples.len() < 5 {
-                    v.examples.push(format!(
-                        "lost behind a declared gap (a gatherer holds it): {:?}",
-                        f.key
-                    ));
-                }
-            } else {
-                v.declared += 1;
-            }
-        } else if early {
-            v.before_subscription += 1;
-        } else {
-            v.silent += 1;
-            if v.examples.len() < 5 {
-                v.examples
-                    .push(format!("silently missing (pos {}): {:?}", f.pos, f.key));
-            }
-        }
-    }
-    v
-}
-
-fn max_counts<K: Hash + Eq + Clone>(
-    gatherers: &[Held],
-    pick: impl Fn(&Held) -> &[K],
-) -> Option<HashMap<K, u64>> {
-    if gatherers.is_empty() {
-        return None;
-    }
-    let mut out: HashMap<K, u64> = HashMap::new();
-    for g in gatherers {
-        for (k, n) in counts(pick(g)) {
-            let e = out.entry(k).or_default();
-            *e = (*e).max(n);
-        }
-    }
-    Some(out)
-}
-
-type Book = (Vec<(i64, i64)>, Vec<(i64, i64)>);
-
-fn book_hash(yes: &BTreeMap<i64, i64>, no: &BTreeMap<i64, i64>) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for (p, q) in yes {
-        (1u8, p, q).hash(&mut h);
-    }
-    for (p, q) in no {
-        (2u8, p, q).hash(&mut h);
-    }
-    h.finish()
-}
-
-fn vec_hash(b: &Book) -> u64 {
-    let yes: BTreeMap<i64, i64> = b.0.iter().copied().collect();
-    let no: BTreeMap<i64, i64> = b.1.iter().copied().collect();
-    book_hash(&yes, &no)
-}
-
-/// Every state a market's book went through up to `truth.markets_pos`, walked back from its
-/// current book over its published deltas.
-fn book_history(
-    truth: &Truth,
-    by_market: &HashMap<&str, Vec<usize>>,
-    market: &str,
-) -> HashSet<u64> {
-    let mut states = HashSet::new();
-    let Some(now) = truth.markets.get(market) else {
-        return states;
-    };
-    let mut yes: BTreeMap<i64, i64> = now.yes.iter().copied().collect();
-    let mut no: BTreeMap<i64, i64> = now.no.iter().copied().collect();
-    states.insert(book_hash(&yes, &no));
-    if let Some(idx) = by_market.get(market) {
-        for &i in idx.iter().rev() {
-            let d = &truth.deltas[i];
-            if d.pos > truth.markets_pos {
-                continue;
-            }
-            let (_, _, side, price, delta) = d.key;
-            let levels = if side == 1 { &mut yes } else { &mut no };
-            let q = levels.get(&price).copied().unwrap_or(0) - delta;
-            if q == 0 {
-                levels.remove(&price);
-            } else {
-                levels.insert(price, q);
-            }
-            states.insert(book_hash(&yes, &no));
-        }
-    }
-    states
-}
-
-const REGISTRY_FIELDS: [&str; 5] = ["ticker", "event_ticker", "status", "result", "close_time"];
-
-/// Judges `held` (production, or one gatherer) against `truth`. `gatherers` are what the
-/// gatherers hold, when they can be read: a record missing from `held` inside a window every
-/// gatherer declared is excused only if none of them holds it.
-pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> Verdict {
+/// Judges `held` (production, or one gatherer) against `truth`. `gatherers`: the configured
+/// gatherers as they could be read (a missing record is excused only if none of them holds
+/// it, and only when every configured one was read).
+pub fn judge(truth: &Truth, held: &Held, gatherers: &[Reading], rules: &Rules) -> Verdict {
     let decl = Declarations::new(&held.gaps, &rules.gatherers);
     let mut out = Verdict {
         audited_through_ms: rules.cut_ms,
@@ -419,11 +339,38 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> V
         quarantined: held.quarantined.values().sum(),
         ..Verdict::default()
     };
+    let readable: Vec<&Held> = gatherers
+        .iter()
+        .filter_map(|r| r.held.as_ref().ok())
+        .collect();
+    for id in &rules.gatherers {
+        match gatherers.iter().find(|r| &r.id == id) {
+            None => out.inconclusive.push(format!("gatherer {id} was not read")),
+            Some(Reading { held: Err(e), .. }) => out
+                .inconclusive
+                .push(format!("gatherer {id} could not be read: {e}")),
+            Some(_) => {}
+        }
+    }
+    let all_readable = out.inconclusive.is_empty();
+    for (table, retained) in readable
+        .iter()
+        .zip(gatherers.iter().filter(|r| r.held.is_ok()))
+        .flat_map(|(h, r)| h.retained_from_ms.iter().map(move |(t, ms)| (t, (r, *ms))))
+    {
+        let (r, ms) = retained;
+        if ms > 0 {
+            out.inconclusive.push(format!(
+                "gatherer {} no longer holds {table} before {ms} (its retention): excuses before then cannot be decided",
+                r.id
+            ));
+        }
+    }
     out.streams.push(compare(
         "trades",
         &truth.trades,
         &held.trades,
-        max_counts(gatherers, |g| &g.trades).as_ref(),
+        &captured(&readable, all_readable, "trades", trade_keys),
         truth,
         rules,
         &decl,
@@ -433,7 +380,7 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> V
         "orderbook_deltas",
         &truth.deltas,
         &held.deltas,
-        max_counts(gatherers, |g| &g.deltas).as_ref(),
+        &captured(&readable, all_readable, "orderbook_deltas", delta_keys),
         truth,
         rules,
         &decl,
@@ -443,7 +390,7 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> V
         "tickers",
         &truth.tickers,
         &held.tickers,
-        max_counts(gatherers, |g| &g.tickers).as_ref(),
+        &captured(&readable, all_readable, "tickers", ticker_keys),
         truth,
         rules,
         &decl,
@@ -453,34 +400,21 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> V
         "lifecycle",
         &truth.lifecycle,
         &held.lifecycle,
-        max_counts(gatherers, |g| &g.lifecycle).as_ref(),
+        &captured(&readable, all_readable, "lifecycle", lifecycle_keys),
         truth,
         rules,
         &decl,
         false,
     ));
 
-    // Snapshots: each equals the exchange's book at some point of its history.
-    let mut by_market: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, d) in truth.deltas.iter().enumerate() {
-        by_market.entry(d.market.as_str()).or_default().push(i);
-    }
-    let mut histories: HashMap<&str, HashSet<u64>> = HashMap::new();
-    for s in &held.snapshots {
-        out.snapshots_checked += 1;
-        let states = histories
-            .entry(s.market.as_str())
-            .or_insert_with(|| book_history(truth, &by_market, &s.market));
-        if !states.contains(&vec_hash(&(s.yes.clone(), s.no.clone()))) {
-            out.snapshots_wrong += 1;
-            if out.problems.len() < 20 {
-                out.problems.push(format!(
-                    "snapshot of {} ({} from {}, received {}) is no state the exchange's book was in",
-                    s.market, s.source, s.gatherer, s.received_ms
-                ));
-            }
-        }
-    }
+    let mut problems = Vec::new();
+    out.books = books::check(
+        truth,
+        held,
+        &decl,
+        rules.cut_ms.unwrap_or(i64::MAX),
+        &mut problems,
+    );
 
     // Subscription: latency of markets created while running, and markets never subscribed.
     let mut first_book: HashMap<&str, i64> = HashMap::new();
@@ -503,66 +437,38 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> V
         };
     }
     let horizon = rules.cut_ms.unwrap_or(i64::MAX);
+    let mut traded: HashMap<&str, Vec<i64>> = HashMap::new();
+    for d in &truth.deltas {
+        traded.entry(d.market.as_str()).or_default().push(d.ts_ms);
+    }
     for (m, now) in &truth.markets {
         if now.is_mve || first_book.contains_key(m.as_str()) {
             continue;
         }
         let due = truth.appeared_ms(m) + rules.subscription_latency_ms;
         let closed_first = truth.closed.get(m).is_some_and(|c| *c <= due);
-        let traded_after = by_market.get(m.as_str()).is_some_and(|idx| {
-            idx.iter()
-                .any(|&i| truth.deltas[i].ts_ms > due && truth.deltas[i].ts_ms <= horizon)
-        });
+        let traded_after = traded
+            .get(m.as_str())
+            .is_some_and(|ts| ts.iter().any(|t| *t > due && *t <= horizon));
         if !closed_first && traded_after {
             out.never_subscribed.push(m.clone());
         }
     }
     out.never_subscribed.sort();
 
-    // Registry, on a settled system: the exchange's latest REST view.
+    // Registry, on a settled system.
     if rules.cut_ms.is_none() {
-        let mut compared = 0;
-        for (m, now) in &truth.markets {
-            if now.is_mve {
-                continue;
-            }
-            compared += 1;
-            let Some(body) = held.markets.get(m) else {
-                out.registry_wrong += 1;
-                out.problems
-                    .push(format!("market {m} is not in the registry"));
-                continue;
-            };
-            for f in REGISTRY_FIELDS {
-                if body[f] != now.rest[f] {
-                    out.registry_wrong += 1;
-                    out.problems.push(format!(
-                        "market {m}.{f} is {} but the exchange says {}",
-                        body[f], now.rest[f]
-                    ));
-                    break;
-                }
-            }
-        }
-        for m in held.markets.keys() {
-            if truth.markets.get(m).is_none_or(|n| n.is_mve) {
-                out.registry_wrong += 1;
-                out.problems.push(format!(
-                    "market {m} is in the registry but not the exchange's"
-                ));
-            }
-        }
-        out.registry_compared = Some(compared);
+        out.registry = registry::check(truth, held, &mut problems);
     }
-
+    out.problems = problems;
     for m in &out.never_subscribed {
-        if out.problems.len() < 40 {
+        if out.problems.len() < 80 {
             out.problems
                 .push(format!("market {m} was never subscribed"));
         }
     }
     for u in &out.unreadable {
-        if out.problems.len() < 40 {
+        if out.problems.len() < 80 {
             out.problems.push(format!("unreadable: {u}"));
         }
     }
@@ -572,12 +478,25 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Held], rules: &Rules) -> V
             out.quarantined, held.quarantined
         ));
     }
-    out.ok = out.streams.iter().all(StreamVerdict::ok)
-        && out.snapshots_wrong == 0
-        && out.registry_wrong == 0
-        && out.never_subscribed.is_empty()
-        && out.quarantined == 0
-        && out.unreadable.is_empty();
+    let failed = !out.streams.iter().all(StreamVerdict::ok)
+        || !out.books.ok()
+        || out.registry.iter().any(|r| r.wrong > 0)
+        || !out.never_subscribed.is_empty()
+        || out.quarantined > 0
+        || !out.unreadable.is_empty();
+    let undecided = out.streams.iter().any(|s| s.inconclusive > 0) || !all_readable;
+    out.outcome = if failed {
+        Outcome::Failed
+    } else if undecided {
+        Outcome::Inconclusive
+    } else {
+        Outcome::Passed
+    };
+    // Retention horizons matter only when an excuse fell before them.
+    if out.outcome == Outcome::Passed {
+        out.inconclusive.clear();
+    }
+    out.ok = out.outcome == Outcome::Passed;
     out
 }
 

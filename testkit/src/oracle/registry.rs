@@ -1,0 +1,161 @@
+//! The registry on a settled system: every market, event and series the exchange serves (MVE
+//! excluded, as the gatherers exclude them), with every field it serves, as its latest REST
+//! view has it.
+//!
+//! Market fields that move with every trade (quotes, volume, open interest, last price) are
+//! what the exchange's REST view shows at one moment; the gatherer stores a version when a
+//! market changes, not on every trade, and the ticker stream carries those fields, compared
+//! there. Every other field must be equal.
+//!
+//! It must never take an expected value from the store.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::sim::Truth;
+
+/// REST market fields that change with every trade (see the module's text).
+pub const QUOTE_FIELDS: &[&str] = &[
+    "yes_bid_dollars",
+    "yes_bid_size_fp",
+    "yes_ask_dollars",
+    "yes_ask_size_fp",
+    "no_bid_dollars",
+    "no_ask_dollars",
+    "last_price_dollars",
+    "previous_yes_bid_dollars",
+    "previous_yes_ask_dollars",
+    "previous_price_dollars",
+    "volume_fp",
+    "volume_24h_fp",
+    "open_interest_fp",
+    "liquidity_dollars",
+    "yes_bid",
+    "yes_ask",
+    "no_bid",
+    "no_ask",
+    "last_price",
+    "previous_yes_bid",
+    "previous_yes_ask",
+    "previous_price",
+    "volume",
+    "volume_24h",
+    "open_interest",
+    "liquidity",
+];
+
+/// One registry stream compared.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RegistryVerdict {
+    pub kind: String,
+    pub compared: u64,
+    pub wrong: u64,
+}
+
+/// The first field (in name order) where `held` and `want` differ, ignoring `skip`.
+fn first_difference(held: &Value, want: &Value, skip: &[&str]) -> Option<String> {
+    let (Some(h), Some(w)) = (held.as_object(), want.as_object()) else {
+        return (held != want).then(|| "the whole body".to_owned());
+    };
+    let mut keys: Vec<&String> = h.keys().chain(w.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| !skip.contains(&k.as_str()))
+        .find(|k| h.get(*k) != w.get(*k))
+        .map(|k| {
+            format!(
+                "{k} is {} but the exchange says {}",
+                h.get(k).map_or("absent".to_owned(), Value::to_string),
+                w.get(k).map_or("absent".to_owned(), Value::to_string)
+            )
+        })
+}
+
+/// Compares one kind (`market`, `event`, `series`): every exchange entry that is not MVE must
+/// be held with equal fields; every held one must be the exchange's (and not an MVE market:
+/// the gatherers exclude those; MVE events and series may be held, and are not compared).
+fn compare(
+    kind: &str,
+    want: &mut dyn Iterator<Item = (&String, bool, &Value)>,
+    held: &HashMap<String, Value>,
+    skip: &[&str],
+    problems: &mut Vec<String>,
+) -> RegistryVerdict {
+    let mve_held_is_wrong = kind == "market";
+    let mut v = RegistryVerdict {
+        kind: kind.to_owned(),
+        ..RegistryVerdict::default()
+    };
+    let mut known: HashMap<&str, bool> = HashMap::new();
+    let mut say = |p: String| {
+        if problems.len() < 60 {
+            problems.push(p);
+        }
+    };
+    for (ticker, is_mve, rest) in want {
+        known.insert(ticker.as_str(), is_mve);
+        if is_mve {
+            continue;
+        }
+        v.compared += 1;
+        match held.get(ticker) {
+            None => {
+                v.wrong += 1;
+                say(format!("{kind} {ticker} is not in the registry"));
+            }
+            Some(body) => {
+                if let Some(d) = first_difference(body, rest, skip) {
+                    v.wrong += 1;
+                    say(format!("{kind} {ticker}: {d}"));
+                }
+            }
+        }
+    }
+    for ticker in held.keys() {
+        let wrong = match known.get(ticker.as_str()) {
+            None => true,
+            Some(is_mve) => *is_mve && mve_held_is_wrong,
+        };
+        if wrong {
+            v.wrong += 1;
+            say(format!(
+                "{kind} {ticker} is in the registry but not the exchange's"
+            ));
+        }
+    }
+    v
+}
+
+/// Markets, events and series of `held` against the truth's.
+pub(super) fn check(
+    truth: &Truth,
+    held: &crate::held::Held,
+    problems: &mut Vec<String>,
+) -> Vec<RegistryVerdict> {
+    vec![
+        compare(
+            "market",
+            &mut truth.markets.iter().map(|(t, m)| (t, m.is_mve, &m.rest)),
+            &held.markets,
+            QUOTE_FIELDS,
+            problems,
+        ),
+        compare(
+            "event",
+            &mut truth.events.iter().map(|(t, e)| (t, e.is_mve, &e.rest)),
+            &held.events,
+            &["markets"],
+            problems,
+        ),
+        compare(
+            "series",
+            &mut truth.series.iter().map(|(t, s)| (t, s.is_mve, &s.rest)),
+            &held.series,
+            &[],
+            problems,
+        ),
+    ]
+}
