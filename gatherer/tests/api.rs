@@ -472,3 +472,83 @@ async fn retention_never_marks_cursors_that_still_exist_so_a_lagging_reader_move
         .unwrap();
     assert_eq!(n, 0);
 }
+
+/// A read that passed its retention check when retention drops the rows it is about to read:
+/// it must return them (the drop waits for it) or an explicit overrun, never a page that moves
+/// the reader past them as if they had never existed. A failpoint holds the read just after its
+/// check while the drop runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_racing_a_retention_drop_never_skips_rows_silently() {
+    let mut rig = Rig::start(sim_config(408, 3), |c| {
+        c.store.retention.trades = Duration::from_secs(7 * 86_400)
+    })
+    .await;
+    rig.stop_gatherer().await;
+    let cfg = rig.file.clone().validate().unwrap().store;
+    let day = 86_400_000i64;
+    let now = kalshi_shared::time::now_ms();
+    let today = now.div_euclid(day);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    {
+        let store = gatherer::store::Store::open(cfg.clone(), &cancel)
+            .await
+            .unwrap();
+        let pool = store.pool();
+        sqlx::query("DELETE FROM trades")
+            .execute(pool)
+            .await
+            .unwrap();
+        for id in 1..=10i64 {
+            let ts = (today - 1) * day + 3_600_000 + id;
+            sqlx::query(
+                "INSERT INTO trades (id, ts, ingested_at, trade_id, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, received_ms, conn_epoch, sid, seq)
+                 VALUES ($1, TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 millisecond', now(), $3, 'M', 500000, 500000, 100, 1, 'bid', false, $2, 'ws', $2, 1, 1, 0)",
+            )
+            .bind(id)
+            .bind(ts)
+            .bind(format!("t{id}"))
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = gatherer::store::Store::open(cfg, &cancel).await.unwrap();
+    let held = kalshi_shared::failpoint::arm("gatherer::read::after_retention_check");
+    let reader = store.clone();
+    let read = tokio::spawn(async move {
+        reader
+            .read(gatherer::store::Stream::Trades, 0, 1000, 1 << 20)
+            .await
+    });
+    held.reached().await;
+    // Ten days on, the rows the read is about to fetch expire.
+    let dropper = store.clone();
+    let drop = tokio::spawn(async move { dropper.maintain(now + 10 * day).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held.release();
+    match read.await.unwrap() {
+        Ok(page) => assert_eq!(
+            page.records.iter().map(|r| r.cursor).collect::<Vec<_>>(),
+            (1..=10).collect::<Vec<i64>>(),
+            "a page that skips dropped rows without an overrun: {page:?}"
+        ),
+        Err(gatherer::store::ReadError::RetentionOverrun {
+            dropped_through, ..
+        }) => {
+            assert_eq!(dropped_through, 10)
+        }
+        Err(e) => panic!("{e}"),
+    }
+    drop.await.unwrap().unwrap();
+    // Now they are gone, and said to be.
+    assert!(matches!(
+        store
+            .read(gatherer::store::Stream::Trades, 0, 1000, 1 << 20)
+            .await,
+        Err(gatherer::store::ReadError::RetentionOverrun {
+            dropped_through: 10,
+            ..
+        })
+    ));
+}

@@ -285,6 +285,16 @@ async fn start_binary(
     health_port: u16,
     log: &std::path::Path,
 ) -> std::process::Child {
+    start_binary_with(cfg_path, health_port, log, &[]).await
+}
+
+/// [`start_binary`] with extra environment (e.g. `KALSHI_FAILPOINTS`).
+async fn start_binary_with(
+    cfg_path: &std::path::Path,
+    health_port: u16,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -295,6 +305,7 @@ async fn start_binary(
         c.arg("--config")
             .arg(cfg_path)
             .env("GATHERER__LOG__LEVEL", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out);
     })
@@ -605,5 +616,123 @@ async fn a_rotated_key_is_taken_at_sighup_without_a_restart() {
         !log.contains("not a key"),
         "the broken file's content is in the log"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A trade window found while the backfill is busy with another (held for good here, at its
+/// first fetch, by a failpoint) is recorded in the local database at once, not only in memory:
+/// after a SIGKILL, the next start fetches it, with newer trades already stored after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_window_found_while_backfill_is_busy_survives_a_sigkill() {
+    init();
+    let pg = kalshi_testkit::pg::PgCluster::start_default().unwrap();
+    let sim = kalshi_sim::start(sim_config(504, 20)).await.unwrap();
+    let health_port = free_port();
+    let dir = std::env::temp_dir().join(format!("gatherer-busy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut file = gatherer_config("g1", &sim, &pg.url());
+    file.http.listen = format!("127.0.0.1:{health_port}").parse().unwrap();
+    file.backfill.polling_after = Duration::from_secs(3600);
+    let cfg_path = dir.join("gatherer.toml");
+    std::fs::write(&cfg_path, toml::to_string(&file).unwrap()).unwrap();
+    let log = dir.join("gatherer.log");
+    let mut child = start_binary_with(
+        &cfg_path,
+        health_port,
+        &log,
+        &[("KALSHI_FAILPOINTS", "gatherer::backfill::fill")],
+    )
+    .await;
+    let control = sim.control_url();
+    post(&format!("{control}/rate"), serde_json::json!({"rate": 400})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let db = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+    let windows = |db: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT from_ms, to_ms FROM pending_trade_holes WHERE reason <> 'restart' ORDER BY from_ms",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    };
+    // A first window: the backfill takes it and stops at its fetch, for good.
+    post(
+        &format!("{control}/faults"),
+        serde_json::json!({"fault": "outage", "duration_ms": 1_500}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while windows(db.clone()).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no first window:\n{}",
+            log_tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A second one while it is busy: recorded all the same.
+    post(
+        &format!("{control}/faults"),
+        serde_json::json!({"fault": "outage", "duration_ms": 1_500}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let w = windows(db.clone()).await;
+        if w.len() >= 2 {
+            break *w.last().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the window found while the backfill is busy is not recorded: {w:?}\n{}",
+            log_tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Newer trades after it, then the kill.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let newest: Option<i64> = sqlx::query_scalar("SELECT max(ts_ms) FROM trades")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if newest.is_some_and(|n| n > second.1 + 2_000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no trades after the window");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    post(&format!("{control}/rate"), serde_json::json!({"rate": 0})).await;
+    // The next start (no failpoint) fetches both windows: every trade is stored exactly once.
+    let mut child = start_binary(&cfg_path, health_port, &log).await;
+    let truth_ids: std::collections::BTreeSet<String> = truth(&sim, "trade")
+        .await
+        .iter()
+        .map(|r| r["msg"]["trade_id"].as_str().unwrap().to_owned())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored: Vec<String> = sqlx::query_scalar("SELECT trade_id FROM trades")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        let set: std::collections::BTreeSet<String> = stored.iter().cloned().collect();
+        if set == truth_ids {
+            assert_eq!(stored.len(), truth_ids.len(), "each once");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} trades after the restart:\n{}",
+            set.intersection(&truth_ids).count(),
+            truth_ids.len(),
+            log_tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.kill().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
