@@ -45,6 +45,10 @@ pub struct StreamBoard {
     /// The highest cursor committed to production (this instance).
     pub committed: AtomicI64,
     pub open: AtomicBool,
+    /// The gatherer's configured retention of this stream in ms as last reported (0: kept for
+    /// ever), once `retention_known`.
+    pub retention_ms: AtomicI64,
+    pub retention_known: AtomicBool,
     /// Heads in the order they were first reported, with when: the oldest one above the
     /// committed cursor tells how long production has been missing a record.
     heads: Mutex<VecDeque<(i64, Instant)>>,

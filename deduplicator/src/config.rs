@@ -248,6 +248,12 @@ fn validate_archive(a: ArchiveSection) -> Result<Option<ArchiveConfig>, ConfigEr
     }
     positive("archive.check_interval", a.check_interval)?;
     positive("archive.attempt_timeout", a.attempt_timeout)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&a.statement_timeout) {
+        return Err(ConfigError::key(
+            "archive.statement_timeout",
+            "between 1s and 24h",
+        ));
+    }
     in_range(
         "archive.max_periods_per_check",
         a.max_periods_per_check,

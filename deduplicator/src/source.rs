@@ -359,7 +359,10 @@ impl Source {
         board.set_instance(&status.instance_id);
         for s in &status.streams {
             if let Some(st) = Stream::from_pb(s.stream) {
-                board.stream(st).note_head(s.head);
+                let b = board.stream(st);
+                b.note_head(s.head);
+                b.retention_ms.store(s.retention_ms, Ordering::Release);
+                b.retention_known.store(true, Ordering::Release);
             }
         }
         Ok(pos

@@ -370,6 +370,7 @@ impl Gatherer for Api {
                 head: self.store.head(s),
                 oldest,
                 retained_from_ms: self.store.retained_from_ms(s),
+                retention_ms: self.store.retention_ms(s),
             });
         }
         let result = Ok(Response::new(pb::StatusResponse {

@@ -289,6 +289,8 @@ async fn start_binary(
 }
 
 /// [`start_binary`] with extra environment (e.g. `KALSHI_FAILPOINTS`).
+// Tied to this process (killed with it), so a panic before `wait` leaves no zombie behind.
+#[allow(clippy::zombie_processes)]
 async fn start_binary_with(
     cfg_path: &std::path::Path,
     health_port: u16,

@@ -13,7 +13,9 @@
 //!
 //! A child process (a service binary built for the tests) is armed through the environment:
 //! `KALSHI_FAILPOINTS=name,name` stops the first task at each named point for good, as if that
-//! task hung there (a test then kills the process).
+//! task hung there (a test then kills the process). With `KALSHI_FAILPOINT_DIR=<dir>` as well,
+//! the task writes `<dir>/<name>.reached` when it gets there and goes on once
+//! `<dir>/<name>.release` exists.
 //!
 //! It must never stop a task that no test armed.
 
@@ -110,11 +112,26 @@ mod armed {
             names.len() < before
         });
         if from_env {
-            tracing::warn!(
-                failpoint = name,
-                "failpoint armed by KALSHI_FAILPOINTS: this task stops here for good"
-            );
-            std::future::pending::<()>().await;
+            match std::env::var_os("KALSHI_FAILPOINT_DIR") {
+                Some(dir) => {
+                    let dir = std::path::PathBuf::from(dir);
+                    tracing::warn!(
+                        failpoint = name,
+                        "failpoint armed by KALSHI_FAILPOINTS: this task waits for <name>.release"
+                    );
+                    let _ = std::fs::write(dir.join(format!("{name}.reached")), b"");
+                    while !dir.join(format!("{name}.release")).exists() {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+                None => {
+                    tracing::warn!(
+                        failpoint = name,
+                        "failpoint armed by KALSHI_FAILPOINTS: this task stops here for good"
+                    );
+                    std::future::pending::<()>().await;
+                }
+            }
         }
         let point = points().lock().ok().and_then(|mut p| p.remove(name));
         if let Some(point) = point {

@@ -338,10 +338,15 @@ pub async fn copy_back(pool: &PgPool, days: i64, period_ms: i64) {
 }
 
 pub async fn partition_names(pool: &PgPool) -> std::collections::BTreeSet<String> {
+    partition_names_of(pool, "trades").await
+}
+
+pub async fn partition_names_of(pool: &PgPool, table: &str) -> std::collections::BTreeSet<String> {
     sqlx::query_scalar::<_, String>(
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'trades'",
+         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1",
     )
+    .bind(table)
     .fetch_all(pool)
     .await
     .unwrap()

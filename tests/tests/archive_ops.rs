@@ -277,3 +277,266 @@ async fn the_stack_archives_to_its_local_s3_and_the_audit_checks_the_archive() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Late data committed into an old month between retention's checks and its drop (a
+/// failpoint holds the pass there) is never dropped unarchived: the checks are made again in
+/// the drop's own transaction, under the partition's exclusive lock, and the partition stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_never_drops_late_data_committed_between_its_checks_and_the_drop() {
+    let moto = Moto::start(None).unwrap();
+    let w = World::start(478, 6, 1).await;
+    let pool = pool(&w.prod.url()).await;
+    let work = dir("retention-race");
+    let mut file = archive_file(&w, &moto, &work.join("spool"));
+    file.archive.period = Duration::from_secs(86_400);
+    file.archive.max_periods_per_check = 400;
+    let cfg = work.join("dedup.toml");
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let (svc, _) = spawn_service(&cfg, &work, "dedup1");
+    traffic(&w, 300, 2.0).await;
+    w.settle(Duration::from_millis(1000)).await;
+    w.wait_synced(&pool, Duration::from_secs(60)).await;
+    let now = kalshi_shared::time::now_ms();
+    let days = days_back_to(now, 4, 3);
+    copy_back(&pool, days, 86_400_000).await;
+    let (y, m) = deduplicator::schema::month_of(now - days * 86_400_000);
+    let yesterday = now.div_euclid(86_400_000) * 86_400_000 - 86_400_000;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (n, open): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE period_start_ms = $1 AND verified_at IS NOT NULL),
+                    count(*) FILTER (WHERE verified_at IS NULL
+                        OR coalesce((SELECT sum(touches) FROM archive_touch t
+                                     WHERE t.period_start_ms = p.period_start_ms), 0) > p.touches)
+             FROM archive_periods p",
+        )
+        .bind(yesterday)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if n == 1 && open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "days not archived");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop(svc);
+
+    // Retention of 35 days; the pass is held between its checks and the drop of the old
+    // month's first partition (by name: orderbook_deltas) while a writer commits a late delta
+    // into it.
+    let part = format!("orderbook_deltas_p{y:04}{m:02}");
+    let late_ts: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT max(ts_ms) FROM {part}"
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    file.archive.retention = Duration::from_secs(35 * 86_400);
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let point = "deduplicator::retention::before_drop";
+    let addr = work.join("dedup2.addr.json");
+    let svc = dedup(&cfg, &["--addr-file", addr.to_str().unwrap(), "run"])
+        .env("KALSHI_FAILPOINTS", point)
+        .env("KALSHI_FAILPOINT_DIR", &work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(work.join("dedup2.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !work.join(format!("{point}.reached")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "retention never reached its drop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // As a writer commits it: the row and its period's touch in one transaction.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO orderbook_deltas (market_ticker, ts, ts_ms, side, price, delta, occurrence, gatherer_key, gatherer_id, received_ms) \
+         VALUES ('LATE-MKT', to_timestamp($1 / 1000.0), $1, 1, 500000, 100, 0, '', 'g1', $1)",
+    )
+    .bind(late_ts)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO archive_touch VALUES ($1, 'orderbook_deltas', 1) ON CONFLICT (period_start_ms, stream) DO UPDATE SET touches = archive_touch.touches + 1",
+    )
+    .bind(late_ts.div_euclid(86_400_000) * 86_400_000)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    std::fs::write(work.join(format!("{point}.release")), b"").unwrap();
+    // The pass goes on, sees the late row under the partition's lock, and keeps it.
+    let log = work.join("dedup2.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("rows were written to it while it was checked")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no retention decision after the release"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop(svc);
+    assert!(
+        partition_names_of(&pool, "orderbook_deltas")
+            .await
+            .contains(&part),
+        "the partition with late data was dropped"
+    );
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orderbook_deltas WHERE market_ticker = 'LATE-MKT'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(n, 1, "the late row is still in production");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// An hour of a busy day is millions of deltas: the archive's long statements (a period's
+/// build and verify, retention's count, a restore's row groups) run under
+/// `archive.statement_timeout`, never production.op_timeout. Here production's deadline is one
+/// second and one period holds 1.2 million deltas: it is archived, verified, counted for
+/// retention and restored, none of it cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_of_a_million_deltas_is_archived_verified_and_restored_under_a_one_second_op_timeout()
+ {
+    const ROWS: i64 = 1_200_000;
+    let moto = Moto::start(None).unwrap();
+    let w = World::start(479, 4, 1).await;
+    let pool = pool(&w.prod.url()).await;
+    let work = dir("volume");
+    let mut file = archive_file(&w, &moto, &work.join("spool"));
+    file.archive.period = Duration::from_secs(86_400);
+    file.archive.max_periods_per_check = 400;
+    file.archive.row_group_rows = 200_000;
+    file.archive.settle = Duration::from_secs(1);
+    file.production.op_timeout = Duration::from_secs(1);
+    // Production migrated, then the busy day: three days ago, one write with its touch.
+    start_dedup(w.dedup_file(&w.prod.url()))
+        .await
+        .stop()
+        .await
+        .unwrap();
+    let day = (kalshi_shared::time::now_ms().div_euclid(86_400_000) - 3) * 86_400_000;
+    let started = Instant::now();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(
+        deduplicator::schema::create_partition_sql(
+            "orderbook_deltas",
+            deduplicator::schema::month_of(day),
+        ),
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO orderbook_deltas (market_ticker, ts, ts_ms, side, price, delta, occurrence, gatherer_key, gatherer_id, received_ms) \
+         SELECT 'BUSY-' || (i % 50), to_timestamp(($1 + i * 60) / 1000.0), $1 + i * 60, 1 + (i % 2), 10000 * (1 + i % 99), 100 * (1 + i % 7) * (CASE WHEN i % 3 = 0 THEN -1 ELSE 1 END), i / 50000, '', 'g1', $1 + i * 60 \
+         FROM generate_series(0, $2 - 1) AS i",
+    )
+    .bind(day)
+    .bind(ROWS)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO archive_touch VALUES ($1, 'orderbook_deltas', 1)")
+        .bind(day)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    eprintln!("{ROWS} deltas written in {:?}", started.elapsed());
+    let cfg = work.join("dedup.toml");
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let (svc, _) = spawn_service(&cfg, &work, "dedup");
+    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let rows = loop {
+        let r: Option<(i64, bool)> = sqlx::query_as(
+            "SELECT (SELECT (s->>'rows')::bigint FROM jsonb_array_elements(manifest->'streams') s WHERE s->>'stream' = 'orderbook_deltas'), verified_at IS NOT NULL \
+             FROM archive_periods WHERE period_start_ms = $1",
+        )
+        .bind(day)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if let Some((rows, true)) = r {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the busy day was not archived and verified:\n{}",
+            std::fs::read_to_string(work.join("dedup.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("archived and verified in {:?}", started.elapsed());
+    stop(svc);
+    assert_eq!(rows, ROWS);
+    let log = std::fs::read_to_string(work.join("dedup.log")).unwrap();
+    assert!(!log.contains("57014"), "a statement was cancelled:\n{log}");
+    // A full verify of the day, by the operator's command.
+    let (from, to) = (day.to_string(), (day + 86_400_000).to_string());
+    let text = succeeds(&mut dedup(
+        &cfg,
+        &["archive", "verify", "--from", &from, "--to", &to],
+    ));
+    assert!(text.contains("archive verified"), "{text}");
+    // Retention's checks count the whole partition under the same deadline.
+    let config = deduplicator::config::Validate::validate(file.clone()).unwrap();
+    let prod = deduplicator::db::Prod::new(config.production.clone()).unwrap();
+    let part = deduplicator::archive::retention::Partition {
+        table: "orderbook_deltas".into(),
+        name: {
+            let (y, m) = deduplicator::schema::month_of(day);
+            format!("orderbook_deltas_p{y:04}{m:02}")
+        },
+        month: deduplicator::schema::month_of(day),
+        from_ms: deduplicator::archive::retention::partitions_month_start(
+            deduplicator::schema::month_of(day),
+        ),
+        to_ms: deduplicator::archive::retention::partitions_month_start(
+            deduplicator::schema::next_month(deduplicator::schema::month_of(day)),
+        ),
+    };
+    let checked =
+        deduplicator::archive::retention::db_check(&prod, config.archive.as_ref().unwrap(), &part)
+            .await
+            .unwrap();
+    assert!(checked.is_ok(), "the month's checks: {checked:?}");
+    // Wiped and restored, row groups of 200,000 each in its own transaction.
+    sqlx::query("DELETE FROM orderbook_deltas WHERE market_ticker LIKE 'BUSY-%'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let text = succeeds(&mut dedup(
+        &cfg,
+        &[
+            "restore",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--streams",
+            "orderbook_deltas",
+        ],
+    ));
+    eprintln!("restored in {:?}: {text}", started.elapsed());
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orderbook_deltas WHERE market_ticker LIKE 'BUSY-%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(n, ROWS);
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -136,12 +136,14 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
         "market_ticker = '{}' AND ts_ms = {} AND side = {} AND price = {} AND delta = {}",
         p[0], p[1], p[2], p[3], p[4]
     );
-    let ticker_row =
-        one("SELECT ctid::text FROM tickers ORDER BY committed_at, ctid LIMIT 1 OFFSET 5").await;
-    let ticker_market = one(&format!(
-        "SELECT market_ticker FROM tickers WHERE ctid = '{ticker_row}'"
-    ))
-    .await;
+    // A ticker by its key (a row's ctid changes when the undo inserts it back).
+    let ticker_key = one("SELECT format('%s|%s|%s|%s', market_ticker, ts_ms, content_hash, occurrence) FROM tickers ORDER BY committed_at, ctid LIMIT 1 OFFSET 5").await;
+    let k: Vec<&str> = ticker_key.split('|').collect();
+    let ticker_market = k[0].to_owned();
+    let ticker_row = format!(
+        "market_ticker = '{}' AND ts_ms = {} AND content_hash = '{}' AND occurrence = {}",
+        k[0], k[1], k[2], k[3]
+    );
     let lifecycle_ticker =
         one("SELECT ticker FROM lifecycle WHERE kind = 'market' ORDER BY received_ms LIMIT 1")
             .await;
@@ -206,7 +208,7 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
         ),
         (
             "a ticker deleted",
-            format!("CREATE TEMP TABLE saved AS SELECT * FROM tickers WHERE ctid = '{ticker_row}'; DELETE FROM tickers WHERE ctid = '{ticker_row}'"),
+            format!("CREATE TEMP TABLE saved AS SELECT * FROM tickers WHERE {ticker_row}; DELETE FROM tickers WHERE {ticker_row}"),
             "INSERT INTO tickers SELECT * FROM saved; DROP TABLE saved".into(),
             |v| v.stream("tickers").unwrap().silent == 1,
             ticker_market.clone(),
@@ -214,7 +216,7 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
         (
             "a ticker duplicated",
             format!("INSERT INTO tickers (market_ticker, ts, ts_ms, content_hash, occurrence, gatherer_key, body, gatherer_id) \
-                     SELECT market_ticker, ts, ts_ms, content_hash, occurrence + 1000, gatherer_key, body, gatherer_id FROM tickers WHERE ctid = '{ticker_row}'"),
+                     SELECT market_ticker, ts, ts_ms, content_hash, occurrence + 1000, gatherer_key, body, gatherer_id FROM tickers WHERE {ticker_row}"),
             "DELETE FROM tickers WHERE occurrence >= 1000".into(),
             |v| v.stream("tickers").unwrap().duplicated == 1,
             "held 2 times, published 1".into(),

@@ -133,6 +133,7 @@ impl kalshi_proto::Gatherer for Fake {
                     head: *h,
                     oldest: 1,
                     retained_from_ms: 0,
+                    retention_ms: 0,
                 })
                 .collect(),
             ..Default::default()

@@ -43,6 +43,19 @@ impl Write for HashingFile {
 }
 
 impl Archiver {
+    /// In the current transaction: statements may run up to `archive.statement_timeout`.
+    pub(super) async fn long_statements(
+        &self,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<(), ArchiveError> {
+        let ms = self.cfg.section.statement_timeout.as_millis();
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL statement_timeout = {ms}"
+        )))
+        .await?;
+        Ok(())
+    }
+
     fn spool_path(&self, table: &str, start_ms: i64) -> PathBuf {
         self.spool.join(format!("{table}-{start_ms}.parquet.part"))
     }
@@ -58,7 +71,12 @@ impl Archiver {
             .map_err(|e| ArchiveError::new("database", e))?;
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        let r = self.build_in(&mut conn, start_ms, end_ms, write).await;
+        // Streaming a period's rows takes as long as the period is busy: its own deadline, not
+        // production.op_timeout (an hour of a busy day is millions of deltas).
+        let r = match self.long_statements(&mut conn).await {
+            Ok(()) => self.build_in(&mut conn, start_ms, end_ms, write).await,
+            Err(e) => Err(e),
+        };
         let _ = conn.execute("ROLLBACK").await;
         if r.is_err() {
             for s in ARCHIVED {

@@ -218,7 +218,7 @@ impl Archiver {
                 && last_retention.is_none_or(|t: std::time::Instant| t.elapsed() >= RETENTION_EVERY)
             {
                 last_retention = Some(std::time::Instant::now());
-                match retention::run(&self, kalshi_shared::time::now_ms()).await {
+                match retention::run(&self, Some(&board), kalshi_shared::time::now_ms()).await {
                     Ok(d) if !d.is_empty() => {
                         tracing::info!(dropped = ?d, "retention dropped archived partitions")
                     }

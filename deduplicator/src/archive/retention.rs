@@ -10,6 +10,12 @@
 //! version never loses the rows production no longer holds. Rows in the `DEFAULT` partition
 //! are never dropped.
 //!
+//! The checks are made twice: once to decide (counting the partition is the costliest part),
+//! and again inside the drop's own transaction, after taking the partition's ACCESS EXCLUSIVE
+//! lock (which waits for any transaction writing to it): late data committed between the two is
+//! seen, and nothing can commit after the second. Retention also waits while a gatherer keeps a
+//! stream longer than `archive.retention` (it could hand over rows of a dropped month).
+//!
 //! It must never drop a partition holding a row that is not in a verified archive file.
 
 use sqlx::Row as _;
@@ -79,48 +85,12 @@ pub async fn partitions(a: &Archiver) -> Result<Vec<Partition>, ArchiveError> {
     Ok(out)
 }
 
-/// Why a partition is kept, or None when it may be dropped.
+/// Why a partition is kept, or None when it may be dropped (with S3 checked).
 pub async fn blocker(a: &Archiver, p: &Partition) -> Result<Option<String>, ArchiveError> {
-    let pool = a.prod.pool();
-    let periods = sqlx::query(
-        "SELECT p.period_start_ms, p.manifest, p.verified_at IS NOT NULL, \
-           coalesce((SELECT sum(touches) FROM archive_touch t WHERE t.period_start_ms = p.period_start_ms), 0) > p.touches \
-         FROM archive_periods p WHERE p.period_start_ms >= $1 AND p.period_start_ms < $2 ORDER BY 1",
-    )
-    .bind(p.from_ms)
-    .bind(p.to_ms)
-    .fetch_all(&pool)
-    .await?;
-    let mut archived: i64 = 0;
-    let mut manifests = Vec::with_capacity(periods.len());
-    for r in &periods {
-        let start: i64 = r.try_get(0)?;
-        let man: sqlx::types::Json<Manifest> = r.try_get(1)?;
-        let (verified, late): (bool, bool) = (r.try_get(2)?, r.try_get(3)?);
-        let when = kalshi_shared::time::format_rfc3339_ms(start);
-        if late {
-            return Ok(Some(format!(
-                "period {when} has late data not yet archived"
-            )));
-        }
-        if !verified {
-            return Ok(Some(format!("period {when} is not verified")));
-        }
-        archived += man.0.stream(&p.table).map_or(0, |s| s.rows) as i64;
-        manifests.push(man.0);
-    }
-    // Last, as the costliest: it reads the whole partition.
-    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {}",
-        p.name
-    )))
-    .fetch_one(&pool)
-    .await?;
-    if rows != archived {
-        return Ok(Some(format!(
-            "it holds {rows} rows, the archive's periods of its month {archived}"
-        )));
-    }
+    let manifests = match db_check(&a.prod, &a.cfg, p).await? {
+        Err(why) => return Ok(Some(why)),
+        Ok(m) => m,
+    };
     // Still in S3, as recorded, right now.
     for man in &manifests {
         if !a.quick_verify(man).await? {
@@ -133,50 +103,219 @@ pub async fn blocker(a: &Archiver, p: &Partition) -> Result<Option<String>, Arch
     Ok(None)
 }
 
+/// The database's checks of [`blocker`] in a read-only transaction of their own, under
+/// `archive.statement_timeout` (the count reads the whole partition): the reason to keep the
+/// partition, or the manifests of its periods.
+pub async fn db_check(
+    prod: &crate::db::Prod,
+    cfg: &crate::config::ArchiveConfig,
+    p: &Partition,
+) -> Result<Result<Vec<Manifest>, String>, ArchiveError> {
+    let mut conn = prod
+        .acquire()
+        .await
+        .map_err(|e| ArchiveError::new("database", e))?;
+    sqlx::Executor::execute(&mut *conn, "BEGIN READ ONLY").await?;
+    let r = async {
+        sqlx::Executor::execute(
+            &mut *conn,
+            sqlx::AssertSqlSafe(format!(
+                "SET LOCAL statement_timeout = {}",
+                cfg.section.statement_timeout.as_millis()
+            )),
+        )
+        .await?;
+        db_blocker(&mut conn, p).await
+    }
+    .await;
+    let _ = sqlx::Executor::execute(&mut *conn, "ROLLBACK").await;
+    r
+}
+
+/// The database's side of [`blocker`], on `conn` (in a transaction): the reason to keep the
+/// partition, or the manifests of its periods.
+async fn db_blocker(
+    conn: &mut sqlx::PgConnection,
+    p: &Partition,
+) -> Result<Result<Vec<Manifest>, String>, ArchiveError> {
+    let periods = sqlx::query(
+        "SELECT p.period_start_ms, p.manifest, p.verified_at IS NOT NULL, \
+           coalesce((SELECT sum(touches) FROM archive_touch t WHERE t.period_start_ms = p.period_start_ms), 0) > p.touches \
+         FROM archive_periods p WHERE p.period_start_ms >= $1 AND p.period_start_ms < $2 ORDER BY 1",
+    )
+    .bind(p.from_ms)
+    .bind(p.to_ms)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut archived: i64 = 0;
+    let mut manifests = Vec::with_capacity(periods.len());
+    for r in &periods {
+        let start: i64 = r.try_get(0)?;
+        let man: sqlx::types::Json<Manifest> = r.try_get(1)?;
+        let (verified, late): (bool, bool) = (r.try_get(2)?, r.try_get(3)?);
+        let when = kalshi_shared::time::format_rfc3339_ms(start);
+        if late {
+            return Ok(Err(format!("period {when} has late data not yet archived")));
+        }
+        if !verified {
+            return Ok(Err(format!("period {when} is not verified")));
+        }
+        archived += man.0.stream(&p.table).map_or(0, |s| s.rows) as i64;
+        manifests.push(man.0);
+    }
+    // Last, as the costliest: it reads the whole partition (archive.statement_timeout).
+    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        p.name
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    if rows != archived {
+        return Ok(Err(format!(
+            "it holds {rows} rows, the archive's periods of its month {archived}"
+        )));
+    }
+    Ok(Ok(manifests))
+}
+
+/// Why retention must wait for `table` as a whole: a gatherer keeps that stream longer than
+/// `archive.retention` (it could hand over rows of a month already dropped).
+pub fn gatherer_blocker(
+    board: &crate::board::Board,
+    table: &str,
+    retention_ms: i64,
+) -> Option<String> {
+    use std::sync::atomic::Ordering;
+    let stream = crate::records::Stream::from_table(table)?;
+    board.gatherers.iter().find_map(|g| {
+        let b = g.stream(stream);
+        let kept = b.retention_ms.load(Ordering::Acquire);
+        let longer = kept == 0 || kept >= retention_ms;
+        (b.retention_known.load(Ordering::Acquire) && longer).then(|| {
+            format!(
+                "gatherer {} keeps {table} {}, not less than archive.retention ({} days): it could hand over rows of a dropped month",
+                g.id,
+                if kept == 0 {
+                    "for ever".to_owned()
+                } else {
+                    format!("{} days", kept / 86_400_000)
+                },
+                retention_ms / 86_400_000
+            )
+        })
+    })
+}
+
 /// Drops the partitions older than the retention that the archive fully holds. Returns the
-/// dropped partitions' names.
-pub async fn run(a: &Archiver, now_ms: i64) -> Result<Vec<String>, ArchiveError> {
+/// dropped partitions' names. `board`: what the gatherers report (their retention).
+pub async fn run(
+    a: &Archiver,
+    board: Option<&crate::board::Board>,
+    now_ms: i64,
+) -> Result<Vec<String>, ArchiveError> {
     let keep = a.cfg.section.retention;
     if keep.is_zero() {
         return Ok(Vec::new());
     }
-    let cutoff = now_ms - keep.as_millis() as i64;
+    let keep_ms = keep.as_millis() as i64;
+    let cutoff = now_ms - keep_ms;
     let mut dropped = Vec::new();
     for p in partitions(a).await? {
         if p.to_ms > cutoff {
             continue;
         }
-        match blocker(a, &p).await? {
-            Some(why) => {
-                tracing::warn!(partition = %p.name, reason = %why, "retention keeps a partition older than archive.retention");
-            }
-            None => {
-                let mut tx = a.prod.pool().begin().await?;
-                sqlx::query(
-                    "UPDATE archive_periods SET retired_at = now() WHERE period_start_ms >= $1 AND period_start_ms < $2",
-                )
-                .bind(p.from_ms)
-                .bind(p.to_ms)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {}", p.name)))
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                metrics::counter!(m::ARCHIVE_PARTITIONS_DROPPED, "table" => p.table.clone())
-                    .increment(1);
-                tracing::info!(partition = %p.name, "retention dropped a partition: every row is in the verified archive");
-                dropped.push(p.name);
-            }
+        if let Some(why) = board.and_then(|b| gatherer_blocker(b, &p.table, keep_ms)) {
+            metrics::counter!(m::ARCHIVE_ERRORS, "class" => "config").increment(1);
+            tracing::error!(partition = %p.name, reason = %why, "retention waits: archive.retention must exceed every gatherer's retention");
+            continue;
         }
+        if let Some(why) = blocker(a, &p).await? {
+            tracing::warn!(partition = %p.name, reason = %why, "retention keeps a partition older than archive.retention");
+            continue;
+        }
+        kalshi_shared::failpoint::hit("deduplicator::retention::before_drop").await;
+        // Again, inside the drop's transaction, under the partition's exclusive lock.
+        let mut tx = a.prod.pool().begin().await?;
+        a.long_statements(&mut tx).await?;
+        // A reader holding the old month (a user's long query) is not waited out, and not made
+        // to wait behind us: the next pass tries again.
+        sqlx::query("SET LOCAL lock_timeout = 10000")
+            .execute(&mut *tx)
+            .await?;
+        let locked = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            p.name
+        )))
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = locked {
+            if kalshi_shared::pg::sqlstate(&e).as_deref() == Some("55P03") {
+                tracing::warn!(partition = %p.name, "retention waits: the partition is in use (lock not granted within 10 s)");
+                continue;
+            }
+            return Err(e.into());
+        }
+        if let Err(why) = db_blocker(&mut tx, &p).await? {
+            tx.rollback().await?;
+            tracing::warn!(partition = %p.name, reason = %why, "retention keeps a partition: rows were written to it while it was checked");
+            continue;
+        }
+        sqlx::query(
+            "UPDATE archive_periods SET retired_at = now() WHERE period_start_ms >= $1 AND period_start_ms < $2",
+        )
+        .bind(p.from_ms)
+        .bind(p.to_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {}", p.name)))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!(m::ARCHIVE_PARTITIONS_DROPPED, "table" => p.table.clone()).increment(1);
+        tracing::info!(partition = %p.name, "retention dropped a partition: every row is in the verified archive");
+        dropped.push(p.name);
     }
     Ok(dropped)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     #[test]
     fn month_bounds() {
         assert_eq!(super::month_start_ms((2026, 11)), 1_793_491_200_000);
+    }
+
+    #[test]
+    fn retention_waits_while_a_gatherer_keeps_a_stream_as_long() {
+        let eps: Vec<crate::config::GathererEndpoint> = ["g1", "g2"]
+            .iter()
+            .map(|id| crate::config::GathererEndpoint {
+                id: (*id).into(),
+                endpoint: "https://127.0.0.1:1".into(),
+                server_name: None,
+            })
+            .collect();
+        let board = crate::board::Board::new(&eps);
+        let day = 86_400_000i64;
+        let set = |g: usize, table: &str, ms: i64| {
+            let s = crate::records::Stream::from_table(table).unwrap();
+            let b = board.gatherers[g].stream(s);
+            b.retention_ms.store(ms, Ordering::Release);
+            b.retention_known.store(true, Ordering::Release);
+        };
+        // Not known yet: nothing to hold against.
+        assert_eq!(super::gatherer_blocker(&board, "trades", 35 * day), None);
+        set(0, "trades", 30 * day);
+        set(1, "trades", 30 * day);
+        assert_eq!(super::gatherer_blocker(&board, "trades", 35 * day), None);
+        set(1, "trades", 40 * day);
+        let why = super::gatherer_blocker(&board, "trades", 35 * day).unwrap();
+        assert!(why.contains("gatherer g2 keeps trades 40 days"), "{why}");
+        set(1, "trades", 0);
+        let why = super::gatherer_blocker(&board, "trades", 35 * day).unwrap();
+        assert!(why.contains("for ever"), "{why}");
+        assert_eq!(super::gatherer_blocker(&board, "tickers", 35 * day), None);
     }
 }

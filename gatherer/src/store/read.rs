@@ -120,6 +120,14 @@ impl Store {
         }
     }
 
+    /// The configured retention of a stream in ms (0: kept for ever).
+    pub fn retention_ms(&self, stream: Stream) -> i64 {
+        self.cfg
+            .retention
+            .get(&stream)
+            .map_or(0, |r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// Records of exchange times before this are no longer held (0: nothing dropped).
     pub fn retained_from_ms(&self, stream: Stream) -> i64 {
         let logged = self

@@ -89,9 +89,16 @@ pub struct ArchiveSection {
     #[serde(with = "duration")]
     pub attempt_timeout: Duration,
     /// Production partitions (months) older than this are dropped once every period in them
-    /// is verified in the archive. 0s: never drop.
+    /// is verified in the archive. 0s: never drop. Must exceed every gatherer's retention (a
+    /// gatherer could otherwise hand over rows of a dropped month); retention waits while it
+    /// does not.
     #[serde(with = "duration")]
     pub retention: Duration,
+    /// Deadline of one of the archive's long statements in production (a period's build or
+    /// verify, which stream every row of the period; a partition's row count before retention),
+    /// instead of `production.op_timeout`: an hour of a busy day is millions of rows.
+    #[serde(with = "duration")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for ArchiveSection {
@@ -116,6 +123,7 @@ impl Default for ArchiveSection {
             retry_max: Duration::from_secs(20),
             attempt_timeout: Duration::from_secs(120),
             retention: Duration::ZERO,
+            statement_timeout: Duration::from_secs(1800),
         }
     }
 }
