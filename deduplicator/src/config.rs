@@ -181,6 +181,14 @@ impl Validate for FileConfig {
         }
         in_range("sink.cache_keys", sink.cache_keys, 0, 100_000_000)?;
         in_range("sink.queue_pages", sink.queue_pages, 1, 10_000)?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(600))
+            .contains(&sink.lifecycle_match_window)
+        {
+            return Err(ConfigError::key(
+                "sink.lifecycle_match_window",
+                "between 100ms and 10m",
+            ));
+        }
         in_range("sources.page_limit", sources.page_limit, 1, 100_000)?;
         in_range(
             "sources.max_message_bytes",

@@ -298,6 +298,7 @@ async fn start_streams(
         gatherers: ids.clone(),
         panic_sink: cfg.testing.panic_sink.clone(),
         archive_period_ms: cfg.archive.as_ref().map(|a| a.period_ms),
+        lifecycle_window_ms: cfg.sink.lifecycle_match_window.as_millis() as i64,
     };
     for (s, rx) in Stream::ALL.into_iter().zip(receivers) {
         let sink = sink::Sink::new(s, sink_cfg.clone(), prod.clone(), board.clone(), rx);

@@ -445,8 +445,13 @@ async fn quarantine_cmd(cfg: deduplicator::Config, cmd: QuarantineCommand) -> Ex
                 resolved: false,
             };
             let cancel = tokio_util::sync::CancellationToken::new();
-            let period = cfg.archive.as_ref().map(|a| a.period_ms);
-            match quarantine::replay(prod, &f, period, cfg.production_retry, &cancel).await {
+            let to = quarantine::ReplayTo {
+                prod,
+                archive_period_ms: cfg.archive.as_ref().map(|a| a.period_ms),
+                retry: cfg.production_retry,
+                lifecycle_window_ms: cfg.sink.lifecycle_match_window.as_millis() as i64,
+            };
+            match quarantine::replay(to, &f, &cancel).await {
                 Ok(s) => {
                     for (id, what) in &s.rows {
                         println!("#{id} {what}");

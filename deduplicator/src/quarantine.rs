@@ -10,18 +10,16 @@
 //! It must never delete a quarantine row, nor mark one resolved that is not in its table, nor
 //! go on past an error that is not the rows' fault (it stops and says so).
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use kalshi_proto::gatherer::v1 as pb;
-use kalshi_shared::retry::BackoffConfig;
 use prost::Message as _;
 use sqlx::Row as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Prod;
 use crate::records::Stream;
-use crate::sink::{Quarantined, ReplayTo, Replayed, replay_record};
+pub use crate::sink::ReplayTo;
+use crate::sink::{Quarantined, Replayed, replay_record};
 
 /// Resolved replays (`replay` values): the record is in its table.
 pub const RESOLVED: &[&str] = &["inserted", "already_present"];
@@ -106,18 +104,11 @@ pub struct ReplaySummary {
 /// first failure that is not a row's fault (production unreachable, a privilege still
 /// missing): rows replayed before it are marked, the rest are left for the next run.
 pub async fn replay(
-    prod: Arc<Prod>,
+    to: ReplayTo,
     f: &Filter,
-    archive_period_ms: Option<i64>,
-    retry: BackoffConfig,
     cancel: &CancellationToken,
 ) -> anyhow::Result<ReplaySummary> {
-    let pool = prod.pool();
-    let to = ReplayTo {
-        prod: prod.clone(),
-        archive_period_ms,
-        retry,
-    };
+    let pool = to.prod.pool();
     let only_unresolved = Filter {
         resolved: false,
         ..f.clone()

@@ -12,8 +12,10 @@
 //!   received_ms, ts)`: never merged. `received_ms` is added to DESIGN.md's key because REST
 //!   snapshots have no sid or seq.
 //! - `tickers`: `(market_ticker, ts_ms, content_hash, occurrence, gatherer_key, ts)`.
-//! - `lifecycle`: `(ticker, event_type, content_hash, occurrence)`: identical messages (a
-//!   market paused twice) are told apart by how many the gatherer saw before.
+//! - `lifecycle`: `(ticker, event_type, content_hash, occurrence)`: the hash covers every field
+//!   the exchange sent; identical messages (a market paused twice) are told apart by an
+//!   occurrence the deduplicator assigns by receipt time (`lifecycle_copies`, sink/lifecycle.rs),
+//!   not by a gatherer's count, which starts again with every new gatherer database.
 //! - `markets`, `events`, `series`: one row per ticker, the latest by the exchange's update time,
 //!   else by observation time.
 //! - `gaps`: `(gatherer_id, instance_id, gap_id)`: DESIGN.md's `(gatherer_id, id)` plus the
@@ -35,6 +37,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (2, MIGRATION_2),
     (3, MIGRATION_3),
     (4, MIGRATION_4),
+    (5, MIGRATION_5),
 ];
 
 /// The role consumers read with (SELECT only; docs/consuming.md). Created when the migrating
@@ -267,6 +270,24 @@ ALTER TABLE quarantine ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY;
 CREATE UNIQUE INDEX quarantine_id ON quarantine (id);
 ALTER TABLE quarantine ADD COLUMN replayed_at timestamptz;
 ALTER TABLE quarantine ADD COLUMN replay text;
+"#;
+
+/// Lifecycle identity that survives the loss of every gatherer database: which gatherer copy
+/// became which production row. A copy is known again by its gatherer, its database (the
+/// instance, before any `~` incarnation suffix), its content and its receipt time, whatever its
+/// cursor; a new copy joins an identical row received within `sink.lifecycle_match_window` that
+/// has no copy from the same gatherer yet, else it is a new occurrence (sink/lifecycle.rs).
+const MIGRATION_5: &str = r#"
+CREATE TABLE lifecycle_copies (
+    gatherer_id  text   NOT NULL,
+    instance_id  text   NOT NULL,
+    ticker       text   NOT NULL,
+    event_type   text   NOT NULL,
+    content_hash text   NOT NULL,
+    received_ms  bigint NOT NULL,
+    occurrence   bigint NOT NULL,
+    PRIMARY KEY (ticker, event_type, content_hash, gatherer_id, instance_id, received_ms)
+);
 "#;
 
 /// `(year, month)` of Unix milliseconds.

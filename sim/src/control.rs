@@ -11,6 +11,7 @@
 //! | POST | `/rate` | `{"rate":N}`: messages per second |
 //! | GET | `/truth?after=P&limit=N&types=a,b` | published events after position P |
 //! | GET | `/truth/summary` | head position, counts by type, start time |
+//! | POST | `/lifecycle/pause` | pause or resume a market now (`{"market_ticker","paused"}`) |
 //! | GET | `/truth/markets` | every market's REST view and book, and every event's and series' REST view, all at one position |
 //! | GET | `/truth/books/{ticker}` | a market's current book and the position it reflects |
 //!
@@ -45,6 +46,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/resume", post(resume))
         .route("/advance", post(advance))
         .route("/rate", post(set_rate))
+        .route("/lifecycle/pause", post(pause_market))
         .route("/truth", get(truth))
         .route("/truth/summary", get(truth_summary))
         .route("/truth/markets", get(markets))
@@ -337,6 +339,27 @@ async fn truth_summary(State(state): State<Arc<SimState>>) -> Json<serde_json::V
 }
 
 /// Every market as REST shows it, with its book, under one lock: all reflect one position.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseRequest {
+    market_ticker: String,
+    paused: bool,
+}
+
+/// `POST /lifecycle/pause {"market_ticker", "paused"}`: pauses or resumes a market now.
+async fn pause_market(
+    State(state): State<Arc<SimState>>,
+    Json(req): Json<PauseRequest>,
+) -> Response {
+    match state.set_paused(&req.market_ticker, req.paused) {
+        Some(pos) => {
+            Json(json!({"pos": pos, "market_ticker": req.market_ticker, "paused": req.paused}))
+                .into_response()
+        }
+        None => error_response(StatusCode::NOT_FOUND, "not_found", "market not found"),
+    }
+}
+
 async fn markets(State(state): State<Arc<SimState>>) -> Json<serde_json::Value> {
     let ex = lock(&state.exchange);
     let side = |m: &crate::universe::MarketInfo, s: Side| -> Vec<[String; 2]> {

@@ -129,6 +129,21 @@ impl SimState {
         len
     }
 
+    /// Pauses or resumes a market now (a `deactivated` lifecycle message); its position, or
+    /// None for an unknown market.
+    pub fn set_paused(&self, ticker: &str, paused: bool) -> Option<u64> {
+        let now_us = lock(&self.faults)
+            .frozen_us(Instant::now())
+            .unwrap_or_else(kalshi_shared::time::now_us);
+        let mut ex = lock(&self.exchange);
+        let idx = ex.market_index(ticker)?;
+        let batch = ex.set_paused(idx, paused, now_us.div_euclid(1000));
+        let last = batch.last()?.pos;
+        self.published_pos.store(last, Ordering::Release);
+        let _ = self.fanout.send(Arc::new(batch));
+        Some(last)
+    }
+
     /// Sends a fault to the selected connections; returns their ids.
     pub fn fault_connections(
         &self,

@@ -107,15 +107,17 @@ pub fn canonical_ticker(v: &Value) -> anyhow::Result<String> {
     Ok(serde_json::to_string(&t)?)
 }
 
-/// Canonical content of a market (`kind = "market"`) or event lifecycle message.
+/// Canonical content of a market (`kind = "market"`) or event lifecycle message: every field
+/// the exchange sent, known to the typed structs or not (a field dropped on the way is a
+/// difference), in canonical form (sorted keys, numbers as written). It must parse as its
+/// typed message too.
 pub fn canonical_lifecycle(kind: &str, v: &Value) -> anyhow::Result<String> {
-    Ok(if kind == "event" {
-        let e: EventLifecycleMsg = serde_json::from_value(v.clone()).context("parse event")?;
-        serde_json::to_string(&e)?
+    if kind == "event" {
+        serde_json::from_value::<EventLifecycleMsg>(v.clone()).context("parse event")?;
     } else {
-        let m: MarketLifecycleMsg = serde_json::from_value(v.clone()).context("parse market")?;
-        serde_json::to_string(&m)?
-    })
+        serde_json::from_value::<MarketLifecycleMsg>(v.clone()).context("parse market")?;
+    }
+    Ok(serde_json::to_string(v)?)
 }
 
 fn text(v: &Value, k: &str) -> anyhow::Result<String> {

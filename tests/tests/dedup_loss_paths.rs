@@ -337,3 +337,74 @@ async fn a_gatherer_whose_database_went_back_is_read_again_from_the_start() {
     assert!(stored.starts_with(&format!("{instance}~")), "{stored}");
     d.stop().await.unwrap();
 }
+
+/// Lifecycle messages have no id and no time, and a market paused twice publishes two
+/// identical ones. Their identity must survive the loss of every gatherer database: paused,
+/// resumed, paused and resumed again within a second (identical pairs, every gatherer sees
+/// both), then every gatherer replaced by a fresh instance, then the same pause once more.
+/// Production holds each message exactly as often as the exchange published it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_lifecycle_messages_survive_the_replacement_of_every_gatherer() {
+    let mut w = World::start(448, 6, 2).await;
+    let d = start_dedup(w.dedup_file(&w.prod.url())).await;
+    let prod = pool(&w.prod.url()).await;
+    let market = w.initial.iter().min().unwrap().clone();
+    let control = w.control();
+    let pause = |paused: bool| {
+        let (control, market) = (control.clone(), market.clone());
+        async move {
+            control
+                .post(
+                    "/lifecycle/pause",
+                    serde_json::json!({"market_ticker": market, "paused": paused}),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    for paused in [true, false, true, false] {
+        pause(paused).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    w.settle(Duration::from_millis(1500)).await;
+    w.wait_synced(&prod, Duration::from_secs(60)).await;
+    let count = |prod: sqlx::PgPool, market: String| async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM lifecycle WHERE ticker = $1 AND event_type = 'deactivated'",
+        )
+        .bind(market)
+        .fetch_one(&prod)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        count(prod.clone(), market.clone()).await,
+        4,
+        "two identical pairs"
+    );
+
+    // Every gatherer replaced: new empty databases, the same ids and addresses.
+    for (i, g) in ["g1", "g2"].iter().enumerate() {
+        w.gatherers[i].stop().await;
+        let fresh = w.gpg.create_database(&format!("{g}_fresh")).unwrap();
+        let mut file = w.gatherers[i].file.clone();
+        file.store.database_url = gatherer::config::Secret(fresh);
+        w.gatherers[i] = GProc::start(file).await;
+    }
+    for g in &w.gatherers {
+        g.wait_healthy(Duration::from_secs(60)).await;
+    }
+    w.settle(Duration::from_millis(2500)).await;
+    pause(true).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    pause(false).await;
+    w.settle(Duration::from_millis(1500)).await;
+    w.wait_synced(&prod, Duration::from_secs(90)).await;
+    assert_eq!(
+        count(prod.clone(), market.clone()).await,
+        6,
+        "the new instances' identical pause is a new message"
+    );
+    assert_exact(&w, &prod).await;
+    d.stop().await.unwrap();
+}

@@ -46,7 +46,7 @@ pub trait ProdTable: Copy {
 
 impl ProdTable for Stream {
     fn copies_direct(self) -> bool {
-        !self.is_registry() && self != Stream::Trades
+        !self.is_registry() && self != Stream::Trades && self != Stream::Lifecycle
     }
 
     fn columns(self) -> &'static str {
@@ -211,11 +211,9 @@ pub fn key(stream: Stream, src: &Source<'_>, r: &pb::Record) -> Option<u128> {
                 .i(i64::from(t.occurrence))
                 .s(&gk)
         }
-        Body::Lifecycle(l) => h
-            .s(&l.ticker)
-            .s(&l.event_type)
-            .s(&l.content_hash)
-            .i(i64::from(l.occurrence)),
+        // The copy, not the message: which copies are one message is decided against
+        // production (sink/lifecycle.rs); the cache only drops a copy read again.
+        Body::Lifecycle(_) => h.s(src.gatherer_id).s(src.instance_id).i(r.cursor),
         Body::Registry(_) => return None,
         Body::Gap(g) => h.s(src.gatherer_id).s(src.instance_id).i(g.id),
     };

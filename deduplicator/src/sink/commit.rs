@@ -289,7 +289,16 @@ impl Sink {
         let fut = async {
             conn.execute("BEGIN").await?;
             let mut inserted = 0;
-            if let Some(payload) = payload {
+            if stream == Stream::Lifecycle {
+                // Identity against production, not by a gatherer's count (`lifecycle.rs`).
+                inserted = lifecycle::merge(
+                    &mut conn,
+                    rows,
+                    &self.cfg.gatherers,
+                    self.cfg.lifecycle_window_ms,
+                )
+                .await?;
+            } else if let Some(payload) = payload {
                 if direct {
                     // Straight into the table: every row must be new, or the whole transaction
                     // fails with a unique violation (and the batch is merged instead).

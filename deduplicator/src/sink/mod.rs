@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 mod batch;
 mod commit;
+mod lifecycle;
 mod quarantine;
 mod stall;
 
@@ -75,6 +76,8 @@ pub struct SinkConfig {
     /// The archive's period: each transaction counts itself in `archive_touch` for the
     /// periods its rows fall in (None: no archive).
     pub archive_period_ms: Option<i64>,
+    /// `sink.lifecycle_match_window` in ms (see `lifecycle.rs`).
+    pub lifecycle_window_ms: i64,
 }
 
 /// A record on its way into one transaction.

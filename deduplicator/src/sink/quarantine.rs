@@ -78,6 +78,7 @@ pub struct ReplayTo {
     pub prod: Arc<Prod>,
     pub archive_period_ms: Option<i64>,
     pub retry: BackoffConfig,
+    pub lifecycle_window_ms: i64,
 }
 
 /// One quarantined record and where it came from.
@@ -115,6 +116,7 @@ pub async fn replay_record(
         gatherers: vec![gatherer_id.to_owned()],
         panic_sink: String::new(),
         archive_period_ms,
+        lifecycle_window_ms: to.lifecycle_window_ms,
     };
     let (_tx, rx) = mpsc::channel(1);
     let board = Arc::new(Board::new(&[]));

@@ -226,6 +226,11 @@ pub struct SinkSection {
     pub cache_keys: usize,
     /// Pages waiting per stream between the sources and the writer.
     pub queue_pages: usize,
+    /// Lifecycle messages carry no time or id: two gatherers' copies of one are one when they
+    /// were received within this of each other (and identical). Two identical messages (a
+    /// market paused twice) are two when farther apart, or both received by one gatherer.
+    #[serde(with = "duration")]
+    pub lifecycle_match_window: Duration,
 }
 
 impl Default for SinkSection {
@@ -235,6 +240,7 @@ impl Default for SinkSection {
             batch_interval: Duration::from_millis(10),
             cache_keys: 500_000,
             queue_pages: 4,
+            lifecycle_match_window: Duration::from_secs(10),
         }
     }
 }

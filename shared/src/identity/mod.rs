@@ -83,11 +83,21 @@ pub fn json_hash(raw: &str) -> Option<String> {
         .map(|v| content_hash(&v))
 }
 
-/// A lifecycle message's stored body and its content hash.
+/// A lifecycle message's stored body and its content hash, from the typed message (only for
+/// a message whose raw text is not at hand; see [`raw_content`]).
 pub fn lifecycle_hash<T: serde::Serialize>(msg: &T) -> (String, String) {
     let v = serde_json::to_value(msg).unwrap_or(serde_json::Value::Null);
     let body = serde_json::to_string(&v).unwrap_or_default();
     (body, content_hash(&v))
+}
+
+/// A message kept as sent: its body is the exchange's text, its hash covers every field the
+/// exchange sent, known or not, in canonical form (sorted keys, numbers as written), so two
+/// gatherers (or two versions of one, one of which learned a new field) hash one message alike
+/// whatever the order of its keys or its whitespace. None: not JSON.
+pub fn raw_content(raw: &str) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    Some((raw.to_owned(), content_hash(&v)))
 }
 
 /// The content hash of a ticker: its values, normalised, so decimals' formatting and the
@@ -153,6 +163,24 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_raw_message_hashes_every_field_whatever_its_key_order_and_spacing() {
+        let a = r#"{"market_ticker":"M","event_type":"deactivated","is_deactivated":true}"#;
+        let b = r#"{ "is_deactivated": true, "event_type": "deactivated", "market_ticker": "M" }"#;
+        let (body, ha) = raw_content(a).unwrap();
+        assert_eq!(body, a, "kept as sent");
+        assert_eq!(raw_content(b).unwrap().1, ha);
+        // A field the typed struct does not know changes the identity (two messages), and a
+        // gatherer that learned it hashes the same text as one that did not.
+        let c = r#"{"market_ticker":"M","event_type":"deactivated","is_deactivated":true,"fee_waived":1.50}"#;
+        assert_ne!(raw_content(c).unwrap().1, ha);
+        assert_eq!(
+            raw_content(c).unwrap().1,
+            content_hash(&serde_json::from_str(c).unwrap())
+        );
+        assert!(raw_content("not json").is_none());
+    }
 
     // Golden values: these are stored in databases and primary keys. If one of these tests
     // fails, the change breaks identity across versions; do not update the value, undo it.

@@ -189,6 +189,24 @@ impl Exchange {
         self.publish_lifecycle(idx, msg, ts_ms, out);
     }
 
+    /// Pauses (or resumes) one market now, as the exchange does on an operator's decision:
+    /// a `deactivated` message (a market paused twice publishes two identical ones).
+    pub fn set_paused(&mut self, idx: u32, paused: bool, ts_ms: i64) -> Vec<Published> {
+        let mut out = Vec::new();
+        let m = &mut self.markets[idx as usize];
+        m.paused = paused;
+        m.updated_ms = ts_ms;
+        let mut msg = self.lifecycle_msg(idx, ws::lifecycle_event::DEACTIVATED);
+        msg.is_deactivated = Some(paused);
+        self.publish_lifecycle(idx, msg, ts_ms, &mut out);
+        // In the ground truth before anyone can receive it, as a generated batch is.
+        if let Err(e) = self.truth.flush() {
+            tracing::error!(error = %e, "cannot write the ground truth; the exchange stops publishing");
+            out.clear();
+        }
+        out
+    }
+
     pub(super) fn lc_metadata(&mut self, ts_ms: i64, out: &mut Vec<Published>) {
         let Some(&idx) = self.flow.pick(&self.active) else {
             return;

@@ -42,7 +42,7 @@ use crate::store::Stream;
 use crate::store::rows::{
     DeltaRow, GapReason, GapRow, LifecycleRow, Origin, SnapshotRow, Source, TickerRow, TradeRow,
 };
-use kalshi_shared::identity::{lifecycle_hash, ticker_hash};
+use kalshi_shared::identity::{lifecycle_hash, raw_content, ticker_hash};
 use route::{store_snapshot, unstored};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -54,7 +54,10 @@ impl Connection {
             FrameBody::Trade(t) => self.on_trade(t, origin),
             FrameBody::Ticker(t) => self.on_ticker(s, t, origin),
             FrameBody::MarketLifecycle(l) => {
-                let (body, hash) = lifecycle_hash(&l);
+                // Kept as sent: every field, known to the struct or not, in body and hash.
+                let (body, hash) = ws::raw_msg(text)
+                    .and_then(raw_content)
+                    .unwrap_or_else(|| lifecycle_hash(&l));
                 let occurrence = self.shared.lifecycle_seen.next("market", &hash);
                 self.shared.sinks.lifecycle.push(LifecycleRow {
                     kind: "market",
@@ -71,7 +74,9 @@ impl Connection {
                 });
             }
             FrameBody::EventLifecycle(e) => {
-                let (body, hash) = lifecycle_hash(&e);
+                let (body, hash) = ws::raw_msg(text)
+                    .and_then(raw_content)
+                    .unwrap_or_else(|| lifecycle_hash(&e));
                 let occurrence = self.shared.lifecycle_seen.next("event", &hash);
                 self.shared.sinks.lifecycle.push(LifecycleRow {
                     kind: "event",

@@ -220,6 +220,13 @@ fn cut(mut s: String, max: usize) -> String {
 }
 
 /// Parses one text frame from the server.
+/// The `msg` of a frame exactly as the exchange sent it (None: no frame or no `msg`): what is
+/// kept of lifecycle messages, every field, known to the typed structs or not.
+pub fn raw_msg(text: &str) -> Option<&str> {
+    let raw: RawFrame<'_> = serde_json::from_str(text).ok()?;
+    raw.msg.map(RawValue::get)
+}
+
 pub fn parse_frame(text: &str) -> Result<Frame, FrameError> {
     let raw: RawFrame<'_> =
         serde_json::from_str(text).map_err(|e| FrameError::Malformed(cut(e.to_string(), 200)))?;

@@ -1,0 +1,421 @@
+//! Lifecycle identity. A lifecycle message has no id and no exchange time, and a market paused
+//! twice publishes two identical messages. A gatherer's count of identical messages starts
+//! again with every new database, so after every gatherer was replaced a new pause would get an
+//! old pause's key and be dropped. The identity is decided here, against production:
+//!
+//! - a message is `(ticker, event_type, content_hash)`, the hash over every field the exchange
+//!   sent (kept as sent by the gatherers), plus an `occurrence` that production assigns;
+//! - a copy merged before is skipped, known by its gatherer, its database (the instance before
+//!   any `~` incarnation suffix: a database gone back and read again under a new incarnation
+//!   holds the same copies), its content and its receipt time, whatever its cursor;
+//! - otherwise it is the identical row received within `sink.lifecycle_match_window` of it
+//!   that has no copy from the same gatherer yet, the nearest in time: one gatherer receives a
+//!   message once, whichever of its instances (a new instance never receives an old message);
+//! - otherwise it is a new message: the next occurrence of its content.
+//!
+//! Each content ends up with as many rows as the gatherer that received it most often has
+//! copies: exact whenever one gatherer saw every one of them, as for deltas. `lifecycle_copies`
+//! records which copy became which row, in the same transaction, so the rule holds across
+//! restarts of the deduplicator and of every gatherer.
+//!
+//! It must never merge two copies one gatherer received, nor make two rows of the copies
+//! different gatherers received within the window.
+
+use std::collections::{HashMap, HashSet};
+
+use kalshi_proto::gatherer::v1 as pb;
+use sqlx::Row as _;
+
+use super::Row;
+
+/// `(ticker, event_type, content_hash)`.
+pub(super) type Content = (String, String, String);
+
+/// A production row of one content.
+#[derive(Debug, Clone)]
+pub(super) struct Known {
+    pub occurrence: i64,
+    pub received_ms: i64,
+    /// Gatherers with a copy in it.
+    pub sources: HashSet<String>,
+}
+
+/// A copy to place.
+#[derive(Debug, Clone)]
+pub(super) struct Copy {
+    pub content: Content,
+    pub received_ms: i64,
+    /// Its gatherer.
+    pub source: String,
+}
+
+/// A database's instance id without the incarnation a deduplicator gave it after it went back.
+fn base_instance(instance: &str) -> &str {
+    instance.split('~').next().unwrap_or(instance)
+}
+
+/// Where each copy goes: `(occurrence, new row)`, in the order given.
+pub(super) fn assign(
+    known: &mut HashMap<Content, Vec<Known>>,
+    copies: &[Copy],
+    window_ms: i64,
+) -> Vec<(i64, bool)> {
+    let mut order: Vec<usize> = (0..copies.len()).collect();
+    order.sort_by_key(|i| copies[*i].received_ms);
+    let mut out = vec![(0, false); copies.len()];
+    for i in order {
+        let c = &copies[i];
+        let rows = known.entry(c.content.clone()).or_default();
+        let nearest = rows
+            .iter_mut()
+            .filter(|k| {
+                (k.received_ms - c.received_ms).abs() <= window_ms && !k.sources.contains(&c.source)
+            })
+            .min_by_key(|k| ((k.received_ms - c.received_ms).abs(), k.occurrence));
+        out[i] = match nearest {
+            Some(k) => {
+                k.sources.insert(c.source.clone());
+                (k.occurrence, false)
+            }
+            None => {
+                let occurrence = rows.iter().map(|k| k.occurrence + 1).max().unwrap_or(0);
+                rows.push(Known {
+                    occurrence,
+                    received_ms: c.received_ms,
+                    sources: HashSet::from([c.source.clone()]),
+                });
+                (occurrence, true)
+            }
+        };
+    }
+    out
+}
+
+/// Merges lifecycle rows in the current transaction; returns the rows inserted.
+pub(super) async fn merge(
+    conn: &mut sqlx::PgConnection,
+    rows: &[&Row],
+    gatherers: &[String],
+    window_ms: i64,
+) -> Result<u64, sqlx::Error> {
+    use pb::record::Body;
+    struct In<'a> {
+        l: &'a pb::Lifecycle,
+        gatherer: &'a str,
+        instance: &'a str,
+    }
+    let ins: Vec<In<'_>> = rows
+        .iter()
+        .filter_map(|r| match r.record.body.as_ref() {
+            Some(Body::Lifecycle(l)) => Some(In {
+                l,
+                gatherer: gatherers.get(r.gatherer).map_or("", String::as_str),
+                instance: &r.instance,
+            }),
+            _ => None,
+        })
+        .collect();
+    if ins.is_empty() {
+        return Ok(0);
+    }
+    // Copies merged before (a gatherer read again, a database gone back): skipped.
+    let mut cols: [Vec<String>; 5] = Default::default();
+    let mut received = Vec::with_capacity(ins.len());
+    for x in &ins {
+        cols[0].push(x.gatherer.to_owned());
+        cols[1].push(base_instance(x.instance).to_owned());
+        cols[2].push(x.l.ticker.clone());
+        cols[3].push(x.l.event_type.clone());
+        cols[4].push(x.l.content_hash.clone());
+        received.push(x.l.origin.as_ref().map_or(0, |o| o.received_ms));
+    }
+    type CopyKey = (String, String, String, String, String, i64);
+    let merged: HashSet<CopyKey> = sqlx::query(
+        "SELECT gatherer_id, instance_id, ticker, event_type, content_hash, received_ms FROM lifecycle_copies \
+         WHERE (gatherer_id, instance_id, ticker, event_type, content_hash, received_ms) IN \
+           (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]))",
+    )
+    .bind(&cols[0])
+    .bind(&cols[1])
+    .bind(&cols[2])
+    .bind(&cols[3])
+    .bind(&cols[4])
+    .bind(&received)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get(0)?,
+            r.try_get(1)?,
+            r.try_get(2)?,
+            r.try_get(3)?,
+            r.try_get(4)?,
+            r.try_get(5)?,
+        ))
+    })
+    .collect::<Result<_, sqlx::Error>>()?;
+    let ins: Vec<In<'_>> = ins
+        .into_iter()
+        .filter(|x| {
+            !merged.contains(&(
+                x.gatherer.to_owned(),
+                base_instance(x.instance).to_owned(),
+                x.l.ticker.clone(),
+                x.l.event_type.clone(),
+                x.l.content_hash.clone(),
+                x.l.origin.as_ref().map_or(0, |o| o.received_ms),
+            ))
+        })
+        .collect();
+    if ins.is_empty() {
+        return Ok(0);
+    }
+    // The rows of the same contents, locked, and their copies.
+    let mut contents: Vec<Content> = ins
+        .iter()
+        .map(|x| {
+            (
+                x.l.ticker.clone(),
+                x.l.event_type.clone(),
+                x.l.content_hash.clone(),
+            )
+        })
+        .collect();
+    contents.sort();
+    contents.dedup();
+    let (t, e, h): (Vec<&str>, Vec<&str>, Vec<&str>) =
+        contents
+            .iter()
+            .fold((vec![], vec![], vec![]), |mut a, (t, e, h)| {
+                a.0.push(t.as_str());
+                a.1.push(e.as_str());
+                a.2.push(h.as_str());
+                a
+            });
+    let mut known: HashMap<Content, Vec<Known>> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT ticker, event_type, content_hash, occurrence, received_ms FROM lifecycle \
+         WHERE (ticker, event_type, content_hash) IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])) \
+         FOR UPDATE",
+    )
+    .bind(&t)
+    .bind(&e)
+    .bind(&h)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        known
+            .entry((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+            .or_default()
+            .push(Known {
+                occurrence: r.try_get(3)?,
+                received_ms: r.try_get(4)?,
+                sources: HashSet::new(),
+            });
+    }
+    for r in sqlx::query(
+        "SELECT ticker, event_type, content_hash, occurrence, gatherer_id FROM lifecycle_copies \
+         WHERE (ticker, event_type, content_hash) IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))",
+    )
+    .bind(&t)
+    .bind(&e)
+    .bind(&h)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let content: Content = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        let occurrence: i64 = r.try_get(3)?;
+        if let Some(k) = known
+            .get_mut(&content)
+            .and_then(|v| v.iter_mut().find(|k| k.occurrence == occurrence))
+        {
+            k.sources.insert(r.try_get(4)?);
+        }
+    }
+    let copies: Vec<Copy> = ins
+        .iter()
+        .map(|x| Copy {
+            content: (
+                x.l.ticker.clone(),
+                x.l.event_type.clone(),
+                x.l.content_hash.clone(),
+            ),
+            received_ms: x.l.origin.as_ref().map_or(0, |o| o.received_ms),
+            source: x.gatherer.to_owned(),
+        })
+        .collect();
+    let placed = assign(&mut known, &copies, window_ms);
+    // New rows, and every copy's place.
+    let mut new = NewRows::default();
+    let mut links = NewRows::default();
+    for ((x, c), (occurrence, is_new)) in ins.iter().zip(&copies).zip(&placed) {
+        if *is_new {
+            new.push(x.l, *occurrence, c.received_ms, x.gatherer, x.instance);
+        }
+        links.push(
+            x.l,
+            *occurrence,
+            c.received_ms,
+            x.gatherer,
+            base_instance(x.instance),
+        );
+    }
+    let inserted = if new.ticker.is_empty() {
+        0
+    } else {
+        sqlx::query(
+            "INSERT INTO lifecycle (ticker, event_type, content_hash, occurrence, kind, body, received_ms, gatherer_id) \
+             SELECT t, e, h, o, k, b::jsonb, r, g FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[]) \
+               AS u(t, e, h, o, k, b, r, g) \
+             ON CONFLICT (ticker, event_type, content_hash, occurrence) DO NOTHING",
+        )
+        .bind(&new.ticker)
+        .bind(&new.event_type)
+        .bind(&new.hash)
+        .bind(&new.occurrence)
+        .bind(&new.kind)
+        .bind(&new.body)
+        .bind(&new.received)
+        .bind(&new.gatherer)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+    };
+    sqlx::query(
+        "INSERT INTO lifecycle_copies (gatherer_id, instance_id, received_ms, ticker, event_type, content_hash, occurrence) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&links.gatherer)
+    .bind(&links.instance)
+    .bind(&links.received)
+    .bind(&links.ticker)
+    .bind(&links.event_type)
+    .bind(&links.hash)
+    .bind(&links.occurrence)
+    .execute(&mut *conn)
+    .await?;
+    Ok(inserted)
+}
+
+#[derive(Default)]
+struct NewRows {
+    ticker: Vec<String>,
+    event_type: Vec<String>,
+    hash: Vec<String>,
+    occurrence: Vec<i64>,
+    kind: Vec<String>,
+    body: Vec<String>,
+    received: Vec<i64>,
+    gatherer: Vec<String>,
+    instance: Vec<String>,
+}
+
+impl NewRows {
+    fn push(
+        &mut self,
+        l: &pb::Lifecycle,
+        occurrence: i64,
+        received: i64,
+        gatherer: &str,
+        instance: &str,
+    ) {
+        self.ticker.push(l.ticker.clone());
+        self.event_type.push(l.event_type.clone());
+        self.hash.push(l.content_hash.clone());
+        self.occurrence.push(occurrence);
+        self.kind.push(l.kind.clone());
+        self.body.push(l.body_json.clone());
+        self.received.push(received);
+        self.gatherer.push(gatherer.to_owned());
+        self.instance.push(instance.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(t: i64, g: &str) -> Copy {
+        Copy {
+            content: ("M".into(), "deactivated".into(), "h".into()),
+            received_ms: t,
+            source: g.into(),
+        }
+    }
+
+    #[test]
+    fn copies_of_one_message_are_one_row_and_identical_messages_are_two() {
+        let mut known = HashMap::new();
+        // A pause seen by three gatherers within a few ms, then the same pause again a minute
+        // later, seen by two.
+        let copies = [
+            copy(1_000, "g1"),
+            copy(1_004, "g2"),
+            copy(1_002, "g3"),
+            copy(61_000, "g2"),
+            copy(61_001, "g1"),
+        ];
+        let placed = assign(&mut known, &copies, 10_000);
+        assert_eq!(
+            placed,
+            vec![(0, true), (0, false), (0, false), (1, true), (1, false)]
+        );
+    }
+
+    #[test]
+    fn one_gatherer_receiving_it_twice_within_the_window_is_two_messages() {
+        let mut known = HashMap::new();
+        // Paused, resumed, paused within a second: g1 receives both pauses, g2 only the
+        // second (it was reconnecting during the first).
+        let copies = [copy(1_000, "g1"), copy(1_900, "g1"), copy(1_901, "g2")];
+        let placed = assign(&mut known, &copies, 10_000);
+        assert_eq!(placed, vec![(0, true), (1, true), (1, false)]);
+    }
+
+    #[test]
+    fn every_gatherer_replaced_a_new_pause_is_a_new_row_even_within_the_window() {
+        // Production knows the first pause (occurrence 0, copies from g1 and g2, whose databases
+        // are gone); the new instances' copies of an identical pause seconds later are a new
+        // message: g1 and g2 already have a copy in the old row.
+        let mut known = HashMap::from([(
+            ("M".to_owned(), "deactivated".to_owned(), "h".to_owned()),
+            vec![Known {
+                occurrence: 0,
+                received_ms: 1_000,
+                sources: HashSet::from(["g1".to_owned(), "g2".to_owned()]),
+            }],
+        )]);
+        let copies = [copy(4_000, "g1"), copy(4_003, "g2")];
+        assert_eq!(
+            assign(&mut known, &copies, 10_000),
+            vec![(1, true), (1, false)]
+        );
+    }
+
+    #[test]
+    fn a_gatherer_that_missed_the_first_still_makes_the_count_exact() {
+        // g3 was down for pause A; its copy of A' (identical, within the window) is placed
+        // first and joins A; g1's and g2's copies of A' then make A'. Two rows, as published.
+        let mut known = HashMap::from([(
+            ("M".to_owned(), "deactivated".to_owned(), "h".to_owned()),
+            vec![Known {
+                occurrence: 0,
+                received_ms: 1_000,
+                sources: HashSet::from(["g1".to_owned(), "g2".to_owned()]),
+            }],
+        )]);
+        let placed = assign(&mut known, &[copy(5_000, "g3")], 10_000);
+        assert_eq!(placed, vec![(0, false)]);
+        let placed = assign(&mut known, &[copy(5_001, "g1"), copy(5_002, "g2")], 10_000);
+        assert_eq!(placed, vec![(1, true), (1, false)]);
+        assert_eq!(known.values().next().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn incarnations_share_their_database() {
+        assert_eq!(base_instance("uuid-1"), "uuid-1");
+        assert_eq!(base_instance("uuid-1~1796000000000"), "uuid-1");
+    }
+}
