@@ -21,6 +21,9 @@ pub fn side_code(side: &str) -> Option<i16> {
     }
 }
 
+/// A book's sides, `(price micros, quantity centi)` ascending by price: yes, then no.
+pub type Levels = (Vec<(i64, i64)>, Vec<(i64, i64)>);
+
 /// A delta's identity across gatherers: `(market, ts_ms, side, price micros, delta centi)`.
 pub type DeltaKey = (String, i64, i16, i64, i64);
 

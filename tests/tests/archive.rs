@@ -74,6 +74,66 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
         );
     }
 
+    // Books rebuilt from the archive exactly as docs/archive.md tells users to (DuckDB, the
+    // latest snapshot plus the deltas after its splice point) equal the exchange's, for every
+    // market, at the end and in the middle of its traffic.
+    let truth = w.control().truth().await.unwrap();
+    let end = kalshi_shared::time::now_ms();
+    // Every market with a book in the archive, those created while running included.
+    let markets: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT market_ticker FROM orderbook_snapshots ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(
+        markets.len() > w.initial.len(),
+        "markets were created while running"
+    );
+    let mut queries = Vec::new();
+    for m in &markets {
+        let ts: Vec<i64> = truth
+            .deltas
+            .iter()
+            .filter(|d| &d.market == m)
+            .map(|d| d.ts_ms)
+            .collect();
+        queries.push(serde_json::json!({"market": m, "at_ms": end}));
+        if let (Some(a), Some(b)) = (ts.first(), ts.last()) {
+            queries.push(serde_json::json!({"market": m, "at_ms": (a + b) / 2}));
+        }
+    }
+    let qfile = work.join("book-queries.json");
+    std::fs::write(&qfile, serde_json::to_string(&queries).unwrap()).unwrap();
+    let text = succeeds(
+        Command::new(oracle_python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_books.py"))
+            .arg(work.join("read").join(PREFIX))
+            .arg(&qfile),
+    );
+    let books: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(books.len(), queries.len());
+    let pairs = |v: &serde_json::Value| -> Vec<(i64, i64)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l[0].as_i64().unwrap(), l[1].as_i64().unwrap()))
+            .collect()
+    };
+    for b in &books {
+        let (m, at) = (b["market"].as_str().unwrap(), b["at_ms"].as_i64().unwrap());
+        let want = kalshi_testkit::oracle::exchange_book(&truth, m, at).unwrap();
+        assert_eq!(
+            (pairs(&b["yes"]), pairs(&b["no"])),
+            want,
+            "the book of {m} at {at} rebuilt from the archive as docs/archive.md says"
+        );
+    }
+    eprintln!(
+        "{} books rebuilt from the archive equal the exchange's ({} markets)",
+        books.len(),
+        markets.len()
+    );
+
     // A crash after the uploads, before the bookkeeping: the periods are redone, and the same
     // keys get the same bytes, so nothing is uploaded twice.
     stop(svc);

@@ -117,6 +117,40 @@ impl<'a> Sweep<'a> {
     }
 }
 
+/// The exchange's book of `market` at exchange time `at_ms`: `(yes, no)` levels ascending by
+/// price. None: the market is unknown, or its timestamps go backwards (no book at a time).
+pub fn exchange_book(truth: &Truth, market: &str, at_ms: i64) -> Option<super::super::sim::Levels> {
+    let now = truth.markets.get(market)?;
+    let deltas: Vec<D> = truth
+        .deltas
+        .iter()
+        .filter(|d| d.market == market)
+        .map(|d| (d.ts_ms, d.key.2, d.key.3, d.key.4))
+        .collect();
+    if deltas.windows(2).any(|w| w[1].0 < w[0].0) {
+        return None;
+    }
+    let mut book = Book::new();
+    for (p, q) in &now.yes {
+        apply(&mut book, 1, *p, *q);
+    }
+    for (p, q) in &now.no {
+        apply(&mut book, 2, *p, *q);
+    }
+    for (_, s, p, d) in &deltas {
+        apply(&mut book, *s, *p, -*d);
+    }
+    let mut sweep = Sweep::new(&book, &deltas);
+    let at = sweep.at(at_ms);
+    let side = |s: i16| {
+        at.iter()
+            .filter(|((x, _), _)| *x == s)
+            .map(|((_, p), q)| (*p, *q))
+            .collect::<Vec<_>>()
+    };
+    Some((side(1), side(2)))
+}
+
 /// Judges every stored book of `held` against the truth. `end_ms`: the rebuild's last time
 /// (the cut; `i64::MAX` when settled).
 pub(super) fn check(

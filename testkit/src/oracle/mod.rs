@@ -34,7 +34,7 @@ mod books;
 mod registry;
 mod streams;
 
-pub use books::BookVerdict;
+pub use books::{BookVerdict, exchange_book};
 pub use registry::{QUOTE_FIELDS, RegistryVerdict};
 use streams::{
     Declarations, captured, compare, delta_keys, lifecycle_keys, ticker_keys, trade_keys,
