@@ -396,21 +396,7 @@ async fn retention_never_marks_cursors_that_still_exist_so_a_lagging_reader_move
             (11..=20, today + 9),
             (21..=25, today),
         ];
-        for (ids, d) in layout {
-            for id in ids {
-                let ts = d * day + 3_600_000 + id;
-                sqlx::query(
-                    "INSERT INTO trades (id, ts, ingested_at, trade_id, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, received_ms, conn_epoch, sid, seq)
-                     VALUES ($1, TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 millisecond', now(), $3, 'M', 500000, 500000, 100, 1, 'bid', false, $2, 'ws', $2, 1, 1, 0)",
-                )
-                .bind(id)
-                .bind(ts)
-                .bind(format!("t{id}"))
-                .execute(pool)
-                .await
-                .unwrap();
-            }
-        }
+        insert_trades(pool, &layout).await;
         pool.close().await;
     }
     let store = gatherer::store::Store::open(cfg, &cancel).await.unwrap();
@@ -473,6 +459,27 @@ async fn retention_never_marks_cursors_that_still_exist_so_a_lagging_reader_move
     assert_eq!(n, 0);
 }
 
+/// Stores trades with the given cursors on the given days (an hour into each), as the writer
+/// would.
+async fn insert_trades(pool: &sqlx::PgPool, layout: &[(std::ops::RangeInclusive<i64>, i64)]) {
+    let day = 86_400_000i64;
+    for (ids, d) in layout {
+        for id in ids.clone() {
+            let ts = d * day + 3_600_000 + id;
+            sqlx::query(
+                "INSERT INTO trades (id, ts, ingested_at, trade_id, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, received_ms, conn_epoch, sid, seq)
+                 VALUES ($1, TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 millisecond', now(), $3, 'M', 500000, 500000, 100, 1, 'bid', false, $2, 'ws', $2, 1, 1, 0)",
+            )
+            .bind(id)
+            .bind(ts)
+            .bind(format!("t{id}"))
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+    }
+}
+
 /// A read that passed its retention check when retention drops the rows it is about to read:
 /// it must return them (the drop waits for it) or an explicit overrun, never a page that moves
 /// the reader past them as if they had never existed. A failpoint holds the read just after its
@@ -498,19 +505,7 @@ async fn a_read_racing_a_retention_drop_never_skips_rows_silently() {
             .execute(pool)
             .await
             .unwrap();
-        for id in 1..=10i64 {
-            let ts = (today - 1) * day + 3_600_000 + id;
-            sqlx::query(
-                "INSERT INTO trades (id, ts, ingested_at, trade_id, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, received_ms, conn_epoch, sid, seq)
-                 VALUES ($1, TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 millisecond', now(), $3, 'M', 500000, 500000, 100, 1, 'bid', false, $2, 'ws', $2, 1, 1, 0)",
-            )
-            .bind(id)
-            .bind(ts)
-            .bind(format!("t{id}"))
-            .execute(pool)
-            .await
-            .unwrap();
-        }
+        insert_trades(pool, &[(1..=10, today - 1)]).await;
         pool.close().await;
     }
     let store = gatherer::store::Store::open(cfg, &cancel).await.unwrap();

@@ -33,7 +33,9 @@ pub fn archive_file(w: &World, moto: &Moto, spool: &Path) -> deduplicator::confi
     a.prefix = PREFIX.into();
     a.endpoint_url = moto.endpoint();
     a.period = Duration::from_secs(2);
-    a.settle = Duration::from_secs(1);
+    // A snapshot is stored up to the gatherers' ws.snapshot_hold (1 s here) plus a tick after
+    // the time it is the book of (`ts`): periods are archived once those have landed.
+    a.settle = Duration::from_secs(3);
     a.check_interval = Duration::from_millis(250);
     a.spool_dir = spool.display().to_string();
     // Several row groups per file, as an hour in production has.
@@ -269,6 +271,46 @@ pub async fn versions(pool: &PgPool) -> Vec<(i64, i32, usize, usize, u64)> {
             )
         })
         .collect()
+}
+
+/// A deduplicator configuration archiving by day to `moto`, written to `<work>/dedup.toml`:
+/// the file and its path.
+pub fn daily_archive(
+    w: &World,
+    moto: &Moto,
+    work: &Path,
+) -> (deduplicator::config::FileConfig, PathBuf) {
+    let mut file = archive_file(w, moto, &work.join("spool"));
+    file.archive.period = Duration::from_secs(86_400);
+    file.archive.max_periods_per_check = 400;
+    let cfg = work.join("dedup.toml");
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    (file, cfg)
+}
+
+/// Waits until every day up to yesterday is archived and verified (today is not closed yet)
+/// with no late data waiting.
+pub async fn wait_days_archived(pool: &PgPool, now_ms: i64) {
+    let yesterday = now_ms.div_euclid(86_400_000) * 86_400_000 - 86_400_000;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (n, open): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE period_start_ms = $1 AND verified_at IS NOT NULL),
+                    count(*) FILTER (WHERE verified_at IS NULL
+                        OR coalesce((SELECT sum(touches) FROM archive_touch t
+                                     WHERE t.period_start_ms = p.period_start_ms), 0) > p.touches)
+             FROM archive_periods p",
+        )
+        .bind(yesterday)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if n == 1 && open == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "days not archived");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Whole days from `now` back to the `day`-th of the month `months` before `now`'s month: rows

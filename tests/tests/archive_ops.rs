@@ -16,11 +16,7 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
     let w = World::start(477, 8, 1).await;
     let pool = pool(&w.prod.url()).await;
     let work = dir("retention");
-    let mut file = archive_file(&w, &moto, &work.join("spool"));
-    file.archive.period = Duration::from_secs(86_400);
-    file.archive.max_periods_per_check = 400;
-    let cfg = work.join("dedup.toml");
-    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let (file, cfg) = daily_archive(&w, &moto, &work);
 
     // Today's rows, and copies of them on the 3rd of the month four months back (the old
     // month) and of the month three months back (the middle one): the same layout whatever
@@ -39,28 +35,9 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
     );
     assert_ne!(old, mid);
     let name = |(y, m): (i32, u8)| format!("trades_p{y:04}{m:02}");
-    // Every day up to yesterday archived and verified (today is not closed yet), with no late
-    // data waiting: the second copy can land in a day the archiver has already written.
-    let yesterday = now.div_euclid(86_400_000) * 86_400_000 - 86_400_000;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (n, open): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE period_start_ms = $1 AND verified_at IS NOT NULL),
-                    count(*) FILTER (WHERE verified_at IS NULL
-                        OR coalesce((SELECT sum(touches) FROM archive_touch t
-                                     WHERE t.period_start_ms = p.period_start_ms), 0) > p.touches)
-             FROM archive_periods p",
-        )
-        .bind(yesterday)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if n == 1 && open == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "days not archived");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Every day up to yesterday archived and verified, with no late data waiting: the second
+    // copy can land in a day the archiver has already written.
+    wait_days_archived(&pool, now).await;
     stop(svc);
     let old_from = deduplicator::archive::retention::partitions_month_start(old);
     let old_to = deduplicator::archive::retention::partitions_month_start(
@@ -287,11 +264,7 @@ async fn retention_never_drops_late_data_committed_between_its_checks_and_the_dr
     let w = World::start(478, 6, 1).await;
     let pool = pool(&w.prod.url()).await;
     let work = dir("retention-race");
-    let mut file = archive_file(&w, &moto, &work.join("spool"));
-    file.archive.period = Duration::from_secs(86_400);
-    file.archive.max_periods_per_check = 400;
-    let cfg = work.join("dedup.toml");
-    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let (mut file, cfg) = daily_archive(&w, &moto, &work);
     let (svc, _) = spawn_service(&cfg, &work, "dedup1");
     traffic(&w, 300, 2.0).await;
     w.settle(Duration::from_millis(1000)).await;
@@ -300,26 +273,7 @@ async fn retention_never_drops_late_data_committed_between_its_checks_and_the_dr
     let days = days_back_to(now, 4, 3);
     copy_back(&pool, days, 86_400_000).await;
     let (y, m) = deduplicator::schema::month_of(now - days * 86_400_000);
-    let yesterday = now.div_euclid(86_400_000) * 86_400_000 - 86_400_000;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (n, open): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE period_start_ms = $1 AND verified_at IS NOT NULL),
-                    count(*) FILTER (WHERE verified_at IS NULL
-                        OR coalesce((SELECT sum(touches) FROM archive_touch t
-                                     WHERE t.period_start_ms = p.period_start_ms), 0) > p.touches)
-             FROM archive_periods p",
-        )
-        .bind(yesterday)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if n == 1 && open == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "days not archived");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_days_archived(&pool, now).await;
     stop(svc);
 
     // Retention of 35 days; the pass is held between its checks and the drop of the old

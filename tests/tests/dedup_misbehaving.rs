@@ -429,6 +429,28 @@ async fn a_valid_twin_of_a_quarantined_record_is_committed() {
     d.stop().await.unwrap();
 }
 
+/// A fake gatherer `id` holding six trades `<prefix>-1..=6`, beside the world's real one: the
+/// deduplicator's configuration reading both.
+async fn with_six_trades(w: &World, id: &str, prefix: &str) -> deduplicator::config::FileConfig {
+    let fake = serve(Fake {
+        id: id.into(),
+        instance: format!("{id}-1"),
+        trades: (1..=6)
+            .map(|i| trade(i, &format!("{prefix}-{i}"), 500_000))
+            .collect(),
+        tickers: vec![],
+        delay: Duration::ZERO,
+    })
+    .await;
+    let mut file = w.dedup_file(&w.prod.url());
+    file.gatherers.push(GathererEndpoint {
+        id: id.into(),
+        endpoint: fake,
+        server_name: None,
+    });
+    file
+}
+
 /// Errors that are not a row's fault never quarantine anything, even when only one row meets
 /// them: an internal error, a refused privilege, a broken disk, a lock not available (XX000,
 /// 42501, 58030, 55P03, each raised here by a trigger for one trade). The stream stalls with
@@ -437,22 +459,7 @@ async fn a_valid_twin_of_a_quarantined_record_is_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_that_are_not_the_rows_fault_stall_the_stream_and_never_quarantine() {
     let w = World::start(434, 4, 1).await;
-    let fake = serve(Fake {
-        id: "gx".into(),
-        instance: "gx-1".into(),
-        trades: (1..=6)
-            .map(|i| trade(i, &format!("odd-{i}"), 500_000))
-            .collect(),
-        tickers: vec![],
-        delay: Duration::ZERO,
-    })
-    .await;
-    let mut file = w.dedup_file(&w.prod.url());
-    file.gatherers.push(GathererEndpoint {
-        id: "gx".into(),
-        endpoint: fake,
-        server_name: None,
-    });
+    let file = with_six_trades(&w, "gx", "odd").await;
     let gx_trades = |c: &std::collections::HashMap<(String, String), (i64, String)>| {
         c.get(&("gx".into(), "trades".into())).map(|x| x.0)
     };
@@ -568,22 +575,7 @@ async fn errors_that_are_not_the_rows_fault_stall_the_stream_and_never_quarantin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_list_and_replay_put_refused_rows_back_once_the_cause_is_fixed() {
     let w = World::start(435, 4, 1).await;
-    let fake = serve(Fake {
-        id: "gq".into(),
-        instance: "gq-1".into(),
-        trades: (1..=6)
-            .map(|i| trade(i, &format!("q-{i}"), 500_000))
-            .collect(),
-        tickers: vec![],
-        delay: Duration::ZERO,
-    })
-    .await;
-    let mut file = w.dedup_file(&w.prod.url());
-    file.gatherers.push(GathererEndpoint {
-        id: "gq".into(),
-        endpoint: fake.clone(),
-        server_name: None,
-    });
+    let file = with_six_trades(&w, "gq", "q").await;
     let pool = pool(&w.prod.url()).await;
     // Production migrated first (the fault needs the table), with nothing of gq yet.
     let mut bare = file.clone();

@@ -62,7 +62,8 @@ pub struct ArchiveSection {
     /// The archive period: one set of files per period. Divides a day (1s..24h).
     #[serde(with = "duration")]
     pub period: Duration,
-    /// How long after a period ends before it is archived (the gatherers' delivery delay).
+    /// How long after a period ends before it is archived (the gatherers' delivery delay; above
+    /// their ws.snapshot_hold, since a snapshot is stored up to that long after its time).
     #[serde(with = "duration")]
     pub settle: Duration,
     /// How often the archiver looks for closed, late or unverified periods.

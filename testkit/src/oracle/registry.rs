@@ -16,7 +16,9 @@ use serde_json::Value;
 
 use crate::sim::Truth;
 
-/// REST market fields that change with every trade (see the module's text).
+/// REST market fields that change with every trade (see the module's text). The gatherer's
+/// list (`kalshi_shared::identity::MARKET_TRADING_FIELDS`) is kept apart on purpose: the oracle
+/// must not share what it judges.
 pub const QUOTE_FIELDS: &[&str] = &[
     "yes_bid_dollars",
     "yes_bid_size_fp",

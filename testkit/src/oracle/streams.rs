@@ -79,6 +79,8 @@ impl<'a> Declarations<'a> {
     }
 }
 
+// The oracle's own interval arithmetic: the system's (`kalshi_shared::identity::coverage`)
+// computes the same windows, and the oracle must not share code with what it judges.
 fn merge(mut v: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
     v.sort_unstable();
     let mut out: Vec<(i64, i64)> = Vec::with_capacity(v.len());
