@@ -27,6 +27,7 @@ pub const OCCURRENCE_BEYOND_HORIZON: &str =
     kalshi_shared::identity::occurrence::BEYOND_HORIZON_METRIC;
 pub const TICKERS_WITHOUT_BOOK: &str = "conn_manager_tickers_without_book_total";
 pub const REGISTRY_SYNCS: &str = "market_registry_syncs_total";
+pub const REGISTRY_PENDING: &str = "market_registry_pending_changes";
 pub const BACKFILL_RECOVERED: &str = "backfill_trades_recovered_total";
 pub const BACKFILL_RUNS: &str = "backfill_runs_total";
 pub const POLLING_FALLBACK: &str = "backfill_polling_fallback";
@@ -159,6 +160,7 @@ pub fn describe() {
     metrics::counter!(SPLICE_VIOLATIONS).increment(0);
     metrics::counter!(BACKFILL_RECOVERED).increment(0);
     metrics::gauge!(POLLING_FALLBACK).set(0.0);
+    metrics::gauge!(REGISTRY_PENDING).set(0.0);
     metrics::gauge!(WS_CONNECTED).set(0.0);
     metrics::gauge!(ACTIVE_MARKETS).set(0.0);
     metrics::gauge!(API_TAIL_STREAMS).set(0.0);
@@ -247,6 +249,10 @@ pub fn describe() {
         "Registry objects with a field that does not parse, by kind and outcome (salvaged: kept and subscribed from ticker and status; dropped: no usable ticker)"
     );
     describe_counter!(REGISTRY_SYNCS, "Full registry syncs");
+    describe_gauge!(
+        REGISTRY_PENDING,
+        "Lifecycle changes whose REST fetch failed, waiting for a retry"
+    );
     describe_counter!(
         BACKFILL_RECOVERED,
         "Trades fetched by REST backfill that the WebSocket had not delivered"

@@ -427,3 +427,45 @@ async fn markets_with_an_unparseable_field_are_still_collected() {
         "the salvage is counted"
     );
 }
+
+/// Lifecycle changes (markets created, re-timed, settled) announced while REST refuses every
+/// request are fetched as soon as REST answers again, not at the next reconcile: the registry
+/// equals the exchange's and the new markets are subscribed, with the reconcile an hour away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_changes_during_a_rest_outage_apply_once_rest_answers() {
+    let mut sim = sim_config(212, 12);
+    sim.lifecycle_every = 100;
+    let rig = Rig::start(sim, |c| {
+        c.registry.reconcile_interval = Duration::from_secs(3600);
+        // Each fetch gives up fast, so every change of the outage fails at least once.
+        c.kalshi.rest_max_attempts = 2;
+    })
+    .await;
+    rig.fault(json!({"fault": "rest_errors", "status": 500, "duration_ms": 8_000}))
+        .await;
+    traffic(&rig, 1500, 5.0).await;
+    let pending = rig.metric("market_registry_pending_changes").await;
+    assert!(pending >= 1.0, "changes wait for REST: {pending}");
+    let t0 = Instant::now();
+    while rig.metric("market_registry_pending_changes").await > 0.0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "pending lifecycle changes never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rig.wait_healthy(Duration::from_secs(30)).await;
+    wait_trades_complete(&rig, Duration::from_secs(60)).await;
+    rig.settle(Duration::from_secs(2)).await;
+    assert_eq!(
+        rig.metric("market_registry_syncs_total").await,
+        1.0,
+        "no reconcile ran: the retries alone caught up"
+    );
+    let cov = assert_complete_within(&rig, 20_000).await;
+    assert!(
+        cov.verdict.subscription_latency.markets >= 1,
+        "markets were created during the outage: {:?}",
+        cov.verdict.subscription_latency
+    );
+}

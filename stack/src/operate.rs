@@ -181,6 +181,7 @@ impl Stack {
         loop {
             let mut heads = Vec::new();
             let mut live = Vec::new();
+            let mut registry_behind = false;
             for (i, g) in self.gatherers.iter_mut().enumerate() {
                 if !g.service.running() {
                     continue;
@@ -193,6 +194,12 @@ impl Stack {
                     g.id,
                     metric_sum(&m, "writer_inserts_total")
                 ));
+                // A lifecycle change the registry could not fetch yet (REST was refusing)
+                // leaves the catalogue behind the exchange until its retry applies.
+                if metric_sum(&m, "market_registry_pending_changes") > 0.0 {
+                    heads.push(format!("{}:registry-pending", g.id));
+                    registry_behind = true;
+                }
                 live.push(i);
             }
             let cursors: Vec<(String, String, i64)> = sqlx::query_as(
@@ -201,7 +208,7 @@ impl Stack {
             .fetch_all(&pool)
             .await
             .unwrap_or_default();
-            let mut synced = true;
+            let mut synced = !registry_behind;
             // Every running gatherer subscribed again (a reconnecting one has not yet declared
             // its gaps or backfilled), and the deduplicator healthy.
             for &i in &live {

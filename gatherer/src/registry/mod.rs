@@ -9,7 +9,7 @@
 //!
 //! It must never: subscribe a market outside the allow-lists, or stop retrying a failed sync.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -111,6 +111,12 @@ pub struct Registry {
     /// refreshes every tracked market not yet finalized, since a missed `determined` or
     /// `settled` would otherwise leave its status stale for good.
     refresh_unfinished: bool,
+    /// Lifecycle changes whose fetch failed (REST down, rate-limited), retried with backoff
+    /// until they apply: a market created or re-timed during a REST outage is otherwise stale
+    /// until the next reconcile. Keyed by (kind, ticker) so repeats fold; bounded by
+    /// `registry.max_markets`, past which the changes are left to an immediate full resync
+    /// that refreshes every unfinished market.
+    pending: BTreeMap<(u8, String), Note>,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +200,7 @@ impl Registry {
             health,
             markets: HashMap::new(),
             refresh_unfinished: false,
+            pending: BTreeMap::new(),
             events: HashMap::new(),
             series: HashMap::new(),
             hashes,
@@ -217,6 +224,10 @@ impl Registry {
             }
         }
         let mut next_sync = tokio::time::Instant::now() + self.cfg.reconcile_interval;
+        let mut retry = Backoff::new(self.cfg.retry);
+        // Far in the future while nothing is pending.
+        let idle = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut retry_at = idle();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -226,16 +237,34 @@ impl Registry {
                         next_sync = tokio::time::Instant::now();
                     }
                     Some(note) => {
-                        if let Err(e) = self.apply(note).await {
+                        if let Err(e) = self.apply(note.clone()).await {
                             if matches!(e, RestError::Shutdown) {
                                 return;
                             }
-                            // The next reconcile will see the change.
-                            tracing::warn!(error = %e, "cannot apply a lifecycle change now");
+                            tracing::warn!(error = %e, ?note, "cannot apply a lifecycle change now, retrying");
+                            if self.defer(note) {
+                                next_sync = tokio::time::Instant::now();
+                            }
+                            if self.pending.len() == 1 {
+                                retry_at = tokio::time::Instant::now() + retry.next_delay();
+                            }
                         }
                     }
                     None => return,
                 },
+                _ = tokio::time::sleep_until(retry_at) => {
+                    match self.retry_pending().await {
+                        Ok(()) => {
+                            retry.reset();
+                            retry_at = idle();
+                        }
+                        Err(RestError::Shutdown) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, pending = self.pending.len(), "lifecycle changes still cannot apply, retrying");
+                            retry_at = tokio::time::Instant::now() + retry.next_delay();
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(next_sync) => {
                     match self.sync(&cancel).await {
                         Ok(()) => next_sync = tokio::time::Instant::now() + self.cfg.reconcile_interval,
@@ -248,6 +277,43 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Keeps a change that could not apply for retry. Returns whether the bound was reached
+    /// (every pending change then goes to a full resync instead, which refreshes unfinished
+    /// markets too).
+    fn defer(&mut self, note: Note) -> bool {
+        let key = match &note {
+            Note::Market { ticker, .. } => (0, ticker.clone()),
+            Note::Event { ticker } => (1, ticker.clone()),
+            Note::Resync => return false,
+        };
+        self.pending.insert(key, note);
+        if self.pending.len() > self.cfg.max_markets.max(1) {
+            tracing::warn!(
+                pending = self.pending.len(),
+                "too many lifecycle changes pending: resyncing the whole registry instead"
+            );
+            self.pending.clear();
+            self.refresh_unfinished = true;
+            metrics::gauge!(m::REGISTRY_PENDING).set(0.0);
+            return true;
+        }
+        metrics::gauge!(m::REGISTRY_PENDING).set(self.pending.len() as f64);
+        false
+    }
+
+    /// Applies every pending change in order; stops at the first failure, keeping the rest.
+    async fn retry_pending(&mut self) -> Result<(), RestError> {
+        while let Some((key, note)) = self.pending.pop_first() {
+            if let Err(e) = self.apply(note.clone()).await {
+                self.pending.insert(key, note);
+                metrics::gauge!(m::REGISTRY_PENDING).set(self.pending.len() as f64);
+                return Err(e);
+            }
+            metrics::gauge!(m::REGISTRY_PENDING).set(self.pending.len() as f64);
+        }
+        Ok(())
     }
 
     fn publish(&self) {
