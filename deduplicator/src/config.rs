@@ -7,7 +7,7 @@ use std::time::Duration;
 
 pub use kalshi_shared::config::Secret;
 pub use kalshi_shared::config::deduplicator::*;
-use kalshi_shared::config::{ConfigError, in_range, positive};
+use kalshi_shared::config::{ConfigError, check_pg_url, in_range, positive};
 pub use kalshi_shared::config::{HttpSection, LogSection};
 use kalshi_shared::retry::BackoffConfig;
 use kalshi_shared::tls::{ClientTls, TlsFiles};
@@ -135,19 +135,7 @@ impl Validate for FileConfig {
             g.server_name = Some(name);
         }
         let url = production.database_url.expose();
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(ConfigError::key(
-                "production.database_url",
-                "must be a postgres:// or postgresql:// URL",
-            ));
-        }
-        url.parse::<sqlx::postgres::PgConnectOptions>()
-            .map_err(|e| {
-                ConfigError::key(
-                    "production.database_url",
-                    format!("not a PostgreSQL URL: {e}"),
-                )
-            })?;
+        check_pg_url("production.database_url", url)?;
         check_sslmode(url)?;
         in_range("production.pool_max", production.pool_max, 4, 1000)?;
         positive("production.connect_timeout", production.connect_timeout)?;

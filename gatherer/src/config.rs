@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kalshi_shared::config::{ConfigError, in_range, positive};
+use kalshi_shared::config::{ConfigError, check_pg_url, in_range, positive};
 use kalshi_shared::retry::BackoffConfig;
 use kalshi_shared::tls::{ServerTls, TlsFiles};
 
@@ -265,21 +265,7 @@ impl Validate for FileConfig {
         positive("backfill.max_lookback", backfill.max_lookback)?;
         positive("backfill.polling_after", backfill.polling_after)?;
         positive("backfill.polling_interval", backfill.polling_interval)?;
-        if !(store.database_url.0.starts_with("postgres://")
-            || store.database_url.0.starts_with("postgresql://"))
-        {
-            return Err(ConfigError::key(
-                "store.database_url",
-                "must be a postgres:// or postgresql:// URL",
-            ));
-        }
-        store
-            .database_url
-            .0
-            .parse::<sqlx::postgres::PgConnectOptions>()
-            .map_err(|e| {
-                ConfigError::key("store.database_url", format!("not a PostgreSQL URL: {e}"))
-            })?;
+        check_pg_url("store.database_url", store.database_url.expose())?;
         in_range("store.pool_max", store.pool_max, 12, 1000)?;
         positive("store.connect_timeout", store.connect_timeout)?;
         positive("store.op_timeout", store.op_timeout)?;

@@ -224,6 +224,63 @@ pub mod duration {
     }
 }
 
+/// Checks that `url` is a PostgreSQL URL sqlx can connect with. The parser's reason is kept
+/// without the values it quotes, and dropped altogether if it still holds a piece of the URL
+/// that may be secret (the credentials, any query value): a mistyped URL must never print its
+/// password (found by tests/tests/fuzz.rs, config_files: a URL spliced into `sslmode=`).
+pub fn check_pg_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError::key(
+            key,
+            "must be a postgres:// or postgresql:// URL",
+        ));
+    }
+    match url.parse::<sqlx::postgres::PgConnectOptions>() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ConfigError::key(
+            key,
+            format!(
+                "not a PostgreSQL URL{}",
+                url_error_detail(&e.to_string(), url)
+            ),
+        )),
+    }
+}
+
+/// `": <reason>"` from a URL parser's message, or nothing when the reason could show a secret.
+fn url_error_detail(msg: &str, url: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut quoted = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    let out = one_line(&out.replace("error with configuration: ", ""));
+    let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
+    let credentials = after_scheme
+        .split_once('@')
+        .map(|(c, _)| c)
+        .filter(|c| !c.contains('/'));
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let pieces = credentials.into_iter().flat_map(|c| c.split(':')).chain(
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').map(|(_, v)| v)),
+    );
+    let leaks = pieces.into_iter().any(|p| p.len() >= 3 && out.contains(p));
+    if leaks || out.is_empty() {
+        String::new()
+    } else {
+        format!(": {out}")
+    }
+}
+
 /// Checks that a duration is positive.
 pub fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
     if d.is_zero() {
@@ -250,6 +307,27 @@ pub fn in_range<N: PartialOrd + std::fmt::Display + Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A URL whose parse fails names the key and the reason, never a piece of the URL that
+    /// may be a secret, wherever in the URL the secret sits.
+    #[test]
+    fn a_bad_database_url_never_prints_its_secrets() {
+        for url in [
+            "postgres://postgres:hunter2secret@127.0.0.1:5432/p?sslmode=tgres://postgres:hunter2secret@h",
+            "postgres://u:hunter2secret@h:99999/p",
+            "postgres://u:hunter2secret@h/p?sslmode=hunter2secret",
+            "postgres://u:hunter2secret@h/p?sslmode=verify-full&sslrootcert=/x&statement-cache-capacity=hunter2secret",
+            "postgresx://u:hunter2secret@h/p",
+        ] {
+            let e = check_pg_url("store.database_url", url).expect_err(url);
+            assert!(e.0.starts_with("store.database_url: "), "{e}");
+            assert!(!e.0.contains("hunter2"), "{e}");
+            assert_eq!(e.0.lines().count(), 1, "{e}");
+        }
+        let e = check_pg_url("k", "postgres://u:pw@h/p?sslmode=sometimes").unwrap_err();
+        assert!(e.0.contains("ssl_mode"), "the reason is kept: {e}");
+        check_pg_url("k", "postgres://u:pw@h:5432/p?sslmode=verify-full").unwrap();
+    }
 
     /// What the stack writes from these types is what the services read back, key for key.
     #[test]
