@@ -107,10 +107,15 @@ impl Prod {
             .expose()
             .parse()
             .map_err(|e: sqlx::Error| BadUrl(redact(&e.to_string())))?;
-        let opts = opts.application_name("kalshi-deduplicator").options([(
-            "statement_timeout",
-            format!("{}", cfg.op_timeout.as_millis()),
-        )]);
+        // Notices ("relation ... already exists, skipping" from every idempotent DDL) are not
+        // news: at the default level they were most of the log.
+        let opts = opts.application_name("kalshi-deduplicator").options([
+            (
+                "statement_timeout",
+                format!("{}", cfg.op_timeout.as_millis()),
+            ),
+            ("client_min_messages", "warning".to_owned()),
+        ]);
         let pool = build_pool(&cfg, opts.clone());
         Ok(Arc::new(Prod {
             cfg,

@@ -322,7 +322,7 @@ impl Backfill {
             reason: GapReason::Polling,
         });
         if self.cfg.rest_snapshots {
-            let markets: Vec<String> = self.desired.borrow().iter().cloned().collect();
+            let markets: Vec<String> = self.desired.borrow().keys().cloned().collect();
             for t in markets {
                 if cancel.is_cancelled() || !self.health.polling() {
                     break;

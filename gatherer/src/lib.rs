@@ -162,6 +162,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         store.latest_registry_hashes(store::Stream::Events).await?,
         store.latest_registry_hashes(store::Stream::Series).await?,
     ];
+    let known_before: std::collections::HashSet<String> =
+        registry_hashes[0].keys().cloned().collect();
     store
         .maintain(kalshi_shared::time::now_ms())
         .await
@@ -357,6 +359,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         ticker_occ: connections::Occurrences::default(),
         epochs: AtomicI64::new(kalshi_shared::time::now_ms() * 1000),
         startup_from: alive_until,
+        known_before,
     });
     connections::spawn_all(shared, &intake);
     let backfill = backfill::Backfill {

@@ -18,6 +18,8 @@ pub const SNAPSHOTS_UNSTORED: &str = "conn_manager_snapshots_unstored_total";
 pub const SPLICE_VIOLATIONS: &str = "conn_manager_splice_violations_total";
 pub const DELTAS_WITHOUT_TS: &str = "conn_manager_deltas_without_ts_total";
 pub const SUBSCRIBED_MARKETS: &str = "conn_manager_subscribed_markets";
+/// Markets subscribed after they were live (a `late_subscription` window declared).
+pub const LATE_SUBSCRIPTIONS: &str = "conn_manager_late_subscriptions_total";
 pub const ACTIVE_MARKETS: &str = "market_registry_active_markets";
 pub const REST_ERRORS: &str = "market_registry_rest_errors_total";
 pub const REST_REQUESTS: &str = "market_registry_rest_requests_total";
@@ -150,6 +152,7 @@ pub fn describe() {
     metrics::counter!(WRITER_LOCK_LOST).increment(0);
     metrics::counter!(SEQ_GAPS).increment(0);
     metrics::counter!(RESNAPSHOTS).increment(0);
+    metrics::counter!(LATE_SUBSCRIPTIONS).increment(0);
     metrics::counter!(DELTAS_DROPPED).increment(0);
     for how in ["delta", "quiet"] {
         metrics::counter!(SNAPSHOT_SPLICES, "how" => how).increment(0);
@@ -221,6 +224,10 @@ pub fn describe() {
     describe_counter!(
         DELTAS_WITHOUT_TS,
         "Deltas without ts_ms (kept, keyed by gatherer)"
+    );
+    describe_counter!(
+        LATE_SUBSCRIPTIONS,
+        "Markets subscribed after they were live, with a late_subscription window declared"
     );
     describe_gauge!(
         SUBSCRIBED_MARKETS,

@@ -61,6 +61,9 @@ pub struct Group {
     tracker: TaskTracker,
     aborts: Arc<Mutex<Vec<(String, AbortHandle)>>>,
     ended: mpsc::UnboundedSender<TaskEnded>,
+    /// Cancelled when the service begins to stop: a task that ends then (a writer whose
+    /// input closed because the intake stopped before it) ends as expected.
+    stopping: CancellationToken,
 }
 
 impl Group {
@@ -121,11 +124,14 @@ impl Group {
             aborts.push((task.clone(), handle.abort_handle()));
         }
         let (group, token, ended) = (self.name, self.token.clone(), self.ended.clone());
+        let stopping = self.stopping.clone();
         self.tracker.spawn(async move {
             let outcome = match handle.await {
-                Ok(Ok(())) if !until_stop || token.is_cancelled() => return,
+                Ok(Ok(())) if !until_stop || token.is_cancelled() || stopping.is_cancelled() => {
+                    return;
+                }
                 Ok(Ok(())) => TaskEnded::Ended { group, task },
-                Ok(Err(error)) if token.is_cancelled() => {
+                Ok(Err(error)) if token.is_cancelled() || stopping.is_cancelled() => {
                     tracing::warn!(group, task, error = %format!("{error:#}"), "task ended with an error while stopping");
                     return;
                 }
@@ -264,6 +270,7 @@ impl Supervisor {
             tracker: TaskTracker::new(),
             aborts: Arc::new(Mutex::new(Vec::new())),
             ended: self.ended_tx.clone(),
+            stopping: self.stopping.clone(),
         };
         self.groups.push(g.clone());
         g

@@ -20,6 +20,11 @@
 //!   (`conn_manager_splice_violations_total`), logged, and a fresh snapshot is stored at the
 //!   next boundary.
 //!
+//! "No delta for `HOLD`" counts only while the connection is live: some frame (any market's
+//! delta, a ticker, a pong) must have arrived `HOLD` or more after the book was last touched.
+//! A stalled socket is silent for every market at once and proves nothing; its snapshot stays
+//! pending until the stall ends or the connection is declared lost (then it is not stored).
+//!
 //! A pending snapshot whose chain breaks (a hole, the connection lost, the market left) before
 //! its boundary is certain is not stored (`conn_manager_snapshots_unstored_total{reason}`):
 //! the hole is declared and the resnapshot after it is stored instead.
@@ -179,10 +184,15 @@ impl MarketBook {
         }
     }
 
-    /// At a tick: the pending snapshot, stored now if it has been quiet for `hold`.
-    pub fn on_tick(&mut self, now: Instant, hold: Duration) -> Option<Splice> {
+    /// At a tick: the pending snapshot, stored now if it has been quiet for `hold` *while the
+    /// connection was live*: `last_rx` (when the connection last received any frame) must lie
+    /// `hold` or more after the book was last touched. A stalled socket delivers nothing, so
+    /// its silence proves nothing (found by `kalshi-stack chaos --scenario mixed`: a snapshot
+    /// stored by "quiet" during a ws-stall was not the exchange's book at its splice point).
+    /// Frames arrive in order, so every delta sent before that frame has been applied.
+    pub fn on_tick(&mut self, last_rx: Instant, hold: Duration) -> Option<Splice> {
         let p = self.pending?;
-        if now.duration_since(p.touched) < hold {
+        if last_rx.saturating_duration_since(p.touched) < hold {
             return None;
         }
         self.pending = None;
@@ -298,6 +308,8 @@ mod tests {
         let mut b = book(now);
         b.apply(Side::No, 300_000, 50, Some(10_005), at(10_006), now);
         assert_eq!(b.on_tick(now + HOLD / 2, HOLD), None);
+        // No frame received since: the connection may be stalled, nothing is certain.
+        assert_eq!(b.on_tick(now, HOLD), None);
         let s = b.on_tick(now + HOLD, HOLD).unwrap();
         assert_eq!((s.splice_ms, s.as_of_ms, s.how), (10_005, 10_005, "delta"));
         // Without one: the receipt plus half the hold, as of the receipt.

@@ -204,6 +204,10 @@ pub struct Shared {
     /// When this gatherer last received data before this start (from its database): the
     /// downtime is a hole in every stream until the first snapshots and acks close it.
     pub startup_from: Option<i64>,
+    /// Markets an earlier run fetched (in the local registry at this start). One it never
+    /// fetched it never held: its hole reaches back to when the market was live, not only to
+    /// `startup_from` (a market created while REST refused, then the gatherer killed).
+    pub known_before: std::collections::HashSet<String>,
 }
 
 /// Logs a repeated condition at most once per period, with the count in between.

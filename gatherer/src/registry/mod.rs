@@ -9,7 +9,7 @@
 //!
 //! It must never: subscribe a market outside the allow-lists, or stop retrying a failed sync.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -43,7 +43,11 @@ pub enum Note {
 }
 
 /// The markets to subscribe.
-pub type Desired = Arc<BTreeSet<String>>;
+/// The markets to collect, each with the exchange time it has been live since (its
+/// `created_time`, or its `open_time` when that is later and past; `i64::MIN` when REST gave
+/// neither): a connection that subscribes a market late declares the window from then
+/// (`late_subscription`), so no gatherer's silence passes for coverage.
+pub type Desired = Arc<BTreeMap<String, i64>>;
 
 /// Which trades and markets belong to the configured collection (shared with connections).
 #[derive(Debug, Default)]
@@ -89,6 +93,8 @@ pub struct RegistrySinks {
 #[derive(Debug, Clone)]
 struct MarketState {
     status: String,
+    /// Exchange time it has been live since (see `Desired`).
+    since_ms: i64,
 }
 
 pub struct Registry {
@@ -317,11 +323,11 @@ impl Registry {
     }
 
     fn publish(&self) {
-        let mut set: BTreeSet<String> = self
+        let mut set: BTreeMap<String, i64> = self
             .markets
             .iter()
             .filter(|(_, s)| self.wants(&s.status))
-            .map(|(t, _)| t.clone())
+            .map(|(t, s)| (t.clone(), s.since_ms))
             .collect();
         if set.len() > self.cfg.max_markets {
             tracing::error!(

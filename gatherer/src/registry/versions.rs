@@ -135,10 +135,14 @@ impl Registry {
                 parse_ms(Some(&mk.updated_time)),
             );
         }
+        let created = parse_ms(Some(&mk.created_time));
+        let opened = parse_ms(Some(&mk.open_time)).filter(|o| *o <= kalshi_shared::time::now_ms());
+        let since_ms = created.max(opened).unwrap_or(i64::MIN);
         self.markets.insert(
             mk.ticker.clone(),
             MarketState {
                 status: mk.status.clone(),
+                since_ms,
             },
         );
         Some(mk.ticker)

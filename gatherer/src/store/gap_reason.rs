@@ -33,6 +33,10 @@ pub enum GapReason {
     RejectedRow,
     /// The gatherer was not running.
     GathererDown,
+    /// A market live before this gatherer subscribed it (learned of it late: a REST outage,
+    /// a lifecycle message missed, a status change): from when it was live, or when this
+    /// connection last held it, to its snapshot.
+    LateSubscription,
     /// Older than `backfill.max_lookback`.
     BeyondBackfillLookback,
     /// Backfill is off.
@@ -48,7 +52,7 @@ pub enum GapReason {
 }
 
 impl GapReason {
-    pub const ALL: [GapReason; 18] = [
+    pub const ALL: [GapReason; 19] = [
         Self::Disconnect,
         Self::SeqGap,
         Self::WsError10,
@@ -61,6 +65,7 @@ impl GapReason {
         Self::GapsOverflow,
         Self::RejectedRow,
         Self::GathererDown,
+        Self::LateSubscription,
         Self::BeyondBackfillLookback,
         Self::BackfillDisabled,
         Self::BackfillPendingAtShutdown,
@@ -84,6 +89,7 @@ impl GapReason {
             Self::GapsOverflow => "gaps_overflow",
             Self::RejectedRow => "rejected_row",
             Self::GathererDown => "gatherer_down",
+            Self::LateSubscription => "late_subscription",
             Self::BeyondBackfillLookback => "beyond_backfill_lookback",
             Self::BackfillDisabled => "backfill_disabled",
             Self::BackfillPendingAtShutdown => "backfill_pending_at_shutdown",

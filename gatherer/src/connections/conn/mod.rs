@@ -191,6 +191,19 @@ pub struct Connection {
     connected_once: bool,
     /// The downtime before this start, opened as a hole for the first markets subscribed.
     startup_hole: Option<i64>,
+    /// Whether the first markets of this run have been taken (any market added after them
+    /// was learned of late, unless this connection already held it).
+    first_batch_done: bool,
+    /// Markets this connection has held in this run and not left since (a reconnect
+    /// resubscribes them under its own disconnect holes, not late ones).
+    held: HashSet<String>,
+    /// When this connection left a market (a late hole never reaches back over what it held).
+    left_at: HashMap<String, i64>,
+    /// Markets subscribed late whose tickers may be missing since (ms), until the ticker
+    /// channel acknowledges them.
+    late_tickers: HashMap<String, i64>,
+    /// This process's start: a late hole never reaches back before it on a first run.
+    started_ms: i64,
 }
 
 fn now_ms() -> i64 {
@@ -216,6 +229,11 @@ impl Connection {
             last_trade_ts: None,
             connected_once: false,
             startup_hole: startup,
+            first_batch_done: false,
+            held: HashSet::new(),
+            left_at: HashMap::new(),
+            late_tickers: HashMap::new(),
+            started_ms: now_ms(),
             shared,
         }
     }
@@ -430,7 +448,7 @@ impl Connection {
                     }
                     // Pending snapshots whose boundary became certain by quiet (`book.rs`).
                     for (t, b) in s.books.iter_mut() {
-                        if let Some(splice) = b.on_tick(now, cfg.snapshot_hold) {
+                        if let Some(splice) = b.on_tick(last_rx, cfg.snapshot_hold) {
                             store_snapshot(&self.shared, t, b, splice);
                         }
                         // A quiet book whose last row was dropped is stored again too.

@@ -44,8 +44,16 @@ impl Connection {
                 self.on_subscribed(s, frame.id, &sub.channel, sub.sid, received)
             }
             FrameBody::Ok(_) | FrameBody::Unsubscribed | FrameBody::SubscriptionList(_) => {
-                if let Some(id) = frame.id {
-                    s.pending.remove(&id);
+                if let Some(id) = frame.id
+                    && let Some((pending, _)) = s.pending.remove(&id)
+                    && let Pending::Update {
+                        channel: Channel::Ticker,
+                        action: ws::action::ADD_MARKETS,
+                        markets,
+                    } = pending
+                {
+                    // Tickers of these markets flow from here on.
+                    self.close_late_tickers(&markets, received);
                 }
             }
             FrameBody::Error(e) => return self.on_error(s, frame.id, sid, e),

@@ -150,6 +150,8 @@ impl Connection {
                 "still open at shutdown".into(),
             );
         }
+        let late: Vec<String> = self.late_tickers.keys().cloned().collect();
+        self.close_late_tickers(&late, now);
     }
 
     /// Records what a lost session leaves open.

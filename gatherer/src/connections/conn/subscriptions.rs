@@ -52,6 +52,8 @@ impl Connection {
                 }
             }
             Channel::Ticker => {
+                let subscribed: Vec<String> = s.markets.iter().cloned().collect();
+                self.close_late_tickers(&subscribed, now);
                 if let Some((from, reason)) = self.ticker_hole.take() {
                     for mk in &s.markets {
                         let from = self
@@ -211,6 +213,7 @@ impl Connection {
     pub(super) fn forget_market(&mut self, s: &mut Session, ticker: &str) {
         self.rejected.insert(ticker.to_owned());
         s.markets.remove(ticker);
+        self.close_late_tickers(&[ticker.to_owned()], now_ms());
         route::unstored(
             "left",
             s.books.remove(ticker).and_then(|mut b| b.invalidate()),
@@ -226,6 +229,23 @@ impl Connection {
             );
         }
         self.health().set_markets(s.markets.len());
+    }
+
+    /// Declares the late-subscription ticker windows of `markets` that are open, up to `now`
+    /// (the ticker channel now carries them, or they were left).
+    pub(super) fn close_late_tickers(&mut self, markets: &[String], now: i64) {
+        for mk in markets {
+            if let Some(from) = self.late_tickers.remove(mk) {
+                self.gap(
+                    Stream::Tickers,
+                    Some(mk),
+                    from,
+                    now,
+                    GapReason::LateSubscription,
+                    "subscribed late: ticker messages before it are missing".into(),
+                );
+            }
+        }
     }
 
     pub(super) fn subscribe_channel(&mut self, s: &mut Session, channel: Channel) {
@@ -253,12 +273,16 @@ impl Connection {
         }
     }
 
-    pub(super) fn sync_markets(&mut self, s: &mut Session, desired: &BTreeSet<String>) {
+    pub(super) fn sync_markets(
+        &mut self,
+        s: &mut Session,
+        desired: &std::collections::BTreeMap<String, i64>,
+    ) {
         let n = self.shared.cfg.connections;
-        self.rejected.retain(|t| desired.contains(t));
+        self.rejected.retain(|t| desired.contains_key(t));
         let mine: BTreeSet<String> = desired
-            .iter()
-            .filter(|t| shard_of(t, n) == self.k && !self.rejected.contains(*t))
+            .keys()
+            .filter(|t| shard_of(t, n) == self.k && !self.rejected.contains(t.as_str()))
             .cloned()
             .collect();
         let added: Vec<String> = mine.difference(&s.markets).cloned().collect();
@@ -266,6 +290,9 @@ impl Connection {
         let now = now_ms();
         for t in &removed {
             s.markets.remove(t);
+            self.held.remove(t);
+            self.left_at.insert(t.clone(), now);
+            self.close_late_tickers(std::slice::from_ref(t), now);
             s.leaving.push((Instant::now() + LEAVE_GRACE, t.clone()));
             if let Some((from, reason)) = self.holes.remove(t) {
                 self.gap(
@@ -278,17 +305,53 @@ impl Connection {
                 );
             }
         }
+        let margin = self.shared.cfg.gap_margin_ms;
         for t in &added {
             s.markets.insert(t.clone());
             s.books.insert(t.clone(), MarketBook::default());
+            // When the market was live, by the exchange's REST times (None: not said).
+            let since = desired
+                .get(t)
+                .copied()
+                .filter(|s| *s != i64::MIN)
+                .map(|s| s.saturating_sub(margin));
+            // Before this, this gatherer may hold the market: a previous run that fetched it,
+            // or, on a first run, nothing before it started.
+            let floor = match self.shared.startup_from {
+                Some(alive) if self.shared.known_before.contains(t) => alive,
+                Some(_) => i64::MIN,
+                None => self.started_ms,
+            };
             if let Some(from) = self.startup_hole {
+                // A market no earlier run fetched was never held: from when it was live.
+                let earlier = since.map_or(from, |s| s.max(floor).min(from));
+                if earlier < from {
+                    // Tickers too (the connection-wide startup window starts at `from`).
+                    self.late_tickers.entry(t.clone()).or_insert(earlier);
+                }
                 self.holes
                     .entry(t.clone())
-                    .or_insert((from, GapReason::GathererDown));
+                    .or_insert((earlier, GapReason::GathererDown));
+            } else if self.first_batch_done && !self.held.contains(t) {
+                // Learned of late: whatever the exchange published since the market was live
+                // (or since this connection left it) is not here. Declared when the snapshot
+                // (deltas) and the ticker acknowledgement close it.
+                let from = since
+                    .unwrap_or(i64::MIN)
+                    .max(floor)
+                    .max(self.left_at.get(t).copied().unwrap_or(i64::MIN))
+                    .min(now);
+                self.holes
+                    .entry(t.clone())
+                    .or_insert((from, GapReason::LateSubscription));
+                self.late_tickers.entry(t.clone()).or_insert(from);
+                metrics::counter!(m::LATE_SUBSCRIPTIONS).increment(1);
             }
+            self.held.insert(t.clone());
         }
         if !added.is_empty() {
             self.startup_hole = None;
+            self.first_batch_done = true;
         }
         self.health().set_markets(s.markets.len());
         metrics::gauge!(m::SUBSCRIBED_MARKETS, "conn" => self.k.to_string())
