@@ -164,6 +164,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     ];
     let known_before: std::collections::HashSet<String> =
         registry_hashes[0].keys().cloned().collect();
+    let open_holes = Arc::new(connections::OpenHoles::with_inherited(
+        connections::OpenHoles::load(store.pool(), cfg.store.op_timeout)
+            .await
+            .context("read the holes the previous run left open")?,
+    ));
     store
         .maintain(kalshi_shared::time::now_ms())
         .await
@@ -360,8 +365,21 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         epochs: AtomicI64::new(kalshi_shared::time::now_ms() * 1000),
         startup_from: alive_until,
         known_before,
+        open_holes: open_holes.clone(),
     });
     connections::spawn_all(shared, &intake);
+    // In the writers' group: it stops after the connections, so its last write holds what
+    // they left open (nothing, after a clean stop: they declare every hole).
+    {
+        let (holes, pool, token) = (open_holes.clone(), store.pool().clone(), writers.token());
+        let op_timeout = cfg.store.op_timeout;
+        writers.spawn("open_holes", async move {
+            holes
+                .keep(pool, op_timeout, Duration::from_secs(1), token)
+                .await;
+            Ok(())
+        });
+    }
     let backfill = backfill::Backfill {
         rest,
         log: backfill::HoleLog::new(store.pool().clone(), cfg.store.op_timeout),

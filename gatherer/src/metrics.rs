@@ -18,6 +18,9 @@ pub const SNAPSHOTS_UNSTORED: &str = "conn_manager_snapshots_unstored_total";
 pub const SPLICE_VIOLATIONS: &str = "conn_manager_splice_violations_total";
 pub const DELTAS_WITHOUT_TS: &str = "conn_manager_deltas_without_ts_total";
 pub const SUBSCRIBED_MARKETS: &str = "conn_manager_subscribed_markets";
+/// Holes open now, as last recorded in the local database (`connections/open_holes.rs`).
+pub const OPEN_HOLES: &str = "conn_manager_open_holes";
+pub const OPEN_HOLES_WRITE_ERRORS: &str = "conn_manager_open_holes_write_errors_total";
 /// Markets subscribed after they were live (a `late_subscription` window declared).
 pub const LATE_SUBSCRIPTIONS: &str = "conn_manager_late_subscriptions_total";
 pub const ACTIVE_MARKETS: &str = "market_registry_active_markets";
@@ -153,6 +156,8 @@ pub fn describe() {
     metrics::counter!(SEQ_GAPS).increment(0);
     metrics::counter!(RESNAPSHOTS).increment(0);
     metrics::counter!(LATE_SUBSCRIPTIONS).increment(0);
+    metrics::counter!(OPEN_HOLES_WRITE_ERRORS).increment(0);
+    metrics::gauge!(OPEN_HOLES).set(0.0);
     metrics::counter!(DELTAS_DROPPED).increment(0);
     for how in ["delta", "quiet"] {
         metrics::counter!(SNAPSHOT_SPLICES, "how" => how).increment(0);
@@ -224,6 +229,14 @@ pub fn describe() {
     describe_counter!(
         DELTAS_WITHOUT_TS,
         "Deltas without ts_ms (kept, keyed by gatherer)"
+    );
+    describe_gauge!(
+        OPEN_HOLES,
+        "Holes open now (not yet declared), as last recorded in the local database for the next start"
+    );
+    describe_counter!(
+        OPEN_HOLES_WRITE_ERRORS,
+        "Failed writes of the open holes to the local database (retried each second)"
     );
     describe_counter!(
         LATE_SUBSCRIPTIONS,

@@ -738,3 +738,133 @@ async fn a_trade_window_found_while_backfill_is_busy_survives_a_sigkill() {
     child.kill().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A hole still open when the gatherer is SIGKILLed (one connection stalled, then refused on
+/// reconnect, while the other keeps storing) is taken over by the next start and declared from
+/// where it began, not from the newest stored record: through the oracle, every delta and
+/// ticker the gatherer lacks lies in a window it declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hole_open_at_sigkill_is_declared_from_its_start_by_the_next_run() {
+    use kalshi_testkit::oracle::{Reading, Rules, judge};
+    init();
+    let pg = kalshi_testkit::pg::PgCluster::start_default().unwrap();
+    let sim = kalshi_sim::start(sim_config(611, 20)).await.unwrap();
+    let health_port = free_port();
+    let grpc_port = free_port();
+    let dir = std::env::temp_dir().join(format!("gatherer-open-hole-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut file = gatherer_config("g1", &sim, &pg.url());
+    file.http.listen = format!("127.0.0.1:{health_port}").parse().unwrap();
+    file.api.listen = format!("127.0.0.1:{grpc_port}").parse().unwrap();
+    file.ws.connections = 2;
+    let cfg_path = dir.join("gatherer.toml");
+    std::fs::write(&cfg_path, toml::to_string(&file).unwrap()).unwrap();
+    let log = dir.join("gatherer.log");
+    let mut child = start_binary(&cfg_path, health_port, &log).await;
+    let control = sim.control_url();
+    post(&format!("{control}/rate"), serde_json::json!({"rate": 400})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Stall the first of its two connections, and refuse every new one: its hole stays open.
+    let conns: serde_json::Value = reqwest::get(format!("{control}/connections"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = conns["connections"][0]["id"].as_u64().unwrap();
+    post(
+        &format!("{control}/faults"),
+        serde_json::json!({"fault": "stall", "conn_ids": [first], "duration_ms": 120_000}),
+    )
+    .await;
+    post(
+        &format!("{control}/faults"),
+        serde_json::json!({"fault": "reject_upgrades", "status": 503}),
+    )
+    .await;
+    let db = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM open_holes WHERE stream = 'orderbook_deltas'")
+                .fetch_one(&db)
+                .await
+                .unwrap_or(0);
+        if open > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection's holes are not recorded:\n{}",
+            log_tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The other connection keeps storing well past the start of the hole, then the kill.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    post(
+        &format!("{control}/faults"),
+        serde_json::json!({"fault": "clear"}),
+    )
+    .await;
+    post(&format!("{control}/rate"), serde_json::json!({"rate": 0})).await;
+    let mut child = start_binary(&cfg_path, health_port, &log).await;
+    // Settled: every market resnapshotted, trades backfilled, nothing open.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM open_holes) + (SELECT count(*) FROM pending_trade_holes)",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap_or(-1);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "holes stay open:\n{}",
+            log_tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let truth = kalshi_testkit::sim::SimControl::new(sim.control_url())
+        .truth()
+        .await
+        .unwrap();
+    let mut client = kalshi_proto::GathererClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20);
+    let held = kalshi_testkit::held::Held::from_gatherer(&mut client, "g1")
+        .await
+        .unwrap();
+    let v = judge(
+        &truth,
+        &held,
+        &[Reading::of("g1", held.clone())],
+        &Rules::settled(&["g1"]).with_subscription_latency_ms(5_000),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        v.ok,
+        "the gatherer's store against the truth:\n{}",
+        v.table()
+    );
+    let d = v.stream("orderbook_deltas").unwrap();
+    assert!(d.declared > 0, "the stalled connection lost deltas: {d:?}");
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT reason FROM gaps WHERE stream = 'orderbook_deltas' ORDER BY 1",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert!(
+        reasons.iter().any(|r| r == "disconnect"),
+        "the inherited hole keeps its reason: {reasons:?}"
+    );
+}

@@ -13,6 +13,7 @@
 
 mod book;
 mod conn;
+mod open_holes;
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicI64;
@@ -31,6 +32,7 @@ use crate::store::rows::GapReason;
 
 pub use conn::shard_of;
 pub use kalshi_shared::identity::occurrence::{LifecycleSeen, Occurrences};
+pub use open_holes::{OpenHole, OpenHoles};
 
 /// Settings for every connection.
 #[derive(Clone)]
@@ -208,6 +210,8 @@ pub struct Shared {
     /// fetched it never held: its hole reaches back to when the market was live, not only to
     /// `startup_from` (a market created while REST refused, then the gatherer killed).
     pub known_before: std::collections::HashSet<String>,
+    /// Open holes, recorded for the next start; with those the previous run left.
+    pub open_holes: Arc<OpenHoles>,
 }
 
 /// Logs a repeated condition at most once per period, with the count in between.

@@ -7,7 +7,7 @@
 /// Why a window is missing: the `reason` of a `gaps` row, of a trade hole handed to the
 /// backfill, and the label of `gaps_declared_total` and `backfill_runs_total`. One word for
 /// one cause, stored as its snake_case label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GapReason {
     /// The WebSocket connection was lost.
     Disconnect,

@@ -16,7 +16,22 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (2, MIGRATION_2),
     (3, MIGRATION_3),
     (4, MIGRATION_4),
+    (5, MIGRATION_5),
 ];
+
+/// Holes still open (a connection lost, a market subscribed late, not yet closed by a fresh
+/// snapshot or acknowledgement), kept current about every second, so a SIGKILL never forgets
+/// one: the next start takes them over (`connections::OpenHoles`). `market` is empty for a
+/// stream-wide hole.
+const MIGRATION_5: &str = r#"
+CREATE TABLE IF NOT EXISTS open_holes (
+    stream  text   NOT NULL,
+    market  text   NOT NULL,
+    from_ms bigint NOT NULL,
+    reason  text   NOT NULL,
+    PRIMARY KEY (stream, market)
+);
+"#;
 
 /// A snapshot is stored at its exact splice point (`connections/book.rs`): the time from which
 /// the stored book is the exchange's. And every range retention drops is logged with the

@@ -34,7 +34,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use super::book::{MarketBook, Splice};
-use super::{LogLimiter, Shared, TradeHole};
+use super::{LogLimiter, OpenHole, Shared, TradeHole};
 use crate::health::ConnState;
 use crate::metrics as m;
 use crate::registry::Note;
@@ -204,6 +204,8 @@ pub struct Connection {
     late_tickers: HashMap<String, i64>,
     /// This process's start: a late hole never reaches back before it on a first run.
     started_ms: i64,
+    /// The open holes last published (`open_holes`).
+    published: Vec<OpenHole>,
 }
 
 fn now_ms() -> i64 {
@@ -212,8 +214,15 @@ fn now_ms() -> i64 {
 
 impl Connection {
     pub fn new(k: usize, shared: Arc<Shared>, limiter: Arc<LogLimiter>) -> Self {
-        let startup = shared.startup_from;
-        Self {
+        // The downtime reaches back over what a hole open at the kill may have covered but
+        // not yet recorded: its start lies at most the silence timeout, a tick and one
+        // `open_holes` write period before the newest stored record.
+        let slack =
+            i64::try_from((shared.cfg.silence_timeout + Duration::from_secs(2)).as_millis())
+                .unwrap_or(i64::MAX);
+        let startup = shared.startup_from.map(|a| a.saturating_sub(slack));
+        let inherited = shared.open_holes.take_for(k, shared.cfg.connections);
+        let mut c = Self {
             k,
             limiter,
             holes: HashMap::new(),
@@ -234,7 +243,67 @@ impl Connection {
             left_at: HashMap::new(),
             late_tickers: HashMap::new(),
             started_ms: now_ms(),
+            published: Vec::new(),
             shared,
+        };
+        // Holes the previous run left open stay open until they close as usual (or, for a
+        // market no longer collected, at the first subscription).
+        let earliest = |slot: &mut Option<(i64, GapReason)>, from: i64, reason: GapReason| {
+            if slot.is_none_or(|(f, _)| from < f) {
+                *slot = Some((from, reason));
+            }
+        };
+        for h in inherited {
+            match (h.stream, h.market.is_empty()) {
+                (Stream::OrderbookDeltas, false) => {
+                    c.holes.insert(h.market, (h.from_ms, h.reason));
+                }
+                (Stream::Tickers, false) => {
+                    c.late_tickers.insert(h.market, h.from_ms);
+                }
+                (Stream::Tickers, true) => earliest(&mut c.ticker_hole, h.from_ms, h.reason),
+                (Stream::Lifecycle, true) => earliest(&mut c.lifecycle_hole, h.from_ms, h.reason),
+                (Stream::Trades, true) => earliest(&mut c.trade_hole, h.from_ms, h.reason),
+                _ => tracing::warn!(?h, "an open hole of an unexpected kind: skipped"),
+            }
+        }
+        c.publish_open_holes();
+        c
+    }
+
+    /// Publishes this connection's open holes (for `open_holes`) when they changed.
+    pub(super) fn publish_open_holes(&mut self) {
+        let wide = |stream, slot: &Option<(i64, GapReason)>| {
+            slot.map(|(from_ms, reason)| OpenHole {
+                stream,
+                market: String::new(),
+                from_ms,
+                reason,
+            })
+        };
+        let mut now: Vec<OpenHole> = self
+            .holes
+            .iter()
+            .map(|(m, (from_ms, reason))| OpenHole {
+                stream: Stream::OrderbookDeltas,
+                market: m.clone(),
+                from_ms: *from_ms,
+                reason: *reason,
+            })
+            .chain(self.late_tickers.iter().map(|(m, from_ms)| OpenHole {
+                stream: Stream::Tickers,
+                market: m.clone(),
+                from_ms: *from_ms,
+                reason: GapReason::LateSubscription,
+            }))
+            .chain(wide(Stream::Tickers, &self.ticker_hole))
+            .chain(wide(Stream::Lifecycle, &self.lifecycle_hole))
+            .chain(wide(Stream::Trades, &self.trade_hole))
+            .collect();
+        now.sort();
+        if now != self.published {
+            self.shared.open_holes.publish(self.k, now.clone());
+            self.published = now;
         }
     }
 
@@ -291,11 +360,16 @@ impl Connection {
                     }
                 }
             }
+            // The holes this session left open are recorded before the backoff (which may
+            // last as long as the exchange refuses).
+            self.publish_open_holes();
             if !backoff.sleep(&cancel).await {
                 break;
             }
         }
         self.close_holes_at_shutdown();
+        // Every hole is declared now: none is left for the next start.
+        self.publish_open_holes();
         self.shared.health.set_conn(self.k, ConnState::Down);
     }
 
@@ -446,6 +520,7 @@ impl Connection {
                     for p in due {
                         s.send(p);
                     }
+                    self.publish_open_holes();
                     // Pending snapshots whose boundary became certain by quiet (`book.rs`).
                     for (t, b) in s.books.iter_mut() {
                         if let Some(splice) = b.on_tick(last_rx, cfg.snapshot_hold) {

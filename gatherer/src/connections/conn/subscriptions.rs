@@ -329,8 +329,14 @@ impl Connection {
                     // Tickers too (the connection-wide startup window starts at `from`).
                     self.late_tickers.entry(t.clone()).or_insert(earlier);
                 }
+                // An inherited hole of this market keeps its start if that is earlier.
                 self.holes
                     .entry(t.clone())
+                    .and_modify(|h| {
+                        if earlier < h.0 {
+                            *h = (earlier, GapReason::GathererDown);
+                        }
+                    })
                     .or_insert((earlier, GapReason::GathererDown));
             } else if self.first_batch_done && !self.held.contains(t) {
                 // Learned of late: whatever the exchange published since the market was live
@@ -348,6 +354,35 @@ impl Connection {
                 metrics::counter!(m::LATE_SUBSCRIPTIONS).increment(1);
             }
             self.held.insert(t.clone());
+        }
+        if !added.is_empty() && !self.first_batch_done {
+            // Holes the previous run left open for markets no longer collected close now.
+            let gone: Vec<String> = self
+                .holes
+                .keys()
+                .filter(|t| !s.markets.contains(*t))
+                .cloned()
+                .collect();
+            for t in gone {
+                if let Some((from, reason)) = self.holes.remove(&t) {
+                    self.gap(
+                        Stream::OrderbookDeltas,
+                        Some(&t),
+                        from,
+                        now,
+                        reason,
+                        "open when the previous run stopped; the market is no longer collected"
+                            .into(),
+                    );
+                }
+            }
+            let gone: Vec<String> = self
+                .late_tickers
+                .keys()
+                .filter(|t| !s.markets.contains(*t))
+                .cloned()
+                .collect();
+            self.close_late_tickers(&gone, now);
         }
         if !added.is_empty() {
             self.startup_hole = None;
