@@ -206,6 +206,9 @@ pub struct Connection {
     started_ms: i64,
     /// The open holes last published (`open_holes`).
     published: Vec<OpenHole>,
+    /// Markets of a lost session the stream-wide ticker hole covers (declared for them too,
+    /// whether or not they are still collected when the ticker channel is back).
+    ticker_hole_markets: BTreeSet<String>,
 }
 
 fn now_ms() -> i64 {
@@ -244,6 +247,7 @@ impl Connection {
             late_tickers: HashMap::new(),
             started_ms: now_ms(),
             published: Vec::new(),
+            ticker_hole_markets: BTreeSet::new(),
             shared,
         };
         // Holes the previous run left open stay open until they close as usual (or, for a

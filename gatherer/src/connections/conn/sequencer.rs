@@ -165,6 +165,7 @@ impl Connection {
         if !markets.is_empty() {
             self.ticker_hole
                 .get_or_insert((from, GapReason::Disconnect));
+            self.ticker_hole_markets.extend(markets.iter().cloned());
         }
         if self.global() {
             self.trade_hole.get_or_insert((from, GapReason::Disconnect));

@@ -54,8 +54,12 @@ impl Connection {
             Channel::Ticker => {
                 let subscribed: Vec<String> = s.markets.iter().cloned().collect();
                 self.close_late_tickers(&subscribed, now);
+                let left = std::mem::take(&mut self.ticker_hole_markets);
                 if let Some((from, reason)) = self.ticker_hole.take() {
-                    for mk in &s.markets {
+                    // The markets of the lost session too, if no longer collected: their
+                    // tickers were not here either.
+                    let covered: BTreeSet<&String> = s.markets.iter().chain(left.iter()).collect();
+                    for mk in covered {
                         let from = self
                             .shared
                             .ticker_occ
@@ -355,12 +359,13 @@ impl Connection {
             }
             self.held.insert(t.clone());
         }
-        if !added.is_empty() && !self.first_batch_done {
-            // Holes the previous run left open for markets no longer collected close now.
+        if !desired.is_empty() {
+            // Holes of markets no longer collected (a market that closed while its connection
+            // was down, or one the previous run left open) close now: no snapshot will.
             let gone: Vec<String> = self
                 .holes
                 .keys()
-                .filter(|t| !s.markets.contains(*t))
+                .filter(|t| !s.markets.contains(*t) && !s.leaving.iter().any(|(_, l)| l == *t))
                 .cloned()
                 .collect();
             for t in gone {
@@ -371,8 +376,7 @@ impl Connection {
                         from,
                         now,
                         reason,
-                        "open when the previous run stopped; the market is no longer collected"
-                            .into(),
+                        "the market is no longer collected".into(),
                     );
                 }
             }
