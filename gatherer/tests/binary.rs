@@ -783,23 +783,14 @@ async fn a_hole_open_at_sigkill_is_declared_from_its_start_by_the_next_run() {
     )
     .await;
     let db = sqlx::PgPool::connect(&pg.url()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let open: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM open_holes WHERE stream = 'orderbook_deltas'")
-                .fetch_one(&db)
-                .await
-                .unwrap_or(0);
-        if open > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stalled connection's holes are not recorded:\n{}",
-            log_tail(&log)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_count(
+        &db,
+        "SELECT count(*) FROM open_holes WHERE stream = 'orderbook_deltas'",
+        |n| n > 0,
+        "the stalled connection's holes are recorded",
+        &log,
+    )
+    .await;
     // The other connection keeps storing well past the start of the hole, then the kill.
     tokio::time::sleep(Duration::from_secs(12)).await;
     child.kill().unwrap();
@@ -812,24 +803,14 @@ async fn a_hole_open_at_sigkill_is_declared_from_its_start_by_the_next_run() {
     post(&format!("{control}/rate"), serde_json::json!({"rate": 0})).await;
     let mut child = start_binary(&cfg_path, health_port, &log).await;
     // Settled: every market resnapshotted, trades backfilled, nothing open.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM open_holes) + (SELECT count(*) FROM pending_trade_holes)",
-        )
-        .fetch_one(&db)
-        .await
-        .unwrap_or(-1);
-        if open == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "holes stay open:\n{}",
-            log_tail(&log)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_count(
+        &db,
+        "SELECT (SELECT count(*) FROM open_holes) + (SELECT count(*) FROM pending_trade_holes)",
+        |n| n == 0,
+        "every hole closed",
+        &log,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let truth = kalshi_testkit::sim::SimControl::new(sim.control_url())
         .truth()
@@ -867,4 +848,27 @@ async fn a_hole_open_at_sigkill_is_declared_from_its_start_by_the_next_run() {
         reasons.iter().any(|r| r == "disconnect"),
         "the inherited hole keeps its reason: {reasons:?}"
     );
+}
+
+/// Waits (up to 60 s) until the count `sql` returns satisfies `done`.
+async fn wait_count(
+    db: &sqlx::PgPool,
+    sql: &'static str,
+    done: impl Fn(i64) -> bool,
+    what: &str,
+    log: &std::path::Path,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(db).await.unwrap_or(-1);
+        if done(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not so: {what} ({n}):\n{}",
+            log_tail(log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -541,16 +541,7 @@ impl Connection {
                         } else if !s.markets.contains(&t) {
                             unstored("left", s.books.remove(&t).and_then(|mut b| b.invalidate()));
                             // A hole opened during the grace period ends here, declared.
-                            if let Some((from, reason)) = self.holes.remove(&t) {
-                                self.gap(
-                                    Stream::OrderbookDeltas,
-                                    Some(&t),
-                                    from,
-                                    now_ms(),
-                                    reason,
-                                    "market unsubscribed before a fresh snapshot".into(),
-                                );
-                            }
+                            self.close_hole(&t, now_ms(), "market unsubscribed before a fresh snapshot");
                         }
                     }
                     if last_ping.elapsed() >= cfg.ping_interval {

@@ -106,19 +106,27 @@ impl Connection {
         }
     }
 
-    /// At shutdown, holes that no snapshot will close are declared up to now.
-    pub(super) fn close_holes_at_shutdown(&mut self) {
-        let now = now_ms();
-        let holes: Vec<(String, (i64, GapReason))> = self.holes.drain().collect();
-        for (t, (from, reason)) in holes {
+    /// Declares the delta hole of `market` up to `now`, if one is open (no snapshot will close
+    /// it: the market left, was refused, or the process stops).
+    pub(super) fn close_hole(&mut self, market: &str, now: i64, why: &str) {
+        if let Some((from, reason)) = self.holes.remove(market) {
             self.gap(
                 Stream::OrderbookDeltas,
-                Some(&t),
+                Some(market),
                 from,
                 now,
                 reason,
-                "still open at shutdown".into(),
+                why.to_owned(),
             );
+        }
+    }
+
+    /// At shutdown, holes that no snapshot will close are declared up to now.
+    pub(super) fn close_holes_at_shutdown(&mut self) {
+        let now = now_ms();
+        let markets: Vec<String> = self.holes.keys().cloned().collect();
+        for t in markets {
+            self.close_hole(&t, now, "still open at shutdown");
         }
         if let Some((from, reason)) = self.lifecycle_hole.take() {
             self.gap(

@@ -222,16 +222,7 @@ impl Connection {
             "left",
             s.books.remove(ticker).and_then(|mut b| b.invalidate()),
         );
-        if let Some((from, reason)) = self.holes.remove(ticker) {
-            self.gap(
-                Stream::OrderbookDeltas,
-                Some(ticker),
-                from,
-                now_ms(),
-                reason,
-                "market refused by the exchange".into(),
-            );
-        }
+        self.close_hole(ticker, now_ms(), "market refused by the exchange");
         self.health().set_markets(s.markets.len());
     }
 
@@ -298,16 +289,7 @@ impl Connection {
             self.left_at.insert(t.clone(), now);
             self.close_late_tickers(std::slice::from_ref(t), now);
             s.leaving.push((Instant::now() + LEAVE_GRACE, t.clone()));
-            if let Some((from, reason)) = self.holes.remove(t) {
-                self.gap(
-                    Stream::OrderbookDeltas,
-                    Some(t),
-                    from,
-                    now,
-                    reason,
-                    "market unsubscribed before its snapshot".into(),
-                );
-            }
+            self.close_hole(t, now, "market unsubscribed before its snapshot");
         }
         let margin = self.shared.cfg.gap_margin_ms;
         for t in &added {
@@ -369,16 +351,7 @@ impl Connection {
                 .cloned()
                 .collect();
             for t in gone {
-                if let Some((from, reason)) = self.holes.remove(&t) {
-                    self.gap(
-                        Stream::OrderbookDeltas,
-                        Some(&t),
-                        from,
-                        now,
-                        reason,
-                        "the market is no longer collected".into(),
-                    );
-                }
+                self.close_hole(&t, now, "the market is no longer collected");
             }
             let gone: Vec<String> = self
                 .late_tickers
