@@ -37,11 +37,11 @@ async fn a_database_restart_within_the_buffer_loses_nothing() {
     let (live, l) = rig.health_at("/health/live").await;
     assert_eq!((live, l["status"].as_str()), (200, Some("alive")), "{l}");
     // Every group runs its tasks: 3 connections + registry, backfill, maintenance, lock,
-    // credential reload, ping; 8 record writers; the gaps writer; gRPC (plaintext here: no TLS
-    // accept loop), HTTP and metrics servers.
+    // credential reload, ping; 8 record writers and the open-holes recorder; the gaps writer;
+    // gRPC (plaintext here: no TLS accept loop), HTTP and metrics servers.
     assert_eq!(
         l["tasks"],
-        serde_json::json!({"intake": 9, "writers": 8, "gaps_writer": 1, "servers": 3}),
+        serde_json::json!({"intake": 9, "writers": 9, "gaps_writer": 1, "servers": 3}),
         "{l}"
     );
     tokio::task::block_in_place(|| rig.pg.restart()).unwrap();

@@ -249,11 +249,13 @@ impl World {
             disturbed: HashSet::new(),
         };
         // Snapshots are stored once their splice point is certain: after `ws.snapshot_hold`
-        // of quiet here (no traffic yet), seen at the connections' next tick.
+        // of quiet here (no traffic yet) proved by a frame received after it (a pong, within a
+        // ping interval), seen at the connections' next tick.
         let f = &w.gatherers[0].file.ws;
         w.settle(
             f.snapshot_hold
-                + f.ping_interval.min(Duration::from_secs(1))
+                + f.ping_interval
+                + f.ping_interval.min(Duration::from_secs(1)) * 2
                 + Duration::from_millis(300),
         )
         .await;
@@ -535,11 +537,22 @@ pub async fn assert_exact(w: &World, pool: &PgPool) -> Exact {
     let trades = v.stream("trades").unwrap();
     assert_eq!(trades.present, trades.expected, "every trade");
     if w.disturbed.is_empty() {
+        // Undisturbed, the only windows are those of markets created while running: each
+        // gatherer declares the moments before its subscription (`late_subscription`).
+        let reasons: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT reason FROM gaps ORDER BY 1")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        assert!(
+            reasons.iter().all(|r| r == "late_subscription"),
+            "no other window in an undisturbed world: {reasons:?}"
+        );
         for s in &v.streams {
             assert_eq!(
                 s.missing(),
-                s.before_subscription,
-                "{}: nothing missing in an undisturbed world",
+                s.before_subscription + s.declared,
+                "{}: nothing missing in an undisturbed world but before subscriptions",
                 s.stream
             );
         }

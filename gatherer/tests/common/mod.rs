@@ -66,11 +66,16 @@ impl Rig {
         };
         rig.wait_healthy(Duration::from_secs(30)).await;
         // Snapshots are stored once their splice point is certain: at the first later delta,
-        // or after `ws.snapshot_hold` of quiet (no traffic yet here), seen at the connection's
-        // next tick.
+        // or after `ws.snapshot_hold` of quiet (no traffic yet here) proved by a frame received
+        // after it (a pong, within a ping interval), seen at the connection's next tick.
         let tick = rig.file.ws.ping_interval.min(Duration::from_secs(1));
-        rig.settle(rig.file.ws.snapshot_hold + tick + Duration::from_millis(300))
-            .await;
+        rig.settle(
+            rig.file.ws.snapshot_hold
+                + rig.file.ws.ping_interval
+                + tick * 2
+                + Duration::from_millis(300),
+        )
+        .await;
         rig.initial = rig.snapshotted().await;
         rig
     }
