@@ -138,6 +138,10 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
     // keys get the same bytes, so nothing is uploaded twice.
     stop(svc);
     let before_objects = objects(&moto);
+    let gaps_before: i64 = sqlx::query_scalar("SELECT count(*) FROM gaps")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM archive_periods")
         .execute(&pool)
         .await
@@ -146,12 +150,21 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
     assert_eq!(wait_archived(&pool, Duration::from_secs(60)).await, last);
     stop(svc);
     let after_objects = objects(&moto);
+    let gaps_after: i64 = sqlx::query_scalar("SELECT count(*) FROM gaps")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     for (k, v) in &before_objects {
         let new = after_objects.get(k).unwrap_or_else(|| panic!("{k} lost"));
         let (old_sum, new_sum) = (
             v.rsplit_once(' ').unwrap().0,
             new.rsplit_once(' ').unwrap().0,
         );
+        // A manifest lists the gaps of its period: one declared since (the gatherers run on:
+        // a `late_subscription` window merged by the second deduplicator) changes it, rightly.
+        if k.contains("manifests/") && gaps_after != gaps_before {
+            continue;
+        }
         assert_eq!(old_sum, new_sum, "{k}: same size and checksum");
         if !k.contains("manifests/") {
             assert_eq!(v, new, "{k}: a data file is not written again");
