@@ -791,8 +791,17 @@ async fn a_hole_open_at_sigkill_is_declared_from_its_start_by_the_next_run() {
         &log,
     )
     .await;
-    // The other connection keeps storing well past the start of the hole, then the kill.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // The other connection keeps storing well past the start of the hole (beyond the start
+    // window's reach back, silence timeout + 2 s), then the kill.
+    wait_count(
+        &db,
+        "SELECT ((SELECT max(received_ms) FROM orderbook_deltas) \
+                 - (SELECT min(from_ms) FROM open_holes WHERE stream = 'orderbook_deltas'))::bigint",
+        |ms| ms > 10_000,
+        "the live connection stored 10 s past the start of the open hole",
+        &log,
+    )
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
     post(
@@ -811,7 +820,14 @@ async fn a_hole_open_at_sigkill_is_declared_from_its_start_by_the_next_run() {
         &log,
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM gaps WHERE stream = 'orderbook_deltas' AND reason = 'disconnect'",
+        |n| n > 0,
+        "the inherited holes are declared",
+        &log,
+    )
+    .await;
     let truth = kalshi_testkit::sim::SimControl::new(sim.control_url())
         .truth()
         .await

@@ -106,6 +106,42 @@ impl Connection {
         }
     }
 
+    /// Publishes this connection's open holes (for `open_holes`) when they changed.
+    pub(super) fn publish_open_holes(&mut self) {
+        let wide = |stream, slot: &Option<(i64, GapReason)>| {
+            slot.map(|(from_ms, reason)| OpenHole {
+                stream,
+                market: String::new(),
+                from_ms,
+                reason,
+            })
+        };
+        let mut now: Vec<OpenHole> = self
+            .holes
+            .iter()
+            .map(|(m, (from_ms, reason))| OpenHole {
+                stream: Stream::OrderbookDeltas,
+                market: m.clone(),
+                from_ms: *from_ms,
+                reason: *reason,
+            })
+            .chain(self.late_tickers.iter().map(|(m, from_ms)| OpenHole {
+                stream: Stream::Tickers,
+                market: m.clone(),
+                from_ms: *from_ms,
+                reason: GapReason::LateSubscription,
+            }))
+            .chain(wide(Stream::Tickers, &self.ticker_hole))
+            .chain(wide(Stream::Lifecycle, &self.lifecycle_hole))
+            .chain(wide(Stream::Trades, &self.trade_hole))
+            .collect();
+        now.sort();
+        if now != self.published {
+            self.shared.open_holes.publish(self.k, now.clone());
+            self.published = now;
+        }
+    }
+
     /// Declares the delta hole of `market` up to `now`, if one is open (no snapshot will close
     /// it: the market left, was refused, or the process stops).
     pub(super) fn close_hole(&mut self, market: &str, now: i64, why: &str) {
