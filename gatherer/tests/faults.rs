@@ -174,6 +174,53 @@ async fn error_25_resubscribes_and_trades_are_backfilled() {
     assert_books_match(&rig).await;
 }
 
+/// A seq gap's `get_snapshot` in flight when error 25 kills its subscription is never
+/// answered (the sim kills the sid on receiving it). The resubscription covers its markets:
+/// the command is dropped, not waited out until the command timeout tears the connection down
+/// (which once left a "disconnect" window over every market of the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_on_a_killed_subscription_is_dropped_not_waited_out() {
+    let rig = Rig::start(sim_config(209, 30), |_| {}).await;
+    rig.rate(1000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rig.fault(json!({"fault": "ws_error", "code": 25, "channel": "orderbook_delta", "on_next_update": true}))
+        .await;
+    rig.fault(json!({"fault": "skip_seq", "channel": "orderbook_delta", "count": 1}))
+        .await;
+    // Past the command timeout (10 s by default): a command still pending would show by now.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    rig.rate(0).await;
+    rig.settle(Duration::from_secs(1)).await;
+    let m = rig.metrics().await;
+    assert_eq!(
+        rig.metric("ws_client_reconnects_total").await,
+        0.0,
+        "handled without reconnecting: {m}"
+    );
+    assert!(
+        !m.lines().any(
+            |l| l.starts_with("ws_client_errors_total{type=\"command_timeout\"}")
+                && !l.ends_with(" 0")
+        ),
+        "{m}"
+    );
+    assert_eq!(rig.metric("conn_manager_sequence_gaps_total").await, 3.0);
+    let cov = assert_complete_or_covered(&rig).await;
+    let reasons: std::collections::BTreeSet<&str> =
+        cov.gaps.iter().map(|g| g.reason.as_str()).collect();
+    // One hole per market, from the seq gap to the resubscription's snapshot: the kill falls
+    // inside it and keeps its first reason.
+    assert_eq!(reasons, ["seq_gap"].into_iter().collect(), "{:?}", cov.gaps);
+    assert_eq!(cov.gaps.len(), 30, "{:?}", cov.gaps);
+    assert!(
+        m.contains("ws_client_errors_total{type=\"server_error\"} 3"),
+        "each connection's subscription was killed by its get_snapshot: {m}"
+    );
+    // Every market resubscribed after the kill: a second snapshot each.
+    assert_eq!(rig.read_all(pb::Stream::OrderbookSnapshots).await.len(), 60);
+    assert_books_match(&rig).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_unknown_frames_are_counted_and_lose_nothing() {
     let rig = Rig::start(sim_config(205, 30), |c| c.ws.max_frame_bytes = 1 << 20).await;

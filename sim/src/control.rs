@@ -183,6 +183,7 @@ async fn faults(State(state): State<Arc<SimState>>, Json(req): Json<FaultRequest
         "ws_error" => targets(ConnFault::WsError {
             code: req.code.unwrap_or(17),
             channel: req.channel.clone(),
+            on_next_update: req.on_next_update,
         }),
         "reject_upgrades" => {
             lock(&state.faults).reject_upgrades =

@@ -35,6 +35,11 @@ pub struct FaultRequest {
     /// Channel for `skip_seq` / `ws_error` (default `orderbook_delta` / every channel).
     #[serde(default)]
     pub channel: Option<String>,
+    /// For `ws_error`: kill the subscription when the client next sends it an
+    /// `update_subscription`, leaving that command unanswered (as a subscription killed while
+    /// a command is in flight does), instead of at once.
+    #[serde(default)]
+    pub on_next_update: bool,
     /// For `malformed`: `not_json`, `unknown_type`, `bad_fields`, `unknown_fields`, `binary`,
     /// `oversize`.
     #[serde(default)]
@@ -76,6 +81,7 @@ pub enum ConnFault {
     WsError {
         code: u32,
         channel: Option<String>,
+        on_next_update: bool,
     },
 }
 

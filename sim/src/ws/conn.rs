@@ -325,9 +325,17 @@ impl Conn {
                 }
                 Ok(true)
             }
-            ConnFault::WsError { code, channel } => {
+            ConnFault::WsError {
+                code,
+                channel,
+                on_next_update,
+            } => {
                 let ch = channel.as_deref().and_then(Channel::parse);
-                self.session.kill(code, ch, out);
+                if on_next_update {
+                    self.session.kill_on_next_update = Some((code, ch));
+                } else {
+                    self.session.kill(code, ch, out);
+                }
                 self.publish_summary();
                 Ok(true)
             }

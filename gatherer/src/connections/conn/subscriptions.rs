@@ -121,6 +121,23 @@ impl Connection {
         tracing::warn!(sid, channel = %channel, code = e.code, msg = %e.msg, "subscription killed by the exchange, resubscribing");
         s.channel_sid.remove(&channel);
         s.seqs.remove(&sid);
+        // Commands on the killed subscription (a `get_snapshot` after a seq gap, an
+        // `add_markets`) may never be answered: the subscription they named is gone. The
+        // resubscription below covers every market of the channel with fresh snapshots, so
+        // they are dropped here rather than waited out until the command timeout tears the
+        // whole connection down.
+        let on_killed =
+            |p: &Pending| matches!(p, Pending::Update { channel: c, .. } if *c == channel);
+        let dropped = s.pending.len();
+        s.pending.retain(|_, (p, _)| !on_killed(p));
+        s.retry_later.retain(|(_, p)| !on_killed(p));
+        if dropped > s.pending.len() {
+            tracing::debug!(
+                channel = %channel,
+                commands = dropped - s.pending.len(),
+                "commands on a killed subscription dropped; the resubscription covers them"
+            );
+        }
         let reason = match e.code {
             error_code::BUFFER_OVERFLOW => GapReason::WsError25,
             error_code::INTERNAL_ERROR => GapReason::WsError17,

@@ -366,6 +366,13 @@ impl Session {
         let Some(channel) = self.subs.iter().find(|s| s.sid == sid).map(|s| s.channel) else {
             return fail(out, code::UNKNOWN_SID, None);
         };
+        if let Some((c, ch)) = self.kill_on_next_update
+            && ch.is_none_or(|ch| ch == channel)
+        {
+            self.kill_on_next_update = None;
+            self.kill(c, Some(channel), out);
+            return;
+        }
         if p.market_tickers.as_ref().is_some_and(Vec::is_empty) {
             return fail(out, code::MARKET_TICKER_REQUIRED, None);
         }

@@ -83,6 +83,9 @@ pub struct Session {
     authenticated: bool,
     limits: SessionLimits,
     pending_any: bool,
+    /// A `ws_error` fault waiting for the next `update_subscription` on its channel (None:
+    /// every channel): the subscription is killed and the command left unanswered.
+    pub kill_on_next_update: Option<(u32, Option<Channel>)>,
     /// Position of the last event this connection has routed.
     pub delivered_pos: u64,
 }
@@ -111,6 +114,7 @@ impl Session {
             authenticated,
             limits,
             pending_any: false,
+            kill_on_next_update: None,
             delivered_pos,
         }
     }
