@@ -138,6 +138,20 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
     // keys get the same bytes, so nothing is uploaded twice.
     stop(svc);
     let before_objects = objects(&moto);
+    // Periods whose rows or gaps changed after their manifest was written (a gap merged while
+    // the test read the archive, the gatherers running on) and that the stop left pending: the
+    // next run writes their manifests again, rightly.
+    let pending: Vec<String> = sqlx::query_scalar::<_, i64>(
+        "SELECT period_start_ms FROM archive_periods p
+          WHERE coalesce((SELECT sum(touches) FROM archive_touch t
+                          WHERE t.period_start_ms = p.period_start_ms), 0) > p.touches",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(deduplicator::archive::manifest::manifest_key)
+    .collect();
     let gaps_before: i64 = sqlx::query_scalar("SELECT count(*) FROM gaps")
         .fetch_one(&pool)
         .await
@@ -162,7 +176,9 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
         );
         // A manifest lists the gaps of its period: one declared since (the gatherers run on:
         // a `late_subscription` window merged by the second deduplicator) changes it, rightly.
-        if k.contains("manifests/") && gaps_after != gaps_before {
+        if k.contains("manifests/")
+            && (gaps_after != gaps_before || pending.iter().any(|p| k.ends_with(p.as_str())))
+        {
             continue;
         }
         assert_eq!(old_sum, new_sum, "{k}: same size and checksum");

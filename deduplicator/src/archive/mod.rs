@@ -22,6 +22,7 @@
 //! is retried at the next look.
 
 mod build;
+pub mod dir;
 pub mod file;
 pub mod format;
 pub mod manifest;
@@ -409,6 +410,21 @@ impl Archiver {
             }
         };
         let prev = match self.recorded(start_ms).await {
+            // No bookkeeping (lost, or a crash between the upload and the record): the
+            // manifest on S3 is the previous version, so its history and number go on and an
+            // identical period is recorded, not written again.
+            Ok(None) => match self.fetch_manifest(start_ms).await {
+                Ok(s3) => s3.map(|m| (m, -1)),
+                Err(e) if e.class == "decode" => {
+                    // Not ours to keep: the period's own content replaces it.
+                    tracing::warn!(error = %e.message, "an unreadable manifest on S3 is replaced");
+                    None
+                }
+                Err(e) => {
+                    cleanup(&files);
+                    return Err(e);
+                }
+            },
             Ok(p) => p,
             Err(e) => {
                 cleanup(&files);
@@ -416,14 +432,24 @@ impl Archiver {
             }
         };
         let mut outcome = Outcome::Archived;
-        if let Some((old, _)) = &prev {
+        if let Some((old, recorded_touches)) = &prev {
             if old.same_content(&man) {
                 cleanup(&files);
-                sqlx::query("UPDATE archive_periods SET touches = $2 WHERE period_start_ms = $1")
+                if *recorded_touches >= 0 {
+                    sqlx::query(
+                        "UPDATE archive_periods SET touches = $2 WHERE period_start_ms = $1",
+                    )
                     .bind(start_ms)
                     .bind(touches)
                     .execute(&self.prod.pool())
                     .await?;
+                } else {
+                    tracing::info!(period = %old.period.start, version = old.version, "the archive already holds this period: recorded, nothing uploaded");
+                    self.record(start_ms, old, touches).await?;
+                    if self.quick_verify(old).await? {
+                        self.mark_verified(start_ms, old.version).await?;
+                    }
+                }
                 return Ok(Outcome::Unchanged);
             }
             man.version = old.version + 1;
@@ -444,6 +470,20 @@ impl Archiver {
         cleanup(&files);
         r?;
         tracing::debug!(period = %man.period.start, rows = man.total_rows(), bytes = man.streams.iter().map(|s| s.bytes).sum::<u64>(), "period uploaded");
+        self.record(start_ms, &man, touches).await?;
+        if self.quick_verify(&man).await? {
+            self.mark_verified(start_ms, man.version).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Production's bookkeeping of an archived version (unverified until checked).
+    async fn record(
+        &self,
+        start_ms: i64,
+        man: &Manifest,
+        touches: i64,
+    ) -> Result<(), ArchiveError> {
         sqlx::query(
             "INSERT INTO archive_periods (period_start_ms, period_ms, version, touches, manifest, archived_at, verified_at) \
              VALUES ($1, $2, $3, $4, $5, now(), NULL) \
@@ -455,13 +495,10 @@ impl Archiver {
         .bind(self.period_ms())
         .bind(man.version as i32)
         .bind(touches)
-        .bind(sqlx::types::Json(&man))
+        .bind(sqlx::types::Json(man))
         .execute(&self.prod.pool())
         .await?;
-        if self.quick_verify(&man).await? {
-            self.mark_verified(start_ms, man.version).await?;
-        }
-        Ok(outcome)
+        Ok(())
     }
 
     async fn upload(
