@@ -210,7 +210,20 @@ fn validate_archive(a: ArchiveSection) -> Result<Option<ArchiveConfig>, ConfigEr
         return Ok(None);
     }
     let b = &a.bucket;
-    if !(3..=63).contains(&b.len())
+    if !a.directory.is_empty() {
+        if !b.is_empty() || !a.endpoint_url.is_empty() {
+            return Err(ConfigError::key(
+                "archive.directory",
+                "a local directory or an S3 bucket, not both (unset archive.bucket and archive.endpoint_url)",
+            ));
+        }
+        if !std::path::Path::new(&a.directory).is_absolute() {
+            return Err(ConfigError::key(
+                "archive.directory",
+                "must be an absolute path",
+            ));
+        }
+    } else if !(3..=63).contains(&b.len())
         || !b
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
@@ -220,7 +233,10 @@ fn validate_archive(a: ArchiveSection) -> Result<Option<ArchiveConfig>, ConfigEr
             "an S3 bucket name: 3-63 lowercase letters, digits, '.' or '-'",
         ));
     }
-    if !(a.prefix.is_empty() || a.prefix.ends_with('/')) || a.prefix.starts_with('/') {
+    if !(a.prefix.is_empty() || a.prefix.ends_with('/'))
+        || a.prefix.starts_with('/')
+        || a.prefix.split('/').any(|p| p == "." || p == "..")
+    {
         return Err(ConfigError::key(
             "archive.prefix",
             "empty, or a key prefix ending in '/' (not starting with one)",
@@ -477,12 +493,32 @@ mod archive_tests {
         );
         let on = with(|_| {}).unwrap().unwrap();
         assert_eq!(on.period_ms, 3_600_000);
+        let local = with(|a| {
+            a.bucket = String::new();
+            a.directory = "/var/lib/kalshi-data/archive".into();
+        });
+        assert!(
+            local.is_ok_and(|c| c.is_some()),
+            "a local directory instead of a bucket"
+        );
         type Mutate = fn(&mut ArchiveSection);
         let cases: Vec<(Mutate, &str)> = vec![
             (|a| a.bucket = "Not_A_Bucket".into(), "archive.bucket"),
             (|a| a.bucket = String::new(), "archive.bucket"),
             (|a| a.prefix = "no-slash".into(), "archive.prefix"),
             (|a| a.prefix = "/abs/".into(), "archive.prefix"),
+            (|a| a.prefix = "v1/../".into(), "archive.prefix"),
+            (
+                |a| a.directory = "/var/lib/kalshi-data/archive".into(),
+                "archive.directory",
+            ),
+            (
+                |a| {
+                    a.bucket = String::new();
+                    a.directory = "relative/archive".into();
+                },
+                "archive.directory",
+            ),
             (
                 |a| a.endpoint_url = "localhost:9000".into(),
                 "archive.endpoint_url",

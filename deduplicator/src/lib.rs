@@ -309,13 +309,13 @@ async fn start_streams(
         });
     }
     if let Some(a) = cfg.archive.clone() {
-        let local = !a.section.endpoint_url.is_empty();
+        let local = !a.section.endpoint_url.is_empty() || !a.section.directory.is_empty();
         let archiver = archive::Archiver::new(a, prod.clone(), ids.clone())
             .await
             .context("archive")?;
         if local {
-            // A local S3 stand-in (the stack, tests) starts empty; production's bucket is
-            // Terraform's.
+            // A local S3 stand-in (the stack, tests) or a local directory starts empty;
+            // production's bucket is Terraform's.
             archiver
                 .store
                 .ensure_bucket()

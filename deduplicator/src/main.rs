@@ -562,9 +562,8 @@ async fn archive_cmd(cfg: deduplicator::Config, cmd: ArchiveCommand) -> ExitCode
             let late = st.periods.iter().filter(|p| p.late).count();
             let unverified = st.periods.iter().filter(|p| !p.verified).count();
             println!(
-                "archive s3://{}/{}: {} periods archived ({} unverified), {} pending, {} late",
-                a.store.bucket,
-                a.store.prefix,
+                "archive {}: {} periods archived ({} unverified), {} pending, {} late",
+                a.store.location(),
                 st.periods.len(),
                 unverified,
                 st.pending.len(),

@@ -26,12 +26,25 @@ pub fn dir(name: &str) -> PathBuf {
 }
 
 pub fn archive_file(w: &World, moto: &Moto, spool: &Path) -> deduplicator::config::FileConfig {
+    let mut f = archive_settings(w, spool);
+    f.archive.bucket = BUCKET.into();
+    f.archive.endpoint_url = moto.endpoint();
+    f
+}
+
+/// The archive in a local directory (`archive.directory`) instead of S3.
+pub fn archive_dir_file(w: &World, root: &Path, spool: &Path) -> deduplicator::config::FileConfig {
+    let mut f = archive_settings(w, spool);
+    f.archive.directory = root.display().to_string();
+    f
+}
+
+/// The test archive's settings, wherever it is kept.
+fn archive_settings(w: &World, spool: &Path) -> deduplicator::config::FileConfig {
     let mut f = w.dedup_file(&w.prod.url());
     let a = &mut f.archive;
     a.enabled = true;
-    a.bucket = BUCKET.into();
     a.prefix = PREFIX.into();
-    a.endpoint_url = moto.endpoint();
     a.period = Duration::from_secs(2);
     // A snapshot is stored up to the gatherers' ws.snapshot_hold (1 s here) plus a tick after
     // the time it is the book of (`ts`): periods are archived once those have landed.

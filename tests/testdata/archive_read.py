@@ -4,41 +4,56 @@ per reader, every row as a JSON list (times as Unix milliseconds, book levels as
 [[price, quantity], ...]), sorted, so the test compares them with production exactly.
 
 usage: archive_read.py ENDPOINT BUCKET PREFIX WORKDIR
+       archive_read.py --dir ROOT PREFIX   (an archive in a local directory: read in place)
 """
 import json
 import os
 import sys
 
-import boto3
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-endpoint, bucket, prefix, work = sys.argv[1:5]
-s3 = boto3.client(
-    "s3",
-    endpoint_url=endpoint,
-    aws_access_key_id="test",
-    aws_secret_access_key="test",
-    region_name="us-east-1",
-)
 files = {}
-token = None
-while True:
-    kw = {"Bucket": bucket, "Prefix": prefix + "stream="}
-    if token:
-        kw["ContinuationToken"] = token
-    out = s3.list_objects_v2(**kw)
-    for o in out.get("Contents", []):
-        key = o["Key"]
-        stream = key[len(prefix) + len("stream="):].split("/", 1)[0]
-        path = os.path.join(work, key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        s3.download_file(bucket, key, path)
-        files.setdefault(stream, []).append(path)
-    if not out.get("IsTruncated"):
-        break
-    token = out["NextContinuationToken"]
+if sys.argv[1] == "--dir":
+    work, prefix = sys.argv[2:4]
+    base = os.path.join(work, prefix)
+    for d, _, names in os.walk(base):
+        for n in names:
+            if n.startswith("."):
+                continue  # a writer's temporary file, not an object
+            key = os.path.relpath(os.path.join(d, n), work).replace(os.sep, "/")
+            if not key.startswith(prefix + "stream="):
+                continue
+            stream = key[len(prefix) + len("stream="):].split("/", 1)[0]
+            files.setdefault(stream, []).append(os.path.join(d, n))
+else:
+    import boto3
+
+    endpoint, bucket, prefix, work = sys.argv[1:5]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    token = None
+    while True:
+        kw = {"Bucket": bucket, "Prefix": prefix + "stream="}
+        if token:
+            kw["ContinuationToken"] = token
+        out = s3.list_objects_v2(**kw)
+        for o in out.get("Contents", []):
+            key = o["Key"]
+            stream = key[len(prefix) + len("stream="):].split("/", 1)[0]
+            path = os.path.join(work, key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            s3.download_file(bucket, key, path)
+            files.setdefault(stream, []).append(path)
+        if not out.get("IsTruncated"):
+            break
+        token = out["NextContinuationToken"]
 
 
 def norm(v):

@@ -3,7 +3,11 @@
 //! that S3 verifies on receipt and that are kept as object metadata, downloads hashed on the
 //! way to disk, and the SDK's standard retry (jittered backoff on 5xx, SlowDown and timeouts).
 //!
-//! It must never report an upload as done before S3 has acknowledged the whole object.
+//! Or a local directory in the same layout (`archive.directory`: one machine, no S3), where
+//! an object is written to a temporary file, synced and renamed into place.
+//!
+//! It must never report an upload as done before S3 (or the file system) has acknowledged the
+//! whole object.
 
 use std::path::Path;
 
@@ -37,7 +41,7 @@ pub struct ObjectInfo {
     pub sha256: Option<String>,
 }
 
-pub struct Store {
+pub struct S3Store {
     client: aws_sdk_s3::Client,
     pub bucket: String,
     pub prefix: String,
@@ -89,8 +93,8 @@ fn b64(hex_sha: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-impl Store {
-    pub async fn new(cfg: &ArchiveConfig) -> Store {
+impl S3Store {
+    pub async fn new(cfg: &ArchiveConfig) -> S3Store {
         let a = &cfg.section;
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
@@ -123,7 +127,7 @@ impl Store {
                 .endpoint_url(a.endpoint_url.clone())
                 .force_path_style(true);
         }
-        Store {
+        S3Store {
             client: aws_sdk_s3::Client::from_conf(b.build()),
             bucket: a.bucket.clone(),
             prefix: a.prefix.clone(),
@@ -415,6 +419,109 @@ impl Store {
                 .await
                 .map(|_| ())
                 .map_err(|e| classify("CreateBucket", &self.bucket, e)),
+        }
+    }
+}
+
+/// The archive's objects: an S3 bucket, or a local directory in the same layout.
+pub enum Store {
+    S3(S3Store),
+    Dir(super::dir::DirStore),
+}
+
+impl Store {
+    pub async fn new(cfg: &ArchiveConfig) -> Store {
+        let a = &cfg.section;
+        if a.directory.is_empty() {
+            Store::S3(S3Store::new(cfg).await)
+        } else {
+            Store::Dir(super::dir::DirStore::new(&a.directory, &a.prefix))
+        }
+    }
+
+    /// Where the archive is, for people: `s3://bucket/prefix` or `file:///dir/prefix`.
+    pub fn location(&self) -> String {
+        match self {
+            Store::S3(s) => format!("s3://{}/{}", s.bucket, s.prefix),
+            Store::Dir(d) => d.location(),
+        }
+    }
+
+    /// The full key of a path relative to the archive's prefix.
+    pub fn key(&self, rel: &str) -> String {
+        match self {
+            Store::S3(s) => s.key(rel),
+            Store::Dir(d) => d.key(rel),
+        }
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, S3Error> {
+        match self {
+            Store::S3(s) => s.head(key).await,
+            Store::Dir(d) => d.head(key).await,
+        }
+    }
+
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        sha256: &str,
+        size: u64,
+    ) -> Result<(), S3Error> {
+        match self {
+            Store::S3(s) => s.put_file(key, path, sha256, size).await,
+            Store::Dir(d) => d.put_file(key, path, sha256).await,
+        }
+    }
+
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        sha256: Option<&str>,
+    ) -> Result<(), S3Error> {
+        match self {
+            Store::S3(s) => s.put_bytes(key, body, content_type, sha256).await,
+            Store::Dir(d) => d.put_bytes(key, &body).await,
+        }
+    }
+
+    pub async fn get_to_file(&self, key: &str, path: &Path) -> Result<(u64, String), S3Error> {
+        match self {
+            Store::S3(s) => s.get_to_file(key, path).await,
+            Store::Dir(d) => d.get_to_file(key, path).await,
+        }
+    }
+
+    pub async fn get_small(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>, S3Error> {
+        match self {
+            Store::S3(s) => s.get_small(key, max).await,
+            Store::Dir(d) => d.get_small(key, max).await,
+        }
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
+        match self {
+            Store::S3(s) => s.list(prefix).await,
+            Store::Dir(d) => d.list(prefix).await,
+        }
+    }
+
+    /// Removes what a crash left half written: multipart uploads, or temporary files.
+    pub async fn abort_stale_uploads(&self) -> Result<usize, S3Error> {
+        match self {
+            Store::S3(s) => s.abort_stale_uploads().await,
+            Store::Dir(d) => d.remove_stale_temporaries().await,
+        }
+    }
+
+    /// The bucket (a local S3 stand-in) or the directory, created when missing.
+    pub async fn ensure_bucket(&self) -> Result<(), S3Error> {
+        match self {
+            Store::S3(s) => s.ensure_bucket().await,
+            Store::Dir(d) => d.ensure_root().await,
         }
     }
 }

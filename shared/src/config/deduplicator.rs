@@ -49,8 +49,11 @@ impl Default for FileConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveSection {
     pub enabled: bool,
-    /// The bucket (required when enabled).
+    /// The bucket (required when enabled, unless `directory` is set).
     pub bucket: String,
+    /// A local directory instead of S3 (one machine): the same layout, an object's key being
+    /// its path under the directory. Absolute; exclusive with `bucket`.
+    pub directory: String,
     /// Prepended to every key ("" or ending in '/').
     pub prefix: String,
     /// AWS region (empty: from the environment / instance metadata; us-east-1 with
@@ -107,6 +110,7 @@ impl Default for ArchiveSection {
         Self {
             enabled: false,
             bucket: String::new(),
+            directory: String::new(),
             prefix: String::new(),
             region: String::new(),
             endpoint_url: String::new(),
