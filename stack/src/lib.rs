@@ -4,6 +4,11 @@
 //! deduplicator, with generated configurations under a data directory. The deduplicator reaches
 //! each gatherer through a TCP proxy too, so a network partition can be rehearsed.
 //!
+//! With an [`Exchange`] (`kalshi-stack up --exchange prod|demo|<url>`), there is no simulator:
+//! the gatherers capture that exchange with the given API key, the data directory persists
+//! (stop and start again: everything resumes from its cursors) and the archive is a local
+//! directory under it.
+//!
 //! Every child is tied to this process (`setpriv --pdeathsig`): when the supervisor dies, even
 //! by SIGKILL, nothing is left behind: it must never leave a child running. The end-to-end tests
 //! drive the same library.
@@ -12,6 +17,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod exchange;
 pub mod latency;
 pub mod scenarios;
 
@@ -23,6 +29,7 @@ mod up;
 pub use client::*;
 pub use process::Service;
 use process::{loopback, port_of, start_reporting, wait_http};
+pub use up::RemoteSim;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,6 +68,8 @@ pub struct Options {
     /// Archive to a local S3 (moto), one set of Parquet files per `archive_period`.
     pub archive: bool,
     pub archive_period: Duration,
+    /// Capture this exchange instead of running the simulator (implies `keep`).
+    pub exchange: Option<exchange::Exchange>,
 }
 
 impl Options {
@@ -79,6 +88,7 @@ impl Options {
             mtls: true,
             archive: true,
             archive_period: Duration::from_secs(60),
+            exchange: None,
         }
     }
 }
@@ -117,6 +127,13 @@ pub struct Endpoints {
     /// The local S3 holding the archive (bucket `kalshi-archive`), when the stack archives.
     #[serde(default)]
     pub s3: Option<String>,
+    /// The exchange's REST base when the stack captures one (the `sim_*` fields are then
+    /// empty: there is no simulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<String>,
+    /// The archive's local directory, when it is not on S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,7 +175,8 @@ pub struct GathererSlot {
 pub struct Stack {
     pub deduplicator: Service,
     pub gatherers: Vec<GathererSlot>,
-    pub sim: Service,
+    /// None when the stack captures a real exchange.
+    pub sim: Option<Service>,
     pub opts: Options,
     pub endpoints: Endpoints,
     /// The production endpoint the deduplicator uses (moves on failover).

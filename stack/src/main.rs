@@ -66,6 +66,22 @@ struct UpArgs {
     no_archive: bool,
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     archive_period: Duration,
+    /// Capture a real exchange instead of running the simulator: `prod`, `demo`, or a REST
+    /// base such as https://host/trade-api/v2 (the WebSocket URL is derived from it as
+    /// Kalshi's hosts do; --ws-url overrides). Needs --key-id and --key-file. The data
+    /// directory is kept: stop, start again on it, and everything resumes from its cursors.
+    /// The archive goes to <data-dir>/archive (the S3 layout) unless --no-archive.
+    #[arg(long, env = "KALSHI_EXCHANGE", value_name = "prod|demo|URL")]
+    exchange: Option<String>,
+    /// The exchange's WebSocket URL, when it cannot be derived from --exchange.
+    #[arg(long, requires = "exchange")]
+    ws_url: Option<String>,
+    /// The API key's id (Kalshi: account settings, API keys).
+    #[arg(long, env = "KALSHI_KEY_ID", requires = "exchange")]
+    key_id: Option<String>,
+    /// The API key's RSA private key (PEM), as Kalshi gave it.
+    #[arg(long, env = "KALSHI_KEY_FILE", requires = "exchange")]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -152,8 +168,18 @@ enum Cmd {
     },
 }
 
-fn options(data_dir: PathBuf, a: &UpArgs) -> Options {
+fn options(data_dir: PathBuf, a: &UpArgs) -> anyhow::Result<Options> {
     let mut o = Options::new(data_dir, kalshi_stack::default_bin_dir());
+    if let Some(name) = &a.exchange {
+        o.exchange = Some(kalshi_stack::exchange::Exchange::resolve(
+            name,
+            a.ws_url.as_deref(),
+            a.key_id.as_deref().unwrap_or_default(),
+            a.key_file.clone().context(
+                "--key-file is required with --exchange (the API key's private key, PEM)",
+            )?,
+        )?);
+    }
     o.gatherers = a.gatherers;
     o.markets = a.markets;
     o.seed = a.seed;
@@ -164,7 +190,7 @@ fn options(data_dir: PathBuf, a: &UpArgs) -> Options {
     o.mtls = !a.insecure;
     o.archive = !a.no_archive;
     o.archive_period = a.archive_period;
-    o
+    Ok(o)
 }
 
 fn endpoints(data_dir: &std::path::Path) -> anyhow::Result<Endpoints> {
@@ -190,24 +216,45 @@ async fn control(data_dir: &std::path::Path, action: Action) -> anyhow::Result<(
 }
 
 async fn up(data_dir: PathBuf, a: UpArgs) -> anyhow::Result<()> {
-    let opts = options(data_dir.clone(), &a);
-    println!(
-        "starting kalshi-stack in {} ({} gatherers, {} markets, {} msg/s{})",
-        data_dir.display(),
-        a.gatherers,
-        a.markets,
-        a.rate,
-        if a.ha { ", HA production" } else { "" }
-    );
+    let opts = options(data_dir.clone(), &a)?;
+    match &opts.exchange {
+        Some(x) => println!(
+            "starting kalshi-stack in {} ({} gatherers capturing {} as key {}{}; the data directory is kept)",
+            data_dir.display(),
+            a.gatherers,
+            x.rest_url,
+            x.key_id,
+            if a.ha { ", HA production" } else { "" }
+        ),
+        None => println!(
+            "starting kalshi-stack in {} ({} gatherers, {} markets, {} msg/s{})",
+            data_dir.display(),
+            a.gatherers,
+            a.markets,
+            a.rate,
+            if a.ha { ", HA production" } else { "" }
+        ),
+    }
     let mut stack = Stack::up(opts).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     stack.endpoints.control = format!("http://{}", listener.local_addr()?);
     stack.write_endpoints()?;
     let e = stack.endpoints.clone();
-    println!(
-        "simulator     REST {}  WS {}  control {}",
-        e.sim_rest, e.sim_ws, e.sim_control
-    );
+    match (&stack.opts.exchange, &e.archive_dir) {
+        (Some(x), dir) => {
+            println!("exchange      REST {}  WS {}", x.rest_url, x.ws_url);
+            if let Some(d) = dir {
+                println!(
+                    "archive       {} (Parquet, the S3 layout: docs/archive.md)",
+                    d.display()
+                );
+            }
+        }
+        (None, _) => println!(
+            "simulator     REST {}  WS {}  control {}",
+            e.sim_rest, e.sim_ws, e.sim_control
+        ),
+    }
     for g in &e.gatherers {
         println!(
             "{:<13} gRPC {}  health {}  metrics {}  db {}",
@@ -230,9 +277,15 @@ async fn up(data_dir: PathBuf, a: UpArgs) -> anyhow::Result<()> {
         data_dir.display(),
         e.control
     );
-    println!(
-        "try: kalshi-stack kill gatherer 2 | kalshi-stack fault '{{\"fault\":\"outage\",\"duration_ms\":5000}}' | kalshi-stack audit"
-    );
+    if stack.opts.exchange.is_some() {
+        println!(
+            "try: kalshi-stack status | kalshi-stack kill gatherer 2 | kalshi-stack audit (the gatherers against production)"
+        );
+    } else {
+        println!(
+            "try: kalshi-stack kill gatherer 2 | kalshi-stack fault '{{\"fault\":\"outage\",\"duration_ms\":5000}}' | kalshi-stack audit"
+        );
+    }
     let stack = Arc::new(Mutex::new(Some(stack)));
     let s2 = stack.clone();
     let app = axum::Router::new().route(
@@ -312,7 +365,10 @@ async fn chaos(
     if scenario == "failover" {
         a.ha = true;
     }
-    let opts = options(data_dir, &a);
+    if a.exchange.is_some() {
+        anyhow::bail!("chaos injects faults in the simulator: it cannot run against --exchange");
+    }
+    let opts = options(data_dir, &a)?;
     println!("chaos {scenario}: starting a fresh stack");
     let mut stack = Stack::up(opts).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -448,6 +504,20 @@ fn main() -> ExitCode {
                     progress: !as_json,
                     ..audit::AuditOptions::default()
                 };
+                if e.sim_control.is_empty() {
+                    // A real exchange: no truth to judge by, so the gatherers are the witnesses.
+                    let report = audit::crosscheck(&e.production_url, &e.gatherers, &opts).await?;
+                    if as_json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print!("{}", report.table());
+                    }
+                    let archive_ok = if archive { verify_archive(&e)? } else { true };
+                    if report.inconclusive() && archive_ok && report.ok() {
+                        return Err(anyhow::Error::new(Inconclusive));
+                    }
+                    return Ok(report.ok() && !report.inconclusive() && archive_ok);
+                }
                 let report =
                     audit::run(&e.sim_control, &e.production_url, &e.gatherers, &opts).await?;
                 if as_json {
@@ -508,7 +578,7 @@ impl std::error::Error for Inconclusive {}
 
 /// `audit --archive`: the deduplicator's own `archive verify` over the whole archive.
 fn verify_archive(e: &Endpoints) -> anyhow::Result<bool> {
-    if e.s3.is_none() {
+    if e.s3.is_none() && e.archive_dir.is_none() {
         anyhow::bail!("this stack runs without an archive (--no-archive)");
     }
     let out = std::process::Command::new(kalshi_stack::default_bin_dir().join("deduplicator"))

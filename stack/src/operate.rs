@@ -16,6 +16,7 @@ impl Stack {
     }
 
     pub async fn set_rate(&self, rate: u64) -> anyhow::Result<()> {
+        self.need_simulator()?;
         post(
             &format!("{}/rate", self.endpoints.sim_control),
             json!({ "rate": rate }),
@@ -25,7 +26,20 @@ impl Stack {
     }
 
     pub async fn fault(&self, body: Value) -> anyhow::Result<Value> {
+        self.need_simulator()?;
         post(&format!("{}/faults", self.endpoints.sim_control), body).await
+    }
+
+    /// Rates and faults are the simulator's: a stack on a real exchange has none.
+    fn need_simulator(&self) -> anyhow::Result<()> {
+        match &self.endpoints.exchange {
+            Some(x) if self.endpoints.sim_control.is_empty() => {
+                bail!(
+                    "this stack captures {x}: there is no simulator to set a rate or inject a fault in"
+                )
+            }
+            _ => Ok(()),
+        }
     }
 
     fn slot(&mut self, n: usize) -> anyhow::Result<&mut GathererSlot> {
@@ -155,10 +169,12 @@ impl Stack {
         for g in &mut self.gatherers {
             codes.push((g.id.clone(), g.service.terminate(Duration::from_secs(30))));
         }
-        codes.push((
-            "kalshi-sim".to_owned(),
-            self.sim.terminate(Duration::from_secs(10)),
-        ));
+        if let Some(sim) = self.sim.as_mut() {
+            codes.push((
+                "kalshi-sim".to_owned(),
+                sim.terminate(Duration::from_secs(10)),
+            ));
+        }
         let keep = self.opts.keep;
         let dir = self.opts.data_dir.clone();
         drop(self);

@@ -14,6 +14,113 @@ struct SimAddrs {
     control: String,
 }
 
+/// What the gatherers capture: the stack's simulator, or an exchange ([`Exchange`]).
+struct Upstream {
+    rest: String,
+    ws: String,
+    key_id: String,
+    key_file: PathBuf,
+    /// The local simulator: fast local timings. A real exchange gets the gatherers' defaults
+    /// (Kalshi's rate limits, its ping cadence).
+    simulator: bool,
+}
+
+/// Starts `kalshi-sim` with `args` (plus its truth file and its address file in `dir`) and waits
+/// until its control endpoint answers.
+async fn spawn_sim(
+    program: PathBuf,
+    dir: &Path,
+    name: &str,
+    mut args: Vec<String>,
+    truth: &Path,
+) -> anyhow::Result<(Service, SimAddrs)> {
+    let _ = std::fs::remove_file(truth);
+    args.push("--truth-file".into());
+    args.push(truth.display().to_string());
+    let (sim, addrs) =
+        start_reporting(name, program, args, dir, Duration::from_secs(30), &[]).await?;
+    let field = |k: &str| {
+        addrs[k]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("sim address file without {k}"))
+    };
+    let addrs = SimAddrs {
+        rest: field("rest")?,
+        ws: field("ws")?,
+        control: field("control")?,
+    };
+    wait_http(
+        &format!("{}/health", addrs.control),
+        Duration::from_secs(30),
+        |c, _| c == 200,
+    )
+    .await?;
+    Ok((sim, addrs))
+}
+
+/// The simulator's flags: ports 0 (an address file reports them: no race for a port between
+/// choosing and binding it), rate 0 until told, one API key.
+fn sim_args(
+    (seed, markets, lifecycle_every): (u64, usize, u64),
+    key_id: &str,
+    public_key: &Path,
+) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        loopback(0).to_string(),
+        "--control-listen".into(),
+        loopback(0).to_string(),
+        "--seed".into(),
+        seed.to_string(),
+        "--markets".into(),
+        markets.to_string(),
+        "--rate".into(),
+        "0".into(),
+        "--lifecycle-every".into(),
+        lifecycle_every.to_string(),
+        "--public-key".into(),
+        public_key.display().to_string(),
+        "--key-id".into(),
+        key_id.to_owned(),
+    ]
+}
+
+/// A simulator on its own, as a remote exchange for `--exchange` (tests, rehearsals): a stack
+/// pointed at `rest` uses nothing of it but its public REST and WebSocket API. It starts at
+/// rate 0; `control` sets the rate and serves the truth.
+pub struct RemoteSim {
+    pub service: Service,
+    pub rest: String,
+    pub ws: String,
+    pub control: String,
+}
+
+impl RemoteSim {
+    /// `kalshi-sim` from `bin_dir`, logging and keeping its files in `dir`, accepting the API
+    /// key `key_id` whose public key (PEM) is `public_key`; `seed`, `markets` and
+    /// `lifecycle_every` as the simulator's flags.
+    pub async fn start(
+        bin_dir: &Path,
+        dir: &Path,
+        (seed, markets, lifecycle_every): (u64, usize, u64),
+        key_id: &str,
+        public_key: &Path,
+    ) -> anyhow::Result<RemoteSim> {
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let args = sim_args((seed, markets, lifecycle_every), key_id, public_key);
+        let truth = dir.join("remote-sim.truth.jsonl");
+        let (service, a) =
+            spawn_sim(bin_dir.join("kalshi-sim"), dir, "remote-sim", args, &truth).await?;
+        Ok(RemoteSim {
+            service,
+            rest: a.rest,
+            ws: a.ws,
+            control: a.control,
+        })
+    }
+}
+
 /// What every step of `up` needs: the (absolute) data and binary directories and the options.
 struct Setup<'a> {
     opts: &'a Options,
@@ -21,8 +128,10 @@ struct Setup<'a> {
     key_dir: PathBuf,
     /// The throwaway CA's certificates, when the stack runs with mTLS.
     mtls: Option<kalshi_testkit::certs::MtlsFiles>,
-    /// The local S3's endpoint, when the stack archives.
+    /// The local S3's endpoint, when the stack archives there.
     s3: Option<String>,
+    /// The archive's local directory, when the stack archives there (exchange mode).
+    archive_dir: Option<PathBuf>,
 }
 
 /// The archive's bucket on the stack's local S3.
@@ -49,58 +158,15 @@ impl Setup<'_> {
         std::fs::write(key_dir.join("sim-private.pem"), TEST_KEY_PRIVATE)?;
         std::fs::write(key_dir.join("sim-public.pem"), TEST_KEY_PUBLIC)?;
         // Port 0 and an address file: no race for a port between choosing and binding it.
-        let sim_args = vec![
-            "--listen".into(),
-            loopback(0).to_string(),
-            "--control-listen".into(),
-            loopback(0).to_string(),
-            "--seed".into(),
-            opts.seed.to_string(),
-            "--markets".into(),
-            opts.markets.to_string(),
-            "--rate".into(),
-            "0".into(),
-            "--lifecycle-every".into(),
-            opts.lifecycle_every.to_string(),
-            "--public-key".into(),
-            key_dir.join("sim-public.pem").display().to_string(),
-            "--key-id".into(),
-            "stack-key".into(),
-            "--rest-rate".into(),
-            "1000".into(),
-            "--rest-burst".into(),
-            "1000".into(),
-            "--truth-file".into(),
-            dir.join("truth.jsonl").display().to_string(),
-        ];
-        let _ = std::fs::remove_file(dir.join("truth.jsonl"));
-        let (sim, addrs) = start_reporting(
-            "kalshi-sim",
-            self.bin("kalshi-sim"),
-            sim_args,
-            dir,
-            Duration::from_secs(30),
-            &[],
-        )
-        .await?;
-        let field = |k: &str| {
-            addrs[k]
-                .as_str()
-                .map(str::to_owned)
-                .with_context(|| format!("sim address file without {k}"))
-        };
-        let addrs = SimAddrs {
-            rest: field("rest")?,
-            ws: field("ws")?,
-            control: field("control")?,
-        };
-        wait_http(
-            &format!("{}/health", addrs.control),
-            Duration::from_secs(30),
-            |c, _| c == 200,
-        )
-        .await?;
-        Ok((sim, addrs))
+        let mut sim_args = sim_args(
+            (opts.seed, opts.markets, opts.lifecycle_every),
+            "stack-key",
+            &key_dir.join("sim-public.pem"),
+        );
+        // The gatherers' local timings poll REST fast: the simulator's limit is raised to match.
+        sim_args.extend(["--rest-rate", "1000", "--rest-burst", "1000"].map(String::from));
+        let truth = dir.join("truth.jsonl");
+        spawn_sim(self.bin("kalshi-sim"), dir, "kalshi-sim", sim_args, &truth).await
     }
 
     /// `https` with mTLS, `http` without.
@@ -122,7 +188,7 @@ impl Setup<'_> {
     fn gatherer_file(
         &self,
         id: &str,
-        sim: &SimAddrs,
+        up: &Upstream,
         pg: &PgCluster,
         (grpc, http, metrics): (u16, u16, u16),
     ) -> GathererFile {
@@ -130,17 +196,19 @@ impl Setup<'_> {
             gatherer_id: id.to_owned(),
             ..GathererFile::default()
         };
-        f.kalshi.rest_url = sim.rest.clone();
-        f.kalshi.ws_url = sim.ws.clone();
-        f.kalshi.key_id = Some("stack-key".into());
-        f.kalshi.private_key_file = Some(self.key_dir.join("sim-private.pem"));
-        f.kalshi.rest_rate_per_s = 100;
-        f.kalshi.rest_burst = 100;
-        f.ws.connections = 2;
-        // Local timings: a half-open socket is caught by silence within 3 s, before the
-        // simulator's longest stall (8 s) ends by closing it.
-        f.ws.ping_interval = Duration::from_secs(1);
-        f.ws.silence_timeout = Duration::from_secs(3);
+        f.kalshi.rest_url = up.rest.clone();
+        f.kalshi.ws_url = up.ws.clone();
+        f.kalshi.key_id = Some(up.key_id.clone());
+        f.kalshi.private_key_file = Some(up.key_file.clone());
+        if up.simulator {
+            f.kalshi.rest_rate_per_s = 100;
+            f.kalshi.rest_burst = 100;
+            f.ws.connections = 2;
+            // Local timings: a half-open socket is caught by silence within 3 s, before the
+            // simulator's longest stall (8 s) ends by closing it.
+            f.ws.ping_interval = Duration::from_secs(1);
+            f.ws.silence_timeout = Duration::from_secs(3);
+        }
         f.store.database_url = Secret(pg.url());
         f.store.spill_dir = self.dir.join("spill");
         f.api.listen = loopback(grpc);
@@ -171,11 +239,11 @@ impl Setup<'_> {
     /// the gatherer binds and reports what it got (--addr-file), so no port is guessed that
     /// another process could take first. The configuration then names those ports, so a
     /// restart of this gatherer keeps its endpoints.
-    async fn start_gatherer(&self, id: String, sim: &SimAddrs) -> anyhow::Result<GathererSlot> {
+    async fn start_gatherer(&self, id: String, up: &Upstream) -> anyhow::Result<GathererSlot> {
         let pg =
             PgCluster::start(self.pg_opts(&id)).with_context(|| format!("start {id}'s cluster"))?;
         let path = self.dir.join(format!("{id}.toml"));
-        write_toml(&path, &self.gatherer_file(&id, sim, &pg, (0, 0, 0)))?;
+        write_toml(&path, &self.gatherer_file(&id, up, &pg, (0, 0, 0)))?;
         let (service, addrs) = start_reporting(
             &id,
             self.bin("gatherer"),
@@ -190,7 +258,7 @@ impl Setup<'_> {
             port_of(&addrs, "http")?,
             port_of(&addrs, "metrics")?,
         );
-        write_toml(&path, &self.gatherer_file(&id, sim, &pg, ports))?;
+        write_toml(&path, &self.gatherer_file(&id, up, &pg, ports))?;
         let proxy = TcpProxy::start(loopback(0), loopback(ports.0)).await?;
         Ok(GathererSlot {
             id,
@@ -239,12 +307,19 @@ impl Setup<'_> {
         f.http.listen = loopback(http);
         f.http.metrics_listen = loopback(metrics);
         f.log.level = self.opts.log_level.clone();
-        if let Some(s3) = &self.s3 {
-            // The archive on the local S3: short periods, so files appear within minutes.
+        if self.s3.is_some() || self.archive_dir.is_some() {
+            // The archive on the local S3 or in a local directory: short periods (by default),
+            // so files appear within minutes.
             let a = &mut f.archive;
             a.enabled = true;
-            a.bucket = STACK_BUCKET.into();
-            a.endpoint_url = s3.clone();
+            match (&self.s3, &self.archive_dir) {
+                (Some(s3), _) => {
+                    a.bucket = STACK_BUCKET.into();
+                    a.endpoint_url = s3.clone();
+                }
+                (None, Some(d)) => a.directory = d.display().to_string(),
+                (None, None) => {}
+            }
             a.period = self.opts.archive_period;
             a.settle = Duration::from_secs(5);
             a.check_interval = Duration::from_secs(2);
@@ -316,7 +391,9 @@ fn write_toml<T: Serialize>(path: &Path, config: &T) -> anyhow::Result<()> {
 impl Stack {
     /// Starts everything and waits until the gatherers are subscribed and the deduplicator is
     /// healthy. The simulator starts at rate 0 and is set to `opts.rate` once all are ready, so
-    /// every gatherer sees the whole order flow.
+    /// every gatherer sees the whole order flow. With `opts.exchange` there is no simulator,
+    /// the data directory is kept (a second `up` on it resumes) and the archive is the
+    /// directory `<data_dir>/archive`.
     pub async fn up(mut opts: Options) -> anyhow::Result<Stack> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // PostgreSQL and the services run with other working directories: every path they
@@ -325,6 +402,10 @@ impl Stack {
             .with_context(|| format!("data directory {}", opts.data_dir.display()))?;
         opts.bin_dir = std::path::absolute(&opts.bin_dir)
             .with_context(|| format!("binary directory {}", opts.bin_dir.display()))?;
+        if opts.exchange.is_some() {
+            // What was captured is the point: never removed by `down`.
+            opts.keep = true;
+        }
         let dir = opts.data_dir.clone();
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("create {}", dir.display()))?;
@@ -338,8 +419,10 @@ impl Stack {
         } else {
             None
         };
-        // The local S3 (moto, from the pinned PyPI set) for the archive.
-        let s3 = if opts.archive {
+        // The local S3 (moto, from the pinned PyPI set) for the archive; with a real exchange,
+        // a directory under the data directory instead (nothing to install, kept with it).
+        let archive_dir = (opts.archive && opts.exchange.is_some()).then(|| dir.join("archive"));
+        let s3 = if opts.archive && archive_dir.is_none() {
             Some(
                 kalshi_testkit::s3::Moto::start(Some(&dir.join("logs/s3.log")))
                     .context("start the local S3 (moto; `./dev check --for up` installs it)")?,
@@ -353,9 +436,33 @@ impl Stack {
             dir: dir.clone(),
             mtls,
             s3: s3.as_ref().map(kalshi_testkit::s3::Moto::endpoint),
+            archive_dir: archive_dir.clone(),
         };
 
-        let (sim, sim_addrs) = setup.start_sim().await?;
+        let (sim, sim_addrs, upstream) = match &opts.exchange {
+            Some(x) => (
+                None,
+                None,
+                Upstream {
+                    rest: x.rest_url.clone(),
+                    ws: x.ws_url.clone(),
+                    key_id: x.key_id.clone(),
+                    key_file: x.key_file.clone(),
+                    simulator: false,
+                },
+            ),
+            None => {
+                let (sim, a) = setup.start_sim().await?;
+                let up = Upstream {
+                    rest: a.rest.clone(),
+                    ws: a.ws.clone(),
+                    key_id: "stack-key".into(),
+                    key_file: setup.key_dir.join("sim-private.pem"),
+                    simulator: true,
+                };
+                (Some(sim), Some(a), up)
+            }
+        };
 
         // Production (and its standby), behind an endpoint that can move.
         let prod = PgCluster::start(setup.pg_opts("production"))
@@ -384,7 +491,7 @@ impl Stack {
 
         let mut gatherers = Vec::new();
         for i in 1..=opts.gatherers {
-            gatherers.push(setup.start_gatherer(format!("g{i}"), &sim_addrs).await?);
+            gatherers.push(setup.start_gatherer(format!("g{i}"), &upstream).await?);
         }
         for g in &gatherers {
             wait_http(
@@ -406,11 +513,15 @@ impl Stack {
             .start_deduplicator(&gatherers, &production_url)
             .await?;
 
+        let (sim_rest, sim_ws, sim_control) = match sim_addrs {
+            Some(a) => (a.rest, a.ws, a.control),
+            None => Default::default(),
+        };
         let endpoints = Endpoints {
             control: String::new(),
-            sim_rest: sim_addrs.rest,
-            sim_ws: sim_addrs.ws,
-            sim_control: sim_addrs.control,
+            sim_rest,
+            sim_ws,
+            sim_control,
             production_url,
             gatherers: gatherers
                 .iter()
@@ -428,6 +539,8 @@ impl Stack {
             deduplicator_config: dpath,
             ha: opts.ha,
             s3: setup.s3.clone(),
+            exchange: opts.exchange.as_ref().map(|x| x.rest_url.clone()),
+            archive_dir,
         };
         let stack = Stack {
             opts,
@@ -442,7 +555,9 @@ impl Stack {
             s3,
         };
         stack.write_endpoints()?;
-        stack.set_rate(stack.opts.rate).await?;
+        if stack.sim.is_some() {
+            stack.set_rate(stack.opts.rate).await?;
+        }
         Ok(stack)
     }
 }

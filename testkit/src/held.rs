@@ -229,6 +229,17 @@ impl Held {
         client: &mut GathererClient<Channel>,
         gatherer_id: &str,
     ) -> anyhow::Result<Held> {
+        Self::from_gatherer_upto(client, gatherer_id, &HashMap::new()).await
+    }
+
+    /// As [`Held::from_gatherer`], but only records at or below `upto`'s cursor for their
+    /// stream (keyed `trades`, `orderbook_deltas`, ...; a stream not in it: everything): what
+    /// the gatherer held when its heads were read.
+    pub async fn from_gatherer_upto(
+        client: &mut GathererClient<Channel>,
+        gatherer_id: &str,
+        upto: &HashMap<String, i64>,
+    ) -> anyhow::Result<Held> {
         let mut h = Held::default();
         let status = client
             .status(pb::StatusRequest {})
@@ -257,8 +268,15 @@ impl Held {
             pb::Stream::Series,
             pb::Stream::Gaps,
         ] {
+            let name = stream
+                .as_str_name()
+                .trim_start_matches("STREAM_")
+                .to_ascii_lowercase();
+            let bound = upto.get(&name).copied().unwrap_or(i64::MAX);
             for r in read_all(client, stream).await? {
-                h.add_record(gatherer_id, stream, r);
+                if r.cursor <= bound {
+                    h.add_record(gatherer_id, stream, r);
+                }
             }
         }
         Ok(h)
