@@ -143,3 +143,90 @@ fn up_control_audit_and_nothing_left_behind() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(format!("{}.stderr", dir.display()));
 }
+
+/// `up --exchange` refuses what it cannot start on, before starting anything: an unknown
+/// exchange name, a key file that is not there or not a private key, a WebSocket URL it cannot
+/// derive; its flags need --exchange; chaos needs the simulator.
+#[test]
+fn exchange_mode_refuses_what_it_cannot_start_on_before_starting_anything() {
+    let dir =
+        std::env::temp_dir().join(format!("kalshi-stack-exchange-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let missing = dir.join("missing.pem");
+    let key_s = key.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec![
+                "up",
+                "--exchange",
+                "production",
+                "--key-id",
+                "k",
+                "--key-file",
+                key_s,
+            ],
+            "prod, demo, or a REST base URL",
+        ),
+        (
+            vec![
+                "up",
+                "--exchange",
+                "prod",
+                "--key-id",
+                "k",
+                "--key-file",
+                missing.to_str().unwrap(),
+            ],
+            "cannot read it",
+        ),
+        (
+            vec!["up", "--exchange", "prod", "--key-id", "k"],
+            "--key-file is required",
+        ),
+        (
+            vec![
+                "up",
+                "--exchange",
+                "https://host/api",
+                "--key-id",
+                "k",
+                "--key-file",
+                key_s,
+            ],
+            "give --ws-url",
+        ),
+        (vec!["up", "--ws-url", "wss://x"], "--exchange"),
+        (
+            vec![
+                "chaos",
+                "--scenario",
+                "seq-gap",
+                "--exchange",
+                "prod",
+                "--key-id",
+                "k",
+                "--key-file",
+                key_s,
+            ],
+            "cannot run against --exchange",
+        ),
+    ] {
+        let (code, text) = run(&dir.join("data"), &args);
+        assert_ne!(code, 0, "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+        assert!(!dir.join("data/pg").exists(), "{args:?}: nothing started");
+    }
+    let (code, text) = run(&dir.join("data"), &["up", "--help"]);
+    assert_eq!(code, 0);
+    for flag in ["--exchange", "--ws-url", "--key-id", "--key-file"] {
+        assert!(text.contains(flag), "{flag}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
