@@ -279,7 +279,8 @@ async fn up(data_dir: PathBuf, a: UpArgs) -> anyhow::Result<()> {
     );
     if stack.opts.exchange.is_some() {
         println!(
-            "try: kalshi-stack status | kalshi-stack kill gatherer 2 | kalshi-stack audit (the gatherers against production)"
+            "try: deduplicator --config {} status | kalshi-stack kill gatherer 2 | kalshi-stack audit (the gatherers against production)",
+            e.deduplicator_config.display()
         );
     } else {
         println!(
