@@ -64,8 +64,10 @@ struct UpArgs {
     /// to it (bucket kalshi-archive, one set of Parquet files per --archive-period).
     #[arg(long)]
     no_archive: bool,
-    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
-    archive_period: Duration,
+    /// One set of Parquet files per period: default 1m on the simulator (files within
+    /// minutes), 1h on a real exchange (the production default: fewer, larger files).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    archive_period: Option<Duration>,
     /// Capture a real exchange instead of running the simulator: `prod`, `demo`, or a REST
     /// base such as https://host/trade-api/v2 (the WebSocket URL is derived from it as
     /// Kalshi's hosts do; --ws-url overrides). Needs --key-id and --key-file. The data
@@ -189,7 +191,11 @@ fn options(data_dir: PathBuf, a: &UpArgs) -> anyhow::Result<Options> {
     o.log_level = a.log_level.clone();
     o.mtls = !a.insecure;
     o.archive = !a.no_archive;
-    o.archive_period = a.archive_period;
+    o.archive_period = a.archive_period.unwrap_or(if o.exchange.is_some() {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(60)
+    });
     Ok(o)
 }
 

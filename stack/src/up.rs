@@ -321,8 +321,20 @@ impl Setup<'_> {
                 (None, None) => {}
             }
             a.period = self.opts.archive_period;
-            a.settle = Duration::from_secs(5);
-            a.check_interval = Duration::from_secs(2);
+            if self.opts.exchange.is_none() {
+                // The simulator's traffic lands within a second: archive soon after a period
+                // ends.
+                a.settle = Duration::from_secs(5);
+                a.check_interval = Duration::from_secs(2);
+            } else {
+                // A real exchange: wait as long as a period (at most the production default,
+                // 5 min) so late arrivals rarely make a new version of a period.
+                a.settle = a
+                    .period
+                    .clamp(Duration::from_secs(5), Duration::from_secs(300));
+                a.check_interval =
+                    (a.settle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            }
             a.spool_dir = self.dir.join("archive-spool").display().to_string();
         }
         f
