@@ -123,6 +123,58 @@ pub async fn run(
     gatherers: &[GathererEndpoints],
     opts: &AuditOptions,
 ) -> anyhow::Result<Verdict> {
+    let (w, held) = collect(sim_control, production_url, gatherers, opts).await?;
+    Ok(oracle::judge(&w.truth, &held, &w.readings, &w.rules))
+}
+
+/// What production is judged against: the exchange's truth, what every configured gatherer
+/// holds, and the rules. Taken once, it judges a settled production as often as it changes
+/// (the audit's injection test), without reading the truth and the gatherers again.
+pub struct Witnesses {
+    truth: kalshi_testkit::sim::Truth,
+    readings: Vec<Reading>,
+    rules: Rules,
+}
+
+impl Witnesses {
+    /// Production as it is now, judged against these witnesses.
+    pub async fn judge(&self, production_url: &str) -> anyhow::Result<Verdict> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(production_url)
+            .await
+            .context("connect to production")?;
+        let held = Held::from_production(&pool).await?;
+        pool.close().await;
+        Ok(oracle::judge(
+            &self.truth,
+            &held,
+            &self.readings,
+            &self.rules,
+        ))
+    }
+}
+
+/// The witnesses of an audit, taken as [`run`] takes them. Only for a settled stack: neither
+/// the truth nor the gatherers may change while they are used.
+pub async fn witnesses(
+    sim_control: &str,
+    production_url: &str,
+    gatherers: &[GathererEndpoints],
+    opts: &AuditOptions,
+) -> anyhow::Result<Witnesses> {
+    Ok(collect(sim_control, production_url, gatherers, opts)
+        .await?
+        .0)
+}
+
+/// The cut, production, the truth and the gatherers, in that order (see the module's doc).
+async fn collect(
+    sim_control: &str,
+    production_url: &str,
+    gatherers: &[GathererEndpoints],
+    opts: &AuditOptions,
+) -> anyhow::Result<(Witnesses, Held)> {
     let sim = SimControl::new(sim_control);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
@@ -180,7 +232,14 @@ pub async fn run(
         });
     }
     say("the gatherers read".into());
-    Ok(oracle::judge(&truth, &held, &readings, &rules))
+    Ok((
+        Witnesses {
+            truth,
+            readings,
+            rules,
+        },
+        held,
+    ))
 }
 
 /// One stream of the cross-check.

@@ -296,12 +296,29 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
     ];
     let clean = audit(&s).await;
     assert!(clean.ok, "before the injections:\n{}", clean.table());
+    // The truth and the gatherers do not change from here on (settled, and only production is
+    // changed): read once, they judge every change.
+    let url = s.production_direct_url();
+    let witnesses = audit::witnesses(
+        &s.endpoints.sim_control,
+        &url,
+        &s.endpoints.gatherers,
+        &settled,
+    )
+    .await
+    .unwrap();
+    let again = witnesses.judge(&url).await.unwrap();
+    assert_eq!(
+        (again.ok, again.table()),
+        (clean.ok, clean.table()),
+        "the same verdict from the witnesses taken once"
+    );
     for (name, apply, undo, check, named) in &cases {
         sqlx::raw_sql(sqlx::AssertSqlSafe(apply.clone()))
             .execute(&mut *conn)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let v = audit(&s).await;
+        let v = witnesses.judge(&url).await.unwrap();
         let table = v.table();
         eprintln!("{name}:\n{table}");
         assert_eq!(v.outcome, Outcome::Failed, "{name}:\n{table}");
