@@ -17,6 +17,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod crosscheck;
 pub mod exchange;
 pub mod latency;
 pub mod scenarios;

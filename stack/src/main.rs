@@ -513,13 +513,19 @@ fn main() -> ExitCode {
                 };
                 if e.sim_control.is_empty() {
                     // A real exchange: no truth to judge by, so the gatherers are the witnesses.
-                    let report = audit::crosscheck(&e.production_url, &e.gatherers, &opts).await?;
+                    let report =
+                        kalshi_stack::crosscheck::run(&e.production_url, &e.gatherers, &opts)
+                            .await?;
                     if as_json {
                         println!("{}", serde_json::to_string_pretty(&report)?);
                     } else {
                         print!("{}", report.table());
                     }
-                    let archive_ok = if archive { verify_archive(&e)? } else { true };
+                    let archive_ok = if archive {
+                        audit::verify_archive(&e)?
+                    } else {
+                        true
+                    };
                     if report.inconclusive() && archive_ok && report.ok() {
                         return Err(anyhow::Error::new(Inconclusive));
                     }
@@ -532,7 +538,11 @@ fn main() -> ExitCode {
                 } else {
                     print!("{}", report.table());
                 }
-                let archive_ok = if archive { verify_archive(&e)? } else { true };
+                let archive_ok = if archive {
+                    audit::verify_archive(&e)?
+                } else {
+                    true
+                };
                 if report.outcome == kalshi_testkit::oracle::Outcome::Inconclusive && archive_ok {
                     // Nothing wrong found, but not everything decided: its own exit code.
                     return Err(anyhow::Error::new(Inconclusive));
@@ -582,27 +592,3 @@ impl std::fmt::Display for Inconclusive {
 }
 
 impl std::error::Error for Inconclusive {}
-
-/// `audit --archive`: the deduplicator's own `archive verify` over the whole archive.
-fn verify_archive(e: &Endpoints) -> anyhow::Result<bool> {
-    if e.s3.is_none() && e.archive_dir.is_none() {
-        anyhow::bail!("this stack runs without an archive (--no-archive)");
-    }
-    let out = std::process::Command::new(kalshi_stack::default_bin_dir().join("deduplicator"))
-        .arg("--config")
-        .arg(&e.deduplicator_config)
-        .args(["archive", "verify", "--from", "0"])
-        .envs(kalshi_testkit::s3::ENV)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary = text.lines().last().unwrap_or_default();
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr).trim());
-    println!("archive: {summary}");
-    for l in text
-        .lines()
-        .filter(|l| !l.ends_with("  ok") && *l != summary)
-    {
-        println!("  {l}");
-    }
-    Ok(out.status.success())
-}

@@ -124,7 +124,7 @@ async fn a_stack_on_a_remote_exchange_resumes_after_a_restart_and_production_is_
     );
 
     // What a real exchange gets instead: the gatherers against production.
-    let x = audit::crosscheck(&prod, &s.endpoints.gatherers, &opts)
+    let x = kalshi_stack::crosscheck::run(&prod, &s.endpoints.gatherers, &opts)
         .await
         .unwrap();
     eprint!("{}", x.table());

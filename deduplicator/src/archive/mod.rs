@@ -28,6 +28,7 @@ pub mod format;
 pub mod manifest;
 pub mod ops;
 pub mod retention;
+pub mod settings;
 
 pub use build::Built;
 
@@ -409,12 +410,13 @@ impl Archiver {
                 let _ = std::fs::remove_file(p);
             }
         };
-        let prev = match self.recorded(start_ms).await {
+        // The previous version, and whether production records it.
+        let prev: Option<(Manifest, bool)> = match self.recorded(start_ms).await {
             // No bookkeeping (lost, or a crash between the upload and the record): the
             // manifest on S3 is the previous version, so its history and number go on and an
             // identical period is recorded, not written again.
             Ok(None) => match self.fetch_manifest(start_ms).await {
-                Ok(s3) => s3.map(|m| (m, -1)),
+                Ok(s3) => s3.map(|m| (m, false)),
                 Err(e) if e.class == "decode" => {
                     // Not ours to keep: the period's own content replaces it.
                     tracing::warn!(error = %e.message, "an unreadable manifest on S3 is replaced");
@@ -425,17 +427,17 @@ impl Archiver {
                     return Err(e);
                 }
             },
-            Ok(p) => p,
+            Ok(p) => p.map(|(m, _)| (m, true)),
             Err(e) => {
                 cleanup(&files);
                 return Err(e);
             }
         };
         let mut outcome = Outcome::Archived;
-        if let Some((old, recorded_touches)) = &prev {
+        if let Some((old, recorded)) = &prev {
             if old.same_content(&man) {
                 cleanup(&files);
-                if *recorded_touches >= 0 {
+                if *recorded {
                     sqlx::query(
                         "UPDATE archive_periods SET touches = $2 WHERE period_start_ms = $1",
                     )
