@@ -273,10 +273,8 @@ impl Held {
                 .trim_start_matches("STREAM_")
                 .to_ascii_lowercase();
             let bound = upto.get(&name).copied().unwrap_or(i64::MAX);
-            for r in read_all(client, stream).await? {
-                if r.cursor <= bound {
-                    h.add_record(gatherer_id, stream, r);
-                }
+            for r in read_upto(client, stream, bound).await? {
+                h.add_record(gatherer_id, stream, r);
             }
         }
         Ok(h)
@@ -377,6 +375,16 @@ pub async fn read_all(
     c: &mut GathererClient<Channel>,
     stream: pb::Stream,
 ) -> anyhow::Result<Vec<pb::Record>> {
+    read_upto(c, stream, i64::MAX).await
+}
+
+/// The records of one stream at or below cursor `upto`, in cursor order (no page past it is
+/// read); cursors must ascend.
+pub async fn read_upto(
+    c: &mut GathererClient<Channel>,
+    stream: pb::Stream,
+    upto: i64,
+) -> anyhow::Result<Vec<pb::Record>> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
@@ -397,10 +405,10 @@ pub async fn read_all(
             );
             after = r.cursor;
         }
-        out.extend(page.records);
+        out.extend(page.records.into_iter().filter(|r| r.cursor <= upto));
         // A page covers a window of ids; one of unused ids is empty but moves `through`.
         after = after.max(page.through);
-        if after >= page.head {
+        if after >= page.head.min(upto) {
             return Ok(out);
         }
     }

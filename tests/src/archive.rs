@@ -431,6 +431,49 @@ pub async fn rows_between(pool: &PgPool, from: i64, to: i64) -> Vec<String> {
     out
 }
 
+/// Writes `file` as the deduplicator's configuration under `work`, starts it, sends traffic
+/// (400 msg/s for 6 s), and waits until production is synced and every period archived and
+/// verified. Returns the service, production's pool, the configuration's path and the last
+/// archived period.
+pub async fn archive_live_traffic(
+    w: &World,
+    file: &deduplicator::config::FileConfig,
+    work: &Path,
+) -> (Child, PgPool, PathBuf, i64) {
+    let cfg = work.join("dedup.toml");
+    std::fs::write(&cfg, toml::to_string(file).unwrap()).unwrap();
+    let (svc, _) = spawn_service(&cfg, work, "dedup");
+    traffic(w, 400, 6.0).await;
+    w.settle(Duration::from_millis(1000)).await;
+    let pool = pool(&w.prod.url()).await;
+    w.wait_synced(&pool, Duration::from_secs(60)).await;
+    let last = wait_archived(&pool, Duration::from_secs(60)).await;
+    (svc, pool, cfg, last)
+}
+
+/// Runs testdata/archive_read.py with `args` (the S3 or the directory form) and requires
+/// DuckDB and pyarrow each to read exactly production's rows of every archived stream.
+/// Returns what the script printed.
+pub fn assert_readers_read(
+    prod_rows: &BTreeMap<String, Vec<String>>,
+    args: &[&std::ffi::OsStr],
+) -> serde_json::Value {
+    let text = succeeds(
+        Command::new(oracle_python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_read.py"))
+            .args(args),
+    );
+    let read: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for s in ARCHIVED {
+        let want = &prod_rows[s.table()];
+        let got = &read[s.table()];
+        assert!(!want.is_empty(), "{}: traffic made rows", s.table());
+        assert_eq!(&canonical(&got["duckdb"]), want, "{}: DuckDB", s.table());
+        assert_eq!(&canonical(&got["pyarrow"]), want, "{}: pyarrow", s.table());
+    }
+    read
+}
+
 #[cfg(test)]
 mod tests {
     use super::days_back_to;

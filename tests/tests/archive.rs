@@ -21,15 +21,7 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
     let w = World::start(471, 16, 2).await;
     let work = dir("main");
     let file = archive_file(&w, &moto, &work.join("spool"));
-    let cfg = work.join("dedup.toml");
-    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
-
-    let (svc, _) = spawn_service(&cfg, &work, "dedup");
-    traffic(&w, 400, 6.0).await;
-    w.settle(Duration::from_millis(1000)).await;
-    let pool = pool(&w.prod.url()).await;
-    w.wait_synced(&pool, Duration::from_secs(60)).await;
-    let last = wait_archived(&pool, Duration::from_secs(60)).await;
+    let (svc, pool, cfg, last) = archive_live_traffic(&w, &file, &work).await;
     let before = assert_exact(&w, &pool).await;
     assert!(before.trades > 200 && before.deltas > 1000, "{before:?}");
 
@@ -51,19 +43,19 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
 
     // The readers: exactly production's rows, by DuckDB and by pyarrow.
     let prod_rows = production_rows(&pool).await;
-    let text = succeeds(
-        Command::new(oracle_python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_read.py"))
-            .args([&moto.endpoint(), BUCKET, PREFIX])
-            .arg(work.join("read")),
+    let endpoint = moto.endpoint();
+    let read_dir = work.join("read");
+    let read = assert_readers_read(
+        &prod_rows,
+        &[
+            endpoint.as_ref(),
+            BUCKET.as_ref(),
+            PREFIX.as_ref(),
+            read_dir.as_os_str(),
+        ],
     );
-    let read: serde_json::Value = serde_json::from_str(&text).unwrap();
     for s in ARCHIVED {
-        let want = &prod_rows[s.table()];
-        let got = &read[s.table()];
-        assert!(!want.is_empty(), "{}: traffic made rows", s.table());
-        assert_eq!(&canonical(&got["duckdb"]), want, "{}: DuckDB", s.table());
-        assert_eq!(&canonical(&got["pyarrow"]), want, "{}: pyarrow", s.table());
+        let (want, got) = (&prod_rows[s.table()], &read[s.table()]);
         assert_eq!(got["compression"], "ZSTD", "{}", s.table());
         eprintln!(
             "{}: {} rows in {} files, {} row groups",
@@ -476,15 +468,7 @@ async fn a_local_directory_archive_is_read_in_place_verified_and_restored_exactl
     let work = dir("local");
     let root = work.join("archive");
     let file = archive_dir_file(&w, &root, &work.join("spool"));
-    let cfg = work.join("dedup.toml");
-    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
-
-    let (svc, _) = spawn_service(&cfg, &work, "dedup");
-    traffic(&w, 400, 6.0).await;
-    w.settle(Duration::from_millis(1000)).await;
-    let pool = pool(&w.prod.url()).await;
-    w.wait_synced(&pool, Duration::from_secs(60)).await;
-    wait_archived(&pool, Duration::from_secs(60)).await;
+    let (svc, pool, cfg, _) = archive_live_traffic(&w, &file, &work).await;
     stop(svc);
     let before = assert_exact(&w, &pool).await;
     assert!(before.trades > 100 && before.deltas > 500, "{before:?}");
@@ -520,21 +504,10 @@ async fn a_local_directory_archive_is_read_in_place_verified_and_restored_exactl
 
     // Read in place, by DuckDB and by pyarrow: exactly production's rows.
     let prod_rows = production_rows(&pool).await;
-    let text = succeeds(
-        Command::new(oracle_python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_read.py"))
-            .arg("--dir")
-            .arg(&root)
-            .arg(PREFIX),
+    assert_readers_read(
+        &prod_rows,
+        &["--dir".as_ref(), root.as_os_str(), PREFIX.as_ref()],
     );
-    let read: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for s in ARCHIVED {
-        let want = &prod_rows[s.table()];
-        let got = &read[s.table()];
-        assert!(!want.is_empty(), "{}: traffic made rows", s.table());
-        assert_eq!(&canonical(&got["duckdb"]), want, "{}: DuckDB", s.table());
-        assert_eq!(&canonical(&got["pyarrow"]), want, "{}: pyarrow", s.table());
-    }
 
     // Wipe production's archived streams and restore them from the directory.
     for s in ARCHIVED {

@@ -91,12 +91,13 @@ impl DirStore {
         }
     }
 
-    /// Writes `body` (from a reader) to a temporary file, checks its hash, renames it in.
+    /// Writes an object to a temporary file (`fill` writes it and returns the SHA-256 of what
+    /// it wrote), checks the hash, renames it in.
     async fn write_atomically(
         &self,
         key: &str,
         expect_sha: Option<&str>,
-        fill: impl AsyncFnOnce(&mut tokio::fs::File) -> std::io::Result<()>,
+        fill: impl AsyncFnOnce(&mut tokio::fs::File) -> std::io::Result<String>,
     ) -> Result<(), S3Error> {
         let path = self.path(key)?;
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
@@ -115,19 +116,18 @@ impl DirStore {
             let mut f = tokio::fs::File::create(&tmp)
                 .await
                 .map_err(|e| fs_err("create", key, e))?;
-            fill(&mut f).await.map_err(|e| fs_err("write", key, e))?;
+            let got = fill(&mut f).await.map_err(|e| fs_err("write", key, e))?;
             f.flush().await.map_err(|e| fs_err("write", key, e))?;
             f.sync_all().await.map_err(|e| fs_err("sync", key, e))?;
             drop(f);
-            if let Some(want) = expect_sha {
-                let (_, got) = hash_file(&tmp).await.map_err(|e| fs_err("check", key, e))?;
-                if got != want {
-                    return Err(fs_err(
-                        "check",
-                        key,
-                        format!("written bytes have SHA-256 {got}, expected {want}"),
-                    ));
-                }
+            if let Some(want) = expect_sha
+                && got != want
+            {
+                return Err(fs_err(
+                    "check",
+                    key,
+                    format!("written bytes have SHA-256 {got}, expected {want}"),
+                ));
             }
             tokio::fs::rename(&tmp, &path)
                 .await
@@ -151,15 +151,28 @@ impl DirStore {
         let mut src = tokio::fs::File::open(path)
             .await
             .map_err(|e| fs_err("read spool file", key, e))?;
+        // Hashed on the way: the bytes written are the bytes checked, read once.
         self.write_atomically(key, Some(sha256), async |f| {
-            tokio::io::copy(&mut src, f).await.map(|_| ())
+            let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = src.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(super::format::hex(h.finish().as_ref()));
+                }
+                h.update(&buf[..n]);
+                f.write_all(&buf[..n]).await?;
+            }
         })
         .await
     }
 
     pub async fn put_bytes(&self, key: &str, body: &[u8]) -> Result<(), S3Error> {
-        self.write_atomically(key, None, async |f| f.write_all(body).await)
-            .await
+        self.write_atomically(key, None, async |f| {
+            f.write_all(body).await?;
+            Ok(String::new())
+        })
+        .await
     }
 
     /// Copies `key` to `path` (replacing it); returns its size and SHA-256.
