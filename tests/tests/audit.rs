@@ -36,6 +36,36 @@ fn cli_audit(s: &Stack) -> (Option<i32>, String) {
     )
 }
 
+/// Deletes one row of `table` (the first by `order` among those `cond` matches) and keeps a
+/// copy: (apply, undo). The row is picked once by its physical address, so ties in `order`
+/// cannot make the copy, the deletion and the restore address different rows.
+fn delete_one(table: &str, cond: &str, order: &str) -> (String, String) {
+    (
+        format!(
+            "CREATE TEMP TABLE pick AS SELECT tableoid AS t, ctid AS c FROM {table} WHERE {cond} ORDER BY {order} LIMIT 1; \
+             CREATE TEMP TABLE saved AS SELECT * FROM {table} WHERE (tableoid, ctid) IN (SELECT t, c FROM pick); \
+             DELETE FROM {table} WHERE (tableoid, ctid) IN (SELECT t, c FROM pick); DROP TABLE pick"
+        ),
+        format!("INSERT INTO {table} SELECT * FROM saved; DROP TABLE saved"),
+    )
+}
+
+/// Changes one row of `table` by `set` and back by `unset`: (apply, undo). The row is picked
+/// once, and the undo addresses the changed row by the address its update returned.
+fn alter_one(table: &str, cond: &str, order: &str, set: &str, unset: &str) -> (String, String) {
+    (
+        format!(
+            "CREATE TEMP TABLE pick AS SELECT tableoid AS t, ctid AS c FROM {table} WHERE {cond} ORDER BY {order} LIMIT 1; \
+             CREATE TEMP TABLE moved (t oid, c tid); \
+             WITH u AS (UPDATE {table} SET {set} WHERE (tableoid, ctid) IN (SELECT t, c FROM pick) RETURNING tableoid, ctid) \
+             INSERT INTO moved SELECT * FROM u; DROP TABLE pick"
+        ),
+        format!(
+            "UPDATE {table} SET {unset} WHERE (tableoid, ctid) IN (SELECT t, c FROM moved); DROP TABLE moved"
+        ),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_passes_live_and_fails_for_each_injected_loss() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -150,6 +180,28 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
     let event = one("SELECT ticker FROM events ORDER BY ticker LIMIT 1").await;
     let series = one("SELECT ticker FROM series ORDER BY ticker LIMIT 1").await;
     let registry_market = one("SELECT ticker FROM markets ORDER BY ticker LIMIT 1").await;
+    let market_cond = format!("market_ticker = '{market}'");
+    let pair_copy = delete_one("orderbook_deltas", &pair_where, "occurrence DESC");
+    let delta_altered = alter_one(
+        "orderbook_deltas",
+        &market_cond,
+        "ts_ms DESC",
+        "delta = delta + 100",
+        "delta = delta - 100",
+    );
+    let lifecycle_deleted = delete_one(
+        "lifecycle",
+        &format!("ticker = '{lifecycle_ticker}' AND kind = 'market'"),
+        "received_ms",
+    );
+    let snapshot_altered = alter_one(
+        "orderbook_snapshots",
+        &market_cond,
+        "ts DESC",
+        "yes = yes || '[[1000, 100]]'::jsonb",
+        "yes = yes - (jsonb_array_length(yes) - 1)",
+    );
+    let last_delta_deleted = delete_one("orderbook_deltas", &market_cond, "ts_ms DESC");
     type Check = fn(&Verdict) -> bool;
     let cases: Vec<(&str, String, String, Check, String)> = vec![
         (
@@ -187,9 +239,8 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
         ),
         (
             "one copy of identical deltas deleted",
-            format!("CREATE TEMP TABLE saved AS SELECT * FROM orderbook_deltas WHERE {pair_where} ORDER BY occurrence DESC LIMIT 1; \
-                     DELETE FROM orderbook_deltas WHERE ctid = (SELECT ctid FROM orderbook_deltas WHERE {pair_where} ORDER BY occurrence DESC LIMIT 1)"),
-            "INSERT INTO orderbook_deltas SELECT * FROM saved; DROP TABLE saved".into(),
+            pair_copy.0.clone(),
+            pair_copy.1.clone(),
             |v| {
                 let d = v.stream("orderbook_deltas").unwrap();
                 d.silent == 1 && d.short_multiplicity == 1
@@ -198,8 +249,8 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
         ),
         (
             "a delta altered",
-            format!("UPDATE orderbook_deltas SET delta = delta + 100 WHERE ctid = (SELECT ctid FROM orderbook_deltas WHERE market_ticker = '{market}' ORDER BY ts_ms DESC LIMIT 1)"),
-            format!("UPDATE orderbook_deltas SET delta = delta - 100 WHERE ctid = (SELECT ctid FROM orderbook_deltas WHERE market_ticker = '{market}' ORDER BY ts_ms DESC LIMIT 1)"),
+            delta_altered.0.clone(),
+            delta_altered.1.clone(),
             |v| {
                 let d = v.stream("orderbook_deltas").unwrap();
                 d.silent == 1 && d.unexpected == 1 && v.books.rebuilds_wrong >= 1
@@ -223,9 +274,8 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
         ),
         (
             "a lifecycle event deleted",
-            format!("CREATE TEMP TABLE saved AS SELECT * FROM lifecycle WHERE ticker = '{lifecycle_ticker}' AND kind = 'market' ORDER BY received_ms LIMIT 1; \
-                     DELETE FROM lifecycle WHERE ctid = (SELECT ctid FROM lifecycle WHERE ticker = '{lifecycle_ticker}' AND kind = 'market' ORDER BY received_ms LIMIT 1)"),
-            "INSERT INTO lifecycle SELECT * FROM saved; DROP TABLE saved".into(),
+            lifecycle_deleted.0.clone(),
+            lifecycle_deleted.1.clone(),
             |v| v.stream("lifecycle").unwrap().silent == 1,
             lifecycle_ticker.clone(),
         ),
@@ -238,8 +288,8 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
         ),
         (
             "a snapshot's book altered",
-            format!("UPDATE orderbook_snapshots SET yes = yes || '[[1000, 100]]'::jsonb WHERE ctid = (SELECT ctid FROM orderbook_snapshots WHERE market_ticker = '{market}' ORDER BY ts DESC LIMIT 1)"),
-            format!("UPDATE orderbook_snapshots SET yes = yes - (jsonb_array_length(yes) - 1) WHERE ctid = (SELECT ctid FROM orderbook_snapshots WHERE market_ticker = '{market}' ORDER BY ts DESC LIMIT 1)"),
+            snapshot_altered.0.clone(),
+            snapshot_altered.1.clone(),
             |v| v.books.snapshots_wrong == 1,
             market.clone(),
         ),
@@ -277,9 +327,8 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
             "a delta deleted behind a window every gatherer declared",
             format!("INSERT INTO gaps (gatherer_id, instance_id, gap_id, stream, market_ticker, from_ms, to_ms, reason, detail) \
                      SELECT g, 'injected', -1, 'orderbook_deltas', '', 0, 9000000000000, 'disconnect', 'injected' FROM UNNEST(ARRAY['g1','g2','g3']) g; \
-                     CREATE TEMP TABLE saved AS SELECT * FROM orderbook_deltas WHERE market_ticker = '{market}' ORDER BY ts_ms DESC LIMIT 1; \
-                     DELETE FROM orderbook_deltas WHERE ctid = (SELECT ctid FROM orderbook_deltas WHERE market_ticker = '{market}' ORDER BY ts_ms DESC LIMIT 1)"),
-            "DELETE FROM gaps WHERE instance_id = 'injected'; INSERT INTO orderbook_deltas SELECT * FROM saved; DROP TABLE saved".into(),
+                     {}", last_delta_deleted.0),
+            format!("DELETE FROM gaps WHERE instance_id = 'injected'; {}", last_delta_deleted.1),
             |v| {
                 let d = v.stream("orderbook_deltas").unwrap();
                 d.silent == 1 && d.silent_behind_gap == 1
