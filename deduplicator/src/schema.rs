@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (3, MIGRATION_3),
     (4, MIGRATION_4),
     (5, MIGRATION_5),
+    (6, MIGRATION_6),
 ];
 
 /// The role consumers read with (SELECT only; docs/consuming.md). Created when the migrating
@@ -288,6 +289,46 @@ CREATE TABLE lifecycle_copies (
     occurrence   bigint NOT NULL,
     PRIMARY KEY (ticker, event_type, content_hash, gatherer_id, instance_id, received_ms)
 );
+"#;
+
+/// Kept as sent, and when: ticker and lifecycle `body` becomes `json`, which stores the
+/// exchange's text byte for byte (`jsonb` reorders keys and respells numbers and escapes; rows
+/// taken before keep the text `jsonb` gave them). `trades` and `tickers` keep `received_ms`
+/// (null for rows taken before), and `tickers` keeps the typed values of its body beside it:
+/// prices in micro-dollars, sizes, volume and open interest in centi-contracts. The dollar
+/// views gain them.
+const MIGRATION_6: &str = r#"
+ALTER TABLE tickers ALTER COLUMN body TYPE json USING body::json;
+ALTER TABLE lifecycle ALTER COLUMN body TYPE json USING body::json;
+ALTER TABLE trades ADD COLUMN received_ms bigint;
+ALTER TABLE tickers
+    ADD COLUMN received_ms   bigint,
+    ADD COLUMN price         bigint,
+    ADD COLUMN yes_bid       bigint,
+    ADD COLUMN yes_ask       bigint,
+    ADD COLUMN yes_bid_size  bigint,
+    ADD COLUMN yes_ask_size  bigint,
+    ADD COLUMN volume        bigint,
+    ADD COLUMN open_interest bigint;
+CREATE OR REPLACE VIEW trades_dollars AS
+SELECT trade_id, ts, market_ticker,
+       yes_price::numeric / 1000000 AS yes_price_dollars,
+       no_price::numeric / 1000000  AS no_price_dollars,
+       count::numeric / 100         AS contracts,
+       CASE taker_outcome_side WHEN 1 THEN 'yes' WHEN 2 THEN 'no' END AS taker_outcome_side,
+       taker_book_side, is_block_trade, source, gatherer_id, received_ms
+FROM trades;
+CREATE VIEW tickers_dollars AS
+SELECT market_ticker, ts, ts_ms, received_ms,
+       price::numeric / 1000000        AS price_dollars,
+       yes_bid::numeric / 1000000      AS yes_bid_dollars,
+       yes_ask::numeric / 1000000      AS yes_ask_dollars,
+       yes_bid_size::numeric / 100     AS yes_bid_contracts,
+       yes_ask_size::numeric / 100     AS yes_ask_contracts,
+       volume::numeric / 100           AS volume_contracts,
+       open_interest::numeric / 100    AS open_interest_contracts,
+       gatherer_id
+FROM tickers;
 "#;
 
 /// `(year, month)` of Unix milliseconds.

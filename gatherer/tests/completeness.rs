@@ -233,21 +233,21 @@ async fn gatherer_holds_exactly_the_ground_truth() {
         assert!(kinds.get(k).copied().unwrap_or(0) > 0, "no {k}: {kinds:?}");
     }
 
-    // Tickers: per market a contiguous run of the truth's (by timestamp and price).
-    let tkey = |ticker: &str, ts: i64, price: &str| (ticker.to_owned(), ts, price.to_owned());
+    // Tickers: per market a contiguous run of the truth's, each kept as sent: the stored body
+    // is the exchange's text byte for byte (the simulator adds a field no one models).
+    let tkey = |ticker: &str, ts: i64, text: &str| (ticker.to_owned(), ts, text.to_owned());
     let mut truth_t: HashMap<String, Vec<(String, i64, String)>> = HashMap::new();
     for r in truth(&rig.sim, "ticker").await {
         let m = &r["msg"];
-        let p = kalshi_shared::Price::parse(m["price_dollars"].as_str().unwrap())
-            .unwrap()
-            .to_string();
+        let p = r["msg_text"].as_str().unwrap();
+        assert!(p.contains("\"x_unmodelled\": {\"z\": 1"), "{p}");
         truth_t
             .entry(m["market_ticker"].as_str().unwrap().into())
             .or_default()
             .push(tkey(
                 m["market_ticker"].as_str().unwrap(),
                 m["ts_ms"].as_i64().unwrap(),
-                &p,
+                p,
             ));
     }
     let mut ours_t: HashMap<String, Vec<(String, i64, String)>> = HashMap::new();
@@ -255,14 +255,10 @@ async fn gatherer_holds_exactly_the_ground_truth() {
         let pb::record::Body::Ticker(t) = r.body.unwrap() else {
             unreachable!()
         };
-        let m: Value = serde_json::from_str(&t.body_json).unwrap();
-        let p = kalshi_shared::Price::parse(m["price_dollars"].as_str().unwrap())
-            .unwrap()
-            .to_string();
         ours_t
             .entry(t.market_ticker.clone())
             .or_default()
-            .push(tkey(&t.market_ticker, t.ts_ms, &p));
+            .push(tkey(&t.market_ticker, t.ts_ms, &t.body_json));
     }
     for (market, seq) in &ours_t {
         assert!(

@@ -61,6 +61,12 @@ pub struct Cli {
     #[arg(long)]
     pub legacy_fields: bool,
 
+    /// Ticker and lifecycle messages also carry a field no client models (`x_unmodelled`,
+    /// placed first, with its own spacing and key order), as Kalshi adds fields without notice:
+    /// a client that keeps messages as sent keeps it byte for byte.
+    #[arg(long)]
+    pub future_fields: bool,
+
     /// PEM public key (SPKI or PKCS#1; a private key also works) that signs every request.
     #[arg(long, value_name = "PEM")]
     pub public_key: Option<PathBuf>,
@@ -153,6 +159,7 @@ pub struct SimConfig {
     pub rate: u64,
     pub lifecycle_every: u64,
     pub legacy_fields: bool,
+    pub future_fields: bool,
     pub public_key_pem: Option<Vec<u8>>,
     pub key_id: Option<String>,
     pub require_auth: bool,
@@ -187,6 +194,7 @@ impl SimConfig {
             rate: 0,
             lifecycle_every: 0,
             legacy_fields: false,
+            future_fields: false,
             public_key_pem: None,
             key_id: None,
             require_auth: false,
@@ -271,6 +279,7 @@ impl TryFrom<&Cli> for SimConfig {
             rate: cli.rate,
             lifecycle_every: cli.lifecycle_every,
             legacy_fields: cli.legacy_fields,
+            future_fields: cli.future_fields,
             public_key_pem,
             key_id: cli.key_id.clone(),
             require_auth: cli.require_auth,

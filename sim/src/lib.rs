@@ -262,6 +262,7 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<SimHandle> {
             markets: cfg.markets,
             mve_markets: cfg.mve_markets,
             legacy_fields: cfg.legacy_fields,
+            future_fields: cfg.future_fields,
             lifecycle_every: cfg.lifecycle_every,
             trade_history: cfg.trade_history,
         },

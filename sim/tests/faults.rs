@@ -205,8 +205,12 @@ async fn malformed_frames_of_every_kind() {
     let mut decorated = 0;
     for _ in 0..3 {
         let text = c.next_text(WAIT).await.unwrap();
+        // Inside `msg` only where the message is not kept as sent (tickers and lifecycle
+        // messages are alike for every client; `--future-fields` decorates those).
+        let as_sent = text.starts_with("{\"type\":\"ticker\"")
+            || text.contains("lifecycle");
         assert!(
-            text.contains("x_future_field") && text.contains("x_envelope_extra"),
+            text.contains("x_envelope_extra") && (as_sent || text.contains("x_future_field")),
             "{text}"
         );
         let f = parse_frame(&text).unwrap();

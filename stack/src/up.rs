@@ -83,6 +83,9 @@ fn sim_args(
         public_key.display().to_string(),
         "--key-id".into(),
         key_id.to_owned(),
+        // Tickers and lifecycle messages carry a field no client models, as Kalshi adds fields
+        // without notice: everything downstream keeps them as sent, and the oracle checks it.
+        "--future-fields".into(),
     ]
 }
 

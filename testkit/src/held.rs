@@ -14,7 +14,7 @@ use sqlx::Row as _;
 use tonic::transport::Channel;
 
 use crate::sim::{
-    DeltaKey, LifecycleKey, TickerKey, TradeFact, canonical_lifecycle, canonical_ticker,
+    DeltaKey, LifecycleKey, TickerKey, TradeFact, lifecycle_as_sent, ticker_as_sent,
 };
 
 /// A stored book.
@@ -135,25 +135,25 @@ impl Held {
                 r.try_get(4)?,
             ));
         }
-        for r in sqlx::query("SELECT market_ticker, ts_ms, body FROM tickers")
+        for r in sqlx::query("SELECT market_ticker, ts_ms, body::text FROM tickers")
             .fetch_all(pool)
             .await
             .context("read production tickers")?
         {
-            let body: Value = r.try_get(2)?;
-            match canonical_ticker(&body) {
+            let body: String = r.try_get(2)?;
+            match ticker_as_sent(&body) {
                 Ok(c) => h.tickers.push((r.try_get(0)?, r.try_get(1)?, c)),
                 Err(e) => h.unreadable.push(format!("ticker {body}: {e:#}")),
             }
         }
-        for r in sqlx::query("SELECT kind, ticker, event_type, body FROM lifecycle")
+        for r in sqlx::query("SELECT kind, ticker, event_type, body::text FROM lifecycle")
             .fetch_all(pool)
             .await
             .context("read production lifecycle")?
         {
             let kind: String = r.try_get(0)?;
-            let body: Value = r.try_get(3)?;
-            match canonical_lifecycle(&kind, &body) {
+            let body: String = r.try_get(3)?;
+            match lifecycle_as_sent(&kind, &body) {
                 Ok(c) => h.lifecycle.push((kind, r.try_get(1)?, r.try_get(2)?, c)),
                 Err(e) => h.unreadable.push(format!("lifecycle {body}: {e:#}")),
             }
@@ -306,18 +306,14 @@ impl Held {
                 d.delta_centi,
             )),
             Body::Ticker(t) => {
-                let parsed = serde_json::from_str::<Value>(&t.body_json)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|v| canonical_ticker(&v));
+                let parsed = ticker_as_sent(&t.body_json);
                 match parsed {
                     Ok(c) => self.tickers.push((t.market_ticker, t.ts_ms, c)),
                     Err(e) => self.unreadable.push(format!("ticker {}: {e:#}", r.cursor)),
                 }
             }
             Body::Lifecycle(l) => {
-                let parsed = serde_json::from_str::<Value>(&l.body_json)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|v| canonical_lifecycle(&l.kind, &v));
+                let parsed = lifecycle_as_sent(&l.kind, &l.body_json);
                 match parsed {
                     Ok(c) => self.lifecycle.push((l.kind, l.ticker, l.event_type, c)),
                     Err(e) => self

@@ -50,9 +50,9 @@ pub struct Fact<T> {
     pub key: T,
 }
 
-/// Lifecycle content: `(kind, ticker, event_type, canonical body)`.
+/// Lifecycle content: `(kind, ticker, event_type, body as sent)`.
 pub type LifecycleKey = (String, String, String, String);
-/// Ticker content: `(market, ts_ms, canonical body)`.
+/// Ticker content: `(market, ts_ms, body as sent)`.
 pub type TickerKey = (String, i64, String);
 
 /// A market as the exchange has it now.
@@ -103,24 +103,30 @@ impl Truth {
     }
 }
 
-/// Canonical content of a ticker: parsed into the wire type and serialized again, so that
-/// fixed-point spellings (`"0.5600"` / `"0.56"`) and key order do not matter.
-pub fn canonical_ticker(v: &Value) -> anyhow::Result<String> {
-    let t: TickerMsg = serde_json::from_value(v.clone()).context("parse ticker")?;
-    Ok(serde_json::to_string(&t)?)
+/// The content of a ticker: the message's text exactly as the exchange sent it (kept as sent:
+/// a field dropped, a key reordered or a number respelled on the way is a difference). It
+/// must parse as a ticker too.
+pub fn ticker_as_sent(text: &str) -> anyhow::Result<String> {
+    serde_json::from_str::<TickerMsg>(text).context("parse ticker")?;
+    Ok(text.to_owned())
 }
 
-/// Canonical content of a market (`kind = "market"`) or event lifecycle message: every field
-/// the exchange sent, known to the typed structs or not (a field dropped on the way is a
-/// difference), in canonical form (sorted keys, numbers as written). It must parse as its
-/// typed message too.
-pub fn canonical_lifecycle(kind: &str, v: &Value) -> anyhow::Result<String> {
+/// The content of a market (`kind = "market"`) or event lifecycle message: its text exactly
+/// as the exchange sent it, as for tickers. It must parse as its typed message too.
+pub fn lifecycle_as_sent(kind: &str, text: &str) -> anyhow::Result<String> {
     if kind == "event" {
-        serde_json::from_value::<EventLifecycleMsg>(v.clone()).context("parse event")?;
+        serde_json::from_str::<EventLifecycleMsg>(text).context("parse event")?;
     } else {
-        serde_json::from_value::<MarketLifecycleMsg>(v.clone()).context("parse market")?;
+        serde_json::from_str::<MarketLifecycleMsg>(text).context("parse market")?;
     }
-    Ok(serde_json::to_string(v)?)
+    Ok(text.to_owned())
+}
+
+/// The exact text of a truth record's `msg` (`msg_text`, see `truth_page`).
+fn msg_text(r: &Value) -> anyhow::Result<&str> {
+    r["msg_text"]
+        .as_str()
+        .with_context(|| format!("truth record without its msg text: {r}"))
 }
 
 fn text(v: &Value, k: &str) -> anyhow::Result<String> {
@@ -206,7 +212,7 @@ pub fn add_record(truth: &mut Truth, r: &Value) -> anyhow::Result<()> {
                 pos,
                 ts_ms: ts,
                 market: market.clone(),
-                key: (market, ts, canonical_ticker(m)?),
+                key: (market, ts, ticker_as_sent(msg_text(r)?)?),
             });
         }
         "market_lifecycle_v2" => {
@@ -229,7 +235,7 @@ pub fn add_record(truth: &mut Truth, r: &Value) -> anyhow::Result<()> {
                     "market".into(),
                     market,
                     event_type,
-                    canonical_lifecycle("market", m)?,
+                    lifecycle_as_sent("market", msg_text(r)?)?,
                 ),
             });
         }
@@ -243,7 +249,7 @@ pub fn add_record(truth: &mut Truth, r: &Value) -> anyhow::Result<()> {
                     "event".into(),
                     event,
                     "event_lifecycle".into(),
-                    canonical_lifecycle("event", m)?,
+                    lifecycle_as_sent("event", msg_text(r)?)?,
                 ),
             });
         }
@@ -288,6 +294,46 @@ impl SimControl {
             bail!("GET {path}: {status} {v}");
         }
         Ok(v)
+    }
+
+    /// A truth page with each record's `msg` also as the exact text the simulator wrote and
+    /// sent (`msg_text`): tickers and lifecycle messages are judged byte for byte.
+    async fn truth_page(&self, path: &str) -> anyhow::Result<Value> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            head: u64,
+            next: u64,
+            records: Vec<Box<serde_json::value::RawValue>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Record<'a> {
+            #[serde(borrow)]
+            msg: &'a serde_json::value::RawValue,
+        }
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("GET {path} from the simulator"))?;
+        let status = r.status();
+        let body = r.text().await.with_context(|| format!("GET {path}"))?;
+        if !status.is_success() {
+            bail!("GET {path}: {status} {body}");
+        }
+        let page: Page = serde_json::from_str(&body).with_context(|| format!("GET {path}"))?;
+        let mut records = Vec::with_capacity(page.records.len());
+        for raw in &page.records {
+            let text = serde_json::from_str::<Record<'_>>(raw.get())
+                .with_context(|| format!("truth record {}", raw.get()))?
+                .msg
+                .get()
+                .to_owned();
+            let mut v: Value = serde_json::from_str(raw.get())?;
+            v["msg_text"] = Value::String(text);
+            records.push(v);
+        }
+        Ok(json!({"head": page.head, "next": page.next, "records": records}))
     }
 
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -337,7 +383,7 @@ impl SimControl {
         let mut waits = 0;
         loop {
             let page = self
-                .get(&format!("/truth?after={after}&limit=100000{filter}"))
+                .truth_page(&format!("/truth?after={after}&limit=100000{filter}"))
                 .await?;
             let next = page["next"].as_u64().context("truth page without next")?;
             let head = page["head"].as_u64().unwrap_or(0);

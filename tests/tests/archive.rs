@@ -504,10 +504,11 @@ async fn a_local_directory_archive_is_read_in_place_verified_and_restored_exactl
 
     // Read in place, by DuckDB and by pyarrow: exactly production's rows.
     let prod_rows = production_rows(&pool).await;
-    assert_readers_read(
+    let read = assert_readers_read(
         &prod_rows,
         &["--dir".as_ref(), root.as_os_str(), PREFIX.as_ref()],
     );
+    assert_kept_as_sent(&w, &pool, &read).await;
 
     // Wipe production's archived streams and restore them from the directory.
     for s in ARCHIVED {
@@ -526,6 +527,85 @@ async fn a_local_directory_archive_is_read_in_place_verified_and_restored_exactl
     );
     assert_eq!(restore(&cfg), (total, 0), "twice changes nothing");
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Tickers and lifecycle messages, which carry a field no one models, come back from production
+/// and from the archive (as pyarrow and DuckDB read it) byte for byte as the simulator sent
+/// them; every trade and ticker has its receipt time; every ticker's typed columns are its
+/// sent values.
+async fn assert_kept_as_sent(w: &World, pool: &sqlx::PgPool, read: &serde_json::Value) {
+    use deduplicator::archive::format::columns;
+    use deduplicator::records::Stream;
+    use sqlx::Row as _;
+    let truth = kalshi_testkit::sim::SimControl::new(w.sim.control_url())
+        .truth_records("ticker,market_lifecycle_v2,event_lifecycle")
+        .await
+        .unwrap();
+    let sent: std::collections::HashMap<String, serde_json::Value> = truth
+        .iter()
+        .map(|r| (r["msg_text"].as_str().unwrap().to_owned(), r["msg"].clone()))
+        .collect();
+    assert!(
+        sent.keys().all(|t| t.starts_with(r#"{"x_unmodelled": {"z": 1, "a": [1, "two", 3.50, "\u00e9"]},"#)),
+        "the simulator sends a field no one models"
+    );
+    let body_at = |s: Stream| columns(s).iter().position(|c| c.name == "body").unwrap();
+    for (stream, table) in [(Stream::Tickers, "tickers"), (Stream::Lifecycle, "lifecycle")] {
+        let bodies: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT body::text FROM {table}")))
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        // Lifecycle steps come every 2,000 messages: a few of them, and many tickers.
+        let least = if stream == Stream::Tickers { 100 } else { 1 };
+        assert!(bodies.len() >= least, "{table}: {}", bodies.len());
+        for b in &bodies {
+            assert!(sent.contains_key(b), "{table}: production holds a body not as sent: {b}");
+        }
+        for reader in ["duckdb", "pyarrow"] {
+            let rows = read[table][reader].as_array().unwrap();
+            assert_eq!(rows.len(), bodies.len(), "{table} {reader}");
+            for row in rows {
+                let row: Vec<serde_json::Value> =
+                    serde_json::from_str(row.as_str().unwrap()).unwrap();
+                let b = row[body_at(stream)].as_str().unwrap();
+                assert!(sent.contains_key(b), "{table} {reader}: not as sent: {b}");
+            }
+        }
+    }
+    let none: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM trades WHERE received_ms IS NULL) + (SELECT count(*) FROM tickers WHERE received_ms IS NULL)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(none, 0, "every trade and ticker keeps its receipt time");
+    let micros = |m: &serde_json::Value, k: &str| {
+        kalshi_shared::Price::parse(m[k].as_str().unwrap()).unwrap().raw()
+    };
+    let centi = |m: &serde_json::Value, k: &str| {
+        kalshi_shared::Quantity::parse(m[k].as_str().unwrap()).unwrap().raw()
+    };
+    for r in sqlx::query(
+        "SELECT body::text, price, yes_bid, yes_ask, yes_bid_size, yes_ask_size, volume, open_interest FROM tickers",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    {
+        let m = &sent[&r.get::<String, _>(0)];
+        let typed: Vec<Option<i64>> = (1..8).map(|i| r.get(i)).collect();
+        let want = vec![
+            Some(micros(m, "price_dollars")),
+            Some(micros(m, "yes_bid_dollars")),
+            Some(micros(m, "yes_ask_dollars")),
+            Some(centi(m, "yes_bid_size_fp")),
+            Some(centi(m, "yes_ask_size_fp")),
+            Some(centi(m, "volume_fp")),
+            Some(centi(m, "open_interest_fp")),
+        ];
+        assert_eq!(typed, want, "typed columns of {m}");
+    }
 }
 
 /// Every file under `root`, as a key (relative, '/'-separated), sorted.

@@ -63,6 +63,17 @@ impl Archiver {
     /// Reads the period from production in one snapshot: per stream the row count, time
     /// range and content checksum, and (with `write`) the Parquet files in the spool.
     pub async fn build(&self, start_ms: i64, write: bool) -> Result<Built, ArchiveError> {
+        self.build_as(start_ms, write, format::SCHEMA_VERSION).await
+    }
+
+    /// [`Self::build`] with the content checksums of schema `version`'s columns (to verify a
+    /// period an older version archived; files are only ever written in the current one).
+    pub async fn build_as(
+        &self,
+        start_ms: i64,
+        write: bool,
+        version: u32,
+    ) -> Result<Built, ArchiveError> {
         let end_ms = start_ms + self.period_ms();
         let mut conn = self
             .prod
@@ -74,7 +85,10 @@ impl Archiver {
         // Streaming a period's rows takes as long as the period is busy: its own deadline, not
         // production.op_timeout (an hour of a busy day is millions of deltas).
         let r = match self.long_statements(&mut conn).await {
-            Ok(()) => self.build_in(&mut conn, start_ms, end_ms, write).await,
+            Ok(()) => {
+                self.build_in(&mut conn, (start_ms, end_ms), write, version)
+                    .await
+            }
             Err(e) => Err(e),
         };
         let _ = conn.execute("ROLLBACK").await;
@@ -89,10 +103,16 @@ impl Archiver {
     async fn build_in(
         &self,
         conn: &mut sqlx::PgConnection,
-        start_ms: i64,
-        end_ms: i64,
+        (start_ms, end_ms): (i64, i64),
         write: bool,
+        version: u32,
     ) -> Result<Built, ArchiveError> {
+        if write && version != format::SCHEMA_VERSION {
+            return Err(ArchiveError::new(
+                "encode",
+                format!("files are written in schema version {} only", format::SCHEMA_VERSION),
+            ));
+        }
         let touches: i64 = sqlx::query_scalar(
             "SELECT coalesce(sum(touches), 0)::bigint FROM archive_touch WHERE period_start_ms = $1",
         )
@@ -100,6 +120,7 @@ impl Archiver {
         .fetch_one(&mut *conn)
         .await?;
         let mut man = manifest::new_manifest(start_ms, self.period_ms());
+        man.schema_version = version;
         let mut files = Vec::new();
         let props = || {
             format::properties(self.cfg.section.zstd_level, self.cfg.section.row_group_rows)
@@ -124,6 +145,14 @@ impl Archiver {
                 None
             };
             let mut content = ContentHash::default();
+            let width = format::columns_at(stream, version)
+                .ok_or_else(|| {
+                    ArchiveError::new(
+                        "decode",
+                        format!("schema version {version} is newer than this build knows"),
+                    )
+                })?
+                .len();
             let (mut rows, mut min_t, mut max_t) = (0u64, None::<i64>, None::<i64>);
             let sql = format::select_sql(stream);
             let mut it = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -137,7 +166,7 @@ impl Archiver {
                 let t = format::row_time(stream, &row);
                 min_t = Some(min_t.map_or(t, |m| m.min(t)));
                 max_t = Some(max_t.map_or(t, |m| m.max(t)));
-                content.row(&row);
+                content.row(&row[..width.min(row.len())]);
                 rows += 1;
                 if let Some(w) = writer.as_mut() {
                     w.push(row);

@@ -14,12 +14,13 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::record::Field;
 
 use super::format::Kind::{self, *};
-use super::format::{ContentHash, Row, SCHEMA_VERSION, Value, columns, schema};
+use super::format::{ContentHash, Row, Value, columns, columns_at, schema_of};
 use crate::records::Stream;
 
 /// Writes one stream's rows, a row group at a time, to `out`.
 pub struct FileWriter<W: Write + Send> {
     stream: Stream,
+    cols: &'static [super::format::Col],
     writer: SerializedFileWriter<W>,
     group: Vec<Row>,
     group_rows: usize,
@@ -31,10 +32,21 @@ impl<W: Write + Send> FileWriter<W> {
         out: W,
         props: WriterProperties,
     ) -> Result<Self, parquet::errors::ParquetError> {
+        Self::with_columns(stream, columns(stream), out, props)
+    }
+
+    /// A writer of `cols` (an older schema version's, to test that its files stay readable).
+    pub(crate) fn with_columns(
+        stream: Stream,
+        cols: &'static [super::format::Col],
+        out: W,
+        props: WriterProperties,
+    ) -> Result<Self, parquet::errors::ParquetError> {
         let group_rows = props.max_row_group_row_count().unwrap_or(1_000_000).max(1);
-        let writer = SerializedFileWriter::new(out, schema(stream)?, Arc::new(props))?;
+        let writer = SerializedFileWriter::new(out, schema_of(stream, cols)?, Arc::new(props))?;
         Ok(FileWriter {
             stream,
+            cols,
             writer,
             group: Vec::new(),
             group_rows,
@@ -52,7 +64,7 @@ impl<W: Write + Send> FileWriter<W> {
         }
         let rows = std::mem::take(&mut self.group);
         let mut rg = self.writer.next_row_group()?;
-        for (i, col) in columns(self.stream).iter().enumerate() {
+        for (i, col) in self.cols.iter().enumerate() {
             let kind = col.kind;
             // A Levels column is two leaves (price, quantity) with the same levels.
             let leaves = if kind == Levels { 2 } else { 1 };
@@ -179,26 +191,36 @@ fn write_column(
     Ok(())
 }
 
-/// Reads a file back, one row group at a time (so memory is bounded by `row_group_rows`),
-/// checking it has exactly the stream's schema. Returns the rows and the content checksum.
+/// Reads a file of schema `version` (its manifest's) back, one row group at a time (so memory
+/// is bounded by `row_group_rows`), checking it has exactly that version's schema of the
+/// stream. Returns the rows and the content checksum of the rows as the file holds them; the
+/// rows handed to `each` have the current schema's columns (those the file's version did not
+/// have are null), so a restore loads any version alike.
 pub fn read_groups(
     stream: Stream,
+    version: u32,
     path: &std::path::Path,
     mut each: impl FnMut(Vec<Row>) -> Result<(), String>,
 ) -> Result<(u64, String), String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let reader = parquet::file::reader::SerializedFileReader::new(f)
         .map_err(|e| format!("{}: not a Parquet file: {e}", path.display()))?;
-    let want = schema(stream).map_err(|e| e.to_string())?;
+    let cols = columns_at(stream, version).ok_or_else(|| {
+        format!(
+            "{}: schema version {version} is newer than this build knows",
+            path.display()
+        )
+    })?;
+    let want = schema_of(stream, cols).map_err(|e| e.to_string())?;
     let have = reader.metadata().file_metadata().schema();
     if have != want.as_ref() {
         return Err(format!(
-            "{}: its schema is not {}'s (schema version {SCHEMA_VERSION})",
+            "{}: its schema is not {}'s (schema version {version})",
             path.display(),
             stream.table()
         ));
     }
-    let cols = columns(stream);
+    let width = columns(stream).len();
     let mut hash = ContentHash::default();
     let mut n = 0u64;
     for g in 0..reader.num_row_groups() {
@@ -221,6 +243,7 @@ pub fn read_groups(
                 return Err(format!("{}: a row has {} columns", path.display(), r.len()));
             }
             hash.row(&r);
+            r.resize(width, Value::Null);
             rows.push(r);
         }
         n += rows.len() as u64;
@@ -257,7 +280,7 @@ fn field_value(f: &Field, kind: Kind) -> Option<Value> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::archive::format::{levels_json, parse_levels, properties};
+    use crate::archive::format::{SCHEMA_VERSION, levels_json, parse_levels, properties};
 
     fn snapshot_rows() -> Vec<Row> {
         (0..1000)
@@ -317,7 +340,7 @@ mod tests {
         std::fs::write(&path, &a).unwrap();
         let mut back = Vec::new();
         let mut groups = 0;
-        let (n, content) = read_groups(Stream::OrderbookSnapshots, &path, |g| {
+        let (n, content) = read_groups(Stream::OrderbookSnapshots, 2, &path, |g| {
             groups += 1;
             back.extend(g);
             Ok(())
@@ -330,8 +353,93 @@ mod tests {
         rows.iter().for_each(|r| h.row(r));
         assert_eq!(content, h.finish());
         // A file of another stream's schema is refused.
-        let e = read_groups(Stream::Trades, &path, |_| Ok(())).unwrap_err();
+        let e = read_groups(Stream::Trades, 2, &path, |_| Ok(())).unwrap_err();
         assert!(e.contains("schema"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn trade_row(i: i64, received: Option<i64>) -> Row {
+        let mut r = vec![
+            Value::Text(format!("t-{i}")),
+            Value::I64(1_795_770_300_000 + i),
+            Value::Text("M-1".into()),
+            Value::I64(560_000),
+            Value::I64(440_000),
+            Value::I64(100 * i + 100),
+            Value::I16(1),
+            Value::Text("bid".into()),
+            Value::Bool(false),
+            Value::I64(1_795_770_300_000 + i),
+            Value::Text("ws".into()),
+            Value::Text("g1".into()),
+        ];
+        if let Some(x) = received {
+            r.push(Value::I64(x));
+        }
+        r
+    }
+
+    #[test]
+    fn a_file_of_schema_1_is_read_checked_and_padded_to_the_current_columns() {
+        let dir = std::env::temp_dir().join(format!("archive-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("trades-v1.parquet");
+        // A trades file as schema 1 wrote it: no received_ms.
+        let v1 = columns_at(Stream::Trades, 1).unwrap();
+        assert_eq!(v1.len(), 12);
+        let rows: Vec<Row> = (0..10).map(|i| trade_row(i, None)).collect();
+        let mut w = FileWriter::with_columns(
+            Stream::Trades,
+            v1,
+            Vec::new(),
+            properties(3, 4).unwrap(),
+        )
+        .unwrap();
+        for r in &rows {
+            w.push(r.clone());
+            if w.group_full() {
+                w.flush_group().unwrap();
+            }
+        }
+        std::fs::write(&path, w.finish().unwrap()).unwrap();
+        let mut back = Vec::new();
+        let (n, content) = read_groups(Stream::Trades, 1, &path, |g| {
+            back.extend(g);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 10);
+        // The checksum is of the rows as schema 1 holds them (what its manifest recorded).
+        let mut h = ContentHash::default();
+        rows.iter().for_each(|r| h.row(r));
+        assert_eq!(content, h.finish());
+        // The rows come with the current columns: received_ms null.
+        let padded: Vec<Row> = (0..10)
+            .map(|i| {
+                let mut r = trade_row(i, None);
+                r.push(Value::Null);
+                r
+            })
+            .collect();
+        assert_eq!(back, padded);
+        // Read as the current schema, the file is refused (its manifest says schema 1).
+        let e = read_groups(Stream::Trades, SCHEMA_VERSION, &path, |_| Ok(())).unwrap_err();
+        assert!(e.contains("schema version 2"), "{e}");
+        // A version newer than this build is refused with a reason.
+        let e = read_groups(Stream::Trades, SCHEMA_VERSION + 1, &path, |_| Ok(())).unwrap_err();
+        assert!(e.contains("newer than this build"), "{e}");
+        // And a current file holds received_ms.
+        let path2 = dir.join("trades-v2.parquet");
+        let mut w = FileWriter::new(Stream::Trades, Vec::new(), properties(3, 4).unwrap()).unwrap();
+        w.push(trade_row(1, Some(1_795_770_300_007)));
+        std::fs::write(&path2, w.finish().unwrap()).unwrap();
+        let mut back = Vec::new();
+        read_groups(Stream::Trades, SCHEMA_VERSION, &path2, |g| {
+            back.extend(g);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(back, vec![trade_row(1, Some(1_795_770_300_007))]);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -21,7 +21,13 @@ pub use kalshi_shared::identity::hex;
 use crate::records::Stream;
 
 /// Bumped whenever a column, a type or the order changes (it is in every manifest).
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: the first schema.
+/// - 2: `trades` and `tickers` gain `received_ms` (null for rows production took before it
+///   kept one), `tickers` gains its typed columns; ticker and lifecycle `body` is the exchange's
+///   text as sent. A version only appends columns, so an older file's columns are a prefix of
+///   the current ones ([`columns_at`]): every file ever written stays readable.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The streams with one file per period, in manifest order.
 pub const ARCHIVED: [Stream; 5] = [
@@ -81,6 +87,8 @@ pub fn columns(stream: Stream) -> &'static [Col] {
             col!("ts_ms", I64),
             col!("source", Text),
             col!("gatherer_id", Text),
+            // Schema 2.
+            col!("received_ms", OptI64),
         ],
         Stream::OrderbookDeltas => &[
             col!("market_ticker", Text),
@@ -116,6 +124,16 @@ pub fn columns(stream: Stream) -> &'static [Col] {
             col!("gatherer_key", Text),
             col!("body", Json),
             col!("gatherer_id", Text),
+            // Schema 2: receipt time, then the typed values of `body` (micro-dollars and
+            // centi-contracts; null where the message had none).
+            col!("received_ms", OptI64),
+            col!("price", OptI64),
+            col!("yes_bid", OptI64),
+            col!("yes_ask", OptI64),
+            col!("yes_bid_size", OptI64),
+            col!("yes_ask_size", OptI64),
+            col!("volume", OptI64),
+            col!("open_interest", OptI64),
         ],
         Stream::Lifecycle => &[
             col!("ticker", Text),
@@ -129,6 +147,19 @@ pub fn columns(stream: Stream) -> &'static [Col] {
         ],
         _ => &[],
     }
+}
+
+/// The columns of a stream in schema `version` (None: a version this build does not know, a
+/// newer one). Versions only append columns: an older version's are a prefix of the current.
+pub fn columns_at(stream: Stream, version: u32) -> Option<&'static [Col]> {
+    let all = columns(stream);
+    let width = match (version, stream) {
+        (1, Stream::Trades) => 12,
+        (1, Stream::Tickers) => 8,
+        (1 | SCHEMA_VERSION, _) => all.len(),
+        _ => return None,
+    };
+    all.get(..width)
 }
 
 /// The column a period is cut on, as SQL over Unix milliseconds.
@@ -232,8 +263,13 @@ pub fn levels_json(levels: &[(i64, i64)]) -> String {
 
 /// The Parquet schema of a stream.
 pub fn schema(stream: Stream) -> Result<Arc<Type>, parquet::errors::ParquetError> {
+    schema_of(stream, columns(stream))
+}
+
+/// The Parquet schema of a stream's `cols` (a version's, [`columns_at`]).
+pub fn schema_of(stream: Stream, cols: &[Col]) -> Result<Arc<Type>, parquet::errors::ParquetError> {
     let mut s = format!("message {} {{\n", stream.table());
-    for col in columns(stream) {
+    for col in cols {
         let n = col.name;
         s.push_str(&match col.kind {
             Text => format!("  required binary {n} (STRING);\n"),
@@ -276,7 +312,7 @@ impl Default for ContentHash {
 }
 
 impl ContentHash {
-    pub fn row(&mut self, row: &Row) {
+    pub fn row(&mut self, row: &[Value]) {
         let h = &mut self.0;
         for v in row {
             match v {
@@ -318,7 +354,8 @@ pub fn encode_copy(stream: Stream, row: &Row, c: &mut kalshi_shared::pg::CopyEnc
     c.row();
     for (v, col) in row.iter().zip(columns(stream)) {
         match (col.kind, v) {
-            (Json, Value::Text(s)) => c.jsonb(s),
+            // `json`: the text as archived, which is the text as sent.
+            (Json, Value::Text(s)) => c.json(s),
             (Text, Value::Text(s)) => c.text(s),
             (TsMs, Value::I64(x)) => c.timestamptz_ms(*x),
             (I64 | OptI64, Value::I64(x)) => c.i64(*x),

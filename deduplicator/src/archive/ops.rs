@@ -92,6 +92,7 @@ impl Archiver {
     async fn fetch_checked(
         &self,
         stream: Stream,
+        version: u32,
         entry: &manifest::StreamEntry,
         each: impl FnMut(Vec<format::Row>) -> Result<(), String> + Send + 'static,
     ) -> Result<u64, ArchiveError> {
@@ -113,7 +114,7 @@ impl Archiver {
             }
             let p = path.clone();
             let (rows, content) =
-                tokio::task::spawn_blocking(move || format::read_groups(stream, &p, each))
+                tokio::task::spawn_blocking(move || format::read_groups(stream, version, &p, each))
                     .await
                     .map_err(|e| ArchiveError::new("decode", e))?
                     .map_err(|e| ArchiveError::new("decode", e))?;
@@ -171,7 +172,11 @@ impl Archiver {
                 (Some(a), None) => a.clone(),
                 (None, None) => continue,
             };
-            let prod = self.build(start, false).await?.manifest;
+            // Production's rows as the manifest's schema version holds them.
+            let prod = self
+                .build_as(start, false, man.schema_version)
+                .await?
+                .manifest;
             // Retention dropped (some of) its month: production holds fewer rows, by design.
             let retired: bool = sqlx::query_scalar(
                 "SELECT coalesce((SELECT retired_at IS NOT NULL FROM archive_periods WHERE period_start_ms = $1), false)",
@@ -187,7 +192,9 @@ impl Archiver {
                 let p = prod.stream(&e.stream);
                 let prod_rows = p.map_or(0, |p| p.rows);
                 let prod_same = p.is_some_and(|p| p.content_sha256 == e.content_sha256);
-                let file = self.fetch_checked(stream, e, |_| Ok(())).await;
+                let file = self
+                    .fetch_checked(stream, man.schema_version, e, |_| Ok(()))
+                    .await;
                 let verdict = match (&file, prod_same) {
                     (Ok(_), true) => "ok".to_owned(),
                     (Ok(_), false) if retired && prod_rows < e.rows => {
@@ -239,7 +246,7 @@ impl Archiver {
                 };
                 // Row groups come through a channel of one: memory is one group or two.
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<format::Row>>(1);
-                let fetch = self.fetch_checked(stream, e, move |rows| {
+                let fetch = self.fetch_checked(stream, man.schema_version, e, move |rows| {
                     tx.blocking_send(rows)
                         .map_err(|_| "the restore stopped".to_owned())
                 });

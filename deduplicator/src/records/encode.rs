@@ -46,6 +46,7 @@ impl Encoder {
                     .i64(t.ts_ms)
                     .text(&t.source)
                     .text(src.gatherer_id);
+                c.i64(received(t.origin.as_ref()));
             }
             (Stream::OrderbookDeltas, Some(Body::Delta(d))) => {
                 let (ts, gk) = if d.ts_ms == 0 {
@@ -106,7 +107,20 @@ impl Encoder {
                 c.text(&t.content_hash)
                     .i64(i64::from(t.occurrence))
                     .text(&gk);
-                c.jsonb(&t.body_json).text(src.gatherer_id);
+                c.json(&t.body_json).text(src.gatherer_id);
+                c.i64(received(t.origin.as_ref()));
+                let v = kalshi_shared::wire::ws::TickerValues::of(&t.body_json);
+                for x in [
+                    v.price,
+                    v.yes_bid,
+                    v.yes_ask,
+                    v.yes_bid_size,
+                    v.yes_ask_size,
+                    v.volume,
+                    v.open_interest,
+                ] {
+                    c.opt_i64(x);
+                }
             }
             (Stream::Lifecycle, Some(Body::Lifecycle(l))) => {
                 c.row()
@@ -115,7 +129,7 @@ impl Encoder {
                     .text(&l.content_hash)
                     .i64(i64::from(l.occurrence))
                     .text(&l.kind);
-                c.jsonb(&l.body_json)
+                c.json(&l.body_json)
                     .i64(received(l.origin.as_ref()))
                     .text(src.gatherer_id);
             }

@@ -52,7 +52,7 @@ impl ProdTable for Stream {
     fn columns(self) -> &'static str {
         match self {
             Stream::Trades => {
-                "trade_id, ts, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, gatherer_id"
+                "trade_id, ts, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, gatherer_id, received_ms"
             }
             Stream::OrderbookDeltas => {
                 "market_ticker, ts, ts_ms, side, price, delta, occurrence, gatherer_key, gatherer_id, received_ms"
@@ -61,7 +61,8 @@ impl ProdTable for Stream {
                 "market_ticker, ts, gatherer_id, source, conn_epoch, sid, seq, received_ms, yes, no, last_delta_ts_ms"
             }
             Stream::Tickers => {
-                "market_ticker, ts, ts_ms, content_hash, occurrence, gatherer_key, body, gatherer_id"
+                "market_ticker, ts, ts_ms, content_hash, occurrence, gatherer_key, body, gatherer_id, \
+                 received_ms, price, yes_bid, yes_ask, yes_bid_size, yes_ask_size, volume, open_interest"
             }
             Stream::Lifecycle => {
                 "ticker, event_type, content_hash, occurrence, kind, body, received_ms, gatherer_id"

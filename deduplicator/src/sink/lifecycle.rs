@@ -266,7 +266,7 @@ pub(super) async fn merge(
     } else {
         sqlx::query(
             "INSERT INTO lifecycle (ticker, event_type, content_hash, occurrence, kind, body, received_ms, gatherer_id) \
-             SELECT t, e, h, o, k, b::jsonb, r, g FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[]) \
+             SELECT t, e, h, o, k, b::json, r, g FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[]) \
                AS u(t, e, h, o, k, b, r, g) \
              ON CONFLICT (ticker, event_type, content_hash, occurrence) DO NOTHING",
         )

@@ -17,7 +17,16 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (3, MIGRATION_3),
     (4, MIGRATION_4),
     (5, MIGRATION_5),
+    (6, MIGRATION_6),
 ];
+
+/// Ticker and lifecycle messages are kept as sent: `json` stores the exchange's text of `msg`
+/// byte for byte, where `jsonb` reorders keys and respells it. (Rows stored before this keep
+/// the text `jsonb` gave them.)
+const MIGRATION_6: &str = r#"
+ALTER TABLE tickers ALTER COLUMN body TYPE json USING body::json;
+ALTER TABLE lifecycle ALTER COLUMN body TYPE json USING body::json;
+"#;
 
 /// Holes still open (a connection lost, a market subscribed late, not yet closed by a fresh
 /// snapshot or acknowledgement), kept current about every second, so a SIGKILL never forgets

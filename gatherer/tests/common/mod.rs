@@ -24,6 +24,8 @@ pub fn sim_config(seed: u64, markets: usize) -> SimConfig {
     c.key_id = Some(KEY_ID.into());
     c.rest_rate = 100_000;
     c.rest_burst = 100_000;
+    // Tickers and lifecycle messages carry a field no one models: kept as sent, byte for byte.
+    c.future_fields = true;
     c
 }
 

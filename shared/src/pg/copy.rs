@@ -157,6 +157,14 @@ impl CopyEncoder {
         self
     }
 
+    /// `json` from JSON text, kept exactly as given (the `json` type stores its input text:
+    /// key order, spacing, escapes and number spellings survive, where `jsonb` normalises
+    /// them). Its binary form is the text itself. A raw U+0000, which no valid JSON holds and
+    /// PostgreSQL cannot store, is written as in [`Self::text`].
+    pub fn json(&mut self, json_text: &str) -> &mut Self {
+        self.text(json_text)
+    }
+
     /// `timestamptz` from Unix milliseconds, exact from 4713 BC to the year 294247 (where
     /// microseconds stop fitting an i64; beyond, it saturates to PostgreSQL's `infinity`).
     pub fn timestamptz_ms(&mut self, unix_ms: i64) -> &mut Self {

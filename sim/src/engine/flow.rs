@@ -82,6 +82,16 @@ impl Exchange {
         });
     }
 
+    /// A ticker's or lifecycle message's JSON as the exchange sends it: with the unmodelled
+    /// field under `--future-fields`.
+    pub(super) fn as_sent(&self, json: String) -> String {
+        if self.cfg.future_fields {
+            with_future_field(&json)
+        } else {
+            json
+        }
+    }
+
     /// Decimal places for a WS dollar string: varies as Kalshi's do.
     pub(super) fn ws_decimals(&mut self) -> u8 {
         [2u8, 3, 4, 4][self.flow.below(4) as usize]
@@ -404,10 +414,22 @@ impl Exchange {
                 ts_ms.div_euclid(1000),
             )),
         };
-        let json = to_json(&msg);
+        let json = self.as_sent(to_json(&msg));
         self.last_ticker
             .insert(idx, (ts_ms, json.clone().into_boxed_str()));
         self.publish(out, EventKind::Ticker, ts_ms, Some(idx), json, None);
+    }
+}
+
+/// `msg` with a field no client models placed first, spelled so that any re-serialization
+/// shows: keys out of order, spaces, a decimal with a trailing zero and an escaped character.
+pub(super) fn with_future_field(msg: &str) -> String {
+    match msg.strip_prefix('{') {
+        Some(rest) => {
+            let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
+            format!(r#"{{"x_unmodelled": {{"z": 1, "a": [1, "two", 3.50, "\u00e9"]}}{sep}{rest}"#)
+        }
+        None => msg.to_owned(),
     }
 }
 

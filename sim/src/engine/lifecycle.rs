@@ -50,7 +50,7 @@ impl Exchange {
         ts_ms: i64,
         out: &mut Vec<Published>,
     ) {
-        let json = to_json(&msg);
+        let json = self.as_sent(to_json(&msg));
         self.publish(
             out,
             EventKind::MarketLifecycle,
@@ -78,7 +78,7 @@ impl Exchange {
             strike_date: e.strike_date_s,
             strike_period: e.strike_period.clone(),
         };
-        let json = to_json(&event_msg);
+        let json = self.as_sent(to_json(&event_msg));
         self.publish(out, EventKind::EventLifecycle, ts_ms, None, json, None);
         for idx in idxs {
             for side in [Side::Yes, Side::No] {

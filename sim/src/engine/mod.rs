@@ -111,6 +111,8 @@ pub struct EngineConfig {
     pub markets: usize,
     pub mve_markets: usize,
     pub legacy_fields: bool,
+    /// Ticker and lifecycle messages carry an unmodelled field (`--future-fields`).
+    pub future_fields: bool,
     /// Messages between lifecycle steps (0 disables lifecycle churn).
     pub lifecycle_every: u64,
     /// REST trade history kept in memory.

@@ -370,12 +370,22 @@ impl Conn {
 }
 
 /// Adds unknown fields to a real frame (top level and inside `msg`), keeping it valid JSON.
+/// The `msg` of a ticker or lifecycle frame is left as it is: those are kept as sent, and the
+/// exchange sends one message alike to every client (`--future-fields` adds a field to them
+/// for every client and the truth).
 fn decorate(frame: &str) -> String {
-    let mut s = frame.replacen(
-        "\"msg\":{",
-        "\"msg\":{\"x_future_field\":{\"a\":[1,\"two\",3.5]},",
-        1,
-    );
+    let kept_as_sent = ["ticker", "market_lifecycle_v2", "event_lifecycle"]
+        .iter()
+        .any(|t| frame.starts_with(&format!("{{\"type\":\"{t}\"")));
+    let mut s = if kept_as_sent {
+        frame.to_owned()
+    } else {
+        frame.replacen(
+            "\"msg\":{",
+            "\"msg\":{\"x_future_field\":{\"a\":[1,\"two\",3.5]},",
+            1,
+        )
+    };
     if s.ends_with('}') {
         s.pop();
         s.push_str(",\"x_envelope_extra\":true}");

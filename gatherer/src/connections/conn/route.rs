@@ -60,7 +60,13 @@ impl Connection {
             FrameBody::OrderbookSnapshot(snap) => self.on_snapshot(s, snap, origin, received),
             FrameBody::OrderbookDelta(d) => self.on_delta(s, d, origin, received),
             FrameBody::Trade(t) => self.on_trade(t, origin),
-            FrameBody::Ticker(t) => self.on_ticker(s, t, origin),
+            FrameBody::Ticker(t) => {
+                // Kept as sent: the body is the exchange's text of `msg`, every field.
+                let body = ws::raw_msg(text)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| serde_json::to_string(&t).unwrap_or_default());
+                self.on_ticker(s, t, body, origin)
+            }
             FrameBody::MarketLifecycle(l) => {
                 // Kept as sent: every field, known to the struct or not, in body and hash.
                 let (body, hash) = ws::raw_msg(text)
@@ -278,7 +284,7 @@ impl Connection {
         }
     }
 
-    pub(super) fn on_ticker(&mut self, s: &mut Session, t: TickerMsg, origin: Origin) {
+    pub(super) fn on_ticker(&mut self, s: &mut Session, t: TickerMsg, body: String, origin: Origin) {
         let ts = t.ts_ms_value();
         let hash = ticker_hash(&t);
         if !s.books.contains_key(&t.market_ticker) {
@@ -292,7 +298,7 @@ impl Connection {
         self.shared.sinks.tickers.push(TickerRow {
             market_ticker: t.market_ticker.clone(),
             ts_ms: ts,
-            body: serde_json::to_string(&t).unwrap_or_default(),
+            body,
             content_hash: hash,
             occurrence,
             origin,

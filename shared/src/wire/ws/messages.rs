@@ -248,7 +248,51 @@ pub struct TickerMsg {
     pub time: Option<String>,
 }
 
+/// A ticker's values as fixed-point integers (production's typed ticker columns): prices in
+/// micro-dollars, sizes, volume and open interest in centi-contracts; None where the message
+/// had none. The dollar and `_fp` fields win over the legacy integer ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickerValues {
+    pub price: Option<i64>,
+    pub yes_bid: Option<i64>,
+    pub yes_ask: Option<i64>,
+    pub yes_bid_size: Option<i64>,
+    pub yes_ask_size: Option<i64>,
+    pub volume: Option<i64>,
+    pub open_interest: Option<i64>,
+}
+
+impl TickerValues {
+    /// The values of a ticker message's JSON text (all None when it does not parse).
+    pub fn of(body: &str) -> TickerValues {
+        serde_json::from_str::<TickerMsg>(body).map_or_else(|_| TickerValues::default(), |t| t.values())
+    }
+}
+
 impl TickerMsg {
+    pub fn values(&self) -> TickerValues {
+        let price = |d: Option<crate::wire::Dollars>, cents: Option<i64>| {
+            d.map(|d| d.price().raw())
+                .or_else(|| cents.and_then(crate::Price::from_cents).map(crate::Price::raw))
+        };
+        let qty = |q: Option<crate::Quantity>, whole: Option<i64>| {
+            q.map(crate::Quantity::raw).or_else(|| {
+                whole
+                    .and_then(crate::Quantity::from_whole)
+                    .map(crate::Quantity::raw)
+            })
+        };
+        TickerValues {
+            price: price(self.price_dollars, self.price),
+            yes_bid: price(self.yes_bid_dollars, self.yes_bid),
+            yes_ask: price(self.yes_ask_dollars, self.yes_ask),
+            yes_bid_size: self.yes_bid_size_fp.map(crate::Quantity::raw),
+            yes_ask_size: self.yes_ask_size_fp.map(crate::Quantity::raw),
+            volume: qty(self.volume_fp, self.volume),
+            open_interest: qty(self.open_interest_fp, self.open_interest),
+        }
+    }
+
     /// `ts_ms`, else `time`, else `ts` seconds.
     pub fn ts_ms_value(&self) -> Option<i64> {
         self.ts_ms
