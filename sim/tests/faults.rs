@@ -207,8 +207,7 @@ async fn malformed_frames_of_every_kind() {
         let text = c.next_text(WAIT).await.unwrap();
         // Inside `msg` only where the message is not kept as sent (tickers and lifecycle
         // messages are alike for every client; `--future-fields` decorates those).
-        let as_sent = text.starts_with("{\"type\":\"ticker\"")
-            || text.contains("lifecycle");
+        let as_sent = text.starts_with("{\"type\":\"ticker\"") || text.contains("lifecycle");
         assert!(
             text.contains("x_envelope_extra") && (as_sent || text.contains("x_future_field")),
             "{text}"

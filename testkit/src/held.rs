@@ -13,9 +13,7 @@ use serde_json::Value;
 use sqlx::Row as _;
 use tonic::transport::Channel;
 
-use crate::sim::{
-    DeltaKey, LifecycleKey, TickerKey, TradeFact, lifecycle_as_sent, ticker_as_sent,
-};
+use crate::sim::{DeltaKey, LifecycleKey, TickerKey, TradeFact, lifecycle_as_sent, ticker_as_sent};
 
 /// A stored book.
 #[derive(Debug, Clone)]

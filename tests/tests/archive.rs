@@ -546,21 +546,30 @@ async fn assert_kept_as_sent(w: &World, pool: &sqlx::PgPool, read: &serde_json::
         .map(|r| (r["msg_text"].as_str().unwrap().to_owned(), r["msg"].clone()))
         .collect();
     assert!(
-        sent.keys().all(|t| t.starts_with(r#"{"x_unmodelled": {"z": 1, "a": [1, "two", 3.50, "\u00e9"]},"#)),
+        sent.keys().all(
+            |t| t.starts_with(r#"{"x_unmodelled": {"z": 1, "a": [1, "two", 3.50, "\u00e9"]},"#)
+        ),
         "the simulator sends a field no one models"
     );
     let body_at = |s: Stream| columns(s).iter().position(|c| c.name == "body").unwrap();
-    for (stream, table) in [(Stream::Tickers, "tickers"), (Stream::Lifecycle, "lifecycle")] {
-        let bodies: Vec<String> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT body::text FROM {table}")))
-                .fetch_all(pool)
-                .await
-                .unwrap();
+    for (stream, table) in [
+        (Stream::Tickers, "tickers"),
+        (Stream::Lifecycle, "lifecycle"),
+    ] {
+        let bodies: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT body::text FROM {table}"
+        )))
+        .fetch_all(pool)
+        .await
+        .unwrap();
         // Lifecycle steps come every 2,000 messages: a few of them, and many tickers.
         let least = if stream == Stream::Tickers { 100 } else { 1 };
         assert!(bodies.len() >= least, "{table}: {}", bodies.len());
         for b in &bodies {
-            assert!(sent.contains_key(b), "{table}: production holds a body not as sent: {b}");
+            assert!(
+                sent.contains_key(b),
+                "{table}: production holds a body not as sent: {b}"
+            );
         }
         for reader in ["duckdb", "pyarrow"] {
             let rows = read[table][reader].as_array().unwrap();
@@ -581,10 +590,14 @@ async fn assert_kept_as_sent(w: &World, pool: &sqlx::PgPool, read: &serde_json::
     .unwrap();
     assert_eq!(none, 0, "every trade and ticker keeps its receipt time");
     let micros = |m: &serde_json::Value, k: &str| {
-        kalshi_shared::Price::parse(m[k].as_str().unwrap()).unwrap().raw()
+        kalshi_shared::Price::parse(m[k].as_str().unwrap())
+            .unwrap()
+            .raw()
     };
     let centi = |m: &serde_json::Value, k: &str| {
-        kalshi_shared::Quantity::parse(m[k].as_str().unwrap()).unwrap().raw()
+        kalshi_shared::Quantity::parse(m[k].as_str().unwrap())
+            .unwrap()
+            .raw()
     };
     for r in sqlx::query(
         "SELECT body::text, price, yes_bid, yes_ask, yes_bid_size, yes_ask_size, volume, open_interest FROM tickers",

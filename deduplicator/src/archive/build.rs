@@ -110,7 +110,10 @@ impl Archiver {
         if write && version != format::SCHEMA_VERSION {
             return Err(ArchiveError::new(
                 "encode",
-                format!("files are written in schema version {} only", format::SCHEMA_VERSION),
+                format!(
+                    "files are written in schema version {} only",
+                    format::SCHEMA_VERSION
+                ),
             ));
         }
         let touches: i64 = sqlx::query_scalar(

@@ -388,13 +388,9 @@ mod tests {
         let v1 = columns_at(Stream::Trades, 1).unwrap();
         assert_eq!(v1.len(), 12);
         let rows: Vec<Row> = (0..10).map(|i| trade_row(i, None)).collect();
-        let mut w = FileWriter::with_columns(
-            Stream::Trades,
-            v1,
-            Vec::new(),
-            properties(3, 4).unwrap(),
-        )
-        .unwrap();
+        let mut w =
+            FileWriter::with_columns(Stream::Trades, v1, Vec::new(), properties(3, 4).unwrap())
+                .unwrap();
         for r in &rows {
             w.push(r.clone());
             if w.group_full() {

@@ -426,7 +426,11 @@ impl Exchange {
 pub(super) fn with_future_field(msg: &str) -> String {
     match msg.strip_prefix('{') {
         Some(rest) => {
-            let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
+            let sep = if rest.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
             format!(r#"{{"x_unmodelled": {{"z": 1, "a": [1, "two", 3.50, "\u00e9"]}}{sep}{rest}"#)
         }
         None => msg.to_owned(),

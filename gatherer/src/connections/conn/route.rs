@@ -284,7 +284,13 @@ impl Connection {
         }
     }
 
-    pub(super) fn on_ticker(&mut self, s: &mut Session, t: TickerMsg, body: String, origin: Origin) {
+    pub(super) fn on_ticker(
+        &mut self,
+        s: &mut Session,
+        t: TickerMsg,
+        body: String,
+        origin: Origin,
+    ) {
         let ts = t.ts_ms_value();
         let hash = ticker_hash(&t);
         if !s.books.contains_key(&t.market_ticker) {

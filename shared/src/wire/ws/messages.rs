@@ -265,15 +265,19 @@ pub struct TickerValues {
 impl TickerValues {
     /// The values of a ticker message's JSON text (all None when it does not parse).
     pub fn of(body: &str) -> TickerValues {
-        serde_json::from_str::<TickerMsg>(body).map_or_else(|_| TickerValues::default(), |t| t.values())
+        serde_json::from_str::<TickerMsg>(body)
+            .map_or_else(|_| TickerValues::default(), |t| t.values())
     }
 }
 
 impl TickerMsg {
     pub fn values(&self) -> TickerValues {
         let price = |d: Option<crate::wire::Dollars>, cents: Option<i64>| {
-            d.map(|d| d.price().raw())
-                .or_else(|| cents.and_then(crate::Price::from_cents).map(crate::Price::raw))
+            d.map(|d| d.price().raw()).or_else(|| {
+                cents
+                    .and_then(crate::Price::from_cents)
+                    .map(crate::Price::raw)
+            })
         };
         let qty = |q: Option<crate::Quantity>, whole: Option<i64>| {
             q.map(crate::Quantity::raw).or_else(|| {
