@@ -107,7 +107,7 @@ impl StreamBoard {
 pub struct GathererBoard {
     pub id: String,
     pub endpoint: String,
-    pub streams: [StreamBoard; 9],
+    pub streams: [StreamBoard; Stream::ALL.len()],
     state: Mutex<(Health, Option<String>)>,
 }
 

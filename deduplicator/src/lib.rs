@@ -362,14 +362,14 @@ fn stored_start(
     stored: &std::collections::HashMap<(String, Stream), (i64, String)>,
     id: &str,
     board: &board::GathererBoard,
-) -> Option<(String, [i64; 9])> {
+) -> Option<(String, [i64; Stream::ALL.len()])> {
     let mine: Vec<(Stream, i64, String)> = stored
         .iter()
         .filter(|((gid, _), _)| gid == id)
         .map(|((_, s), (c, inst))| (*s, *c, inst.clone()))
         .collect();
     let (_, _, inst) = mine.first()?;
-    let mut after = [0i64; 9];
+    let mut after = [0i64; Stream::ALL.len()];
     for (s, c, x) in &mine {
         if x == inst {
             after[s.index()] = *c;

@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (4, MIGRATION_4),
     (5, MIGRATION_5),
     (6, MIGRATION_6),
+    (7, MIGRATION_7),
 ];
 
 /// The role consumers read with (SELECT only; docs/consuming.md). Created when the migrating
@@ -329,6 +330,36 @@ SELECT market_ticker, ts, ts_ms, received_ms,
        open_interest::numeric / 100    AS open_interest_contracts,
        gatherer_id
 FROM tickers;
+"#;
+
+/// Messages of types this build does not model (a new channel's, a new type on a subscribed
+/// one), kept as sent: `(type, market_ticker, content_hash, occurrence)`, the identity rule of
+/// lifecycle messages (sink/lifecycle.rs) over their own copies table. Small and not
+/// partitioned, like `lifecycle`.
+const MIGRATION_7: &str = r#"
+CREATE TABLE unknown_messages (
+    type          text        NOT NULL,
+    market_ticker text        NOT NULL,
+    content_hash  text        NOT NULL,
+    occurrence    bigint      NOT NULL,
+    channel       text        NOT NULL,
+    body          json        NOT NULL,
+    received_ms   bigint      NOT NULL,
+    gatherer_id   text        NOT NULL,
+    committed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (type, market_ticker, content_hash, occurrence)
+);
+CREATE INDEX unknown_messages_received_brin ON unknown_messages USING brin (received_ms);
+CREATE TABLE unknown_message_copies (
+    gatherer_id   text   NOT NULL,
+    instance_id   text   NOT NULL,
+    type          text   NOT NULL,
+    market_ticker text   NOT NULL,
+    content_hash  text   NOT NULL,
+    received_ms   bigint NOT NULL,
+    occurrence    bigint NOT NULL,
+    PRIMARY KEY (type, market_ticker, content_hash, gatherer_id, instance_id, received_ms)
+);
 "#;
 
 /// `(year, month)` of Unix milliseconds.

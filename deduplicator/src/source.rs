@@ -58,7 +58,7 @@ pub struct SourceConfig {
 /// Where this gatherer's streams are read up to, for which instance.
 struct Position {
     instance: Option<Arc<str>>,
-    after: [i64; 9],
+    after: [i64; Stream::ALL.len()],
 }
 
 pub struct Source {
@@ -99,7 +99,7 @@ impl Source {
         cfg: SourceConfig,
         board: Arc<Board>,
         sinks: Vec<mpsc::Sender<Page>>,
-        stored: Option<(String, [i64; 9])>,
+        stored: Option<(String, [i64; Stream::ALL.len()])>,
     ) -> Result<Arc<Source>, BadEndpoint> {
         let (id, endpoint) = (gatherer.id.clone(), gatherer.endpoint.as_str());
         let bad = |reason: String| BadEndpoint {
@@ -127,7 +127,7 @@ impl Source {
         };
         let (instance, after) = match stored {
             Some((i, a)) => (Some(Arc::from(i.as_str())), a),
-            None => (None, [0; 9]),
+            None => (None, [0; Stream::ALL.len()]),
         };
         Ok(Arc::new(Source {
             idx,
@@ -329,7 +329,7 @@ impl Source {
                         .increment(1);
                     metrics::counter!(m::HEAD_REGRESSIONS, "gatherer" => self.id.clone())
                         .increment(1);
-                    pos.after = [0; 9];
+                    pos.after = [0; Stream::ALL.len()];
                     pos.instance = Some(Arc::from(incarnation.as_str()));
                     for s in &board.streams {
                         s.reset();
@@ -345,7 +345,7 @@ impl Source {
                     "GATHERER INSTANCE CHANGED (replaced instance or empty database): resetting its cursors to 0 and reading it from the start"
                 );
                 metrics::counter!(m::INSTANCE_RESETS, "gatherer" => self.id.clone()).increment(1);
-                pos.after = [0; 9];
+                pos.after = [0; Stream::ALL.len()];
                 pos.instance = Some(Arc::from(status.instance_id.as_str()));
                 for s in &board.streams {
                     s.reset();

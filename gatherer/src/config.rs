@@ -294,6 +294,7 @@ impl Validate for FileConfig {
             (Stream::Events, r.events),
             (Stream::Series, r.series),
             (Stream::Gaps, r.gaps),
+            (Stream::UnknownMessages, r.unknown_messages),
         ] {
             if d.is_zero() {
                 continue;

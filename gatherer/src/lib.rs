@@ -360,6 +360,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         health: health.clone(),
         recent_trades: recent.clone(),
         lifecycle_seen,
+        unknown_seen: connections::unknown::RecentUnknown::default(),
         delta_occ: connections::Occurrences::default(),
         ticker_occ: connections::Occurrences::default(),
         epochs: AtomicI64::new(kalshi_shared::time::now_ms() * 1000),

@@ -7,6 +7,8 @@ pub const WS_MESSAGES: &str = "ws_client_messages_received_total";
 pub const WS_RECONNECTS: &str = "ws_client_reconnects_total";
 pub const WS_ERRORS: &str = "ws_client_errors_total";
 pub const WS_BAD_FRAMES: &str = "ws_client_bad_frames_total";
+pub const WS_UNKNOWN_MESSAGES: &str = "ws_client_unknown_messages_total";
+pub const WS_UNKNOWN_COPIES: &str = "ws_client_unknown_message_copies_total";
 pub const SEQ_GAPS: &str = "conn_manager_sequence_gaps_total";
 pub const RESNAPSHOTS: &str = "conn_manager_resnapshots_total";
 pub const DELTAS_DROPPED: &str = "conn_manager_deltas_dropped_total";
@@ -202,6 +204,14 @@ pub fn describe() {
         "WebSocket errors, by type (connect, disconnect, stall, oversize, protocol, invalid_utf8, parse, server_error, command_timeout)"
     );
     describe_counter!(WS_BAD_FRAMES, "Frames that failed to parse, by frame type");
+    describe_counter!(
+        WS_UNKNOWN_MESSAGES,
+        "Messages of types this build does not model, stored as sent (unknown_messages), by the channel of their sid (none: a sid not subscribed)"
+    );
+    describe_counter!(
+        WS_UNKNOWN_COPIES,
+        "Copies of an unknown message another connection of this gatherer already stored"
+    );
     describe_counter!(
         SEQ_GAPS,
         "Sequence gaps (skip, repeat or decrease) per subscription"

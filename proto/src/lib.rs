@@ -32,10 +32,12 @@ pub enum Stream {
     Events,
     Series,
     Gaps,
+    /// WebSocket messages of types this build does not model, kept as sent.
+    UnknownMessages,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 9] = [
+    pub const ALL: [Stream; 10] = [
         Stream::Trades,
         Stream::OrderbookDeltas,
         Stream::OrderbookSnapshots,
@@ -45,6 +47,7 @@ impl Stream {
         Stream::Events,
         Stream::Series,
         Stream::Gaps,
+        Stream::UnknownMessages,
     ];
 
     /// The table name, also the stream's label in metrics and gap records.
@@ -59,6 +62,7 @@ impl Stream {
             Stream::Events => "events",
             Stream::Series => "series",
             Stream::Gaps => "gaps",
+            Stream::UnknownMessages => "unknown_messages",
         }
     }
 
@@ -77,6 +81,7 @@ impl Stream {
             Stream::Events => gatherer::v1::Stream::Events,
             Stream::Series => gatherer::v1::Stream::Series,
             Stream::Gaps => gatherer::v1::Stream::Gaps,
+            Stream::UnknownMessages => gatherer::v1::Stream::UnknownMessages,
         }
     }
 

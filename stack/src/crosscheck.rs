@@ -229,6 +229,8 @@ pub async fn run(
         held.iter().map(|h| h.tickers.as_slice()).collect();
     let lifecycle: Vec<&[kalshi_testkit::sim::LifecycleKey]> =
         held.iter().map(|h| h.lifecycle.as_slice()).collect();
+    let unknown: Vec<&[(String, String, String)]> =
+        held.iter().map(|h| h.unknown.as_slice()).collect();
     let streams = vec![
         compare(
             "trades",
@@ -256,6 +258,14 @@ pub async fn run(
             "lifecycle",
             &prod.lifecycle,
             &lifecycle,
+            |_| Some(cut_ms),
+            (i64::MIN, cut_ms),
+        ),
+        // Messages of types no one models: as lifecycle messages, judged everywhere.
+        compare(
+            "unknown_messages",
+            &prod.unknown,
+            &unknown,
             |_| Some(cut_ms),
             (i64::MIN, cut_ms),
         ),

@@ -54,6 +54,8 @@ pub struct Held {
     pub unkeyed_deltas: u64,
     pub tickers: Vec<TickerKey>,
     pub lifecycle: Vec<LifecycleKey>,
+    /// Messages of types the system does not model: `(type, market, body as sent)`.
+    pub unknown: Vec<(String, String, String)>,
     pub snapshots: Vec<HeldSnapshot>,
     /// Registry: the latest body per market, event and series ticker.
     pub markets: HashMap<String, Value>,
@@ -156,6 +158,10 @@ impl Held {
                 Err(e) => h.unreadable.push(format!("lifecycle {body}: {e:#}")),
             }
         }
+        h.unknown = sqlx::query_as("SELECT type, market_ticker, body::text FROM unknown_messages")
+            .fetch_all(pool)
+            .await
+            .context("read production unknown messages")?;
         for r in sqlx::query(
             "SELECT market_ticker, gatherer_id, source, received_ms, yes, no, \
              (extract(epoch FROM ts) * 1000)::bigint, last_delta_ts_ms FROM orderbook_snapshots",
@@ -265,6 +271,7 @@ impl Held {
             pb::Stream::Events,
             pb::Stream::Series,
             pb::Stream::Gaps,
+            pb::Stream::UnknownMessages,
         ] {
             let name = stream
                 .as_str_name()
@@ -350,6 +357,7 @@ impl Held {
                     Err(e) => self.unreadable.push(format!("registry {}: {e}", r.cursor)),
                 }
             }
+            Body::Unknown(u) => self.unknown.push((u.r#type, u.market_ticker, u.body_json)),
             Body::Gap(g) => self.gaps.push(DeclaredGap {
                 gatherer: gatherer_id.to_owned(),
                 stream: kalshi_proto::Stream::from_pb(g.stream)

@@ -467,7 +467,10 @@ pub fn assert_readers_read(
     for s in ARCHIVED {
         let want = &prod_rows[s.table()];
         let got = &read[s.table()];
-        assert!(!want.is_empty(), "{}: traffic made rows", s.table());
+        // Messages of unknown types come only when a test makes the exchange send some.
+        if s != deduplicator::records::Stream::UnknownMessages {
+            assert!(!want.is_empty(), "{}: traffic made rows", s.table());
+        }
         assert_eq!(&canonical(&got["duckdb"]), want, "{}: DuckDB", s.table());
         assert_eq!(&canonical(&got["pyarrow"]), want, "{}: pyarrow", s.table());
     }

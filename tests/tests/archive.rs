@@ -468,6 +468,11 @@ async fn a_local_directory_archive_is_read_in_place_verified_and_restored_exactl
     let work = dir("local");
     let root = work.join("archive");
     let file = archive_dir_file(&w, &root, &work.join("spool"));
+    // Five messages of a type no one models, on every connection of every gatherer.
+    kalshi_testkit::sim::SimControl::new(w.sim.control_url())
+        .fault(serde_json::json!({"fault": "malformed", "kind": "unknown_type", "count": 5}))
+        .await
+        .unwrap();
     let (svc, pool, cfg, _) = archive_live_traffic(&w, &file, &work).await;
     stop(svc);
     let before = assert_exact(&w, &pool).await;
@@ -509,6 +514,30 @@ async fn a_local_directory_archive_is_read_in_place_verified_and_restored_exactl
         &["--dir".as_ref(), root.as_os_str(), PREFIX.as_ref()],
     );
     assert_kept_as_sent(&w, &pool, &read).await;
+    // The unknown messages: once each in production, as sent, and in the archive.
+    let unknown: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT type, channel, body::text FROM unknown_messages ORDER BY body::text",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let want: Vec<(String, String, String)> = (0..5)
+        .map(|i| {
+            (
+                "mystery_update".to_owned(),
+                String::new(),
+                format!(r#"{{"n":{i},"nested":{{"a":[1,2,3]}}}}"#),
+            )
+        })
+        .collect();
+    assert_eq!(unknown, want, "every gatherer's copies are one row each");
+    for reader in ["duckdb", "pyarrow"] {
+        assert_eq!(
+            read["unknown_messages"][reader].as_array().unwrap().len(),
+            5,
+            "{reader}"
+        );
+    }
 
     // Wipe production's archived streams and restore them from the directory.
     for s in ARCHIVED {

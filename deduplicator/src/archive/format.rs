@@ -23,19 +23,21 @@ use crate::records::Stream;
 /// Bumped whenever a column, a type or the order changes (it is in every manifest).
 ///
 /// - 1: the first schema.
-/// - 2: `trades` and `tickers` gain `received_ms` (null for rows production took before it
+/// - 2: the `unknown_messages` stream; `trades` and `tickers` gain `received_ms` (null for rows production took before it
 ///   kept one), `tickers` gains its typed columns; ticker and lifecycle `body` is the exchange's
 ///   text as sent. A version only appends columns, so an older file's columns are a prefix of
 ///   the current ones ([`columns_at`]): every file ever written stays readable.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The streams with one file per period, in manifest order.
-pub const ARCHIVED: [Stream; 5] = [
+pub const ARCHIVED: [Stream; 6] = [
     Stream::Trades,
     Stream::OrderbookDeltas,
     Stream::OrderbookSnapshots,
     Stream::Tickers,
     Stream::Lifecycle,
+    // Schema 2.
+    Stream::UnknownMessages,
 ];
 
 /// How a production column is stored.
@@ -145,6 +147,16 @@ pub fn columns(stream: Stream) -> &'static [Col] {
             col!("received_ms", I64),
             col!("gatherer_id", Text),
         ],
+        Stream::UnknownMessages => &[
+            col!("type", Text),
+            col!("market_ticker", Text),
+            col!("content_hash", Text),
+            col!("occurrence", I64),
+            col!("channel", Text),
+            col!("body", Json),
+            col!("received_ms", I64),
+            col!("gatherer_id", Text),
+        ],
         _ => &[],
     }
 }
@@ -156,6 +168,7 @@ pub fn columns_at(stream: Stream, version: u32) -> Option<&'static [Col]> {
     let width = match (version, stream) {
         (1, Stream::Trades) => 12,
         (1, Stream::Tickers) => 8,
+        (1, Stream::UnknownMessages) => return None,
         (1 | SCHEMA_VERSION, _) => all.len(),
         _ => return None,
     };
@@ -165,7 +178,7 @@ pub fn columns_at(stream: Stream, version: u32) -> Option<&'static [Col]> {
 /// The column a period is cut on, as SQL over Unix milliseconds.
 pub fn time_sql(stream: Stream) -> &'static str {
     match stream {
-        Stream::Lifecycle => "received_ms",
+        Stream::Lifecycle | Stream::UnknownMessages => "received_ms",
         _ => "ts",
     }
 }
@@ -184,6 +197,10 @@ pub fn select_sql(stream: Stream) -> String {
         Stream::Lifecycle => (
             "received_ms >= $1 AND received_ms < $2",
             "ticker, received_ms, event_type, content_hash, occurrence",
+        ),
+        Stream::UnknownMessages => (
+            "received_ms >= $1 AND received_ms < $2",
+            "type, market_ticker, received_ms, content_hash, occurrence",
         ),
         Stream::Trades => (
             "ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)",

@@ -112,12 +112,13 @@ struct Barrier {
     heads: Vec<(usize, Stream, i64)>,
 }
 
-const BARRIER_STREAMS: [Stream; 6] = [
+const BARRIER_STREAMS: [Stream; 7] = [
     Stream::Trades,
     Stream::OrderbookDeltas,
     Stream::OrderbookSnapshots,
     Stream::Tickers,
     Stream::Lifecycle,
+    Stream::UnknownMessages,
     Stream::Gaps,
 ];
 

@@ -46,7 +46,11 @@ pub trait ProdTable: Copy {
 
 impl ProdTable for Stream {
     fn copies_direct(self) -> bool {
-        !self.is_registry() && self != Stream::Trades && self != Stream::Lifecycle
+        !self.is_registry()
+            && !matches!(
+                self,
+                Stream::Trades | Stream::Lifecycle | Stream::UnknownMessages
+            )
     }
 
     fn columns(self) -> &'static str {
@@ -73,6 +77,9 @@ impl ProdTable for Stream {
             Stream::Gaps => {
                 "gatherer_id, instance_id, gap_id, stream, market_ticker, from_ms, to_ms, reason, detail"
             }
+            Stream::UnknownMessages => {
+                "type, market_ticker, content_hash, occurrence, channel, body, received_ms, gatherer_id"
+            }
         }
     }
 
@@ -89,6 +96,7 @@ impl ProdTable for Stream {
             Stream::Lifecycle => "ticker, event_type, content_hash, occurrence",
             Stream::Markets | Stream::Events | Stream::Series => "ticker",
             Stream::Gaps => "gatherer_id, instance_id, gap_id",
+            Stream::UnknownMessages => "type, market_ticker, content_hash, occurrence",
         }
     }
 
@@ -214,7 +222,9 @@ pub fn key(stream: Stream, src: &Source<'_>, r: &pb::Record) -> Option<u128> {
         }
         // The copy, not the message: which copies are one message is decided against
         // production (sink/lifecycle.rs); the cache only drops a copy read again.
-        Body::Lifecycle(_) => h.s(src.gatherer_id).s(src.instance_id).i(r.cursor),
+        Body::Lifecycle(_) | Body::Unknown(_) => {
+            h.s(src.gatherer_id).s(src.instance_id).i(r.cursor)
+        }
         Body::Registry(_) => return None,
         Body::Gap(g) => h.s(src.gatherer_id).s(src.instance_id).i(g.id),
     };
@@ -247,6 +257,7 @@ pub fn summary(r: &pb::Record) -> String {
         Some(Body::Lifecycle(l)) => format!("lifecycle {} {}", l.ticker, l.event_type),
         Some(Body::Registry(v)) => format!("{} {} updated_ms={}", v.kind, v.ticker, v.updated_ms),
         Some(Body::Gap(g)) => format!("gap {} {}..{} {}", g.id, g.from_ms, g.to_ms, g.reason),
+        Some(Body::Unknown(u)) => format!("unknown message {} {}", u.r#type, u.market_ticker),
     };
     s.chars().take(300).collect()
 }
@@ -262,6 +273,7 @@ pub fn event_ms(r: &pb::Record) -> Option<i64> {
         Body::Lifecycle(l) => l.origin.as_ref()?.received_ms,
         Body::Registry(v) => v.observed_ms,
         Body::Gap(g) => g.to_ms,
+        Body::Unknown(u) => u.origin.as_ref()?.received_ms,
     };
     (ms > 0).then_some(ms)
 }

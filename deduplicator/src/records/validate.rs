@@ -98,6 +98,13 @@ pub fn validate(stream: Stream, r: &pb::Record) -> Result<(), Invalid> {
             text("kind", &l.kind)?;
             json("body_json", &l.body_json)?;
         }
+        (Stream::UnknownMessages, Body::Unknown(u)) => {
+            nonempty("type", &u.r#type)?;
+            nonempty("content_hash", &u.content_hash)?;
+            text("channel", &u.channel)?;
+            text("market_ticker", &u.market_ticker)?;
+            json("body_json", &u.body_json)?;
+        }
         (Stream::Markets | Stream::Events | Stream::Series, Body::Registry(v)) => {
             nonempty("ticker", &v.ticker)?;
             json("body_json", &v.body_json)?;
@@ -151,5 +158,6 @@ pub(super) fn body_name(b: &pb::record::Body) -> &'static str {
         Body::Lifecycle(_) => "lifecycle",
         Body::Registry(_) => "registry",
         Body::Gap(_) => "gap",
+        Body::Unknown(_) => "unknown message",
     }
 }

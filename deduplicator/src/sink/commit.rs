@@ -289,10 +289,15 @@ impl Sink {
         let fut = async {
             conn.execute("BEGIN").await?;
             let mut inserted = 0;
-            if stream == Stream::Lifecycle {
+            if let Some(table) = match stream {
+                Stream::Lifecycle => Some(&lifecycle::LIFECYCLE),
+                Stream::UnknownMessages => Some(&lifecycle::UNKNOWN),
+                _ => None,
+            } {
                 // Identity against production, not by a gatherer's count (`lifecycle.rs`).
                 inserted = lifecycle::merge(
                     &mut conn,
+                    table,
                     rows,
                     &self.cfg.gatherers,
                     self.cfg.lifecycle_window_ms,
@@ -416,6 +421,9 @@ impl Sink {
             match r.record.body.as_ref() {
                 Some(Body::Lifecycle(l)) => {
                     v.push(floor(l.origin.as_ref().map_or(0, |o| o.received_ms)));
+                }
+                Some(Body::Unknown(u)) => {
+                    v.push(floor(u.origin.as_ref().map_or(0, |o| o.received_ms)));
                 }
                 Some(Body::Gap(g)) => {
                     // Every period the gap overlaps (its manifest lists it), bounded.

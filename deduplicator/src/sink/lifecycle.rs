@@ -1,4 +1,5 @@
-//! Lifecycle identity. A lifecycle message has no id and no exchange time, and a market paused
+//! Lifecycle identity (and that of messages of types this build does not model, which have no
+//! id either: `unknown_messages`, the same rule over their own tables). A lifecycle message has no id and no exchange time, and a market paused
 //! twice publishes two identical messages. A gatherer's count of identical messages starts
 //! again with every new database, so after every gatherer was replaced a new pause would get an
 //! old pause's key and be dropped. The identity is decided here, against production:
@@ -91,50 +92,111 @@ pub(super) fn assign(
     out
 }
 
-/// Merges lifecycle rows in the current transaction; returns the rows inserted.
+/// A table whose rows have no id and take this identity: lifecycle messages, and messages of
+/// types this build does not model (`unknown_messages`), with their copies tables.
+pub(super) struct Table {
+    pub table: &'static str,
+    pub copies: &'static str,
+    /// The columns of `(ticker, event_type)` and of the unkeyed `kind`.
+    pub ticker: &'static str,
+    pub event_type: &'static str,
+    pub kind: &'static str,
+}
+
+pub(super) const LIFECYCLE: Table = Table {
+    table: "lifecycle",
+    copies: "lifecycle_copies",
+    ticker: "ticker",
+    event_type: "event_type",
+    kind: "kind",
+};
+
+pub(super) const UNKNOWN: Table = Table {
+    table: "unknown_messages",
+    copies: "unknown_message_copies",
+    ticker: "market_ticker",
+    event_type: "type",
+    kind: "channel",
+};
+
+/// A message of either table, borrowed from its record.
+struct Msg<'a> {
+    ticker: &'a str,
+    event_type: &'a str,
+    kind: &'a str,
+    body: &'a str,
+    hash: &'a str,
+    received_ms: i64,
+}
+
+fn msg(r: &pb::Record) -> Option<Msg<'_>> {
+    use pb::record::Body;
+    match r.body.as_ref()? {
+        Body::Lifecycle(l) => Some(Msg {
+            ticker: &l.ticker,
+            event_type: &l.event_type,
+            kind: &l.kind,
+            body: &l.body_json,
+            hash: &l.content_hash,
+            received_ms: l.origin.as_ref().map_or(0, |o| o.received_ms),
+        }),
+        Body::Unknown(u) => Some(Msg {
+            ticker: &u.market_ticker,
+            event_type: &u.r#type,
+            kind: &u.channel,
+            body: &u.body_json,
+            hash: &u.content_hash,
+            received_ms: u.origin.as_ref().map_or(0, |o| o.received_ms),
+        }),
+        _ => None,
+    }
+}
+
+/// Merges the rows of `t` in the current transaction; returns the rows inserted.
 pub(super) async fn merge(
     conn: &mut sqlx::PgConnection,
+    t: &Table,
     rows: &[&Row],
     gatherers: &[String],
     window_ms: i64,
 ) -> Result<u64, sqlx::Error> {
-    use pb::record::Body;
     struct In<'a> {
-        l: &'a pb::Lifecycle,
+        l: Msg<'a>,
         gatherer: &'a str,
         instance: &'a str,
     }
     let ins: Vec<In<'_>> = rows
         .iter()
-        .filter_map(|r| match r.record.body.as_ref() {
-            Some(Body::Lifecycle(l)) => Some(In {
-                l,
+        .filter_map(|r| {
+            Some(In {
+                l: msg(&r.record)?,
                 gatherer: gatherers.get(r.gatherer).map_or("", String::as_str),
                 instance: &r.instance,
-            }),
-            _ => None,
+            })
         })
         .collect();
     if ins.is_empty() {
         return Ok(0);
     }
+    let (ticker, event_type) = (t.ticker, t.event_type);
     // Copies merged before (a gatherer read again, a database gone back): skipped.
     let mut cols: [Vec<String>; 5] = Default::default();
     let mut received = Vec::with_capacity(ins.len());
     for x in &ins {
         cols[0].push(x.gatherer.to_owned());
         cols[1].push(base_instance(x.instance).to_owned());
-        cols[2].push(x.l.ticker.clone());
-        cols[3].push(x.l.event_type.clone());
-        cols[4].push(x.l.content_hash.clone());
-        received.push(x.l.origin.as_ref().map_or(0, |o| o.received_ms));
+        cols[2].push(x.l.ticker.to_owned());
+        cols[3].push(x.l.event_type.to_owned());
+        cols[4].push(x.l.hash.to_owned());
+        received.push(x.l.received_ms);
     }
     type CopyKey = (String, String, String, String, String, i64);
-    let merged: HashSet<CopyKey> = sqlx::query(
-        "SELECT gatherer_id, instance_id, ticker, event_type, content_hash, received_ms FROM lifecycle_copies \
-         WHERE (gatherer_id, instance_id, ticker, event_type, content_hash, received_ms) IN \
+    let merged: HashSet<CopyKey> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT gatherer_id, instance_id, {ticker}, {event_type}, content_hash, received_ms FROM {copies} \
+         WHERE (gatherer_id, instance_id, {ticker}, {event_type}, content_hash, received_ms) IN \
            (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]))",
-    )
+        copies = t.copies
+    )))
     .bind(&cols[0])
     .bind(&cols[1])
     .bind(&cols[2])
@@ -161,30 +223,28 @@ pub(super) async fn merge(
             !merged.contains(&(
                 x.gatherer.to_owned(),
                 base_instance(x.instance).to_owned(),
-                x.l.ticker.clone(),
-                x.l.event_type.clone(),
-                x.l.content_hash.clone(),
-                x.l.origin.as_ref().map_or(0, |o| o.received_ms),
+                x.l.ticker.to_owned(),
+                x.l.event_type.to_owned(),
+                x.l.hash.to_owned(),
+                x.l.received_ms,
             ))
         })
         .collect();
     if ins.is_empty() {
         return Ok(0);
     }
+    let content_of = |x: &In<'_>| -> Content {
+        (
+            x.l.ticker.to_owned(),
+            x.l.event_type.to_owned(),
+            x.l.hash.to_owned(),
+        )
+    };
     // The rows of the same contents, locked, and their copies.
-    let mut contents: Vec<Content> = ins
-        .iter()
-        .map(|x| {
-            (
-                x.l.ticker.clone(),
-                x.l.event_type.clone(),
-                x.l.content_hash.clone(),
-            )
-        })
-        .collect();
+    let mut contents: Vec<Content> = ins.iter().map(content_of).collect();
     contents.sort();
     contents.dedup();
-    let (t, e, h): (Vec<&str>, Vec<&str>, Vec<&str>) =
+    let (tk, e, h): (Vec<&str>, Vec<&str>, Vec<&str>) =
         contents
             .iter()
             .fold((vec![], vec![], vec![]), |mut a, (t, e, h)| {
@@ -194,12 +254,13 @@ pub(super) async fn merge(
                 a
             });
     let mut known: HashMap<Content, Vec<Known>> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT ticker, event_type, content_hash, occurrence, received_ms FROM lifecycle \
-         WHERE (ticker, event_type, content_hash) IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])) \
+    for r in sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ticker}, {event_type}, content_hash, occurrence, received_ms FROM {table} \
+         WHERE ({ticker}, {event_type}, content_hash) IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])) \
          FOR UPDATE",
-    )
-    .bind(&t)
+        table = t.table
+    )))
+    .bind(&tk)
     .bind(&e)
     .bind(&h)
     .fetch_all(&mut *conn)
@@ -214,11 +275,12 @@ pub(super) async fn merge(
                 sources: HashSet::new(),
             });
     }
-    for r in sqlx::query(
-        "SELECT ticker, event_type, content_hash, occurrence, gatherer_id FROM lifecycle_copies \
-         WHERE (ticker, event_type, content_hash) IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))",
-    )
-    .bind(&t)
+    for r in sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ticker}, {event_type}, content_hash, occurrence, gatherer_id FROM {copies} \
+         WHERE ({ticker}, {event_type}, content_hash) IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))",
+        copies = t.copies
+    )))
+    .bind(&tk)
     .bind(&e)
     .bind(&h)
     .fetch_all(&mut *conn)
@@ -236,12 +298,8 @@ pub(super) async fn merge(
     let copies: Vec<Copy> = ins
         .iter()
         .map(|x| Copy {
-            content: (
-                x.l.ticker.clone(),
-                x.l.event_type.clone(),
-                x.l.content_hash.clone(),
-            ),
-            received_ms: x.l.origin.as_ref().map_or(0, |o| o.received_ms),
+            content: content_of(x),
+            received_ms: x.l.received_ms,
             source: x.gatherer.to_owned(),
         })
         .collect();
@@ -251,10 +309,10 @@ pub(super) async fn merge(
     let mut links = NewRows::default();
     for ((x, c), (occurrence, is_new)) in ins.iter().zip(&copies).zip(&placed) {
         if *is_new {
-            new.push(x.l, *occurrence, c.received_ms, x.gatherer, x.instance);
+            new.push(&x.l, *occurrence, c.received_ms, x.gatherer, x.instance);
         }
         links.push(
-            x.l,
+            &x.l,
             *occurrence,
             c.received_ms,
             x.gatherer,
@@ -264,12 +322,14 @@ pub(super) async fn merge(
     let inserted = if new.ticker.is_empty() {
         0
     } else {
-        sqlx::query(
-            "INSERT INTO lifecycle (ticker, event_type, content_hash, occurrence, kind, body, received_ms, gatherer_id) \
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} ({ticker}, {event_type}, content_hash, occurrence, {kind}, body, received_ms, gatherer_id) \
              SELECT t, e, h, o, k, b::json, r, g FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[]) \
                AS u(t, e, h, o, k, b, r, g) \
-             ON CONFLICT (ticker, event_type, content_hash, occurrence) DO NOTHING",
-        )
+             ON CONFLICT ({ticker}, {event_type}, content_hash, occurrence) DO NOTHING",
+            table = t.table,
+            kind = t.kind
+        )))
         .bind(&new.ticker)
         .bind(&new.event_type)
         .bind(&new.hash)
@@ -282,11 +342,12 @@ pub(super) async fn merge(
         .await?
         .rows_affected()
     };
-    sqlx::query(
-        "INSERT INTO lifecycle_copies (gatherer_id, instance_id, received_ms, ticker, event_type, content_hash, occurrence) \
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {copies} (gatherer_id, instance_id, received_ms, {ticker}, {event_type}, content_hash, occurrence) \
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
          ON CONFLICT DO NOTHING",
-    )
+        copies = t.copies
+    )))
     .bind(&links.gatherer)
     .bind(&links.instance)
     .bind(&links.received)
@@ -315,18 +376,18 @@ struct NewRows {
 impl NewRows {
     fn push(
         &mut self,
-        l: &pb::Lifecycle,
+        l: &Msg<'_>,
         occurrence: i64,
         received: i64,
         gatherer: &str,
         instance: &str,
     ) {
-        self.ticker.push(l.ticker.clone());
-        self.event_type.push(l.event_type.clone());
-        self.hash.push(l.content_hash.clone());
+        self.ticker.push(l.ticker.to_owned());
+        self.event_type.push(l.event_type.to_owned());
+        self.hash.push(l.hash.to_owned());
         self.occurrence.push(occurrence);
-        self.kind.push(l.kind.clone());
-        self.body.push(l.body_json.clone());
+        self.kind.push(l.kind.to_owned());
+        self.body.push(l.body.to_owned());
         self.received.push(received);
         self.gatherer.push(gatherer.to_owned());
         self.instance.push(instance.to_owned());

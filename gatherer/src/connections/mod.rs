@@ -14,6 +14,7 @@
 mod book;
 mod conn;
 mod open_holes;
+pub mod unknown;
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicI64;
@@ -197,6 +198,8 @@ pub struct Shared {
     pub health: Arc<Health>,
     pub recent_trades: Arc<RecentTrades>,
     pub lifecycle_seen: LifecycleSeen,
+    /// Unknown messages lately received, so one connection's copy is stored once.
+    pub unknown_seen: unknown::RecentUnknown,
     /// Delta occurrences `(side, price, delta)` per market and millisecond, process-wide.
     pub delta_occ: Occurrences<(kalshi_shared::wire::Side, i64, i64)>,
     /// Ticker occurrences by content hash per market and millisecond, process-wide.

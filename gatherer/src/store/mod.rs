@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics as m;
 use rows::{
     DeltaRow, EventVersion, GapRow, LifecycleRow, MarketVersion, SeriesVersion, SnapshotRow,
-    TickerRow, TradeRow,
+    TickerRow, TradeRow, UnknownRow,
 };
 use writer::{Sink, WriterConfig};
 
@@ -75,6 +75,7 @@ pub(crate) fn columns(stream: Stream) -> &'static str {
         Stream::Events => EventVersion::COLUMNS,
         Stream::Series => SeriesVersion::COLUMNS,
         Stream::Gaps => GapRow::COLUMNS,
+        Stream::UnknownMessages => UnknownRow::COLUMNS,
     }
 }
 
@@ -90,6 +91,7 @@ pub struct Sinks {
     pub events: Sink<EventVersion>,
     pub series: Sink<SeriesVersion>,
     pub gaps: Sink<GapRow>,
+    pub unknown: Sink<UnknownRow>,
 }
 
 /// Why a read was refused.
@@ -242,6 +244,7 @@ impl Store {
             markets: start!(MarketVersion, Stream::Markets),
             events: start!(EventVersion, Stream::Events),
             series: start!(SeriesVersion, Stream::Series),
+            unknown: start!(UnknownRow, Stream::UnknownMessages),
             gaps,
         }
     }

@@ -185,6 +185,13 @@ async fn migrate(
                 "store.timescaledb = \"require\" but the timescaledb extension is not installed"
             ),
         };
+        // A database made before this start keeps the storage it was made with.
+        let mut timescale = applied.contains(&1)
+            && sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'storage'")
+                .fetch_optional(&mut *conn)
+                .await?
+                .as_deref()
+                == Some("timescaledb");
         for (version, sql) in schema::MIGRATIONS {
             if applied.contains(version) {
                 continue;
@@ -193,7 +200,20 @@ async fn migrate(
             if *version == 1 && want_timescale {
                 tx.execute("CREATE EXTENSION IF NOT EXISTS timescaledb").await?;
             }
-            sqlx::raw_sql(*sql).execute(&mut *tx).await.with_context(|| format!("apply migration {version}"))?;
+            // Hypertables with compression take a column's new type only decompressed.
+            let sql = match *version {
+                6 if timescale => schema::MIGRATION_6_TIMESCALE,
+                _ => *sql,
+            };
+            sqlx::raw_sql(sql).execute(&mut *tx).await.with_context(|| format!("apply migration {version}"))?;
+            if *version == 7 && timescale {
+                // A stream added later becomes a hypertable like those of migration 1.
+                let s = Stream::UnknownMessages;
+                let days = retention.get(&s).map(|d| (d.as_secs() / 86_400).max(1) as u32);
+                for stmt in schema::timescale_sql(s, days) {
+                    tx.execute(AssertSqlSafe(stmt)).await?;
+                }
+            }
             if *version == 1 && want_timescale {
                 for s in Stream::ALL {
                     let days = retention.get(&s).map(|d| (d.as_secs() / 86_400).max(1) as u32);
@@ -202,6 +222,7 @@ async fn migrate(
                     }
                 }
                 tx.execute("INSERT INTO meta (key, value) VALUES ('storage', 'timescaledb') ON CONFLICT DO NOTHING").await?;
+                timescale = true;
             }
             kalshi_shared::pg::migrate::record(&mut tx, *version, sql).await?;
             tx.commit().await?;

@@ -271,6 +271,45 @@ impl Row for TickerRow {
     }
 }
 
+/// A WebSocket message of a type this build does not model, kept as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownRow {
+    /// The frame's `type`.
+    pub kind: String,
+    /// The channel of the frame's sid, when this gatherer subscribed it.
+    pub channel: String,
+    pub market_ticker: String,
+    /// `msg` as sent, or the whole frame when it has none.
+    pub body: String,
+    pub content_hash: String,
+    pub origin: Origin,
+}
+
+impl Row for UnknownRow {
+    const STREAM: Stream = Stream::UnknownMessages;
+    const COLUMNS: &'static str = "id, ingested_at, type, channel, market_ticker, body, content_hash, received_ms, conn_epoch, sid, seq";
+    const FIELDS: i16 = 11;
+
+    fn time_ms(&self) -> i64 {
+        self.origin.received_ms
+    }
+
+    fn encode(&self, e: &mut CopyEncoder, id: i64, ingested_ms: i64) {
+        e.row()
+            .i64(id)
+            .timestamptz_ms(ingested_ms)
+            .text(&self.kind)
+            .text(&self.channel)
+            .text(&self.market_ticker)
+            .json(&self.body)
+            .text(&self.content_hash)
+            .i64(self.origin.received_ms)
+            .i64(self.origin.conn_epoch)
+            .i64(self.origin.sid as i64)
+            .i64(self.origin.seq as i64);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LifecycleRow {
     /// `market` or `event`.
@@ -426,6 +465,9 @@ pub fn select_list(stream: Stream) -> &'static str {
             "id, ticker, updated_ms, observed_ms, body::text"
         }
         Stream::Gaps => "id, stream, market_ticker, from_ms, to_ms, reason, detail",
+        Stream::UnknownMessages => {
+            "id, type, channel, market_ticker, body::text, content_hash, received_ms, conn_epoch, sid, seq"
+        }
     }
 }
 
@@ -507,6 +549,14 @@ pub fn decode(stream: Stream, row: &PgRow) -> Result<pb::Record, sqlx::Error> {
             observed_ms: row.try_get(3)?,
             body_json: row.try_get(4)?,
         }),
+        Stream::UnknownMessages => Body::Unknown(pb::UnknownMessage {
+            r#type: row.try_get(1)?,
+            channel: row.try_get(2)?,
+            market_ticker: row.try_get(3)?,
+            body_json: row.try_get(4)?,
+            content_hash: row.try_get(5)?,
+            origin: Some(origin(row, 6, true)?),
+        }),
         Stream::Gaps => {
             let name: String = row.try_get(1)?;
             Body::Gap(pb::Gap {
@@ -553,6 +603,7 @@ mod tests {
         assert_eq!(count(SnapshotRow::COLUMNS), SnapshotRow::FIELDS);
         assert_eq!(count(TickerRow::COLUMNS), TickerRow::FIELDS);
         assert_eq!(count(LifecycleRow::COLUMNS), LifecycleRow::FIELDS);
+        assert_eq!(count(UnknownRow::COLUMNS), UnknownRow::FIELDS);
         assert_eq!(count(MarketVersion::COLUMNS), MarketVersion::FIELDS);
         assert_eq!(count(GapRow::COLUMNS), GapRow::FIELDS);
     }

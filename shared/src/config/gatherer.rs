@@ -233,6 +233,8 @@ pub struct RetentionSection {
     pub series: Duration,
     #[serde(with = "duration")]
     pub gaps: Duration,
+    #[serde(with = "duration")]
+    pub unknown_messages: Duration,
 }
 
 pub const DAY: Duration = Duration::from_secs(86_400);
@@ -249,6 +251,7 @@ impl Default for RetentionSection {
             events: Duration::ZERO,
             series: Duration::ZERO,
             gaps: Duration::ZERO,
+            unknown_messages: DAY * 90,
         }
     }
 }

@@ -41,6 +41,7 @@ use crate::registry::Note;
 use crate::store::Stream;
 use crate::store::rows::{
     DeltaRow, GapReason, GapRow, LifecycleRow, Origin, SnapshotRow, Source, TickerRow, TradeRow,
+    UnknownRow,
 };
 use kalshi_shared::identity::{lifecycle_hash, raw_content, ticker_hash};
 use route::{store_snapshot, unstored};

@@ -105,10 +105,7 @@ impl Connection {
                     ticker: e.event_ticker,
                 });
             }
-            FrameBody::Unknown(kind) => {
-                self.bad_frame("unknown_type", &kind);
-                return Ok(());
-            }
+            FrameBody::Unknown(kind) => self.on_unknown(s, kind, sid, text, origin),
         }
         self.last_good_ms = received;
         Ok(())
@@ -307,6 +304,46 @@ impl Connection {
             body,
             content_hash: hash,
             occurrence,
+            origin,
+        });
+    }
+
+    /// A message of a type this build does not model: kept as sent in its own stream, once
+    /// per message however many of this gatherer's connections received it (`unknown.rs`).
+    fn on_unknown(
+        &mut self,
+        s: &Session,
+        kind: String,
+        sid: Option<u64>,
+        text: &str,
+        origin: Origin,
+    ) {
+        let body = ws::raw_msg(text).unwrap_or(text);
+        let Some((body, hash)) = raw_content(body) else {
+            self.bad_frame("unknown_type", &kind);
+            return;
+        };
+        let channel = sid
+            .and_then(|sid| s.sid_channel.get(&sid))
+            .map_or("", |c| c.as_str());
+        if self
+            .shared
+            .unknown_seen
+            .is_copy(&kind, &hash, self.k, origin.received_ms)
+        {
+            metrics::counter!(m::WS_UNKNOWN_COPIES).increment(1);
+            return;
+        }
+        metrics::counter!(m::WS_UNKNOWN_MESSAGES, "channel" => if channel.is_empty() { "none" } else { channel }).increment(1);
+        if let Some(suppressed) = self.limiter.check("unknown_message") {
+            tracing::info!(r#type = %kind, channel, suppressed, "a message of a type this build does not model: kept as sent (unknown_messages)");
+        }
+        self.shared.sinks.unknown.push(UnknownRow {
+            market_ticker: crate::connections::unknown::market_of(&body),
+            kind,
+            channel: channel.to_owned(),
+            body,
+            content_hash: hash,
             origin,
         });
     }
