@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (5, MIGRATION_5),
     (6, MIGRATION_6),
     (7, MIGRATION_7),
+    (8, MIGRATION_8),
 ];
 
 /// The role consumers read with (SELECT only; docs/consuming.md). Created when the migrating
@@ -360,6 +361,29 @@ CREATE TABLE unknown_message_copies (
     occurrence    bigint NOT NULL,
     PRIMARY KEY (type, market_ticker, content_hash, gatherer_id, instance_id, received_ms)
 );
+"#;
+
+/// Every version of every market, event and series the registry saw, so history can be
+/// joined as it was: one row per distinct content of a ticker (markets without their trading
+/// fields, as the gatherers hash them), at the earliest time any gatherer observed it. A
+/// ticker that returns to an earlier content keeps that content's first row (`markets`,
+/// `events` and `series` hold the newest). The latest tables gain the content hash.
+const MIGRATION_8: &str = r#"
+ALTER TABLE markets ADD COLUMN content_hash text;
+ALTER TABLE events ADD COLUMN content_hash text;
+ALTER TABLE series ADD COLUMN content_hash text;
+CREATE TABLE registry_versions (
+    kind         text        NOT NULL,
+    ticker       text        NOT NULL,
+    content_hash text        NOT NULL,
+    updated_ms   bigint      NOT NULL,
+    observed_ms  bigint      NOT NULL,
+    body         jsonb       NOT NULL,
+    gatherer_id  text        NOT NULL,
+    committed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kind, ticker, content_hash)
+);
+CREATE INDEX registry_versions_observed ON registry_versions (kind, ticker, observed_ms);
 "#;
 
 /// `(year, month)` of Unix milliseconds.

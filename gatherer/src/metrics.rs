@@ -71,6 +71,7 @@ pub const TABLES: &[&str] = &[
     "events",
     "series",
     "gaps",
+    "unknown_messages",
 ];
 pub const WS_ERROR_TYPES: &[&str] = &[
     "connect",
@@ -123,6 +124,8 @@ pub fn describe() {
     for t in BAD_FRAME_TYPES {
         metrics::counter!(WS_BAD_FRAMES, "type" => *t).increment(0);
     }
+    metrics::counter!(WS_UNKNOWN_MESSAGES, "channel" => "none").increment(0);
+    metrics::counter!(WS_UNKNOWN_COPIES).increment(0);
     for r in ["ok", "error"] {
         metrics::counter!(CREDENTIAL_RELOADS, "result" => r).increment(0);
     }

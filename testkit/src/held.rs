@@ -61,6 +61,9 @@ pub struct Held {
     pub markets: HashMap<String, Value>,
     pub events: HashMap<String, Value>,
     pub series: HashMap<String, Value>,
+    /// Registry history (production's `registry_versions`): per `(kind, ticker)` every version
+    /// body, oldest observation first. Empty for a gatherer's reading.
+    pub versions: HashMap<(String, String), Vec<Value>>,
     /// Per stream (table name): exchange times before this are no longer held here (its
     /// retention dropped them, or its database was created after them). 0: held since the
     /// start. Only a gatherer's reading has these.
@@ -195,6 +198,18 @@ impl Held {
             {
                 into.insert(r.try_get(0)?, r.try_get(1)?);
             }
+        }
+        for r in sqlx::query(
+            "SELECT kind, ticker, body FROM registry_versions ORDER BY kind, ticker, observed_ms, content_hash",
+        )
+        .fetch_all(pool)
+        .await
+        .context("read production registry_versions")?
+        {
+            h.versions
+                .entry((r.try_get(0)?, r.try_get(1)?))
+                .or_default()
+                .push(r.try_get(2)?);
         }
         for r in sqlx::query(
             "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps",

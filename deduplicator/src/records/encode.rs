@@ -136,6 +136,14 @@ impl Encoder {
             (Stream::Markets | Stream::Events | Stream::Series, Some(Body::Registry(v))) => {
                 c.row().text(&v.ticker).i64(v.updated_ms).i64(v.observed_ms);
                 c.jsonb(&v.body_json).text(src.gatherer_id);
+                // The gatherers' version identity: a market without its trading fields (which
+                // change with every trade), an event or series whole.
+                let hash = if self.stream == Stream::Markets {
+                    kalshi_shared::identity::market_hash(&v.body_json)
+                } else {
+                    kalshi_shared::identity::json_hash(&v.body_json)
+                };
+                c.text(&hash.unwrap_or_default());
             }
             (Stream::Gaps, Some(Body::Gap(g))) => {
                 let stream = Stream::from_pb(g.stream).map_or("unknown", Stream::table);

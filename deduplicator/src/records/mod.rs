@@ -72,7 +72,7 @@ impl ProdTable for Stream {
                 "ticker, event_type, content_hash, occurrence, kind, body, received_ms, gatherer_id"
             }
             Stream::Markets | Stream::Events | Stream::Series => {
-                "ticker, updated_ms, observed_ms, body, gatherer_id"
+                "ticker, updated_ms, observed_ms, body, gatherer_id, content_hash"
             }
             Stream::Gaps => {
                 "gatherer_id, instance_id, gap_id, stream, market_ticker, from_ms, to_ms, reason, detail"
@@ -121,13 +121,29 @@ impl ProdTable for Stream {
             self.conflict_key(),
         );
         if self.is_registry() {
+            // Every version (a distinct content of a ticker) is kept in `registry_versions`,
+            // at the earliest time any gatherer observed it; the table itself holds the newest.
+            let kind = match self {
+                Stream::Markets => "market",
+                Stream::Events => "event",
+                _ => "series",
+            };
             format!(
-                "INSERT INTO {table} ({cols}) \
+                "WITH versions AS ( \
+                   INSERT INTO registry_versions (kind, ticker, content_hash, updated_ms, observed_ms, body, gatherer_id) \
+                   SELECT DISTINCT ON (ticker, content_hash) '{kind}', ticker, content_hash, updated_ms, observed_ms, body, gatherer_id \
+                   FROM {stage} ORDER BY ticker, content_hash, observed_ms, gatherer_id \
+                   ON CONFLICT (kind, ticker, content_hash) DO UPDATE SET \
+                     updated_ms = EXCLUDED.updated_ms, observed_ms = EXCLUDED.observed_ms, \
+                     body = EXCLUDED.body, gatherer_id = EXCLUDED.gatherer_id \
+                   WHERE EXCLUDED.observed_ms < registry_versions.observed_ms) \
+                 INSERT INTO {table} ({cols}) \
                  SELECT DISTINCT ON (ticker) {cols} FROM {stage} \
                  ORDER BY ticker, updated_ms DESC, observed_ms DESC \
                  ON CONFLICT (ticker) DO UPDATE SET \
                    updated_ms = EXCLUDED.updated_ms, observed_ms = EXCLUDED.observed_ms, \
-                   body = EXCLUDED.body, gatherer_id = EXCLUDED.gatherer_id, committed_at = now() \
+                   body = EXCLUDED.body, gatherer_id = EXCLUDED.gatherer_id, \
+                   content_hash = EXCLUDED.content_hash, committed_at = now() \
                  WHERE (EXCLUDED.updated_ms, EXCLUDED.observed_ms) > ({table}.updated_ms, {table}.observed_ms) \
                    AND (EXCLUDED.updated_ms > {table}.updated_ms OR EXCLUDED.body IS DISTINCT FROM {table}.body)"
             )

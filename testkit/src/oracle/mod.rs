@@ -281,8 +281,13 @@ impl Verdict {
                 .registry
                 .iter()
                 .map(|r| {
+                    let history = if r.versions > 0 {
+                        format!(" ({} versions)", r.versions)
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "{} {}/{}",
+                        "{} {}/{}{history}",
                         r.kind,
                         r.compared - r.wrong.min(r.compared),
                         r.compared

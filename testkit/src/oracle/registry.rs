@@ -54,6 +54,8 @@ pub struct RegistryVerdict {
     pub kind: String,
     pub compared: u64,
     pub wrong: u64,
+    /// Versions in the store's history (production's `registry_versions`; 0: it keeps none).
+    pub versions: u64,
 }
 
 /// The first field (in name order) where `held` and `want` differ, ignoring `skip`.
@@ -79,10 +81,15 @@ fn first_difference(held: &Value, want: &Value, skip: &[&str]) -> Option<String>
 /// Compares one kind (`market`, `event`, `series`): every exchange entry that is not MVE must
 /// be held with equal fields; every held one must be the exchange's (and not an MVE market:
 /// the gatherers exclude those; MVE events and series may be held, and are not compared).
+///
+/// Where the store keeps a history (`versions`), every compared entry's newest version must be
+/// the exchange's too, and no two of its versions may be the same content (a version is a
+/// change).
 fn compare(
     kind: &str,
     want: &mut dyn Iterator<Item = (&String, bool, &Value)>,
     held: &HashMap<String, Value>,
+    versions: &HashMap<(String, String), Vec<Value>>,
     skip: &[&str],
     problems: &mut Vec<String>,
 ) -> RegistryVerdict {
@@ -91,6 +98,12 @@ fn compare(
         kind: kind.to_owned(),
         ..RegistryVerdict::default()
     };
+    let history = !versions.is_empty();
+    v.versions = versions
+        .iter()
+        .filter(|((k, _), _)| k == kind)
+        .map(|(_, b)| b.len() as u64)
+        .sum();
     let mut known: HashMap<&str, bool> = HashMap::new();
     let mut say = |p: String| {
         if problems.len() < 60 {
@@ -112,6 +125,28 @@ fn compare(
                 if let Some(d) = first_difference(body, rest, skip) {
                     v.wrong += 1;
                     say(format!("{kind} {ticker}: {d}"));
+                } else if history {
+                    let mine = versions.get(&(kind.to_owned(), ticker.clone()));
+                    match mine.and_then(|m| m.last()) {
+                        None => {
+                            v.wrong += 1;
+                            say(format!("{kind} {ticker} has no version in the history"));
+                        }
+                        Some(newest) => {
+                            if let Some(d) = first_difference(newest, rest, skip) {
+                                v.wrong += 1;
+                                say(format!("{kind} {ticker}: its newest version: {d}"));
+                            }
+                        }
+                    }
+                    let m = mine.map(Vec::as_slice).unwrap_or_default();
+                    if m.iter()
+                        .enumerate()
+                        .any(|(i, a)| m[i + 1..].iter().any(|b| first_difference(a, b, skip).is_none()))
+                    {
+                        v.wrong += 1;
+                        say(format!("{kind} {ticker}: two versions of one content in the history"));
+                    }
                 }
             }
         }
@@ -142,6 +177,7 @@ pub(super) fn check(
             "market",
             &mut truth.markets.iter().map(|(t, m)| (t, m.is_mve, &m.rest)),
             &held.markets,
+            &held.versions,
             QUOTE_FIELDS,
             problems,
         ),
@@ -149,6 +185,7 @@ pub(super) fn check(
             "event",
             &mut truth.events.iter().map(|(t, e)| (t, e.is_mve, &e.rest)),
             &held.events,
+            &held.versions,
             &["markets"],
             problems,
         ),
@@ -156,6 +193,7 @@ pub(super) fn check(
             "series",
             &mut truth.series.iter().map(|(t, s)| (t, s.is_mve, &s.rest)),
             &held.series,
+            &held.versions,
             &[],
             problems,
         ),
