@@ -180,6 +180,11 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
     let event = one("SELECT ticker FROM events ORDER BY ticker LIMIT 1").await;
     let series = one("SELECT ticker FROM series ORDER BY ticker LIMIT 1").await;
     let registry_market = one("SELECT ticker FROM markets ORDER BY ticker LIMIT 1").await;
+    // The market with the longest history (its newest version is what the oracle checks).
+    let versioned = one(
+        "SELECT ticker FROM registry_versions WHERE kind = 'market' GROUP BY ticker ORDER BY count(*) DESC, ticker LIMIT 1",
+    )
+    .await;
     let market_cond = format!("market_ticker = '{market}'");
     let pair_copy = delete_one("orderbook_deltas", &pair_where, "occurrence DESC");
     let delta_altered = alter_one(
@@ -308,6 +313,14 @@ async fn audit_passes_live_and_fails_for_each_injected_loss() {
             format!("DELETE FROM markets WHERE ticker = '{registry_market}'; INSERT INTO markets SELECT * FROM saved; DROP TABLE saved"),
             |v| v.registry.iter().any(|r| r.kind == "market" && r.wrong == 1),
             format!("market {registry_market}: rules_primary"),
+        ),
+        (
+            "a market's newest version deleted from the history",
+            format!("CREATE TEMP TABLE saved AS SELECT * FROM registry_versions WHERE kind = 'market' AND ticker = '{versioned}' ORDER BY observed_ms DESC LIMIT 1; \
+                     DELETE FROM registry_versions WHERE (kind, ticker, content_hash) IN (SELECT kind, ticker, content_hash FROM saved)"),
+            "INSERT INTO registry_versions SELECT * FROM saved; DROP TABLE saved".into(),
+            |v| v.registry.iter().any(|r| r.kind == "market" && r.wrong == 1),
+            format!("market {versioned}"),
         ),
         (
             "an event's title changed",

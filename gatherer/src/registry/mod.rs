@@ -273,7 +273,11 @@ impl Registry {
                 }
                 _ = tokio::time::sleep_until(next_sync) => {
                     match self.sync(&cancel).await {
-                        Ok(()) => next_sync = tokio::time::Instant::now() + self.cfg.reconcile_interval,
+                        Ok(()) => {
+                            // A later failure starts its backoff from the first step again.
+                            backoff.reset();
+                            next_sync = tokio::time::Instant::now() + self.cfg.reconcile_interval;
+                        }
                         Err(RestError::Shutdown) => return,
                         Err(e) => {
                             tracing::warn!(error = %e, "registry reconcile failed, retrying");

@@ -140,12 +140,15 @@ fn compare(
                         }
                     }
                     let m = mine.map(Vec::as_slice).unwrap_or_default();
-                    if m.iter()
-                        .enumerate()
-                        .any(|(i, a)| m[i + 1..].iter().any(|b| first_difference(a, b, skip).is_none()))
-                    {
+                    if m.iter().enumerate().any(|(i, a)| {
+                        m[i + 1..]
+                            .iter()
+                            .any(|b| first_difference(a, b, skip).is_none())
+                    }) {
                         v.wrong += 1;
-                        say(format!("{kind} {ticker}: two versions of one content in the history"));
+                        say(format!(
+                            "{kind} {ticker}: two versions of one content in the history"
+                        ));
                     }
                 }
             }
