@@ -25,6 +25,7 @@ pub mod connections;
 pub mod credentials;
 pub mod health;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod registry;
 pub mod rest;
@@ -381,6 +382,20 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             Ok(())
         });
     }
+    let importer = import::ImportWorker {
+        pool: store.pool().clone(),
+        rest: rest.clone(),
+        trades: sinks.trades.clone(),
+        scope: scope.clone(),
+        page_limit: cfg.backfill.page_limit,
+        retry,
+        poll: Duration::from_secs(1),
+    };
+    let token = intake.token();
+    intake.spawn("import", async move {
+        importer.run(token).await;
+        Ok(())
+    });
     let backfill = backfill::Backfill {
         rest,
         log: backfill::HoleLog::new(store.pool().clone(), cfg.store.op_timeout),

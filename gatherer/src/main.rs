@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: the intake allocates and frees a few small objects per
 /// message across threads, and glibc's malloc/free were about a quarter of the gatherer's CPU
@@ -35,6 +35,37 @@ struct Cli {
     /// to this file (written whole, then renamed): start with port 0 and read the real ports.
     #[arg(long, value_name = "FILE")]
     addr_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import the trades of a past window from Kalshi's REST tiers (/historical/trades before
+    /// the cutoff, /markets/trades after it) through the gatherer running on this
+    /// configuration's database: it records the request there and follows it with a progress
+    /// line. Idempotent with live capture and with itself (each trade is stored once); resumed
+    /// after a crash of either.
+    Import {
+        /// Start: RFC 3339 or Unix milliseconds (inclusive).
+        #[arg(long)]
+        from: String,
+        /// End: RFC 3339 or Unix milliseconds (exclusive).
+        #[arg(long)]
+        to: String,
+        /// Record the request and return without following it.
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    kalshi_shared::time::parse_rfc3339_ms(s)
+        .map_err(|e| format!("{s:?} is neither RFC 3339 nor Unix milliseconds: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -52,6 +83,45 @@ fn main() -> ExitCode {
             cfg.gatherer_id
         );
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Import { from, to, detach }) = &cli.command {
+        let (from, to) = match (parse_time(from), parse_time(to)) {
+            (Ok(a), Ok(b)) if a < b => (a, b),
+            (Ok(_), Ok(_)) => {
+                eprintln!("gatherer import: --from must be before --to");
+                return ExitCode::from(64);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("gatherer import: {e}");
+                return ExitCode::from(64);
+            }
+        };
+        // Trades older than the local retention would expire before production took them.
+        if let Some(keep) = cfg.store.retention.get(&gatherer::store::Stream::Trades) {
+            let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+            let oldest = kalshi_shared::time::now_ms() - keep_ms + 86_400_000;
+            if from < oldest {
+                eprintln!(
+                    "gatherer import: --from is older than this gatherer keeps trades (store.retention.trades = {}d, less a day's margin): import it through a gatherer with a longer retention (or \"0s\", forever)",
+                    keep.as_secs() / 86_400
+                );
+                return ExitCode::from(64);
+            }
+        }
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("gatherer: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let url = cfg.store.database_url.expose().to_owned();
+        return ExitCode::from(
+            runtime.block_on(gatherer::import::request(&url, from, to, *detach)),
+        );
     }
     kalshi_shared::telemetry::init_logging(&cfg.log.level, cfg.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

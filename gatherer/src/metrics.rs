@@ -7,6 +7,9 @@ pub const WS_MESSAGES: &str = "ws_client_messages_received_total";
 pub const WS_RECONNECTS: &str = "ws_client_reconnects_total";
 pub const WS_ERRORS: &str = "ws_client_errors_total";
 pub const WS_BAD_FRAMES: &str = "ws_client_bad_frames_total";
+pub const IMPORT_PAGES: &str = "import_pages_total";
+pub const IMPORT_TRADES: &str = "import_trades_total";
+pub const IMPORT_UNPARSEABLE: &str = "import_unparseable_trades_total";
 pub const WS_UNKNOWN_MESSAGES: &str = "ws_client_unknown_messages_total";
 pub const WS_UNKNOWN_COPIES: &str = "ws_client_unknown_message_copies_total";
 pub const SEQ_GAPS: &str = "conn_manager_sequence_gaps_total";
@@ -210,6 +213,18 @@ pub fn describe() {
     describe_counter!(
         WS_UNKNOWN_MESSAGES,
         "Messages of types this build does not model, stored as sent (unknown_messages), by the channel of their sid (none: a sid not subscribed)"
+    );
+    describe_counter!(
+        IMPORT_PAGES,
+        "History import pages settled (gatherer import)"
+    );
+    describe_counter!(
+        IMPORT_TRADES,
+        "History import trades in the window handed to the writer (duplicates are then skipped by the trades key)"
+    );
+    describe_counter!(
+        IMPORT_UNPARSEABLE,
+        "History import trades that do not parse (skipped and logged)"
     );
     describe_counter!(
         WS_UNKNOWN_COPIES,

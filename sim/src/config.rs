@@ -67,6 +67,16 @@ pub struct Cli {
     #[arg(long)]
     pub future_fields: bool,
 
+    /// Hours of trades before the start, served by REST only: `GET /historical/trades` before
+    /// the cutoff (half-way back, `GET /historical/cutoff`), `GET /markets/trades` from 10 min
+    /// before it on (the tiers overlap). In the truth as `historical_trade` records.
+    #[arg(long, default_value_t = 0)]
+    pub history_hours: u32,
+
+    /// Trades per second of that history.
+    #[arg(long, default_value_t = 2)]
+    pub history_rate: u64,
+
     /// PEM public key (SPKI or PKCS#1; a private key also works) that signs every request.
     #[arg(long, value_name = "PEM")]
     pub public_key: Option<PathBuf>,
@@ -160,6 +170,8 @@ pub struct SimConfig {
     pub lifecycle_every: u64,
     pub legacy_fields: bool,
     pub future_fields: bool,
+    pub history_hours: u32,
+    pub history_rate: u64,
     pub public_key_pem: Option<Vec<u8>>,
     pub key_id: Option<String>,
     pub require_auth: bool,
@@ -195,6 +207,8 @@ impl SimConfig {
             lifecycle_every: 0,
             legacy_fields: false,
             future_fields: false,
+            history_hours: 0,
+            history_rate: 2,
             public_key_pem: None,
             key_id: None,
             require_auth: false,
@@ -280,6 +294,8 @@ impl TryFrom<&Cli> for SimConfig {
             lifecycle_every: cli.lifecycle_every,
             legacy_fields: cli.legacy_fields,
             future_fields: cli.future_fields,
+            history_hours: cli.history_hours,
+            history_rate: cli.history_rate,
             public_key_pem,
             key_id: cli.key_id.clone(),
             require_auth: cli.require_auth,

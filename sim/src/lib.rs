@@ -263,6 +263,8 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<SimHandle> {
             mve_markets: cfg.mve_markets,
             legacy_fields: cfg.legacy_fields,
             future_fields: cfg.future_fields,
+            history_ms: i64::from(cfg.history_hours) * 3_600_000,
+            history_rate: cfg.history_rate,
             lifecycle_every: cfg.lifecycle_every,
             trade_history: cfg.trade_history,
         },

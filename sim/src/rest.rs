@@ -45,6 +45,8 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route(&format!("{p}/series"), get(series_list))
         .route(&format!("{p}/series/{{ticker}}"), get(series))
         .route(&format!("{p}/exchange/status"), get(exchange_status))
+        .route(&format!("{p}/historical/cutoff"), get(historical_cutoff))
+        .route(&format!("{p}/historical/trades"), get(historical_trades))
         .route_layer(middleware::from_fn_with_state(state.clone(), rest_guard))
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -413,13 +415,54 @@ async fn orderbooks(
 }
 
 async fn trades(State(state): State<Arc<SimState>>, RawQuery(raw): RawQuery) -> ApiResult {
+    trades_tier(&state, raw, Tier::Live)
+}
+
+/// `GET /historical/trades`: the tier before the cutoff (`engine/history.rs`).
+async fn historical_trades(
+    State(state): State<Arc<SimState>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    trades_tier(&state, raw, Tier::Historical)
+}
+
+/// `GET /historical/cutoff`: trades (and markets settled) before it are historical.
+async fn historical_cutoff(State(state): State<Arc<SimState>>) -> ApiResult {
+    let cutoff = lock(&state.exchange).history_cutoff_ms();
+    let t = kalshi_shared::time::format_rfc3339_ms(cutoff);
+    Ok(json(&serde_json::json!({
+        "market_settled_ts": t,
+        "trades_created_ts": t,
+        "orders_updated_ts": t,
+    })))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    /// `/markets/trades`: from `HISTORY_OVERLAP_MS` before the cutoff on.
+    Live,
+    /// `/historical/trades`: before the cutoff.
+    Historical,
+}
+
+fn trades_tier(state: &SimState, raw: Option<String>, tier: Tier) -> ApiResult {
     let q = Query::parse(raw);
     let limit = q.limit(100, 1000)?;
-    let before = decode_cursor(&q, 't')?;
-    let min_ms = q.int("min_ts")?.map(|s| s.saturating_mul(1000));
-    let max_ms = q.int("max_ts")?.map(|s| s.saturating_mul(1000));
+    let before = decode_cursor(&q, if tier == Tier::Live { 't' } else { 'h' })?;
+    let mut min_ms = q.int("min_ts")?.map(|s| s.saturating_mul(1000));
+    let mut max_ms = q.int("max_ts")?.map(|s| s.saturating_mul(1000));
     let block = q.bool("is_block_trade")?;
     let ex = lock(&state.exchange);
+    let cutoff = ex.history_cutoff_ms();
+    match tier {
+        Tier::Live => {
+            let floor = cutoff - crate::engine::HISTORY_OVERLAP_MS;
+            min_ms = Some(min_ms.map_or(floor, |m| m.max(floor)));
+        }
+        Tier::Historical => {
+            max_ms = Some(max_ms.map_or(cutoff - 1, |m| m.min(cutoff - 1)));
+        }
+    }
     let market = match q.get("ticker") {
         Some(t) => match ex.market_index(t) {
             Some(i) => Some(i),
@@ -432,9 +475,10 @@ async fn trades(State(state): State<Arc<SimState>>, RawQuery(raw): RawQuery) -> 
     };
     let (trades, next) = ex.trades_page(market, before, min_ms, max_ms, block, limit);
     drop(ex);
+    let kind = if tier == Tier::Live { 't' } else { 'h' };
     Ok(json(&GetTradesResponse {
         trades,
-        cursor: next.map(|n| encode_cursor('t', n)).unwrap_or_default(),
+        cursor: next.map(|n| encode_cursor(kind, n)).unwrap_or_default(),
     }))
 }
 

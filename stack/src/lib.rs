@@ -57,6 +57,9 @@ pub struct Options {
     pub seed: u64,
     pub rate: u64,
     pub lifecycle_every: u64,
+    /// Hours of trades the simulator has from before its start, served by its REST tiers only
+    /// (`kalshi-sim --history-hours`; `kalshi-stack import` brings them in).
+    pub history_hours: u32,
     pub ha: bool,
     /// Keep the data directory (and the clusters' data) after `down`.
     pub keep: bool,
@@ -82,6 +85,7 @@ impl Options {
             seed: 1,
             rate: 200,
             lifecycle_every: 2000,
+            history_hours: 0,
             ha: false,
             keep: false,
             bin_dir,

@@ -44,6 +44,10 @@ struct UpArgs {
     /// Simulator messages per second.
     #[arg(long, default_value_t = 200)]
     rate: u64,
+    /// Hours of trades the simulator has from before its start, in its REST tiers only
+    /// (`kalshi-stack import` brings them in).
+    #[arg(long, default_value_t = 0)]
+    history_hours: u32,
     /// A synchronous streaming standby of production behind a TCP endpoint (`failover`).
     #[arg(long)]
     ha: bool,
@@ -125,6 +129,18 @@ enum Cmd {
     },
     /// Set the simulator's message rate.
     Rate { rate: u64 },
+    /// Import the trades of a past window from the exchange's REST tiers into the stack
+    /// (`gatherer import` on the first gatherer, followed with a progress line; production
+    /// takes them from there). Running it again, or over a window captured live, stores
+    /// nothing twice.
+    Import {
+        /// Start: RFC 3339 or Unix milliseconds (inclusive).
+        #[arg(long)]
+        from: String,
+        /// End: RFC 3339 or Unix milliseconds (exclusive).
+        #[arg(long)]
+        to: String,
+    },
     /// Compare production with the ground truth through the oracle; exit 1 on any silent loss,
     /// duplicate, invented or quarantined record, wrong book or registry entry, or unsubscribed
     /// market; exit 3 (INCONCLUSIVE) when nothing is wrong but an excuse could not be decided
@@ -186,6 +202,7 @@ fn options(data_dir: PathBuf, a: &UpArgs) -> anyhow::Result<Options> {
     o.markets = a.markets;
     o.seed = a.seed;
     o.rate = a.rate;
+    o.history_hours = a.history_hours;
     o.ha = a.ha;
     o.keep = a.keep;
     o.log_level = a.log_level.clone();
@@ -498,6 +515,18 @@ fn main() -> ExitCode {
                 .await
                 .map(|_| true),
             Cmd::Rate { rate } => control(&dir, Action::Rate { rate }).await.map(|_| true),
+            Cmd::Import { from, to } => {
+                let e = endpoints(&dir)?;
+                let g = e.gatherers.first().context("the stack has no gatherer")?;
+                let status =
+                    std::process::Command::new(kalshi_stack::default_bin_dir().join("gatherer"))
+                        .arg("--config")
+                        .arg(dir.join(format!("{}.toml", g.id)))
+                        .args(["import", "--from", &from, "--to", &to])
+                        .status()
+                        .context("run gatherer import")?;
+                Ok(status.success())
+            }
             Cmd::Audit {
                 json: as_json,
                 subscription_latency,

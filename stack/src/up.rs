@@ -168,6 +168,9 @@ impl Setup<'_> {
         );
         // The gatherers' local timings poll REST fast: the simulator's limit is raised to match.
         sim_args.extend(["--rest-rate", "1000", "--rest-burst", "1000"].map(String::from));
+        if opts.history_hours > 0 {
+            sim_args.extend(["--history-hours".to_owned(), opts.history_hours.to_string()]);
+        }
         let truth = dir.join("truth.jsonl");
         spawn_sim(self.bin("kalshi-sim"), dir, "kalshi-sim", sim_args, &truth).await
     }

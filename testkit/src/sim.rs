@@ -83,6 +83,9 @@ pub struct Truth {
     pub trades: Vec<Fact<TradeFact>>,
     pub deltas: Vec<Fact<DeltaKey>>,
     pub tickers: Vec<Fact<TickerKey>>,
+    /// Trades from before the simulator started (`--history-hours`), never published on the
+    /// WebSocket.
+    pub history: Vec<Fact<TradeFact>>,
     pub lifecycle: Vec<Fact<LifecycleKey>>,
     /// Markets created while running: their `created` lifecycle time.
     pub created: HashMap<String, i64>,
@@ -164,8 +167,9 @@ pub fn add_record(truth: &mut Truth, r: &Value) -> anyhow::Result<()> {
     let pos = r["pos"].as_u64().context("truth record without pos")?;
     let ts_ms = r["ts_ms"].as_i64().context("truth record without ts_ms")?;
     let m = &r["msg"];
-    match r["type"].as_str().unwrap_or_default() {
-        "trade" => {
+    let kind = r["type"].as_str().unwrap_or_default();
+    match kind {
+        "trade" | "historical_trade" => {
             let market = text(m, "market_ticker")?;
             let t = TradeFact {
                 trade_id: text(m, "trade_id")?,
@@ -180,7 +184,13 @@ pub fn add_record(truth: &mut Truth, r: &Value) -> anyhow::Result<()> {
                 is_block_trade: m["is_block_trade"].as_bool().unwrap_or(false),
                 ts_ms: m["ts_ms"].as_i64().unwrap_or(ts_ms),
             };
-            truth.trades.push(Fact {
+            // The exchange's past (`--history-hours`): served by REST only, judged by imports.
+            let into = if kind == "trade" {
+                &mut truth.trades
+            } else {
+                &mut truth.history
+            };
+            into.push(Fact {
                 pos,
                 ts_ms: t.ts_ms,
                 market,

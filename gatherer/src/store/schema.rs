@@ -19,7 +19,27 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (5, MIGRATION_5),
     (6, MIGRATION_6),
     (7, MIGRATION_7),
+    (8, MIGRATION_8),
 ];
+
+/// History import requests (`gatherer import`, src/import.rs): the window, where the import
+/// stands (tier and page cursor, stored once a page's trades are settled), and its counts.
+const MIGRATION_8: &str = r#"
+CREATE TABLE imports (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    from_ms      bigint      NOT NULL,
+    to_ms        bigint      NOT NULL CHECK (to_ms > from_ms),
+    state        text        NOT NULL DEFAULT 'pending',
+    tier         text        NOT NULL DEFAULT 'historical',
+    cursor       text        NOT NULL DEFAULT '',
+    pages        bigint      NOT NULL DEFAULT 0,
+    fetched      bigint      NOT NULL DEFAULT 0,
+    stored       bigint      NOT NULL DEFAULT 0,
+    error        text,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+"#;
 
 /// Messages of types this build does not model (a new channel's, a new type on a subscribed
 /// one), kept as sent, in a stream of their own rather than counted and dropped.

@@ -24,9 +24,11 @@ use kalshi_shared::wire::{BookSide, Dollars, LegacyLevel, Level, Side};
 use kalshi_shared::{Price, Quantity};
 
 mod flow;
+mod history;
 mod lifecycle;
 mod views;
 
+pub use history::HISTORY_OVERLAP_MS;
 pub use views::{delta_json_yes_scale, to_json};
 
 use crate::rng::Rng;
@@ -113,6 +115,10 @@ pub struct EngineConfig {
     pub legacy_fields: bool,
     /// Ticker and lifecycle messages carry an unmodelled field (`--future-fields`).
     pub future_fields: bool,
+    /// Trades before the start, served by REST in two tiers (`history.rs`; 0: none).
+    pub history_ms: i64,
+    /// Trades per second of that history.
+    pub history_rate: u64,
     /// Messages between lifecycle steps (0 disables lifecycle churn).
     pub lifecycle_every: u64,
     /// REST trade history kept in memory.
@@ -163,6 +169,8 @@ pub struct Exchange {
     trades: VecDeque<TradeRec>,
     trades_by_market: HashMap<u32, VecDeque<u64>>,
     next_trade_seq: u64,
+    /// Trades before this (Unix ms) are served by `/historical/trades` (`history.rs`).
+    history_cutoff_ms: i64,
     counts: KindCounts,
     last_ticker: HashMap<u32, (i64, Box<str>)>,
     truth: TruthWriter,
@@ -194,6 +202,7 @@ impl Exchange {
             trades: VecDeque::new(),
             trades_by_market: HashMap::new(),
             next_trade_seq: 1,
+            history_cutoff_ms: start_ms,
             counts: KindCounts::default(),
             last_ticker: HashMap::new(),
             truth,
@@ -249,6 +258,12 @@ impl Exchange {
                     }
                 }
             }
+        }
+        if ex.cfg.history_ms > 0 {
+            // Its own random stream: the live exchange of a seed is the same with or without.
+            let mut past = root.fork(3);
+            let (ms, rate) = (ex.cfg.history_ms, ex.cfg.history_rate);
+            ex.make_history(&mut past, start_ms, ms, rate);
         }
         ex
     }

@@ -1,0 +1,357 @@
+//! History import: trades of a past window from Kalshi's two REST tiers, `GET
+//! /historical/trades` (before the cutoff) and `GET /markets/trades` (after it; the tiers
+//! overlap), stored like backfilled trades (`source = rest`), so a trade seen live and imported
+//! is one record: the trades table's `(trade_id, ts)` key here and production's identity
+//! downstream decide it.
+//!
+//! A request is a row of `imports` (`gatherer import` inserts it, see main.rs); this worker,
+//! inside the running gatherer, takes the oldest unfinished one and pages it through the
+//! gatherer's own REST client (its rate limit, retries and response limits), a page at a time.
+//! Each page's cursor is stored only once the page's trades are settled in the database, so a
+//! crash at any point resumes at the page after the last settled one and loses nothing (a
+//! page fetched twice stores nothing twice).
+//!
+//! It must never mark a request done before every page of both tiers is settled, nor store a
+//! trade outside the window or outside the gatherer's scope.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kalshi_shared::retry::{Backoff, BackoffConfig};
+use kalshi_shared::wire::rest::GetTradesResponse;
+use sqlx::Row as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::Scope;
+use crate::rest::{RestClient, RestError, q};
+use crate::store::rows::{Origin, Source, TradeRow};
+use crate::store::writer::Sink;
+
+/// The tiers, oldest first.
+pub const TIERS: [&str; 2] = ["historical", "live"];
+
+fn tier_path(tier: &str) -> &'static str {
+    if tier == "historical" {
+        "/historical/trades"
+    } else {
+        "/markets/trades"
+    }
+}
+
+pub struct ImportWorker {
+    pub pool: sqlx::PgPool,
+    pub rest: Arc<RestClient>,
+    pub trades: Sink<TradeRow>,
+    pub scope: Arc<RwLock<Scope>>,
+    pub page_limit: u32,
+    pub retry: BackoffConfig,
+    /// How often the table is looked at for a new request.
+    pub poll: Duration,
+}
+
+/// An unfinished request, where it stands.
+#[derive(Debug, Clone)]
+struct Request {
+    id: i64,
+    from_ms: i64,
+    to_ms: i64,
+    tier: String,
+    cursor: String,
+}
+
+impl ImportWorker {
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(self.retry);
+        loop {
+            let next = match self.next().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the import requests; will retry");
+                    None
+                }
+            };
+            let Some(req) = next else {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(self.poll) => continue,
+                }
+            };
+            match self.work(req.clone(), &cancel).await {
+                Ok(()) => backoff.reset(),
+                Err(RestError::Shutdown) => return,
+                Err(e) => {
+                    tracing::warn!(id = req.id, error = %e, "history import: a page failed; will retry");
+                    let _ = sqlx::query(
+                        "UPDATE imports SET error = $2, updated_at = now() WHERE id = $1",
+                    )
+                    .bind(req.id)
+                    .bind(e.to_string().chars().take(500).collect::<String>())
+                    .execute(&self.pool)
+                    .await;
+                    if !backoff.sleep(&cancel).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn next(&self) -> Result<Option<Request>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, from_ms, to_ms, tier, cursor FROM imports WHERE state <> 'done' ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Request {
+                id: r.try_get(0)?,
+                from_ms: r.try_get(1)?,
+                to_ms: r.try_get(2)?,
+                tier: r.try_get(3)?,
+                cursor: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Pages the request from where it stands to its end.
+    async fn work(&self, mut req: Request, cancel: &CancellationToken) -> Result<(), RestError> {
+        let db = |e: sqlx::Error| RestError::Transport {
+            endpoint: "imports",
+            message: format!("local database: {e}"),
+        };
+        sqlx::query("UPDATE imports SET state = 'running', updated_at = now() WHERE id = $1")
+            .bind(req.id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        tracing::info!(id = req.id, from_ms = req.from_ms, to_ms = req.to_ms, tier = %req.tier, "history import: working");
+        // Inclusive Unix seconds around [from, to); the trades are then cut exactly.
+        let min_ts = req.from_ms.div_euclid(1000);
+        let max_ts = (req.to_ms + 999).div_euclid(1000);
+        loop {
+            if cancel.is_cancelled() {
+                return Err(RestError::Shutdown);
+            }
+            let url = format!(
+                "{}?limit={}&min_ts={min_ts}&max_ts={max_ts}{}",
+                tier_path(&req.tier),
+                self.page_limit,
+                if req.cursor.is_empty() {
+                    String::new()
+                } else {
+                    format!("&cursor={}", q(&req.cursor))
+                }
+            );
+            let page: GetTradesResponse = match self.rest.get("import", &url).await {
+                Ok(p) => p,
+                // An exchange without a historical tier (or none for this window).
+                Err(RestError::Status { status: 404, .. }) if req.tier == "historical" => {
+                    tracing::info!(
+                        id = req.id,
+                        "history import: no historical tier here; the live tier only"
+                    );
+                    GetTradesResponse::default()
+                }
+                Err(e) => return Err(e),
+            };
+            let received = kalshi_shared::time::now_ms();
+            let (mut offered, mut refused) = (0i64, false);
+            for t in &page.trades {
+                let (Ok(ts), Ok(yes), Ok(no), Ok(count)) = (
+                    t.created_ms(),
+                    t.yes_price_value(),
+                    t.no_price_value(),
+                    t.count_value(),
+                ) else {
+                    tracing::warn!(trade_id = %t.trade_id, market = %t.ticker, "history import: a REST trade does not parse; skipped");
+                    metrics::counter!(crate::metrics::IMPORT_UNPARSEABLE).increment(1);
+                    continue;
+                };
+                let covered = self
+                    .scope
+                    .read()
+                    .map(|s| s.covers(&t.ticker))
+                    .unwrap_or(true);
+                if ts < req.from_ms || ts >= req.to_ms || !covered {
+                    continue;
+                }
+                let accepted = self.trades.push(TradeRow {
+                    trade_id: t.trade_id.clone(),
+                    market_ticker: t.ticker.clone(),
+                    yes_price: yes.raw(),
+                    no_price: no.raw(),
+                    count: count.raw(),
+                    taker_outcome_side: t.taker_outcome(),
+                    taker_book_side: t.taker_book_side,
+                    is_block_trade: t.is_block_trade.unwrap_or(false),
+                    ts_ms: ts,
+                    source: Source::Rest,
+                    origin: Origin {
+                        received_ms: received,
+                        ..Origin::default()
+                    },
+                });
+                if accepted {
+                    offered += 1;
+                } else {
+                    refused = true;
+                }
+            }
+            // The page's trades settled before its cursor moves on.
+            let mark = self.trades.mark();
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(RestError::Shutdown),
+                ok = self.trades.settled(mark) => if !ok {
+                    return Err(RestError::Shutdown);
+                },
+            }
+            if refused {
+                // The writer was full: the page is fetched again (nothing stored twice).
+                return Err(RestError::Transport {
+                    endpoint: "import",
+                    message: "the trade writer is full; the page is fetched again".into(),
+                });
+            }
+            metrics::counter!(crate::metrics::IMPORT_PAGES).increment(1);
+            metrics::counter!(crate::metrics::IMPORT_TRADES).increment(offered as u64);
+            let last = page.cursor.is_empty() || page.cursor == req.cursor;
+            let (tier, cursor, state) = match (last, req.tier.as_str()) {
+                (false, t) => (t.to_owned(), page.cursor.clone(), "running"),
+                (true, "historical") => ("live".to_owned(), String::new(), "running"),
+                (true, _) => (req.tier.clone(), String::new(), "done"),
+            };
+            sqlx::query(
+                "UPDATE imports SET tier = $2, cursor = $3, state = $4, pages = pages + 1, \
+                 fetched = fetched + $5, stored = stored + $6, error = NULL, updated_at = now() WHERE id = $1",
+            )
+            .bind(req.id)
+            .bind(&tier)
+            .bind(&cursor)
+            .bind(state)
+            .bind(page.trades.len() as i64)
+            .bind(offered)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            if state == "done" {
+                tracing::info!(id = req.id, "history import: done");
+                return Ok(());
+            }
+            req.tier = tier;
+            req.cursor = cursor;
+        }
+    }
+}
+
+/// `gatherer import`: records a request in the gatherer's database and, unless `detach`,
+/// follows it to its end with a progress line on stderr. Returns the exit code: 0 done, 1 a
+/// database error, 2 the database has no `imports` table (an older gatherer).
+pub async fn request(database_url: &str, from_ms: i64, to_ms: i64, detach: bool) -> u8 {
+    use std::io::{IsTerminal as _, Write as _};
+    let pool = match sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(database_url)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("gatherer import: cannot connect to store.database_url: {e}");
+            return 1;
+        }
+    };
+    let id: i64 = match sqlx::query_scalar(
+        "INSERT INTO imports (from_ms, to_ms) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_one(&pool)
+    .await
+    {
+        Ok(id) => id,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+            eprintln!(
+                "gatherer import: this database has no imports table: start the upgraded gatherer on it first (it applies the migration)"
+            );
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("gatherer import: cannot record the request: {e}");
+            return 1;
+        }
+    };
+    let (from, to) = (
+        kalshi_shared::time::format_rfc3339_ms(from_ms),
+        kalshi_shared::time::format_rfc3339_ms(to_ms),
+    );
+    println!("import {id}: trades of [{from}, {to}) requested");
+    if detach {
+        return 0;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut last_line = String::new();
+    let mut last_print = std::time::Instant::now();
+    let mut idle_since = std::time::Instant::now();
+    let mut last_pages = -1i64;
+    loop {
+        let row = sqlx::query(
+            "SELECT state, tier, pages, fetched, stored, coalesce(error, '') FROM imports WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await;
+        let r = match row {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("gatherer import: cannot read the progress: {e}");
+                return 1;
+            }
+        };
+        let state: String = r.try_get(0).unwrap_or_default();
+        let tier: String = r.try_get(1).unwrap_or_default();
+        let pages: i64 = r.try_get(2).unwrap_or_default();
+        let fetched: i64 = r.try_get(3).unwrap_or_default();
+        let stored: i64 = r.try_get(4).unwrap_or_default();
+        let error: String = r.try_get(5).unwrap_or_default();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let line = format!(
+            "import {id}: {state:<8} {tier:<10} pages {pages:>6}  trades fetched {fetched:>9}  in the window {stored:>9}  ({:.1} pages/s){}",
+            pages as f64 / secs,
+            if error.is_empty() {
+                String::new()
+            } else {
+                format!("  retrying: {error}")
+            }
+        );
+        if pages != last_pages {
+            last_pages = pages;
+            idle_since = std::time::Instant::now();
+        }
+        if tty {
+            eprint!("\r{line:<150}");
+            let _ = std::io::stderr().flush();
+        } else if line != last_line && last_print.elapsed() >= Duration::from_secs(5) {
+            eprintln!("{line}");
+            last_print = std::time::Instant::now();
+        }
+        last_line = line;
+        if state == "done" {
+            if tty {
+                eprintln!();
+            }
+            println!(
+                "import {id}: done: {pages} pages, {fetched} trades fetched, {stored} in the window stored (each trade once: the trades key skips what is already held)"
+            );
+            return 0;
+        }
+        if idle_since.elapsed() >= Duration::from_secs(60) && state == "pending" {
+            eprintln!(
+                "\ngatherer import: nothing has taken import {id} for a minute: is the gatherer running on this database? (it stays queued; ^C leaves it queued)"
+            );
+            idle_since = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
