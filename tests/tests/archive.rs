@@ -21,6 +21,11 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
     let w = World::start(471, 16, 2).await;
     let work = dir("main");
     let file = archive_file(&w, &moto, &work.join("spool"));
+    // Messages of a type no one models too: every archived stream has rows.
+    kalshi_testkit::sim::SimControl::new(w.sim.control_url())
+        .fault(serde_json::json!({"fault": "malformed", "kind": "unknown_type", "count": 3}))
+        .await
+        .unwrap();
     let (svc, pool, cfg, last) = archive_live_traffic(&w, &file, &work).await;
     let before = assert_exact(&w, &pool).await;
     assert!(before.trades > 200 && before.deltas > 1000, "{before:?}");
