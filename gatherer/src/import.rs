@@ -79,6 +79,20 @@ impl ImportWorker {
             match self.work(req.clone(), &cancel).await {
                 Ok(()) => backoff.reset(),
                 Err(RestError::Shutdown) => return,
+                // The exchange refuses the request itself (a bad window, no permission):
+                // retrying cannot help; the request fails and the next one goes on.
+                Err(e @ RestError::Status { status, .. })
+                    if (400..500).contains(&status) && status != 429 =>
+                {
+                    tracing::error!(id = req.id, error = %e, "history import: the exchange refuses it; failed");
+                    let _ = sqlx::query(
+                        "UPDATE imports SET state = 'failed', error = $2, updated_at = now() WHERE id = $1",
+                    )
+                    .bind(req.id)
+                    .bind(e.to_string().chars().take(500).collect::<String>())
+                    .execute(&self.pool)
+                    .await;
+                }
                 Err(e) => {
                     tracing::warn!(id = req.id, error = %e, "history import: a page failed; will retry");
                     let _ = sqlx::query(
@@ -98,7 +112,7 @@ impl ImportWorker {
 
     async fn next(&self) -> Result<Option<Request>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT id, from_ms, to_ms, tier, cursor FROM imports WHERE state <> 'done' ORDER BY id LIMIT 1",
+            "SELECT id, from_ms, to_ms, tier, cursor FROM imports WHERE state NOT IN ('done', 'failed') ORDER BY id LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -246,7 +260,8 @@ impl ImportWorker {
 
 /// `gatherer import`: records a request in the gatherer's database and, unless `detach`,
 /// follows it to its end with a progress line on stderr. Returns the exit code: 0 done, 1 a
-/// database error, 2 the database has no `imports` table (an older gatherer).
+/// database error or the exchange refused the request (4xx), 2 the database has no `imports`
+/// table (an older gatherer).
 pub async fn request(database_url: &str, from_ms: i64, to_ms: i64, detach: bool) -> u8 {
     use std::io::{IsTerminal as _, Write as _};
     let pool = match sqlx::postgres::PgPoolOptions::new()
@@ -337,6 +352,13 @@ pub async fn request(database_url: &str, from_ms: i64, to_ms: i64, detach: bool)
             last_print = std::time::Instant::now();
         }
         last_line = line;
+        if state == "failed" {
+            if tty {
+                eprintln!();
+            }
+            eprintln!("gatherer import: import {id} failed: {error}");
+            return 1;
+        }
         if state == "done" {
             if tty {
                 eprintln!();

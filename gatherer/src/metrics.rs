@@ -105,6 +105,7 @@ pub const BAD_FRAME_TYPES: &[&str] = &[
     "missing_type",
     "binary",
     "unknown_type",
+    "unknown_oversize",
     "trade",
     "orderbook_snapshot",
     "orderbook_delta",

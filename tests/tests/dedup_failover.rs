@@ -184,7 +184,7 @@ async fn production_down_for_two_minutes_then_back() {
     // The sources and sinks started before the outage and are still running: one source per
     // gatherer, one sink per stream, and the HTTP and metrics servers.
     assert_eq!(l["tasks"]["sources"], 3, "{l}");
-    assert_eq!(l["tasks"]["sinks"], 9, "{l}");
+    assert_eq!(l["tasks"]["sinks"], kalshi_proto::Stream::ALL.len(), "{l}");
     assert_eq!(l["tasks"]["servers"], 2, "{l}");
     w.prod.restart().unwrap();
     let m = finish(&w, d, &w.prod.url(), Duration::from_secs(120)).await;

@@ -389,7 +389,7 @@ async fn the_gatherer_bootstrap_sets_up_postgres_and_the_gatherer_starts_from_wh
     )
     .await
     .unwrap();
-    assert_eq!(heads.len(), 9, "{heads:?}");
+    assert_eq!(heads.len(), kalshi_proto::Stream::ALL.len(), "{heads:?}");
     // It stores into the database the bootstrap made, as the role it made.
     let tables = pg
         .psql(

@@ -11,7 +11,7 @@ use super::*;
 pub struct Invalid(pub String);
 
 pub(super) const MAX_TEXT: usize = 512;
-pub(super) const MAX_JSON: usize = 1 << 20;
+pub(super) const MAX_JSON: usize = kalshi_shared::identity::MAX_RECORD_JSON;
 
 pub(super) fn text(field: &str, v: &str) -> Result<(), Invalid> {
     if v.len() > MAX_TEXT {

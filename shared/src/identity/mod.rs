@@ -50,6 +50,10 @@ pub const MARKET_TRADING_FIELDS: &[&str] = &[
     "no_ask_size_fp",
 ];
 
+/// The largest JSON body one record may carry (bytes): the deduplicator refuses a larger one as
+/// malformed, so a gatherer never stores one.
+pub const MAX_RECORD_JSON: usize = 1 << 20;
+
 /// SHA-256 (hex) of a JSON value in canonical form (sorted keys, exact numbers).
 pub fn content_hash(v: &serde_json::Value) -> String {
     sha256_hex(serde_json::to_string(v).unwrap_or_default().as_bytes())

@@ -319,6 +319,17 @@ impl Connection {
         origin: Origin,
     ) {
         let body = ws::raw_msg(text).unwrap_or(text);
+        if body.len() > kalshi_shared::identity::MAX_RECORD_JSON {
+            // No record may carry more (production refuses it): counted and logged instead.
+            self.bad_frame(
+                "unknown_oversize",
+                &format!(
+                    "a {kind} message of {} bytes, over the record limit",
+                    body.len()
+                ),
+            );
+            return;
+        }
         let Some((body, hash)) = raw_content(body) else {
             self.bad_frame("unknown_type", &kind);
             return;
