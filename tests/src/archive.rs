@@ -93,7 +93,9 @@ pub async fn newest(pool: &PgPool) -> i64 {
            SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM orderbook_deltas UNION ALL
            SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM orderbook_snapshots UNION ALL
            SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM tickers UNION ALL
-           SELECT max(received_ms) FROM lifecycle) x",
+           SELECT max(received_ms) FROM lifecycle UNION ALL
+           SELECT max(received_ms) FROM unknown_messages UNION ALL
+           SELECT max(observed_ms) FROM registry_versions) x",
     )
     .fetch_one(pool)
     .await
@@ -476,6 +478,20 @@ pub fn assert_readers_read(
         assert_eq!(&canonical(&got["duckdb"]), want, "{}: DuckDB", s.table());
         assert_eq!(&canonical(&got["pyarrow"]), want, "{}: pyarrow", s.table());
     }
+    // docs/archive.md's as-of join finds, for every trade, the market as it was then.
+    let trades = prod_rows["trades"].len() as u64;
+    assert_eq!(
+        read["asof"]["trades"].as_u64(),
+        Some(trades),
+        "as-of join: {}",
+        read["asof"]
+    );
+    assert_eq!(
+        read["asof"]["titled"].as_u64(),
+        Some(trades),
+        "as-of join: {}",
+        read["asof"]
+    );
     read
 }
 

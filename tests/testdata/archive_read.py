@@ -89,4 +89,16 @@ for stream, paths in sorted(files.items()):
         "compression": meta.row_group(0).column(0).compression,
         "row_groups": sum(pq.read_metadata(p).num_row_groups for p in paths),
     }
+if "trades" in files and "markets" in files:
+    # docs/archive.md's as-of join: every trade with the market as it was at the trade's time.
+    trades_glob = os.path.join(work, prefix, "stream=trades", "**", "*.parquet")
+    markets_glob = os.path.join(work, prefix, "stream=markets", "**", "*.parquet")
+    n, titled = con.execute(
+        f"""SELECT count(*), count(title) FROM (
+          SELECT json_extract_string(m.body, '$.title') AS title
+          FROM read_parquet('{trades_glob}') t
+          ASOF LEFT JOIN read_parquet('{markets_glob}') m
+            ON m.ticker = t.market_ticker AND m.observed_ms <= epoch_ms(t.ts))"""
+    ).fetchone()
+    result["asof"] = {"trades": n, "titled": titled}
 json.dump(result, sys.stdout)

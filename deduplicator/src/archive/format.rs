@@ -25,12 +25,16 @@ use crate::records::Stream;
 /// - 1: the first schema.
 /// - 2: the `unknown_messages` stream; `trades` and `tickers` gain `received_ms` (null for rows production took before it
 ///   kept one), `tickers` gains its typed columns; ticker and lifecycle `body` is the exchange's
-///   text as sent. A version only appends columns, so an older file's columns are a prefix of
-///   the current ones ([`columns_at`]): every file ever written stays readable.
-pub const SCHEMA_VERSION: u32 = 2;
+///   text as sent.
+/// - 3: `markets`, `events` and `series`: every version of each (production's
+///   `registry_versions`), filed by the period in which a gatherer first observed it.
+///
+/// A version only appends columns or streams, so an older file's columns are a prefix of the
+/// current ones ([`columns_at`]): every file ever written stays readable.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The streams with one file per period, in manifest order.
-pub const ARCHIVED: [Stream; 6] = [
+pub const ARCHIVED: [Stream; 9] = [
     Stream::Trades,
     Stream::OrderbookDeltas,
     Stream::OrderbookSnapshots,
@@ -38,13 +42,20 @@ pub const ARCHIVED: [Stream; 6] = [
     Stream::Lifecycle,
     // Schema 2.
     Stream::UnknownMessages,
+    // Schema 3: the registry's versions.
+    Stream::Markets,
+    Stream::Events,
+    Stream::Series,
 ];
 
 /// How a production column is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Text,
+    /// `json` in production: the text as stored, byte for byte.
     Json,
+    /// `jsonb` in production (annotated JSON in Parquet like [`Kind::Json`]).
+    Jsonb,
     /// timestamptz as UTC milliseconds (TIMESTAMP(MILLIS, UTC)).
     TsMs,
     I64,
@@ -157,7 +168,27 @@ pub fn columns(stream: Stream) -> &'static [Col] {
             col!("received_ms", I64),
             col!("gatherer_id", Text),
         ],
-        _ => &[],
+        // Production's registry columns (`ProdTable::columns`), read from `registry_versions`
+        // (one row per version; `observed_ms` is when a gatherer first saw it).
+        Stream::Markets | Stream::Events | Stream::Series => &[
+            col!("ticker", Text),
+            col!("updated_ms", I64),
+            col!("observed_ms", I64),
+            col!("body", Jsonb),
+            col!("gatherer_id", Text),
+            col!("content_hash", Text),
+        ],
+        Stream::Gaps => &[],
+    }
+}
+
+/// The `registry_versions.kind` of a registry stream.
+pub fn registry_kind(stream: Stream) -> Option<&'static str> {
+    match stream {
+        Stream::Markets => Some("market"),
+        Stream::Events => Some("event"),
+        Stream::Series => Some("series"),
+        _ => None,
     }
 }
 
@@ -169,7 +200,8 @@ pub fn columns_at(stream: Stream, version: u32) -> Option<&'static [Col]> {
         (1, Stream::Trades) => 12,
         (1, Stream::Tickers) => 8,
         (1, Stream::UnknownMessages) => return None,
-        (1 | SCHEMA_VERSION, _) => all.len(),
+        (1 | 2, Stream::Markets | Stream::Events | Stream::Series) => return None,
+        (1..=SCHEMA_VERSION, _) => all.len(),
         _ => return None,
     };
     all.get(..width)
@@ -179,6 +211,7 @@ pub fn columns_at(stream: Stream, version: u32) -> Option<&'static [Col]> {
 pub fn time_sql(stream: Stream) -> &'static str {
     match stream {
         Stream::Lifecycle | Stream::UnknownMessages => "received_ms",
+        Stream::Markets | Stream::Events | Stream::Series => "observed_ms",
         _ => "ts",
     }
 }
@@ -189,10 +222,17 @@ pub fn select_sql(stream: Stream) -> String {
         .iter()
         .map(|c| match c.kind {
             TsMs => format!("(extract(epoch FROM {0}) * 1000)::bigint AS {0}", c.name),
-            Json | Levels => format!("{0}::text AS {0}", c.name),
+            Json | Jsonb | Levels => format!("{0}::text AS {0}", c.name),
             _ => c.name.to_owned(),
         })
         .collect();
+    if let Some(kind) = registry_kind(stream) {
+        return format!(
+            "SELECT {} FROM registry_versions WHERE kind = '{kind}' \
+             AND observed_ms >= $1 AND observed_ms < $2 ORDER BY ticker, observed_ms, content_hash",
+            cols.join(", ")
+        );
+    }
     let (range, order) = match stream {
         Stream::Lifecycle => (
             "received_ms >= $1 AND received_ms < $2",
@@ -246,7 +286,7 @@ pub fn from_pg(stream: Stream, r: &sqlx::postgres::PgRow) -> Result<Row, String>
     for (i, col) in columns(stream).iter().enumerate() {
         let e = |e: sqlx::Error| format!("{}.{}: {e}", stream.table(), col.name);
         out.push(match col.kind {
-            Text | Json => Value::Text(r.try_get(i).map_err(e)?),
+            Text | Json | Jsonb => Value::Text(r.try_get(i).map_err(e)?),
             TsMs | I64 => Value::I64(r.try_get(i).map_err(e)?),
             I16 => Value::I16(r.try_get(i).map_err(e)?),
             Bool => Value::Bool(r.try_get(i).map_err(e)?),
@@ -290,7 +330,7 @@ pub fn schema_of(stream: Stream, cols: &[Col]) -> Result<Arc<Type>, parquet::err
         let n = col.name;
         s.push_str(&match col.kind {
             Text => format!("  required binary {n} (STRING);\n"),
-            Json => format!("  required binary {n} (JSON);\n"),
+            Json | Jsonb => format!("  required binary {n} (JSON);\n"),
             TsMs => format!("  required int64 {n} (TIMESTAMP(MILLIS,true));\n"),
             I64 => format!("  required int64 {n};\n"),
             I16 => format!("  required int32 {n} (INTEGER(16,true));\n"),
@@ -373,6 +413,7 @@ pub fn encode_copy(stream: Stream, row: &Row, c: &mut kalshi_shared::pg::CopyEnc
         match (col.kind, v) {
             // `json`: the text as archived, which is the text as sent.
             (Json, Value::Text(s)) => c.json(s),
+            (Jsonb, Value::Text(s)) => c.jsonb(s),
             (Text, Value::Text(s)) => c.text(s),
             (TsMs, Value::I64(x)) => c.timestamptz_ms(*x),
             (I64 | OptI64, Value::I64(x)) => c.i64(*x),

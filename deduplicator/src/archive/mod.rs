@@ -112,23 +112,14 @@ struct Barrier {
     heads: Vec<(usize, Stream, i64)>,
 }
 
-const BARRIER_STREAMS: [Stream; 7] = [
-    Stream::Trades,
-    Stream::OrderbookDeltas,
-    Stream::OrderbookSnapshots,
-    Stream::Tickers,
-    Stream::Lifecycle,
-    Stream::UnknownMessages,
-    Stream::Gaps,
-];
-
 fn take_barrier(board: &Board) -> Barrier {
     let mut heads = Vec::new();
     for (i, g) in board.gatherers.iter().enumerate() {
         if g.health() != Health::Connected {
             continue;
         }
-        for s in BARRIER_STREAMS {
+        // Every stream, the registry's too: its versions are archived by when first observed.
+        for s in Stream::ALL {
             heads.push((
                 i,
                 s,
@@ -370,7 +361,9 @@ impl Archiver {
              SELECT (extract(epoch FROM min(ts)) * 1000)::bigint FROM orderbook_deltas UNION ALL \
              SELECT (extract(epoch FROM min(ts)) * 1000)::bigint FROM orderbook_snapshots UNION ALL \
              SELECT (extract(epoch FROM min(ts)) * 1000)::bigint FROM tickers UNION ALL \
-             SELECT min(received_ms) FROM lifecycle) x";
+             SELECT min(received_ms) FROM lifecycle UNION ALL \
+             SELECT min(received_ms) FROM unknown_messages UNION ALL \
+             SELECT min(observed_ms) FROM registry_versions) x";
         Ok(sqlx::query_scalar(sql).fetch_one(&self.prod.pool()).await?)
     }
 

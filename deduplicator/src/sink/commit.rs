@@ -286,6 +286,7 @@ impl Sink {
         let op_timeout = self.prod.op_timeout();
         let stream = self.stream;
         let pause = self.cfg.pause_before_commit;
+        let period = self.cfg.archive_period_ms.filter(|p| *p > 0);
         let fut = async {
             conn.execute("BEGIN").await?;
             let mut inserted = 0;
@@ -313,6 +314,9 @@ impl Sink {
                     conn.execute(sqlx::AssertSqlSafe(stream.create_stage_sql()))
                         .await?;
                     copy_binary(&mut conn, &stream.stage(), stream, payload).await?;
+                    if let Some(period) = period.filter(|_| stream.is_registry()) {
+                        touch_moved_versions(&mut conn, stream, period).await?;
+                    }
                     inserted = conn
                         .execute(sqlx::AssertSqlSafe(stream.merge_sql()))
                         .await?
@@ -425,6 +429,8 @@ impl Sink {
                 Some(Body::Unknown(u)) => {
                     v.push(floor(u.origin.as_ref().map_or(0, |o| o.received_ms)));
                 }
+                // A version is filed by when it was first observed.
+                Some(Body::Registry(r)) => v.push(floor(r.observed_ms)),
                 Some(Body::Gap(g)) => {
                     // Every period the gap overlaps (its manifest lists it), bounded.
                     let b = floor(g.to_ms.max(g.from_ms));
@@ -508,6 +514,31 @@ impl DirectCopy {
     pub(super) fn succeeded(&mut self) {
         self.after_conflict = MERGES_AFTER_CONFLICT.0;
     }
+}
+
+/// A version seen earlier than production's record of it moves to the earlier period (the
+/// merge keeps the first observation): the period it leaves is touched too, in the same
+/// transaction, so the archive rebuilds both. Runs after the batch is staged, before the merge.
+async fn touch_moved_versions(
+    conn: &mut sqlx::PgConnection,
+    stream: Stream,
+    period: i64,
+) -> Result<(), sqlx::Error> {
+    let kind = crate::archive::format::registry_kind(stream).unwrap_or("market");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO archive_touch (period_start_ms, stream, touches) \
+         SELECT DISTINCT (v.observed_ms / $1) * $1, $2, 1 FROM registry_versions v \
+         JOIN {} s ON v.kind = $3 AND v.ticker = s.ticker AND v.content_hash = s.content_hash \
+         WHERE s.observed_ms < v.observed_ms AND v.observed_ms >= 0 \
+         ON CONFLICT (period_start_ms, stream) DO UPDATE SET touches = archive_touch.touches + 1",
+        stream.stage()
+    )))
+    .bind(period)
+    .bind(stream.table())
+    .bind(kind)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// A gap touches at most this many archive periods, the last ones it covers (an open-ended or
