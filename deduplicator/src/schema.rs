@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (6, MIGRATION_6),
     (7, MIGRATION_7),
     (8, MIGRATION_8),
+    (9, MIGRATION_9),
 ];
 
 /// The role consumers read with (SELECT only; docs/consuming.md). Created when the migrating
@@ -384,6 +385,27 @@ CREATE TABLE registry_versions (
     PRIMARY KEY (kind, ticker, content_hash)
 );
 CREATE INDEX registry_versions_observed ON registry_versions (kind, ticker, observed_ms);
+"#;
+
+/// The exchange's status and schedule: `exchange` holds the newest of each (`ticker`
+/// `status`, `schedule`), `exchange_versions` every change, at the earliest time any gatherer
+/// observed it. Unlike the registry's history a content that comes back (trading active again
+/// after a halt) is a new row: `occurrence` counts its earlier returns, as the gatherers do.
+const MIGRATION_9: &str = r#"
+CREATE TABLE exchange (LIKE markets INCLUDING ALL);
+ALTER TABLE exchange ADD COLUMN occurrence integer NOT NULL DEFAULT 0;
+CREATE TABLE exchange_versions (
+    ticker       text        NOT NULL,
+    content_hash text        NOT NULL,
+    occurrence   integer     NOT NULL,
+    updated_ms   bigint      NOT NULL,
+    observed_ms  bigint      NOT NULL,
+    body         jsonb       NOT NULL,
+    gatherer_id  text        NOT NULL,
+    committed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (ticker, content_hash, occurrence)
+);
+CREATE INDEX exchange_versions_observed ON exchange_versions (ticker, observed_ms);
 "#;
 
 /// `(year, month)` of Unix milliseconds.

@@ -237,6 +237,23 @@ impl Validate for FileConfig {
         positive("registry.reconcile_interval", registry.reconcile_interval)?;
         in_range("registry.page_limit", registry.page_limit, 1, 1000)?;
         in_range("registry.max_markets", registry.max_markets, 1, 1_000_000)?;
+        for (key, d) in [
+            (
+                "registry.exchange_status_interval",
+                registry.exchange_status_interval,
+            ),
+            (
+                "registry.exchange_schedule_interval",
+                registry.exchange_schedule_interval,
+            ),
+        ] {
+            if !d.is_zero() && !(Duration::from_millis(100)..=DAY).contains(&d) {
+                return Err(ConfigError::key(
+                    key,
+                    "must be between 100ms and 1d, or 0s to never poll",
+                ));
+            }
+        }
         in_range("ws.connections", ws.connections, 1, 256)?;
         positive("ws.ping_interval", ws.ping_interval)?;
         positive("ws.silence_timeout", ws.silence_timeout)?;
@@ -295,6 +312,7 @@ impl Validate for FileConfig {
             (Stream::Series, r.series),
             (Stream::Gaps, r.gaps),
             (Stream::UnknownMessages, r.unknown_messages),
+            (Stream::Exchange, r.exchange),
         ] {
             if d.is_zero() {
                 continue;

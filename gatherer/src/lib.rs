@@ -3,7 +3,7 @@
 //!
 //! Tasks, all under one shutdown order:
 //! - [`registry`]: series, events and markets from REST and lifecycle; decides what to
-//!   subscribe.
+//!   subscribe; [`exchange`]: the exchange's status (halts) and schedule, polled.
 //! - [`connections`]: the WebSocket connections, seq checking, books, gaps.
 //! - [`backfill`]: REST trade backfill over holes; polling fallback.
 //! - [`store`]: one writer per table, cursor reads, partitions and retention.
@@ -23,6 +23,7 @@ pub mod backfill;
 pub mod config;
 pub mod connections;
 pub mod credentials;
+pub mod exchange;
 pub mod health;
 pub mod http;
 pub mod import;
@@ -163,6 +164,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         store.latest_registry_hashes(store::Stream::Events).await?,
         store.latest_registry_hashes(store::Stream::Series).await?,
     ];
+    let exchange_hashes = store
+        .latest_registry_hashes(store::Stream::Exchange)
+        .await?;
+    let exchange_occurrences = store
+        .exchange_occurrences()
+        .await
+        .context("read the stored exchange versions")?;
     let known_before: std::collections::HashSet<String> =
         registry_hashes[0].keys().cloned().collect();
     let open_holes = Arc::new(connections::OpenHoles::with_inherited(
@@ -333,6 +341,26 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     let token = intake.token();
     intake.spawn("registry", async move {
         registry.run(token).await;
+        Ok(())
+    });
+    let watcher = exchange::ExchangeWatcher::new(
+        rest.clone(),
+        (
+            sinks.exchange.clone(),
+            sinks.gaps.clone(),
+            open_holes.clone(),
+        ),
+        exchange::WatcherConfig {
+            status_every: cfg.registry.exchange_status_interval,
+            schedule_every: cfg.registry.exchange_schedule_interval,
+            down_since_ms: alive_until,
+        },
+        exchange_hashes,
+        exchange_occurrences,
+    );
+    let token = intake.token();
+    intake.spawn("exchange", async move {
+        watcher.run(token).await;
         Ok(())
     });
 

@@ -32,6 +32,9 @@ pub const ACTIVE_MARKETS: &str = "market_registry_active_markets";
 pub const REST_ERRORS: &str = "market_registry_rest_errors_total";
 pub const REST_REQUESTS: &str = "market_registry_rest_requests_total";
 pub const REGISTRY_VERSIONS: &str = "market_registry_versions_total";
+pub const EXCHANGE_POLLS: &str = "exchange_polls_total";
+pub const EXCHANGE_ACTIVE: &str = "exchange_active";
+pub const EXCHANGE_TRADING_ACTIVE: &str = "exchange_trading_active";
 pub const REGISTRY_UNPARSEABLE: &str = "market_registry_unparseable_total";
 pub const OCCURRENCE_BEYOND_HORIZON: &str =
     kalshi_shared::identity::occurrence::BEYOND_HORIZON_METRIC;
@@ -285,6 +288,18 @@ pub fn describe() {
     );
     describe_counter!(REST_REQUESTS, "REST requests by endpoint and status class");
     describe_counter!(REGISTRY_VERSIONS, "Registry versions stored, by kind");
+    describe_counter!(
+        EXCHANGE_POLLS,
+        "Polls of /exchange/status and /exchange/schedule, by object and outcome (changed: a new version stored)"
+    );
+    describe_gauge!(
+        EXCHANGE_ACTIVE,
+        "1 while the exchange's last polled status says the exchange is active, 0 when not"
+    );
+    describe_gauge!(
+        EXCHANGE_TRADING_ACTIVE,
+        "1 while the exchange's last polled status says trading is active, 0 during a halt"
+    );
     describe_counter!(
         TICKERS_WITHOUT_BOOK,
         "Tickers dropped because their market is not subscribed on the connection that received them"

@@ -201,6 +201,26 @@ impl RestClient {
         endpoint: &'static str,
         path_and_query: &str,
     ) -> Result<Vec<u8>, RestError> {
+        let (status, body) = self.get_any_status(endpoint, path_and_query).await?;
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(RestError::Status {
+                endpoint,
+                status,
+                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            })
+        }
+    }
+
+    /// One GET, rate-limited and signed, with its status and whole body whatever the status
+    /// (bounded by `max_body_bytes`): for endpoints whose error replies carry a meaningful
+    /// body (`/exchange/status` answers 503 with the status during maintenance). Not retried.
+    pub async fn get_any_status(
+        &self,
+        endpoint: &'static str,
+        path_and_query: &str,
+    ) -> Result<(u16, Vec<u8>), RestError> {
         self.acquire().await?;
         let path = format!("{}{}", self.prefix, path_and_query);
         let mut req = self.http.get(format!("{}{}", self.origin, path));
@@ -254,15 +274,7 @@ impl RestClient {
             }
             body.extend_from_slice(&chunk);
         }
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            Err(RestError::Status {
-                endpoint,
-                status,
-                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
-            })
-        }
+        Ok((status, body))
     }
 }
 

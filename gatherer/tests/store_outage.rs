@@ -36,12 +36,13 @@ async fn a_database_restart_within_the_buffer_loses_nothing() {
     assert_eq!((ready, r["db"].as_str()), (503, Some("unavailable")), "{r}");
     let (live, l) = rig.health_at("/health/live").await;
     assert_eq!((live, l["status"].as_str()), (200, Some("alive")), "{l}");
-    // Every group runs its tasks: 3 connections + registry, history import, backfill,
-    // maintenance, lock, credential reload, ping; 9 record writers and the open-holes recorder;
+    // Every group runs its tasks: 3 connections + registry, exchange watcher, history import,
+    // backfill, maintenance, lock, credential reload, ping; 10 record writers and the
+    // open-holes recorder;
     // the gaps writer; gRPC (plaintext here: no TLS accept loop), HTTP and metrics servers.
     assert_eq!(
         l["tasks"],
-        serde_json::json!({"intake": 10, "writers": 10, "gaps_writer": 1, "servers": 3}),
+        serde_json::json!({"intake": 11, "writers": 11, "gaps_writer": 1, "servers": 3}),
         "{l}"
     );
     tokio::task::block_in_place(|| rig.pg.restart()).unwrap();

@@ -34,10 +34,12 @@ pub enum Stream {
     Gaps,
     /// WebSocket messages of types this build does not model, kept as sent.
     UnknownMessages,
+    /// The exchange's status and schedule: versions of two objects (`status`, `schedule`).
+    Exchange,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 10] = [
+    pub const ALL: [Stream; 11] = [
         Stream::Trades,
         Stream::OrderbookDeltas,
         Stream::OrderbookSnapshots,
@@ -48,6 +50,7 @@ impl Stream {
         Stream::Series,
         Stream::Gaps,
         Stream::UnknownMessages,
+        Stream::Exchange,
     ];
 
     /// The table name, also the stream's label in metrics and gap records.
@@ -63,6 +66,7 @@ impl Stream {
             Stream::Series => "series",
             Stream::Gaps => "gaps",
             Stream::UnknownMessages => "unknown_messages",
+            Stream::Exchange => "exchange",
         }
     }
 
@@ -82,6 +86,7 @@ impl Stream {
             Stream::Series => gatherer::v1::Stream::Series,
             Stream::Gaps => gatherer::v1::Stream::Gaps,
             Stream::UnknownMessages => gatherer::v1::Stream::UnknownMessages,
+            Stream::Exchange => gatherer::v1::Stream::Exchange,
         }
     }
 
@@ -94,8 +99,24 @@ impl Stream {
         self as usize
     }
 
-    /// Markets, events and series: versions of one object per ticker, the newest wins.
+    /// Markets, events, series and the exchange: versions of one object per ticker, the
+    /// newest wins.
     pub fn is_registry(self) -> bool {
-        matches!(self, Stream::Markets | Stream::Events | Stream::Series)
+        matches!(
+            self,
+            Stream::Markets | Stream::Events | Stream::Series | Stream::Exchange
+        )
+    }
+
+    /// The registry kind of a registry stream (`registry_versions.kind`,
+    /// `RegistryVersion.kind`).
+    pub fn registry_kind(self) -> Option<&'static str> {
+        match self {
+            Stream::Markets => Some("market"),
+            Stream::Events => Some("event"),
+            Stream::Series => Some("series"),
+            Stream::Exchange => Some("exchange"),
+            _ => None,
+        }
     }
 }

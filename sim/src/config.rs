@@ -77,6 +77,17 @@ pub struct Cli {
     #[arg(long, default_value_t = 2)]
     pub history_rate: u64,
 
+    /// Seconds between trading halts (0: none). A halt sets `/exchange/status`'s
+    /// `trading_active` to false for `--halt-secs`; `/exchange/schedule` lists the next one as
+    /// a maintenance window. Both are in the truth (`exchange_status`, `exchange_schedule`).
+    /// The order flow goes on: a halt is the exchange's announcement only.
+    #[arg(long, default_value_t = 0)]
+    pub halt_every_secs: u64,
+
+    /// How long each halt lasts.
+    #[arg(long, default_value_t = 5)]
+    pub halt_secs: u64,
+
     /// PEM public key (SPKI or PKCS#1; a private key also works) that signs every request.
     #[arg(long, value_name = "PEM")]
     pub public_key: Option<PathBuf>,
@@ -172,6 +183,8 @@ pub struct SimConfig {
     pub future_fields: bool,
     pub history_hours: u32,
     pub history_rate: u64,
+    pub halt_every_secs: u64,
+    pub halt_secs: u64,
     pub public_key_pem: Option<Vec<u8>>,
     pub key_id: Option<String>,
     pub require_auth: bool,
@@ -209,6 +222,8 @@ impl SimConfig {
             future_fields: false,
             history_hours: 0,
             history_rate: 2,
+            halt_every_secs: 0,
+            halt_secs: 5,
             public_key_pem: None,
             key_id: None,
             require_auth: false,
@@ -296,6 +311,8 @@ impl TryFrom<&Cli> for SimConfig {
             future_fields: cli.future_fields,
             history_hours: cli.history_hours,
             history_rate: cli.history_rate,
+            halt_every_secs: cli.halt_every_secs,
+            halt_secs: cli.halt_secs,
             public_key_pem,
             key_id: cli.key_id.clone(),
             require_auth: cli.require_auth,

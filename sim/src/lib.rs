@@ -265,6 +265,8 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<SimHandle> {
             future_fields: cfg.future_fields,
             history_ms: i64::from(cfg.history_hours) * 3_600_000,
             history_rate: cfg.history_rate,
+            halt_every_ms: (cfg.halt_every_secs as i64).saturating_mul(1000),
+            halt_ms: (cfg.halt_secs as i64).saturating_mul(1000),
             lifecycle_every: cfg.lifecycle_every,
             trade_history: cfg.trade_history,
         },

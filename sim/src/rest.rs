@@ -21,9 +21,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kalshi_shared::Price;
 use kalshi_shared::wire::rest::{
-    ExchangeStatus, GetEventResponse, GetEventsResponse, GetMarketOrderbookResponse,
-    GetMarketOrderbooksResponse, GetSeriesListResponse, GetSeriesResponse, GetTradesResponse,
-    LegacyOrderbook, Market, MarketOrderbook, OrderbookFp, market_status,
+    GetEventResponse, GetEventsResponse, GetMarketOrderbookResponse, GetMarketOrderbooksResponse,
+    GetSeriesListResponse, GetSeriesResponse, GetTradesResponse, LegacyOrderbook, Market,
+    MarketOrderbook, OrderbookFp, market_status,
 };
 use kalshi_shared::wire::{Dollars, LegacyLevel, Level, Side};
 
@@ -45,6 +45,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route(&format!("{p}/series"), get(series_list))
         .route(&format!("{p}/series/{{ticker}}"), get(series))
         .route(&format!("{p}/exchange/status"), get(exchange_status))
+        .route(&format!("{p}/exchange/schedule"), get(exchange_schedule))
         .route(&format!("{p}/historical/cutoff"), get(historical_cutoff))
         .route(&format!("{p}/historical/trades"), get(historical_trades))
         .route_layer(middleware::from_fn_with_state(state.clone(), rest_guard))
@@ -595,11 +596,29 @@ async fn series(State(state): State<Arc<SimState>>, Path(ticker): Path<String>) 
     Ok(json(&GetSeriesResponse { series }))
 }
 
-async fn exchange_status() -> ApiResult {
-    Ok(json(&ExchangeStatus {
-        exchange_active: true,
-        trading_active: true,
-        intra_exchange_transfers_active: Some(true),
-        exchange_estimated_resume_time: None,
-    }))
+async fn exchange_status(State(state): State<Arc<SimState>>) -> ApiResult {
+    let (code, body) = {
+        let ex = lock(&state.exchange);
+        let (code, body) = ex.status_reply();
+        (code, body.to_owned())
+    };
+    Ok(raw_json(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+        body,
+    ))
+}
+
+async fn exchange_schedule(State(state): State<Arc<SimState>>) -> ApiResult {
+    let body = lock(&state.exchange).schedule_body().to_owned();
+    Ok(raw_json(StatusCode::OK, body))
+}
+
+/// A JSON body served as the text the exchange recorded in the truth.
+fn raw_json(code: StatusCode, body: String) -> Response {
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }

@@ -391,7 +391,12 @@ async fn a_full_truth_stops_publication_instead_of_losing_the_record() {
         head > 0 && head < 20_000,
         "publication stopped at the limit: {head}"
     );
-    assert_eq!(published, head, "everything published is recorded");
+    // The exchange's status and schedule are recorded too, served by REST, not published.
+    let served = truth(&sim, 0, Some("exchange_status,exchange_schedule"))
+        .await
+        .len() as u64;
+    assert_eq!(served, 2, "the status and schedule at the start");
+    assert_eq!(published + served, head, "everything published is recorded");
     assert_eq!(truth(&sim, 0, None).await.len() as u64, head);
     let (_, stats) = get_json(&format!("{}/stats", sim.control_url())).await;
     assert!(

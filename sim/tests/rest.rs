@@ -420,3 +420,79 @@ async fn signed_rest_calls_are_verified() {
     assert_eq!(body["code"], "authentication_error");
     sim.shutdown().await;
 }
+
+/// Halts: `/exchange/status` goes through every state the truth records, in order (every
+/// second halt is maintenance, answered 503 with the status body), and `/exchange/schedule`
+/// announces each halt as a maintenance window before it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halts_and_maintenance_are_served_as_the_truth_records_them() {
+    let mut cfg = SimConfig::for_tests(41, 10);
+    cfg.halt_every_secs = 2;
+    cfg.halt_secs = 1;
+    let sim = start(cfg).await;
+    let base = sim.rest_url();
+    let (mut statuses, mut schedules): (Vec<(u16, Value)>, Vec<Value>) = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_millis(6500);
+    while std::time::Instant::now() < deadline {
+        sim.advance(5);
+        let st = get_json(&format!("{base}/exchange/status")).await;
+        if statuses.last() != Some(&st) {
+            statuses.push(st);
+        }
+        let (code, sc) = get_json(&format!("{base}/exchange/schedule")).await;
+        assert_eq!(code, 200, "{sc}");
+        if schedules.last() != Some(&sc) {
+            schedules.push(sc);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let msgs = |records: Vec<Value>| -> Vec<Value> {
+        records.into_iter().map(|r| r["msg"].clone()).collect()
+    };
+    let truth_status = msgs(truth(&sim, 0, Some("exchange_status")).await);
+    let truth_schedule = msgs(truth(&sim, 0, Some("exchange_schedule")).await);
+    // Seen in order, each state of the truth (the last may have begun after the last poll).
+    let seen: Vec<Value> = statuses.iter().map(|(_, v)| v.clone()).collect();
+    assert!(truth_status.len() >= 6, "{truth_status:?}");
+    assert_eq!(seen[..], truth_status[..seen.len()], "status");
+    assert!(
+        seen.len() + 1 >= truth_status.len(),
+        "{seen:?} vs {truth_status:?}"
+    );
+    assert_eq!(schedules[..], truth_schedule[..schedules.len()], "schedule");
+    for (code, v) in &statuses {
+        let (active, trading) = (v["exchange_active"] == true, v["trading_active"] == true);
+        assert_eq!(*code, if active { 200 } else { 503 }, "{v}");
+        assert!(active || !trading, "{v}");
+        assert_eq!(
+            v["exchange_estimated_resume_time"].is_string(),
+            !trading,
+            "{v}"
+        );
+    }
+    assert!(
+        statuses.iter().any(|(c, _)| *c == 503),
+        "a maintenance: {statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|(c, v)| *c == 200 && v["trading_active"] == false),
+        "a halt with the exchange up: {statuses:?}"
+    );
+    // Each halt's resume time is the end of the window the schedule announced before it.
+    for (i, (_, v)) in statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, v))| v["trading_active"] == false)
+    {
+        let resume = v["exchange_estimated_resume_time"].as_str().unwrap();
+        assert!(
+            schedules
+                .iter()
+                .any(|s| s["schedule"]["maintenance_windows"][0]["end_datetime"] == resume),
+            "halt {i} resumes at {resume}, which no schedule announced: {schedules:?}"
+        );
+    }
+    sim.shutdown().await;
+}

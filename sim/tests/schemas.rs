@@ -57,6 +57,11 @@ async fn rest_samples(sim: &kalshi_sim::SimHandle) -> Vec<Value> {
         ("/series".to_owned(), "GetSeriesListResponse", 200),
         (format!("/series/{s}"), "GetSeriesResponse", 200),
         ("/exchange/status".to_owned(), "ExchangeStatus", 200),
+        (
+            "/exchange/schedule".to_owned(),
+            "GetExchangeScheduleResponse",
+            200,
+        ),
         ("/markets/NOPE".to_owned(), "ErrorResponse", 404),
         ("/markets?status=active".to_owned(), "ErrorResponse", 400),
     ] {

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use kalshi_shared::config::gatherer::FileConfig as GathererFile;
 use kalshi_testkit::held::Held;
 use kalshi_testkit::oracle::{self, Reading, Rules, Verdict};
 use kalshi_testkit::sim::SimControl;
@@ -208,6 +209,11 @@ async fn collect(
     .unwrap_or(i64::MIN);
     let settled = opts.settled || (idle && newest <= cut_ms);
     let rules = Rules {
+        // The stack's gatherers poll at the default interval.
+        exchange_poll_ms: GathererFile::default()
+            .registry
+            .exchange_status_interval
+            .as_millis() as i64,
         gatherers: gatherers.iter().map(|g| g.id.clone()).collect(),
         subscription_latency_ms: opts.subscription_latency.as_millis() as i64,
         cut_ms: (!settled).then_some(cut_ms),

@@ -285,6 +285,17 @@ pub async fn run(
             }
         }
     }
+    // Every state of the exchange's status and schedule a gatherer saw is in production.
+    for h in &held {
+        for (object, body) in &h.exchange {
+            let name = format!("exchange {object} {body}");
+            if !prod.exchange.iter().any(|(o, b)| o == object && b == body)
+                && !registry_missing.contains(&name)
+            {
+                registry_missing.push(name);
+            }
+        }
+    }
     registry_missing.sort();
     Ok(CrossCheck {
         cut_ms: t0,

@@ -86,6 +86,12 @@ fn sim_args(
         // Tickers and lifecycle messages carry a field no client models, as Kalshi adds fields
         // without notice: everything downstream keeps them as sent, and the oracle checks it.
         "--future-fields".into(),
+        // Trading halts every 2 minutes for 30 s (every second one maintenance, the exchange
+        // down): the gatherers poll the status every 10 s and the audit requires every state.
+        "--halt-every-secs".into(),
+        "120".into(),
+        "--halt-secs".into(),
+        "30".into(),
     ]
 }
 

@@ -64,6 +64,9 @@ pub struct Held {
     /// Registry history (production's `registry_versions`): per `(kind, ticker)` every version
     /// body, oldest observation first. Empty for a gatherer's reading.
     pub versions: HashMap<(String, String), Vec<Value>>,
+    /// The exchange's status and schedule: every version `(object, body)`, in the order seen
+    /// (production: by first observation; a gatherer: by cursor).
+    pub exchange: Vec<(String, Value)>,
     /// Per stream (table name): exchange times before this are no longer held here (its
     /// retention dropped them, or its database was created after them). 0: held since the
     /// start. Only a gatherer's reading has these.
@@ -212,6 +215,15 @@ impl Held {
                 .push(r.try_get(2)?);
         }
         for r in sqlx::query(
+            "SELECT ticker, body FROM exchange_versions ORDER BY observed_ms, ticker, content_hash, occurrence",
+        )
+        .fetch_all(pool)
+        .await
+        .context("read production exchange_versions")?
+        {
+            h.exchange.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        for r in sqlx::query(
             "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps",
         )
         .fetch_all(pool)
@@ -287,6 +299,7 @@ impl Held {
             pb::Stream::Series,
             pb::Stream::Gaps,
             pb::Stream::UnknownMessages,
+            pb::Stream::Exchange,
         ] {
             let name = stream
                 .as_str_name()
@@ -357,6 +370,12 @@ impl Held {
                     yes: pb_levels(&s.yes),
                     no: pb_levels(&s.no),
                 })
+            }
+            Body::Registry(v) if stream == pb::Stream::Exchange => {
+                match serde_json::from_str::<Value>(&v.body_json) {
+                    Ok(body) => self.exchange.push((v.ticker, body)),
+                    Err(e) => self.unreadable.push(format!("exchange {}: {e}", r.cursor)),
+                }
             }
             Body::Registry(v) => {
                 let into = match stream {

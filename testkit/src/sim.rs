@@ -50,6 +50,17 @@ pub struct Fact<T> {
     pub key: T,
 }
 
+/// One state of the exchange's status or schedule, from when the exchange served it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeState {
+    pub pos: u64,
+    pub since_ms: i64,
+    /// `status` or `schedule`.
+    pub object: String,
+    /// The body REST serves.
+    pub body: Value,
+}
+
 /// Lifecycle content: `(kind, ticker, event_type, body as sent)`.
 pub type LifecycleKey = (String, String, String, String);
 /// Ticker content: `(market, ts_ms, body as sent)`.
@@ -87,6 +98,11 @@ pub struct Truth {
     /// WebSocket.
     pub history: Vec<Fact<TradeFact>>,
     pub lifecycle: Vec<Fact<LifecycleKey>>,
+    /// The exchange's status and schedule, every state in order (`exchange_status`,
+    /// `exchange_schedule`).
+    pub exchange: Vec<ExchangeState>,
+    /// The exchange time of the newest record read (a state lasts until the next or this).
+    pub last_ms: i64,
     /// Markets created while running: their `created` lifecycle time.
     pub created: HashMap<String, i64>,
     /// Markets closed or settled while running: the first such time.
@@ -168,7 +184,14 @@ pub fn add_record(truth: &mut Truth, r: &Value) -> anyhow::Result<()> {
     let ts_ms = r["ts_ms"].as_i64().context("truth record without ts_ms")?;
     let m = &r["msg"];
     let kind = r["type"].as_str().unwrap_or_default();
+    truth.last_ms = truth.last_ms.max(ts_ms);
     match kind {
+        "exchange_status" | "exchange_schedule" => truth.exchange.push(ExchangeState {
+            pos,
+            since_ms: ts_ms,
+            object: kind.trim_start_matches("exchange_").to_owned(),
+            body: m.clone(),
+        }),
         "trade" | "historical_trade" => {
             let market = text(m, "market_ticker")?;
             let t = TradeFact {

@@ -95,7 +95,8 @@ pub async fn newest(pool: &PgPool) -> i64 {
            SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM tickers UNION ALL
            SELECT max(received_ms) FROM lifecycle UNION ALL
            SELECT max(received_ms) FROM unknown_messages UNION ALL
-           SELECT max(observed_ms) FROM registry_versions) x",
+           SELECT max(observed_ms) FROM registry_versions UNION ALL
+           SELECT max(observed_ms) FROM exchange_versions) x",
     )
     .fetch_one(pool)
     .await
@@ -131,6 +132,21 @@ pub async fn wait_archived_by(pool: &PgPool, period_ms: i64, within: Duration) -
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Empties every archived stream of production: the tables, and the registry's and the
+/// exchange's histories.
+pub async fn wipe_archived(pool: &PgPool) {
+    for s in ARCHIVED {
+        sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE {}", s.table())))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("TRUNCATE registry_versions, exchange_versions")
+        .execute(pool)
+        .await
+        .unwrap();
 }
 
 /// Every archived row production holds, per stream, as JSON lists (the readers' form).
@@ -263,7 +279,9 @@ pub async fn metrics_of(addr_file: &Path) -> String {
 }
 
 /// (period start, version, history length, declared gaps, rows) of every archived period.
-pub async fn versions(pool: &PgPool) -> Vec<(i64, i32, usize, usize, u64)> {
+/// Per archived period: start, version, history length, declared gaps, and its content (each
+/// stream's rows and content checksum, the uncovered windows).
+pub async fn versions(pool: &PgPool) -> Vec<(i64, i32, usize, usize, String)> {
     let rows: Vec<(i64, i32, serde_json::Value)> =
         sqlx::query_as("SELECT period_start_ms, version, manifest FROM archive_periods ORDER BY 1")
             .fetch_all(pool)
@@ -271,18 +289,19 @@ pub async fn versions(pool: &PgPool) -> Vec<(i64, i32, usize, usize, u64)> {
             .unwrap();
     rows.into_iter()
         .map(|(p, v, m)| {
-            let rows = m["streams"]
+            let mut content: String = m["streams"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|s| s["rows"].as_u64().unwrap())
-                .sum();
+                .map(|s| format!("{} {} {}; ", s["stream"], s["rows"], s["content_sha256"]))
+                .collect();
+            content.push_str(&m["uncovered"].to_string());
             (
                 p,
                 v,
                 m["history"].as_array().unwrap().len(),
                 m["declared_gaps"].as_u64().unwrap() as usize,
-                rows,
+                content,
             )
         })
         .collect()

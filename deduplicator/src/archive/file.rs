@@ -139,6 +139,16 @@ fn write_column(
             }
             w.typed::<Int32Type>().write_batch(&v, None, None)?;
         }
+        I32 => {
+            let mut v = Vec::with_capacity(rows.len());
+            for r in rows {
+                match r[i] {
+                    Value::I64(x) => v.push(i32::try_from(x).map_err(|_| bad())?),
+                    _ => return Err(bad()),
+                }
+            }
+            w.typed::<Int32Type>().write_batch(&v, None, None)?;
+        }
         Bool => {
             let mut v = Vec::with_capacity(rows.len());
             for r in rows {
@@ -258,6 +268,7 @@ fn field_value(f: &Field, kind: Kind) -> Option<Value> {
         (TsMs, Field::TimestampMillis(x)) | (I64 | OptI64, Field::Long(x)) => Value::I64(*x),
         (I16, Field::Short(x)) => Value::I16(*x),
         (I16, Field::Int(x)) => Value::I16(i16::try_from(*x).ok()?),
+        (I32, Field::Int(x)) => Value::I64(i64::from(*x)),
         (Bool, Field::Bool(b)) => Value::Bool(*b),
         (OptI64, Field::Null) => Value::Null,
         (Levels, Field::ListInternal(l)) => {
@@ -420,7 +431,10 @@ mod tests {
         assert_eq!(back, padded);
         // Read as the current schema, the file is refused (its manifest says schema 1).
         let e = read_groups(Stream::Trades, SCHEMA_VERSION, &path, |_| Ok(())).unwrap_err();
-        assert!(e.contains(&format!("schema version {SCHEMA_VERSION}")), "{e}");
+        assert!(
+            e.contains(&format!("schema version {SCHEMA_VERSION}")),
+            "{e}"
+        );
         // A version newer than this build is refused with a reason.
         let e = read_groups(Stream::Trades, SCHEMA_VERSION + 1, &path, |_| Ok(())).unwrap_err();
         assert!(e.contains("newer than this build"), "{e}");

@@ -26,15 +26,16 @@ use crate::records::Stream;
 /// - 2: the `unknown_messages` stream; `trades` and `tickers` gain `received_ms` (null for rows production took before it
 ///   kept one), `tickers` gains its typed columns; ticker and lifecycle `body` is the exchange's
 ///   text as sent.
-/// - 3: `markets`, `events` and `series`: every version of each (production's
-///   `registry_versions`), filed by the period in which a gatherer first observed it.
+/// - 3: `markets`, `events`, `series` and `exchange` (status and schedule): every version of
+///   each (production's `registry_versions`), filed by the period in which a gatherer first
+///   observed it.
 ///
 /// A version only appends columns or streams, so an older file's columns are a prefix of the
 /// current ones ([`columns_at`]): every file ever written stays readable.
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// The streams with one file per period, in manifest order.
-pub const ARCHIVED: [Stream; 9] = [
+pub const ARCHIVED: [Stream; 10] = [
     Stream::Trades,
     Stream::OrderbookDeltas,
     Stream::OrderbookSnapshots,
@@ -42,10 +43,11 @@ pub const ARCHIVED: [Stream; 9] = [
     Stream::Lifecycle,
     // Schema 2.
     Stream::UnknownMessages,
-    // Schema 3: the registry's versions.
+    // Schema 3: the registry's versions and the exchange's.
     Stream::Markets,
     Stream::Events,
     Stream::Series,
+    Stream::Exchange,
 ];
 
 /// How a production column is stored.
@@ -61,6 +63,8 @@ pub enum Kind {
     I64,
     /// smallint (INT32 annotated INTEGER(16)).
     I16,
+    /// integer (INT32), held as [`Value::I64`].
+    I32,
     Bool,
     OptI64,
     /// `[[price_micros, quantity_centi], ...]` as LIST<STRUCT<price, quantity>>.
@@ -178,17 +182,17 @@ pub fn columns(stream: Stream) -> &'static [Col] {
             col!("gatherer_id", Text),
             col!("content_hash", Text),
         ],
+        // From `exchange_versions`: a content that came back is a row per return.
+        Stream::Exchange => &[
+            col!("ticker", Text),
+            col!("updated_ms", I64),
+            col!("observed_ms", I64),
+            col!("body", Jsonb),
+            col!("gatherer_id", Text),
+            col!("content_hash", Text),
+            col!("occurrence", I32),
+        ],
         Stream::Gaps => &[],
-    }
-}
-
-/// The `registry_versions.kind` of a registry stream.
-pub fn registry_kind(stream: Stream) -> Option<&'static str> {
-    match stream {
-        Stream::Markets => Some("market"),
-        Stream::Events => Some("event"),
-        Stream::Series => Some("series"),
-        _ => None,
     }
 }
 
@@ -200,7 +204,9 @@ pub fn columns_at(stream: Stream, version: u32) -> Option<&'static [Col]> {
         (1, Stream::Trades) => 12,
         (1, Stream::Tickers) => 8,
         (1, Stream::UnknownMessages) => return None,
-        (1 | 2, Stream::Markets | Stream::Events | Stream::Series) => return None,
+        (1 | 2, Stream::Markets | Stream::Events | Stream::Series | Stream::Exchange) => {
+            return None;
+        }
         (1..=SCHEMA_VERSION, _) => all.len(),
         _ => return None,
     };
@@ -211,7 +217,7 @@ pub fn columns_at(stream: Stream, version: u32) -> Option<&'static [Col]> {
 pub fn time_sql(stream: Stream) -> &'static str {
     match stream {
         Stream::Lifecycle | Stream::UnknownMessages => "received_ms",
-        Stream::Markets | Stream::Events | Stream::Series => "observed_ms",
+        Stream::Markets | Stream::Events | Stream::Series | Stream::Exchange => "observed_ms",
         _ => "ts",
     }
 }
@@ -226,7 +232,14 @@ pub fn select_sql(stream: Stream) -> String {
             _ => c.name.to_owned(),
         })
         .collect();
-    if let Some(kind) = registry_kind(stream) {
+    if stream == Stream::Exchange {
+        return format!(
+            "SELECT {} FROM exchange_versions \
+             WHERE observed_ms >= $1 AND observed_ms < $2 ORDER BY ticker, observed_ms, content_hash, occurrence",
+            cols.join(", ")
+        );
+    }
+    if let Some(kind) = stream.registry_kind() {
         return format!(
             "SELECT {} FROM registry_versions WHERE kind = '{kind}' \
              AND observed_ms >= $1 AND observed_ms < $2 ORDER BY ticker, observed_ms, content_hash",
@@ -289,6 +302,7 @@ pub fn from_pg(stream: Stream, r: &sqlx::postgres::PgRow) -> Result<Row, String>
             Text | Json | Jsonb => Value::Text(r.try_get(i).map_err(e)?),
             TsMs | I64 => Value::I64(r.try_get(i).map_err(e)?),
             I16 => Value::I16(r.try_get(i).map_err(e)?),
+            I32 => Value::I64(i64::from(r.try_get::<i32, _>(i).map_err(e)?)),
             Bool => Value::Bool(r.try_get(i).map_err(e)?),
             OptI64 => r
                 .try_get::<Option<i64>, _>(i)
@@ -334,6 +348,7 @@ pub fn schema_of(stream: Stream, cols: &[Col]) -> Result<Arc<Type>, parquet::err
             TsMs => format!("  required int64 {n} (TIMESTAMP(MILLIS,true));\n"),
             I64 => format!("  required int64 {n};\n"),
             I16 => format!("  required int32 {n} (INTEGER(16,true));\n"),
+            I32 => format!("  required int32 {n};\n"),
             Bool => format!("  required boolean {n};\n"),
             OptI64 => format!("  optional int64 {n};\n"),
             Levels => format!(
@@ -418,6 +433,7 @@ pub fn encode_copy(stream: Stream, row: &Row, c: &mut kalshi_shared::pg::CopyEnc
             (TsMs, Value::I64(x)) => c.timestamptz_ms(*x),
             (I64 | OptI64, Value::I64(x)) => c.i64(*x),
             (I16, Value::I16(x)) => c.i16(*x),
+            (I32, Value::I64(x)) => c.i32(i32::try_from(*x).unwrap_or(i32::MAX)),
             (Bool, Value::Bool(b)) => c.bool(*b),
             (Levels, Value::Levels(l)) => c.jsonb(&levels_json(l)),
             _ => c.null(),

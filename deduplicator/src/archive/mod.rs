@@ -363,7 +363,8 @@ impl Archiver {
              SELECT (extract(epoch FROM min(ts)) * 1000)::bigint FROM tickers UNION ALL \
              SELECT min(received_ms) FROM lifecycle UNION ALL \
              SELECT min(received_ms) FROM unknown_messages UNION ALL \
-             SELECT min(observed_ms) FROM registry_versions) x";
+             SELECT min(observed_ms) FROM registry_versions UNION ALL \
+             SELECT min(observed_ms) FROM exchange_versions) x";
         Ok(sqlx::query_scalar(sql).fetch_one(&self.prod.pool()).await?)
     }
 

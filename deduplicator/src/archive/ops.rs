@@ -308,10 +308,32 @@ impl Archiver {
             .await?;
         copy.send(enc.finish()).await?;
         copy.finish().await?;
-        let n = tx
+        // A registry stream's rows are versions: what is inserted is counted in its history
+        // table (the merge's own count is of the newest-per-ticker table).
+        let history = match stream {
+            Stream::Exchange => Some("SELECT count(*) FROM exchange_versions".to_owned()),
+            s => s
+                .registry_kind()
+                .map(|k| format!("SELECT count(*) FROM registry_versions WHERE kind = '{k}'")),
+        };
+        let before: Option<i64> = match &history {
+            Some(q) => Some(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(q.clone()))
+                    .fetch_one(&mut *tx)
+                    .await?,
+            ),
+            None => None,
+        };
+        let mut n = tx
             .execute(sqlx::AssertSqlSafe(stream.merge_sql()))
             .await?
             .rows_affected();
+        if let (Some(q), Some(before)) = (&history, before) {
+            let after: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q.clone()))
+                .fetch_one(&mut *tx)
+                .await?;
+            n = u64::try_from(after - before).unwrap_or(0);
+        }
         tx.commit().await?;
         Ok(n)
     }

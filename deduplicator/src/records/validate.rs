@@ -105,15 +105,13 @@ pub fn validate(stream: Stream, r: &pb::Record) -> Result<(), Invalid> {
             text("market_ticker", &u.market_ticker)?;
             json("body_json", &u.body_json)?;
         }
-        (Stream::Markets | Stream::Events | Stream::Series, Body::Registry(v)) => {
+        (
+            Stream::Markets | Stream::Events | Stream::Series | Stream::Exchange,
+            Body::Registry(v),
+        ) => {
             nonempty("ticker", &v.ticker)?;
             json("body_json", &v.body_json)?;
-            let want = match stream {
-                Stream::Markets => "market",
-                Stream::Events => "event",
-                _ => "series",
-            };
-            if v.kind != want {
+            if Some(v.kind.as_str()) != stream.registry_kind() {
                 return Err(Invalid(format!(
                     "registry kind {:?} in the {} stream",
                     v.kind,

@@ -524,18 +524,32 @@ async fn touch_moved_versions(
     stream: Stream,
     period: i64,
 ) -> Result<(), sqlx::Error> {
-    let kind = crate::archive::format::registry_kind(stream).unwrap_or("market");
+    // The history table and how a staged row finds its version there.
+    let (versions, same) = if stream == Stream::Exchange {
+        (
+            "exchange_versions",
+            "v.ticker = s.ticker AND v.content_hash = s.content_hash AND v.occurrence = s.occurrence"
+                .to_owned(),
+        )
+    } else {
+        let kind = stream.registry_kind().unwrap_or_default();
+        (
+            "registry_versions",
+            format!(
+                "v.kind = '{kind}' AND v.ticker = s.ticker AND v.content_hash = s.content_hash"
+            ),
+        )
+    };
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO archive_touch (period_start_ms, stream, touches) \
-         SELECT DISTINCT (v.observed_ms / $1) * $1, $2, 1 FROM registry_versions v \
-         JOIN {} s ON v.kind = $3 AND v.ticker = s.ticker AND v.content_hash = s.content_hash \
+         SELECT DISTINCT (v.observed_ms / $1) * $1, $2, 1 FROM {versions} v \
+         JOIN {} s ON {same} \
          WHERE s.observed_ms < v.observed_ms AND v.observed_ms >= 0 \
          ON CONFLICT (period_start_ms, stream) DO UPDATE SET touches = archive_touch.touches + 1",
         stream.stage()
     )))
     .bind(period)
     .bind(stream.table())
-    .bind(kind)
     .execute(conn)
     .await?;
     Ok(())

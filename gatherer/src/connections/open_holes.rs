@@ -71,7 +71,10 @@ impl OpenHoles {
     /// known: all of them take it); the trade and lifecycle holes for connection 0.
     pub fn take_for(&self, k: usize, n: usize) -> Vec<OpenHole> {
         let mut out = self.take_inherited(|h| {
-            if h.market.is_empty() {
+            if h.stream == Stream::Exchange {
+                // The exchange watcher's (`exchange.rs`), never a connection's.
+                false
+            } else if h.market.is_empty() {
                 k == 0 && matches!(h.stream, Stream::Trades | Stream::Lifecycle)
             } else {
                 super::shard_of(&h.market, n) == k

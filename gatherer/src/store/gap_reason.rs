@@ -49,10 +49,13 @@ pub enum GapReason {
     Restart,
     /// REST polling while the WebSocket is down (backfill only).
     Polling,
+    /// A state polled over REST (the exchange's status or schedule) could not be read: the
+    /// window from the last good poll to the next.
+    RestUnavailable,
 }
 
 impl GapReason {
-    pub const ALL: [GapReason; 19] = [
+    pub const ALL: [GapReason; 20] = [
         Self::Disconnect,
         Self::SeqGap,
         Self::WsError10,
@@ -72,6 +75,7 @@ impl GapReason {
         Self::UnparseableTrade,
         Self::Restart,
         Self::Polling,
+        Self::RestUnavailable,
     ];
 
     /// The stored label.
@@ -96,6 +100,7 @@ impl GapReason {
             Self::UnparseableTrade => "unparseable_trade",
             Self::Restart => "restart",
             Self::Polling => "polling",
+            Self::RestUnavailable => "rest_unavailable",
         }
     }
 

@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 use rows::{
-    DeltaRow, EventVersion, GapRow, LifecycleRow, MarketVersion, SeriesVersion, SnapshotRow,
-    TickerRow, TradeRow, UnknownRow,
+    DeltaRow, EventVersion, ExchangeVersion, GapRow, LifecycleRow, MarketVersion, SeriesVersion,
+    SnapshotRow, TickerRow, TradeRow, UnknownRow,
 };
 use writer::{Sink, WriterConfig};
 
@@ -74,6 +74,7 @@ pub(crate) fn columns(stream: Stream) -> &'static str {
         Stream::Markets => MarketVersion::COLUMNS,
         Stream::Events => EventVersion::COLUMNS,
         Stream::Series => SeriesVersion::COLUMNS,
+        Stream::Exchange => ExchangeVersion::COLUMNS,
         Stream::Gaps => GapRow::COLUMNS,
         Stream::UnknownMessages => UnknownRow::COLUMNS,
     }
@@ -90,6 +91,7 @@ pub struct Sinks {
     pub markets: Sink<MarketVersion>,
     pub events: Sink<EventVersion>,
     pub series: Sink<SeriesVersion>,
+    pub exchange: Sink<ExchangeVersion>,
     pub gaps: Sink<GapRow>,
     pub unknown: Sink<UnknownRow>,
 }
@@ -244,6 +246,7 @@ impl Store {
             markets: start!(MarketVersion, Stream::Markets),
             events: start!(EventVersion, Stream::Events),
             series: start!(SeriesVersion, Stream::Series),
+            exchange: start!(ExchangeVersion, Stream::Exchange),
             unknown: start!(UnknownRow, Stream::UnknownMessages),
             gaps,
         }

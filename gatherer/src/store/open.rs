@@ -206,9 +206,8 @@ async fn migrate(
                 _ => *sql,
             };
             sqlx::raw_sql(sql).execute(&mut *tx).await.with_context(|| format!("apply migration {version}"))?;
-            if *version == 7 && timescale {
+            if let Some(s) = schema::stream_added_by(*version).filter(|_| timescale) {
                 // A stream added later becomes a hypertable like those of migration 1.
-                let s = Stream::UnknownMessages;
                 let days = retention.get(&s).map(|d| (d.as_secs() / 86_400).max(1) as u32);
                 for stmt in schema::timescale_sql(s, days) {
                     tx.execute(AssertSqlSafe(stmt)).await?;

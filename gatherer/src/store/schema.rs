@@ -20,7 +20,27 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (6, MIGRATION_6),
     (7, MIGRATION_7),
     (8, MIGRATION_8),
+    (9, MIGRATION_9),
 ];
+
+/// The stream a migration adds (its table becomes a hypertable on TimescaleDB storage, as
+/// migration 1's do).
+pub fn stream_added_by(version: i32) -> Option<Stream> {
+    match version {
+        7 => Some(Stream::UnknownMessages),
+        9 => Some(Stream::Exchange),
+        _ => None,
+    }
+}
+
+/// Versions of the exchange's status and schedule (`/exchange/status`, `/exchange/schedule`),
+/// one table like the registry's: `ticker` is `status` or `schedule`; `occurrence` counts the
+/// earlier versions of the same content (trading active again after each halt).
+const MIGRATION_9: &str = r#"
+CREATE TABLE exchange (LIKE markets INCLUDING ALL) PARTITION BY RANGE (ingested_at);
+ALTER TABLE exchange ADD COLUMN occurrence integer NOT NULL DEFAULT 0;
+CREATE TABLE exchange_default PARTITION OF exchange DEFAULT;
+"#;
 
 /// History import requests (`gatherer import`, src/import.rs): the window, where the import
 /// stands (tier and page cursor, stored once a page's trades are settled), and its counts.

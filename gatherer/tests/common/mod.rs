@@ -26,6 +26,10 @@ pub fn sim_config(seed: u64, markets: usize) -> SimConfig {
     c.rest_burst = 100_000;
     // Tickers and lifecycle messages carry a field no one models: kept as sent, byte for byte.
     c.future_fields = true;
+    // The exchange halts trading every 6 s for 3 s (every second halt is maintenance):
+    // every state lasts long enough for the gatherers' 500 ms polls, and must be captured.
+    c.halt_every_secs = 6;
+    c.halt_secs = 3;
     c
 }
 

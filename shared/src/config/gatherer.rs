@@ -111,6 +111,13 @@ pub struct RegistrySection {
     pub page_limit: u32,
     /// Most markets tracked; beyond it new markets are refused with an error log.
     pub max_markets: usize,
+    /// How often `/exchange/status` is polled (trading halts, the exchange down); each change
+    /// is stored in the `exchange` stream. 0s: never.
+    #[serde(with = "duration")]
+    pub exchange_status_interval: Duration,
+    /// How often `/exchange/schedule` is polled (trading hours, maintenance windows). 0s: never.
+    #[serde(with = "duration")]
+    pub exchange_schedule_interval: Duration,
 }
 
 impl Default for RegistrySection {
@@ -123,6 +130,8 @@ impl Default for RegistrySection {
             reconcile_interval: Duration::from_secs(300),
             page_limit: 1000,
             max_markets: 20_000,
+            exchange_status_interval: Duration::from_secs(10),
+            exchange_schedule_interval: Duration::from_secs(300),
         }
     }
 }
@@ -235,6 +244,8 @@ pub struct RetentionSection {
     pub gaps: Duration,
     #[serde(with = "duration")]
     pub unknown_messages: Duration,
+    #[serde(with = "duration")]
+    pub exchange: Duration,
 }
 
 pub const DAY: Duration = Duration::from_secs(86_400);
@@ -252,6 +263,7 @@ impl Default for RetentionSection {
             series: Duration::ZERO,
             gaps: Duration::ZERO,
             unknown_messages: DAY * 90,
+            exchange: Duration::ZERO,
         }
     }
 }
@@ -429,6 +441,8 @@ impl FileConfig {
         c.ws.gap_margin = Duration::from_millis(100);
         c.ws.snapshot_hold = Duration::from_secs(1);
         c.registry.reconcile_interval = Duration::from_secs(30);
+        c.registry.exchange_status_interval = Duration::from_millis(500);
+        c.registry.exchange_schedule_interval = Duration::from_millis(500);
         c.backfill.margin = Duration::from_millis(500);
         c.backfill.polling_after = Duration::from_secs(2);
         c.backfill.polling_interval = Duration::from_millis(500);

@@ -25,6 +25,7 @@ impl Exchange {
             }
             return out;
         }
+        self.status_tick(ts_ms);
         // Steps that emit nothing (a paused market drawn, a placement that would cross) are
         // retried; the cap guarantees termination if nothing at all can trade.
         let mut budget = n.saturating_mul(50).saturating_add(1_000);

@@ -26,6 +26,7 @@ use kalshi_shared::{Price, Quantity};
 mod flow;
 mod history;
 mod lifecycle;
+mod status;
 mod views;
 
 pub use history::HISTORY_OVERLAP_MS;
@@ -119,6 +120,9 @@ pub struct EngineConfig {
     pub history_ms: i64,
     /// Trades per second of that history.
     pub history_rate: u64,
+    /// Milliseconds between trading halts, and how long each lasts (`status.rs`; 0: none).
+    pub halt_every_ms: i64,
+    pub halt_ms: i64,
     /// Messages between lifecycle steps (0 disables lifecycle churn).
     pub lifecycle_every: u64,
     /// REST trade history kept in memory.
@@ -175,6 +179,8 @@ pub struct Exchange {
     last_ticker: HashMap<u32, (i64, Box<str>)>,
     truth: TruthWriter,
     truth_full_logged: bool,
+    /// The exchange's status and schedule (`status.rs`).
+    status: status::ExchangeState,
 }
 
 impl Exchange {
@@ -207,6 +213,7 @@ impl Exchange {
             last_ticker: HashMap::new(),
             truth,
             truth_full_logged: false,
+            status: status::ExchangeState::default(),
             cfg,
         };
         for (i, s) in ex.series.iter().enumerate() {
@@ -265,6 +272,7 @@ impl Exchange {
             let (ms, rate) = (ex.cfg.history_ms, ex.cfg.history_rate);
             ex.make_history(&mut past, start_ms, ms, rate);
         }
+        ex.start_status(start_ms);
         ex
     }
 

@@ -31,11 +31,13 @@ use crate::held::Held;
 use crate::sim::Truth;
 
 mod books;
+mod exchange;
 pub mod history;
 mod registry;
 mod streams;
 
 pub use books::{BookVerdict, exchange_book};
+pub use exchange::ExchangeVerdict;
 pub use registry::{QUOTE_FIELDS, RegistryVerdict};
 use streams::{
     Declarations, captured, compare, delta_keys, lifecycle_keys, ticker_keys, trade_keys,
@@ -52,16 +54,27 @@ pub struct Rules {
     /// Exchange time up to which the store is known complete; records after it are in flight.
     /// `None`: the system is settled and everything is judged.
     pub cut_ms: Option<i64>,
+    /// How often the gatherers poll the exchange's status (`registry.exchange_status_interval`):
+    /// a status that lasted two of these and a second must be held.
+    pub exchange_poll_ms: i64,
 }
 
 impl Rules {
-    /// A settled system with these gatherers and a 5 s subscription bound.
+    /// A settled system with these gatherers, a 5 s subscription bound and the exchange's
+    /// status polled every 500 ms (`FileConfig::fast_local`'s gatherers).
     pub fn settled(gatherers: &[&str]) -> Rules {
         Rules {
             gatherers: gatherers.iter().map(|g| (*g).to_owned()).collect(),
             subscription_latency_ms: 5_000,
             cut_ms: None,
+            exchange_poll_ms: 500,
         }
+    }
+
+    /// The same rules for gatherers that poll the exchange's status this often.
+    pub fn with_exchange_poll_ms(mut self, ms: i64) -> Rules {
+        self.exchange_poll_ms = ms;
+        self
     }
 
     /// The same rules with another subscription bound.
@@ -172,6 +185,8 @@ pub struct Verdict {
     pub books: BookVerdict,
     /// Registry comparison (only on a settled system): markets, events, series.
     pub registry: Vec<RegistryVerdict>,
+    /// The exchange's status and schedule (only on a settled system).
+    pub exchange: Vec<ExchangeVerdict>,
     /// Markets that should have been subscribed (past the latency bound, still trading) and
     /// of which the store holds no book.
     pub never_subscribed: Vec<String>,
@@ -299,6 +314,29 @@ impl Verdict {
                 "registry equal to the exchange's: {}\n",
                 parts.join(", ")
             ));
+        }
+        if !self.exchange.is_empty() {
+            let parts: Vec<String> = self
+                .exchange
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}/{} states held ({} served, {} too brief to poll and held by none, {} in declared windows){}",
+                        e.object,
+                        e.held,
+                        e.required,
+                        e.states,
+                        e.brief_unseen,
+                        e.declared,
+                        if e.wrong > 0 {
+                            format!(", {} wrong versions", e.wrong)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect();
+            s.push_str(&format!("exchange: {}\n", parts.join("; ")));
         }
         s.push_str(&format!(
             "subscription latency of {} new markets: p99 {} ms, max {} ms; never subscribed: {}\n",
@@ -469,6 +507,13 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Reading], rules: &Rules) -
     // Registry, on a settled system.
     if rules.cut_ms.is_none() {
         out.registry = registry::check(truth, held, &mut problems);
+        out.exchange = exchange::check(
+            truth,
+            held,
+            (&readable, &rules.gatherers),
+            rules.exchange_poll_ms,
+            &mut problems,
+        );
     }
     out.problems = problems;
     for m in &out.never_subscribed {
@@ -491,6 +536,7 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Reading], rules: &Rules) -
     let failed = !out.streams.iter().all(StreamVerdict::ok)
         || !out.books.ok()
         || out.registry.iter().any(|r| r.wrong > 0)
+        || !out.exchange.iter().all(ExchangeVerdict::ok)
         || !out.never_subscribed.is_empty()
         || out.quarantined > 0
         || !out.unreadable.is_empty();
