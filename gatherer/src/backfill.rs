@@ -415,12 +415,7 @@ impl Backfill {
                 if !covered {
                     continue;
                 }
-                let (Ok(ts), Ok(yes), Ok(no), Ok(count)) = (
-                    t.created_ms(),
-                    t.yes_price_value(),
-                    t.no_price_value(),
-                    t.count_value(),
-                ) else {
+                let Some(row) = TradeRow::from_rest(t, received) else {
                     // A trade REST returned that does not parse is a hole, never a silent
                     // skip: declared for its market at its time (or the whole window when even
                     // the time does not parse).
@@ -443,22 +438,7 @@ impl Backfill {
                 if self.recent.contains(&t.trade_id) {
                     continue;
                 }
-                let accepted = self.trades.push(TradeRow {
-                    trade_id: t.trade_id.clone(),
-                    market_ticker: t.ticker.clone(),
-                    yes_price: yes.raw(),
-                    no_price: no.raw(),
-                    count: count.raw(),
-                    taker_outcome_side: t.taker_outcome(),
-                    taker_book_side: t.taker_book_side,
-                    is_block_trade: t.is_block_trade.unwrap_or(false),
-                    ts_ms: ts,
-                    source: Source::Rest,
-                    origin: Origin {
-                        received_ms: received,
-                        ..Origin::default()
-                    },
-                });
+                let accepted = self.trades.push(row);
                 if accepted {
                     self.recent.insert(&t.trade_id);
                     recovered += 1;

@@ -34,6 +34,10 @@ use crate::store::writer::Sink;
 /// The watcher's key among the open holes' publishers (the connections use their index).
 const HOLES_KEY: usize = usize::MAX;
 
+/// The largest status or schedule body read (they are a few hundred bytes): a hostile or
+/// broken endpoint never makes the poller hold more.
+const MAX_BODY: usize = 1 << 20;
+
 /// The two objects, by their ticker in the stream.
 pub const STATUS: &str = "status";
 pub const SCHEDULE: &str = "schedule";
@@ -227,9 +231,11 @@ impl ExchangeWatcher {
             STATUS => ("exchange_status", "/exchange/status"),
             _ => ("exchange_schedule", "/exchange/schedule"),
         };
-        let outcome = match self.rest.get_any_status(endpoint, path).await {
+        let outcome = match self.rest.get_any_status(endpoint, path, MAX_BODY).await {
             Err(RestError::Shutdown) => return Err(()),
             Err(e) => {
+                metrics::counter!(m::REST_ERRORS, "endpoint" => endpoint, "reason" => e.reason())
+                    .increment(1);
                 tracing::warn!(object, error = %e, "cannot read the exchange's {object}; polling again later");
                 Polled::Refused
             }

@@ -11,24 +11,50 @@
 //! crash at any point resumes at the page after the last settled one and loses nothing (a
 //! page fetched twice stores nothing twice).
 //!
-//! It must never mark a request done before every page of both tiers is settled, nor store a
-//! trade outside the window or outside the gatherer's scope.
+//! Then the settled markets those trades are of: a market that settled before Kalshi's cutoff
+//! exists only under `GET /historical/markets`, so the window's trades of markets this
+//! gatherer has no version of are looked up there (by ticker, a hundred a request) and each
+//! found is stored as a market version, as the registry stores live ones (observed now: the
+//! import is when it was seen). This phase is idempotent: markets already held are skipped.
+//!
+//! It must never mark a request done before every page of both tiers and the markets phase is
+//! settled, nor store a trade outside the window or outside the gatherer's scope.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kalshi_shared::retry::{Backoff, BackoffConfig};
 use kalshi_shared::wire::rest::GetTradesResponse;
+use serde_json::value::RawValue;
 use sqlx::Row as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::Scope;
 use crate::rest::{RestClient, RestError, q};
-use crate::store::rows::{Origin, Source, TradeRow};
+use crate::store::rows::{MarketVersion, RegistryRow, TradeRow};
 use crate::store::writer::Sink;
 
 /// The tiers, oldest first.
 pub const TIERS: [&str; 2] = ["historical", "live"];
+
+/// The phase after the tiers: the settled markets of the window's trades.
+pub const MARKETS_PHASE: &str = "markets";
+
+/// Tickers per `/historical/markets?tickers=` request.
+const TICKERS_PER_REQUEST: usize = 100;
+
+#[derive(serde::Deserialize)]
+struct MarketsPage<'a> {
+    #[serde(borrow)]
+    markets: Vec<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct MarketHead {
+    ticker: String,
+    #[serde(default)]
+    updated_time: Option<String>,
+}
 
 fn tier_path(tier: &str) -> &'static str {
     if tier == "historical" {
@@ -42,6 +68,7 @@ pub struct ImportWorker {
     pub pool: sqlx::PgPool,
     pub rest: Arc<RestClient>,
     pub trades: Sink<TradeRow>,
+    pub markets: Sink<MarketVersion>,
     pub scope: Arc<RwLock<Scope>>,
     pub page_limit: u32,
     pub retry: BackoffConfig,
@@ -140,6 +167,9 @@ impl ImportWorker {
             .await
             .map_err(db)?;
         tracing::info!(id = req.id, from_ms = req.from_ms, to_ms = req.to_ms, tier = %req.tier, "history import: working");
+        if req.tier == MARKETS_PHASE {
+            return self.settled_markets(&req, cancel).await;
+        }
         // Inclusive Unix seconds around [from, to); the trades are then cut exactly.
         let min_ts = req.from_ms.div_euclid(1000);
         let max_ts = (req.to_ms + 999).div_euclid(1000);
@@ -172,12 +202,7 @@ impl ImportWorker {
             let received = kalshi_shared::time::now_ms();
             let (mut offered, mut refused) = (0i64, false);
             for t in &page.trades {
-                let (Ok(ts), Ok(yes), Ok(no), Ok(count)) = (
-                    t.created_ms(),
-                    t.yes_price_value(),
-                    t.no_price_value(),
-                    t.count_value(),
-                ) else {
+                let Some(row) = TradeRow::from_rest(t, received) else {
                     tracing::warn!(trade_id = %t.trade_id, market = %t.ticker, "history import: a REST trade does not parse; skipped");
                     metrics::counter!(crate::metrics::IMPORT_UNPARSEABLE).increment(1);
                     continue;
@@ -187,25 +212,10 @@ impl ImportWorker {
                     .read()
                     .map(|s| s.covers(&t.ticker))
                     .unwrap_or(true);
-                if ts < req.from_ms || ts >= req.to_ms || !covered {
+                if row.ts_ms < req.from_ms || row.ts_ms >= req.to_ms || !covered {
                     continue;
                 }
-                let accepted = self.trades.push(TradeRow {
-                    trade_id: t.trade_id.clone(),
-                    market_ticker: t.ticker.clone(),
-                    yes_price: yes.raw(),
-                    no_price: no.raw(),
-                    count: count.raw(),
-                    taker_outcome_side: t.taker_outcome(),
-                    taker_book_side: t.taker_book_side,
-                    is_block_trade: t.is_block_trade.unwrap_or(false),
-                    ts_ms: ts,
-                    source: Source::Rest,
-                    origin: Origin {
-                        received_ms: received,
-                        ..Origin::default()
-                    },
-                });
+                let accepted = self.trades.push(row);
                 if accepted {
                     offered += 1;
                 } else {
@@ -233,7 +243,7 @@ impl ImportWorker {
             let (tier, cursor, state) = match (last, req.tier.as_str()) {
                 (false, t) => (t.to_owned(), page.cursor.clone(), "running"),
                 (true, "historical") => ("live".to_owned(), String::new(), "running"),
-                (true, _) => (req.tier.clone(), String::new(), "done"),
+                (true, _) => (MARKETS_PHASE.to_owned(), String::new(), "running"),
             };
             sqlx::query(
                 "UPDATE imports SET tier = $2, cursor = $3, state = $4, pages = pages + 1, \
@@ -248,13 +258,127 @@ impl ImportWorker {
             .execute(&self.pool)
             .await
             .map_err(db)?;
-            if state == "done" {
-                tracing::info!(id = req.id, "history import: done");
-                return Ok(());
+            if tier == MARKETS_PHASE {
+                req.tier = tier;
+                return self.settled_markets(&req, cancel).await;
             }
             req.tier = tier;
             req.cursor = cursor;
         }
+    }
+}
+
+impl ImportWorker {
+    /// The markets phase: every market the window's trades are of that this gatherer holds no
+    /// version of, from `/historical/markets`; then the request is done.
+    async fn settled_markets(
+        &self,
+        req: &Request,
+        cancel: &CancellationToken,
+    ) -> Result<(), RestError> {
+        let db = |e: sqlx::Error| RestError::Transport {
+            endpoint: "imports",
+            message: format!("local database: {e}"),
+        };
+        let unknown: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT t.market_ticker FROM trades t \
+             WHERE t.ts >= to_timestamp($1 / 1000.0) AND t.ts < to_timestamp($2 / 1000.0) \
+               AND NOT EXISTS (SELECT 1 FROM markets m WHERE m.ticker = t.market_ticker) \
+             ORDER BY 1",
+        )
+        .bind(req.from_ms)
+        .bind(req.to_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut stored = 0i64;
+        for batch in unknown.chunks(TICKERS_PER_REQUEST) {
+            if cancel.is_cancelled() {
+                return Err(RestError::Shutdown);
+            }
+            let list: Vec<String> = batch.iter().map(|t| q(t)).collect();
+            let url = format!(
+                "/historical/markets?limit={}&tickers={}",
+                TICKERS_PER_REQUEST,
+                list.join(",")
+            );
+            let body: Box<RawValue> = match self.rest.get("import_markets", &url).await {
+                Ok(b) => b,
+                // An exchange without a historical tier: nothing settled to bring in.
+                Err(RestError::Status { status: 404, .. }) => {
+                    tracing::info!(
+                        id = req.id,
+                        "history import: no /historical/markets here; no settled markets"
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let page: MarketsPage<'_> =
+                serde_json::from_str(body.get()).map_err(|e| RestError::Decode {
+                    endpoint: "import_markets",
+                    message: e.to_string(),
+                })?;
+            let mut refused = false;
+            for raw in page.markets {
+                let (Ok(head), Some(hash)) = (
+                    serde_json::from_str::<MarketHead>(raw.get()),
+                    kalshi_shared::identity::market_hash(raw.get()),
+                ) else {
+                    tracing::warn!("history import: a settled market does not parse; skipped");
+                    metrics::counter!(crate::metrics::REGISTRY_UNPARSEABLE, "kind" => "market", "outcome" => "dropped")
+                        .increment(1);
+                    continue;
+                };
+                if !batch.contains(&head.ticker) {
+                    continue;
+                }
+                let row = RegistryRow {
+                    ticker: head.ticker,
+                    updated_ms: head
+                        .updated_time
+                        .as_deref()
+                        .and_then(|t| kalshi_shared::time::parse_rfc3339_ms(t).ok()),
+                    observed_ms: kalshi_shared::time::now_ms(),
+                    body: raw.get().to_owned(),
+                    content_hash: hash,
+                };
+                if self.markets.push(MarketVersion(row)) {
+                    stored += 1;
+                    metrics::counter!(crate::metrics::REGISTRY_VERSIONS, "kind" => "market")
+                        .increment(1);
+                } else {
+                    refused = true;
+                }
+            }
+            let mark = self.markets.mark();
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(RestError::Shutdown),
+                ok = self.markets.settled(mark) => if !ok {
+                    return Err(RestError::Shutdown);
+                },
+            }
+            if refused {
+                return Err(RestError::Transport {
+                    endpoint: "import_markets",
+                    message: "the market writer is full; the phase runs again".into(),
+                });
+            }
+        }
+        sqlx::query(
+            "UPDATE imports SET state = 'done', markets = markets + $2, error = NULL, updated_at = now() WHERE id = $1",
+        )
+        .bind(req.id)
+        .bind(stored)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        tracing::info!(
+            id = req.id,
+            settled_markets = stored,
+            "history import: done"
+        );
+        Ok(())
     }
 }
 
@@ -312,7 +436,7 @@ pub async fn request(database_url: &str, from_ms: i64, to_ms: i64, detach: bool)
     let mut last_pages = -1i64;
     loop {
         let row = sqlx::query(
-            "SELECT state, tier, pages, fetched, stored, coalesce(error, '') FROM imports WHERE id = $1",
+            "SELECT state, tier, pages, fetched, stored, coalesce(error, ''), markets FROM imports WHERE id = $1",
         )
         .bind(id)
         .fetch_one(&pool)
@@ -330,9 +454,10 @@ pub async fn request(database_url: &str, from_ms: i64, to_ms: i64, detach: bool)
         let fetched: i64 = r.try_get(3).unwrap_or_default();
         let stored: i64 = r.try_get(4).unwrap_or_default();
         let error: String = r.try_get(5).unwrap_or_default();
+        let markets: i64 = r.try_get(6).unwrap_or_default();
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let line = format!(
-            "import {id}: {state:<8} {tier:<10} pages {pages:>6}  trades fetched {fetched:>9}  in the window {stored:>9}  ({:.1} pages/s){}",
+            "import {id}: {state:<8} {tier:<10} pages {pages:>6}  trades fetched {fetched:>9}  in the window {stored:>9}  settled markets {markets:>5}  ({:.1} pages/s){}",
             pages as f64 / secs,
             if error.is_empty() {
                 String::new()
@@ -364,7 +489,7 @@ pub async fn request(database_url: &str, from_ms: i64, to_ms: i64, detach: bool)
                 eprintln!();
             }
             println!(
-                "import {id}: done: {pages} pages, {fetched} trades fetched, {stored} in the window stored (each trade once: the trades key skips what is already held)"
+                "import {id}: done: {pages} pages, {fetched} trades fetched, {stored} in the window offered to the store (each trade kept once: the trades key skips what is already held), {markets} settled markets"
             );
             return 0;
         }

@@ -414,6 +414,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
         pool: store.pool().clone(),
         rest: rest.clone(),
         trades: sinks.trades.clone(),
+        markets: sinks.markets.clone(),
         scope: scope.clone(),
         page_limit: cfg.backfill.page_limit,
         retry,

@@ -68,6 +68,14 @@ fn parse_time(s: &str) -> Result<i64, String> {
         .map_err(|e| format!("{s:?} is neither RFC 3339 nor Unix milliseconds: {e}"))
 }
 
+/// A runtime from `builder` with every driver, or the exit code after saying why not.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("gatherer: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = match gatherer::config::load(cli.config.as_deref()) {
@@ -108,15 +116,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(64);
             }
         }
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
             Ok(r) => r,
-            Err(e) => {
-                eprintln!("gatherer: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
         let url = cfg.store.database_url.expose().to_owned();
         return ExitCode::from(
@@ -124,15 +126,9 @@ fn main() -> ExitCode {
         );
     }
     kalshi_shared::telemetry::init_logging(&cfg.log.level, cfg.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("gatherer: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let g = match gatherer::start(cfg).await {

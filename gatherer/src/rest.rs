@@ -201,7 +201,9 @@ impl RestClient {
         endpoint: &'static str,
         path_and_query: &str,
     ) -> Result<Vec<u8>, RestError> {
-        let (status, body) = self.get_any_status(endpoint, path_and_query).await?;
+        let (status, body) = self
+            .get_any_status(endpoint, path_and_query, self.cfg.max_body_bytes)
+            .await?;
         if (200..300).contains(&status) {
             Ok(body)
         } else {
@@ -214,13 +216,16 @@ impl RestClient {
     }
 
     /// One GET, rate-limited and signed, with its status and whole body whatever the status
-    /// (bounded by `max_body_bytes`): for endpoints whose error replies carry a meaningful
-    /// body (`/exchange/status` answers 503 with the status during maintenance). Not retried.
+    /// (bounded by `max_body`, and by `kalshi.rest_max_body_bytes`): for endpoints whose
+    /// error replies carry a meaningful body (`/exchange/status` answers 503 with the status
+    /// during maintenance). Not retried.
     pub async fn get_any_status(
         &self,
         endpoint: &'static str,
         path_and_query: &str,
+        max_body: usize,
     ) -> Result<(u16, Vec<u8>), RestError> {
+        let max_body = max_body.min(self.cfg.max_body_bytes);
         self.acquire().await?;
         let path = format!("{}{}", self.prefix, path_and_query);
         let mut req = self.http.get(format!("{}{}", self.origin, path));
@@ -250,13 +255,10 @@ impl RestClient {
         };
         metrics::counter!(m::REST_REQUESTS, "endpoint" => endpoint, "status" => class).increment(1);
         // A declared length over the limit is refused before reading any of it.
-        if resp
-            .content_length()
-            .is_some_and(|n| n > self.cfg.max_body_bytes as u64)
-        {
+        if resp.content_length().is_some_and(|n| n > max_body as u64) {
             return Err(RestError::TooLarge {
                 endpoint,
-                limit: self.cfg.max_body_bytes,
+                limit: max_body,
             });
         }
         let mut body = Vec::new();
@@ -266,10 +268,10 @@ impl RestClient {
                 c = resp.chunk() => c.map_err(|e| RestError::Transport { endpoint, message: transport_message(&e) })?,
             };
             let Some(chunk) = chunk else { break };
-            if body.len() + chunk.len() > self.cfg.max_body_bytes {
+            if body.len() + chunk.len() > max_body {
                 return Err(RestError::TooLarge {
                     endpoint,
-                    limit: self.cfg.max_body_bytes,
+                    limit: max_body,
                 });
             }
             body.extend_from_slice(&chunk);

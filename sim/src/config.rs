@@ -57,6 +57,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 2000)]
     pub lifecycle_every: u64,
 
+    /// Messages between two messages of a type no client models (`market_fee_update`, on the
+    /// `market_lifecycle_v2` channel, as Kalshi adds types without notice; 0: never). Each is
+    /// in the truth under its type: clients must keep it as sent.
+    #[arg(long, default_value_t = 0)]
+    pub unknown_every: u64,
+
     /// Also emit the legacy integer fields (cents, whole contracts) where exact.
     #[arg(long)]
     pub legacy_fields: bool,
@@ -76,6 +82,12 @@ pub struct Cli {
     /// Trades per second of that history.
     #[arg(long, default_value_t = 2)]
     pub history_rate: u64,
+
+    /// Markets that opened and settled in the history before the cutoff: served only by
+    /// `GET /historical/markets` (as Kalshi's settled markets are), with a third of the
+    /// history's trades in their lifetimes; in the truth as `historical_market` records.
+    #[arg(long, default_value_t = 0)]
+    pub history_markets: usize,
 
     /// Seconds between trading halts (0: none). A halt sets `/exchange/status`'s
     /// `trading_active` to false for `--halt-secs`; `/exchange/schedule` lists the next one as
@@ -179,10 +191,12 @@ pub struct SimConfig {
     pub mve_markets: usize,
     pub rate: u64,
     pub lifecycle_every: u64,
+    pub unknown_every: u64,
     pub legacy_fields: bool,
     pub future_fields: bool,
     pub history_hours: u32,
     pub history_rate: u64,
+    pub history_markets: usize,
     pub halt_every_secs: u64,
     pub halt_secs: u64,
     pub public_key_pem: Option<Vec<u8>>,
@@ -218,10 +232,12 @@ impl SimConfig {
             mve_markets: markets / 5,
             rate: 0,
             lifecycle_every: 0,
+            unknown_every: 0,
             legacy_fields: false,
             future_fields: false,
             history_hours: 0,
             history_rate: 2,
+            history_markets: 0,
             halt_every_secs: 0,
             halt_secs: 5,
             public_key_pem: None,
@@ -307,10 +323,12 @@ impl TryFrom<&Cli> for SimConfig {
             mve_markets: cli.mve_markets.unwrap_or(cli.markets / 5),
             rate: cli.rate,
             lifecycle_every: cli.lifecycle_every,
+            unknown_every: cli.unknown_every,
             legacy_fields: cli.legacy_fields,
             future_fields: cli.future_fields,
             history_hours: cli.history_hours,
             history_rate: cli.history_rate,
+            history_markets: cli.history_markets,
             halt_every_secs: cli.halt_every_secs,
             halt_secs: cli.halt_secs,
             public_key_pem,

@@ -48,6 +48,11 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route(&format!("{p}/exchange/schedule"), get(exchange_schedule))
         .route(&format!("{p}/historical/cutoff"), get(historical_cutoff))
         .route(&format!("{p}/historical/trades"), get(historical_trades))
+        .route(&format!("{p}/historical/markets"), get(historical_markets))
+        .route(
+            &format!("{p}/historical/markets/{{ticker}}"),
+            get(historical_market),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), rest_guard))
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -428,6 +433,64 @@ async fn historical_trades(
 }
 
 /// `GET /historical/cutoff`: trades (and markets settled) before it are historical.
+/// `GET /historical/markets`: the markets that settled before the cutoff, paged; `tickers`
+/// (comma-separated) and `event_ticker` filter (Kalshi's filters are mutually exclusive).
+async fn historical_markets(
+    State(state): State<Arc<SimState>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let q = Query::parse(raw);
+    let limit = q.limit(100, 1000)?;
+    let start = decode_cursor(&q, 'H')?.map_or(0, |c| c as usize + 1);
+    let tickers: Option<Vec<&str>> = q.get("tickers").map(|t| t.split(',').collect());
+    let event = q.get("event_ticker");
+    if tickers.is_some() && event.is_some() {
+        return Err(bad("filters are mutually exclusive"));
+    }
+    let ex = lock(&state.exchange);
+    let all = ex.historical_markets();
+    let mut page: Vec<usize> = (start..all.len())
+        .filter(|i| {
+            let h = &all[*i];
+            tickers
+                .as_ref()
+                .is_none_or(|t| t.contains(&h.ticker.as_str()))
+                && event.is_none_or(|e| h.ticker.starts_with(&format!("{e}-")))
+        })
+        .take(limit + 1)
+        .collect();
+    let cursor = if page.len() > limit {
+        page.pop();
+        page.last()
+            .map(|i| encode_cursor('H', *i as u64))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let markets: Vec<&str> = page.iter().map(|i| all[*i].json.as_str()).collect();
+    let body = format!(
+        "{{\"markets\":[{}],\"cursor\":{}}}",
+        markets.join(","),
+        serde_json::Value::String(cursor)
+    );
+    drop(ex);
+    Ok(raw_json(StatusCode::OK, body))
+}
+
+/// `GET /historical/markets/{ticker}`.
+async fn historical_market(
+    State(state): State<Arc<SimState>>,
+    Path(ticker): Path<String>,
+) -> ApiResult {
+    let ex = lock(&state.exchange);
+    let j = ex
+        .historical_index(&ticker)
+        .ok_or_else(|| not_found("market"))?;
+    let body = format!("{{\"market\":{}}}", ex.historical_markets()[j].json);
+    drop(ex);
+    Ok(raw_json(StatusCode::OK, body))
+}
+
 async fn historical_cutoff(State(state): State<Arc<SimState>>) -> ApiResult {
     let cutoff = lock(&state.exchange).history_cutoff_ms();
     let t = kalshi_shared::time::format_rfc3339_ms(cutoff);
@@ -465,7 +528,7 @@ fn trades_tier(state: &SimState, raw: Option<String>, tier: Tier) -> ApiResult {
         }
     }
     let market = match q.get("ticker") {
-        Some(t) => match ex.market_index(t) {
+        Some(t) => match ex.trade_market_index(t) {
             Some(i) => Some(i),
             None => {
                 drop(ex);

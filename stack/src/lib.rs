@@ -60,6 +60,9 @@ pub struct Options {
     /// Hours of trades the simulator has from before its start, served by its REST tiers only
     /// (`kalshi-sim --history-hours`; `kalshi-stack import` brings them in).
     pub history_hours: u32,
+    /// Markets that settled in that history, served by `/historical/markets` only
+    /// (`kalshi-sim --history-markets`; an import brings in those its trades are of).
+    pub history_markets: usize,
     pub ha: bool,
     /// Keep the data directory (and the clusters' data) after `down`.
     pub keep: bool,
@@ -86,6 +89,7 @@ impl Options {
             rate: 200,
             lifecycle_every: 2000,
             history_hours: 0,
+            history_markets: 0,
             ha: false,
             keep: false,
             bin_dir,

@@ -48,6 +48,10 @@ struct UpArgs {
     /// (`kalshi-stack import` brings them in).
     #[arg(long, default_value_t = 0)]
     history_hours: u32,
+    /// Markets that settled in that history: only `/historical/markets` serves them (an import
+    /// brings in those its trades are of).
+    #[arg(long, default_value_t = 0)]
+    history_markets: usize,
     /// A synchronous streaming standby of production behind a TCP endpoint (`failover`).
     #[arg(long)]
     ha: bool,
@@ -203,6 +207,7 @@ fn options(data_dir: PathBuf, a: &UpArgs) -> anyhow::Result<Options> {
     o.seed = a.seed;
     o.rate = a.rate;
     o.history_hours = a.history_hours;
+    o.history_markets = a.history_markets;
     o.ha = a.ha;
     o.keep = a.keep;
     o.log_level = a.log_level.clone();

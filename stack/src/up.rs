@@ -88,6 +88,9 @@ fn sim_args(
         "--future-fields".into(),
         // Trading halts every 2 minutes for 30 s (every second one maintenance, the exchange
         // down): the gatherers poll the status every 10 s and the audit requires every state.
+        // A message of a type no client models every 5,000: kept as sent, judged by the audit.
+        "--unknown-every".into(),
+        "4999".into(),
         "--halt-every-secs".into(),
         "120".into(),
         "--halt-secs".into(),
@@ -176,6 +179,10 @@ impl Setup<'_> {
         sim_args.extend(["--rest-rate", "1000", "--rest-burst", "1000"].map(String::from));
         if opts.history_hours > 0 {
             sim_args.extend(["--history-hours".to_owned(), opts.history_hours.to_string()]);
+            sim_args.extend([
+                "--history-markets".to_owned(),
+                opts.history_markets.to_string(),
+            ]);
         }
         let truth = dir.join("truth.jsonl");
         spawn_sim(self.bin("kalshi-sim"), dir, "kalshi-sim", sim_args, &truth).await

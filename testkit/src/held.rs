@@ -13,7 +13,9 @@ use serde_json::Value;
 use sqlx::Row as _;
 use tonic::transport::Channel;
 
-use crate::sim::{DeltaKey, LifecycleKey, TickerKey, TradeFact, lifecycle_as_sent, ticker_as_sent};
+use crate::sim::{
+    DeltaKey, LifecycleKey, TickerKey, TradeFact, UnknownKey, lifecycle_as_sent, ticker_as_sent,
+};
 
 /// A stored book.
 #[derive(Debug, Clone)]
@@ -55,7 +57,7 @@ pub struct Held {
     pub tickers: Vec<TickerKey>,
     pub lifecycle: Vec<LifecycleKey>,
     /// Messages of types the system does not model: `(type, market, body as sent)`.
-    pub unknown: Vec<(String, String, String)>,
+    pub unknown: Vec<UnknownKey>,
     pub snapshots: Vec<HeldSnapshot>,
     /// Registry: the latest body per market, event and series ticker.
     pub markets: HashMap<String, Value>,

@@ -65,6 +65,12 @@ pub struct ExchangeState {
 pub type LifecycleKey = (String, String, String, String);
 /// Ticker content: `(market, ts_ms, body as sent)`.
 pub type TickerKey = (String, i64, String);
+/// A message of a type the system does not model: `(type, market, body as sent)`.
+pub type UnknownKey = (String, String, String);
+
+/// The type of the simulator's messages no client models (`kalshi-sim --unknown-every`,
+/// published on `market_lifecycle_v2`): kept as sent in `unknown_messages`.
+pub const UNMODELLED_TYPE: &str = "market_fee_update";
 
 /// A market as the exchange has it now.
 #[derive(Debug, Clone)]
@@ -98,9 +104,14 @@ pub struct Truth {
     /// WebSocket.
     pub history: Vec<Fact<TradeFact>>,
     pub lifecycle: Vec<Fact<LifecycleKey>>,
+    /// Messages of a type no client models (`UNMODELLED_TYPE`).
+    pub unknown: Vec<Fact<UnknownKey>>,
     /// The exchange's status and schedule, every state in order (`exchange_status`,
     /// `exchange_schedule`).
     pub exchange: Vec<ExchangeState>,
+    /// Markets that settled before the history's cutoff (`historical_market`): served by
+    /// `/historical/markets` only, by ticker, as served.
+    pub historical_markets: HashMap<String, Value>,
     /// The exchange time of the newest record read (a state lasts until the next or this).
     pub last_ms: i64,
     /// Markets created while running: their `created` lifecycle time.
@@ -186,6 +197,20 @@ pub fn add_record(truth: &mut Truth, r: &Value) -> anyhow::Result<()> {
     let kind = r["type"].as_str().unwrap_or_default();
     truth.last_ms = truth.last_ms.max(ts_ms);
     match kind {
+        UNMODELLED_TYPE => {
+            let market = text(m, "market_ticker")?;
+            truth.unknown.push(Fact {
+                pos,
+                ts_ms,
+                market: market.clone(),
+                key: (kind.to_owned(), market, msg_text(r)?.to_owned()),
+            });
+        }
+        "historical_market" => {
+            truth
+                .historical_markets
+                .insert(text(m, "ticker")?, m.clone());
+        }
         "exchange_status" | "exchange_schedule" => truth.exchange.push(ExchangeState {
             pos,
             since_ms: ts_ms,
@@ -315,6 +340,12 @@ impl SimControl {
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let body = self.get_text(path).await?;
+        serde_json::from_str(&body).with_context(|| format!("GET {path}"))
+    }
+
+    /// The body of a successful GET, as text.
+    async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -322,11 +353,11 @@ impl SimControl {
             .await
             .with_context(|| format!("GET {path} from the simulator"))?;
         let status = r.status();
-        let v: Value = r.json().await.with_context(|| format!("GET {path}"))?;
+        let body = r.text().await.with_context(|| format!("GET {path}"))?;
         if !status.is_success() {
-            bail!("GET {path}: {status} {v}");
+            bail!("GET {path}: {status} {body}");
         }
-        Ok(v)
+        Ok(body)
     }
 
     /// A truth page with each record's `msg` also as the exact text the simulator wrote and
@@ -343,17 +374,7 @@ impl SimControl {
             #[serde(borrow)]
             msg: &'a serde_json::value::RawValue,
         }
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .with_context(|| format!("GET {path} from the simulator"))?;
-        let status = r.status();
-        let body = r.text().await.with_context(|| format!("GET {path}"))?;
-        if !status.is_success() {
-            bail!("GET {path}: {status} {body}");
-        }
+        let body = self.get_text(path).await?;
         let page: Page = serde_json::from_str(&body).with_context(|| format!("GET {path}"))?;
         let mut records = Vec::with_capacity(page.records.len());
         for raw in &page.records {

@@ -46,6 +46,8 @@ pub fn sim_config(seed: u64, markets: usize) -> SimConfig {
     // every state lasts long enough for the gatherers' 500 ms polls, and must be captured.
     c.halt_every_secs = 6;
     c.halt_secs = 3;
+    // And sends a message of a type no client models about every thousand messages.
+    c.unknown_every = 997;
     c
 }
 
@@ -56,11 +58,7 @@ pub fn dedup_bin() -> std::path::PathBuf {
 
 /// A port free right now (for services that must come back on the same address).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    kalshi_testkit::ports::free_port().unwrap()
 }
 
 /// A gatherer on its own runtime, so it can be killed abruptly (all tasks dropped, sockets

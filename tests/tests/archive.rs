@@ -531,7 +531,7 @@ async fn a_local_directory_archive_is_read_in_place_verified_and_restored_exactl
     assert_kept_as_sent(&w, &pool, &read).await;
     // The unknown messages: once each in production, as sent, and in the archive.
     let unknown: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT type, channel, body::text FROM unknown_messages ORDER BY body::text",
+        "SELECT type, channel, body::text FROM unknown_messages WHERE type = 'mystery_update' ORDER BY body::text",
     )
     .fetch_all(&pool)
     .await
@@ -547,11 +547,16 @@ async fn a_local_directory_archive_is_read_in_place_verified_and_restored_exactl
         .collect();
     assert_eq!(unknown, want, "every gatherer's copies are one row each");
     for reader in ["duckdb", "pyarrow"] {
-        assert_eq!(
-            read["unknown_messages"][reader].as_array().unwrap().len(),
-            5,
-            "{reader}"
-        );
+        let mystery = read["unknown_messages"][reader]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r.as_str()
+                    .is_some_and(|r| r.starts_with("[\"mystery_update\""))
+            })
+            .count();
+        assert_eq!(mystery, 5, "{reader}");
     }
 
     // Wipe production's archived streams and restore them from the directory.

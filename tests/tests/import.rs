@@ -1,11 +1,12 @@
 //! History import as a user runs it: `kalshi-stack import` on a stack whose exchange (the
-//! simulator, `--history-hours`) has an hour of trades from before the stack started, in
-//! Kalshi's two REST tiers (`/historical/trades` before the cutoff, `/markets/trades` after
-//! it, overlapping), over a window that also holds trades captured live. The gatherer doing
+//! simulator, `--history-hours 24 --history-markets 24`) has a day of trades from before the
+//! stack started, in Kalshi's two REST tiers (`/historical/trades` before the cutoff,
+//! `/markets/trades` after it, overlapping), with markets that settled in it and exist only
+//! under `/historical/markets`, over a window that also holds trades captured live. The gatherer doing
 //! the import is SIGKILLed mid-way and started again: the import resumes. Production is then
 //! judged against the simulator's ground truth through the oracle (every trade of the window
-//! exactly once, live and imported alike), and so is the rest of production; a second import
-//! changes nothing.
+//! exactly once, live and imported alike; every settled market of those trades as the exchange
+//! serves it), and so is the rest of production; a second import changes nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -46,7 +47,8 @@ async fn import_pages(db: &str) -> i64 {
     n
 }
 
-async fn judge(s: &Stack, from: i64, to: i64) -> (history::HistoryVerdict, u64) {
+/// The import's verdict, the live trades in the window and the exchange's settled markets.
+async fn judge(s: &Stack, from: i64, to: i64) -> (history::HistoryVerdict, u64, usize) {
     let truth = SimControl::new(s.endpoints.sim_control.clone())
         .truth()
         .await
@@ -63,11 +65,15 @@ async fn judge(s: &Stack, from: i64, to: i64) -> (history::HistoryVerdict, u64) 
         .iter()
         .filter(|f| f.ts_ms >= from && f.ts_ms < to)
         .count() as u64;
-    (history::judge(&truth, &prod, from, to), live)
+    (
+        history::judge(&truth, &prod, from, to),
+        live,
+        truth.historical_markets.len(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_hour_of_the_past_is_imported_exactly_resumed_after_a_kill_and_twice_changes_nothing() {
+async fn a_day_of_the_past_is_imported_exactly_resumed_after_a_kill_and_twice_changes_nothing() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = std::env::temp_dir().join(format!("kalshi-e2e-import-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -75,7 +81,8 @@ async fn an_hour_of_the_past_is_imported_exactly_resumed_after_a_kill_and_twice_
     o.gatherers = 2;
     o.markets = 12;
     o.seed = 811;
-    o.history_hours = 1;
+    o.history_hours = 24;
+    o.history_markets = 24;
     o.archive = false;
     o.log_level = "info".into();
     let mut s = Stack::up(o).await.unwrap();
@@ -89,7 +96,7 @@ async fn an_hour_of_the_past_is_imported_exactly_resumed_after_a_kill_and_twice_
         .unwrap()["started_ms"]
         .as_i64()
         .unwrap();
-    let (from, to) = (started - 3_600_000, kalshi_shared::time::now_ms() + 1);
+    let (from, to) = (started - 24 * 3_600_000, kalshi_shared::time::now_ms() + 1);
 
     // The import, with the gatherer doing it killed once it has settled a few pages.
     let child = import_cmd(&s, from, to)
@@ -122,13 +129,20 @@ async fn an_hour_of_the_past_is_imported_exactly_resumed_after_a_kill_and_twice_
         "resumed after the kill"
     );
     s.wait_settled(Duration::from_secs(180)).await.unwrap();
-    let (v, live) = judge(&s, from, to).await;
+    let (v, live, settled_markets) = judge(&s, from, to).await;
     eprintln!("{}", v.line());
     assert!(v.ok(), "{}", v.line());
     assert!(live > 50, "live trades in the window: {live}");
     assert!(
-        v.expected > 6_000 + live,
-        "an hour of the past at 2 trades/s: {}",
+        v.expected > 170_000 + live,
+        "a day of the past at 2 trades/s: {}",
+        v.line()
+    );
+    assert_eq!(settled_markets, 24, "{}", v.line());
+    assert_eq!(
+        v.settled_markets,
+        24,
+        "every settled market has trades in the day, and is brought in: {}",
         v.line()
     );
 
@@ -156,7 +170,7 @@ async fn an_hour_of_the_past_is_imported_exactly_resumed_after_a_kill_and_twice_
         String::from_utf8_lossy(&out.stderr)
     );
     s.wait_settled(Duration::from_secs(120)).await.unwrap();
-    let (again, _) = judge(&s, from, to).await;
+    let (again, _, _) = judge(&s, from, to).await;
     assert_eq!(again, v, "a second import changes nothing");
 
     let codes = tokio::task::spawn_blocking(move || s.down()).await.unwrap();

@@ -100,6 +100,38 @@ pub struct TradeRow {
     pub origin: Origin,
 }
 
+impl TradeRow {
+    /// A trade as REST serves it (`/markets/trades`, `/historical/trades`: backfill, polling
+    /// and history import alike), received at `received_ms`; `None` when a value does not
+    /// parse.
+    pub fn from_rest(t: &kalshi_shared::wire::rest::Trade, received_ms: i64) -> Option<TradeRow> {
+        let (Ok(ts), Ok(yes), Ok(no), Ok(count)) = (
+            t.created_ms(),
+            t.yes_price_value(),
+            t.no_price_value(),
+            t.count_value(),
+        ) else {
+            return None;
+        };
+        Some(TradeRow {
+            trade_id: t.trade_id.clone(),
+            market_ticker: t.ticker.clone(),
+            yes_price: yes.raw(),
+            no_price: no.raw(),
+            count: count.raw(),
+            taker_outcome_side: t.taker_outcome(),
+            taker_book_side: t.taker_book_side,
+            is_block_trade: t.is_block_trade.unwrap_or(false),
+            ts_ms: ts,
+            source: Source::Rest,
+            origin: Origin {
+                received_ms,
+                ..Origin::default()
+            },
+        })
+    }
+}
+
 impl Row for TradeRow {
     const STREAM: Stream = Stream::Trades;
     const COLUMNS: &'static str = "id, ts, ingested_at, trade_id, market_ticker, yes_price, no_price, count, taker_outcome_side, taker_book_side, is_block_trade, ts_ms, source, received_ms, conn_epoch, sid, seq";

@@ -21,7 +21,14 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (7, MIGRATION_7),
     (8, MIGRATION_8),
     (9, MIGRATION_9),
+    (10, MIGRATION_10),
 ];
+
+/// History imports also bring in the settled markets their trades are of
+/// (`/historical/markets`): how many.
+const MIGRATION_10: &str = r#"
+ALTER TABLE imports ADD COLUMN markets bigint NOT NULL DEFAULT 0;
+"#;
 
 /// The stream a migration adds (its table becomes a hypertable on TimescaleDB storage, as
 /// migration 1's do).

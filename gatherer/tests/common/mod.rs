@@ -30,6 +30,8 @@ pub fn sim_config(seed: u64, markets: usize) -> SimConfig {
     // every state lasts long enough for the gatherers' 500 ms polls, and must be captured.
     c.halt_every_secs = 6;
     c.halt_secs = 3;
+    // And sends a message of a type no client models about every thousand messages.
+    c.unknown_every = 997;
     c
 }
 

@@ -32,6 +32,13 @@ impl Exchange {
         let mut idle = 0u32;
         while (out.len() as u64) < n && budget > 0 {
             budget -= 1;
+            if self.cfg.unknown_every > 0 && self.generated >= self.next_unknown_at {
+                self.next_unknown_at = self.generated + self.cfg.unknown_every;
+                let before = out.len();
+                self.unmodelled(ts_ms, &mut out);
+                self.generated += (out.len() - before) as u64;
+                continue;
+            }
             if self.cfg.lifecycle_every > 0 && self.generated >= self.next_lifecycle_at {
                 self.next_lifecycle_at = self.generated + self.cfg.lifecycle_every;
                 let before = out.len();
@@ -81,6 +88,30 @@ impl Exchange {
             msg: msg.into_boxed_str(),
             delta,
         });
+    }
+
+    /// A message of a type no client models, about a live market (none without one).
+    fn unmodelled(&mut self, ts_ms: i64, out: &mut Vec<Published>) {
+        if self.active.is_empty() {
+            return;
+        }
+        let idx = self.active[self.flow.below(self.active.len() as u64) as usize];
+        self.unknown_sent += 1;
+        let msg = serde_json::json!({
+            "market_ticker": self.markets[idx as usize].ticker,
+            "fee_type": "quadratic",
+            "fee_multiplier": "0.0700",
+            "effective_ts": ts_ms.div_euclid(1000),
+            "n": self.unknown_sent,
+        });
+        self.publish(
+            out,
+            EventKind::Unmodelled,
+            ts_ms,
+            Some(idx),
+            msg.to_string(),
+            None,
+        );
     }
 
     /// A ticker's or lifecycle message's JSON as the exchange sends it: with the unmodelled
@@ -253,39 +284,15 @@ impl Exchange {
         let Some(complement) = maker_price.complement() else {
             return;
         };
-        let (yes_price, no_price) = match taker {
-            Side::Yes => (complement, maker_price),
-            Side::No => (maker_price, complement),
-        };
-        let book_side = match taker {
-            Side::Yes => BookSide::Bid,
-            Side::No => BookSide::Ask,
+        // The NO price is the YES price's complement (`TradeRec::ws_msg`).
+        let yes_price = match taker {
+            Side::Yes => complement,
+            Side::No => maker_price,
         };
         let trade_id = self.flow.uuid_u128();
         // REST gives microseconds; the WS gives the same instant floored to the millisecond.
         let ts_us = ts_ms * 1000 + self.flow.below(1000) as i64;
-        let legacy = self.cfg.legacy_fields;
-        let dp = self.ws_decimals();
-        let m = &self.markets[idx as usize];
-        let msg = TradeMsg {
-            trade_id: crate::rng::format_uuid(trade_id),
-            market_ticker: m.ticker.clone(),
-            yes_price: legacy.then(|| yes_price.to_cents()).flatten(),
-            yes_price_dollars: Some(Dollars::with_decimals(yes_price, dp)),
-            no_price: legacy.then(|| no_price.to_cents()).flatten(),
-            no_price_dollars: Some(Dollars::with_decimals(no_price, dp)),
-            count: legacy.then(|| count.to_whole()).flatten(),
-            count_fp: Some(count),
-            taker_side: Some(taker),
-            taker_outcome_side: Some(taker),
-            taker_book_side: Some(book_side),
-            is_block_trade: Some(block),
-            ts: Some(ts_ms.div_euclid(1000)),
-            ts_ms: Some(ts_ms),
-        };
-        let json = to_json(&msg);
-        self.publish(out, EventKind::Trade, ts_ms, Some(idx), json, None);
-        self.record_trade(TradeRec {
+        let rec = TradeRec {
             seq: 0,
             trade_id,
             market: idx,
@@ -294,7 +301,11 @@ impl Exchange {
             count,
             taker,
             block,
-        });
+        };
+        let ticker = self.markets[idx as usize].ticker.clone();
+        let json = to_json(&rec.ws_msg(ticker, self.cfg.legacy_fields, self.ws_decimals()));
+        self.publish(out, EventKind::Trade, ts_ms, Some(idx), json, None);
+        self.record_trade(rec);
         {
             let m = &mut self.markets[idx as usize];
             m.previous_price = m.last_price;

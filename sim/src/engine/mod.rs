@@ -29,7 +29,7 @@ mod lifecycle;
 mod status;
 mod views;
 
-pub use history::HISTORY_OVERLAP_MS;
+pub use history::{HISTORICAL_BASE, HISTORY_OVERLAP_MS, HistoricalMarket};
 pub use views::{delta_json_yes_scale, to_json};
 
 use crate::rng::Rng;
@@ -44,15 +44,22 @@ pub enum EventKind {
     Ticker,
     MarketLifecycle,
     EventLifecycle,
+    /// A message of a type no client models (`UNMODELLED_TYPE`, `--unknown-every`).
+    Unmodelled,
 }
 
+/// The type of the messages no client models: Kalshi adds types without notice (fee updates,
+/// multivariate lifecycle, ...), and a client must keep what it does not know.
+pub const UNMODELLED_TYPE: &str = "market_fee_update";
+
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Delta,
         EventKind::Trade,
         EventKind::Ticker,
         EventKind::MarketLifecycle,
         EventKind::EventLifecycle,
+        EventKind::Unmodelled,
     ];
 
     pub fn frame_type(self) -> &'static str {
@@ -63,6 +70,7 @@ impl EventKind {
             EventKind::Ticker => f::TICKER,
             EventKind::MarketLifecycle => f::MARKET_LIFECYCLE_V2,
             EventKind::EventLifecycle => f::EVENT_LIFECYCLE,
+            EventKind::Unmodelled => UNMODELLED_TYPE,
         }
     }
 
@@ -71,7 +79,7 @@ impl EventKind {
             EventKind::Delta => ws::Channel::OrderbookDelta,
             EventKind::Trade => ws::Channel::Trade,
             EventKind::Ticker => ws::Channel::Ticker,
-            EventKind::MarketLifecycle | EventKind::EventLifecycle => {
+            EventKind::MarketLifecycle | EventKind::EventLifecycle | EventKind::Unmodelled => {
                 ws::Channel::MarketLifecycleV2
             }
         }
@@ -79,6 +87,19 @@ impl EventKind {
 
     fn index(self) -> usize {
         self as usize
+    }
+
+    /// Whether clients keep this kind's `msg` as sent (tickers and lifecycle messages): the
+    /// exchange sends it alike to every client, and `--future-fields` adds its unmodelled
+    /// field there, for every client and the truth.
+    pub fn kept_as_sent(self) -> bool {
+        matches!(
+            self,
+            EventKind::Ticker
+                | EventKind::MarketLifecycle
+                | EventKind::EventLifecycle
+                | EventKind::Unmodelled
+        )
     }
 }
 
@@ -120,11 +141,15 @@ pub struct EngineConfig {
     pub history_ms: i64,
     /// Trades per second of that history.
     pub history_rate: u64,
+    /// Markets that settled in the history, served by `/historical/markets` only.
+    pub history_markets: usize,
     /// Milliseconds between trading halts, and how long each lasts (`status.rs`; 0: none).
     pub halt_every_ms: i64,
     pub halt_ms: i64,
     /// Messages between lifecycle steps (0 disables lifecycle churn).
     pub lifecycle_every: u64,
+    /// Messages between two of a type no client models (`UNMODELLED_TYPE`; 0: none).
+    pub unknown_every: u64,
     /// REST trade history kept in memory.
     pub trade_history: usize,
 }
@@ -142,9 +167,37 @@ struct TradeRec {
     block: bool,
 }
 
+impl TradeRec {
+    /// The trade as the WebSocket publishes it (and the truth records it), for `ticker`:
+    /// legacy integer fields with `legacy`, dollar prices with `decimals` places.
+    fn ws_msg(&self, ticker: String, legacy: bool, decimals: u8) -> TradeMsg {
+        let no_price = self.yes_price.complement().unwrap_or(Price::ZERO);
+        let ts_ms = self.ts_us.div_euclid(1000);
+        TradeMsg {
+            trade_id: crate::rng::format_uuid(self.trade_id),
+            market_ticker: ticker,
+            yes_price: legacy.then(|| self.yes_price.to_cents()).flatten(),
+            yes_price_dollars: Some(Dollars::with_decimals(self.yes_price, decimals)),
+            no_price: legacy.then(|| no_price.to_cents()).flatten(),
+            no_price_dollars: Some(Dollars::with_decimals(no_price, decimals)),
+            count: legacy.then(|| self.count.to_whole()).flatten(),
+            count_fp: Some(self.count),
+            taker_side: Some(self.taker),
+            taker_outcome_side: Some(self.taker),
+            taker_book_side: Some(match self.taker {
+                Side::Yes => BookSide::Bid,
+                Side::No => BookSide::Ask,
+            }),
+            is_block_trade: Some(self.block),
+            ts: Some(ts_ms.div_euclid(1000)),
+            ts_ms: Some(ts_ms),
+        }
+    }
+}
+
 /// Counters by event kind.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct KindCounts(pub [u64; 5]);
+pub struct KindCounts(pub [u64; 6]);
 
 impl KindCounts {
     pub fn get(&self, kind: EventKind) -> u64 {
@@ -169,6 +222,9 @@ pub struct Exchange {
     pos: u64,
     generated: u64,
     next_lifecycle_at: u64,
+    next_unknown_at: u64,
+    /// Messages of the unmodelled type published so far (each one's `n`: no two alike).
+    unknown_sent: u64,
     lifecycle_step: u64,
     trades: VecDeque<TradeRec>,
     trades_by_market: HashMap<u32, VecDeque<u64>>,
@@ -181,6 +237,9 @@ pub struct Exchange {
     truth_full_logged: bool,
     /// The exchange's status and schedule (`status.rs`).
     status: status::ExchangeState,
+    /// Markets settled before the cutoff (`history.rs`).
+    historical: Vec<HistoricalMarket>,
+    historical_by_ticker: HashMap<String, usize>,
 }
 
 impl Exchange {
@@ -204,6 +263,8 @@ impl Exchange {
             pos: 0,
             generated: 0,
             next_lifecycle_at: cfg.lifecycle_every,
+            next_unknown_at: cfg.unknown_every,
+            unknown_sent: 0,
             lifecycle_step: 0,
             trades: VecDeque::new(),
             trades_by_market: HashMap::new(),
@@ -214,6 +275,8 @@ impl Exchange {
             truth,
             truth_full_logged: false,
             status: status::ExchangeState::default(),
+            historical: Vec::new(),
+            historical_by_ticker: HashMap::new(),
             cfg,
         };
         for (i, s) in ex.series.iter().enumerate() {
@@ -271,6 +334,7 @@ impl Exchange {
             let mut past = root.fork(3);
             let (ms, rate) = (ex.cfg.history_ms, ex.cfg.history_rate);
             ex.make_history(&mut past, start_ms, ms, rate);
+            ex.settle_history(start_ms);
         }
         ex.start_status(start_ms);
         ex

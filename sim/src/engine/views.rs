@@ -237,7 +237,7 @@ impl Exchange {
         let no_price = t.yes_price.complement().unwrap_or(Price::ZERO);
         RestTrade {
             trade_id: crate::rng::format_uuid(t.trade_id),
-            ticker: self.markets[t.market as usize].ticker.clone(),
+            ticker: self.trade_ticker(t.market).to_owned(),
             count_fp: Some(t.count),
             yes_price_dollars: Some(Dollars::new(t.yes_price)),
             no_price_dollars: Some(Dollars::new(no_price)),

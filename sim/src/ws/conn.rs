@@ -374,9 +374,10 @@ impl Conn {
 /// exchange sends one message alike to every client (`--future-fields` adds a field to them
 /// for every client and the truth).
 fn decorate(frame: &str) -> String {
-    let kept_as_sent = ["ticker", "market_lifecycle_v2", "event_lifecycle"]
+    let kept_as_sent = crate::engine::EventKind::ALL
         .iter()
-        .any(|t| frame.starts_with(&format!("{{\"type\":\"{t}\"")));
+        .filter(|k| k.kept_as_sent())
+        .any(|k| frame.starts_with(&format!("{{\"type\":\"{}\"", k.frame_type())));
     let mut s = if kept_as_sent {
         frame.to_owned()
     } else {

@@ -1,6 +1,8 @@
 //! An import of the exchange's past judged against the truth's `historical_trade` records:
 //! in a window, production must hold exactly the exchange's trades, each once (content, with
-//! the exchange's trade id; never read from the system under test for the expected side).
+//! the exchange's trade id; never read from the system under test for the expected side), and
+//! every settled market those trades are of (`historical_market`, served by
+//! `/historical/markets` only), as the exchange serves it.
 
 use std::collections::HashMap;
 
@@ -21,16 +23,23 @@ pub struct HistoryVerdict {
     pub extra: Vec<TradeFact>,
     /// Held more often than the exchange has it.
     pub duplicated: Vec<TradeFact>,
+    /// Settled markets the window's trades are of.
+    pub settled_markets: u64,
+    /// Of those, not held, or held with another content than the exchange's: `(ticker, why)`.
+    pub settled_wrong: Vec<(String, String)>,
 }
 
 impl HistoryVerdict {
     pub fn ok(&self) -> bool {
-        self.missing.is_empty() && self.extra.is_empty() && self.duplicated.is_empty()
+        self.missing.is_empty()
+            && self.extra.is_empty()
+            && self.duplicated.is_empty()
+            && self.settled_wrong.is_empty()
     }
 
     pub fn line(&self) -> String {
         format!(
-            "trades of [{}, {}): expected {}, present {}, missing {}, extra {}, duplicated {}{}",
+            "trades of [{}, {}): expected {}, present {}, missing {}, extra {}, duplicated {}; settled markets {}/{}{}{}",
             self.from_ms,
             self.to_ms,
             self.expected,
@@ -38,6 +47,13 @@ impl HistoryVerdict {
             self.missing.len(),
             self.extra.len(),
             self.duplicated.len(),
+            self.settled_markets - self.settled_wrong.len() as u64,
+            self.settled_markets,
+            self.settled_wrong
+                .first()
+                .map_or(String::new(), |(t, why)| format!(
+                    " (first wrong: {t}: {why})"
+                )),
             self.missing
                 .first()
                 .or(self.extra.first())
@@ -80,6 +96,26 @@ pub fn judge(truth: &Truth, production: &Held, from_ms: i64, to_ms: i64) -> Hist
     for t in held.keys() {
         if !want.contains_key(t) {
             v.extra.push((*t).clone());
+        }
+    }
+    let mut settled: Vec<&String> = want
+        .keys()
+        .map(|t| &t.market)
+        .filter(|m| truth.historical_markets.contains_key(*m))
+        .collect();
+    settled.sort();
+    settled.dedup();
+    v.settled_markets = settled.len() as u64;
+    for m in settled {
+        let why = match production.markets.get(m) {
+            None => Some("not held".to_owned()),
+            Some(body) if Some(body) != truth.historical_markets.get(m) => {
+                Some(format!("held as {body}"))
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            v.settled_wrong.push((m.clone(), why));
         }
     }
     for l in [&mut v.missing, &mut v.extra, &mut v.duplicated] {

@@ -4,7 +4,8 @@
 //! - expected values come only from the truth ([`Truth`]); the store ([`Held`]) is only what is
 //!   judged, and the gatherers' readings only tell what some gatherer captured;
 //! - content, not ids: trades by every field, deltas as a multiset of `(market, ts_ms, side,
-//!   price, delta)`, tickers and lifecycle as multisets of canonical content;
+//!   price, delta)`, tickers, lifecycle and messages of unmodelled types as multisets of their
+//!   text as sent (the unmodelled ones come on the lifecycle channel: its windows are theirs);
 //! - a missing record is excused only (a) after the cut (`in flight`), (b) inside a window that
 //!   every gatherer declared for that stream and market (or for the whole stream), exactly as
 //!   declared, or (c) before the first record of its market and stream that any gatherer holds,
@@ -16,7 +17,9 @@
 //! - books: every snapshot equals the exchange's book at its splice point, and the book a user
 //!   rebuilds from the store (docs/archive.md) equals the exchange's ([`books`]);
 //! - the registry, on a settled system: every market, event and series with every field the
-//!   exchange serves ([`registry`]);
+//!   exchange serves ([`registry`]), settled markets an import brought in included;
+//! - the exchange's status and schedule, on a settled system: every state long enough to poll,
+//!   or held by a gatherer, in order, outside windows every gatherer declared ([`exchange`]);
 //! - anything else missing, any duplicate, anything never published, any wrong book and any
 //!   quarantined row fails.
 //!
@@ -41,6 +44,7 @@ pub use exchange::ExchangeVerdict;
 pub use registry::{QUOTE_FIELDS, RegistryVerdict};
 use streams::{
     Declarations, captured, compare, delta_keys, lifecycle_keys, ticker_keys, trade_keys,
+    unknown_keys,
 };
 
 /// How strictly to judge.
@@ -415,7 +419,7 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Reading], rules: &Rules) -
     // still a duplicate, and anything else still has to be the exchange's.
     let live_trades = without_one_of_each(&held.trades, truth.history.iter().map(|f| &f.key));
     out.streams.push(compare(
-        "trades",
+        ("trades", "trades"),
         &truth.trades,
         &live_trades,
         &captured(&readable, all_readable, "trades", trade_keys),
@@ -425,7 +429,7 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Reading], rules: &Rules) -
         false,
     ));
     out.streams.push(compare(
-        "orderbook_deltas",
+        ("orderbook_deltas", "orderbook_deltas"),
         &truth.deltas,
         &held.deltas,
         &captured(&readable, all_readable, "orderbook_deltas", delta_keys),
@@ -435,7 +439,7 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Reading], rules: &Rules) -
         true,
     ));
     out.streams.push(compare(
-        "tickers",
+        ("tickers", "tickers"),
         &truth.tickers,
         &held.tickers,
         &captured(&readable, all_readable, "tickers", ticker_keys),
@@ -445,10 +449,29 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Reading], rules: &Rules) -
         true,
     ));
     out.streams.push(compare(
-        "lifecycle",
+        ("lifecycle", "lifecycle"),
         &truth.lifecycle,
         &held.lifecycle,
         &captured(&readable, all_readable, "lifecycle", lifecycle_keys),
+        truth,
+        rules,
+        &decl,
+        false,
+    ));
+    // Messages of types no one models, kept as sent: they come on the lifecycle channel, so
+    // its declared windows are theirs. Judged: the exchange's (`UNMODELLED_TYPE`); frames a
+    // fault test injects into one connection are not the exchange's and that test counts them.
+    let unknown_held: Vec<crate::sim::UnknownKey> = held
+        .unknown
+        .iter()
+        .filter(|u| u.0 == crate::sim::UNMODELLED_TYPE)
+        .cloned()
+        .collect();
+    out.streams.push(compare(
+        ("unknown_messages", "lifecycle"),
+        &truth.unknown,
+        &unknown_held,
+        &captured(&readable, all_readable, "unknown_messages", unknown_keys),
         truth,
         rules,
         &decl,

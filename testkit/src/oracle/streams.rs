@@ -21,7 +21,7 @@ use std::hash::Hash;
 
 use super::{Rules, StreamVerdict};
 use crate::held::{DeclaredGap, Held};
-use crate::sim::{DeltaKey, Fact, LifecycleKey, TickerKey, TradeFact, Truth};
+use crate::sim::{DeltaKey, Fact, LifecycleKey, TickerKey, TradeFact, Truth, UnknownKey};
 
 /// Declared windows, by stream and gatherer.
 pub(super) struct Declarations<'a> {
@@ -129,10 +129,12 @@ pub(super) struct Captured<'a, K> {
     pub knowable_from: Option<i64>,
 }
 
-/// Compares one stream.
+/// Compares one stream: `stream` is judged; `declared_as` names the stream whose declared windows excuse its
+/// records (itself, or the channel's stream that carries it: unknown messages come on the
+/// lifecycle channel, and are missed when it is).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compare<K: Hash + Eq + Clone + std::fmt::Debug>(
-    stream: &str,
+    (stream, declared_as): (&str, &str),
     facts: &[Fact<K>],
     held: &[K],
     captured: &Captured<'_, K>,
@@ -171,7 +173,7 @@ pub(super) fn compare<K: Hash + Eq + Clone + std::fmt::Debug>(
     let mut lost_downstream: HashMap<&K, u64> = HashMap::new();
     let mut by_market: BTreeMap<String, u64> = BTreeMap::new();
     for f in facts {
-        let declared = decl.all_declared(stream, &f.market, f.ts_ms);
+        let declared = decl.all_declared(declared_as, &f.market, f.ts_ms);
         if let Some(n) = left.get_mut(&f.key).filter(|n| **n > 0) {
             *n -= 1;
             v.present += 1;
@@ -292,6 +294,14 @@ pub(super) fn ticker_keys(h: &Held) -> Vec<(&str, i64, &TickerKey)> {
 /// Lifecycle records carry no exchange time: never "before subscription" (a global channel).
 pub(super) fn lifecycle_keys(h: &Held) -> Vec<(&str, i64, &LifecycleKey)> {
     h.lifecycle.iter().map(|l| (l.1.as_str(), 0, l)).collect()
+}
+
+pub(super) fn unknown_keys(h: &Held) -> Vec<(&str, i64, &UnknownKey)> {
+    h.unknown
+        .iter()
+        .filter(|u| u.0 == crate::sim::UNMODELLED_TYPE)
+        .map(|u| (u.1.as_str(), 0, u))
+        .collect()
 }
 
 #[cfg(test)]

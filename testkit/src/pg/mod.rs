@@ -23,7 +23,6 @@
 
 use std::fs;
 use std::io::{self, Read as _, Seek as _, SeekFrom};
-use std::net::TcpListener;
 use std::os::unix::fs::{PermissionsExt as _, chown};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

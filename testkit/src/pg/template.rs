@@ -125,12 +125,9 @@ pub(super) fn copy_tree(from: &Path, to: &Path) -> Result<(), PgError> {
     Ok(())
 }
 
+/// A free loopback port that a stopped cluster can start on again ([`crate::ports::free_port`]).
 pub(super) fn free_port() -> Result<u16, PgError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("find a free port"))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(io_err("find a free port"))
+    crate::ports::free_port().map_err(io_err("find a free port"))
 }
 
 pub(super) fn port_in_use(log: &str) -> bool {

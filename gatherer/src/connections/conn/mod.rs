@@ -24,7 +24,7 @@ use kalshi_shared::retry::Backoff;
 use kalshi_shared::wire::Side;
 use kalshi_shared::wire::ws::{
     self, Channel, Frame, FrameBody, OrderbookDeltaMsg, OrderbookSnapshotMsg, SubscribeParams,
-    TickerMsg, TradeMsg, command, error_code, parse_frame,
+    TickerMsg, TradeMsg, command, error_code, parse_frame_raw,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;

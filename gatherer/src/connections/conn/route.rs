@@ -18,7 +18,9 @@ impl Connection {
 
     pub(super) fn on_text(&mut self, s: &mut Session, text: &str) -> Result<(), Lost> {
         let received = now_ms();
-        let frame = match parse_frame(text) {
+        // The envelope is read once: the frame, and the exchange's text of `msg` for what is
+        // kept as sent.
+        let (frame, raw_msg) = match parse_frame_raw(text) {
             Ok(f) => f,
             Err(e) => {
                 self.bad_frame(e.label(), &e.to_string());
@@ -62,14 +64,14 @@ impl Connection {
             FrameBody::Trade(t) => self.on_trade(t, origin),
             FrameBody::Ticker(t) => {
                 // Kept as sent: the body is the exchange's text of `msg`, every field.
-                let body = ws::raw_msg(text)
+                let body = raw_msg
                     .map(str::to_owned)
                     .unwrap_or_else(|| serde_json::to_string(&t).unwrap_or_default());
                 self.on_ticker(s, t, body, origin)
             }
             FrameBody::MarketLifecycle(l) => {
                 // Kept as sent: every field, known to the struct or not, in body and hash.
-                let (body, hash) = ws::raw_msg(text)
+                let (body, hash) = raw_msg
                     .and_then(raw_content)
                     .unwrap_or_else(|| lifecycle_hash(&l));
                 let occurrence = self.shared.lifecycle_seen.next("market", &hash);
@@ -88,7 +90,7 @@ impl Connection {
                 });
             }
             FrameBody::EventLifecycle(e) => {
-                let (body, hash) = ws::raw_msg(text)
+                let (body, hash) = raw_msg
                     .and_then(raw_content)
                     .unwrap_or_else(|| lifecycle_hash(&e));
                 let occurrence = self.shared.lifecycle_seen.next("event", &hash);
@@ -105,7 +107,9 @@ impl Connection {
                     ticker: e.event_ticker,
                 });
             }
-            FrameBody::Unknown(kind) => self.on_unknown(s, kind, sid, text, origin),
+            FrameBody::Unknown(kind) => {
+                self.on_unknown(s, kind, sid, raw_msg.unwrap_or(text), origin)
+            }
         }
         self.last_good_ms = received;
         Ok(())
@@ -308,17 +312,17 @@ impl Connection {
         });
     }
 
-    /// A message of a type this build does not model: kept as sent in its own stream, once
-    /// per message however many of this gatherer's connections received it (`unknown.rs`).
+    /// A message of a type this build does not model: kept as sent in its own stream (`body`:
+    /// the exchange's text of `msg`, or the whole frame without one), once per message however
+    /// many of this gatherer's connections received it (`unknown.rs`).
     fn on_unknown(
         &mut self,
         s: &Session,
         kind: String,
         sid: Option<u64>,
-        text: &str,
+        body: &str,
         origin: Origin,
     ) {
-        let body = ws::raw_msg(text).unwrap_or(text);
         if body.len() > kalshi_shared::identity::MAX_RECORD_JSON {
             // No record may carry more (production refuses it): counted and logged instead.
             self.bad_frame(

@@ -228,6 +228,12 @@ pub fn raw_msg(text: &str) -> Option<&str> {
 }
 
 pub fn parse_frame(text: &str) -> Result<Frame, FrameError> {
+    parse_frame_raw(text).map(|(f, _)| f)
+}
+
+/// [`parse_frame`], also giving the exchange's text of `msg` (a slice of `text`, as sent), so a
+/// client that keeps messages as sent reads the envelope once.
+pub fn parse_frame_raw(text: &str) -> Result<(Frame, Option<&str>), FrameError> {
     let raw: RawFrame<'_> =
         serde_json::from_str(text).map_err(|e| FrameError::Malformed(cut(e.to_string(), 200)))?;
     let kind = raw.kind.ok_or(FrameError::MissingType)?;
@@ -280,13 +286,16 @@ pub fn parse_frame(text: &str) -> Result<Frame, FrameError> {
         }
         other => FrameBody::Unknown(other.chars().take(64).collect()),
     };
-    Ok(Frame {
-        id: raw.id.filter(|id| *id != 0),
-        sid: raw.sid,
-        seq: raw.seq,
-        sending_ts_ms: raw.sending_ts_ms,
-        body,
-    })
+    Ok((
+        Frame {
+            id: raw.id.filter(|id| *id != 0),
+            sid: raw.sid,
+            seq: raw.seq,
+            sending_ts_ms: raw.sending_ts_ms,
+            body,
+        },
+        msg.map(RawValue::get),
+    ))
 }
 
 /// Writes a server frame around an already-serialized `msg`, in Kalshi's key order
