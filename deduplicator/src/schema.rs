@@ -387,25 +387,39 @@ CREATE TABLE registry_versions (
 CREATE INDEX registry_versions_observed ON registry_versions (kind, ticker, observed_ms);
 "#;
 
-/// The exchange's status and schedule: `exchange` holds the newest of each (`ticker`
-/// `status`, `schedule`), `exchange_versions` every change, at the earliest time any gatherer
-/// observed it. Unlike the registry's history a content that comes back (trading active again
-/// after a halt) is a new row: `occurrence` counts its earlier returns, as the gatherers do.
+/// The exchange's status and schedule: every change, a content coming back included (trading
+/// active again after a halt). Like lifecycle messages they have no id: production assigns
+/// `occurrence` by the lifecycle identity rule over `exchange_copies` (sink/lifecycle.rs), so
+/// the identity survives gatherers replaced with new databases. `ticker` is `status` or
+/// `schedule`, `endpoint` the REST path, `received_ms` when a gatherer first observed it.
+/// `exchange_now` is the newest of each.
 const MIGRATION_9: &str = r#"
-CREATE TABLE exchange (LIKE markets INCLUDING ALL);
-ALTER TABLE exchange ADD COLUMN occurrence integer NOT NULL DEFAULT 0;
-CREATE TABLE exchange_versions (
+CREATE TABLE exchange (
     ticker       text        NOT NULL,
+    endpoint     text        NOT NULL,
     content_hash text        NOT NULL,
-    occurrence   integer     NOT NULL,
-    updated_ms   bigint      NOT NULL,
-    observed_ms  bigint      NOT NULL,
-    body         jsonb       NOT NULL,
+    occurrence   bigint      NOT NULL,
+    source       text        NOT NULL,
+    body         json        NOT NULL,
+    received_ms  bigint      NOT NULL,
     gatherer_id  text        NOT NULL,
     committed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (ticker, content_hash, occurrence)
+    PRIMARY KEY (ticker, endpoint, content_hash, occurrence)
 );
-CREATE INDEX exchange_versions_observed ON exchange_versions (ticker, observed_ms);
+CREATE INDEX exchange_received ON exchange (ticker, received_ms);
+CREATE TABLE exchange_copies (
+    gatherer_id  text   NOT NULL,
+    instance_id  text   NOT NULL,
+    ticker       text   NOT NULL,
+    endpoint     text   NOT NULL,
+    content_hash text   NOT NULL,
+    received_ms  bigint NOT NULL,
+    occurrence   bigint NOT NULL,
+    PRIMARY KEY (ticker, endpoint, content_hash, gatherer_id, instance_id, received_ms)
+);
+CREATE VIEW exchange_now AS
+    SELECT DISTINCT ON (ticker) ticker, body, received_ms, content_hash, occurrence
+    FROM exchange ORDER BY ticker, received_ms DESC, occurrence DESC;
 "#;
 
 /// `(year, month)` of Unix milliseconds.

@@ -99,17 +99,13 @@ impl Stream {
         self as usize
     }
 
-    /// Markets, events, series and the exchange: versions of one object per ticker, the
-    /// newest wins.
+    /// Markets, events and series: versions of one object per ticker, the newest wins.
     pub fn is_registry(self) -> bool {
-        matches!(
-            self,
-            Stream::Markets | Stream::Events | Stream::Series | Stream::Exchange
-        )
+        matches!(self, Stream::Markets | Stream::Events | Stream::Series)
     }
 
-    /// The registry kind of a registry stream (`registry_versions.kind`,
-    /// `RegistryVersion.kind`).
+    /// The `RegistryVersion.kind` of a stream of versions: the registry's
+    /// (`registry_versions.kind`) and the exchange's.
     pub fn registry_kind(self) -> Option<&'static str> {
         match self {
             Stream::Markets => Some("market"),

@@ -217,11 +217,11 @@ impl Held {
                 .push(r.try_get(2)?);
         }
         for r in sqlx::query(
-            "SELECT ticker, body FROM exchange_versions ORDER BY observed_ms, ticker, content_hash, occurrence",
+            "SELECT ticker, body::jsonb FROM exchange ORDER BY received_ms, ticker, content_hash, occurrence",
         )
         .fetch_all(pool)
         .await
-        .context("read production exchange_versions")?
+        .context("read production exchange")?
         {
             h.exchange.push((r.try_get(0)?, r.try_get(1)?));
         }

@@ -96,7 +96,7 @@ pub async fn newest(pool: &PgPool) -> i64 {
            SELECT max(received_ms) FROM lifecycle UNION ALL
            SELECT max(received_ms) FROM unknown_messages UNION ALL
            SELECT max(observed_ms) FROM registry_versions UNION ALL
-           SELECT max(observed_ms) FROM exchange_versions) x",
+           SELECT max(received_ms) FROM exchange) x",
     )
     .fetch_one(pool)
     .await
@@ -143,7 +143,7 @@ pub async fn wipe_archived(pool: &PgPool) {
             .await
             .unwrap();
     }
-    sqlx::query("TRUNCATE registry_versions, exchange_versions")
+    sqlx::query("TRUNCATE registry_versions")
         .execute(pool)
         .await
         .unwrap();

@@ -139,16 +139,6 @@ fn write_column(
             }
             w.typed::<Int32Type>().write_batch(&v, None, None)?;
         }
-        I32 => {
-            let mut v = Vec::with_capacity(rows.len());
-            for r in rows {
-                match r[i] {
-                    Value::I64(x) => v.push(i32::try_from(x).map_err(|_| bad())?),
-                    _ => return Err(bad()),
-                }
-            }
-            w.typed::<Int32Type>().write_batch(&v, None, None)?;
-        }
         Bool => {
             let mut v = Vec::with_capacity(rows.len());
             for r in rows {
@@ -268,7 +258,6 @@ fn field_value(f: &Field, kind: Kind) -> Option<Value> {
         (TsMs, Field::TimestampMillis(x)) | (I64 | OptI64, Field::Long(x)) => Value::I64(*x),
         (I16, Field::Short(x)) => Value::I16(*x),
         (I16, Field::Int(x)) => Value::I16(i16::try_from(*x).ok()?),
-        (I32, Field::Int(x)) => Value::I64(i64::from(*x)),
         (Bool, Field::Bool(b)) => Value::Bool(*b),
         (OptI64, Field::Null) => Value::Null,
         (Levels, Field::ListInternal(l)) => {

@@ -63,8 +63,6 @@ pub enum Kind {
     I64,
     /// smallint (INT32 annotated INTEGER(16)).
     I16,
-    /// integer (INT32), held as [`Value::I64`].
-    I32,
     Bool,
     OptI64,
     /// `[[price_micros, quantity_centi], ...]` as LIST<STRUCT<price, quantity>>.
@@ -182,15 +180,16 @@ pub fn columns(stream: Stream) -> &'static [Col] {
             col!("gatherer_id", Text),
             col!("content_hash", Text),
         ],
-        // From `exchange_versions`: a content that came back is a row per return.
+        // Every change, a content that came back a row per return (by `received_ms`).
         Stream::Exchange => &[
             col!("ticker", Text),
-            col!("updated_ms", I64),
-            col!("observed_ms", I64),
-            col!("body", Jsonb),
-            col!("gatherer_id", Text),
+            col!("endpoint", Text),
             col!("content_hash", Text),
-            col!("occurrence", I32),
+            col!("occurrence", I64),
+            col!("source", Text),
+            col!("body", Json),
+            col!("received_ms", I64),
+            col!("gatherer_id", Text),
         ],
         Stream::Gaps => &[],
     }
@@ -217,7 +216,8 @@ pub fn columns_at(stream: Stream, version: u32) -> Option<&'static [Col]> {
 pub fn time_sql(stream: Stream) -> &'static str {
     match stream {
         Stream::Lifecycle | Stream::UnknownMessages => "received_ms",
-        Stream::Markets | Stream::Events | Stream::Series | Stream::Exchange => "observed_ms",
+        Stream::Exchange => "received_ms",
+        Stream::Markets | Stream::Events | Stream::Series => "observed_ms",
         _ => "ts",
     }
 }
@@ -232,14 +232,7 @@ pub fn select_sql(stream: Stream) -> String {
             _ => c.name.to_owned(),
         })
         .collect();
-    if stream == Stream::Exchange {
-        return format!(
-            "SELECT {} FROM exchange_versions \
-             WHERE observed_ms >= $1 AND observed_ms < $2 ORDER BY ticker, observed_ms, content_hash, occurrence",
-            cols.join(", ")
-        );
-    }
-    if let Some(kind) = stream.registry_kind() {
+    if let Some(kind) = stream.registry_kind().filter(|_| stream.is_registry()) {
         return format!(
             "SELECT {} FROM registry_versions WHERE kind = '{kind}' \
              AND observed_ms >= $1 AND observed_ms < $2 ORDER BY ticker, observed_ms, content_hash",
@@ -254,6 +247,10 @@ pub fn select_sql(stream: Stream) -> String {
         Stream::UnknownMessages => (
             "received_ms >= $1 AND received_ms < $2",
             "type, market_ticker, received_ms, content_hash, occurrence",
+        ),
+        Stream::Exchange => (
+            "received_ms >= $1 AND received_ms < $2",
+            "ticker, received_ms, endpoint, content_hash, occurrence",
         ),
         Stream::Trades => (
             "ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)",
@@ -302,7 +299,6 @@ pub fn from_pg(stream: Stream, r: &sqlx::postgres::PgRow) -> Result<Row, String>
             Text | Json | Jsonb => Value::Text(r.try_get(i).map_err(e)?),
             TsMs | I64 => Value::I64(r.try_get(i).map_err(e)?),
             I16 => Value::I16(r.try_get(i).map_err(e)?),
-            I32 => Value::I64(i64::from(r.try_get::<i32, _>(i).map_err(e)?)),
             Bool => Value::Bool(r.try_get(i).map_err(e)?),
             OptI64 => r
                 .try_get::<Option<i64>, _>(i)
@@ -348,7 +344,6 @@ pub fn schema_of(stream: Stream, cols: &[Col]) -> Result<Arc<Type>, parquet::err
             TsMs => format!("  required int64 {n} (TIMESTAMP(MILLIS,true));\n"),
             I64 => format!("  required int64 {n};\n"),
             I16 => format!("  required int32 {n} (INTEGER(16,true));\n"),
-            I32 => format!("  required int32 {n};\n"),
             Bool => format!("  required boolean {n};\n"),
             OptI64 => format!("  optional int64 {n};\n"),
             Levels => format!(
@@ -433,7 +428,6 @@ pub fn encode_copy(stream: Stream, row: &Row, c: &mut kalshi_shared::pg::CopyEnc
             (TsMs, Value::I64(x)) => c.timestamptz_ms(*x),
             (I64 | OptI64, Value::I64(x)) => c.i64(*x),
             (I16, Value::I16(x)) => c.i16(*x),
-            (I32, Value::I64(x)) => c.i32(i32::try_from(*x).unwrap_or(i32::MAX)),
             (Bool, Value::Bool(b)) => c.bool(*b),
             (Levels, Value::Levels(l)) => c.jsonb(&levels_json(l)),
             _ => c.null(),

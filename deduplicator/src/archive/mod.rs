@@ -364,7 +364,7 @@ impl Archiver {
              SELECT min(received_ms) FROM lifecycle UNION ALL \
              SELECT min(received_ms) FROM unknown_messages UNION ALL \
              SELECT min(observed_ms) FROM registry_versions UNION ALL \
-             SELECT min(observed_ms) FROM exchange_versions) x";
+             SELECT min(received_ms) FROM exchange) x";
         Ok(sqlx::query_scalar(sql).fetch_one(&self.prod.pool()).await?)
     }
 

@@ -310,12 +310,10 @@ impl Archiver {
         copy.finish().await?;
         // A registry stream's rows are versions: what is inserted is counted in its history
         // table (the merge's own count is of the newest-per-ticker table).
-        let history = match stream {
-            Stream::Exchange => Some("SELECT count(*) FROM exchange_versions".to_owned()),
-            s => s
-                .registry_kind()
-                .map(|k| format!("SELECT count(*) FROM registry_versions WHERE kind = '{k}'")),
-        };
+        let history = stream
+            .registry_kind()
+            .filter(|_| stream.is_registry())
+            .map(|k| format!("SELECT count(*) FROM registry_versions WHERE kind = '{k}'"));
         let before: Option<i64> = match &history {
             Some(q) => Some(
                 sqlx::query_scalar(sqlx::AssertSqlSafe(q.clone()))

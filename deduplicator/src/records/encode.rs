@@ -133,10 +133,20 @@ impl Encoder {
                     .i64(received(l.origin.as_ref()))
                     .text(src.gatherer_id);
             }
-            (
-                Stream::Markets | Stream::Events | Stream::Series | Stream::Exchange,
-                Some(Body::Registry(v)),
-            ) => {
+            (Stream::Exchange, Some(Body::Registry(v))) => {
+                // As a lifecycle message (production assigns the occurrence): this encoding
+                // is the archive's and a restore's; commits go through `sink::lifecycle`.
+                c.row()
+                    .text(&v.ticker)
+                    .text(super::exchange_endpoint(&v.ticker))
+                    .text(&kalshi_shared::identity::json_hash(&v.body_json).unwrap_or_default())
+                    .i64(i64::from(v.occurrence))
+                    .text(super::EXCHANGE_SOURCE);
+                c.json(&v.body_json)
+                    .i64(v.observed_ms)
+                    .text(src.gatherer_id);
+            }
+            (Stream::Markets | Stream::Events | Stream::Series, Some(Body::Registry(v))) => {
                 c.row().text(&v.ticker).i64(v.updated_ms).i64(v.observed_ms);
                 c.jsonb(&v.body_json).text(src.gatherer_id);
                 // The gatherers' version identity: a market without its trading fields (which
@@ -147,9 +157,6 @@ impl Encoder {
                     kalshi_shared::identity::json_hash(&v.body_json)
                 };
                 c.text(&hash.unwrap_or_default());
-                if self.stream == Stream::Exchange {
-                    c.i32(i32::try_from(v.occurrence).unwrap_or(i32::MAX));
-                }
             }
             (Stream::Gaps, Some(Body::Gap(g))) => {
                 let stream = Stream::from_pb(g.stream).map_or("unknown", Stream::table);

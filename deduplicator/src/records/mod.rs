@@ -22,6 +22,18 @@ mod validate;
 pub use encode::*;
 pub use validate::*;
 
+/// The REST path an exchange version was polled from (`exchange.endpoint`).
+pub fn exchange_endpoint(ticker: &str) -> &'static str {
+    match ticker {
+        "status" => "/exchange/status",
+        "schedule" => "/exchange/schedule",
+        _ => "",
+    }
+}
+
+/// `exchange.source`: how the gatherers read the exchange's state.
+pub const EXCHANGE_SOURCE: &str = "rest";
+
 /// How a stream is stored in production: its columns, key, staging table and merge.
 pub trait ProdTable: Copy {
     /// Staging table and the columns COPY fills (the target's, minus `committed_at`).
@@ -49,7 +61,7 @@ impl ProdTable for Stream {
         !self.is_registry()
             && !matches!(
                 self,
-                Stream::Trades | Stream::Lifecycle | Stream::UnknownMessages
+                Stream::Trades | Stream::Lifecycle | Stream::UnknownMessages | Stream::Exchange
             )
     }
 
@@ -75,7 +87,7 @@ impl ProdTable for Stream {
                 "ticker, updated_ms, observed_ms, body, gatherer_id, content_hash"
             }
             Stream::Exchange => {
-                "ticker, updated_ms, observed_ms, body, gatherer_id, content_hash, occurrence"
+                "ticker, endpoint, content_hash, occurrence, source, body, received_ms, gatherer_id"
             }
             Stream::Gaps => {
                 "gatherer_id, instance_id, gap_id, stream, market_ticker, from_ms, to_ms, reason, detail"
@@ -97,7 +109,8 @@ impl ProdTable for Stream {
             }
             Stream::Tickers => "market_ticker, ts_ms, content_hash, occurrence, gatherer_key, ts",
             Stream::Lifecycle => "ticker, event_type, content_hash, occurrence",
-            Stream::Markets | Stream::Events | Stream::Series | Stream::Exchange => "ticker",
+            Stream::Markets | Stream::Events | Stream::Series => "ticker",
+            Stream::Exchange => "ticker, endpoint, content_hash, occurrence",
             Stream::Gaps => "gatherer_id, instance_id, gap_id",
             Stream::UnknownMessages => "type, market_ticker, content_hash, occurrence",
         }
@@ -123,29 +136,7 @@ impl ProdTable for Stream {
             self.columns(),
             self.conflict_key(),
         );
-        if self == Stream::Exchange {
-            // Every change, a content coming back included (by its occurrence), at the
-            // earliest observation; the table itself holds the newest.
-            format!(
-                "WITH versions AS ( \
-                   INSERT INTO exchange_versions (ticker, content_hash, occurrence, updated_ms, observed_ms, body, gatherer_id) \
-                   SELECT DISTINCT ON (ticker, content_hash, occurrence) ticker, content_hash, occurrence, updated_ms, observed_ms, body, gatherer_id \
-                   FROM {stage} ORDER BY ticker, content_hash, occurrence, observed_ms, gatherer_id \
-                   ON CONFLICT (ticker, content_hash, occurrence) DO UPDATE SET \
-                     updated_ms = EXCLUDED.updated_ms, observed_ms = EXCLUDED.observed_ms, \
-                     body = EXCLUDED.body, gatherer_id = EXCLUDED.gatherer_id \
-                   WHERE EXCLUDED.observed_ms < exchange_versions.observed_ms) \
-                 INSERT INTO {table} ({cols}) \
-                 SELECT DISTINCT ON (ticker) {cols} FROM {stage} \
-                 ORDER BY ticker, observed_ms DESC \
-                 ON CONFLICT (ticker) DO UPDATE SET \
-                   updated_ms = EXCLUDED.updated_ms, observed_ms = EXCLUDED.observed_ms, \
-                   body = EXCLUDED.body, gatherer_id = EXCLUDED.gatherer_id, \
-                   content_hash = EXCLUDED.content_hash, occurrence = EXCLUDED.occurrence, \
-                   committed_at = now() \
-                 WHERE EXCLUDED.observed_ms > {table}.observed_ms"
-            )
-        } else if self.is_registry() {
+        if self.is_registry() {
             // Every version (a distinct content of a ticker) is kept in `registry_versions`,
             // at the earliest time any gatherer observed it; the table itself holds the newest.
             let kind = self.registry_kind().unwrap_or_default();

@@ -118,6 +118,12 @@ pub fn validate(stream: Stream, r: &pb::Record) -> Result<(), Invalid> {
                     stream.table()
                 )));
             }
+            if stream == Stream::Exchange && super::exchange_endpoint(&v.ticker).is_empty() {
+                return Err(Invalid(format!(
+                    "exchange object {:?}: neither status nor schedule",
+                    v.ticker
+                )));
+            }
         }
         (Stream::Gaps, Body::Gap(g)) => {
             if Stream::from_pb(g.stream).is_none() {

@@ -293,6 +293,7 @@ impl Sink {
             if let Some(table) = match stream {
                 Stream::Lifecycle => Some(&lifecycle::LIFECYCLE),
                 Stream::UnknownMessages => Some(&lifecycle::UNKNOWN),
+                Stream::Exchange => Some(&lifecycle::EXCHANGE),
                 _ => None,
             } {
                 // Identity against production, not by a gatherer's count (`lifecycle.rs`).
@@ -524,22 +525,11 @@ async fn touch_moved_versions(
     stream: Stream,
     period: i64,
 ) -> Result<(), sqlx::Error> {
-    // The history table and how a staged row finds its version there.
-    let (versions, same) = if stream == Stream::Exchange {
-        (
-            "exchange_versions",
-            "v.ticker = s.ticker AND v.content_hash = s.content_hash AND v.occurrence = s.occurrence"
-                .to_owned(),
-        )
-    } else {
-        let kind = stream.registry_kind().unwrap_or_default();
-        (
-            "registry_versions",
-            format!(
-                "v.kind = '{kind}' AND v.ticker = s.ticker AND v.content_hash = s.content_hash"
-            ),
-        )
-    };
+    let kind = stream.registry_kind().unwrap_or_default();
+    let (versions, same) = (
+        "registry_versions",
+        format!("v.kind = '{kind}' AND v.ticker = s.ticker AND v.content_hash = s.content_hash"),
+    );
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO archive_touch (period_start_ms, stream, touches) \
          SELECT DISTINCT (v.observed_ms / $1) * $1, $2, 1 FROM {versions} v \

@@ -1,5 +1,7 @@
-//! Lifecycle identity (and that of messages of types this build does not model, which have no
-//! id either: `unknown_messages`, the same rule over their own tables). A lifecycle message has no id and no exchange time, and a market paused
+//! Lifecycle identity (and that of messages of types this build does not model, and of the
+//! exchange's status and schedule, which have no id either: `unknown_messages` and `exchange`,
+//! the same rule over their own tables; a status comes back to "trading active" after every
+//! halt). A lifecycle message has no id and no exchange time, and a market paused
 //! twice publishes two identical messages. A gatherer's count of identical messages starts
 //! again with every new database, so after every gatherer was replaced a new pause would get an
 //! old pause's key and be dropped. The identity is decided here, against production:
@@ -119,13 +121,23 @@ pub(super) const UNKNOWN: Table = Table {
     kind: "channel",
 };
 
-/// A message of either table, borrowed from its record.
+/// The exchange's status and schedule: `ticker` the object, `endpoint` its REST path,
+/// `received_ms` when the gatherer polled it.
+pub(super) const EXCHANGE: Table = Table {
+    table: "exchange",
+    copies: "exchange_copies",
+    ticker: "ticker",
+    event_type: "endpoint",
+    kind: "source",
+};
+
+/// A message of any of the tables, borrowed from its record.
 struct Msg<'a> {
     ticker: &'a str,
     event_type: &'a str,
     kind: &'a str,
     body: &'a str,
-    hash: &'a str,
+    hash: std::borrow::Cow<'a, str>,
     received_ms: i64,
 }
 
@@ -137,7 +149,7 @@ fn msg(r: &pb::Record) -> Option<Msg<'_>> {
             event_type: &l.event_type,
             kind: &l.kind,
             body: &l.body_json,
-            hash: &l.content_hash,
+            hash: l.content_hash.as_str().into(),
             received_ms: l.origin.as_ref().map_or(0, |o| o.received_ms),
         }),
         Body::Unknown(u) => Some(Msg {
@@ -145,8 +157,19 @@ fn msg(r: &pb::Record) -> Option<Msg<'_>> {
             event_type: &u.r#type,
             kind: &u.channel,
             body: &u.body_json,
-            hash: &u.content_hash,
+            hash: u.content_hash.as_str().into(),
             received_ms: u.origin.as_ref().map_or(0, |o| o.received_ms),
+        }),
+        // The exchange's versions: their content is the body's (the gatherers' hash).
+        Body::Registry(v) if v.kind == "exchange" => Some(Msg {
+            ticker: &v.ticker,
+            event_type: crate::records::exchange_endpoint(&v.ticker),
+            kind: crate::records::EXCHANGE_SOURCE,
+            body: &v.body_json,
+            hash: kalshi_shared::identity::json_hash(&v.body_json)
+                .unwrap_or_default()
+                .into(),
+            received_ms: v.observed_ms,
         }),
         _ => None,
     }
@@ -187,7 +210,7 @@ pub(super) async fn merge(
         cols[1].push(base_instance(x.instance).to_owned());
         cols[2].push(x.l.ticker.to_owned());
         cols[3].push(x.l.event_type.to_owned());
-        cols[4].push(x.l.hash.to_owned());
+        cols[4].push(x.l.hash.to_string());
         received.push(x.l.received_ms);
     }
     type CopyKey = (String, String, String, String, String, i64);
@@ -225,7 +248,7 @@ pub(super) async fn merge(
                 base_instance(x.instance).to_owned(),
                 x.l.ticker.to_owned(),
                 x.l.event_type.to_owned(),
-                x.l.hash.to_owned(),
+                x.l.hash.to_string(),
                 x.l.received_ms,
             ))
         })
@@ -237,7 +260,7 @@ pub(super) async fn merge(
         (
             x.l.ticker.to_owned(),
             x.l.event_type.to_owned(),
-            x.l.hash.to_owned(),
+            x.l.hash.to_string(),
         )
     };
     // The rows of the same contents, locked, and their copies.
@@ -384,7 +407,7 @@ impl NewRows {
     ) {
         self.ticker.push(l.ticker.to_owned());
         self.event_type.push(l.event_type.to_owned());
-        self.hash.push(l.hash.to_owned());
+        self.hash.push(l.hash.to_string());
         self.occurrence.push(occurrence);
         self.kind.push(l.kind.to_owned());
         self.body.push(l.body.to_owned());
