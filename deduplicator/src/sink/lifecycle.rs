@@ -16,6 +16,11 @@
 //!   message once, whichever of its instances (a new instance never receives an old message);
 //! - otherwise it is a new message: the next occurrence of its content.
 //!
+//! The exchange's states (`exchange`) are polled again and again, and a gatherer with a new
+//! database sees the current state again: there, before the rule, a copy whose content is the
+//! state production has at its time (the newest row of its object at or before it) is that
+//! state (a return always follows another state).
+//!
 //! Each content ends up with as many rows as the gatherer that received it most often has
 //! copies: exact whenever one gatherer saw every one of them, as for deltas. `lifecycle_copies`
 //! records which copy became which row, in the same transaction, so the rule holds across
@@ -103,6 +108,9 @@ pub(super) struct Table {
     pub ticker: &'static str,
     pub event_type: &'static str,
     pub kind: &'static str,
+    /// Rows are states polled again and again (the exchange's): a copy of the state in force
+    /// at its time is that state.
+    pub continues: bool,
 }
 
 pub(super) const LIFECYCLE: Table = Table {
@@ -111,6 +119,7 @@ pub(super) const LIFECYCLE: Table = Table {
     ticker: "ticker",
     event_type: "event_type",
     kind: "kind",
+    continues: false,
 };
 
 pub(super) const UNKNOWN: Table = Table {
@@ -119,6 +128,7 @@ pub(super) const UNKNOWN: Table = Table {
     ticker: "market_ticker",
     event_type: "type",
     kind: "channel",
+    continues: false,
 };
 
 /// The exchange's status and schedule: `ticker` the object, `endpoint` its REST path,
@@ -129,6 +139,7 @@ pub(super) const EXCHANGE: Table = Table {
     ticker: "ticker",
     event_type: "endpoint",
     kind: "source",
+    continues: true,
 };
 
 /// A message of any of the tables, borrowed from its record.
@@ -326,7 +337,39 @@ pub(super) async fn merge(
             source: x.gatherer.to_owned(),
         })
         .collect();
-    let placed = assign(&mut known, &copies, window_ms);
+    // A polled state is seen again by every poll, and by a gatherer with a new database after
+    // it: a copy whose content is the state production already has at its time (the newest row
+    // of its object at or before it) is that state, not a return to it (a return always
+    // follows another state). Those are placed first; the rest by the rule.
+    let mut continued: Vec<Option<i64>> = vec![None; ins.len()];
+    if t.continues {
+        for (i, x) in ins.iter().enumerate() {
+            let row: Option<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT content_hash, occurrence FROM {table} WHERE {ticker} = $1 AND {event_type} = $2 \
+                 AND received_ms <= $3 ORDER BY received_ms DESC, occurrence DESC LIMIT 1",
+                table = t.table
+            )))
+            .bind(x.l.ticker)
+            .bind(x.l.event_type)
+            .bind(x.l.received_ms)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some((hash, occurrence)) = row
+                && hash == x.l.hash.as_ref()
+            {
+                continued[i] = Some(occurrence);
+            }
+        }
+    }
+    let rest: Vec<usize> = (0..ins.len()).filter(|i| continued[*i].is_none()).collect();
+    let rest_copies: Vec<Copy> = rest.iter().map(|i| copies[*i].clone()).collect();
+    let mut placed: Vec<(i64, bool)> = continued.iter().map(|c| (c.unwrap_or(0), false)).collect();
+    for (k, p) in rest
+        .into_iter()
+        .zip(assign(&mut known, &rest_copies, window_ms))
+    {
+        placed[k] = p;
+    }
     // New rows, and every copy's place.
     let mut new = NewRows::default();
     let mut links = NewRows::default();
