@@ -343,10 +343,14 @@ pub(super) async fn merge(
     // follows another state). Those are placed first; the rest by the rule.
     let mut continued: Vec<Option<i64>> = vec![None; ins.len()];
     if t.continues {
-        for (i, x) in ins.iter().enumerate() {
-            let row: Option<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT content_hash, occurrence FROM {table} WHERE {ticker} = $1 AND {event_type} = $2 \
-                 AND received_ms <= $3 ORDER BY received_ms DESC, occurrence DESC LIMIT 1",
+        let mut order: Vec<usize> = (0..ins.len()).collect();
+        order.sort_by_key(|i| ins[*i].l.received_ms);
+        for (n, &i) in order.iter().enumerate() {
+            let x = &ins[i];
+            let row: Option<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT content_hash, occurrence, received_ms FROM {table} WHERE {ticker} = $1 \
+                 AND {event_type} = $2 AND received_ms <= $3 \
+                 ORDER BY received_ms DESC, occurrence DESC LIMIT 1",
                 table = t.table
             )))
             .bind(x.l.ticker)
@@ -354,11 +358,22 @@ pub(super) async fn merge(
             .bind(x.l.received_ms)
             .fetch_optional(&mut *conn)
             .await?;
-            if let Some((hash, occurrence)) = row
-                && hash == x.l.hash.as_ref()
-            {
-                continued[i] = Some(occurrence);
-            }
+            let since = row.as_ref().map_or(i64::MIN, |r| r.2);
+            // The state before it in this batch, if newer than production's: then it is what
+            // this copy continues (or not), not production's row.
+            let before = order[..n].iter().rev().copied().find(|&j| {
+                let y = &ins[j];
+                y.l.ticker == x.l.ticker
+                    && y.l.event_type == x.l.event_type
+                    && y.l.received_ms > since
+            });
+            continued[i] = match before {
+                Some(j) if ins[j].l.hash == x.l.hash => continued[j],
+                Some(_) => None,
+                None => row.and_then(|(hash, occurrence, _)| {
+                    (hash == x.l.hash.as_ref()).then_some(occurrence)
+                }),
+            };
         }
     }
     let rest: Vec<usize> = (0..ins.len()).filter(|i| continued[*i].is_none()).collect();
