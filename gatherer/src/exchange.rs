@@ -2,7 +2,8 @@
 //! and `/exchange/schedule` (trading hours, maintenance windows), polled and stored as
 //! versions in the `exchange` stream (tickers `status` and `schedule`), like the registry's:
 //! a new row only when the content changed. A content that comes back (trading active again
-//! after a halt) is a new row too, told apart by its occurrence.
+//! after a halt) is a new row too (production numbers the returns: deduplicator
+//! sink/lifecycle.rs).
 //!
 //! Kalshi answers `/exchange/status` with the status body on 500, 503 and 504 too (during
 //! maintenance): such a reply that parses as a status is a status, not an error.
@@ -63,8 +64,6 @@ pub struct ExchangeWatcher {
     schedule_every: Duration,
     /// The content hash last stored per ticker (from the store at start).
     hashes: HashMap<String, String>,
-    /// The next occurrence of each `(ticker, content hash)` (from the store at start).
-    occurrences: HashMap<(String, String), u32>,
     gaps: Sink<GapRow>,
     holes: Arc<OpenHoles>,
     /// Per object: the open window (since, why) in which it could not be read.
@@ -109,7 +108,6 @@ impl ExchangeWatcher {
         (sink, gaps, holes): (Sink<ExchangeVersion>, Sink<GapRow>, Arc<OpenHoles>),
         cfg: WatcherConfig,
         hashes: HashMap<String, String>,
-        occurrences: HashMap<(String, String), u32>,
     ) -> Self {
         for object in [STATUS, SCHEDULE] {
             for outcome in [Polled::Changed, Polled::Same, Polled::Refused] {
@@ -135,7 +133,6 @@ impl ExchangeWatcher {
             status_every: cfg.status_every,
             schedule_every: cfg.schedule_every,
             hashes,
-            occurrences,
             gaps,
             holes,
             open,
@@ -298,16 +295,13 @@ impl ExchangeWatcher {
             body: text.to_owned(),
             content_hash: hash.clone(),
         };
-        let key = (object.to_owned(), hash.clone());
-        let occurrence = self.occurrences.get(&key).copied().unwrap_or(0);
-        if !self.sink.push(ExchangeVersion { row, occurrence }) {
+        if !self.sink.push(ExchangeVersion(row)) {
             // The store is closing: the next poll (or the next start) stores it.
             return Polled::Refused;
         }
         tracing::info!(object, http_status, body = %text.chars().take(300).collect::<String>(), "the exchange's {object} changed");
         metrics::counter!(m::REGISTRY_VERSIONS, "kind" => "exchange").increment(1);
         self.hashes.insert(object.to_owned(), hash);
-        self.occurrences.insert(key, occurrence + 1);
         Polled::Changed
     }
 }

@@ -222,21 +222,9 @@ impl ImportWorker {
                     refused = true;
                 }
             }
-            // The page's trades settled before its cursor moves on.
-            let mark = self.trades.mark();
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(RestError::Shutdown),
-                ok = self.trades.settled(mark) => if !ok {
-                    return Err(RestError::Shutdown);
-                },
-            }
-            if refused {
-                // The writer was full: the page is fetched again (nothing stored twice).
-                return Err(RestError::Transport {
-                    endpoint: "import",
-                    message: "the trade writer is full; the page is fetched again".into(),
-                });
-            }
+            // The page's trades settled before its cursor moves on; a full writer makes the
+            // page be fetched again (nothing stored twice).
+            settle(&self.trades, refused, "import", cancel).await?;
             metrics::counter!(crate::metrics::IMPORT_PAGES).increment(1);
             metrics::counter!(crate::metrics::IMPORT_TRADES).increment(offered as u64);
             let last = page.cursor.is_empty() || page.cursor == req.cursor;
@@ -351,19 +339,7 @@ impl ImportWorker {
                     refused = true;
                 }
             }
-            let mark = self.markets.mark();
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(RestError::Shutdown),
-                ok = self.markets.settled(mark) => if !ok {
-                    return Err(RestError::Shutdown);
-                },
-            }
-            if refused {
-                return Err(RestError::Transport {
-                    endpoint: "import_markets",
-                    message: "the market writer is full; the phase runs again".into(),
-                });
-            }
+            settle(&self.markets, refused, "import_markets", cancel).await?;
         }
         sqlx::query(
             "UPDATE imports SET state = 'done', markets = markets + $2, error = NULL, updated_at = now() WHERE id = $1",
@@ -380,6 +356,30 @@ impl ImportWorker {
         );
         Ok(())
     }
+}
+
+/// Waits until everything pushed to `sink` so far is in the database; then a push it refused
+/// (its writer full) is an error, so the step is done again.
+async fn settle<R>(
+    sink: &Sink<R>,
+    refused: bool,
+    endpoint: &'static str,
+    cancel: &CancellationToken,
+) -> Result<(), RestError> {
+    let mark = sink.mark();
+    tokio::select! {
+        _ = cancel.cancelled() => return Err(RestError::Shutdown),
+        ok = sink.settled(mark) => if !ok {
+            return Err(RestError::Shutdown);
+        },
+    }
+    if refused {
+        return Err(RestError::Transport {
+            endpoint,
+            message: "the writer is full; the step runs again".into(),
+        });
+    }
+    Ok(())
 }
 
 /// `gatherer import`: records a request in the gatherer's database and, unless `detach`,

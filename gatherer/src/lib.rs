@@ -167,10 +167,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     let exchange_hashes = store
         .latest_registry_hashes(store::Stream::Exchange)
         .await?;
-    let exchange_occurrences = store
-        .exchange_occurrences()
-        .await
-        .context("read the stored exchange versions")?;
     let known_before: std::collections::HashSet<String> =
         registry_hashes[0].keys().cloned().collect();
     let open_holes = Arc::new(connections::OpenHoles::with_inherited(
@@ -356,7 +352,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             down_since_ms: alive_until,
         },
         exchange_hashes,
-        exchange_occurrences,
     );
     let token = intake.token();
     intake.spawn("exchange", async move {

@@ -276,7 +276,6 @@ fn record_seeds() -> Vec<Vec<u8>> {
             updated_ms: 1_795_814_238_000,
             observed_ms: 1_795_814_238_100,
             body_json: "{\"ticker\":\"KXFED-26JAN08-T3.00\"}".into(),
-            occurrence: 0,
         }),
         pb::record::Body::Registry(pb::RegistryVersion {
             kind: "exchange".into(),
@@ -284,7 +283,6 @@ fn record_seeds() -> Vec<Vec<u8>> {
             updated_ms: 0,
             observed_ms: 1_795_814_238_100,
             body_json: "{\"exchange_active\":true,\"trading_active\":false}".into(),
-            occurrence: 2,
         }),
         pb::record::Body::Gap(pb::Gap {
             id: 3,

@@ -134,13 +134,13 @@ impl Encoder {
                     .text(src.gatherer_id);
             }
             (Stream::Exchange, Some(Body::Registry(v))) => {
-                // As a lifecycle message (production assigns the occurrence): this encoding
-                // is the archive's and a restore's; commits go through `sink::lifecycle`.
+                // As a lifecycle message: production assigns the occurrence
+                // (`sink::lifecycle`, which commits these), so none is known here.
                 c.row()
                     .text(&v.ticker)
                     .text(super::exchange_endpoint(&v.ticker))
                     .text(&kalshi_shared::identity::json_hash(&v.body_json).unwrap_or_default())
-                    .i64(i64::from(v.occurrence))
+                    .i64(0)
                     .text(super::EXCHANGE_SOURCE);
                 c.json(&v.body_json)
                     .i64(v.observed_ms)

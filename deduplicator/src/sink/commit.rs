@@ -272,15 +272,22 @@ impl Sink {
         cursors: Option<&[(String, i64, String)]>,
         direct: bool,
     ) -> Result<u64, DbError> {
-        let mut enc = Encoder::new(self.stream);
-        for r in rows {
-            let src = Source {
-                gatherer_id: &self.cfg.gatherers[r.gatherer],
-                instance_id: &r.instance,
-            };
-            enc.push(&src, &r.record);
-        }
-        let payload = (enc.rows() > 0).then(|| enc.finish());
+        // Streams without ids take their identity against production (`lifecycle.rs`): their
+        // rows are merged from the records, never COPYed.
+        let identity = lifecycle::table_of(self.stream);
+        let payload = if identity.is_some() {
+            None
+        } else {
+            let mut enc = Encoder::new(self.stream);
+            for r in rows {
+                let src = Source {
+                    gatherer_id: &self.cfg.gatherers[r.gatherer],
+                    instance_id: &r.instance,
+                };
+                enc.push(&src, &r.record);
+            }
+            (enc.rows() > 0).then(|| enc.finish())
+        };
         let touched = self.touched_periods(rows);
         let mut conn = self.prod.acquire().await?;
         let op_timeout = self.prod.op_timeout();
@@ -290,12 +297,7 @@ impl Sink {
         let fut = async {
             conn.execute("BEGIN").await?;
             let mut inserted = 0;
-            if let Some(table) = match stream {
-                Stream::Lifecycle => Some(&lifecycle::LIFECYCLE),
-                Stream::UnknownMessages => Some(&lifecycle::UNKNOWN),
-                Stream::Exchange => Some(&lifecycle::EXCHANGE),
-                _ => None,
-            } {
+            if let Some(table) = identity {
                 // Identity against production, not by a gatherer's count (`lifecycle.rs`).
                 inserted = lifecycle::merge(
                     &mut conn,
@@ -525,21 +527,17 @@ async fn touch_moved_versions(
     stream: Stream,
     period: i64,
 ) -> Result<(), sqlx::Error> {
-    let kind = stream.registry_kind().unwrap_or_default();
-    let (versions, same) = (
-        "registry_versions",
-        format!("v.kind = '{kind}' AND v.ticker = s.ticker AND v.content_hash = s.content_hash"),
-    );
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO archive_touch (period_start_ms, stream, touches) \
-         SELECT DISTINCT (v.observed_ms / $1) * $1, $2, 1 FROM {versions} v \
-         JOIN {} s ON {same} \
+         SELECT DISTINCT (v.observed_ms / $1) * $1, $2, 1 FROM registry_versions v \
+         JOIN {} s ON v.kind = $3 AND v.ticker = s.ticker AND v.content_hash = s.content_hash \
          WHERE s.observed_ms < v.observed_ms AND v.observed_ms >= 0 \
          ON CONFLICT (period_start_ms, stream) DO UPDATE SET touches = archive_touch.touches + 1",
         stream.stage()
     )))
     .bind(period)
     .bind(stream.table())
+    .bind(stream.registry_kind().unwrap_or_default())
     .execute(conn)
     .await?;
     Ok(())

@@ -142,6 +142,17 @@ pub(super) const EXCHANGE: Table = Table {
     continues: true,
 };
 
+/// The identity table of a stream whose records have no id (`None`: the others).
+pub(super) fn table_of(stream: kalshi_proto::Stream) -> Option<&'static Table> {
+    use kalshi_proto::Stream;
+    match stream {
+        Stream::Lifecycle => Some(&LIFECYCLE),
+        Stream::UnknownMessages => Some(&UNKNOWN),
+        Stream::Exchange => Some(&EXCHANGE),
+        _ => None,
+    }
+}
+
 /// A message of any of the tables, borrowed from its record.
 struct Msg<'a> {
     ticker: &'a str,
@@ -337,45 +348,11 @@ pub(super) async fn merge(
             source: x.gatherer.to_owned(),
         })
         .collect();
-    // A polled state is seen again by every poll, and by a gatherer with a new database after
-    // it: a copy whose content is the state production already has at its time (the newest row
-    // of its object at or before it) is that state, not a return to it (a return always
-    // follows another state). Those are placed first; the rest by the rule.
-    let mut continued: Vec<Option<i64>> = vec![None; ins.len()];
-    if t.continues {
-        let mut order: Vec<usize> = (0..ins.len()).collect();
-        order.sort_by_key(|i| ins[*i].l.received_ms);
-        for (n, &i) in order.iter().enumerate() {
-            let x = &ins[i];
-            let row: Option<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT content_hash, occurrence, received_ms FROM {table} WHERE {ticker} = $1 \
-                 AND {event_type} = $2 AND received_ms <= $3 \
-                 ORDER BY received_ms DESC, occurrence DESC LIMIT 1",
-                table = t.table
-            )))
-            .bind(x.l.ticker)
-            .bind(x.l.event_type)
-            .bind(x.l.received_ms)
-            .fetch_optional(&mut *conn)
-            .await?;
-            let since = row.as_ref().map_or(i64::MIN, |r| r.2);
-            // The state before it in this batch, if newer than production's: then it is what
-            // this copy continues (or not), not production's row.
-            let before = order[..n].iter().rev().copied().find(|&j| {
-                let y = &ins[j];
-                y.l.ticker == x.l.ticker
-                    && y.l.event_type == x.l.event_type
-                    && y.l.received_ms > since
-            });
-            continued[i] = match before {
-                Some(j) if ins[j].l.hash == x.l.hash => continued[j],
-                Some(_) => None,
-                None => row.and_then(|(hash, occurrence, _)| {
-                    (hash == x.l.hash.as_ref()).then_some(occurrence)
-                }),
-            };
-        }
-    }
+    let continued = if t.continues {
+        continuations(conn, t, &ins.iter().map(|x| &x.l).collect::<Vec<_>>()).await?
+    } else {
+        vec![None; ins.len()]
+    };
     let rest: Vec<usize> = (0..ins.len()).filter(|i| continued[*i].is_none()).collect();
     let rest_copies: Vec<Copy> = rest.iter().map(|i| copies[*i].clone()).collect();
     let mut placed: Vec<(i64, bool)> = continued.iter().map(|c| (c.unwrap_or(0), false)).collect();
@@ -439,6 +416,49 @@ pub(super) async fn merge(
     .execute(&mut *conn)
     .await?;
     Ok(inserted)
+}
+
+/// For states polled again and again (the exchange's, `Table::continues`): per copy, the
+/// occurrence of the state it continues, if any. A state is seen again by every poll, and by a
+/// gatherer with a new database after it: a copy whose content is the state in force at its
+/// time is that state, not a return to it (a return always follows another state). The state
+/// in force is the newest copy before it in the batch when that is newer than production's
+/// newest row at or before it; else that row.
+async fn continuations(
+    conn: &mut sqlx::PgConnection,
+    t: &Table,
+    msgs: &[&Msg<'_>],
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    let mut continued: Vec<Option<i64>> = vec![None; msgs.len()];
+    let mut order: Vec<usize> = (0..msgs.len()).collect();
+    order.sort_by_key(|i| msgs[*i].received_ms);
+    let (ticker, event_type) = (t.ticker, t.event_type);
+    for (n, &i) in order.iter().enumerate() {
+        let x = msgs[i];
+        let row: Option<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT content_hash, occurrence, received_ms FROM {table} WHERE {ticker} = $1 \
+             AND {event_type} = $2 AND received_ms <= $3 \
+             ORDER BY received_ms DESC, occurrence DESC LIMIT 1",
+            table = t.table
+        )))
+        .bind(x.ticker)
+        .bind(x.event_type)
+        .bind(x.received_ms)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let since = row.as_ref().map_or(i64::MIN, |r| r.2);
+        let before = order[..n].iter().rev().copied().find(|&j| {
+            let y = msgs[j];
+            y.ticker == x.ticker && y.event_type == x.event_type && y.received_ms > since
+        });
+        continued[i] = match before {
+            Some(j) if msgs[j].hash == x.hash => continued[j],
+            Some(_) => None,
+            None => row
+                .and_then(|(hash, occurrence, _)| (hash == x.hash.as_ref()).then_some(occurrence)),
+        };
+    }
+    Ok(continued)
 }
 
 #[derive(Default)]

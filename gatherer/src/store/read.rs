@@ -180,27 +180,6 @@ impl Store {
             .collect()
     }
 
-    /// The next occurrence of every exchange version content already stored:
-    /// `(ticker, hash) -> next`.
-    pub async fn exchange_occurrences(
-        &self,
-    ) -> Result<HashMap<(String, String), u32>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT ticker, content_hash, max(occurrence) + 1 FROM exchange GROUP BY 1, 2",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let next: i32 = r.try_get(2)?;
-                Ok((
-                    (r.try_get(0)?, r.try_get(1)?),
-                    u32::try_from(next).unwrap_or(0),
-                ))
-            })
-            .collect()
-    }
-
     /// The next occurrence of every lifecycle content already stored: `(kind, hash, next)`.
     pub async fn lifecycle_occurrences(
         &self,

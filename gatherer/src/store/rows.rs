@@ -429,29 +429,9 @@ registry_row!(MarketVersion, Stream::Markets);
 registry_row!(EventVersion, Stream::Events);
 registry_row!(SeriesVersion, Stream::Series);
 
-/// A version of the exchange's status or schedule: a registry row plus its occurrence (the
-/// same content stored before by this gatherer, e.g. trading active again after a halt).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExchangeVersion {
-    pub row: RegistryRow,
-    pub occurrence: u32,
-}
-
-impl Row for ExchangeVersion {
-    const STREAM: Stream = Stream::Exchange;
-    const COLUMNS: &'static str =
-        "id, ingested_at, ticker, updated_ms, observed_ms, body, content_hash, occurrence";
-    const FIELDS: i16 = 8;
-
-    fn time_ms(&self) -> i64 {
-        self.row.observed_ms
-    }
-
-    fn encode(&self, e: &mut CopyEncoder, id: i64, ingested_ms: i64) {
-        encode_registry(&self.row, e, id, ingested_ms);
-        e.i32(i32::try_from(self.occurrence).unwrap_or(i32::MAX));
-    }
-}
+// A version of the exchange's status or schedule (`status`, `schedule`): each change this
+// gatherer polled, a return to an earlier content included (production numbers the returns).
+registry_row!(ExchangeVersion, Stream::Exchange);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GapRow {
@@ -517,10 +497,9 @@ pub fn select_list(stream: Stream) -> &'static str {
         Stream::Lifecycle => {
             "id, kind, ticker, event_type, body::text, content_hash, received_ms, conn_epoch, sid, occurrence"
         }
-        Stream::Markets | Stream::Events | Stream::Series => {
+        Stream::Markets | Stream::Events | Stream::Series | Stream::Exchange => {
             "id, ticker, updated_ms, observed_ms, body::text"
         }
-        Stream::Exchange => "id, ticker, updated_ms, observed_ms, body::text, occurrence",
         Stream::Gaps => "id, stream, market_ticker, from_ms, to_ms, reason, detail",
         Stream::UnknownMessages => {
             "id, type, channel, market_ticker, body::text, content_hash, received_ms, conn_epoch, sid, seq"
@@ -601,11 +580,6 @@ pub fn decode(stream: Stream, row: &PgRow) -> Result<pb::Record, sqlx::Error> {
                 updated_ms: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
                 observed_ms: row.try_get(3)?,
                 body_json: row.try_get(4)?,
-                occurrence: if stream == Stream::Exchange {
-                    u32::try_from(row.try_get::<i32, _>(5)?).unwrap_or(0)
-                } else {
-                    0
-                },
             })
         }
         Stream::UnknownMessages => Body::Unknown(pb::UnknownMessage {

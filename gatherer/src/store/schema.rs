@@ -41,11 +41,10 @@ pub fn stream_added_by(version: i32) -> Option<Stream> {
 }
 
 /// Versions of the exchange's status and schedule (`/exchange/status`, `/exchange/schedule`),
-/// one table like the registry's: `ticker` is `status` or `schedule`; `occurrence` counts the
-/// earlier versions of the same content (trading active again after each halt).
+/// one table like the registry's: `ticker` is `status` or `schedule`. A content that comes back
+/// (trading active again after a halt) is a row again; production numbers the returns.
 const MIGRATION_9: &str = r#"
 CREATE TABLE exchange (LIKE markets INCLUDING ALL) PARTITION BY RANGE (ingested_at);
-ALTER TABLE exchange ADD COLUMN occurrence integer NOT NULL DEFAULT 0;
 CREATE TABLE exchange_default PARTITION OF exchange DEFAULT;
 "#;
 

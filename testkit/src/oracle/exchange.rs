@@ -41,6 +41,24 @@ impl ExchangeVerdict {
     pub fn ok(&self) -> bool {
         self.wrong == 0 && self.held == self.required
     }
+
+    /// The object's part of the verdict's table.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {}/{} states held ({} served, {} too brief to poll and held by none, {} in declared windows){}",
+            self.object,
+            self.held,
+            self.required,
+            self.states,
+            self.brief_unseen,
+            self.declared,
+            if self.wrong > 0 {
+                format!(", {} wrong versions", self.wrong)
+            } else {
+                String::new()
+            }
+        )
+    }
 }
 
 /// Which of `states` the versions `seen` (in order) match, matching in order: the versions
@@ -201,4 +219,181 @@ pub(super) fn check(
         out.push(v);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::{Reading, Rules, Verdict, judge};
+    use crate::held::{DeclaredGap, Held};
+    use crate::sim::Truth;
+
+    fn rules() -> Rules {
+        Rules {
+            exchange_poll_ms: 10_000,
+            ..Rules::settled(&["g1", "g2"])
+        }
+    }
+
+    fn state(
+        pos: u64,
+        object: &str,
+        since_ms: i64,
+        body: serde_json::Value,
+    ) -> crate::sim::ExchangeState {
+        crate::sim::ExchangeState {
+            pos,
+            since_ms,
+            object: object.into(),
+            body,
+        }
+    }
+
+    /// active (60 s), halt 1 (5 s: too brief for a 10 s poll), active (60 s), halt 2 (40 s), active
+    /// (to the end at 250 s); one schedule throughout.
+    fn halts() -> Truth {
+        let active = serde_json::json!({"exchange_active": true, "trading_active": true});
+        let halt =
+            |n: i64| serde_json::json!({"exchange_active": true, "trading_active": false, "n": n});
+        Truth {
+            exchange: vec![
+                state(1, "status", 0, active.clone()),
+                state(2, "schedule", 0, serde_json::json!({"schedule": {}})),
+                state(3, "status", 60_000, halt(1)),
+                state(4, "status", 65_000, active.clone()),
+                state(5, "status", 125_000, halt(2)),
+                state(6, "status", 165_000, active),
+            ],
+            last_ms: 250_000,
+            ..Truth::default()
+        }
+    }
+
+    fn exchange_held(versions: &[(&str, serde_json::Value)]) -> Held {
+        Held {
+            exchange: versions
+                .iter()
+                .map(|(o, v)| ((*o).to_owned(), v.clone()))
+                .collect(),
+            ..Held::default()
+        }
+    }
+
+    #[test]
+    fn the_exchange_status_must_hold_every_state_long_enough_to_poll_and_whatever_a_gatherer_holds()
+    {
+        let t = halts();
+        let s = |p: u64| t.exchange.iter().find(|e| e.pos == p).unwrap().body.clone();
+        let judge_with = |prod: &[(&str, serde_json::Value)], g: &[(&str, serde_json::Value)]| {
+            let readings = vec![
+                Reading::of("g1", exchange_held(g)),
+                Reading::of("g2", Held::default()),
+            ];
+            judge(&t, &exchange_held(prod), &readings, &rules())
+        };
+        let status = |v: &Verdict| {
+            v.exchange
+                .iter()
+                .find(|e| e.object == "status")
+                .unwrap()
+                .clone()
+        };
+        // (The active states around the brief halt merge into one version: a version is a change.)
+        let merged = [
+            ("status", s(1)),
+            ("schedule", s(2)),
+            ("status", s(5)),
+            ("status", s(6)),
+        ];
+        let v = judge_with(&merged, &[]);
+        assert!(v.ok, "{}", v.table());
+        assert_eq!(
+            (
+                status(&v).states,
+                status(&v).required,
+                status(&v).held,
+                status(&v).brief_unseen
+            ),
+            (5, 4, 4, 1),
+            "{}",
+            v.table()
+        );
+        // Every state seen, the brief halt too.
+        let all = [
+            ("status", s(1)),
+            ("schedule", s(2)),
+            ("status", s(3)),
+            ("status", s(4)),
+            ("status", s(5)),
+            ("status", s(6)),
+        ];
+        let v = judge_with(&all, &[]);
+        assert!(
+            v.ok && status(&v).held == 4 && status(&v).brief_unseen == 0,
+            "{}",
+            v.table()
+        );
+        // Injected: the 40 s halt lost.
+        let lost = [("status", s(1)), ("schedule", s(2))];
+        let v = judge_with(&lost, &[]);
+        assert!(!v.ok && status(&v).held == 2, "{}", v.table());
+        // Injected: the brief halt a gatherer holds but production lacks: not excused.
+        let g = [("status", s(1)), ("status", s(3)), ("status", s(4))];
+        let v = judge_with(&merged, &g);
+        assert!(!v.ok, "{}", v.table());
+        assert_eq!(status(&v).required, 5, "{}", v.table());
+        // Injected: a state the exchange never served, and a version repeated.
+        let mut invented = merged.to_vec();
+        invented.push(("status", serde_json::json!({"exchange_active": false})));
+        let v = judge_with(&invented, &[]);
+        assert!(!v.ok && status(&v).wrong == 1, "{}", v.table());
+        let mut repeated = merged.to_vec();
+        repeated.push(("status", s(6)));
+        let v = judge_with(&repeated, &[]);
+        assert!(!v.ok && status(&v).wrong == 1, "{}", v.table());
+        // Injected: out of the exchange's order.
+        let reordered = [
+            ("status", s(1)),
+            ("schedule", s(2)),
+            ("status", s(5)),
+            ("status", s(4)),
+            ("status", s(6)),
+        ];
+        let v = judge_with(&reordered, &[]);
+        assert!(!v.ok, "{}", v.table());
+        // The 40 s halt (125 s to 165 s) lost, but every gatherer declared its polls failed from
+        // 120 s to 170 s: excused. Declared by one only, or leaving 25 s of it pollable: not.
+        let window = |g: &str, from: i64, to: i64| DeclaredGap {
+            gatherer: g.into(),
+            stream: "exchange".into(),
+            market: "status".into(),
+            from_ms: from,
+            to_ms: to,
+            reason: "rest_unavailable".into(),
+        };
+        let lost_in = |gaps: Vec<DeclaredGap>| {
+            let mut prod = exchange_held(&lost);
+            prod.gaps = gaps;
+            let readings = vec![
+                Reading::of("g1", Held::default()),
+                Reading::of("g2", Held::default()),
+            ];
+            judge(&t, &prod, &readings, &rules())
+        };
+        let v = lost_in(vec![
+            window("g1", 120_000, 170_000),
+            window("g2", 120_000, 170_000),
+        ]);
+        assert!(v.ok && status(&v).declared == 1, "{}", v.table());
+        let v = lost_in(vec![window("g1", 120_000, 170_000)]);
+        assert!(!v.ok, "{}", v.table());
+        let v = lost_in(vec![
+            window("g1", 120_000, 170_000),
+            window("g2", 150_000, 170_000),
+        ]);
+        assert!(!v.ok, "{}", v.table());
+        // Injected: the schedule lost.
+        let v = judge_with(&[("status", s(1)), ("status", s(5)), ("status", s(6))], &[]);
+        assert!(!v.ok, "{}", v.table());
+    }
 }

@@ -320,26 +320,7 @@ impl Verdict {
             ));
         }
         if !self.exchange.is_empty() {
-            let parts: Vec<String> = self
-                .exchange
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{} {}/{} states held ({} served, {} too brief to poll and held by none, {} in declared windows){}",
-                        e.object,
-                        e.held,
-                        e.required,
-                        e.states,
-                        e.brief_unseen,
-                        e.declared,
-                        if e.wrong > 0 {
-                            format!(", {} wrong versions", e.wrong)
-                        } else {
-                            String::new()
-                        }
-                    )
-                })
-                .collect();
+            let parts: Vec<String> = self.exchange.iter().map(ExchangeVerdict::line).collect();
             s.push_str(&format!("exchange: {}\n", parts.join("; ")));
         }
         s.push_str(&format!(
