@@ -432,8 +432,16 @@ async fn halts_and_maintenance_are_served_as_the_truth_records_them() {
     let sim = start(cfg).await;
     let base = sim.rest_url();
     let (mut statuses, mut schedules): (Vec<(u16, Value)>, Vec<Value>) = (Vec::new(), Vec::new());
-    let deadline = std::time::Instant::now() + Duration::from_millis(6500);
-    while std::time::Instant::now() < deadline {
+    // Polled (every 50 ms, each state lasting a second) until three halts have ended:
+    // two of them maintenance.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while statuses.iter().filter(|(_, v)| v["trading_active"] == false).count() < 3
+        || statuses.last().is_some_and(|(_, v)| v["trading_active"] == false)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three halts in a minute: {statuses:?}"
+        );
         sim.advance(5);
         let st = get_json(&format!("{base}/exchange/status")).await;
         if statuses.last() != Some(&st) {
