@@ -315,7 +315,7 @@ pub fn describe() {
     describe_counter!(REGISTRY_SYNCS, "Full registry syncs");
     describe_gauge!(
         REGISTRY_PENDING,
-        "Lifecycle changes whose REST fetch failed, waiting for a retry"
+        "Lifecycle changes reported and not yet in the registry: being fetched, waiting for a retry after a failed fetch, or owed to a full resync (1) not yet succeeded"
     );
     describe_counter!(
         BACKFILL_RECOVERED,

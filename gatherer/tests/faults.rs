@@ -582,3 +582,73 @@ async fn lifecycle_changes_during_a_rest_outage_apply_once_rest_answers() {
         deltas.len() as f64
     );
 }
+
+/// A lifecycle change whose fetch is still waiting out REST's backoff (429 for 6 s, the client
+/// retrying far past it) counts as pending: the gauge that tells an operator, and the stack's
+/// settle, that the catalogue caught up stays above 0 until the change is in. (It read 0
+/// while the fetch was in flight, and a stack audited a catalogue still missing the markets
+/// created during the outage.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_change_still_being_fetched_counts_as_pending() {
+    let mut sim = sim_config(213, 12);
+    sim.lifecycle_every = 100;
+    let rig = Rig::start(sim, |c| {
+        c.registry.reconcile_interval = Duration::from_secs(3600);
+        // The fetch retries inside the REST client past the outage: it never fails.
+        c.kalshi.rest_max_attempts = 100;
+    })
+    .await;
+    rig.fault(json!({"fault": "rest_errors", "status": 429, "duration_ms": 6_000}))
+        .await;
+    let t0 = Instant::now();
+    traffic(&rig, 1500, 3.0).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "sampled during the outage"
+    );
+    let pending = rig.metric("market_registry_pending_changes").await;
+    assert!(
+        pending >= 1.0,
+        "a change being fetched is pending: {pending}"
+    );
+    while rig.metric("market_registry_pending_changes").await > 0.0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "pending lifecycle changes never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_secs(6),
+        "nothing applies while REST refuses"
+    );
+    let m = rig.metrics().await;
+    let met_429s: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("market_registry_rest_errors_total{")
+                && (l.contains(r#"endpoint="market""#) || l.contains(r#"endpoint="event""#))
+                && l.contains(r#"reason="status""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        met_429s >= 1.0,
+        "the fetches met the 429s: {}",
+        m.lines()
+            .filter(|l| l.starts_with("market_registry_rest"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    rig.wait_healthy(Duration::from_secs(30)).await;
+    wait_trades_complete(&rig, Duration::from_secs(60)).await;
+    rig.settle(Duration::from_secs(2)).await;
+    // The registry equals the exchange's (markets created during the outage included), as
+    // soon as the gauge said so: the reconcile is an hour away.
+    let cov = assert_complete_within(&rig, 5_000).await;
+    assert!(
+        cov.verdict.subscription_latency.markets >= 1,
+        "markets were created during the outage: {:?}",
+        cov.verdict.subscription_latency
+    );
+}

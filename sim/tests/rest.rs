@@ -435,8 +435,14 @@ async fn halts_and_maintenance_are_served_as_the_truth_records_them() {
     // Polled (every 50 ms, each state lasting a second) until three halts have ended:
     // two of them maintenance.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while statuses.iter().filter(|(_, v)| v["trading_active"] == false).count() < 3
-        || statuses.last().is_some_and(|(_, v)| v["trading_active"] == false)
+    while statuses
+        .iter()
+        .filter(|(_, v)| v["trading_active"] == false)
+        .count()
+        < 3
+        || statuses
+            .last()
+            .is_some_and(|(_, v)| v["trading_active"] == false)
     {
         assert!(
             std::time::Instant::now() < deadline,

@@ -123,6 +123,9 @@ pub struct Registry {
     /// `registry.max_markets`, past which the changes are left to an immediate full resync
     /// that refreshes every unfinished market.
     pending: BTreeMap<(u8, String), Note>,
+    /// A full resync is owed (a lifecycle hole, or too many changes pending) and has not yet
+    /// succeeded: the catalogue may be behind the exchange until it does.
+    resync_owed: bool,
 }
 
 #[derive(Deserialize)]
@@ -207,6 +210,7 @@ impl Registry {
             markets: HashMap::new(),
             refresh_unfinished: false,
             pending: BTreeMap::new(),
+            resync_owed: false,
             events: HashMap::new(),
             series: HashMap::new(),
             hashes,
@@ -240,10 +244,18 @@ impl Registry {
                 note = self.notes.recv() => match note {
                     Some(Note::Resync) => {
                         self.refresh_unfinished = true;
+                        self.resync_owed = true;
+                        self.report_behind(false);
                         next_sync = tokio::time::Instant::now();
                     }
                     Some(note) => {
-                        if let Err(e) = self.apply(note.clone()).await {
+                        // Behind while the fetch runs: it may wait out REST's backoff for a
+                        // while (a 429 storm), and nobody must take the catalogue as current
+                        // meanwhile.
+                        self.report_behind(true);
+                        let applied = self.apply(note.clone()).await;
+                        self.report_behind(false);
+                        if let Err(e) = applied {
                             if matches!(e, RestError::Shutdown) {
                                 return;
                             }
@@ -274,6 +286,8 @@ impl Registry {
                 _ = tokio::time::sleep_until(next_sync) => {
                     match self.sync(&cancel).await {
                         Ok(()) => {
+                            self.resync_owed = false;
+                            self.report_behind(false);
                             // A later failure starts its backoff from the first step again.
                             backoff.reset();
                             next_sync = tokio::time::Instant::now() + self.cfg.reconcile_interval;
@@ -306,22 +320,32 @@ impl Registry {
             );
             self.pending.clear();
             self.refresh_unfinished = true;
-            metrics::gauge!(m::REGISTRY_PENDING).set(0.0);
+            self.resync_owed = true;
+            self.report_behind(false);
             return true;
         }
-        metrics::gauge!(m::REGISTRY_PENDING).set(self.pending.len() as f64);
+        self.report_behind(false);
         false
+    }
+
+    /// `market_registry_pending_changes`: the lifecycle changes known and not yet applied
+    /// (waiting for a retry, being fetched now, or owed to a full resync that has not
+    /// succeeded yet). Zero means the catalogue holds everything the connections reported.
+    fn report_behind(&self, applying: bool) {
+        let n = self.pending.len() + usize::from(applying) + usize::from(self.resync_owed);
+        metrics::gauge!(m::REGISTRY_PENDING).set(n as f64);
     }
 
     /// Applies every pending change in order; stops at the first failure, keeping the rest.
     async fn retry_pending(&mut self) -> Result<(), RestError> {
         while let Some((key, note)) = self.pending.pop_first() {
+            self.report_behind(true);
             if let Err(e) = self.apply(note.clone()).await {
                 self.pending.insert(key, note);
-                metrics::gauge!(m::REGISTRY_PENDING).set(self.pending.len() as f64);
+                self.report_behind(false);
                 return Err(e);
             }
-            metrics::gauge!(m::REGISTRY_PENDING).set(self.pending.len() as f64);
+            self.report_behind(false);
         }
         Ok(())
     }
