@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+mod cli;
 use deduplicator::records::Stream;
 use kalshi_proto::GathererClient;
 use kalshi_proto::gatherer::v1 as pb;
@@ -34,6 +36,11 @@ struct Cli {
     /// file once listening (written whole, then renamed): start with port 0 and read the ports.
     #[arg(long, value_name = "FILE", global = true)]
     addr_file: Option<PathBuf>,
+
+    /// Print machine-readable output instead of text: one JSON document (status, gaps,
+    /// archive status, archive verify, restore, export; docs/deduplicator.md has each schema).
+    #[arg(long, global = true)]
+    json: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+    /// Export one stream's rows of a window, for some markets, events or series, as CSV
+    /// (dollars, contracts) or Parquet (the archive's typed columns), from production, or from
+    /// the archive for periods retention retired from production: the same rows either way.
+    /// Prints the exact row count (--json: one JSON object).
+    Export(cli::export::ExportArgs),
     /// List the windows that no configured gatherer covered (from the merged gaps).
     Gaps {
         /// Start of the window: RFC 3339 (2026-11-22T10:00:00Z) or Unix milliseconds.
@@ -178,11 +190,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Every command logs (to standard error), as the service does.
+    kalshi_shared::telemetry::init_logging(&cfg.log.level, cfg.log.format);
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
-            kalshi_shared::telemetry::init_logging(&cfg.log.level, cfg.log.format);
-            runtime.block_on(run(cfg, cli.addr_file))
-        }
+        Command::Run => runtime.block_on(run(cfg, cli.addr_file)),
+        Command::Export(args) => runtime.block_on(cli::export::run(cfg, args, cli.json)),
         Command::Migrate => runtime.block_on(async move {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let prod = match connect(&cfg).await {
@@ -207,10 +219,10 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Command::Status => runtime.block_on(status(cfg)),
-        Command::Archive { command } => runtime.block_on(archive_cmd(cfg, command)),
+        Command::Status => runtime.block_on(status(cfg, cli.json)),
+        Command::Archive { command } => runtime.block_on(archive_cmd(cfg, command, cli.json)),
         Command::Restore { from, to, streams } => match window(&from, to.as_deref()) {
-            Ok((from, to)) => runtime.block_on(restore(cfg, from, to, streams)),
+            Ok((from, to)) => runtime.block_on(restore(cfg, from, to, streams, cli.json)),
             Err(e) => {
                 eprintln!("deduplicator: {e}");
                 ExitCode::from(64)
@@ -233,7 +245,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(64);
                 }
             };
-            runtime.block_on(gaps(cfg, from, to))
+            runtime.block_on(gaps(cfg, from, to, cli.json))
         }
     }
 }
@@ -267,7 +279,7 @@ async fn run(cfg: deduplicator::Config, addr_file: Option<PathBuf>) -> ExitCode 
 }
 
 /// `deduplicator status`: production's cursors next to each gatherer's heads.
-async fn status(cfg: deduplicator::Config) -> ExitCode {
+async fn status(cfg: deduplicator::Config, json: bool) -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let prod = match connect(&cfg).await {
         Ok(p) => p,
@@ -284,10 +296,13 @@ async fn status(cfg: deduplicator::Config) -> ExitCode {
         }
     };
     let mut all_ok = true;
-    println!(
-        "{:<12} {:<20} {:>14} {:>14} {:>12}  health",
-        "gatherer", "stream", "cursor", "head", "behind"
-    );
+    let mut doc = Vec::new();
+    if !json {
+        println!(
+            "{:<12} {:<20} {:>14} {:>14} {:>12}  health",
+            "gatherer", "stream", "cursor", "head", "behind"
+        );
+    }
     for g in &cfg.gatherers {
         let remote = async {
             let ep = tonic::transport::Endpoint::from_shared(g.endpoint.clone())
@@ -322,8 +337,11 @@ async fn status(cfg: deduplicator::Config) -> ExitCode {
             } else {
                 format!("{} ({})", st.version, st.git_sha)
             };
-            println!("# {} at {}: version {build}", g.id, g.endpoint);
+            if !json {
+                println!("# {} at {}: version {build}", g.id, g.endpoint);
+            }
         }
+        let mut streams = Vec::new();
         for s in Stream::ALL {
             let stored = cursors.get(&(g.id.clone(), s));
             let cursor = stored.map_or(0, |c| c.0);
@@ -354,6 +372,16 @@ async fn status(cfg: deduplicator::Config) -> ExitCode {
             if health != "ok" {
                 all_ok = false;
             }
+            if json {
+                streams.push(serde_json::json!({
+                    "stream": s.table(),
+                    "cursor": cursor,
+                    "head": head,
+                    "behind": head.map(|h| (h - cursor).max(0)),
+                    "health": health,
+                }));
+                continue;
+            }
             println!(
                 "{:<12} {:<20} {:>14} {:>14} {:>12}  {}",
                 g.id,
@@ -364,6 +392,29 @@ async fn status(cfg: deduplicator::Config) -> ExitCode {
                 health
             );
         }
+        if json {
+            let (version, git_sha, instance) = match &st {
+                Ok(st) => (
+                    Some(st.version.clone()),
+                    Some(st.git_sha.clone()),
+                    Some(st.instance_id.clone()),
+                ),
+                Err(_) => (None, None, None),
+            };
+            doc.push(serde_json::json!({
+                "id": g.id,
+                "endpoint": g.endpoint,
+                "reachable": st.is_ok(),
+                "error": st.as_ref().err(),
+                "version": version,
+                "git_sha": git_sha,
+                "instance_id": instance,
+                "streams": streams,
+            }));
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({"ok": all_ok, "gatherers": doc}));
     }
     if all_ok {
         ExitCode::SUCCESS
@@ -480,7 +531,7 @@ async fn quarantine_cmd(cfg: deduplicator::Config, cmd: QuarantineCommand) -> Ex
 }
 
 /// `deduplicator gaps`: windows no gatherer covered.
-async fn gaps(cfg: deduplicator::Config, from: i64, to: i64) -> ExitCode {
+async fn gaps(cfg: deduplicator::Config, from: i64, to: i64, json: bool) -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let prod = match connect(&cfg).await {
         Ok(p) => p,
@@ -499,6 +550,25 @@ async fn gaps(cfg: deduplicator::Config, from: i64, to: i64) -> ExitCode {
     let ids: Vec<String> = cfg.gatherers.iter().map(|g| g.id.clone()).collect();
     let u = deduplicator::coverage::uncovered(&rows, &ids, from, to);
     let fmt = kalshi_shared::time::format_rfc3339_ms;
+    if json {
+        let windows: Vec<serde_json::Value> = u
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "stream": w.stream,
+                    "market": w.market,
+                    "from_ms": w.from_ms,
+                    "to_ms": w.to_ms,
+                    "reasons": w.reasons,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"from_ms": from, "to_ms": to, "gatherers": ids, "windows": windows})
+        );
+        return ExitCode::SUCCESS;
+    }
     println!(
         "windows between {} and {} that none of {} captured: {}",
         fmt(from),
@@ -540,7 +610,7 @@ async fn archiver(cfg: &deduplicator::Config) -> Result<deduplicator::archive::A
 }
 
 /// `deduplicator archive status|verify`.
-async fn archive_cmd(cfg: deduplicator::Config, cmd: ArchiveCommand) -> ExitCode {
+async fn archive_cmd(cfg: deduplicator::Config, cmd: ArchiveCommand, json: bool) -> ExitCode {
     let a = match archiver(&cfg).await {
         Ok(a) => a,
         Err(c) => return c,
@@ -561,6 +631,37 @@ async fn archive_cmd(cfg: deduplicator::Config, cmd: ArchiveCommand) -> ExitCode
             };
             let late = st.periods.iter().filter(|p| p.late).count();
             let unverified = st.periods.iter().filter(|p| !p.verified).count();
+            let state = |p: &deduplicator::archive::ops::PeriodStatus| match (p.late, p.verified) {
+                (true, _) => "late",
+                (false, true) => "verified",
+                (false, false) => "unverified",
+            };
+            if json {
+                let periods: Vec<serde_json::Value> = st
+                    .periods
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "start_ms": p.start_ms,
+                            "version": p.version,
+                            "rows": p.rows,
+                            "state": state(p),
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "location": a.store.location(),
+                        "archived": st.periods.len(),
+                        "unverified": unverified,
+                        "late": late,
+                        "periods": periods,
+                        "pending": st.pending,
+                    })
+                );
+                return ExitCode::SUCCESS;
+            }
             println!(
                 "archive {}: {} periods archived ({} unverified), {} pending, {} late",
                 a.store.location(),
@@ -571,10 +672,9 @@ async fn archive_cmd(cfg: deduplicator::Config, cmd: ArchiveCommand) -> ExitCode
             );
             println!("{:<26} {:>7} {:>12}  state", "period", "version", "rows");
             for p in &st.periods {
-                let state = match (p.late, p.verified) {
-                    (true, _) => "LATE (new version due)",
-                    (false, true) => "verified",
-                    (false, false) => "unverified",
+                let state = match state(p) {
+                    "late" => "LATE (new version due)",
+                    s => s,
                 };
                 println!(
                     "{:<26} {:>7} {:>12}  {state}",
@@ -596,8 +696,25 @@ async fn archive_cmd(cfg: deduplicator::Config, cmd: ArchiveCommand) -> ExitCode
                     return ExitCode::from(64);
                 }
             };
-            match a.verify(from, to).await {
-                Ok((lines, ok)) => {
+            let mut bar = cli::progress::Progress::new("archive verify");
+            let r = a
+                .verify(from, to, |done, total, rows| bar.update(done, total, rows))
+                .await;
+            bar.finish();
+            match r {
+                Ok((found, ok)) if json => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"ok": ok, "from_ms": from, "to_ms": to, "checked": found})
+                    );
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(3)
+                    }
+                }
+                Ok((found, ok)) => {
+                    let lines: Vec<String> = found.iter().map(|c| c.line()).collect();
                     for l in &lines {
                         println!("{l}");
                     }
@@ -628,7 +745,13 @@ async fn archive_cmd(cfg: deduplicator::Config, cmd: ArchiveCommand) -> ExitCode
 }
 
 /// `deduplicator restore`.
-async fn restore(cfg: deduplicator::Config, from: i64, to: i64, streams: Vec<String>) -> ExitCode {
+async fn restore(
+    cfg: deduplicator::Config,
+    from: i64,
+    to: i64,
+    streams: Vec<String>,
+    json: bool,
+) -> ExitCode {
     use deduplicator::archive::format::ARCHIVED;
     let mut chosen = Vec::new();
     for s in &streams {
@@ -651,7 +774,26 @@ async fn restore(cfg: deduplicator::Config, from: i64, to: i64, streams: Vec<Str
         Ok(a) => a,
         Err(c) => return c,
     };
-    match a.restore(from, to, &chosen).await {
+    let mut bar = cli::progress::Progress::new("restore");
+    let r = a
+        .restore(from, to, &chosen, |done, total, rows| {
+            bar.update(done, total, rows)
+        })
+        .await;
+    bar.finish();
+    match r {
+        Ok(per) if json => {
+            let (r, i) = per.values().fold((0, 0), |(a, b), (r, i)| (a + r, b + i));
+            let streams: serde_json::Map<String, serde_json::Value> = per
+                .iter()
+                .map(|(s, (r, i))| (s.clone(), serde_json::json!({"read": r, "inserted": i})))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"read": r, "inserted": i, "streams": streams})
+            );
+            ExitCode::SUCCESS
+        }
         Ok(per) => {
             println!("{:<20} {:>12} {:>12}", "stream", "read", "inserted");
             for (s, (read, ins)) in &per {

@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (7, MIGRATION_7),
     (8, MIGRATION_8),
     (9, MIGRATION_9),
+    (10, MIGRATION_10),
 ];
 
 /// The role consumers read with (SELECT only; docs/consuming.md). Created when the migrating
@@ -420,6 +421,100 @@ CREATE TABLE exchange_copies (
 CREATE VIEW exchange_now AS
     SELECT DISTINCT ON (ticker) ticker, body, received_ms, content_hash, occurrence
     FROM exchange ORDER BY ticker, received_ms DESC, occurrence DESC;
+"#;
+
+/// The book of a market at any time, by docs/archive.md's recipe: the latest WebSocket
+/// snapshot at or before it, plus every delta after its splice point up to it.
+///
+/// - `book_unknown(market, at)`: why the book cannot be known at `at` (no snapshot yet, or a
+///   window after the snapshot's splice point that no gatherer captured: every gatherer known
+///   to production declared a hole of the market's deltas there), or NULL when it is known.
+///   The windows are the coverage rule of `kalshi_shared::identity::coverage` for one market:
+///   an instant every gatherer lacks is uncovered; such an instant, if any, is the window's
+///   start or the start of some hole in it, so only those are tried. A `late_subscription`
+///   window (a new market before its subscription) that holds the snapshot's splice point
+///   does not count: a snapshot of a new market is taken after its subscription, so the window
+///   reaches past it only by the gap margin.
+/// - `book_at(market, at)`: one row per level, `side` (1 yes, 2 no), `price` (micro-dollars),
+///   `quantity` (centi-contracts), `price_dollars`, `contracts`; best bid first on each side.
+///   An unknown book raises an error (SQLSTATE `KD001`) with the reason: never guessed.
+const MIGRATION_10: &str = r#"
+CREATE FUNCTION book_unknown(market text, at timestamptz) RETURNS text
+LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    at_ms bigint := floor(extract(epoch FROM at) * 1000)::bigint;
+    after_ms bigint;
+    hole bigint;
+BEGIN
+    SELECT s.last_delta_ts_ms INTO after_ms
+      FROM orderbook_snapshots s
+     WHERE s.market_ticker = market AND s.source = 'ws' AND s.ts <= at
+       AND s.last_delta_ts_ms IS NOT NULL
+     ORDER BY s.ts DESC, s.last_delta_ts_ms DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN format('no snapshot of %s at or before %s', market, at);
+    END IF;
+    IF at_ms <= after_ms THEN
+        RETURN NULL;
+    END IF;
+    WITH known AS (SELECT DISTINCT gatherer_id FROM sync_cursors),
+    holes AS (
+        SELECT g.gatherer_id, g.from_ms, g.to_ms FROM gaps g
+         WHERE g.stream = 'orderbook_deltas' AND g.market_ticker IN (market, '')
+           AND g.from_ms <= at_ms AND g.to_ms > after_ms
+           -- A new market's window before its subscription (widened by the gap margin) that
+           -- holds the snapshot's splice point ended with that snapshot: it was taken after the
+           -- subscription, and every delta after its splice point reached its gatherer.
+           AND NOT (g.reason = 'late_subscription' AND g.from_ms <= after_ms)),
+    tries AS (
+        SELECT after_ms + 1 AS x
+        UNION SELECT h.from_ms FROM holes h WHERE h.from_ms > after_ms AND h.from_ms <= at_ms)
+    SELECT t.x INTO hole FROM tries t
+     WHERE NOT EXISTS (
+        SELECT 1 FROM known k WHERE NOT EXISTS (
+            SELECT 1 FROM holes h
+             WHERE h.gatherer_id = k.gatherer_id AND h.from_ms <= t.x AND t.x <= h.to_ms))
+     ORDER BY t.x LIMIT 1;
+    IF hole IS NOT NULL THEN
+        RETURN format('no gatherer captured the deltas of %s at %s ms (deduplicator gaps); the next snapshot after it makes the book known again',
+                      market, hole);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE FUNCTION book_at(market text, at timestamptz)
+RETURNS TABLE (side smallint, price bigint, quantity bigint,
+               price_dollars numeric(18,6), contracts numeric(18,2))
+LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    why text := book_unknown(market, at);
+    snap record;
+BEGIN
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION 'the book of % at % is unknown: %', market, at, why
+            USING ERRCODE = 'KD001';
+    END IF;
+    SELECT s.yes, s.no, s.last_delta_ts_ms INTO snap
+      FROM orderbook_snapshots s
+     WHERE s.market_ticker = market AND s.source = 'ws' AND s.ts <= at
+       AND s.last_delta_ts_ms IS NOT NULL
+     ORDER BY s.ts DESC, s.last_delta_ts_ms DESC LIMIT 1;
+    RETURN QUERY
+    WITH levels AS (
+        SELECT 1::smallint AS sd, (l->>0)::bigint AS p, (l->>1)::bigint AS q
+          FROM jsonb_array_elements(snap.yes) l
+        UNION ALL
+        SELECT 2::smallint, (l->>0)::bigint, (l->>1)::bigint FROM jsonb_array_elements(snap.no) l
+        UNION ALL
+        SELECT d.side, d.price, d.delta FROM orderbook_deltas d
+         WHERE d.market_ticker = market AND d.ts_ms > snap.last_delta_ts_ms AND d.ts <= at)
+    SELECT v.sd, v.p, sum(v.q)::bigint, (v.p::numeric / 1000000)::numeric(18,6),
+           (sum(v.q)::numeric / 100)::numeric(18,2)
+      FROM levels v GROUP BY v.sd, v.p HAVING sum(v.q) <> 0
+     ORDER BY v.sd, v.p DESC;
+END
+$fn$;
 "#;
 
 /// `(year, month)` of Unix milliseconds.

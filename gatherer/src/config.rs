@@ -273,6 +273,17 @@ impl Validate for FileConfig {
                 format!("{:?} is outside 100ms..=60s", ws.snapshot_hold),
             ));
         }
+        if !ws.snapshot_every.is_zero()
+            && !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&ws.snapshot_every)
+        {
+            return Err(ConfigError::key(
+                "ws.snapshot_every",
+                format!(
+                    "{:?} is outside 1s..=24h (0s turns periodic snapshots off)",
+                    ws.snapshot_every
+                ),
+            ));
+        }
         let ws_backoff = backoff(
             "ws.reconnect_initial",
             ws.reconnect_initial,

@@ -228,6 +228,13 @@ impl ImportWorker {
             metrics::counter!(crate::metrics::IMPORT_PAGES).increment(1);
             metrics::counter!(crate::metrics::IMPORT_TRADES).increment(offered as u64);
             let last = page.cursor.is_empty() || page.cursor == req.cursor;
+            // The oldest trade of the page: how far back this tier has reached (a new tier
+            // starts again from the window's end).
+            let reached = page
+                .trades
+                .iter()
+                .filter_map(|t| TradeRow::from_rest(t, received).map(|r| r.ts_ms))
+                .min();
             let (tier, cursor, state) = match (last, req.tier.as_str()) {
                 (false, t) => (t.to_owned(), page.cursor.clone(), "running"),
                 (true, "historical") => ("live".to_owned(), String::new(), "running"),
@@ -235,7 +242,9 @@ impl ImportWorker {
             };
             sqlx::query(
                 "UPDATE imports SET tier = $2, cursor = $3, state = $4, pages = pages + 1, \
-                 fetched = fetched + $5, stored = stored + $6, error = NULL, updated_at = now() WHERE id = $1",
+                 fetched = fetched + $5, stored = stored + $6, error = NULL, updated_at = now(), \
+                 reached_ms = CASE WHEN $2 <> tier THEN NULL ELSE least(coalesce(reached_ms, $7), $7) END \
+                 WHERE id = $1",
             )
             .bind(req.id)
             .bind(&tier)
@@ -243,6 +252,7 @@ impl ImportWorker {
             .bind(state)
             .bind(page.trades.len() as i64)
             .bind(offered)
+            .bind(reached)
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -434,9 +444,11 @@ pub async fn request(database_url: &str, from_ms: i64, to_ms: i64, detach: bool)
     let mut last_print = std::time::Instant::now();
     let mut idle_since = std::time::Instant::now();
     let mut last_pages = -1i64;
+    let mut tier_seen = String::new();
+    let mut tier_started = std::time::Instant::now();
     loop {
         let row = sqlx::query(
-            "SELECT state, tier, pages, fetched, stored, coalesce(error, ''), markets FROM imports WHERE id = $1",
+            "SELECT state, tier, pages, fetched, stored, coalesce(error, ''), markets, reached_ms, from_ms, to_ms FROM imports WHERE id = $1",
         )
         .bind(id)
         .fetch_one(&pool)
@@ -455,9 +467,27 @@ pub async fn request(database_url: &str, from_ms: i64, to_ms: i64, detach: bool)
         let stored: i64 = r.try_get(4).unwrap_or_default();
         let error: String = r.try_get(5).unwrap_or_default();
         let markets: i64 = r.try_get(6).unwrap_or_default();
+        let reached: Option<i64> = r.try_get(7).unwrap_or_default();
+        let (from_ms, to_ms): (i64, i64) = (r.try_get(8).unwrap_or(0), r.try_get(9).unwrap_or(1));
         let secs = started.elapsed().as_secs_f64().max(0.001);
+        // How much of the window the current tier has walked back through, and when it will be
+        // through at this pace (a tier starts at the window's end; pages come newest first).
+        let done = reached.map_or(0.0, |r| {
+            ((to_ms - r.max(from_ms)) as f64 / (to_ms - from_ms).max(1) as f64).clamp(0.0, 1.0)
+        });
+        if tier != tier_seen {
+            tier_seen = tier.clone();
+            tier_started = std::time::Instant::now();
+        }
+        let eta = match tier_started.elapsed().as_secs_f64() {
+            t if done > 0.0 && done < 1.0 && t > 1.0 => {
+                format!(", ETA {:.0}s", t / done * (1.0 - done))
+            }
+            _ => String::new(),
+        };
         let line = format!(
-            "import {id}: {state:<8} {tier:<10} pages {pages:>6}  trades fetched {fetched:>9}  in the window {stored:>9}  settled markets {markets:>5}  ({:.1} pages/s){}",
+            "import {id}: {state:<8} {tier:<10} {:>5.1}% of the window{eta}  pages {pages:>6}  trades fetched {fetched:>9}  in the window {stored:>9}  settled markets {markets:>5}  ({:.1} pages/s){}",
+            done * 100.0,
             pages as f64 / secs,
             if error.is_empty() {
                 String::new()

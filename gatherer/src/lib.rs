@@ -373,6 +373,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
             subscribe_batch: cfg.ws.subscribe_batch,
             gap_margin_ms: i64::try_from(cfg.ws.gap_margin.as_millis()).unwrap_or(0),
             snapshot_hold: cfg.ws.snapshot_hold,
+            snapshot_every: cfg.ws.snapshot_every,
             signer,
             tls,
         },

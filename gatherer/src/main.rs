@@ -92,6 +92,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // Every command logs (to standard error), as the service does.
+    kalshi_shared::telemetry::init_logging(&cfg.log.level, cfg.log.format);
     if let Some(Command::Import { from, to, detach }) = &cli.command {
         let (from, to) = match (parse_time(from), parse_time(to)) {
             (Ok(a), Ok(b)) if a < b => (a, b),
@@ -125,7 +127,6 @@ fn main() -> ExitCode {
             runtime.block_on(gatherer::import::request(&url, from, to, *detach)),
         );
     }
-    kalshi_shared::telemetry::init_logging(&cfg.log.level, cfg.log.format);
     let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(r) => r,
         Err(code) => return code,

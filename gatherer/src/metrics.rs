@@ -17,6 +17,8 @@ pub const RESNAPSHOTS: &str = "conn_manager_resnapshots_total";
 pub const DELTAS_DROPPED: &str = "conn_manager_deltas_dropped_total";
 /// Snapshots stored at their splice point, by how the point was found (`delta`, `quiet`).
 pub const SNAPSHOT_SPLICES: &str = "conn_manager_snapshot_splices_total";
+/// Books set to be stored again by `ws.snapshot_every` (each then spliced like any snapshot).
+pub const PERIODIC_SNAPSHOTS: &str = "conn_manager_periodic_snapshots_total";
 /// Exchange snapshots never stored (their chain broke before the splice point was certain).
 pub const SNAPSHOTS_UNSTORED: &str = "conn_manager_snapshots_unstored_total";
 /// Deltas stamped at or before a quiet snapshot's splice point, arriving after its hold.
@@ -174,6 +176,7 @@ pub fn describe() {
     for how in ["delta", "quiet"] {
         metrics::counter!(SNAPSHOT_SPLICES, "how" => how).increment(0);
     }
+    metrics::counter!(PERIODIC_SNAPSHOTS).increment(0);
     for reason in ["superseded", "broken_chain", "left", "connection_ended"] {
         metrics::counter!(SNAPSHOTS_UNSTORED, "reason" => reason).increment(0);
     }
@@ -245,6 +248,10 @@ pub fn describe() {
     describe_counter!(
         SNAPSHOT_SPLICES,
         "Order-book snapshots stored at their exact splice point: at the first delta of a later millisecond or after a quiet hold (how=delta), or after a hold with no delta at all (how=quiet)"
+    );
+    describe_counter!(
+        PERIODIC_SNAPSHOTS,
+        "Books that changed since their last snapshot, set to be stored again every ws.snapshot_every (stored at their splice point, counted in conn_manager_snapshot_splices_total)"
     );
     describe_counter!(
         SNAPSHOTS_UNSTORED,

@@ -166,6 +166,12 @@ enum Cmd {
         #[arg(long)]
         archive: bool,
     },
+    /// The running stack at a glance: each gatherer's health, inserts, connections, gaps and
+    /// merge lag; the deduplicator's health and what it wrote (`--json`: one JSON document).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// End-to-end latency (exchange timestamp to production's COMMIT having returned) of what
     /// the deduplicator commits over the next `--over`: rows, p50, p90 and p99 per stream.
     Latency {
@@ -582,6 +588,16 @@ fn main() -> ExitCode {
                     return Err(anyhow::Error::new(Inconclusive));
                 }
                 Ok(report.ok && archive_ok)
+            }
+            Cmd::Status { json } => {
+                let e = endpoints(&dir)?;
+                let v = kalshi_stack::status::status(&e).await;
+                if json {
+                    println!("{v}");
+                } else {
+                    print!("{}", kalshi_stack::status::text(&v));
+                }
+                Ok(true)
             }
             Cmd::Latency { over, json } => {
                 let e = endpoints(&dir)?;

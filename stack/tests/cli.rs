@@ -116,6 +116,31 @@ fn up_control_audit_and_nothing_left_behind() {
             let v: serde_json::Value = serde_json::from_str(&out).unwrap();
             assert_eq!(v["ok"], true);
             assert!(v["streams"][0]["expected"].as_u64().unwrap() > 0);
+            // `status --json` from another terminal: every service up, and what the
+            // deduplicator wrote is what the audit found in production.
+            let (code, out) = run(&dir, &["status", "--json"]);
+            assert_eq!(code, 0, "{out}");
+            let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let gs = s["gatherers"].as_array().unwrap();
+            assert_eq!(gs.len(), 3, "{s}");
+            assert!(
+                gs.iter()
+                    .all(|g| g["up"] == true && g["inserts"].as_f64() > Some(0.0)),
+                "{s}"
+            );
+            assert_eq!(s["deduplicator"]["up"], true, "{s}");
+            assert_eq!(s["simulated"], true, "{s}");
+            let trades = v["streams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["stream"] == "trades")
+                .unwrap();
+            assert_eq!(
+                s["deduplicator"]["written"]["trades"].as_f64(),
+                trades["present"].as_f64(),
+                "{s}\n{trades}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "audit never passed:\n{out}");

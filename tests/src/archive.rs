@@ -235,6 +235,140 @@ pub fn succeeds(cmd: &mut Command) -> String {
     text
 }
 
+/// `deduplicator export ... --json` for `market`'s trades of `[from, to)`, as CSV and as
+/// Parquet, into `dir`: the two summaries and the files' paths.
+pub fn export_trades(
+    cfg: &Path,
+    dir: &Path,
+    tag: &str,
+    filter: (&str, &str),
+    from: i64,
+    to: i64,
+) -> Vec<(serde_json::Value, PathBuf)> {
+    ["csv", "parquet"]
+        .iter()
+        .map(|fmt| {
+            let out = dir.join(format!("export-{tag}.{fmt}"));
+            let text = succeeds(&mut dedup(
+                cfg,
+                &[
+                    "export",
+                    "--stream",
+                    "trades",
+                    filter.0,
+                    filter.1,
+                    "--from",
+                    &from.to_string(),
+                    "--to",
+                    &to.to_string(),
+                    "--format",
+                    fmt,
+                    "--out",
+                    out.to_str().unwrap(),
+                    "--json",
+                ],
+            ));
+            (serde_json::from_str(text.trim()).unwrap(), out)
+        })
+        .collect()
+}
+
+/// Production's trades of `market` in `[from, to)` as the direct query gives them: (trade_id,
+/// ts ms, yes_price, no_price, count), in time order.
+pub async fn trades_of(
+    pool: &PgPool,
+    market: &str,
+    from: i64,
+    to: i64,
+) -> Vec<(String, i64, i64, i64, i64)> {
+    sqlx::query_as(
+        "SELECT trade_id, (extract(epoch FROM ts) * 1000)::bigint, yes_price, no_price, count
+           FROM trades WHERE market_ticker = $1
+            AND ts >= 'epoch'::timestamptz + $2 * interval '1 millisecond'
+            AND ts < 'epoch'::timestamptz + $3 * interval '1 millisecond'
+          ORDER BY ts, trade_id",
+    )
+    .bind(market)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// An export's files against the direct query's trades: the CSV in dollars and contracts, the
+/// Parquet's typed rows, row for row.
+pub fn assert_export_is(
+    files: &[(serde_json::Value, PathBuf)],
+    want: &[(String, i64, i64, i64, i64)],
+) {
+    use deduplicator::archive::format;
+    let (csv, parquet) = (&files[0], &files[1]);
+    for (summary, _) in files {
+        assert_eq!(
+            summary["rows"].as_u64(),
+            Some(want.len() as u64),
+            "{summary}"
+        );
+    }
+    let text = std::fs::read_to_string(&csv.1).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let got: Vec<(String, i64, String, String, String)> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[at("trade_id")].to_owned(),
+                kalshi_shared::time::parse_rfc3339_ms(f[at("ts")]).unwrap(),
+                f[at("yes_price")].to_owned(),
+                f[at("no_price")].to_owned(),
+                f[at("count")].to_owned(),
+            )
+        })
+        .collect();
+    let dollars = |x: i64| format!("{}.{:06}", x / 1_000_000, x % 1_000_000);
+    let contracts = |x: i64| format!("{}.{:02}", x / 100, x % 100);
+    let expected: Vec<(String, i64, String, String, String)> = want
+        .iter()
+        .map(|(id, ts, y, n, c)| (id.clone(), *ts, dollars(*y), dollars(*n), contracts(*c)))
+        .collect();
+    assert_eq!(got, expected, "the CSV, in dollars and contracts");
+    let mut rows = Vec::new();
+    format::read_groups(
+        deduplicator::records::Stream::Trades,
+        format::SCHEMA_VERSION,
+        &parquet.1,
+        |g| {
+            rows.extend(g);
+            Ok(())
+        },
+    )
+    .unwrap();
+    let cols = format::columns(deduplicator::records::Stream::Trades);
+    let idx = |name: &str| cols.iter().position(|c| c.name == name).unwrap();
+    let got: Vec<(String, i64, i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            let int = |i: usize| match &r[i] {
+                format::Value::I64(x) => *x,
+                v => panic!("{v:?}"),
+            };
+            let format::Value::Text(id) = &r[idx("trade_id")] else {
+                panic!("{r:?}")
+            };
+            (
+                id.clone(),
+                int(idx("ts")),
+                int(idx("yes_price")),
+                int(idx("no_price")),
+                int(idx("count")),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "the Parquet, typed");
+}
+
 /// Runs `body` with `s3` (boto3, the readers' own S3 client, on moto), `bucket` and `args`
 /// (`sys.argv[3:]`) defined; `body` prints one JSON document, returned.
 pub fn boto3(moto: &Moto, body: &str, args: &[&str]) -> serde_json::Value {
@@ -253,10 +387,25 @@ pub fn boto3(moto: &Moto, body: &str, args: &[&str]) -> serde_json::Value {
 }
 
 pub fn restore(cfg: &Path) -> (u64, u64) {
-    let text = succeeds(&mut dedup(cfg, &["restore", "--from", "0"]));
-    let line = text.lines().find(|l| l.starts_with("restored: ")).unwrap();
-    let nums: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
-    (nums[0], nums[1])
+    let doc = json_of(&mut dedup(cfg, &["restore", "--from", "0", "--json"]));
+    let per: u64 = doc["streams"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["read"].as_u64().unwrap())
+        .sum();
+    assert_eq!(doc["read"].as_u64(), Some(per), "{doc}");
+    (
+        doc["read"].as_u64().unwrap(),
+        doc["inserted"].as_u64().unwrap(),
+    )
+}
+
+/// A command's `--json` document (it must succeed and print exactly one).
+pub fn json_of(cmd: &mut Command) -> serde_json::Value {
+    let text = succeeds(cmd);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{cmd:?}: not one JSON document ({e}): {text}"))
 }
 
 /// Multipart uploads in progress, via boto3.
@@ -459,12 +608,9 @@ pub async fn rows_between(pool: &PgPool, from: i64, to: i64) -> Vec<String> {
 }
 
 /// Writes `file` as the deduplicator's configuration under `work`, starts it, sends traffic
-/// (400 msg/s for 6 s), waits until production is synced and every period archived and
-/// verified, and stops it with production exactly archived. The gatherers run on (registry
-/// polls, the exchange's halts), so a row can reach production after the archive looked
-/// complete: it is checked again with the deduplicator stopped, when production no longer
-/// changes, and the deduplicator runs again until nothing is left to archive. Returns
-/// production's pool, the configuration's path and the last archived period.
+/// (400 msg/s for 6 s), waits until production is synced, and stops it with production
+/// exactly archived ([`stop_archived`]). Returns production's pool, the configuration's path
+/// and the last archived period.
 pub async fn archive_live_traffic(
     w: &World,
     file: &deduplicator::config::FileConfig,
@@ -472,18 +618,41 @@ pub async fn archive_live_traffic(
 ) -> (PgPool, PathBuf, i64) {
     let cfg = work.join("dedup.toml");
     std::fs::write(&cfg, toml::to_string(file).unwrap()).unwrap();
-    let (mut svc, _) = spawn_service(&cfg, work, "dedup");
+    let (svc, _) = spawn_service(&cfg, work, "dedup");
     traffic(w, 400, 6.0).await;
     w.settle(Duration::from_millis(1000)).await;
     let pool = pool(&w.prod.url()).await;
     w.wait_synced(&pool, Duration::from_secs(60)).await;
+    let last = stop_archived(w, &pool, &cfg, work, svc).await;
+    (pool, cfg, last)
+}
+
+/// Waits until every period is archived and verified, and stops the deduplicator `svc` (its
+/// configuration `cfg`) with production exactly archived: the gatherers run on (registry
+/// polls, the exchange's halts), so a row can reach production after the archive looked
+/// complete; it is checked again with the deduplicator stopped, when production no longer
+/// changes, and the deduplicator runs again until nothing is left to archive. Returns the last
+/// archived period.
+pub async fn stop_archived(
+    w: &World,
+    pool: &PgPool,
+    cfg: &Path,
+    work: &Path,
+    mut svc: Child,
+) -> i64 {
     let mut again = 0;
     loop {
-        let last = wait_archived(&pool, Duration::from_secs(60)).await;
+        w.wait_synced(pool, Duration::from_secs(60)).await;
+        let last = wait_archived(pool, Duration::from_secs(60)).await;
         stop(svc);
-        let newest = newest(&pool).await.div_euclid(2000) * 2000;
-        if newest <= last && archive_state(&pool, last).await == (1, 0, 0) {
-            return (pool, cfg, last);
+        // Nothing a gatherer holds is missing (a snapshot stored after its hold can belong to
+        // an archived period), and everything production holds is archived.
+        let newest = newest(pool).await.div_euclid(2000) * 2000;
+        if w.behind(pool).await.is_empty()
+            && newest <= last
+            && archive_state(pool, last).await == (1, 0, 0)
+        {
+            return last;
         }
         again += 1;
         assert!(
@@ -491,7 +660,7 @@ pub async fn archive_live_traffic(
             "production kept changing after its archive was complete"
         );
         eprintln!("rows reached production after the archive looked complete: archiving again");
-        svc = spawn_service(&cfg, work, &format!("dedup-again{again}")).0;
+        svc = spawn_service(cfg, work, &format!("dedup-again{again}")).0;
     }
 }
 
@@ -520,6 +689,65 @@ pub fn assert_readers_read(
         assert_eq!(&canonical(&got["duckdb"]), want, "{}: DuckDB", s.table());
         assert_eq!(&canonical(&got["pyarrow"]), want, "{}: pyarrow", s.table());
     }
+    // Prices and quantities are read as decimals: dollars and contracts, by both readers.
+    for (stream, col, want) in [
+        ("trades", "yes_price", "(18, 6)"),
+        ("trades", "count", "(18, 2)"),
+        ("orderbook_deltas", "price", "(18, 6)"),
+        ("orderbook_deltas", "delta", "(18, 2)"),
+        ("tickers", "yes_bid", "(18, 6)"),
+        ("tickers", "volume", "(18, 2)"),
+    ] {
+        let types = &read[stream]["types"];
+        let duck = types["duckdb"][col]
+            .as_str()
+            .unwrap_or_default()
+            .replace(' ', "");
+        let arrow = types["pyarrow"][col]
+            .as_str()
+            .unwrap_or_default()
+            .replace(' ', "");
+        let want = want.replace(' ', "");
+        assert_eq!(duck, format!("DECIMAL{want}"), "{stream}.{col}: {types}");
+        assert_eq!(
+            arrow,
+            format!("decimal128{want}"),
+            "{stream}.{col}: {types}"
+        );
+    }
+    let snapshot_types = read["orderbook_snapshots"]["types"]["pyarrow"]["yes"].to_string();
+    assert!(
+        snapshot_types.contains("price: decimal128(18, 6)")
+            && snapshot_types.contains("quantity: decimal128(18, 2)"),
+        "{snapshot_types}"
+    );
+    // A trade's YES and NO prices add up to $1 as DuckDB reads them, and the contracts are
+    // production's centi-contracts over 100, exactly.
+    let trades_n = prod_rows["trades"].len() as u64;
+    assert_eq!(read["dollars"]["trades"].as_u64(), Some(trades_n));
+    assert_eq!(
+        read["dollars"]["yes_plus_no_is_one"].as_u64(),
+        Some(trades_n),
+        "{}",
+        read["dollars"]
+    );
+    let count_at = deduplicator::archive::format::columns(deduplicator::records::Stream::Trades)
+        .iter()
+        .position(|c| c.name == "count")
+        .unwrap();
+    let centi: i64 = prod_rows["trades"]
+        .iter()
+        .map(|r| {
+            let v: Vec<serde_json::Value> = serde_json::from_str(r).unwrap();
+            v[count_at].as_i64().unwrap()
+        })
+        .sum();
+    assert_eq!(
+        read["dollars"]["contracts"].as_str(),
+        Some(format!("{}.{:02}", centi / 100, centi % 100).as_str()),
+        "{}",
+        read["dollars"]
+    );
     // docs/archive.md's as-of join finds, for every trade, the market as it was then.
     let trades = prod_rows["trades"].len() as u64;
     assert_eq!(

@@ -199,6 +199,8 @@ pub fn gatherer_file(
     );
     f.api.listen = format!("127.0.0.1:{port}").parse().unwrap();
     f.ws.connections = 2;
+    // Periodic snapshots every 3 s: every world's books are judged with them.
+    f.ws.snapshot_every = Duration::from_secs(3);
     f
 }
 
@@ -388,6 +390,21 @@ impl World {
     pub async fn wait_synced(&self, pool: &PgPool, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
+            let behind = self.behind(pool).await;
+            if behind.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "production not synced: {behind:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The streams of running gatherers whose heads production's cursors have not reached.
+    pub async fn behind(&self, pool: &PgPool) -> Vec<String> {
+        {
             let mut behind = Vec::new();
             let cursors = prod_cursors(pool).await;
             for g in self.gatherers.iter().filter(|g| g.g.is_some()) {
@@ -419,14 +436,7 @@ impl World {
                     }
                 }
             }
-            if behind.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "production not synced: {behind:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            behind
         }
     }
 }

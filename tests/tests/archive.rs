@@ -132,6 +132,10 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
     };
     for b in &books {
         let (m, at) = (b["market"].as_str().unwrap(), b["at_ms"].as_i64().unwrap());
+        assert!(
+            b["unknown"].is_null(),
+            "{m} at {at}: nothing was lost, so the book is known: {b}"
+        );
         let want = kalshi_testkit::oracle::exchange_book(&truth, m, at).unwrap();
         assert_eq!(
             (pairs(&b["yes"]), pairs(&b["no"])),
@@ -448,7 +452,9 @@ async fn late_data_from_a_returning_gatherer_makes_new_versions() {
         second.iter().map(|v| f64::from(v.1 - 1)).sum::<f64>(),
         "one count per version after the first"
     );
-    stop(svc);
+    // Stopped with everything the gatherers hold merged and archived (the exchange's halts go
+    // on: a state polled just before the stop would otherwise be judged missing).
+    stop_archived(&w, &pool, &cfg, &work, svc).await;
     let out = dedup(&cfg, &["archive", "verify", "--from", "0"])
         .output()
         .unwrap();
@@ -504,6 +510,103 @@ async fn a_local_directory_archive_is_read_in_place_verified_and_restored_exactl
             && text.contains(" 0 late"),
         "{text}"
     );
+
+    // The same, for scripts: every document parsed, its figures checked.
+    let st = json_of(&mut dedup(&cfg, &["archive", "status", "--json"]));
+    let periods = st["periods"].as_array().unwrap();
+    assert!(!periods.is_empty(), "{st}");
+    assert_eq!(st["archived"].as_u64(), Some(periods.len() as u64), "{st}");
+    assert_eq!(
+        (st["late"].as_u64(), st["unverified"].as_u64()),
+        (Some(0), Some(0)),
+        "{st}"
+    );
+    assert!(
+        periods
+            .iter()
+            .all(|p| p["state"] == "verified" && p["version"].as_i64() >= Some(1)),
+        "{st}"
+    );
+    assert!(
+        st["location"]
+            .as_str()
+            .unwrap()
+            .contains(&root.display().to_string()),
+        "{st}"
+    );
+    let v = json_of(&mut dedup(
+        &cfg,
+        &["archive", "verify", "--from", "0", "--json"],
+    ));
+    assert_eq!(v["ok"], true, "{v}");
+    let checked = v["checked"].as_array().unwrap();
+    assert!(
+        !checked.is_empty()
+            && checked
+                .iter()
+                .all(|c| c["verdict"] == "ok" && c["archive_rows"] == c["production_rows"]),
+        "{v}"
+    );
+    let archived_rows: u64 = periods.iter().map(|p| p["rows"].as_u64().unwrap()).sum();
+    let checked_rows: u64 = checked
+        .iter()
+        .map(|c| c["archive_rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        archived_rows, checked_rows,
+        "status and verify count the same rows"
+    );
+    let g = json_of(&mut dedup(&cfg, &["gaps", "--from", "0", "--json"]));
+    let gap_rows: Vec<kalshi_shared::identity::coverage::GapRow> =
+        sqlx::query_as::<_, (String, String, String, i64, i64, String)>(
+            "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(gatherer_id, stream, market, from_ms, to_ms, reason)| {
+            kalshi_shared::identity::coverage::GapRow {
+                gatherer_id,
+                stream,
+                market,
+                from_ms,
+                to_ms,
+                reason,
+            }
+        })
+        .collect();
+    let ids: Vec<String> = w.ids().iter().map(|s| (*s).to_owned()).collect();
+    let want: Vec<serde_json::Value> = kalshi_shared::identity::coverage::uncovered(
+        &gap_rows,
+        &ids,
+        0,
+        g["to_ms"].as_i64().unwrap(),
+    )
+    .iter()
+    .map(|u| serde_json::json!({"stream": u.stream, "market": u.market, "from_ms": u.from_ms, "to_ms": u.to_ms, "reasons": u.reasons}))
+    .collect();
+    assert_eq!(g["windows"].as_array().unwrap(), &want, "{g}");
+    assert_eq!(g["gatherers"], serde_json::json!(ids));
+    let s = json_of(&mut dedup(&cfg, &["status", "--json"]));
+    assert_eq!(s["ok"], true, "{s}");
+    let gs = s["gatherers"].as_array().unwrap();
+    assert_eq!(gs.len(), w.gatherers.len(), "{s}");
+    for g in gs {
+        assert_eq!(g["reachable"], true, "{g}");
+        let streams = g["streams"].as_array().unwrap();
+        assert_eq!(
+            streams.len(),
+            deduplicator::records::Stream::ALL.len(),
+            "{g}"
+        );
+        assert!(
+            streams
+                .iter()
+                .all(|x| x["health"] == "ok" && x["head"].as_i64() >= x["cursor"].as_i64()),
+            "{g}"
+        );
+    }
 
     // Read in place, by DuckDB and by pyarrow: exactly production's rows.
     let prod_rows = production_rows(&pool).await;
@@ -669,4 +772,301 @@ fn walk(root: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// The book at any time. Production's `book_at` and docs/archive.md's DuckDB macros over the
+/// archive, asked at many random times of every market, give the exchange's book at that
+/// time: across resubscriptions (an error 25 on every connection) and an outage of the
+/// exchange (windows no gatherer captured: there the book is unknown, never guessed, until the
+/// next snapshot). Periodic snapshots (every 3 s here) keep each rebuild short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_book_at_any_time_from_production_and_the_archive_is_the_exchanges() {
+    use kalshi_shared::identity::coverage::{GapRow, uncovered};
+    let mut w = World::start(475, 12, 2).await;
+    let work = dir("books");
+    let root = work.join("archive");
+    let file = archive_dir_file(&w, &root, &work.join("spool"));
+    let cfg = work.join("dedup.toml");
+    std::fs::write(&cfg, toml::to_string(&file).unwrap()).unwrap();
+    let (svc, _) = spawn_service(&cfg, &work, "dedup");
+    let control = w.control();
+    w.rate(300).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    control
+        .fault(serde_json::json!({"fault": "ws_error", "code": 25}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    control
+        .fault(serde_json::json!({"fault": "outage", "duration_ms": 2_000}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    w.rate(0).await;
+    // The exchange's outage: windows other than late subscriptions, declared by every gatherer.
+    w.disturbed.insert("exchange".into());
+    w.settle(Duration::from_millis(1000)).await;
+    let pool = pool(&w.prod.url()).await;
+    w.wait_synced(&pool, Duration::from_secs(60)).await;
+    stop_archived(&w, &pool, &cfg, &work, svc).await;
+    assert_exact(&w, &pool).await;
+
+    // Periodic snapshots: beyond the three a connection's book gets anyway (subscription,
+    // resubscription after the error, reconnection after the outage).
+    // (The gatherers run in this process: their metrics render together.)
+    let periodic = {
+        let addr = w.gatherers[0].g.as_ref().unwrap().metrics_addr;
+        let m = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_line(&m, "conn_manager_periodic_snapshots_total")
+    };
+    let per_book: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT market_ticker, gatherer_id, count(*) FROM orderbook_snapshots
+          WHERE source = 'ws' GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let initial: Vec<&(String, String, i64)> = per_book
+        .iter()
+        .filter(|(m, _, _)| w.initial.contains(m))
+        .collect();
+    // (A market the exchange closed early in the run has fewer.)
+    let periodically = initial.iter().filter(|(_, _, n)| *n >= 5).count();
+    assert!(
+        !initial.is_empty() && periodically * 5 >= initial.len() * 4,
+        "books stored periodically too ({periodic} periodic): {per_book:?}"
+    );
+
+    // The windows no gatherer captured, by the coverage rule (from the declared gaps).
+    let gaps: Vec<GapRow> = sqlx::query_as::<_, (String, String, String, i64, i64, String)>(
+        "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(
+        |(gatherer_id, stream, market, from_ms, to_ms, reason)| GapRow {
+            gatherer_id,
+            stream,
+            market,
+            from_ms,
+            to_ms,
+            reason,
+        },
+    )
+    .collect();
+    let ids: Vec<String> = w.ids().iter().map(|s| (*s).to_owned()).collect();
+    let holes: Vec<_> = uncovered(&gaps, &ids, 0, i64::MAX)
+        .into_iter()
+        .filter(|u| u.stream == "orderbook_deltas")
+        .collect();
+    assert!(
+        holes
+            .iter()
+            .any(|u| u.market.is_empty() || w.initial.contains(&u.market)),
+        "the outage left a window no gatherer captured: {holes:?}"
+    );
+    // (`after`: the splice point of the snapshot a rebuild starts from; a new market's window
+    // before its subscription that holds it is over.)
+    let hole_after = |m: &str, after: i64, from: i64, to: i64| {
+        holes.iter().any(|u| {
+            (u.market.is_empty() || u.market == m)
+                && u.from_ms <= to
+                && u.to_ms >= from
+                && !(u.reasons == ["late_subscription"] && u.from_ms <= after)
+        })
+    };
+    let hole_of = |m: &str, from: i64, to: i64| hole_after(m, i64::MIN, from, to);
+
+    // Random times of every market over its traffic, and times inside every window.
+    let truth = w.control().truth().await.unwrap();
+    let mut span: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for d in &truth.deltas {
+        let e = span.entry(d.market.clone()).or_insert((d.ts_ms, d.ts_ms));
+        e.0 = e.0.min(d.ts_ms);
+        e.1 = e.1.max(d.ts_ms);
+    }
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: i64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n.max(1) as u64) as i64
+    };
+    let mut queries: Vec<(String, i64)> = Vec::new();
+    for (m, (a, b)) in &span {
+        for _ in 0..14 {
+            queries.push((m.clone(), a - 500 + next(b - a + 1000)));
+        }
+        for u in holes
+            .iter()
+            .filter(|u| u.market.is_empty() || &u.market == m)
+        {
+            queries.push((m.clone(), u.from_ms + next(u.to_ms - u.from_ms + 1)));
+        }
+    }
+
+    // Production.
+    let mut answers = Vec::new();
+    let (mut known, mut unknown, mut levels, mut furthest) = (0, 0, 0usize, 0i64);
+    // Unknown because no snapshot precedes the time (a market created while running, asked
+    // about before its subscription).
+    let mut before_first = 0;
+    for (m, t) in &queries {
+        let at = "'epoch'::timestamptz + $2 * interval '1 millisecond'";
+        let why: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT book_unknown($1, {at})"
+        )))
+        .bind(m)
+        .bind(t)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        // The snapshot a rebuild starts from: its time and splice point.
+        let snap: Option<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT (extract(epoch FROM ts) * 1000)::bigint, last_delta_ts_ms FROM orderbook_snapshots
+              WHERE market_ticker = $1 AND source = 'ws' AND ts <= {at}
+                AND last_delta_ts_ms IS NOT NULL
+              ORDER BY ts DESC, last_delta_ts_ms DESC LIMIT 1"
+        )))
+        .bind(m)
+        .bind(t)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        let inside = hole_of(m, *t, *t);
+        match why {
+            Some(why) => {
+                // Never without a reason the coverage rule gives.
+                let justified = match snap {
+                    None => true,
+                    Some((_, splice)) => *t > splice && hole_after(m, splice, splice + 1, *t),
+                };
+                assert!(
+                    justified,
+                    "{m} at {t}: unknown ({why}) with no window to say so"
+                );
+                if snap.is_none() {
+                    before_first += 1;
+                }
+                unknown += 1;
+                answers.push((m.clone(), *t, None));
+            }
+            None => {
+                let inside = inside && snap.is_none_or(|(_, splice)| hole_after(m, splice, *t, *t));
+                assert!(
+                    !inside,
+                    "{m} at {t}: inside a window no one captured, yet known"
+                );
+                let rows: Vec<(i16, i64, i64, String, String)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT side, price, quantity, price_dollars::text, contracts::text
+                           FROM book_at($1, {at})"
+                    )))
+                    .bind(m)
+                    .bind(t)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                let side = |s: i16| {
+                    let mut v: Vec<(i64, i64)> = rows
+                        .iter()
+                        .filter(|r| r.0 == s)
+                        .map(|r| (r.1, r.2))
+                        .collect();
+                    v.sort_unstable();
+                    v
+                };
+                let got = (side(1), side(2));
+                let want = kalshi_testkit::oracle::exchange_book(&truth, m, *t).unwrap();
+                assert_eq!(got, want, "book_at({m}, {t}) against the exchange's book");
+                for r in &rows {
+                    assert_eq!(
+                        r.3,
+                        format!("{}.{:06}", r.1 / 1_000_000, r.1 % 1_000_000),
+                        "price_dollars"
+                    );
+                    assert_eq!(r.4, format!("{}.{:02}", r.2 / 100, r.2 % 100), "contracts");
+                }
+                if let Some((ts, _)) = snap {
+                    furthest = furthest.max(t - ts);
+                }
+                levels += rows.len();
+                known += 1;
+                answers.push((m.clone(), *t, Some(got)));
+            }
+        }
+    }
+    // An unknown book is an error that says why.
+    let (m, t) = queries
+        .iter()
+        .zip(&answers)
+        .find(|(_, a)| a.2.is_none())
+        .map(|(q, _)| q.clone())
+        .unwrap();
+    let e = sqlx::query(
+        "SELECT * FROM book_at($1, 'epoch'::timestamptz + $2 * interval '1 millisecond')",
+    )
+    .bind(&m)
+    .bind(t)
+    .fetch_all(&pool)
+    .await
+    .unwrap_err();
+    let db = e.as_database_error().unwrap();
+    assert_eq!(db.code().as_deref(), Some("KD001"), "{db}");
+    assert!(db.message().contains("is unknown"), "{db}");
+    eprintln!(
+        "book_at: {known} known (every one the exchange's, {levels} levels; the furthest \
+         snapshot {furthest} ms back), {unknown} unknown ({before_first} before any snapshot), \
+         of {} queries over {} markets; {periodic} periodic snapshots",
+        queries.len(),
+        span.len()
+    );
+    assert!(unknown >= 1 && known >= 100, "{known} {unknown}");
+
+    // The archive, through the macros users copy from docs/archive.md: the same answers.
+    let qfile = work.join("book-queries.json");
+    let q: Vec<serde_json::Value> = queries
+        .iter()
+        .map(|(m, t)| serde_json::json!({"market": m, "at_ms": t}))
+        .collect();
+    std::fs::write(&qfile, serde_json::to_string(&q).unwrap()).unwrap();
+    let text = succeeds(
+        Command::new(oracle_python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_books.py"))
+            .arg(root.join(PREFIX))
+            .arg(&qfile),
+    );
+    let books: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(books.len(), answers.len());
+    let pairs = |v: &serde_json::Value| -> Vec<(i64, i64)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l[0].as_i64().unwrap(), l[1].as_i64().unwrap()))
+            .collect()
+    };
+    for (b, (m, t, want)) in books.iter().zip(&answers) {
+        match want {
+            None => assert!(
+                !b["unknown"].is_null(),
+                "{m} at {t}: unknown in production, known in the archive: {b}"
+            ),
+            Some(want) => {
+                assert!(b["unknown"].is_null(), "{m} at {t}: {b}");
+                assert_eq!(
+                    &(pairs(&b["yes"]), pairs(&b["no"])),
+                    want,
+                    "{m} at {t}: the archive's book"
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
 }

@@ -57,6 +57,53 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
     .unwrap();
     assert!(old_rows.len() > 100, "{}", old_rows.len());
 
+    // An export of one market's week (the copies of the old month lie in its first week),
+    // from production: the direct query's rows; the event and series filters take its
+    // neighbours too.
+    let week = (old_from, old_from + 7 * 86_400_000);
+    let market: String = sqlx::query_scalar(
+        "SELECT market_ticker FROM trades WHERE ts >= to_timestamp($1 / 1000.0)
+          AND ts < to_timestamp($2 / 1000.0) GROUP BY 1 ORDER BY count(*) DESC LIMIT 1",
+    )
+    .bind(week.0)
+    .bind(week.1)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let want = trades_of(&pool, &market, week.0, week.1).await;
+    assert!(want.len() > 5, "{want:?}");
+    let live = export_trades(&cfg, &work, "live", ("--market", &market), week.0, week.1);
+    assert_export_is(&live, &want);
+    for s in live.iter().map(|f| &f.0) {
+        assert_eq!(s["from_production"], s["rows"], "{s}");
+    }
+    let event = market.rsplit_once('-').unwrap().0.to_owned();
+    let series = market.split('-').next().unwrap().to_owned();
+    for (flag, value, like) in [
+        ("--event", &event, format!("{event}-%")),
+        ("--series", &series, format!("{series}-%")),
+    ] {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM trades WHERE market_ticker LIKE $1
+              AND ts >= to_timestamp($2 / 1000.0) AND ts < to_timestamp($3 / 1000.0)",
+        )
+        .bind(&like)
+        .bind(week.0)
+        .bind(week.1)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let out = export_trades(
+            &cfg,
+            &work,
+            flag.trim_start_matches('-'),
+            (flag, value),
+            week.0,
+            week.1,
+        );
+        assert_eq!(out[0].0["rows"].as_i64(), Some(n), "{flag} {value}");
+    }
+
     // S3 loses one file of the middle month: that month must stay.
     let lost: String = sqlx::query_scalar(
         "SELECT s->>'key' FROM archive_periods, jsonb_array_elements(manifest->'streams') s
@@ -138,6 +185,27 @@ async fn retention_drops_only_partitions_the_verified_archive_holds() {
     assert!(
         text.contains("ok (retired") && text.contains("archive verified"),
         "{text}"
+    );
+
+    // The same export, now that production no longer holds the week: read from the archive,
+    // the same rows, the CSV byte for byte.
+    let retired = export_trades(
+        &cfg,
+        &work,
+        "retired",
+        ("--market", &market),
+        week.0,
+        week.1,
+    );
+    assert_export_is(&retired, &want);
+    for s in retired.iter().map(|f| &f.0) {
+        assert_eq!(s["from_archive"], s["rows"], "{s}");
+        assert_eq!(s["from_production"], 0, "{s}");
+    }
+    assert_eq!(
+        std::fs::read(&retired[0].1).unwrap(),
+        std::fs::read(&live[0].1).unwrap(),
+        "the same CSV from production and from the archive"
     );
 
     // What was dropped comes back from the archive, row for row.

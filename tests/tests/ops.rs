@@ -316,3 +316,104 @@ fn terraform_is_formatted() {
         }
     }
 }
+
+/// The Athena tables (infra/modules/athena) describe exactly the Parquet the archiver writes:
+/// every archived stream has a table, and its columns are the file's, in order, each with the
+/// Hive type of the file's physical and logical type (decimals for prices and quantities).
+#[test]
+fn athena_tables_have_the_archives_columns() {
+    use deduplicator::archive::format::{ARCHIVED, schema};
+    let tf = std::fs::read_to_string(root().join("infra/modules/athena/main.tf")).unwrap();
+    // `<stream> = [` then `{ name = "x", type = "y" },` lines, up to `]`.
+    let mut tables: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    let mut current: Option<String> = None;
+    // Within `columns = { ... }` of the locals.
+    let block = tf.split_once("  columns = {\n").unwrap().1;
+    let block = block.split_once("\n  }\n").unwrap().0;
+    for line in block.lines().map(str::trim) {
+        if let Some(name) = line.strip_suffix(" = [") {
+            current = Some(name.to_owned());
+            tables.insert(name.to_owned(), Vec::new());
+        } else if line == "]" {
+            current = None;
+        } else if let (Some(t), Some(rest)) = (&current, line.strip_prefix("{ name = \"")) {
+            let (name, rest) = rest.split_once("\", type = \"").unwrap();
+            let ty = rest.strip_suffix("\" },").unwrap();
+            tables
+                .get_mut(t)
+                .unwrap()
+                .push((name.to_owned(), ty.to_owned()));
+        }
+    }
+    let hive = |f: &parquet_type::Type| -> String { hive_type(f) };
+    let want: std::collections::BTreeMap<String, Vec<(String, String)>> = ARCHIVED
+        .iter()
+        .map(|s| {
+            let sch = schema(*s).unwrap();
+            let cols = sch
+                .get_fields()
+                .iter()
+                .map(|f| (f.name().to_owned(), hive(f)))
+                .collect();
+            (s.table().to_owned(), cols)
+        })
+        .collect();
+    assert_eq!(
+        tables, want,
+        "infra/modules/athena/main.tf against the archive's schema"
+    );
+}
+
+use deduplicator::archive::format::parquet_type;
+
+/// The Hive (Athena) type of a Parquet column, from its physical and logical types.
+fn hive_type(f: &parquet_type::Type) -> String {
+    let info = f.get_basic_info();
+    if f.is_group() {
+        // LIST { repeated group list { required group element { ... } } }
+        let element = &f.get_fields()[0].get_fields()[0];
+        let fields: Vec<String> = element
+            .get_fields()
+            .iter()
+            .map(|x| format!("{}:{}", x.name(), hive_type(x)))
+            .collect();
+        assert_eq!(
+            format!("{:?}", info.logical_type_ref()),
+            "Some(List)",
+            "{}",
+            f.name()
+        );
+        return format!("array<struct<{}>>", fields.join(","));
+    }
+    let logical = format!("{:?}", info.logical_type_ref());
+    match (
+        format!("{:?}", f.get_physical_type()).as_str(),
+        logical.as_str(),
+    ) {
+        ("BYTE_ARRAY", "Some(String)" | "Some(Json)") => "string".to_owned(),
+        ("INT64", l) if l.starts_with("Some(Timestamp") => "timestamp".to_owned(),
+        ("INT64", l) if l.starts_with("Some(Decimal") => {
+            let scale = l
+                .split("scale: ")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
+            let precision = l
+                .split("precision: ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            format!("decimal({precision},{scale})")
+        }
+        ("INT64", "None") => "bigint".to_owned(),
+        ("INT32", l) if l.starts_with("Some(Integer(IntType { bit_width: 16") => {
+            "smallint".to_owned()
+        }
+        ("BOOLEAN", "None") => "boolean".to_owned(),
+        (p, l) => panic!("{}: no Hive type for {p} {l}", f.name()),
+    }
+}

@@ -14,7 +14,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::record::Field;
 
 use super::format::Kind::{self, *};
-use super::format::{ContentHash, Row, Value, columns, columns_at, schema_of};
+use super::format::{ContentHash, Row, SCHEMA_VERSION, Value, columns, columns_at, schema_of};
 use crate::records::Stream;
 
 /// Writes one stream's rows, a row group at a time, to `out`.
@@ -32,18 +32,21 @@ impl<W: Write + Send> FileWriter<W> {
         out: W,
         props: WriterProperties,
     ) -> Result<Self, parquet::errors::ParquetError> {
-        Self::with_columns(stream, columns(stream), out, props)
+        Self::with_columns(stream, columns(stream), SCHEMA_VERSION, out, props)
     }
 
-    /// A writer of `cols` (an older schema version's, to test that its files stay readable).
+    /// A writer of `cols` in schema `version` (an older version's, to test that its files stay
+    /// readable).
     pub(crate) fn with_columns(
         stream: Stream,
         cols: &'static [super::format::Col],
+        version: u32,
         out: W,
         props: WriterProperties,
     ) -> Result<Self, parquet::errors::ParquetError> {
         let group_rows = props.max_row_group_row_count().unwrap_or(1_000_000).max(1);
-        let writer = SerializedFileWriter::new(out, schema_of(stream, cols)?, Arc::new(props))?;
+        let writer =
+            SerializedFileWriter::new(out, schema_of(stream, cols, version)?, Arc::new(props))?;
         Ok(FileWriter {
             stream,
             cols,
@@ -119,7 +122,7 @@ fn write_column(
             }
             w.typed::<ByteArrayType>().write_batch(&v, None, None)?;
         }
-        TsMs | I64 => {
+        TsMs | I64 | Micros | Centi => {
             let mut v = Vec::with_capacity(rows.len());
             for r in rows {
                 match r[i] {
@@ -149,7 +152,7 @@ fn write_column(
             }
             w.typed::<BoolType>().write_batch(&v, None, None)?;
         }
-        OptI64 => {
+        OptI64 | OptMicros | OptCenti => {
             let mut v = Vec::new();
             let mut def = Vec::with_capacity(rows.len());
             for r in rows {
@@ -211,7 +214,7 @@ pub fn read_groups(
             path.display()
         )
     })?;
-    let want = schema_of(stream, cols).map_err(|e| e.to_string())?;
+    let want = schema_of(stream, cols, version).map_err(|e| e.to_string())?;
     let have = reader.metadata().file_metadata().schema();
     if have != want.as_ref() {
         return Err(format!(
@@ -252,21 +255,32 @@ pub fn read_groups(
     Ok((n, hash.finish()))
 }
 
+/// The integer of an INT64 column, plain (schema 1-3) or DECIMAL (a price's or a quantity's
+/// from schema 4; its unscaled value is the integer production holds).
+fn int64(f: &Field) -> Option<i64> {
+    match f {
+        Field::Long(x) => Some(*x),
+        Field::Decimal(d) => Some(i64::from_be_bytes(d.data().try_into().ok()?)),
+        _ => None,
+    }
+}
+
 fn field_value(f: &Field, kind: Kind) -> Option<Value> {
     Some(match (kind, f) {
         (Text | Json | Jsonb, Field::Str(s)) => Value::Text(s.clone()),
-        (TsMs, Field::TimestampMillis(x)) | (I64 | OptI64, Field::Long(x)) => Value::I64(*x),
+        (TsMs, Field::TimestampMillis(x)) => Value::I64(*x),
         (I16, Field::Short(x)) => Value::I16(*x),
         (I16, Field::Int(x)) => Value::I16(i16::try_from(*x).ok()?),
         (Bool, Field::Bool(b)) => Value::Bool(*b),
-        (OptI64, Field::Null) => Value::Null,
+        (k, Field::Null) if k.optional() => Value::Null,
+        (I64 | OptI64 | Micros | Centi | OptMicros | OptCenti, f) => Value::I64(int64(f)?),
         (Levels, Field::ListInternal(l)) => {
             let mut v = Vec::with_capacity(l.len());
             for e in l.elements() {
                 let Field::Group(g) = e else { return None };
                 let mut it = g.get_column_iter();
                 match (it.next(), it.next()) {
-                    (Some((_, Field::Long(p))), Some((_, Field::Long(q)))) => v.push((*p, *q)),
+                    (Some((_, p)), Some((_, q))) => v.push((int64(p)?, int64(q)?)),
                     _ => return None,
                 }
             }
@@ -340,7 +354,7 @@ mod tests {
         std::fs::write(&path, &a).unwrap();
         let mut back = Vec::new();
         let mut groups = 0;
-        let (n, content) = read_groups(Stream::OrderbookSnapshots, 2, &path, |g| {
+        let (n, content) = read_groups(Stream::OrderbookSnapshots, SCHEMA_VERSION, &path, |g| {
             groups += 1;
             back.extend(g);
             Ok(())
@@ -352,9 +366,79 @@ mod tests {
         let mut h = ContentHash::default();
         rows.iter().for_each(|r| h.row(r));
         assert_eq!(content, h.finish());
-        // A file of another stream's schema is refused.
-        let e = read_groups(Stream::Trades, 2, &path, |_| Ok(())).unwrap_err();
+        // A file of another stream's schema is refused, and so is one whose manifest names
+        // another version (schema 3's integers carry no DECIMAL annotation).
+        let e = read_groups(Stream::Trades, SCHEMA_VERSION, &path, |_| Ok(())).unwrap_err();
         assert!(e.contains("schema"), "{e}");
+        let e = read_groups(Stream::OrderbookSnapshots, 3, &path, |_| Ok(())).unwrap_err();
+        assert!(e.contains("schema version 3"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Schema 4 annotates prices DECIMAL(18,6) and quantities DECIMAL(18,2) on the very integers
+    /// schema 3 wrote plain: the same rows read back from either, with the same checksum.
+    #[test]
+    fn prices_and_quantities_are_decimals_from_schema_4_and_schema_3_stays_readable() {
+        let dir = std::env::temp_dir().join(format!("archive-v3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows = snapshot_rows();
+        let mut sums = Vec::new();
+        for version in [3, SCHEMA_VERSION] {
+            let cols = columns_at(Stream::OrderbookSnapshots, version).unwrap();
+            let mut w = FileWriter::with_columns(
+                Stream::OrderbookSnapshots,
+                cols,
+                version,
+                Vec::new(),
+                properties(3, 100).unwrap(),
+            )
+            .unwrap();
+            for r in &rows {
+                w.push(r.clone());
+                if w.group_full() {
+                    w.flush_group().unwrap();
+                }
+            }
+            let path = dir.join(format!("s-v{version}.parquet"));
+            std::fs::write(&path, w.finish().unwrap()).unwrap();
+            let reader = parquet::file::reader::SerializedFileReader::new(
+                std::fs::File::open(&path).unwrap(),
+            )
+            .unwrap();
+            let text = format!("{:?}", reader.metadata().file_metadata().schema());
+            assert_eq!(
+                text.contains("Decimal"),
+                version >= 4,
+                "schema {version}: {text}"
+            );
+            let mut back = Vec::new();
+            let (n, sum) = read_groups(Stream::OrderbookSnapshots, version, &path, |g| {
+                back.extend(g);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!((n, &back), (1000, &rows), "schema {version}");
+            sums.push(sum);
+        }
+        assert_eq!(sums[0], sums[1], "the checksum is of the integers");
+        let schema = crate::archive::format::schema(Stream::Trades).unwrap();
+        let fields: Vec<String> = schema
+            .get_fields()
+            .iter()
+            .filter(|f| f.get_physical_type() == parquet::basic::Type::INT64)
+            .map(|f| {
+                let b = f.get_basic_info();
+                format!("{} {:?}", b.name(), b.logical_type_ref())
+            })
+            .collect();
+        assert!(
+            fields.contains(
+                &"yes_price Some(Decimal(DecimalType { scale: 6, precision: 18 }))".to_owned()
+            ) && fields.contains(
+                &"count Some(Decimal(DecimalType { scale: 2, precision: 18 }))".to_owned()
+            ) && fields.contains(&"ts_ms None".to_owned()),
+            "{fields:?}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -389,7 +473,7 @@ mod tests {
         assert_eq!(v1.len(), 12);
         let rows: Vec<Row> = (0..10).map(|i| trade_row(i, None)).collect();
         let mut w =
-            FileWriter::with_columns(Stream::Trades, v1, Vec::new(), properties(3, 4).unwrap())
+            FileWriter::with_columns(Stream::Trades, v1, 1, Vec::new(), properties(3, 4).unwrap())
                 .unwrap();
         for r in &rows {
             w.push(r.clone());

@@ -17,6 +17,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::schema::types::Type;
 
 pub use kalshi_shared::identity::hex;
+/// The Parquet schema types (for readers of [`schema`], e.g. the Athena tables' check).
+pub use parquet::schema::types as parquet_type;
 
 use crate::records::Stream;
 
@@ -30,9 +32,17 @@ use crate::records::Stream;
 ///   each (production's `registry_versions`), filed by the period in which a gatherer first
 ///   observed it.
 ///
-/// A version only appends columns or streams, so an older file's columns are a prefix of the
-/// current ones ([`columns_at`]): every file ever written stays readable.
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 4: prices and quantities carry DECIMAL logical types on the same integers: prices
+///   DECIMAL(18,6) (micro-dollars read as dollars), quantities DECIMAL(18,2) (centi-contracts
+///   read as contracts), so readers get dollars and contracts without dividing.
+///
+/// A version only appends columns or streams, or annotates a column's integers, so an older
+/// file's columns are a prefix of the current ones ([`columns_at`]) holding the same values:
+/// every file ever written stays readable ([`schema_of`] gives each version's exact schema).
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// The first version whose prices and quantities are DECIMAL.
+pub const DECIMAL_VERSION: u32 = 4;
 
 /// The streams with one file per period, in manifest order.
 pub const ARCHIVED: [Stream; 10] = [
@@ -61,12 +71,48 @@ pub enum Kind {
     /// timestamptz as UTC milliseconds (TIMESTAMP(MILLIS, UTC)).
     TsMs,
     I64,
+    /// A price in micro-dollars (INT64; DECIMAL(18,6), dollars, from schema 4).
+    Micros,
+    /// A quantity in centi-contracts (INT64; DECIMAL(18,2), contracts, from schema 4).
+    Centi,
+    /// [`Kind::Micros`], null where the message had none.
+    OptMicros,
+    /// [`Kind::Centi`], null where the message had none.
+    OptCenti,
     /// smallint (INT32 annotated INTEGER(16)).
     I16,
     Bool,
     OptI64,
-    /// `[[price_micros, quantity_centi], ...]` as LIST<STRUCT<price, quantity>>.
+    /// `[[price_micros, quantity_centi], ...]` as LIST<STRUCT<price, quantity>> (the price and
+    /// quantity annotated as [`Kind::Micros`] and [`Kind::Centi`] are).
     Levels,
+}
+
+impl Kind {
+    /// Whether the column may be null.
+    pub fn optional(self) -> bool {
+        matches!(self, OptI64 | OptMicros | OptCenti)
+    }
+
+    /// An INT64 column of plain integers in production (whatever its annotation).
+    pub fn int64(self) -> bool {
+        matches!(
+            self,
+            I64 | OptI64 | Micros | Centi | OptMicros | OptCenti | TsMs
+        )
+    }
+
+    /// The DECIMAL (precision, scale) of the column's integers in schema `version`.
+    pub fn decimal(self, version: u32) -> Option<(u8, u8)> {
+        if version < DECIMAL_VERSION {
+            return None;
+        }
+        match self {
+            Micros | OptMicros => Some((18, 6)),
+            Centi | OptCenti => Some((18, 2)),
+            _ => None,
+        }
+    }
 }
 
 pub struct Col {
@@ -93,9 +139,9 @@ pub fn columns(stream: Stream) -> &'static [Col] {
             col!("trade_id", Text),
             col!("ts", TsMs),
             col!("market_ticker", Text),
-            col!("yes_price", I64),
-            col!("no_price", I64),
-            col!("count", I64),
+            col!("yes_price", Micros),
+            col!("no_price", Micros),
+            col!("count", Centi),
             col!("taker_outcome_side", I16),
             col!("taker_book_side", Text),
             col!("is_block_trade", Bool),
@@ -110,8 +156,8 @@ pub fn columns(stream: Stream) -> &'static [Col] {
             col!("ts", TsMs),
             col!("ts_ms", I64),
             col!("side", I16),
-            col!("price", I64),
-            col!("delta", I64),
+            col!("price", Micros),
+            col!("delta", Centi),
             col!("occurrence", I64),
             col!("gatherer_key", Text),
             col!("gatherer_id", Text),
@@ -142,13 +188,13 @@ pub fn columns(stream: Stream) -> &'static [Col] {
             // Schema 2: receipt time, then the typed values of `body` (micro-dollars and
             // centi-contracts; null where the message had none).
             col!("received_ms", OptI64),
-            col!("price", OptI64),
-            col!("yes_bid", OptI64),
-            col!("yes_ask", OptI64),
-            col!("yes_bid_size", OptI64),
-            col!("yes_ask_size", OptI64),
-            col!("volume", OptI64),
-            col!("open_interest", OptI64),
+            col!("price", OptMicros),
+            col!("yes_bid", OptMicros),
+            col!("yes_ask", OptMicros),
+            col!("yes_bid_size", OptCenti),
+            col!("yes_ask_size", OptCenti),
+            col!("volume", OptCenti),
+            col!("open_interest", OptCenti),
         ],
         Stream::Lifecycle => &[
             col!("ticker", Text),
@@ -224,6 +270,27 @@ pub fn time_sql(stream: Stream) -> &'static str {
 
 /// `WHERE` over `$1 <= t < $2` (Unix ms) and the total order of the file.
 pub fn select_sql(stream: Stream) -> String {
+    let range = match stream {
+        Stream::Lifecycle | Stream::UnknownMessages | Stream::Exchange => {
+            "received_ms >= $1 AND received_ms < $2"
+        }
+        s if s.is_registry() => "observed_ms >= $1 AND observed_ms < $2",
+        _ => "ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)",
+    };
+    select_sql_where(stream, range)
+}
+
+/// The column of a stream's rows that names their market (or event, series, status).
+pub fn ticker_column(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Lifecycle | Stream::Exchange => "ticker",
+        s if s.is_registry() => "ticker",
+        _ => "market_ticker",
+    }
+}
+
+/// The stream's archived columns where `condition` holds, in the file's total order.
+pub fn select_sql_where(stream: Stream, condition: &str) -> String {
     let cols: Vec<String> = columns(stream)
         .iter()
         .map(|c| match c.kind {
@@ -235,42 +302,25 @@ pub fn select_sql(stream: Stream) -> String {
     if let Some(kind) = stream.registry_kind().filter(|_| stream.is_registry()) {
         return format!(
             "SELECT {} FROM registry_versions WHERE kind = '{kind}' \
-             AND observed_ms >= $1 AND observed_ms < $2 ORDER BY ticker, observed_ms, content_hash",
+             AND {condition} ORDER BY ticker, observed_ms, content_hash",
             cols.join(", ")
         );
     }
-    let (range, order) = match stream {
-        Stream::Lifecycle => (
-            "received_ms >= $1 AND received_ms < $2",
-            "ticker, received_ms, event_type, content_hash, occurrence",
-        ),
-        Stream::UnknownMessages => (
-            "received_ms >= $1 AND received_ms < $2",
-            "type, market_ticker, received_ms, content_hash, occurrence",
-        ),
-        Stream::Exchange => (
-            "received_ms >= $1 AND received_ms < $2",
-            "ticker, received_ms, endpoint, content_hash, occurrence",
-        ),
-        Stream::Trades => (
-            "ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)",
-            "market_ticker, ts, trade_id",
-        ),
-        Stream::OrderbookDeltas => (
-            "ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)",
-            "market_ticker, ts, ts_ms, side, price, delta, occurrence, gatherer_key",
-        ),
-        Stream::OrderbookSnapshots => (
-            "ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)",
-            "market_ticker, ts, gatherer_id, source, conn_epoch, sid, seq, received_ms",
-        ),
-        _ => (
-            "ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)",
-            "market_ticker, ts, ts_ms, content_hash, occurrence, gatherer_key",
-        ),
+    let order = match stream {
+        Stream::Lifecycle => "ticker, received_ms, event_type, content_hash, occurrence",
+        Stream::UnknownMessages => "type, market_ticker, received_ms, content_hash, occurrence",
+        Stream::Exchange => "ticker, received_ms, endpoint, content_hash, occurrence",
+        Stream::Trades => "market_ticker, ts, trade_id",
+        Stream::OrderbookDeltas => {
+            "market_ticker, ts, ts_ms, side, price, delta, occurrence, gatherer_key"
+        }
+        Stream::OrderbookSnapshots => {
+            "market_ticker, ts, gatherer_id, source, conn_epoch, sid, seq, received_ms"
+        }
+        _ => "market_ticker, ts, ts_ms, content_hash, occurrence, gatherer_key",
     };
     format!(
-        "SELECT {} FROM {} WHERE {range} ORDER BY {order}",
+        "SELECT {} FROM {} WHERE {condition} ORDER BY {order}",
         cols.join(", "),
         stream.table()
     )
@@ -297,10 +347,10 @@ pub fn from_pg(stream: Stream, r: &sqlx::postgres::PgRow) -> Result<Row, String>
         let e = |e: sqlx::Error| format!("{}.{}: {e}", stream.table(), col.name);
         out.push(match col.kind {
             Text | Json | Jsonb => Value::Text(r.try_get(i).map_err(e)?),
-            TsMs | I64 => Value::I64(r.try_get(i).map_err(e)?),
+            TsMs | I64 | Micros | Centi => Value::I64(r.try_get(i).map_err(e)?),
             I16 => Value::I16(r.try_get(i).map_err(e)?),
             Bool => Value::Bool(r.try_get(i).map_err(e)?),
-            OptI64 => r
+            OptI64 | OptMicros | OptCenti => r
                 .try_get::<Option<i64>, _>(i)
                 .map_err(e)?
                 .map_or(Value::Null, Value::I64),
@@ -328,13 +378,22 @@ pub fn levels_json(levels: &[(i64, i64)]) -> String {
     format!("[{}]", parts.join(","))
 }
 
-/// The Parquet schema of a stream.
+/// The Parquet schema of a stream (the current version's).
 pub fn schema(stream: Stream) -> Result<Arc<Type>, parquet::errors::ParquetError> {
-    schema_of(stream, columns(stream))
+    schema_of(stream, columns(stream), SCHEMA_VERSION)
 }
 
-/// The Parquet schema of a stream's `cols` (a version's, [`columns_at`]).
-pub fn schema_of(stream: Stream, cols: &[Col]) -> Result<Arc<Type>, parquet::errors::ParquetError> {
+/// The Parquet schema of a stream's `cols` in schema `version` ([`columns_at`] gives a
+/// version's columns; the version decides their annotations).
+pub fn schema_of(
+    stream: Stream,
+    cols: &[Col],
+    version: u32,
+) -> Result<Arc<Type>, parquet::errors::ParquetError> {
+    let annotated = |kind: Kind| match kind.decimal(version) {
+        Some((p, s)) => format!(" (DECIMAL({p},{s}))"),
+        None => String::new(),
+    };
     let mut s = format!("message {} {{\n", stream.table());
     for col in cols {
         let n = col.name;
@@ -342,12 +401,16 @@ pub fn schema_of(stream: Stream, cols: &[Col]) -> Result<Arc<Type>, parquet::err
             Text => format!("  required binary {n} (STRING);\n"),
             Json | Jsonb => format!("  required binary {n} (JSON);\n"),
             TsMs => format!("  required int64 {n} (TIMESTAMP(MILLIS,true));\n"),
-            I64 => format!("  required int64 {n};\n"),
+            I64 | Micros | Centi => format!("  required int64 {n}{};\n", annotated(col.kind)),
             I16 => format!("  required int32 {n} (INTEGER(16,true));\n"),
             Bool => format!("  required boolean {n};\n"),
-            OptI64 => format!("  optional int64 {n};\n"),
+            OptI64 | OptMicros | OptCenti => {
+                format!("  optional int64 {n}{};\n", annotated(col.kind))
+            }
             Levels => format!(
-                "  required group {n} (LIST) {{ repeated group list {{ required group element {{ required int64 price; required int64 quantity; }} }} }}\n"
+                "  required group {n} (LIST) {{ repeated group list {{ required group element {{ required int64 price{}; required int64 quantity{}; }} }} }}\n",
+                annotated(Micros),
+                annotated(Centi)
             ),
         });
     }
@@ -426,7 +489,7 @@ pub fn encode_copy(stream: Stream, row: &Row, c: &mut kalshi_shared::pg::CopyEnc
             (Jsonb, Value::Text(s)) => c.jsonb(s),
             (Text, Value::Text(s)) => c.text(s),
             (TsMs, Value::I64(x)) => c.timestamptz_ms(*x),
-            (I64 | OptI64, Value::I64(x)) => c.i64(*x),
+            (k, Value::I64(x)) if k.int64() && k != TsMs => c.i64(*x),
             (I16, Value::I16(x)) => c.i16(*x),
             (Bool, Value::Bool(b)) => c.bool(*b),
             (Levels, Value::Levels(l)) => c.jsonb(&levels_json(l)),

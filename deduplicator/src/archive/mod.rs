@@ -23,6 +23,7 @@
 
 mod build;
 pub mod dir;
+pub mod export;
 pub mod file;
 pub mod format;
 pub mod manifest;
@@ -392,8 +393,13 @@ impl Archiver {
             // Late data for a period whose month retention dropped: production holds only the
             // new rows. The archived ones come back first, so the new version has them all.
             tracing::warn!(period = %kalshi_shared::time::format_rfc3339_ms(start_ms), "late data for a retired period: restoring it from the archive before re-archiving");
-            self.restore(start_ms, start_ms + self.period_ms(), &ARCHIVED)
-                .await?;
+            self.restore(
+                start_ms,
+                start_ms + self.period_ms(),
+                &ARCHIVED,
+                |_, _, _| {},
+            )
+            .await?;
         }
         let Built {
             manifest: mut man,

@@ -26,6 +26,53 @@ pub struct PeriodStatus {
     pub late: bool,
 }
 
+/// One finding of `archive verify`: a stream of a period, or the period's manifest.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Checked {
+    pub period_start_ms: i64,
+    /// The stream, or `manifest`.
+    pub stream: String,
+    /// The manifest's version (0 when there is none to compare).
+    pub version: u32,
+    pub archive_rows: Option<u64>,
+    pub production_rows: Option<u64>,
+    /// `ok`, `retired` (retention dropped production's rows; the file is whole), `late`
+    /// (production has rows the archive does not yet), `mismatch`, `bad_file`, `missing`.
+    pub verdict: &'static str,
+    pub detail: String,
+}
+
+impl Checked {
+    pub fn ok(&self) -> bool {
+        matches!(self.verdict, "ok" | "retired")
+    }
+
+    /// The line `archive verify` prints.
+    pub fn line(&self) -> String {
+        let when = kalshi_shared::time::format_rfc3339_ms(self.period_start_ms);
+        if self.stream == "manifest" {
+            return format!("{when}  manifest  {}", self.detail);
+        }
+        let verdict = match self.verdict {
+            "ok" => "ok".to_owned(),
+            "retired" => {
+                "ok (retired: retention dropped what production held; the file is whole)".to_owned()
+            }
+            "late" => "LATE: production has rows the archive does not yet (a new version is due)"
+                .to_owned(),
+            "mismatch" => "MISMATCH: production's rows differ from the archive's".to_owned(),
+            _ => format!("BAD FILE: {}", self.detail),
+        };
+        format!(
+            "{when}  {:<20} v{}  archive {:>9}  production {:>9}  {verdict}",
+            self.stream,
+            self.version,
+            self.archive_rows.unwrap_or(0),
+            self.production_rows.unwrap_or(0)
+        )
+    }
+}
+
 /// `archive status`: archived periods, the ones pending, the late ones.
 pub struct Status {
     pub periods: Vec<PeriodStatus>,
@@ -89,7 +136,7 @@ impl Archiver {
 
     /// Downloads a stream's file and checks it against its manifest entry; hands each row
     /// group to `each`. Returns the rows read.
-    async fn fetch_checked(
+    pub(crate) async fn fetch_checked(
         &self,
         stream: Stream,
         version: u32,
@@ -134,13 +181,15 @@ impl Archiver {
     /// `archive verify`: for every archived period in the window, S3's manifest against
     /// production's record of it, production's rows against the manifest (counts and content
     /// checksums), and every file's bytes and rows against the manifest. Marks the periods
-    /// that pass as verified. Returns one line per period and stream, and whether all passed.
+    /// that pass as verified. Returns one finding per period and stream, and whether all
+    /// passed; `progress(done, total, rows)` after each period.
     pub async fn verify(
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<(Vec<String>, bool), ArchiveError> {
-        let mut lines = Vec::new();
+        mut progress: impl FnMut(usize, usize, u64),
+    ) -> Result<(Vec<Checked>, bool), ArchiveError> {
+        let mut found = Vec::new();
         let mut all_ok = true;
         let mut starts: Vec<i64> = self.archived_periods(from_ms, to_ms).await?;
         let recorded: Vec<i64> = sqlx::query_scalar(
@@ -153,20 +202,43 @@ impl Archiver {
         starts.extend(recorded);
         starts.sort_unstable();
         starts.dedup();
-        for start in starts {
-            let when = kalshi_shared::time::format_rfc3339_ms(start);
+        let total = starts.len();
+        let mut rows_checked = 0u64;
+        for (done, start) in starts.into_iter().enumerate() {
+            let manifest_finding = |version: u32, verdict: &'static str, detail: String| Checked {
+                period_start_ms: start,
+                stream: "manifest".to_owned(),
+                version,
+                archive_rows: None,
+                production_rows: None,
+                verdict,
+                detail,
+            };
             let on_s3 = self.fetch_manifest(start).await?;
             let recorded = self.recorded(start).await?.map(|r| r.0);
             let man = match (&on_s3, &recorded) {
                 (Some(a), Some(b)) if a == b => a.clone(),
                 (Some(a), Some(b)) => {
                     all_ok = false;
-                    lines.push(format!("{when}  manifest  MISMATCH: S3 has version {}, production recorded version {}", a.version, b.version));
+                    found.push(manifest_finding(
+                        a.version,
+                        "mismatch",
+                        format!(
+                            "MISMATCH: S3 has version {}, production recorded version {}",
+                            a.version, b.version
+                        ),
+                    ));
+                    progress(done + 1, total, rows_checked);
                     continue;
                 }
-                (None, Some(_)) => {
+                (None, Some(b)) => {
                     all_ok = false;
-                    lines.push(format!("{when}  manifest  MISSING on S3"));
+                    found.push(manifest_finding(
+                        b.version,
+                        "missing",
+                        "MISSING on S3".to_owned(),
+                    ));
+                    progress(done + 1, total, rows_checked);
                     continue;
                 }
                 (Some(a), None) => a.clone(),
@@ -195,35 +267,33 @@ impl Archiver {
                 let file = self
                     .fetch_checked(stream, man.schema_version, e, |_| Ok(()))
                     .await;
-                let verdict = match (&file, prod_same) {
-                    (Ok(_), true) => "ok".to_owned(),
-                    (Ok(_), false) if retired && prod_rows < e.rows => {
-                        "ok (retired: retention dropped what production held; the file is whole)"
-                            .to_owned()
-                    }
-                    (Ok(_), false) if prod_rows > e.rows => {
-                        "LATE: production has rows the archive does not yet (a new version is due)"
-                            .to_owned()
-                    }
-                    (Ok(_), false) => {
-                        "MISMATCH: production's rows differ from the archive's".to_owned()
-                    }
-                    (Err(err), _) => format!("BAD FILE: {err}"),
+                rows_checked += e.rows;
+                let (verdict, detail) = match (&file, prod_same) {
+                    (Ok(_), true) => ("ok", String::new()),
+                    (Ok(_), false) if retired && prod_rows < e.rows => ("retired", String::new()),
+                    (Ok(_), false) if prod_rows > e.rows => ("late", String::new()),
+                    (Ok(_), false) => ("mismatch", String::new()),
+                    (Err(err), _) => ("bad_file", err.to_string()),
                 };
-                if !verdict.starts_with("ok") {
-                    period_ok = false;
-                }
-                lines.push(format!(
-                    "{when}  {:<20} v{}  archive {:>9}  production {:>9}  {verdict}",
-                    e.stream, man.version, e.rows, prod_rows
-                ));
+                let c = Checked {
+                    period_start_ms: start,
+                    stream: e.stream.clone(),
+                    version: man.version,
+                    archive_rows: Some(e.rows),
+                    production_rows: Some(prod_rows),
+                    verdict,
+                    detail,
+                };
+                period_ok &= c.ok();
+                found.push(c);
             }
             if period_ok && recorded.is_some() {
                 self.mark_verified(start, man.version).await?;
             }
             all_ok &= period_ok;
+            progress(done + 1, total, rows_checked);
         }
-        Ok((lines, all_ok))
+        Ok((found, all_ok))
     }
 
     /// `restore`: reloads the archived periods in `[from_ms, to_ms)` into production through
@@ -234,9 +304,14 @@ impl Archiver {
         from_ms: i64,
         to_ms: i64,
         streams: &[Stream],
+        mut progress: impl FnMut(usize, usize, u64),
     ) -> Result<BTreeMap<String, (u64, u64)>, ArchiveError> {
         let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for start in self.archived_periods(from_ms, to_ms).await? {
+        let periods = self.archived_periods(from_ms, to_ms).await?;
+        let total = periods.len();
+        for (done, start) in periods.into_iter().enumerate() {
+            let read_so_far: u64 = out.values().map(|v| v.0).sum();
+            progress(done, total, read_so_far);
             let Some(man) = self.fetch_manifest(start).await? else {
                 continue;
             };
@@ -264,6 +339,7 @@ impl Archiver {
                 t.1 += inserted;
             }
         }
+        progress(total, total, out.values().map(|v| v.0).sum());
         Ok(out)
     }
 

@@ -82,6 +82,11 @@ pub struct MarketBook {
     /// snapshot itself): the stored deltas have a hole, so the book, exact in memory, is stored
     /// again at its next boundary.
     pub restore: bool,
+    /// A delta was applied since the last snapshot of this book was spliced: a periodic
+    /// snapshot would hold something new.
+    pub changed: bool,
+    /// When the book was last set pending by [`MarketBook::periodic`] (its phase at first).
+    pub periodic_at: Option<Instant>,
 }
 
 impl MarketBook {
@@ -99,6 +104,7 @@ impl MarketBook {
         self.valid = true;
         self.last_delta_ts = None;
         self.quiet_splice = None;
+        self.changed = false;
         self.pending.replace(Pending {
             origin,
             touched: now,
@@ -127,6 +133,7 @@ impl MarketBook {
             return None;
         }
         self.pending = None;
+        self.changed = false;
         Some(Splice {
             splice_ms: last,
             as_of_ms: last,
@@ -162,6 +169,7 @@ impl MarketBook {
             }
             _ => return (false, None),
         }
+        self.changed = true;
         let Some(ts) = ts else {
             return (true, None);
         };
@@ -196,6 +204,7 @@ impl MarketBook {
             return None;
         }
         self.pending = None;
+        self.changed = false;
         Some(match self.last_delta_ts {
             Some(last) => Splice {
                 splice_ms: last,
@@ -227,6 +236,37 @@ impl MarketBook {
                 touched: now,
             });
         }
+    }
+
+    /// Every `every` (from `phase` before the first call, so a connection's books do not all
+    /// come due together): a book that changed since its last snapshot becomes pending, and is
+    /// stored at its next boundary like an exchange snapshot (its splice point is as exact).
+    /// True when it did.
+    pub fn periodic(
+        &mut self,
+        origin: Origin,
+        now: Instant,
+        every: Duration,
+        phase: Duration,
+    ) -> bool {
+        if every.is_zero() || !self.valid {
+            return false;
+        }
+        let since = *self
+            .periodic_at
+            .get_or_insert_with(|| now.checked_sub(phase).unwrap_or(now));
+        if now.saturating_duration_since(since) < every {
+            return false;
+        }
+        self.periodic_at = Some(now);
+        if self.pending.is_some() || !self.changed {
+            return false;
+        }
+        self.pending = Some(Pending {
+            origin,
+            touched: now,
+        });
+        true
     }
 
     /// The book's levels, ascending by price.
@@ -373,5 +413,59 @@ mod restore_tests {
             vec![(1, 4)],
             "the book in memory, every delta in it"
         );
+    }
+}
+
+#[cfg(test)]
+mod periodic_tests {
+    use super::*;
+
+    const EVERY: Duration = Duration::from_secs(300);
+
+    fn o(received_ms: i64) -> Origin {
+        Origin {
+            received_ms,
+            conn_epoch: 1,
+            sid: 1,
+            seq: received_ms.unsigned_abs(),
+        }
+    }
+
+    #[test]
+    fn a_changed_book_is_stored_again_every_period_from_its_phase_and_an_unchanged_one_is_not() {
+        let t0 = Instant::now();
+        let mut b = MarketBook::default();
+        b.load(&[(1, 100)], &[], o(1), t0);
+        b.apply(Side::Yes, 1, 5, Some(10), o(2), t0);
+        assert!(
+            b.before_delta(Some(11)).is_some(),
+            "the exchange's snapshot"
+        );
+        b.apply(Side::Yes, 2, 7, Some(11), o(3), t0);
+        // Phase 100 s: first due 200 s after the first look, then every 300 s.
+        assert!(!b.periodic(o(4), t0, EVERY, Duration::from_secs(100)));
+        assert!(!b.periodic(o(4), t0 + Duration::from_secs(199), EVERY, Duration::ZERO));
+        let due = t0 + Duration::from_secs(200);
+        assert!(b.periodic(o(5), due, EVERY, Duration::ZERO));
+        assert_eq!(b.pending.map(|p| p.origin), Some(o(5)));
+        // Spliced like any snapshot: at the first later millisecond, every delta of 12 in it.
+        b.apply(Side::No, 3, 1, Some(12), o(6), due);
+        let s = b.before_delta(Some(13)).unwrap();
+        assert_eq!((s.splice_ms, s.as_of_ms, s.origin), (12, 12, o(5)));
+        assert_eq!(b.levels(), (vec![(1, 105), (2, 7)], vec![(3, 1)]));
+        // Nothing changed since: the next period stores nothing.
+        assert!(!b.periodic(o(7), due + EVERY, EVERY, Duration::ZERO));
+        // A change: the period after stores it.
+        b.apply(Side::Yes, 1, -5, Some(20), o(8), due + EVERY);
+        assert!(!b.periodic(o(9), due + EVERY + EVERY / 2, EVERY, Duration::ZERO));
+        assert!(b.periodic(o(9), due + EVERY * 2, EVERY, Duration::ZERO));
+        // Off, or a broken book: never.
+        let mut b2 = MarketBook::default();
+        b2.load(&[(1, 1)], &[], o(1), t0);
+        b2.apply(Side::Yes, 1, 1, Some(1), o(1), t0);
+        b2.pending = None;
+        assert!(!b2.periodic(o(2), t0 + EVERY * 9, Duration::ZERO, Duration::ZERO));
+        b2.invalidate();
+        assert!(!b2.periodic(o(2), t0 + EVERY * 9, EVERY, Duration::ZERO));
     }
 }

@@ -50,6 +50,8 @@ pub struct ConnConfig {
     pub gap_margin_ms: i64,
     /// How long a snapshot waits for a delta before it is stored (`book.rs`).
     pub snapshot_hold: std::time::Duration,
+    /// Every this long a changed book is stored again (`book.rs`); zero: never.
+    pub snapshot_every: std::time::Duration,
     pub signer: Option<Arc<LiveSigner>>,
     pub tls: Arc<rustls::ClientConfig>,
 }

@@ -22,7 +22,14 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (8, MIGRATION_8),
     (9, MIGRATION_9),
     (10, MIGRATION_10),
+    (11, MIGRATION_11),
 ];
+
+/// How far back the current tier of a history import has reached (the oldest trade time of its
+/// pages; pages come newest first): the progress and ETA of `gatherer import`.
+const MIGRATION_11: &str = r#"
+ALTER TABLE imports ADD COLUMN reached_ms bigint;
+"#;
 
 /// History imports also bring in the settled markets their trades are of
 /// (`/historical/markets`): how many.

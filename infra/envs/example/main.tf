@@ -76,6 +76,14 @@ module "archive" {
   name   = var.name
 }
 
+module "athena" {
+  source              = "../../modules/athena"
+  name                = var.name
+  archive_bucket_name = module.archive.bucket_name
+  archive_bucket_arn  = module.archive.bucket_arn
+  first_date          = var.archive_first_date
+}
+
 module "rds" {
   source                         = "../../modules/rds"
   name                           = var.name

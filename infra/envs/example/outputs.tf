@@ -52,3 +52,18 @@ output "operator_security_group_id" {
   description = "Operators' hosts carry this group to reach production."
   value       = aws_security_group.operator.id
 }
+
+output "athena_database" {
+  description = "The Glue database of the archive's tables (docs/archive.md, \"Athena\")."
+  value       = module.athena.database
+}
+
+output "athena_workgroup" {
+  description = "The Athena workgroup analysts query in."
+  value       = module.athena.workgroup
+}
+
+output "athena_analyst_policy_arn" {
+  description = "Attach to an analyst's role or user to query the archive with Athena."
+  value       = module.athena.analyst_policy_arn
+}

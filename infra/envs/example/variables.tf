@@ -40,3 +40,8 @@ variable "alert_emails" {
   type        = list(string)
   default     = []
 }
+
+variable "archive_first_date" {
+  description = "The first day (yyyy-MM-dd) the archive holds in schema version 4: Athena's partition projection starts there."
+  type        = string
+}

@@ -166,6 +166,12 @@ pub struct WsSection {
     /// of this: clocks and delivery must be within half of it). See docs/gatherer.md.
     #[serde(with = "duration")]
     pub snapshot_hold: Duration,
+    /// Every this long, each subscribed market whose book changed since its last stored
+    /// snapshot is stored again (the book the gatherer maintains: the exchange's snapshot plus
+    /// every delta since, at an exact splice point), so a rebuild of the book at any time
+    /// starts at most this far back. "0s": only at (re)subscription.
+    #[serde(with = "duration")]
+    pub snapshot_every: Duration,
 }
 
 impl Default for WsSection {
@@ -182,6 +188,7 @@ impl Default for WsSection {
             subscribe_batch: 500,
             gap_margin: Duration::from_secs(2),
             snapshot_hold: Duration::from_secs(2),
+            snapshot_every: Duration::from_secs(300),
         }
     }
 }
@@ -440,6 +447,8 @@ impl FileConfig {
         c.ws.command_timeout = Duration::from_secs(5);
         c.ws.gap_margin = Duration::from_millis(100);
         c.ws.snapshot_hold = Duration::from_secs(1);
+        // Off: the gatherer's own tests count the snapshots of (re)subscriptions exactly.
+        c.ws.snapshot_every = Duration::ZERO;
         c.registry.reconcile_interval = Duration::from_secs(30);
         c.registry.exchange_status_interval = Duration::from_millis(500);
         c.registry.exchange_schedule_interval = Duration::from_millis(500);

@@ -212,6 +212,15 @@ pub struct Connection {
     ticker_hole_markets: BTreeSet<String>,
 }
 
+/// Where in `every` a market's periodic snapshot falls: fixed per ticker, spread evenly.
+fn phase_of(ticker: &str, every: Duration) -> Duration {
+    let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
+    let h = ticker.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    Duration::from_millis(h % ms)
+}
+
 fn now_ms() -> i64 {
     kalshi_shared::time::now_ms()
 }
@@ -498,6 +507,18 @@ impl Connection {
                         // A quiet book whose last row was dropped is stored again too.
                         let origin = Origin { received_ms: now_ms(), conn_epoch: s.epoch, sid: 0, seq: 0 };
                         b.rearm(origin, now);
+                        // And every `ws.snapshot_every`, a book that changed (each market at its
+                        // own phase, so a connection's books do not all come due at once).
+                        let sid = s.channel_sid.get(&Channel::OrderbookDelta).copied().unwrap_or(0);
+                        let origin = Origin {
+                            received_ms: origin.received_ms,
+                            conn_epoch: s.epoch,
+                            sid,
+                            seq: s.seqs.get(&sid).copied().unwrap_or(0),
+                        };
+                        if b.periodic(origin, now, cfg.snapshot_every, phase_of(t, cfg.snapshot_every)) {
+                            metrics::counter!(m::PERIODIC_SNAPSHOTS).increment(1);
+                        }
                     }
                     let leaving = std::mem::take(&mut s.leaving);
                     for (until, t) in leaving {
