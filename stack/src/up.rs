@@ -227,6 +227,11 @@ impl Setup<'_> {
             // simulator's longest stall (8 s) ends by closing it.
             f.ws.ping_interval = Duration::from_secs(1);
             f.ws.silence_timeout = Duration::from_secs(3);
+            // No periodic snapshots against the simulator: a settled stack must stand still
+            // for its audits, and a changed book would be stored again up to 5 minutes after
+            // the traffic stopped. (The tests' worlds run them every 3 s; a real exchange
+            // gets the 5-minute default.)
+            f.ws.snapshot_every = Duration::ZERO;
         }
         f.store.database_url = Secret(pg.url());
         f.store.spill_dir = self.dir.join("spill");

@@ -145,25 +145,31 @@ pub async fn export(
         let mut done = 0;
         while start < req.to_ms {
             let (a, b) = (start.max(req.from_ms), (start + period).min(req.to_ms));
-            let rows = match archive {
+            let n = match archive {
                 Some(archive) if retired(prod, start).await? => {
-                    let rows = select(req, archive.period_rows(req.stream, start).await?, a, b);
-                    summary.from_archive += rows.len() as u64;
-                    rows
+                    let n = archive
+                        .period_rows(req.stream, start, |rows| {
+                            let mut n = 0;
+                            for row in select(req, rows, a, b) {
+                                sink.push(row)?;
+                                n += 1;
+                            }
+                            Ok(n)
+                        })
+                        .await?;
+                    summary.from_archive += n;
+                    n
                 }
                 _ => {
                     if archive.is_none() && retired_within(prod, start, start + period).await? {
                         return Err(retired_without_archive(start));
                     }
-                    let rows = production_rows(prod, req, a, b).await?;
-                    summary.from_production += rows.len() as u64;
-                    rows
+                    let n = production_rows(prod, req, a, b, &mut sink).await?;
+                    summary.from_production += n;
+                    n
                 }
             };
-            summary.rows += rows.len() as u64;
-            for row in rows {
-                sink.push(row)?;
-            }
+            summary.rows += n;
             done += 1;
             progress(Progress {
                 periods_done: done,
@@ -234,13 +240,16 @@ fn select(req: &ExportRequest, rows: Vec<Row>, a: i64, b: i64) -> Vec<Row> {
         .collect()
 }
 
-/// Production's rows of `[a, b)` for the filter, in the archive's order.
+/// Production's rows of `[a, b)` for the filter, in the archive's order, streamed into
+/// `sink` (memory holds one row at a time, whatever the period's size). Returns how many.
 async fn production_rows(
     prod: &Prod,
     req: &ExportRequest,
     a: i64,
     b: i64,
-) -> Result<Vec<Row>, ArchiveError> {
+    sink: &mut Sink,
+) -> Result<u64, ArchiveError> {
+    use futures_util::TryStreamExt as _;
     let time = format::time_sql(req.stream);
     // Exact to the millisecond (no float division on the bounds).
     let range = if time == "ts" {
@@ -262,16 +271,27 @@ async fn production_rows(
             .bind(&req.filter.events)
             .bind(&req.filter.series);
     }
-    let rows = q.fetch_all(&prod.pool()).await?;
-    rows.iter()
-        .map(|r| format::from_pg(req.stream, r).map_err(|e| ArchiveError::new("decode", e)))
-        .collect()
+    let pool = prod.pool();
+    let mut rows = q.fetch(&pool);
+    let mut n = 0;
+    while let Some(r) = rows.try_next().await? {
+        let row = format::from_pg(req.stream, &r).map_err(|e| ArchiveError::new("decode", e))?;
+        sink.push(row)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 impl Archiver {
     /// Every row of a stream in the period starting at `start`, from its archived file
-    /// (checked against the manifest).
-    pub async fn period_rows(&self, stream: Stream, start: i64) -> Result<Vec<Row>, ArchiveError> {
+    /// (checked against the manifest), handed to `each` one row group at a time (memory holds
+    /// one group). Returns the sum of what `each` returned.
+    pub async fn period_rows(
+        &self,
+        stream: Stream,
+        start: i64,
+        mut each: impl FnMut(Vec<Row>) -> Result<u64, ArchiveError>,
+    ) -> Result<u64, ArchiveError> {
         let Some(man) = self.fetch_manifest(start).await? else {
             return Err(ArchiveError::new(
                 "integrity",
@@ -282,23 +302,25 @@ impl Archiver {
             ));
         };
         let Some(entry) = man.streams.iter().find(|e| e.stream == stream.table()) else {
-            return Ok(Vec::new());
+            return Ok(0);
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Row>>(1);
         let fetch = self.fetch_checked(stream, man.schema_version, entry, move |rows| {
             tx.blocking_send(rows)
                 .map_err(|_| "the export stopped".to_owned())
         });
-        let collect = async {
-            let mut all = Vec::new();
+        let consume = async {
+            let mut n = 0;
             while let Some(rows) = rx.recv().await {
-                all.extend(rows);
+                n += each(rows)?;
             }
-            all
+            Ok::<u64, ArchiveError>(n)
         };
-        let (read, all) = tokio::join!(fetch, collect);
+        let (read, n) = tokio::join!(fetch, consume);
+        // The file is checked whole (its checksum) only once read to its end: an error there
+        // fails the export, which then leaves no file behind.
         read?;
-        Ok(all)
+        n
     }
 }
 
