@@ -401,6 +401,28 @@ pub fn restore(cfg: &Path) -> (u64, u64) {
     )
 }
 
+/// Every gap production holds, as the coverage rule reads them.
+pub async fn gap_rows(pool: &PgPool) -> Vec<kalshi_shared::identity::coverage::GapRow> {
+    sqlx::query_as::<_, (String, String, String, i64, i64, String)>(
+        "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(gatherer_id, stream, market, from_ms, to_ms, reason)| {
+        kalshi_shared::identity::coverage::GapRow {
+            gatherer_id,
+            stream,
+            market,
+            from_ms,
+            to_ms,
+            reason,
+        }
+    })
+    .collect()
+}
+
 /// A command's `--json` document (it must succeed and print exactly one).
 pub fn json_of(cmd: &mut Command) -> serde_json::Value {
     let text = succeeds(cmd);

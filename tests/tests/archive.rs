@@ -573,25 +573,7 @@ async fn a_local_directory_archive_is_read_in_place_verified_and_restored_exactl
         "status and verify count the same rows"
     );
     let g = json_of(&mut dedup(&cfg, &["gaps", "--from", "0", "--json"]));
-    let gap_rows: Vec<kalshi_shared::identity::coverage::GapRow> =
-        sqlx::query_as::<_, (String, String, String, i64, i64, String)>(
-            "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(gatherer_id, stream, market, from_ms, to_ms, reason)| {
-            kalshi_shared::identity::coverage::GapRow {
-                gatherer_id,
-                stream,
-                market,
-                from_ms,
-                to_ms,
-                reason,
-            }
-        })
-        .collect();
+    let gap_rows = gap_rows(&pool).await;
     let ids: Vec<String> = w.ids().iter().map(|s| (*s).to_owned()).collect();
     let want: Vec<serde_json::Value> = kalshi_shared::identity::coverage::uncovered(
         &gap_rows,
@@ -797,7 +779,7 @@ fn walk(root: &Path) -> Vec<String> {
 /// next snapshot). Periodic snapshots (every 3 s here) keep each rebuild short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_book_at_any_time_from_production_and_the_archive_is_the_exchanges() {
-    use kalshi_shared::identity::coverage::{GapRow, uncovered};
+    use kalshi_shared::identity::coverage::uncovered;
     let mut w = World::start(475, 12, 2).await;
     let work = dir("books");
     let root = work.join("archive");
@@ -859,24 +841,7 @@ async fn the_book_at_any_time_from_production_and_the_archive_is_the_exchanges()
     );
 
     // The windows no gatherer captured, by the coverage rule (from the declared gaps).
-    let gaps: Vec<GapRow> = sqlx::query_as::<_, (String, String, String, i64, i64, String)>(
-        "SELECT gatherer_id, stream, market_ticker, from_ms, to_ms, reason FROM gaps",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(
-        |(gatherer_id, stream, market, from_ms, to_ms, reason)| GapRow {
-            gatherer_id,
-            stream,
-            market,
-            from_ms,
-            to_ms,
-            reason,
-        },
-    )
-    .collect();
+    let gaps = gap_rows(&pool).await;
     let ids: Vec<String> = w.ids().iter().map(|s| (*s).to_owned()).collect();
     let holes: Vec<_> = uncovered(&gaps, &ids, 0, i64::MAX)
         .into_iter()
