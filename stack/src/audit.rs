@@ -209,10 +209,15 @@ async fn collect(
     .unwrap_or(i64::MIN);
     let settled = opts.settled || (idle && newest <= cut_ms);
     let rules = Rules {
-        // The stack's gatherers poll at the default interval.
+        // The stack's gatherers poll at the default intervals (the schedule every 5 minutes:
+        // a stack run longer than a few minutes sees it change between two polls).
         exchange_poll_ms: GathererFile::default()
             .registry
             .exchange_status_interval
+            .as_millis() as i64,
+        exchange_schedule_poll_ms: GathererFile::default()
+            .registry
+            .exchange_schedule_interval
             .as_millis() as i64,
         gatherers: gatherers.iter().map(|g| g.id.clone()).collect(),
         subscription_latency_ms: opts.subscription_latency.as_millis() as i64,

@@ -122,8 +122,18 @@ pub async fn export(
         ));
     }
     let period = archive.map_or(3_600_000, |a| a.cfg.period_ms);
-    let first = req.from_ms.div_euclid(period) * period;
-    let periods = usize::try_from((req.to_ms - first + period - 1) / period).unwrap_or(usize::MAX);
+    // Only the part of the window that holds rows is walked (`--from 0` would otherwise be
+    // millions of empty periods).
+    let (from_ms, to_ms) = match extent(prod, req.stream).await? {
+        Some((lo, hi)) => (req.from_ms.max(lo), req.to_ms.min(hi)),
+        None => (0, 0),
+    };
+    let first = from_ms.div_euclid(period) * period;
+    let periods = if from_ms < to_ms {
+        usize::try_from((to_ms - first + period - 1) / period).unwrap_or(usize::MAX)
+    } else {
+        0
+    };
     let dir = req.out.parent().filter(|p| !p.as_os_str().is_empty());
     let name = req
         .out
@@ -143,8 +153,8 @@ pub async fn export(
     let r = async {
         let mut start = first;
         let mut done = 0;
-        while start < req.to_ms {
-            let (a, b) = (start.max(req.from_ms), (start + period).min(req.to_ms));
+        while start < to_ms {
+            let (a, b) = (start.max(from_ms), (start + period).min(to_ms));
             let n = match archive {
                 Some(archive) if retired(prod, start).await? => {
                     let n = archive
@@ -208,6 +218,38 @@ async fn retired(prod: &Prod, start: i64) -> Result<bool, ArchiveError> {
     .bind(start)
     .fetch_one(&prod.pool())
     .await?)
+}
+
+/// `[oldest, newest]` time of the stream's rows, in production or in periods retention
+/// retired to the archive (None: there are none).
+async fn extent(prod: &Prod, stream: Stream) -> Result<Option<(i64, i64)>, ArchiveError> {
+    let time = format::time_sql(stream);
+    let (lo, hi) = if time == "ts" {
+        (
+            "(extract(epoch FROM min(ts)) * 1000)::bigint".to_owned(),
+            "(extract(epoch FROM max(ts)) * 1000)::bigint + 1".to_owned(),
+        )
+    } else {
+        (format!("min({time})"), format!("max({time}) + 1"))
+    };
+    let from = match stream.registry_kind().filter(|_| stream.is_registry()) {
+        Some(kind) => format!("registry_versions WHERE kind = '{kind}'"),
+        None => stream.table().to_owned(),
+    };
+    let (a, b): (Option<i64>, Option<i64>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {lo}, {hi} FROM {from}"
+    )))
+    .fetch_one(&prod.pool())
+    .await?;
+    let (c, d): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT min(period_start_ms), max(period_start_ms + period_ms) FROM archive_periods
+          WHERE retired_at IS NOT NULL",
+    )
+    .fetch_one(&prod.pool())
+    .await?;
+    let lo = [a, c].into_iter().flatten().min();
+    let hi = [b, d].into_iter().flatten().max();
+    Ok(lo.zip(hi))
 }
 
 /// Whether any archive period overlapping `[a, b)` is retired.

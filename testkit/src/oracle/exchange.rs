@@ -121,12 +121,12 @@ pub(super) fn check(
     truth: &Truth,
     held: &Held,
     (gatherers, configured): (&[&Held], &[String]),
-    poll_ms: i64,
+    (status_poll_ms, schedule_poll_ms): (i64, i64),
     problems: &mut Vec<String>,
 ) -> Vec<ExchangeVerdict> {
-    let long_enough = 2 * poll_ms + 1_000;
     let mut out = Vec::new();
-    for object in ["status", "schedule"] {
+    for (object, poll_ms) in [("status", status_poll_ms), ("schedule", schedule_poll_ms)] {
+        let long_enough = 2 * poll_ms + 1_000;
         let states: Vec<&ExchangeState> = truth
             .exchange
             .iter()
@@ -231,6 +231,7 @@ mod tests {
     fn rules() -> Rules {
         Rules {
             exchange_poll_ms: 10_000,
+            exchange_schedule_poll_ms: 10_000,
             ..Rules::settled(&["g1", "g2"])
         }
     }
@@ -395,5 +396,57 @@ mod tests {
         // Injected: the schedule lost.
         let v = judge_with(&[("status", s(1)), ("status", s(5)), ("status", s(6))], &[]);
         assert!(!v.ok, "{}", v.table());
+    }
+
+    /// The schedule is polled on its own interval (5 minutes by default): a schedule that
+    /// lasted 22.6 s is not required of gatherers that poll it every 5 minutes, unless one of
+    /// them holds it; polled every 10 s, it is (a stack run past one maintenance announcement
+    /// found the status's interval applied to the schedule).
+    #[test]
+    fn the_schedule_is_judged_by_its_own_poll_interval() {
+        let active = serde_json::json!({"exchange_active": true, "trading_active": true});
+        let sched = |n: i64| serde_json::json!({"schedule": {"maintenance_windows": [n]}});
+        let t = Truth {
+            exchange: vec![
+                state(1, "status", 0, active.clone()),
+                state(2, "schedule", 0, sched(1)),
+                state(3, "schedule", 100_000, sched(2)),
+                state(4, "schedule", 122_600, sched(3)),
+            ],
+            last_ms: 400_000,
+            ..Truth::default()
+        };
+        let prod = exchange_held(&[
+            ("status", active.clone()),
+            ("schedule", sched(1)),
+            ("schedule", sched(3)),
+        ]);
+        let slow = Rules {
+            exchange_schedule_poll_ms: 300_000,
+            ..rules()
+        };
+        let none = vec![
+            Reading::of("g1", Held::default()),
+            Reading::of("g2", Held::default()),
+        ];
+        let v = judge(&t, &prod, &none, &slow);
+        assert!(v.ok, "{}", v.table());
+        // A gatherer holds it: required whatever the interval.
+        let holder = vec![
+            Reading::of("g1", exchange_held(&[("schedule", sched(2))])),
+            Reading::of("g2", Held::default()),
+        ];
+        let v = judge(&t, &prod, &holder, &slow);
+        assert!(!v.ok, "{}", v.table());
+        // Polled every 10 s, 22.6 s is long enough to be seen.
+        let v = judge(&t, &prod, &none, &rules());
+        assert!(!v.ok, "{}", v.table());
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.contains("exchange schedule") && p.contains("22600 ms")),
+            "{:?}",
+            v.problems
+        );
     }
 }

@@ -61,6 +61,9 @@ pub struct Rules {
     /// How often the gatherers poll the exchange's status (`registry.exchange_status_interval`):
     /// a status that lasted two of these and a second must be held.
     pub exchange_poll_ms: i64,
+    /// The same for the schedule (`registry.exchange_schedule_interval`, 5 minutes by default:
+    /// a schedule that lasted 22 s is not one a gatherer can be required to have seen).
+    pub exchange_schedule_poll_ms: i64,
 }
 
 impl Rules {
@@ -72,6 +75,7 @@ impl Rules {
             subscription_latency_ms: 5_000,
             cut_ms: None,
             exchange_poll_ms: 500,
+            exchange_schedule_poll_ms: 500,
         }
     }
 
@@ -515,7 +519,7 @@ pub fn judge(truth: &Truth, held: &Held, gatherers: &[Reading], rules: &Rules) -
             truth,
             held,
             (&readable, &rules.gatherers),
-            rules.exchange_poll_ms,
+            (rules.exchange_poll_ms, rules.exchange_schedule_poll_ms),
             &mut problems,
         );
     }

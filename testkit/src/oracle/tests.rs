@@ -44,6 +44,7 @@ fn world() -> Truth {
 fn rules(cut: Option<i64>) -> Rules {
     Rules {
         exchange_poll_ms: 10_000,
+        exchange_schedule_poll_ms: 10_000,
         gatherers: vec!["g1".into(), "g2".into()],
         subscription_latency_ms: 5_000,
         cut_ms: cut,
