@@ -431,10 +431,10 @@ CREATE VIEW exchange_now AS
 ///   to production declared a hole of the market's deltas there), or NULL when it is known.
 ///   The windows are the coverage rule of `kalshi_shared::identity::coverage` for one market:
 ///   an instant every gatherer lacks is uncovered; such an instant, if any, is the window's
-///   start or the start of some hole in it, so only those are tried. A `late_subscription`
-///   window (a new market before its subscription) that holds the snapshot's splice point
-///   does not count: a snapshot of a new market is taken after its subscription, so the window
-///   reaches past it only by the gap margin.
+///   start or the start of some hole in it, so only those are tried. An instant whose holes
+///   are all `late_subscription` (a new market before any gatherer subscribed it) does not
+///   count: a snapshot exists, so it was taken after a subscription, and such a window reaches
+///   past it only by the gap margin.
 /// - `book_at(market, at)`: one row per level, `side` (1 yes, 2 no), `price` (micro-dollars),
 ///   `quantity` (centi-contracts), `price_dollars`, `contracts`; best bid first on each side.
 ///   An unknown book raises an error (SQLSTATE `KD001`) with the reason: never guessed.
@@ -459,13 +459,9 @@ BEGIN
     END IF;
     WITH known AS (SELECT DISTINCT gatherer_id FROM sync_cursors),
     holes AS (
-        SELECT g.gatherer_id, g.from_ms, g.to_ms FROM gaps g
+        SELECT g.gatherer_id, g.from_ms, g.to_ms, g.reason FROM gaps g
          WHERE g.stream = 'orderbook_deltas' AND g.market_ticker IN (market, '')
-           AND g.from_ms <= at_ms AND g.to_ms > after_ms
-           -- A new market's window before its subscription (widened by the gap margin) that
-           -- holds the snapshot's splice point ended with that snapshot: it was taken after the
-           -- subscription, and every delta after its splice point reached its gatherer.
-           AND NOT (g.reason = 'late_subscription' AND g.from_ms <= after_ms)),
+           AND g.from_ms <= at_ms AND g.to_ms > after_ms),
     tries AS (
         SELECT after_ms + 1 AS x
         UNION SELECT h.from_ms FROM holes h WHERE h.from_ms > after_ms AND h.from_ms <= at_ms)
@@ -474,6 +470,11 @@ BEGIN
         SELECT 1 FROM known k WHERE NOT EXISTS (
             SELECT 1 FROM holes h
              WHERE h.gatherer_id = k.gatherer_id AND h.from_ms <= t.x AND t.x <= h.to_ms))
+       -- Not only new-market windows before any subscription (widened by the gap margin): a
+       -- snapshot exists, so it was taken after a subscription, and they end there.
+       AND EXISTS (
+        SELECT 1 FROM holes h
+         WHERE h.reason <> 'late_subscription' AND h.from_ms <= t.x AND t.x <= h.to_ms)
      ORDER BY t.x LIMIT 1;
     IF hole IS NOT NULL THEN
         RETURN format('no gatherer captured the deltas of %s at %s ms (deduplicator gaps); the next snapshot after it makes the book known again',

@@ -662,6 +662,13 @@ pub async fn stop_archived(
     work: &Path,
     mut svc: Child,
 ) -> i64 {
+    // A book that changed before the traffic stopped is stored once more by the periodic
+    // snapshot, up to `ws.snapshot_every` and the hold later (at its splice point, which can
+    // lie in an archived period): let those land first.
+    let ws = &w.gatherers[0].file.ws;
+    if !ws.snapshot_every.is_zero() {
+        tokio::time::sleep(ws.snapshot_every + ws.snapshot_hold + Duration::from_secs(1)).await;
+    }
     let mut again = 0;
     loop {
         w.wait_synced(pool, Duration::from_secs(60)).await;
