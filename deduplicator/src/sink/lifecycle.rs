@@ -353,6 +353,19 @@ pub(super) async fn merge(
     } else {
         vec![None; ins.len()]
     };
+    // A copy that continues a row is that row's copy from its gatherer: a return to the same
+    // content the same gatherer saw later in the batch is another row, never this one (one
+    // gatherer whose first copy continued the state, then a halt, then active again, had that
+    // return joined to the first row: the state was lost).
+    for (c, occ) in copies.iter().zip(&continued) {
+        if let Some(occ) = occ
+            && let Some(k) = known
+                .get_mut(&c.content)
+                .and_then(|v| v.iter_mut().find(|k| k.occurrence == *occ))
+        {
+            k.sources.insert(c.source.clone());
+        }
+    }
     let rest: Vec<usize> = (0..ins.len()).filter(|i| continued[*i].is_none()).collect();
     let rest_copies: Vec<Copy> = rest.iter().map(|i| copies[*i].clone()).collect();
     let mut placed: Vec<(i64, bool)> = continued.iter().map(|c| (c.unwrap_or(0), false)).collect();
