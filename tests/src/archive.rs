@@ -401,6 +401,46 @@ pub fn restore(cfg: &Path) -> (u64, u64) {
     )
 }
 
+/// The books docs/archive.md's DuckDB macros rebuild from the archive under `root` (its
+/// prefix directory), for `(market, at_ms)` queries, with their levels as
+/// `(price micros, quantity centi)` pairs: `(unknown reason, (yes, no))`, in query order.
+pub fn archive_books(
+    root: &Path,
+    work: &Path,
+    queries: &[(String, i64)],
+) -> Vec<(Option<String>, kalshi_testkit::sim::Levels)> {
+    let qfile = work.join("book-queries.json");
+    let q: Vec<serde_json::Value> = queries
+        .iter()
+        .map(|(m, t)| serde_json::json!({"market": m, "at_ms": t}))
+        .collect();
+    std::fs::write(&qfile, serde_json::to_string(&q).unwrap()).unwrap();
+    let text = succeeds(
+        Command::new(oracle_python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_books.py"))
+            .arg(root)
+            .arg(&qfile),
+    );
+    let books: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(books.len(), queries.len());
+    let pairs = |v: &serde_json::Value| -> Vec<(i64, i64)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l[0].as_i64().unwrap(), l[1].as_i64().unwrap()))
+            .collect()
+    };
+    books
+        .iter()
+        .map(|b| {
+            (
+                b["unknown"].as_str().map(str::to_owned),
+                (pairs(&b["yes"]), pairs(&b["no"])),
+            )
+        })
+        .collect()
+}
+
 /// Every gap production holds, as the coverage rule reads them.
 pub async fn gap_rows(pool: &PgPool) -> Vec<kalshi_shared::identity::coverage::GapRow> {
     sqlx::query_as::<_, (String, String, String, i64, i64, String)>(
@@ -662,13 +702,6 @@ pub async fn stop_archived(
     work: &Path,
     mut svc: Child,
 ) -> i64 {
-    // A book that changed before the traffic stopped is stored once more by the periodic
-    // snapshot, up to `ws.snapshot_every` and the hold later (at its splice point, which can
-    // lie in an archived period): let those land first.
-    let ws = &w.gatherers[0].file.ws;
-    if !ws.snapshot_every.is_zero() {
-        tokio::time::sleep(ws.snapshot_every + ws.snapshot_hold + Duration::from_secs(1)).await;
-    }
     let mut again = 0;
     loop {
         w.wait_synced(pool, Duration::from_secs(60)).await;

@@ -199,8 +199,6 @@ pub fn gatherer_file(
     );
     f.api.listen = format!("127.0.0.1:{port}").parse().unwrap();
     f.ws.connections = 2;
-    // Periodic snapshots every 3 s: every world's books are judged with them.
-    f.ws.snapshot_every = Duration::from_secs(3);
     f
 }
 
@@ -213,6 +211,17 @@ impl World {
     /// As `start`, with mTLS between the gatherers and their clients when `mtls` is given:
     /// each gatherer serves its own certificate and accepts only the deduplicator's name.
     pub async fn start_with(seed: u64, markets: usize, n: usize, mtls: Option<MtlsFiles>) -> World {
+        Self::start_tuned(seed, markets, n, mtls, |_| {}).await
+    }
+
+    /// As `start_with`, each gatherer's configuration adjusted by `tune` before it starts.
+    pub async fn start_tuned(
+        seed: u64,
+        markets: usize,
+        n: usize,
+        mtls: Option<MtlsFiles>,
+        tune: impl Fn(&mut gatherer::config::FileConfig),
+    ) -> World {
         init();
         let mut simc = sim_config(seed, markets);
         simc.lifecycle_every = 2000;
@@ -224,6 +233,7 @@ impl World {
             let id = format!("g{i}");
             let url = gpg.create_database(&id).unwrap();
             let mut file = gatherer_file(&id, &sim, &url, free_port());
+            tune(&mut file);
             let mut client_tls = None;
             if let Some(m) = &mtls {
                 let (cert, key) = m.gatherer(&id).unwrap();

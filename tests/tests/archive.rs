@@ -7,13 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use deduplicator::archive::format::ARCHIVED;
 use kalshi_e2e::archive::*;
 use kalshi_e2e::world::*;
-use kalshi_testkit::s3::{Moto, oracle_python};
+use kalshi_testkit::s3::Moto;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
@@ -105,41 +104,23 @@ async fn archive_is_read_by_duckdb_and_pyarrow_and_restores_exactly() {
             .filter(|d| &d.market == m)
             .map(|d| d.ts_ms)
             .collect();
-        queries.push(serde_json::json!({"market": m, "at_ms": end}));
+        queries.push((m.clone(), end));
         if let (Some(a), Some(b)) = (ts.first(), ts.last()) {
             let a = (*a).max(first_book.get(m).copied().unwrap_or(*a));
             if a <= *b {
-                queries.push(serde_json::json!({"market": m, "at_ms": (a + b) / 2}));
+                queries.push((m.clone(), (a + b) / 2));
             }
         }
     }
-    let qfile = work.join("book-queries.json");
-    std::fs::write(&qfile, serde_json::to_string(&queries).unwrap()).unwrap();
-    let text = succeeds(
-        Command::new(oracle_python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_books.py"))
-            .arg(work.join("read").join(PREFIX))
-            .arg(&qfile),
-    );
-    let books: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-    assert_eq!(books.len(), queries.len());
-    let pairs = |v: &serde_json::Value| -> Vec<(i64, i64)> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|l| (l[0].as_i64().unwrap(), l[1].as_i64().unwrap()))
-            .collect()
-    };
-    for b in &books {
-        let (m, at) = (b["market"].as_str().unwrap(), b["at_ms"].as_i64().unwrap());
+    let books = archive_books(&work.join("read").join(PREFIX), &work, &queries);
+    for ((m, at), (unknown, book)) in queries.iter().zip(&books) {
         assert!(
-            b["unknown"].is_null(),
-            "{m} at {at}: nothing was lost, so the book is known: {b}"
+            unknown.is_none(),
+            "{m} at {at}: nothing was lost, so the book is known: {unknown:?}"
         );
-        let want = kalshi_testkit::oracle::exchange_book(&truth, m, at).unwrap();
+        let want = kalshi_testkit::oracle::exchange_book(&truth, m, *at).unwrap();
         assert_eq!(
-            (pairs(&b["yes"]), pairs(&b["no"])),
-            want,
+            book, &want,
             "the book of {m} at {at} rebuilt from the archive as docs/archive.md says"
         );
     }
@@ -780,7 +761,12 @@ fn walk(root: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_book_at_any_time_from_production_and_the_archive_is_the_exchanges() {
     use kalshi_shared::identity::coverage::uncovered;
-    let mut w = World::start(475, 12, 2).await;
+    // Periodic snapshots every 3 s (the other worlds have none: a world whose books are still
+    // due to be stored again after the traffic is not a settled one).
+    let mut w = World::start_tuned(475, 12, 2, None, |f| {
+        f.ws.snapshot_every = Duration::from_secs(3)
+    })
+    .await;
     let work = dir("books");
     let root = work.join("archive");
     let file = archive_dir_file(&w, &root, &work.join("spool"));
@@ -1012,40 +998,16 @@ async fn the_book_at_any_time_from_production_and_the_archive_is_the_exchanges()
     assert!(unknown >= 1 && known >= 100, "{known} {unknown}");
 
     // The archive, through the macros users copy from docs/archive.md: the same answers.
-    let qfile = work.join("book-queries.json");
-    let q: Vec<serde_json::Value> = queries
-        .iter()
-        .map(|(m, t)| serde_json::json!({"market": m, "at_ms": t}))
-        .collect();
-    std::fs::write(&qfile, serde_json::to_string(&q).unwrap()).unwrap();
-    let text = succeeds(
-        Command::new(oracle_python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/archive_books.py"))
-            .arg(root.join(PREFIX))
-            .arg(&qfile),
-    );
-    let books: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-    assert_eq!(books.len(), answers.len());
-    let pairs = |v: &serde_json::Value| -> Vec<(i64, i64)> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|l| (l[0].as_i64().unwrap(), l[1].as_i64().unwrap()))
-            .collect()
-    };
-    for (b, (m, t, want)) in books.iter().zip(&answers) {
+    let books = archive_books(&root.join(PREFIX), &work, &queries);
+    for ((unknown, book), (m, t, want)) in books.iter().zip(&answers) {
         match want {
             None => assert!(
-                !b["unknown"].is_null(),
-                "{m} at {t}: unknown in production, known in the archive: {b}"
+                unknown.is_some(),
+                "{m} at {t}: unknown in production, known in the archive: {book:?}"
             ),
             Some(want) => {
-                assert!(b["unknown"].is_null(), "{m} at {t}: {b}");
-                assert_eq!(
-                    &(pairs(&b["yes"]), pairs(&b["no"])),
-                    want,
-                    "{m} at {t}: the archive's book"
-                );
+                assert!(unknown.is_none(), "{m} at {t}: {unknown:?}");
+                assert_eq!(book, want, "{m} at {t}: the archive's book");
             }
         }
     }
