@@ -29,6 +29,7 @@ pub struct Config {
     pub source_backoff: BackoffConfig,
     pub http: HttpSection,
     pub log: LogSection,
+    pub lease: LeaseSection,
     pub testing: TestingSection,
     /// The Parquet archive (None: off).
     pub archive: Option<ArchiveConfig>,
@@ -52,6 +53,7 @@ impl Validate for FileConfig {
             sources,
             http,
             log,
+            lease,
             testing,
             archive,
         } = self;
@@ -182,6 +184,7 @@ impl Validate for FileConfig {
         positive("sources.silence_timeout", sources.silence_timeout)?;
         let source_backoff = BackoffConfig::new(sources.reconnect_initial, sources.reconnect_max)
             .map_err(|e| ConfigError::key("sources.reconnect_initial", e))?;
+        check_lease(&lease, &production, &testing)?;
         Ok(Config {
             gatherers,
             production,
@@ -193,10 +196,46 @@ impl Validate for FileConfig {
             source_backoff,
             http,
             log,
+            lease,
             testing,
             archive: crate::archive::settings::validate(archive)?,
         })
     }
+}
+
+/// The lease's timings: a standby polls and an active renews often enough that a takeover
+/// needs several missed renewals, and an active is called hung only after a transaction
+/// outlived its own deadline.
+fn check_lease(
+    lease: &LeaseSection,
+    production: &ProductionSection,
+    testing: &TestingSection,
+) -> Result<(), ConfigError> {
+    let ms = Duration::from_millis;
+    if !(ms(50)..=ms(60_000)).contains(&lease.poll) {
+        return Err(ConfigError::key("lease.poll", "between 50ms and 1m"));
+    }
+    if !(ms(100)..=ms(60_000)).contains(&lease.renew_every) {
+        return Err(ConfigError::key(
+            "lease.renew_every",
+            "between 100ms and 1m",
+        ));
+    }
+    if lease.takeover_after < lease.renew_every * 3 || lease.takeover_after > ms(600_000) {
+        return Err(ConfigError::key(
+            "lease.takeover_after",
+            "between 3 x lease.renew_every and 10m",
+        ));
+    }
+    if lease.hung_after <= production.op_timeout + testing.pause_before_commit
+        || lease.hung_after > ms(3_600_000)
+    {
+        return Err(ConfigError::key(
+            "lease.hung_after",
+            "above production.op_timeout (a transaction's own deadline) and at most 1h",
+        ));
+    }
+    Ok(())
 }
 
 /// Production is reached over TLS that checks the server's certificate and name

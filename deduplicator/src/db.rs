@@ -5,7 +5,8 @@
 //!
 //! It must never let a password or token through in an error text (they are redacted).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use kalshi_shared::pg::migrate::MigrationError;
 use kalshi_shared::pg::{DbErrorClass, classify};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor as _, Row as _};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ProductionSection;
 use crate::metrics as m;
@@ -98,6 +100,37 @@ pub struct Prod {
     connected: AtomicBool,
     failover: AtomicBool,
     failing_since: Mutex<Option<Instant>>,
+    /// This process among the deduplicators sharing production (the lease's holder id; its
+    /// sessions carry it in `application_name`, so a successor can end them).
+    id: String,
+    /// The lease epoch this process holds (0: none). Every write transaction is fenced by it.
+    epoch: AtomicI64,
+    /// A takeover waiting for its first commit: when the lease was taken, and how old the
+    /// previous holder's heartbeat was then.
+    takeover: Mutex<Option<(Instant, Duration)>>,
+    /// Writes are fenced (set by the service).
+    leased: AtomicBool,
+    /// Cancelled when this process lost the lease to another for good: it stops.
+    lost: CancellationToken,
+    /// Production transactions in progress, by label, since when (the hung-active watchdog).
+    in_flight: Mutex<HashMap<&'static str, Instant>>,
+}
+
+/// The SQLSTATE `dedup_fence` raises when the caller's epoch is no longer the lease's.
+pub const FENCED: &str = "KD002";
+
+/// A process id for the lease: the host, the pid and a random part (two processes of one
+/// host, or one pid reused after a restart, are never the same holder).
+fn process_id() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
 
 impl Prod {
@@ -109,13 +142,16 @@ impl Prod {
             .map_err(|e: sqlx::Error| BadUrl(redact(&e.to_string())))?;
         // Notices ("relation ... already exists, skipping" from every idempotent DDL) are not
         // news: at the default level they were most of the log.
-        let opts = opts.application_name("kalshi-deduplicator").options([
-            (
-                "statement_timeout",
-                format!("{}", cfg.op_timeout.as_millis()),
-            ),
-            ("client_min_messages", "warning".to_owned()),
-        ]);
+        let id = process_id();
+        let opts = opts
+            .application_name(&format!("kalshi-deduplicator {id}"))
+            .options([
+                (
+                    "statement_timeout",
+                    format!("{}", cfg.op_timeout.as_millis()),
+                ),
+                ("client_min_messages", "warning".to_owned()),
+            ]);
         let pool = build_pool(&cfg, opts.clone());
         Ok(Arc::new(Prod {
             cfg,
@@ -125,7 +161,165 @@ impl Prod {
             connected: AtomicBool::new(false),
             failover: AtomicBool::new(false),
             failing_since: Mutex::new(Some(Instant::now())),
+            id,
+            epoch: AtomicI64::new(0),
+            leased: AtomicBool::new(false),
+            takeover: Mutex::new(None),
+            lost: CancellationToken::new(),
+            in_flight: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// This process's holder id (its sessions' `application_name` is
+    /// `kalshi-deduplicator <id>`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The lease epoch held (0: none).
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_epoch(&self, epoch: i64) {
+        self.epoch.store(epoch, Ordering::Release);
+        metrics::gauge!(m::LEASE_EPOCH).set(epoch as f64);
+    }
+
+    /// The statement that opens every write transaction: `BEGIN` and the fence at the epoch
+    /// held, in one round trip. Without the lease there is nothing to write with (retry).
+    pub fn begin_fenced(&self) -> Result<(i64, String), DbError> {
+        match self.epoch() {
+            0 => Err(DbError {
+                class: DbErrorClass::Transient,
+                sqlstate: None,
+                message: "this deduplicator does not hold the lease (now)".into(),
+            }),
+            e => Ok((e, format!("BEGIN; SELECT dedup_fence({e})"))),
+        }
+    }
+
+    /// A transaction opened at `used` was refused by the fence. When `used` is still the
+    /// epoch held, another deduplicator took the lease: this one has lost it for good (true,
+    /// and `lost` fires). Otherwise this process took the lease again since (false: retry).
+    pub fn fenced(&self, used: i64) -> bool {
+        if self
+            .epoch
+            .compare_exchange(used, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            metrics::counter!(m::FENCED_COMMITS).increment(1);
+            tracing::error!(
+                epoch = used,
+                "a commit was refused by the fencing epoch: another deduplicator holds the lease; stepping down"
+            );
+            self.lost.cancel();
+            return true;
+        }
+        self.lost.is_cancelled()
+    }
+
+    /// The lease was just taken from a holder whose last heartbeat was `age` old.
+    pub fn note_takeover(&self, age: Duration) {
+        *self
+            .takeover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), age));
+    }
+
+    /// A transaction committed: the first one after a takeover records how long it took.
+    pub fn committed(&self) {
+        let t = self
+            .takeover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some((taken, age)) = t {
+            let secs = (age + taken.elapsed()).as_secs_f64();
+            metrics::gauge!(m::TAKEOVER_SECONDS).set(secs);
+            tracing::info!(
+                takeover_s = format!("{secs:.3}"),
+                since_lock_s = format!("{:.3}", taken.elapsed().as_secs_f64()),
+                "first commit after taking the lease (takeover_s counts from the previous holder's last heartbeat)"
+            );
+        }
+    }
+
+    /// This process lost the lease to another for good.
+    pub fn lose(&self) {
+        self.epoch.store(0, Ordering::Release);
+        metrics::gauge!(m::LEASE_EPOCH).set(0.0);
+        self.lost.cancel();
+    }
+
+    /// From now on every write of this process is fenced (the service; operator commands,
+    /// which hold no lease, write unfenced).
+    pub fn require_lease(&self) {
+        self.leased.store(true, Ordering::Release);
+    }
+
+    /// The fence for a write transaction opened on `conn` (no-op for operator commands): it
+    /// fails with `KD002` unless this process holds the lease's current epoch.
+    pub async fn fence(&self, conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+        if !self.leased.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Epoch 0 (none held) must fail too, even before anyone took the lease.
+        let e = match self.epoch() {
+            0 => -1,
+            e => e,
+        };
+        sqlx::query("SELECT dedup_fence($1)")
+            .bind(e)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Fires when this process lost the lease to another.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// Marks a production transaction in progress until the guard drops.
+    pub fn in_flight(&self, label: &'static str) -> InFlight<'_> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(label, Instant::now());
+        InFlight { prod: self, label }
+    }
+
+    /// The oldest transaction in progress and its age.
+    pub fn oldest_in_flight(&self) -> Option<(&'static str, Duration)> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(l, t)| (*l, t.elapsed()))
+            .max_by_key(|(_, d)| *d)
+    }
+
+    /// One connection outside the pool (the lease's), with this process's options.
+    pub async fn connect_one(&self) -> Result<sqlx::PgConnection, DbError> {
+        let opts = self
+            .opts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match kalshi_shared::pg::timed(
+            "connect_lease",
+            self.cfg.connect_timeout,
+            sqlx::ConnectOptions::connect(&opts),
+        )
+        .await
+        {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(DbError::timeout(
+                "connecting to production",
+                self.cfg.connect_timeout,
+            )),
+        }
     }
 
     pub fn op_timeout(&self) -> Duration {
@@ -330,6 +524,22 @@ impl Prod {
             out.insert((r.try_get(0)?, s), (r.try_get(2)?, r.try_get(3)?));
         }
         Ok(out)
+    }
+}
+
+/// A production transaction in progress (see [`Prod::in_flight`]).
+pub struct InFlight<'a> {
+    prod: &'a Prod,
+    label: &'static str,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.prod
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(self.label);
     }
 }
 

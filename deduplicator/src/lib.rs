@@ -22,6 +22,7 @@ pub mod board;
 pub mod config;
 pub mod coverage;
 pub mod db;
+pub mod lease;
 pub mod metrics;
 pub mod quarantine;
 pub mod rds;
@@ -61,6 +62,7 @@ pub struct Deduplicator {
     pub metrics_addr: SocketAddr,
     pub board: Arc<Board>,
     pub prod: Arc<Prod>,
+    pub lease: Arc<lease::Lease>,
     service: Service,
 }
 
@@ -177,6 +179,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
     let metrics_addr = metrics_listener.local_addr()?;
 
     let prod = Prod::new(cfg.production.clone())?;
+    prod.require_lease();
+    let lease = lease::Lease::new(prod.clone(), cfg.lease.clone());
     let board = Arc::new(Board::new(&cfg.gatherers));
 
     if cfg.rds.iam_auth || !cfg.rds.instance_id.is_empty() {
@@ -237,7 +241,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
     let app = axum::Router::new()
         .route("/health", axum::routing::get(health))
         .route("/health/ready", axum::routing::get(health))
-        .with_state((board.clone(), prod.clone()))
+        .route("/health/active", axum::routing::get(health_active))
+        .with_state((board.clone(), prod.clone(), lease.clone()))
         .merge(kalshi_shared::service::live_router(live));
     kalshi_shared::http_server::spawn_both(
         &servers,
@@ -252,8 +257,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
         sinks,
         aux: aux.clone(),
     };
-    let (p, b) = (prod.clone(), board.clone());
-    startup.spawn_once("prepare", start_streams(cfg, p, b, groups));
+    let (p, b, l) = (prod.clone(), board.clone(), lease.clone());
+    startup.spawn_once("prepare", start_streams(cfg, p, b, l, groups));
     let closed = prod.clone();
     let service = sup.start(DRAIN + STOP_SLACK, move || async move {
         closed.pool().close().await;
@@ -263,6 +268,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
         metrics_addr,
         board,
         prod,
+        lease,
         service,
     })
 }
@@ -282,9 +288,25 @@ async fn start_streams(
     cfg: Config,
     prod: Arc<Prod>,
     board: Arc<Board>,
+    lease: Arc<lease::Lease>,
     groups: Groups,
 ) -> anyhow::Result<()> {
-    let Some(stored) = prepare(&prod, &cfg, &groups.startup.token()).await? else {
+    // The schema first, by every deduplicator (the lease lives in its tables; concurrent
+    // migrations are serialized by their own lock), then the lease.
+    let startup = groups.startup.token();
+    if prepare(&prod, &cfg, &startup).await?.is_none() {
+        return Ok(());
+    }
+    let (l, token) = (lease.clone(), groups.aux.token());
+    groups.aux.spawn("lease", l.run(token));
+    let active = lease.became_active();
+    tokio::select! {
+        _ = startup.cancelled() => return Ok(()),
+        _ = active.cancelled() => {}
+    }
+    // Active: production's cursors as they are after the new epoch (everything the previous
+    // holder committed is in them).
+    let Some(stored) = prepare(&prod, &cfg, &startup).await? else {
         return Ok(());
     };
     let ids: Vec<String> = cfg.gatherers.iter().map(|g| g.id.clone()).collect();
@@ -385,9 +407,14 @@ fn stored_start(
     Some((inst.clone(), after))
 }
 
-/// `/health` and `/health/ready`: 200 while production is reachable and at least one gatherer is connected;
-/// 503 otherwise. The body names every gatherer's state and production's.
-async fn health(State((board, prod)): State<(Arc<Board>, Arc<Prod>)>) -> impl IntoResponse {
+/// `/health` and `/health/ready`: 200 while production is reachable and at least one gatherer
+/// is connected (the active one), or while production is reachable (a standby, ready to take
+/// over: `"status": "standby"`); 503 otherwise. The body names the role, the lease, every
+/// gatherer's state and production's.
+async fn health(
+    State((board, prod, lease)): State<(Arc<Board>, Arc<Prod>, Arc<lease::Lease>)>,
+) -> impl IntoResponse {
+    let role = lease.role();
     let mut gatherers = serde_json::Map::new();
     let mut connected = 0;
     for g in &board.gatherers {
@@ -406,21 +433,45 @@ async fn health(State((board, prod)): State<(Arc<Board>, Arc<Prod>)>) -> impl In
     } else {
         "unreachable"
     };
-    let (code, status) = if !prod.reachable() || connected == 0 {
-        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
-    } else if connected < board.gatherers.len() || !prod.connected() {
-        (StatusCode::OK, "degraded")
-    } else {
-        (StatusCode::OK, "healthy")
+    let (code, status) = match role {
+        _ if !prod.reachable() => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+        lease::Role::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        lease::Role::Standby => (StatusCode::OK, "standby"),
+        lease::Role::Active if connected == 0 => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+        lease::Role::Active if connected < board.gatherers.len() || !prod.connected() => {
+            (StatusCode::OK, "degraded")
+        }
+        lease::Role::Active => (StatusCode::OK, "healthy"),
     };
+    let h = lease.holder();
     (
         code,
         axum::Json(json!({
             "status": status,
+            "role": role.label(),
             "version": kalshi_shared::build::VERSION,
             "git_sha": kalshi_shared::build::GIT_SHA,
+            "lease": {
+                "epoch": prod.epoch(),
+                "holder": h.holder,
+                "holder_epoch": h.epoch,
+                "heartbeat_age_ms": h.age.as_millis() as u64,
+                "me": lease.label(),
+            },
             "gatherers": gatherers,
             "rds": rds,
         })),
     )
+}
+
+/// `/health/active`: 200 only on the deduplicator that holds the lease (for tools that must
+/// find the active one), 503 elsewhere.
+async fn health_active(
+    State((_, prod, lease)): State<(Arc<Board>, Arc<Prod>, Arc<lease::Lease>)>,
+) -> impl IntoResponse {
+    if lease.role() == lease::Role::Active && prod.epoch() != 0 {
+        (StatusCode::OK, "active\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not active\n")
+    }
 }

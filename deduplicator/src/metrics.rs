@@ -36,6 +36,17 @@ pub const RETENTION_OVERRUNS: &str = "dedup_retention_overruns_total";
 pub const IAM_TOKENS: &str = "dedup_iam_tokens_total";
 pub const RDS_EVENT_CHECKS: &str = "dedup_rds_event_checks_total";
 pub const UNCOVERED_WINDOWS: &str = "dedup_uncovered_gap_windows";
+/// 1 while this deduplicator holds the lease (the active one), 0 as a standby.
+pub const LEADER: &str = "dedup_leader";
+pub const LEASE_EPOCH: &str = "dedup_lease_epoch";
+/// Leases taken, by how: `free` (nobody held it), `stale` (the holder stopped renewing).
+pub const TAKEOVERS: &str = "dedup_takeovers_total";
+pub const TAKEOVER_KINDS: &[&str] = &["free", "stale"];
+/// The last takeover: from the previous holder's last renewal to this one's first commit.
+pub const TAKEOVER_SECONDS: &str = "dedup_takeover_seconds";
+/// The active's heartbeat age as last read (by production's clock).
+pub const LEASE_HEARTBEAT_AGE: &str = "dedup_lease_heartbeat_age_seconds";
+pub const FENCED_COMMITS: &str = "dedup_fenced_commits_total";
 pub const EXPORT_LAG: &str = "export_lag_seconds";
 pub const ARCHIVE_OBJECTS: &str = "archive_objects_written_total";
 pub const ARCHIVE_BYTES: &str = "archive_bytes_written_total";
@@ -187,6 +198,39 @@ pub fn describe(gatherers: &[String]) {
         "DescribeEvents calls made during write outages, by outcome"
     );
 
+    describe_gauge!(
+        LEADER,
+        "1 while this deduplicator holds the lease and writes production (the active one); 0 as a standby"
+    );
+    describe_gauge!(
+        LEASE_EPOCH,
+        "The fencing epoch this deduplicator holds (0: none); every production write checks it"
+    );
+    describe_counter!(
+        TAKEOVERS,
+        "Leases this deduplicator took, by how: free (no holder), stale (the holder stopped renewing; its sessions were ended)"
+    );
+    describe_gauge!(
+        TAKEOVER_SECONDS,
+        "The last takeover: from the previous holder's last heartbeat (production's clock) to this deduplicator's first commit, seconds"
+    );
+    describe_gauge!(
+        LEASE_HEARTBEAT_AGE,
+        "Age of the active deduplicator's heartbeat as this one last read it (production's clock), seconds"
+    );
+    describe_counter!(
+        FENCED_COMMITS,
+        "Transactions refused because another deduplicator took the lease (this one then steps down)"
+    );
+
+    metrics::gauge!(LEADER).set(0.0);
+    metrics::gauge!(LEASE_EPOCH).set(0.0);
+    metrics::gauge!(LEASE_HEARTBEAT_AGE).set(0.0);
+    metrics::gauge!(TAKEOVER_SECONDS).set(0.0);
+    metrics::counter!(FENCED_COMMITS).increment(0);
+    for k in TAKEOVER_KINDS {
+        metrics::counter!(TAKEOVERS, "kind" => *k).increment(0);
+    }
     metrics::gauge!(RDS_CONNECTED).set(0.0);
     metrics::gauge!(FAILOVER_IN_PROGRESS).set(0.0);
     metrics::counter!(POOL_REBUILDS).increment(0);

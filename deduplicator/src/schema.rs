@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (8, MIGRATION_8),
     (9, MIGRATION_9),
     (10, MIGRATION_10),
+    (11, MIGRATION_11),
 ];
 
 /// The role consumers read with (SELECT only; docs/consuming.md). Created when the migrating
@@ -514,6 +515,41 @@ BEGIN
            (sum(v.q)::numeric / 100)::numeric(18,2)
       FROM levels v GROUP BY v.sd, v.p HAVING sum(v.q) <> 0
      ORDER BY v.sd, v.p DESC;
+END
+$fn$;
+"#;
+
+/// The lease and its fencing epoch (docs/DESIGN.md, "The lease"):
+/// - `dedup_leader`: one row; `epoch` moves by one each time a deduplicator takes the lease.
+///   Every production write transaction of the active one starts with `dedup_fence(epoch)`,
+///   which share-locks this row and raises `KD002` when the epoch is no longer the caller's.
+///   Taking the lease updates the row, so it waits for every transaction that holds the old
+///   epoch's share lock, and every later one sees the new epoch.
+/// - `dedup_heartbeat`: the active's renewals, by production's clock (a separate row so the
+///   renewals never wait on the share locks of commits in flight).
+const MIGRATION_11: &str = r#"
+CREATE TABLE dedup_leader (
+    id          smallint    PRIMARY KEY CHECK (id = 1),
+    epoch       bigint      NOT NULL,
+    holder_id   text        NOT NULL,
+    holder      text        NOT NULL,
+    taken_at    timestamptz NOT NULL
+);
+INSERT INTO dedup_leader VALUES (1, 0, '', '', now());
+CREATE TABLE dedup_heartbeat (
+    id          smallint    PRIMARY KEY CHECK (id = 1),
+    epoch       bigint      NOT NULL,
+    renewed_at  timestamptz NOT NULL
+);
+INSERT INTO dedup_heartbeat VALUES (1, 0, now());
+CREATE FUNCTION dedup_fence(mine bigint) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM 1 FROM dedup_leader WHERE id = 1 AND epoch = mine FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'fenced: epoch % is no longer the lease''s (another deduplicator took it)', mine
+            USING ERRCODE = 'KD002';
+    END IF;
 END
 $fn$;
 "#;

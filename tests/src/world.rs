@@ -633,3 +633,187 @@ pub async fn traffic(w: &World, rate: u64, secs: f64) {
 }
 
 pub use kalshi_testkit::prom::metric_line;
+
+/// A deduplicator binary with its own ports, config and log: one of a pair (active and warm
+/// standby) that the standby tests kill, stop and cut off.
+pub struct DedupProc {
+    pub name: String,
+    child: Option<std::process::Child>,
+    pub http: std::net::SocketAddr,
+    pub config: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+}
+
+impl DedupProc {
+    /// Writes `file` (with its own ports) to `dir/<name>.toml` and starts the binary.
+    pub fn spawn(dir: &std::path::Path, name: &str, mut file: FileConfig) -> DedupProc {
+        std::fs::create_dir_all(dir).unwrap();
+        let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        file.http.listen = http;
+        file.http.metrics_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml::to_string(&file).unwrap()).unwrap();
+        let mut p = DedupProc {
+            name: name.into(),
+            child: None,
+            http,
+            config,
+            log: dir.join(format!("{name}.log")),
+        };
+        p.respawn();
+        p
+    }
+
+    /// Starts the binary again (after it was killed or stepped down), appending to its log.
+    pub fn respawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let config = self.config.clone();
+        self.child = Some(
+            kalshi_testkit::process::spawn_tied(&dedup_bin(), |c| {
+                c.arg("--config")
+                    .arg(&config)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(log);
+            })
+            .unwrap(),
+        );
+    }
+
+    fn pid(&self) -> rustix::process::Pid {
+        rustix::process::Pid::from_child(self.child.as_ref().expect("running"))
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP: alive, holding its sessions and lock, doing nothing.
+    pub fn stop(&self) {
+        rustix::process::kill_process(self.pid(), rustix::process::Signal::STOP).unwrap();
+    }
+
+    /// SIGCONT.
+    pub fn cont(&self) {
+        rustix::process::kill_process(self.pid(), rustix::process::Signal::CONT).unwrap();
+    }
+
+    /// Whether it has exited (and how), reaping it.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let s = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child = None;
+        Some(s)
+    }
+
+    /// Waits for it to exit on its own.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Some(s) = c.try_wait().unwrap()
+            {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?}:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Its `/health` role ("active", "standby", "starting"), None while it does not answer.
+    pub async fn role(&self) -> Option<String> {
+        let c = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let r = c
+            .get(format!("http://{}/health", self.http))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        v["role"].as_str().map(str::to_owned)
+    }
+
+    /// Waits until its role is `role`.
+    pub async fn wait_role(&self, role: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.role().await.as_deref() != Some(role) {
+            assert!(
+                Instant::now() < deadline,
+                "{} is not {role} within {within:?}:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for DedupProc {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(c),
+                rustix::process::Signal::CONT,
+            );
+        }
+        self.kill();
+    }
+}
+
+/// The lease as production holds it: `(epoch, holder)`; `(0, "")` before the migrations.
+pub async fn lease_of(pool: &PgPool) -> (i64, String) {
+    sqlx::query_as("SELECT epoch, holder FROM dedup_leader WHERE id = 1")
+        .fetch_one(pool)
+        .await
+        .unwrap_or_default()
+}
+
+/// Waits until a lease newer than `after` has committed a transaction carrying cursors (its
+/// first commit), and returns that epoch.
+pub async fn first_commit_after(pool: &PgPool, after: i64, within: Duration) -> i64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let r: Option<(i64, bool)> = sqlx::query_as(
+            "SELECT l.epoch, coalesce(max(c.updated_at) > l.taken_at, false) \
+             FROM dedup_leader l LEFT JOIN sync_cursors c ON true WHERE l.id = 1 GROUP BY l.epoch, l.taken_at",
+        )
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten();
+        if let Some((e, true)) = r
+            && e > after
+        {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no commit under a lease after epoch {after} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

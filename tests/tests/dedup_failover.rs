@@ -119,7 +119,7 @@ async fn terminated_backends_are_retried() {
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'kalshi-deduplicator') t",
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'kalshi-deduplicator%') t",
         )
         .fetch_one(&admin)
         .await

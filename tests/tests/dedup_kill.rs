@@ -27,7 +27,7 @@ fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
 
 async fn open_transactions(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kalshi-deduplicator' AND state = 'idle in transaction'",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'kalshi-deduplicator%' AND state = 'idle in transaction'",
     )
     .fetch_one(pool)
     .await

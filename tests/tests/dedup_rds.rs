@@ -176,7 +176,7 @@ async fn iam_tokens_and_rds_failover_events() {
     assert!(!first.is_empty(), "connections authenticated with a token");
     // New connections after the refresh interval carry a newer token.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'kalshi-deduplicator'")
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'kalshi-deduplicator%'")
         .execute(&pool)
         .await
         .unwrap();

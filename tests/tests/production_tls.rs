@@ -64,7 +64,7 @@ async fn production_over_verify_full_tls_is_exact_and_a_wrong_ca_is_refused() {
             .psql(
                 "postgres",
                 "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
-                 JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'kalshi-deduplicator'",
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.application_name LIKE 'kalshi-deduplicator%'",
             )
             .unwrap()
     };

@@ -279,13 +279,16 @@ impl Archiver {
         start_ms: i64,
         version: u32,
     ) -> Result<(), ArchiveError> {
+        let mut tx = self.prod.pool().begin().await?;
+        self.prod.fence(&mut tx).await?;
         sqlx::query(
             "UPDATE archive_periods SET verified_at = now() WHERE period_start_ms = $1 AND version = $2",
         )
         .bind(start_ms)
         .bind(version as i32)
-        .execute(&self.prod.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -439,13 +442,16 @@ impl Archiver {
             if old.same_content(&man) {
                 cleanup(&files);
                 if *recorded {
+                    let mut tx = self.prod.pool().begin().await?;
+                    self.prod.fence(&mut tx).await?;
                     sqlx::query(
                         "UPDATE archive_periods SET touches = $2 WHERE period_start_ms = $1",
                     )
                     .bind(start_ms)
                     .bind(touches)
-                    .execute(&self.prod.pool())
+                    .execute(&mut *tx)
                     .await?;
+                    tx.commit().await?;
                 } else {
                     tracing::info!(period = %old.period.start, version = old.version, "the archive already holds this period: recorded, nothing uploaded");
                     self.record(start_ms, old, touches).await?;
@@ -487,6 +493,8 @@ impl Archiver {
         man: &Manifest,
         touches: i64,
     ) -> Result<(), ArchiveError> {
+        let mut tx = self.prod.pool().begin().await?;
+        self.prod.fence(&mut tx).await?;
         sqlx::query(
             "INSERT INTO archive_periods (period_start_ms, period_ms, version, touches, manifest, archived_at, verified_at) \
              VALUES ($1, $2, $3, $4, $5, now(), NULL) \
@@ -499,8 +507,9 @@ impl Archiver {
         .bind(man.version as i32)
         .bind(touches)
         .bind(sqlx::types::Json(man))
-        .execute(&self.prod.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -236,6 +236,7 @@ pub async fn run(
         kalshi_shared::failpoint::hit("deduplicator::retention::before_drop").await;
         // Again, inside the drop's transaction, under the partition's exclusive lock.
         let mut tx = a.prod.pool().begin().await?;
+        a.prod.fence(&mut tx).await?;
         a.long_statements(&mut tx).await?;
         // A reader holding the old month (a user's long query) is not waited out, and not made
         // to wait behind us: the next pass tries again.

@@ -228,10 +228,15 @@ impl Sink {
         let mut backoff = Backoff::new(self.cfg.retry);
         let table = self.stream.table();
         loop {
+            if self.prod.lost().is_cancelled() {
+                // Stepping down: what this process holds is the new holder's to write.
+                return Err(Stop::Cancelled);
+            }
             let direct = !rows.is_empty() && self.stream.copies_direct() && self.direct.try_now();
             match self.transaction(rows, poison, cursors, direct).await {
                 Ok(n) => {
                     self.prod.observe(Ok(()));
+                    self.prod.committed();
                     self.stall.resumed(table);
                     if direct {
                         self.direct.succeeded();
@@ -250,6 +255,16 @@ impl Sink {
                     metrics::counter!(m::SINK_TRANSACTIONS, "stream" => table, "path" => "conflict")
                         .increment(1);
                     self.direct.conflicted();
+                }
+                Err(e) if e.sqlstate.as_deref() == Some(crate::db::FENCED) => {
+                    if self.prod.lost().is_cancelled() {
+                        return Err(Stop::Cancelled);
+                    }
+                    // This process took the lease again at a new epoch: retry at once.
+                    tracing::info!(
+                        stream = table,
+                        "a transaction of the previous epoch was refused: retrying at the new one"
+                    );
                 }
                 Err(e) if e.class.is_data() => {
                     metrics::counter!(m::RDS_ERRORS, "class" => "data").increment(1);
@@ -289,13 +304,17 @@ impl Sink {
             (enc.rows() > 0).then(|| enc.finish())
         };
         let touched = self.touched_periods(rows);
+        // Only the lease's holder writes, at the epoch it holds (`lease.rs`).
+        let (epoch, begin) = self.prod.begin_fenced()?;
+        let _busy = self.prod.in_flight(self.stream.table());
         let mut conn = self.prod.acquire().await?;
         let op_timeout = self.prod.op_timeout();
         let stream = self.stream;
         let pause = self.cfg.pause_before_commit;
         let period = self.cfg.archive_period_ms.filter(|p| *p > 0);
         let fut = async {
-            conn.execute("BEGIN").await?;
+            conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(begin)))
+                .await?;
             let mut inserted = 0;
             if let Some(table) = identity {
                 // Identity against production, not by a gatherer's count (`lifecycle.rs`).
@@ -400,6 +419,16 @@ impl Sink {
         };
         match &r {
             Ok(_) => {}
+            Err(e) if e.sqlstate.as_deref() == Some(crate::db::FENCED) => {
+                // Another deduplicator took the lease (or this one took it again since).
+                self.prod.fenced(epoch);
+                let rollback =
+                    kalshi_shared::pg::timed("rollback", op_timeout, conn.execute("ROLLBACK"))
+                        .await;
+                if !matches!(rollback, Ok(Ok(_))) {
+                    conn.close_on_drop();
+                }
+            }
             Err(e) if e.class == DbErrorClass::Data || e.class == DbErrorClass::Transient => {
                 // The connection is fine; end the failed transaction before it goes back.
                 let rollback =

@@ -20,6 +20,7 @@ pub struct FileConfig {
     pub sources: SourcesSection,
     pub http: HttpSection,
     pub log: LogSection,
+    pub lease: LeaseSection,
     pub testing: TestingSection,
     pub archive: ArchiveSection,
 }
@@ -38,6 +39,7 @@ impl Default for FileConfig {
             sources: SourcesSection::default(),
             http: HttpSection::default(),
             log: LogSection::default(),
+            lease: LeaseSection::default(),
             testing: TestingSection::default(),
             archive: ArchiveSection::default(),
         }
@@ -293,6 +295,38 @@ impl Default for SourcesSection {
             silence_timeout: Duration::from_secs(30),
             insecure: false,
             tls: None,
+        }
+    }
+}
+
+/// The lease that makes one deduplicator of several the active one (the others are warm
+/// standbys). Always on: a lone deduplicator takes it at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseSection {
+    /// How often a standby tries to take the lease and reads the active's heartbeat.
+    #[serde(with = "duration")]
+    pub poll: Duration,
+    /// How often the active renews its heartbeat in production.
+    #[serde(with = "duration")]
+    pub renew_every: Duration,
+    /// A standby takes the lease from an active whose heartbeat is older than this, by
+    /// production's clock (a hung or partitioned active), ending its sessions first.
+    #[serde(with = "duration")]
+    pub takeover_after: Duration,
+    /// The active gives up the lease (and exits) when one production transaction has been in
+    /// progress longer than this: alive but not committing. Above production.op_timeout.
+    #[serde(with = "duration")]
+    pub hung_after: Duration,
+}
+
+impl Default for LeaseSection {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(500),
+            renew_every: Duration::from_secs(1),
+            takeover_after: Duration::from_secs(6),
+            hung_after: Duration::from_secs(60),
         }
     }
 }
