@@ -188,7 +188,11 @@ impl Prod {
 
     /// The statement that opens every write transaction: `BEGIN` and the fence at the epoch
     /// held, in one round trip. Without the lease there is nothing to write with (retry).
+    /// Operator commands (no lease) open a plain transaction.
     pub fn begin_fenced(&self) -> Result<(i64, String), DbError> {
+        if !self.leased.load(Ordering::Acquire) {
+            return Ok((0, "BEGIN".into()));
+        }
         match self.epoch() {
             0 => Err(DbError {
                 class: DbErrorClass::Transient,

@@ -219,6 +219,7 @@ impl Lease {
                 && age > self.cfg.hung_after
             {
                 tracing::error!(transaction = label, age = ?age, "not committing: giving up the lease");
+                self.prod.lose();
                 return Err(SteppedDown::Hung(label, age));
             }
             return Ok(match self.renew(conn, epoch).await {

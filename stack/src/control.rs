@@ -115,8 +115,8 @@ impl Action {
                 target: Deduplicator,
                 ..
             } => {
-                stack.kill_deduplicator();
-                Ok("deduplicator killed".into())
+                let name = stack.kill_deduplicator().await;
+                Ok(format!("{name} killed"))
             }
             Action::Start {
                 target: Deduplicator,
@@ -129,7 +129,7 @@ impl Action {
                 ..
             } => Ok(format!(
                 "deduplicator exited with {:?}",
-                stack.terminate_deduplicator()
+                stack.terminate_deduplicator().await
             )),
             Action::Failover => stack
                 .failover()

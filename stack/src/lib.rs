@@ -65,6 +65,9 @@ pub struct Options {
     /// (`kalshi-sim --history-markets`; an import brings in those its trades are of).
     pub history_markets: usize,
     pub ha: bool,
+    /// A second deduplicator, a warm standby behind the lease (`kill deduplicator` then kills
+    /// whichever is active).
+    pub standby: bool,
     /// Keep the data directory (and the clusters' data) after `down`.
     pub keep: bool,
     /// Where the `kalshi-sim`, `gatherer` and `deduplicator` binaries are.
@@ -92,6 +95,7 @@ impl Options {
             history_hours: 0,
             history_markets: 0,
             ha: false,
+            standby: false,
             keep: false,
             bin_dir,
             log_level: "info".into(),
@@ -133,6 +137,9 @@ pub struct Endpoints {
     pub deduplicator_health: String,
     pub deduplicator_metrics: String,
     pub deduplicator_config: PathBuf,
+    /// The standby deduplicator's `/health`, with `up --standby`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deduplicator_standby_health: Option<String>,
     pub ha: bool,
     /// The local S3 holding the archive (bucket `kalshi-archive`), when the stack archives.
     #[serde(default)]
@@ -184,6 +191,8 @@ pub struct GathererSlot {
 /// gatherers (each before its database), the simulator, production last.
 pub struct Stack {
     pub deduplicator: Service,
+    /// The warm standby (`up --standby`).
+    pub standby_deduplicator: Option<Service>,
     pub gatherers: Vec<GathererSlot>,
     /// None when the stack captures a real exchange.
     pub sim: Option<Service>,

@@ -55,6 +55,10 @@ struct UpArgs {
     /// A synchronous streaming standby of production behind a TCP endpoint (`failover`).
     #[arg(long)]
     ha: bool,
+    /// A second deduplicator as a warm standby: one holds the lease and writes, the other
+    /// takes over when it dies (`kill deduplicator` kills whichever is active).
+    #[arg(long)]
+    standby: bool,
     /// Keep the data directory (clusters, logs, truth) after stopping.
     #[arg(long)]
     keep: bool,
@@ -215,6 +219,7 @@ fn options(data_dir: PathBuf, a: &UpArgs) -> anyhow::Result<Options> {
     o.history_hours = a.history_hours;
     o.history_markets = a.history_markets;
     o.ha = a.ha;
+    o.standby = a.standby;
     o.keep = a.keep;
     o.log_level = a.log_level.clone();
     o.mtls = !a.insecure;

@@ -96,16 +96,59 @@ impl Stack {
         Ok(())
     }
 
-    pub fn kill_deduplicator(&mut self) {
-        self.deduplicator.kill();
+    /// The deduplicator that holds the lease: with `--standby`, whichever of the two answers
+    /// `/health/active` (the first when neither does: between two holders).
+    async fn active_deduplicator(&mut self) -> &mut Service {
+        let active_is_standby = match &self.endpoints.deduplicator_standby_health {
+            Some(h) => {
+                let url = format!("{h}/active");
+                let c = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(2))
+                    .build();
+                match c {
+                    Ok(c) => c
+                        .get(url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success()),
+                    Err(_) => false,
+                }
+            }
+            None => false,
+        };
+        match (&mut self.standby_deduplicator, active_is_standby) {
+            (Some(s), true) => s,
+            _ => &mut self.deduplicator,
+        }
     }
 
-    pub fn terminate_deduplicator(&mut self) -> Option<i32> {
-        self.deduplicator.terminate(Duration::from_secs(30))
+    /// SIGKILL to the active deduplicator (with `--standby`, the standby takes over). Returns
+    /// the killed one's name.
+    pub async fn kill_deduplicator(&mut self) -> String {
+        let d = self.active_deduplicator().await;
+        d.kill();
+        d.name.clone()
     }
 
+    /// SIGTERM to the active deduplicator; its exit code.
+    pub async fn terminate_deduplicator(&mut self) -> Option<i32> {
+        self.active_deduplicator()
+            .await
+            .terminate(Duration::from_secs(30))
+    }
+
+    /// Starts every deduplicator that is not running (a killed active comes back as the
+    /// standby).
     pub fn start_deduplicator(&mut self) -> anyhow::Result<()> {
-        self.deduplicator.start()
+        if !self.deduplicator.running() {
+            self.deduplicator.start()?;
+        }
+        if let Some(s) = &mut self.standby_deduplicator
+            && !s.running()
+        {
+            s.start()?;
+        }
+        Ok(())
     }
 
     /// Production down (fast shutdown) or back.
@@ -158,6 +201,12 @@ impl Stack {
     /// directory unless `keep`.
     pub fn down(mut self) -> Vec<(String, Option<i32>)> {
         let mut codes = Vec::new();
+        if let Some(s) = &mut self.standby_deduplicator {
+            codes.push((
+                "deduplicator-standby".to_owned(),
+                s.terminate(Duration::from_secs(30)),
+            ));
+        }
         codes.push((
             "deduplicator".to_owned(),
             self.deduplicator.terminate(Duration::from_secs(30)),
@@ -238,14 +287,19 @@ impl Stack {
                     synced = false;
                 }
             }
-            let dedup_ok = async {
-                let r = reqwest::get(&self.endpoints.deduplicator_health)
-                    .await
-                    .ok()?;
-                let v: Value = r.json().await.ok()?;
-                Some(v["status"] == "healthy")
-            };
-            if dedup_ok.await != Some(true) {
+            // The active deduplicator healthy (with --standby, either may be the active one).
+            let mut dedup_ok = false;
+            let urls = std::iter::once(&self.endpoints.deduplicator_health)
+                .chain(self.endpoints.deduplicator_standby_health.as_ref());
+            for url in urls {
+                let healthy = async {
+                    let r = reqwest::get(url).await.ok()?;
+                    let v: Value = r.json().await.ok()?;
+                    Some(v["status"] == "healthy")
+                };
+                dedup_ok |= healthy.await == Some(true);
+            }
+            if !dedup_ok {
                 synced = false;
             }
             for i in live {

@@ -35,7 +35,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ),
     (
         "dedup-kill",
-        "the deduplicator SIGKILLed five times, restarted each time",
+        "the active deduplicator SIGKILLed five times, restarted each time (with --standby the standby takes over and the killed one comes back as the standby)",
     ),
     (
         "failover",
@@ -102,7 +102,7 @@ pub async fn run_one(stack: &mut Stack, name: &str) -> anyhow::Result<()> {
         "dedup-kill" => {
             for i in 0..5 {
                 sleep(1.5 + f64::from(i) * 0.7).await;
-                stack.kill_deduplicator();
+                stack.kill_deduplicator().await;
                 stack.start_deduplicator()?;
             }
         }
@@ -163,7 +163,7 @@ pub async fn run_one(stack: &mut Stack, name: &str) -> anyhow::Result<()> {
                 bail!("gatherer 1 exited {code:?} after SIGTERM, not 0");
             }
             stack.start_gatherer(1).await?;
-            let code = stack.terminate_deduplicator();
+            let code = stack.terminate_deduplicator().await;
             if code != Some(0) {
                 bail!("the deduplicator exited {code:?} after SIGTERM, not 0");
             }

@@ -17,6 +17,10 @@ async fn health(url: &str) -> Option<Value> {
 pub async fn status(e: &Endpoints) -> Value {
     let dm = get_text(&e.deduplicator_metrics).await.unwrap_or_default();
     let dedup_health = health(&e.deduplicator_health).await;
+    let standby_health = match &e.deduplicator_standby_health {
+        Some(u) => Some(health(u).await),
+        None => None,
+    };
     let mut gatherers = Vec::new();
     for g in &e.gatherers {
         let h = health(&g.health).await;
@@ -70,6 +74,13 @@ pub async fn status(e: &Endpoints) -> Value {
         "deduplicator": {
             "up": dedup_health.is_some(),
             "status": dedup_health.as_ref().and_then(|h| h["status"].as_str()).unwrap_or("unreachable"),
+            "role": dedup_health.as_ref().and_then(|h| h["role"].as_str()).unwrap_or("unreachable"),
+            "epoch": dedup_health.as_ref().and_then(|h| h["lease"]["holder_epoch"].as_i64()),
+            "standby": standby_health.map(|h| json!({
+                "up": h.is_some(),
+                "status": h.as_ref().and_then(|h| h["status"].as_str()).unwrap_or("unreachable"),
+                "role": h.as_ref().and_then(|h| h["role"].as_str()).unwrap_or("unreachable"),
+            })),
             "production_connected": metric_sum(&dm, "dedup_rds_connected") == 1.0,
             "written": written,
             "quarantined": metric_sum(&dm, "dedup_quarantined_total"),
@@ -105,11 +116,19 @@ pub fn text(v: &Value) -> String {
     let d = &v["deduplicator"];
     let w = &d["written"];
     out.push_str(&format!(
-        "  deduplicator {} (production {}): trades {}  deltas {}  snapshots {}  tickers {}  lifecycle {}  quarantined {}\n",
+        "  deduplicator {} {} (production {}): trades {}  deltas {}  snapshots {}  tickers {}  lifecycle {}  quarantined {}\n",
         d["status"].as_str().unwrap_or_default(),
+        d["role"].as_str().unwrap_or_default(),
         if d["production_connected"] == true { "ok" } else { "DOWN" },
         w["trades"], w["orderbook_deltas"], w["orderbook_snapshots"], w["tickers"], w["lifecycle"],
         d["quarantined"],
     ));
+    if let Some(sb) = d.get("standby").filter(|s| !s.is_null()) {
+        out.push_str(&format!(
+            "  deduplicator-standby {} {}\n",
+            sb["status"].as_str().unwrap_or_default(),
+            sb["role"].as_str().unwrap_or_default(),
+        ));
+    }
     out
 }

@@ -364,19 +364,21 @@ impl Setup<'_> {
         f
     }
 
-    /// The deduplicator, on ports 0 first (as the gatherers), healthy before it returns.
+    /// A deduplicator (`name`: `deduplicator`, or `deduplicator-standby` for the warm standby),
+    /// on ports 0 first (as the gatherers), healthy (or a ready standby) before it returns.
     async fn start_deduplicator(
         &self,
+        name: &str,
         gatherers: &[GathererSlot],
         production_url: &str,
     ) -> anyhow::Result<(Service, (u16, u16), PathBuf)> {
-        let path = self.dir.join("deduplicator.toml");
+        let path = self.dir.join(format!("{name}.toml"));
         write_toml(
             &path,
             &self.deduplicator_file(gatherers, production_url, (0, 0)),
         )?;
         let (service, addrs) = start_reporting(
-            "deduplicator",
+            name,
             self.bin("deduplicator"),
             vec!["--config".into(), path.display().to_string()],
             &self.dir,
@@ -392,12 +394,12 @@ impl Setup<'_> {
         wait_http(
             &format!("http://127.0.0.1:{}/health", ports.0),
             Duration::from_secs(60),
-            |c, v| c == 200 && v["status"] == "healthy",
+            |c, v| c == 200 && (v["status"] == "healthy" || v["status"] == "standby"),
         )
         .await
         .with_context(|| {
             format!(
-                "the deduplicator did not become healthy (see {})",
+                "{name} did not become healthy (see {})",
                 service.log_path().display()
             )
         })?;
@@ -546,8 +548,16 @@ impl Stack {
         }
 
         let (deduplicator, (dh, dm), dpath) = setup
-            .start_deduplicator(&gatherers, &production_url)
+            .start_deduplicator("deduplicator", &gatherers, &production_url)
             .await?;
+        let (standby_deduplicator, standby_health) = if opts.standby {
+            let (s, (h, _), _) = setup
+                .start_deduplicator("deduplicator-standby", &gatherers, &production_url)
+                .await?;
+            (Some(s), Some(format!("http://127.0.0.1:{h}/health")))
+        } else {
+            (None, None)
+        };
 
         let (sim_rest, sim_ws, sim_control) = match sim_addrs {
             Some(a) => (a.rest, a.ws, a.control),
@@ -573,6 +583,7 @@ impl Stack {
             deduplicator_health: format!("http://127.0.0.1:{dh}/health"),
             deduplicator_metrics: format!("http://127.0.0.1:{dm}/metrics"),
             deduplicator_config: dpath,
+            deduplicator_standby_health: standby_health,
             ha: opts.ha,
             s3: setup.s3.clone(),
             exchange: opts.exchange.as_ref().map(|x| x.rest_url.clone()),
@@ -587,6 +598,7 @@ impl Stack {
             standby,
             prod_proxy,
             deduplicator,
+            standby_deduplicator,
             failed_over: false,
             s3,
         };

@@ -16,6 +16,11 @@ use kalshi_testkit::oracle::{StreamVerdict, Verdict};
 
 /// A fresh stack in its own directory under the system temp dir.
 pub async fn stack(seed: u64, ha: bool) -> anyhow::Result<Stack> {
+    stack_with(seed, ha, false).await
+}
+
+/// [`stack`], with a warm standby deduplicator when `standby`.
+pub async fn stack_with(seed: u64, ha: bool, standby: bool) -> anyhow::Result<Stack> {
     let dir = std::env::temp_dir().join(format!("kalshi-e2e-{}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut o = Options::new(dir, kalshi_stack::default_bin_dir());
@@ -23,6 +28,7 @@ pub async fn stack(seed: u64, ha: bool) -> anyhow::Result<Stack> {
     o.seed = seed;
     o.rate = 250;
     o.ha = ha;
+    o.standby = standby;
     o.log_level = "info".into();
     Stack::up(o).await
 }
@@ -58,10 +64,11 @@ pub async fn settle_and_audit(
     Ok(audit)
 }
 
-/// Runs `scenario` on a fresh stack with traffic and returns the audit.
+/// Runs `scenario` on a fresh stack with traffic and returns the audit (`dedup-kill` runs with
+/// a warm standby deduplicator: each kill is of whichever is active).
 pub async fn scenario(name: &str, seed: u64) -> anyhow::Result<Verdict> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut s = stack(seed, name == "failover").await?;
+    let mut s = stack_with(seed, name == "failover", name == "dedup-kill").await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     kalshi_stack::scenarios::run_one(&mut s, name).await?;
     settle_and_audit(s, kalshi_stack::scenarios::subscription_bound(name)).await

@@ -666,6 +666,11 @@ impl DedupProc {
 
     /// Starts the binary again (after it was killed or stepped down), appending to its log.
     pub fn respawn(&mut self) {
+        self.respawn_with(&[]);
+    }
+
+    /// [`respawn`](Self::respawn) with extra environment (e.g. `KALSHI_FAILPOINTS`).
+    pub fn respawn_with(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -676,6 +681,7 @@ impl DedupProc {
             kalshi_testkit::process::spawn_tied(&dedup_bin(), |c| {
                 c.arg("--config")
                     .arg(&config)
+                    .envs(env.iter().copied())
                     .stdout(std::process::Stdio::null())
                     .stderr(log);
             })

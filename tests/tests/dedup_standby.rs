@@ -164,6 +164,33 @@ async fn a_hung_active_is_fenced_off_and_steps_down_when_it_wakes() {
     finish(&w, &w.prod.url(), &[&a, &b]).await;
 }
 
+/// Alive, renewing, but not committing: one transaction never returns (a failpoint outside
+/// its deadline). Past `lease.hung_after` the active gives the lease up and exits; the standby
+/// takes over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_that_cannot_commit_gives_up_its_lease() {
+    let w = World::start(436, 30, 3).await;
+    let dir = tempdir("stuck");
+    let mut file = w.dedup_file(&w.prod.url());
+    file.lease.hung_after = Duration::from_secs(6);
+    let mut a = DedupProc::spawn(&dir, "a", file.clone());
+    a.kill();
+    a.respawn_with(&[("KALSHI_FAILPOINTS", "deduplicator::sink::transaction")]);
+    a.wait_role("active", Duration::from_secs(60)).await;
+    let b = DedupProc::spawn(&dir, "b", file);
+    b.wait_role("standby", Duration::from_secs(60)).await;
+    w.rate(500).await;
+    let status = a.wait_exit(Duration::from_secs(40)).await;
+    assert!(!status.success(), "{status}");
+    let log = a.log_text();
+    assert!(
+        log.contains("stepped down: a production transaction"),
+        "it said why:\n{log}"
+    );
+    b.wait_role("active", Duration::from_secs(10)).await;
+    finish(&w, &w.prod.url(), &[&a, &b]).await;
+}
+
 /// The epoch alone stops a writer that lost the lease without noticing: the lease is moved
 /// behind a running deduplicator's back (its lock session and its heartbeat untouched), and
 /// its next commit is refused: no transaction of it commits after the move, it steps down, and

@@ -307,6 +307,8 @@ impl Sink {
         // Only the lease's holder writes, at the epoch it holds (`lease.rs`).
         let (epoch, begin) = self.prod.begin_fenced()?;
         let _busy = self.prod.in_flight(self.stream.table());
+        // A transaction that never returns (outside its own deadline): the hung-active test.
+        kalshi_shared::failpoint::hit("deduplicator::sink::transaction").await;
         let mut conn = self.prod.acquire().await?;
         let op_timeout = self.prod.op_timeout();
         let stream = self.stream;
