@@ -254,10 +254,14 @@ impl Lease {
         op: &'static str,
         fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, DbError> {
-        match kalshi_shared::pg::timed(op, self.deadline(), fut).await {
-            Ok(r) => Ok(r?),
+        let r = match kalshi_shared::pg::timed(op, self.deadline(), fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(DbError::from(e)),
             Err(_) => Err(DbError::timeout(op, self.deadline())),
-        }
+        };
+        // Production's reachability for `/health`, a standby's included (it writes nothing).
+        self.prod.observe(r.as_ref().map(|_| ()));
+        r
     }
 
     /// Renews the heartbeat at `epoch`; false when the epoch is no longer ours.

@@ -299,10 +299,36 @@ async fn start_streams(
     }
     let (l, token) = (lease.clone(), groups.aux.token());
     groups.aux.spawn("lease", l.run(token));
+    let source_cfg = source::SourceConfig {
+        page_limit: cfg.sources.page_limit,
+        max_message_bytes: cfg.sources.max_message_bytes,
+        connect_timeout: cfg.sources.connect_timeout,
+        silence_timeout: cfg.sources.silence_timeout,
+        backoff: cfg.source_backoff,
+    };
+    let mut channels = Vec::new();
+    for g in &cfg.gatherers {
+        channels.push(source::channel(g, cfg.sources_tls.clone(), &source_cfg)?);
+    }
+    // Until this one is active: a look at every gatherer every few seconds, so `/health` says
+    // whether the standby could read them, and their connections are open at the takeover.
     let active = lease.became_active();
-    tokio::select! {
-        _ = startup.cancelled() => return Ok(()),
-        _ = active.cancelled() => {}
+    loop {
+        let looks = cfg
+            .gatherers
+            .iter()
+            .zip(&channels)
+            .zip(&board.gatherers)
+            .map(|((g, ch), b)| source::probe(g, ch, &source_cfg, b));
+        let round = async {
+            futures_util::future::join_all(looks).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        };
+        tokio::select! {
+            _ = startup.cancelled() => return Ok(()),
+            _ = active.cancelled() => break,
+            _ = round => {}
+        }
     }
     // Active: production's cursors as they are after the new epoch (everything the previous
     // holder committed is in them).
@@ -350,25 +376,18 @@ async fn start_streams(
             Ok(())
         });
     }
-    let source_cfg = source::SourceConfig {
-        page_limit: cfg.sources.page_limit,
-        max_message_bytes: cfg.sources.max_message_bytes,
-        connect_timeout: cfg.sources.connect_timeout,
-        silence_timeout: cfg.sources.silence_timeout,
-        backoff: cfg.source_backoff,
-    };
     for (i, g) in cfg.gatherers.iter().enumerate() {
         let start = stored_start(&stored, &g.id, &board.gatherers[i]);
         tracing::info!(gatherer = %g.id, endpoint = %g.endpoint, cursors = ?start, "starting source");
         let src = source::Source::new(
             i,
             g,
-            cfg.sources_tls.clone(),
+            channels[i].clone(),
             source_cfg.clone(),
             board.clone(),
             senders.clone(),
             start,
-        )?;
+        );
         let token = groups.sources.token();
         groups.sources.spawn(
             format!("source_{}", g.id),

@@ -80,6 +80,61 @@ enum TailEnd {
     Retry,
 }
 
+/// A lazy channel to one gatherer (mTLS when `tls`; its `server_name` is the name its
+/// certificate must carry). With mTLS every (re)connection handshakes with the certificate files
+/// as they are then, so rotated certificates take effect at the next connection.
+pub fn channel(
+    gatherer: &crate::config::GathererEndpoint,
+    tls: Option<Arc<kalshi_shared::tls::ClientTls>>,
+    cfg: &SourceConfig,
+) -> Result<Channel, BadEndpoint> {
+    let bad = |reason: String| BadEndpoint {
+        id: gatherer.id.clone(),
+        endpoint: gatherer.endpoint.clone(),
+        reason,
+    };
+    let ep = Endpoint::from_shared(gatherer.endpoint.clone())
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(cfg.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(cfg.silence_timeout);
+    Ok(match tls {
+        Some(tls) => ep.connect_with_connector_lazy(
+            kalshi_shared::tls::Connector::new(
+                tls,
+                gatherer.server_name.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| bad(e.to_string()))?,
+        ),
+        None => ep.connect_lazy(),
+    })
+}
+
+/// A standby's look at one gatherer: its Status over `channel` (which stays connected for the
+/// takeover), the board's health from the answer.
+pub async fn probe(
+    gatherer: &crate::config::GathererEndpoint,
+    channel: &Channel,
+    cfg: &SourceConfig,
+    board: &crate::board::GathererBoard,
+) {
+    let client =
+        GathererClient::new(channel.clone()).max_decoding_message_size(cfg.max_message_bytes);
+    let mut client = client;
+    let h = match tokio::time::timeout(cfg.connect_timeout * 2, client.status(pb::StatusRequest {}))
+        .await
+    {
+        Ok(Ok(s)) if s.get_ref().gatherer_id == gatherer.id => Health::Connected,
+        Ok(Ok(s)) => {
+            tracing::error!(gatherer = %gatherer.id, answered = %s.get_ref().gatherer_id, "the endpoint answers as another gatherer (check the configuration)");
+            Health::WrongIdentity
+        }
+        Ok(Err(_)) | Err(_) => Health::Down,
+    };
+    board.set_health(h);
+}
+
 /// A gatherer endpoint that is not a URI.
 #[derive(Debug, thiserror::Error)]
 #[error("gatherer {id}: bad endpoint {endpoint:?}: {reason}")]
@@ -91,45 +146,22 @@ pub struct BadEndpoint {
 
 impl Source {
     /// `stored`: production's cursors for this gatherer, `(instance, [cursor per stream])`.
-    /// `tls`: mTLS to this gatherer (its `server_name` is the name its certificate must carry).
+    /// `channel`: to this gatherer ([`channel`]), possibly already connected (a standby's).
     pub fn new(
         idx: usize,
         gatherer: &crate::config::GathererEndpoint,
-        tls: Option<Arc<kalshi_shared::tls::ClientTls>>,
+        channel: Channel,
         cfg: SourceConfig,
         board: Arc<Board>,
         sinks: Vec<mpsc::Sender<Page>>,
         stored: Option<(String, [i64; Stream::ALL.len()])>,
-    ) -> Result<Arc<Source>, BadEndpoint> {
-        let (id, endpoint) = (gatherer.id.clone(), gatherer.endpoint.as_str());
-        let bad = |reason: String| BadEndpoint {
-            id: id.clone(),
-            endpoint: endpoint.to_owned(),
-            reason,
-        };
-        let ep = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| bad(e.to_string()))?
-            .connect_timeout(cfg.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(cfg.silence_timeout);
-        // With mTLS every (re)connection handshakes with the certificate files as they are
-        // then, so rotated certificates take effect at the next connection.
-        let channel = match tls {
-            Some(tls) => ep.connect_with_connector_lazy(
-                kalshi_shared::tls::Connector::new(
-                    tls,
-                    gatherer.server_name.as_deref().unwrap_or_default(),
-                )
-                .map_err(|e| bad(e.to_string()))?,
-            ),
-            None => ep.connect_lazy(),
-        };
+    ) -> Arc<Source> {
+        let id = gatherer.id.clone();
         let (instance, after) = match stored {
             Some((i, a)) => (Some(Arc::from(i.as_str())), a),
             None => (None, [0; Stream::ALL.len()]),
         };
-        Ok(Arc::new(Source {
+        Arc::new(Source {
             idx,
             id,
             cfg,
@@ -138,7 +170,7 @@ impl Source {
             sinks,
             pos: Mutex::new(Position { instance, after }),
             identity: tokio::sync::Mutex::new(()),
-        }))
+        })
     }
 
     fn client(&self) -> GathererClient<Channel> {

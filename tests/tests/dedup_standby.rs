@@ -76,9 +76,33 @@ async fn sigkill_the_active_ten_times_at_2000_per_second() {
         1,
         "started together, the lease was taken once"
     );
-    // The standby stays a standby while the active lives.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(pair[1 - active].role().await.as_deref(), Some("standby"));
+    // The standby stays a standby while the active lives, ready (200) and reading the
+    // gatherers' status.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = dedup_health(pair[1 - active].http).await;
+        assert_eq!(body["role"], "standby", "{body}");
+        let seen = w.ids().iter().all(|g| body["gatherers"][*g] == "connected");
+        if code == 200 && body["status"] == "standby" && seen {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "standby not ready: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (i, want) in [(active, 200), (1 - active, 503)] {
+        let r = reqwest::get(format!("http://{}/health/active", pair[i].http))
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            want,
+            "/health/active of {}",
+            pair[i].name
+        );
+    }
 
     w.rate(2000).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
