@@ -270,7 +270,7 @@ impl Lease {
             .call(
                 "lease_renew",
                 sqlx::query(
-                    "UPDATE dedup_heartbeat SET renewed_at = now() WHERE id = 1 AND epoch = $1",
+                    "UPDATE lease_heartbeat SET renewed_at = now() WHERE id = 1 AND epoch = $1",
                 )
                 .bind(epoch)
                 .execute(&mut *conn),
@@ -288,7 +288,7 @@ impl Lease {
                 sqlx::query(
                     "SELECT l.epoch, l.holder_id, l.holder, \
                             GREATEST(0, extract(epoch FROM now() - h.renewed_at) * 1000)::bigint \
-                     FROM dedup_leader l JOIN dedup_heartbeat h ON h.id = l.id WHERE l.id = 1",
+                     FROM dedup_leader l JOIN lease_heartbeat h ON h.id = l.id WHERE l.id = 1",
                 )
                 .fetch_one(&mut *conn),
             )
@@ -365,7 +365,7 @@ impl Lease {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(e) = epoch {
-                sqlx::query("UPDATE dedup_heartbeat SET epoch = $1, renewed_at = now() WHERE id = 1")
+                sqlx::query("UPDATE lease_heartbeat SET epoch = $1, renewed_at = now() WHERE id = 1")
                     .bind(e)
                     .execute(&mut *tx)
                     .await?;

@@ -525,7 +525,7 @@ $fn$;
 ///   which share-locks this row and raises `KD002` when the epoch is no longer the caller's.
 ///   Taking the lease updates the row, so it waits for every transaction that holds the old
 ///   epoch's share lock, and every later one sees the new epoch.
-/// - `dedup_heartbeat`: the active's renewals, by production's clock (a separate row so the
+/// - `lease_heartbeat`: the active's renewals, by production's clock (a separate row so the
 ///   renewals never wait on the share locks of commits in flight).
 const MIGRATION_11: &str = r#"
 CREATE TABLE dedup_leader (
@@ -536,12 +536,12 @@ CREATE TABLE dedup_leader (
     taken_at    timestamptz NOT NULL
 );
 INSERT INTO dedup_leader VALUES (1, 0, '', '', now());
-CREATE TABLE dedup_heartbeat (
+CREATE TABLE lease_heartbeat (
     id          smallint    PRIMARY KEY CHECK (id = 1),
     epoch       bigint      NOT NULL,
     renewed_at  timestamptz NOT NULL
 );
-INSERT INTO dedup_heartbeat VALUES (1, 0, now());
+INSERT INTO lease_heartbeat VALUES (1, 0, now());
 CREATE FUNCTION dedup_fence(mine bigint) RETURNS void
 LANGUAGE plpgsql AS $fn$
 BEGIN

@@ -1,8 +1,11 @@
-# The deduplicator: an auto-scaling group of exactly one, installed by the release's bootstrap
-# (deploy/bootstrap/deduplicator.sh) after user-data checked the release's SHA-256. An internal
-# load balancer's listener keeps its target group checking /health/live: only a dead process
-# (or a dead task in it) replaces the instance. Readiness (/health, /health/ready) goes 503
-# during an RDS failover, and replacing the only writer then would not help. It reaches the
+# The deduplicators: an auto-scaling group of `instances` (two: one active, one warm standby,
+# spread across the private subnets' zones), installed by the release's bootstrap
+# (deploy/bootstrap/deduplicator.sh) after user-data checked the release's SHA-256. Which one
+# writes is decided by the lease in production (docs/DESIGN.md, "Active and standby"), not by
+# AWS. An internal load balancer's listener keeps its target group checking /health/live: only a
+# dead process (or a dead task in it) replaces an instance, so the standby (live, and 200
+# "standby" on /health) is kept. Readiness (/health, /health/ready) goes 503 during an RDS
+# failover, and replacing the writer then would not help. It reaches the
 # gatherers' gRPC (by their private DNS names) and RDS; Prometheus reaches its metrics. Its role
 # may connect to RDS as its database user (IAM authentication), read RDS events, write its own
 # prefix of the archive bucket and its logs.
@@ -203,11 +206,13 @@ resource "aws_launch_template" "deduplicator" {
 }
 
 resource "aws_autoscaling_group" "deduplicator" {
-  name_prefix               = "${var.name}-dedup-"
-  min_size                  = 1
-  max_size                  = 1
-  desired_capacity          = 1
-  vpc_zone_identifier       = var.private_subnet_ids
+  name_prefix         = "${var.name}-dedup-"
+  min_size            = var.instances
+  max_size            = var.instances
+  desired_capacity    = var.instances
+  vpc_zone_identifier = var.private_subnet_ids
+  # One per zone while the zones allow it (the default AZRebalance), so one zone's loss leaves
+  # the other deduplicator to take the lease.
   health_check_type         = "ELB"
   health_check_grace_period = 300
   target_group_arns         = [module.health.target_group_arn]

@@ -111,3 +111,13 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "instances" {
+  description = "Deduplicators: one holds the lease and writes, the others are warm standbys (2: one per zone)"
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.instances >= 1 && var.instances <= 3
+    error_message = "instances: 1 (no standby) to 3"
+  }
+}
