@@ -175,7 +175,6 @@ impl Lease {
                     continue;
                 }
             };
-            backoff.reset();
             loop {
                 let next = tokio::select! {
                     _ = cancel.cancelled() => {
@@ -186,6 +185,7 @@ impl Lease {
                 };
                 match next {
                     Next::Wait(d) => {
+                        backoff.reset();
                         tokio::select! {
                             _ = cancel.cancelled() => {
                                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
@@ -199,6 +199,11 @@ impl Lease {
                     }
                     Next::Reconnect => break,
                 }
+            }
+            // The session failed: back off before the next one (a read-only or refusing
+            // production answers at once; this must not spin).
+            if !backoff.sleep(&cancel).await {
+                return Ok(());
             }
         }
     }
@@ -248,10 +253,14 @@ impl Lease {
         }
     }
 
-    /// Runs one lease statement under the lease's deadline.
+    /// Runs one lease statement under the lease's deadline. Its failure counts against
+    /// production's reachability; its success only when it wrote, or on a standby (which writes
+    /// nothing: that it can read is what it can tell). An active one's successful reads must not
+    /// make a production that refuses writes look healthy.
     async fn call<T>(
         &self,
         op: &'static str,
+        writes: bool,
         fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, DbError> {
         let r = match kalshi_shared::pg::timed(op, self.deadline(), fut).await {
@@ -259,8 +268,18 @@ impl Lease {
             Ok(Err(e)) => Err(DbError::from(e)),
             Err(_) => Err(DbError::timeout(op, self.deadline())),
         };
-        // Production's reachability for `/health`, a standby's included (it writes nothing).
-        self.prod.observe(r.as_ref().map(|_| ()));
+        match &r {
+            Err(e) => {
+                self.prod.observe(Err(e));
+                if e.class == kalshi_shared::pg::DbErrorClass::ReadOnly {
+                    // A demoted primary: the endpoint's name is resolved again, for the pool
+                    // too (the sinks hold their writes meanwhile and would not see it).
+                    self.prod.rebuild();
+                }
+            }
+            Ok(_) if writes || self.role() != Role::Active => self.prod.observe(Ok(())),
+            Ok(_) => {}
+        }
         r
     }
 
@@ -269,6 +288,7 @@ impl Lease {
         let n = self
             .call(
                 "lease_renew",
+                true,
                 sqlx::query(
                     "UPDATE lease_heartbeat SET renewed_at = now() WHERE id = 1 AND epoch = $1",
                 )
@@ -285,6 +305,7 @@ impl Lease {
         let row = self
             .call(
                 "lease_read",
+                false,
                 sqlx::query(
                     "SELECT l.epoch, l.holder_id, l.holder, \
                             GREATEST(0, extract(epoch FROM now() - h.renewed_at) * 1000)::bigint \
@@ -314,6 +335,7 @@ impl Lease {
     async fn end_sessions(&self, conn: &mut PgConnection, holder_id: &str) -> Result<i64, DbError> {
         self.call(
             "lease_end_sessions",
+            false,
             sqlx::query_scalar(
                 "SELECT count(pg_terminate_backend(pid, 1000)) FROM pg_stat_activity \
                  WHERE application_name = $1 AND pid <> pg_backend_pid()",
@@ -329,6 +351,7 @@ impl Lease {
     async fn end_lock_holder(&self, conn: &mut PgConnection) -> Result<i64, DbError> {
         self.call(
             "lease_end_sessions",
+            false,
             sqlx::query_scalar(
                 "SELECT count(pg_terminate_backend(pid, 1000)) FROM pg_locks \
                  WHERE locktype = 'advisory' AND classid = $1::integer::oid \
@@ -349,7 +372,7 @@ impl Lease {
         let id = self.prod.id().to_owned();
         let label = self.label.clone();
         let wait_ms = self.deadline().as_millis().clamp(100, 10_000) / 2;
-        self.call("lease_take", async move {
+        self.call("lease_take", true, async move {
             let mut tx = conn.begin().await?;
             tx.execute(sqlx::AssertSqlSafe(format!(
                 "SET LOCAL lock_timeout = {wait_ms}"
@@ -385,6 +408,7 @@ impl Lease {
         let got: bool = self
             .call(
                 "lease_try",
+                false,
                 sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
                     .bind(LOCK.0)
                     .bind(LOCK.1)

@@ -457,6 +457,8 @@ async fn health(
         lease::Role::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
         lease::Role::Standby => (StatusCode::OK, "standby"),
         lease::Role::Active if connected == 0 => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+        // Its lease session failed: writes wait until it takes the lease again.
+        lease::Role::Active if prod.epoch() == 0 => (StatusCode::OK, "degraded"),
         lease::Role::Active if connected < board.gatherers.len() || !prod.connected() => {
             (StatusCode::OK, "degraded")
         }

@@ -204,14 +204,20 @@ async fn an_active_that_cannot_commit_gives_up_its_lease() {
     let b = DedupProc::spawn(&dir, "b", file);
     b.wait_role("standby", Duration::from_secs(60)).await;
     w.rate(500).await;
-    let status = a.wait_exit(Duration::from_secs(40)).await;
-    assert!(!status.success(), "{status}");
+    // It gives the lease up at once (its stop then waits out the stuck task's drain, which
+    // the test does not need to watch: it kills it once the standby holds the lease).
+    let t0 = Instant::now();
+    b.wait_role("active", Duration::from_secs(40)).await;
+    eprintln!(
+        "not committing: the standby took over {:?} after traffic began",
+        t0.elapsed()
+    );
     let log = a.log_text();
     assert!(
-        log.contains("stepped down: a production transaction"),
+        log.contains("not committing: giving up the lease"),
         "it said why:\n{log}"
     );
-    b.wait_role("active", Duration::from_secs(10)).await;
+    a.kill();
     finish(&w, &w.prod.url(), &[&a, &b]).await;
 }
 
