@@ -108,6 +108,9 @@ pub struct Prod {
     /// A takeover waiting for its first commit: when the lease was taken, and how old the
     /// previous holder's heartbeat was then.
     takeover: Mutex<Option<(Instant, Duration)>>,
+    /// Why the lease could not be taken again, while writes wait for it: the sinks report it as
+    /// their own error (a refused password stalls them as `refused`, as it would without a lease).
+    lease_error: Mutex<Option<(DbErrorClass, Option<String>, String)>>,
     /// Writes are fenced (set by the service).
     leased: AtomicBool,
     /// Cancelled when this process lost the lease to another for good: it stops.
@@ -164,6 +167,7 @@ impl Prod {
             id,
             epoch: AtomicI64::new(0),
             leased: AtomicBool::new(false),
+            lease_error: Mutex::new(None),
             takeover: Mutex::new(None),
             lost: CancellationToken::new(),
             in_flight: Mutex::new(HashMap::new()),
@@ -194,11 +198,24 @@ impl Prod {
             return Ok((0, "BEGIN".into()));
         }
         match self.epoch() {
-            0 => Err(DbError {
-                class: DbErrorClass::Transient,
-                sqlstate: None,
-                message: "this deduplicator does not hold the lease (now)".into(),
-            }),
+            0 => Err(
+                match &*self
+                    .lease_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                {
+                    Some((class, sqlstate, message)) => DbError {
+                        class: *class,
+                        sqlstate: sqlstate.clone(),
+                        message: format!("the lease cannot be taken again: {message}"),
+                    },
+                    None => DbError {
+                        class: DbErrorClass::Transient,
+                        sqlstate: None,
+                        message: "this deduplicator does not hold the lease (now)".into(),
+                    },
+                },
+            ),
             e => Ok((e, format!("BEGIN; SELECT dedup_fence({e})"))),
         }
     }
@@ -247,6 +264,15 @@ impl Prod {
                 "first commit after taking the lease (takeover_s counts from the previous holder's last heartbeat)"
             );
         }
+    }
+
+    /// The lease's last failure (None: it succeeded).
+    pub(crate) fn set_lease_error(&self, e: Option<&DbError>) {
+        *self
+            .lease_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            e.map(|e| (e.class, e.sqlstate.clone(), e.message.clone()));
     }
 
     /// This process lost the lease to another for good.

@@ -168,6 +168,8 @@ impl Lease {
             let mut conn = match self.prod.connect_one().await {
                 Ok(c) => c,
                 Err(e) => {
+                    self.prod.set_lease_error(Some(&e));
+                    self.prod.observe(Err(&e));
                     tracing::warn!(error = %e, role = self.role().label(), "cannot open the lease session: retrying");
                     if !backoff.sleep(&cancel).await {
                         return Ok(());
@@ -268,6 +270,7 @@ impl Lease {
             Ok(Err(e)) => Err(DbError::from(e)),
             Err(_) => Err(DbError::timeout(op, self.deadline())),
         };
+        self.prod.set_lease_error(r.as_ref().err());
         match &r {
             Err(e) => {
                 self.prod.observe(Err(e));

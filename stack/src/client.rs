@@ -112,9 +112,18 @@ pub(crate) async fn progress(s: &mut Stack, last: &mut Progress) -> String {
     let now = Instant::now();
     let dt = last.at.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
     let mut out = String::new();
-    let dm = get_text(&s.endpoints.deduplicator_metrics)
+    let mut dm = get_text(&s.endpoints.deduplicator_metrics)
         .await
         .unwrap_or_default();
+    // With --standby: what the active one (dedup_leader 1) reports.
+    if let Some(url) = &s.endpoints.deduplicator_standby_metrics
+        && metric_sum(&dm, "dedup_leader") != 1.0
+    {
+        let other = get_text(url).await.unwrap_or_default();
+        if metric_sum(&other, "dedup_leader") == 1.0 {
+            dm = other;
+        }
+    }
     last.inserts.resize(s.gatherers.len(), 0.0);
     for (i, g) in s.gatherers.iter_mut().enumerate() {
         let up = g.service.running();
@@ -176,7 +185,11 @@ pub(crate) async fn progress(s: &mut Stack, last: &mut Progress) -> String {
         per("markets"),
         per("gaps"),
         metric_sum(&dm, "dedup_quarantined_total"),
-        if s.deduplicator.running() { "" } else { "  (deduplicator DOWN)" },
+        match (s.deduplicator.running(), s.standby_deduplicator.as_mut().map(|d| d.running())) {
+            (true, None | Some(true)) => "",
+            (false, None | Some(false)) => "  (deduplicator DOWN)",
+            _ => "  (one deduplicator DOWN)",
+        },
     ));
     last.at = Some(now);
     out

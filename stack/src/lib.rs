@@ -140,6 +140,9 @@ pub struct Endpoints {
     /// The standby deduplicator's `/health`, with `up --standby`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deduplicator_standby_health: Option<String>,
+    /// The standby deduplicator's `/metrics`, with `up --standby`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deduplicator_standby_metrics: Option<String>,
     pub ha: bool,
     /// The local S3 holding the archive (bucket `kalshi-archive`), when the stack archives.
     #[serde(default)]

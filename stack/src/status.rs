@@ -15,12 +15,21 @@ async fn health(url: &str) -> Option<Value> {
 
 /// The stack's state as one JSON document (docs/stack.md has its schema).
 pub async fn status(e: &Endpoints) -> Value {
-    let dm = get_text(&e.deduplicator_metrics).await.unwrap_or_default();
-    let dedup_health = health(&e.deduplicator_health).await;
-    let standby_health = match &e.deduplicator_standby_health {
+    let mut dedup_health = health(&e.deduplicator_health).await;
+    let mut standby_health = match &e.deduplicator_standby_health {
         Some(u) => Some(health(u).await),
         None => None,
     };
+    let mut metrics_url = &e.deduplicator_metrics;
+    // With --standby, "the deduplicator" is whichever is active: its health and what it wrote
+    // first, the other as the standby.
+    if let (Some(sb), Some(url)) = (standby_health.as_mut(), &e.deduplicator_standby_metrics)
+        && sb.as_ref().is_some_and(|v| v["role"] == "active")
+    {
+        std::mem::swap(&mut dedup_health, sb);
+        metrics_url = url;
+    }
+    let dm = get_text(metrics_url).await.unwrap_or_default();
     let mut gatherers = Vec::new();
     for g in &e.gatherers {
         let h = health(&g.health).await;

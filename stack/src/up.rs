@@ -550,13 +550,17 @@ impl Stack {
         let (deduplicator, (dh, dm), dpath) = setup
             .start_deduplicator("deduplicator", &gatherers, &production_url)
             .await?;
-        let (standby_deduplicator, standby_health) = if opts.standby {
-            let (s, (h, _), _) = setup
+        let (standby_deduplicator, standby_health, standby_metrics) = if opts.standby {
+            let (s, (h, m), _) = setup
                 .start_deduplicator("deduplicator-standby", &gatherers, &production_url)
                 .await?;
-            (Some(s), Some(format!("http://127.0.0.1:{h}/health")))
+            (
+                Some(s),
+                Some(format!("http://127.0.0.1:{h}/health")),
+                Some(format!("http://127.0.0.1:{m}/metrics")),
+            )
         } else {
-            (None, None)
+            (None, None, None)
         };
 
         let (sim_rest, sim_ws, sim_control) = match sim_addrs {
@@ -584,6 +588,7 @@ impl Stack {
             deduplicator_metrics: format!("http://127.0.0.1:{dm}/metrics"),
             deduplicator_config: dpath,
             deduplicator_standby_health: standby_health,
+            deduplicator_standby_metrics: standby_metrics,
             ha: opts.ha,
             s3: setup.s3.clone(),
             exchange: opts.exchange.as_ref().map(|x| x.rest_url.clone()),

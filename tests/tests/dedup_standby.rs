@@ -52,7 +52,7 @@ fn p50_max(times: &mut [Duration]) -> (Duration, Duration) {
 /// commit is measured. Production is exact after all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_the_active_ten_times_at_2000_per_second() {
-    let w = World::start(431, 40, 3).await;
+    let w = World::start(451, 40, 3).await;
     let dir = tempdir("kill");
     let file = w.dedup_file(&w.prod.url());
     let mut pair = [
@@ -148,7 +148,7 @@ async fn sigkill_the_active_ten_times_at_2000_per_second() {
 /// nothing it held is committed twice, nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_active_is_fenced_off_and_steps_down_when_it_wakes() {
-    let w = World::start(432, 30, 3).await;
+    let w = World::start(452, 30, 3).await;
     let dir = tempdir("hung");
     let file = w.dedup_file(&w.prod.url());
     let mut a = DedupProc::spawn(&dir, "a", file.clone());
@@ -193,7 +193,7 @@ async fn a_hung_active_is_fenced_off_and_steps_down_when_it_wakes() {
 /// takes over at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_active_that_cannot_commit_gives_up_its_lease() {
-    let w = World::start(436, 30, 3).await;
+    let w = World::start(456, 30, 3).await;
     let dir = tempdir("stuck");
     let mut file = w.dedup_file(&w.prod.url());
     file.lease.hung_after = Duration::from_secs(6);
@@ -227,7 +227,7 @@ async fn an_active_that_cannot_commit_gives_up_its_lease() {
 /// a successor makes production exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_at_an_old_epoch_is_refused() {
-    let w = World::start(433, 30, 3).await;
+    let w = World::start(453, 30, 3).await;
     let pool = pool(&w.prod.url()).await;
     let d = start_dedup(w.dedup_file(&w.prod.url())).await;
     w.rate(800).await;
@@ -277,7 +277,7 @@ async fn a_commit_at_an_old_epoch_is_refused() {
 /// moved and steps down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_active_cut_off_from_production_only_is_replaced() {
-    let w = World::start(434, 30, 3).await;
+    let w = World::start(454, 30, 3).await;
     let dir = tempdir("partition");
     let proxy = TcpProxy::start("127.0.0.1:0".parse().unwrap(), addr(&w.prod))
         .await
@@ -310,7 +310,7 @@ async fn an_active_cut_off_from_production_only_is_replaced() {
 /// new primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_fails_over_during_a_takeover() {
-    let mut w = World::start(435, 30, 3).await;
+    let mut w = World::start(455, 30, 3).await;
     let standby = PgCluster::start_standby(&w.prod, ClusterOptions::default()).unwrap();
     w.prod
         .psql(

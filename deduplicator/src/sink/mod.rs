@@ -217,6 +217,11 @@ impl Sink {
                 return;
             }
             if batch.pages > 0 && !self.commit(batch, &cancel).await {
+                if self.prod.lost().is_cancelled() {
+                    // Stepping down: the lease task stops the service (a sink ending first would
+                    // be reported as a failure of its own).
+                    cancel.cancelled().await;
+                }
                 return;
             }
             if self.cfg.panic_sink == table {
