@@ -1,5 +1,5 @@
-//! The lease: which one of several deduplicators writes production (docs/DESIGN.md, "The
-//! lease"). Every deduplicator runs this task; the one that holds the lease is active, the
+//! The lease: which one of several deduplicators writes production (docs/DESIGN.md, "Active
+//! and standby"). Every deduplicator runs this task; the one that holds the lease is active, the
 //! others are warm standbys.
 //!
 //! - The lease is an advisory lock held by one dedicated session, plus a fencing epoch in

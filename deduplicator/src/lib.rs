@@ -6,6 +6,8 @@
 //! - [`sink`]: one writer per stream: key cache, one transaction per batch, cursors with the
 //!   data, failover-aware retry, poison rows bisected into quarantine.
 //! - [`rds`]: IAM auth tokens and RDS events (optional).
+//! - [`lease`]: which of several deduplicators writes (the others are warm standbys); the
+//!   sources and sinks start once this one holds it.
 //! - `/health` on `http.listen`, `/metrics` on `http.metrics_listen`.
 //!
 //! [`start`] runs the service in-process and returns a handle; `main` is a thin wrapper.
