@@ -125,15 +125,7 @@ pub const FENCED: &str = "KD002";
 /// A process id for the lease: the host, the pid and a random part (two processes of one
 /// host, or one pid reused after a restart, are never the same holder).
 fn process_id() -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+    format!("{:012x}", kalshi_shared::nonce() & 0xffff_ffff_ffff)
 }
 
 impl Prod {

@@ -21,3 +21,17 @@ pub mod tls;
 pub mod wire;
 
 pub use fixed::{FixedError, Price, Quantity};
+
+/// A value no other call of any process is likely to return (the standard library's random
+/// hash keys, the time and the pid): names that must not repeat, never a secret's only source.
+pub fn nonce() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}

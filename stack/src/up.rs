@@ -410,15 +410,7 @@ impl Setup<'_> {
 /// Writes a service's configuration file from its typed format.
 /// `stack-secret-` and 16 hex digits, different at every start.
 fn throwaway_secret() -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    format!("stack-secret-{:016x}", h.finish())
+    format!("stack-secret-{:016x}", kalshi_shared::nonce())
 }
 
 fn write_toml<T: Serialize>(path: &Path, config: &T) -> anyhow::Result<()> {

@@ -823,3 +823,38 @@ pub async fn first_commit_after(pool: &PgPool, after: i64, within: Duration) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A synchronous streaming standby of the world's production, as RDS Multi-AZ: a commit the
+/// deduplicator saw is on it.
+pub fn sync_standby(w: &World) -> PgCluster {
+    let standby =
+        PgCluster::start_standby(&w.prod, kalshi_testkit::pg::ClusterOptions::default()).unwrap();
+    w.prod
+        .psql(
+            "postgres",
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        )
+        .unwrap();
+    w.prod.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    standby
+}
+
+/// Waits until production holds `more` trades beyond what it holds now (traffic is flowing
+/// through whoever writes).
+pub async fn more_trades(pool: &PgPool, more: i64, within: Duration) {
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM trades")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(0)
+    };
+    let want = count().await + more;
+    let deadline = Instant::now() + within;
+    while count().await < want {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {more} new trades within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use kalshi_e2e::world::*;
-use kalshi_testkit::pg::{ClusterOptions, PgCluster};
+use kalshi_testkit::pg::PgCluster;
 use kalshi_testkit::proxy::{Mode, TcpProxy};
 
 fn via(proxy: &TcpProxy) -> String {
@@ -41,15 +41,7 @@ async fn finish(w: &World, d: deduplicator::Deduplicator, url: &str, within: Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_killed_standby_promoted_endpoint_moved() {
     let mut w = World::start(411, 30, 3).await;
-    let standby = PgCluster::start_standby(&w.prod, ClusterOptions::default()).unwrap();
-    // Synchronous replication, as RDS Multi-AZ: a commit the deduplicator saw is on the standby.
-    w.prod
-        .psql(
-            "postgres",
-            "ALTER SYSTEM SET synchronous_standby_names = '*'",
-        )
-        .unwrap();
-    w.prod.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    let standby = sync_standby(&w);
     let proxy = TcpProxy::start("127.0.0.1:0".parse().unwrap(), addr(&w.prod))
         .await
         .unwrap();

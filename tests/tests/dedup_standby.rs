@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use kalshi_e2e::world::*;
-use kalshi_testkit::pg::{ClusterOptions, PgCluster};
+use kalshi_testkit::pg::PgCluster;
 use kalshi_testkit::proxy::{Mode, TcpProxy};
 
 fn tempdir(name: &str) -> std::path::PathBuf {
@@ -39,6 +39,19 @@ async fn finish(w: &World, url: &str, logs: &[&DedupProc]) -> Exact {
         assert!(!p.log_text().contains("panicked"), "{} panicked", p.name);
     }
     got
+}
+
+/// `a` started and active, then `b` started and a standby.
+async fn pair(
+    dir: &std::path::Path,
+    a: deduplicator::config::FileConfig,
+    b: deduplicator::config::FileConfig,
+) -> (DedupProc, DedupProc) {
+    let a = DedupProc::spawn(dir, "a", a);
+    a.wait_role("active", Duration::from_secs(60)).await;
+    let b = DedupProc::spawn(dir, "b", b);
+    b.wait_role("standby", Duration::from_secs(60)).await;
+    (a, b)
 }
 
 fn p50_max(times: &mut [Duration]) -> (Duration, Duration) {
@@ -105,7 +118,7 @@ async fn sigkill_the_active_ten_times_at_2000_per_second() {
     }
 
     w.rate(2000).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    more_trades(&pool, 500, Duration::from_secs(60)).await;
     let mut times = Vec::new();
     let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
     for i in 0..10 {
@@ -132,6 +145,7 @@ async fn sigkill_the_active_ten_times_at_2000_per_second() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
+        // The next kill at a random moment of the traffic (the fault's timing, not a wait).
         tokio::time::sleep(Duration::from_millis(500 + rng % 1500)).await;
     }
     let (p50, max) = p50_max(&mut times);
@@ -151,13 +165,10 @@ async fn a_hung_active_is_fenced_off_and_steps_down_when_it_wakes() {
     let w = World::start(452, 30, 3).await;
     let dir = tempdir("hung");
     let file = w.dedup_file(&w.prod.url());
-    let mut a = DedupProc::spawn(&dir, "a", file.clone());
-    a.wait_role("active", Duration::from_secs(60)).await;
-    let b = DedupProc::spawn(&dir, "b", file);
-    b.wait_role("standby", Duration::from_secs(60)).await;
+    let (mut a, b) = pair(&dir, file.clone(), file).await;
     let pool = pool(&w.prod.url()).await;
     w.rate(1000).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    more_trades(&pool, 300, Duration::from_secs(60)).await;
     let (epoch, _) = lease_of(&pool).await;
     let t0 = Instant::now();
     a.stop();
@@ -171,7 +182,7 @@ async fn a_hung_active_is_fenced_off_and_steps_down_when_it_wakes() {
         b.log_text().contains("stopped renewing its lease"),
         "the standby said why it took over"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    more_trades(&pool, 200, Duration::from_secs(30)).await;
     a.cont();
     let status = a.wait_exit(Duration::from_secs(30)).await;
     assert!(
@@ -231,12 +242,7 @@ async fn a_commit_at_an_old_epoch_is_refused() {
     let pool = pool(&w.prod.url()).await;
     let d = start_dedup(w.dedup_file(&w.prod.url())).await;
     w.rate(800).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lease_of(&pool).await.0 == 0 {
-        assert!(Instant::now() < deadline, "no lease taken");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    more_trades(&pool, 300, Duration::from_secs(60)).await;
     let moved_at: i64 = sqlx::query_scalar(
         "UPDATE dedup_leader SET epoch = epoch + 1, holder_id = 'intruder', holder = 'the test', taken_at = now() \
          WHERE id = 1 RETURNING (extract(epoch FROM taken_at) * 1000000)::bigint",
@@ -282,13 +288,15 @@ async fn an_active_cut_off_from_production_only_is_replaced() {
     let proxy = TcpProxy::start("127.0.0.1:0".parse().unwrap(), addr(&w.prod))
         .await
         .unwrap();
-    let mut a = DedupProc::spawn(&dir, "a", w.dedup_file(&via(&proxy)));
-    a.wait_role("active", Duration::from_secs(60)).await;
-    let b = DedupProc::spawn(&dir, "b", w.dedup_file(&w.prod.url()));
-    b.wait_role("standby", Duration::from_secs(60)).await;
+    let (mut a, b) = pair(
+        &dir,
+        w.dedup_file(&via(&proxy)),
+        w.dedup_file(&w.prod.url()),
+    )
+    .await;
     let pool = pool(&w.prod.url()).await;
     w.rate(1000).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    more_trades(&pool, 300, Duration::from_secs(60)).await;
     let (epoch, _) = lease_of(&pool).await;
     let t0 = Instant::now();
     proxy.set_mode(Mode::Stall);
@@ -297,7 +305,7 @@ async fn an_active_cut_off_from_production_only_is_replaced() {
         "partition: the standby committed at epoch {e} {:?} after the cut",
         t0.elapsed()
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    more_trades(&pool, 200, Duration::from_secs(30)).await;
     proxy.set_mode(Mode::Forward);
     let status = a.wait_exit(Duration::from_secs(40)).await;
     assert!(!status.success(), "{status}");
@@ -311,26 +319,18 @@ async fn an_active_cut_off_from_production_only_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_fails_over_during_a_takeover() {
     let mut w = World::start(455, 30, 3).await;
-    let standby = PgCluster::start_standby(&w.prod, ClusterOptions::default()).unwrap();
-    w.prod
-        .psql(
-            "postgres",
-            "ALTER SYSTEM SET synchronous_standby_names = '*'",
-        )
-        .unwrap();
-    w.prod.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    let standby = sync_standby(&w);
     let proxy = TcpProxy::start("127.0.0.1:0".parse().unwrap(), addr(&w.prod))
         .await
         .unwrap();
     let dir = tempdir("failover");
     let file = w.dedup_file(&via(&proxy));
-    let mut a = DedupProc::spawn(&dir, "a", file.clone());
-    a.wait_role("active", Duration::from_secs(60)).await;
-    let b = DedupProc::spawn(&dir, "b", file);
-    b.wait_role("standby", Duration::from_secs(60)).await;
+    let (mut a, b) = pair(&dir, file.clone(), file).await;
     w.rate(800).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let (epoch, _) = lease_of(&pool(&w.prod.url()).await).await;
+    let old = pool(&w.prod.url()).await;
+    more_trades(&old, 300, Duration::from_secs(60)).await;
+    let (epoch, _) = lease_of(&old).await;
+    old.close().await;
     a.kill();
     w.prod.crash();
     standby.promote().unwrap();
