@@ -105,6 +105,8 @@ pub struct Prod {
     id: String,
     /// The lease epoch this process holds (0: none). Every write transaction is fenced by it.
     epoch: AtomicI64,
+    /// Wakes the writers that wait for the lease when it is held again.
+    leased_again: tokio::sync::Notify,
     /// A takeover waiting for its first commit: when the lease was taken, and how old the
     /// previous holder's heartbeat was then.
     takeover: Mutex<Option<(Instant, Duration)>>,
@@ -158,6 +160,7 @@ impl Prod {
             failing_since: Mutex::new(Some(Instant::now())),
             id,
             epoch: AtomicI64::new(0),
+            leased_again: tokio::sync::Notify::new(),
             leased: AtomicBool::new(false),
             lease_error: Mutex::new(None),
             takeover: Mutex::new(None),
@@ -180,6 +183,28 @@ impl Prod {
     pub(crate) fn set_epoch(&self, epoch: i64) {
         self.epoch.store(epoch, Ordering::Release);
         metrics::gauge!(m::LEASE_EPOCH).set(epoch as f64);
+        if epoch != 0 {
+            self.leased_again.notify_waiters();
+        }
+    }
+
+    /// Whether writes wait for the lease (fenced, and no epoch held now).
+    fn awaits_lease(&self) -> bool {
+        self.leased.load(Ordering::Acquire) && self.epoch() == 0
+    }
+
+    /// Sleeps `max`, or less while writes wait for the lease: then it ends the moment the
+    /// lease is held again (a writer held by a lease session's failure resumes at once, not
+    /// after a backoff grown while it waited).
+    pub async fn retry_pause(&self, max: Duration) {
+        let woken = self.leased_again.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if self.awaits_lease() {
+            let _ = tokio::time::timeout(max, woken).await;
+        } else {
+            tokio::time::sleep(max).await;
+        }
     }
 
     /// The statement that opens every write transaction: `BEGIN` and the fence at the epoch

@@ -177,6 +177,7 @@ impl Lease {
                     continue;
                 }
             };
+            let mut worked = false;
             loop {
                 let next = tokio::select! {
                     _ = cancel.cancelled() => {
@@ -188,6 +189,7 @@ impl Lease {
                 match next {
                     Next::Wait(d) => {
                         backoff.reset();
+                        worked = true;
                         tokio::select! {
                             _ = cancel.cancelled() => {
                                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
@@ -202,8 +204,12 @@ impl Lease {
                     Next::Reconnect => break,
                 }
             }
-            // The session failed: back off before the next one (a read-only or refusing
-            // production answers at once; this must not spin).
+            // The session failed. One that worked is opened again at once: the writes wait
+            // for it (a killed session, a failover's end). One that failed from its start backs
+            // off (a read-only or refusing production answers at once; this must not spin).
+            if worked {
+                continue;
+            }
             if !backoff.sleep(&cancel).await {
                 return Ok(());
             }

@@ -272,8 +272,13 @@ impl Sink {
                 }
                 Err(e) => {
                     self.on_error(&e);
-                    if !backoff.sleep(cancel).await {
-                        return Err(Stop::Cancelled);
+                    // Held for the lease (its session failed): resume the moment it is taken
+                    // again, not after a backoff grown while waiting for it.
+                    let d = backoff.next_delay();
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return Err(Stop::Cancelled),
+                        _ = self.prod.retry_pause(d) => {}
                     }
                 }
             }
