@@ -301,13 +301,7 @@ async fn start_streams(
     }
     let (l, token) = (lease.clone(), groups.aux.token());
     groups.aux.spawn("lease", l.run(token));
-    let source_cfg = source::SourceConfig {
-        page_limit: cfg.sources.page_limit,
-        max_message_bytes: cfg.sources.max_message_bytes,
-        connect_timeout: cfg.sources.connect_timeout,
-        silence_timeout: cfg.sources.silence_timeout,
-        backoff: cfg.source_backoff,
-    };
+    let source_cfg = source::SourceConfig::of(&cfg);
     let mut channels = Vec::new();
     for g in &cfg.gatherers {
         channels.push(source::channel(g, cfg.sources_tls.clone(), &source_cfg)?);

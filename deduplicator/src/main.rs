@@ -295,6 +295,7 @@ async fn status(cfg: deduplicator::Config, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let source_cfg = deduplicator::source::SourceConfig::of(&cfg);
     let mut all_ok = true;
     let mut doc = Vec::new();
     if !json {
@@ -304,28 +305,20 @@ async fn status(cfg: deduplicator::Config, json: bool) -> ExitCode {
         );
     }
     for g in &cfg.gatherers {
+        // The channel the service reads this gatherer with (`[sources]`, mTLS with
+        // `[sources.tls]`): what works here works for the service, and the other way round.
         let remote = async {
-            let ep = tonic::transport::Endpoint::from_shared(g.endpoint.clone())
-                .map_err(|e| e.to_string())?
-                .connect_timeout(cfg.sources.connect_timeout);
-            // With mTLS, as the service reads the gatherers (`[sources.tls]`).
-            let ch = match &cfg.sources_tls {
-                Some(tls) => {
-                    let connector = kalshi_shared::tls::Connector::new(
-                        tls.clone(),
-                        g.server_name.as_deref().unwrap_or_default(),
-                    )
-                    .map_err(|e| e.to_string())?;
-                    ep.connect_with_connector(connector).await
-                }
-                None => ep.connect().await,
-            }
-            .map_err(|e| format!("unreachable: {e}"))?;
+            let ch = deduplicator::source::channel(g, cfg.sources_tls.clone(), &source_cfg)
+                .map_err(|e| e.to_string())?;
             GathererClient::new(ch)
+                .max_decoding_message_size(source_cfg.max_message_bytes)
                 .status(pb::StatusRequest {})
                 .await
                 .map(tonic::Response::into_inner)
-                .map_err(|e| format!("status failed: {}", e.message()))
+                .map_err(|e| match e.code() {
+                    tonic::Code::Unavailable => format!("unreachable: {}", e.message()),
+                    _ => format!("status failed: {}", e.message()),
+                })
         };
         let st = tokio::time::timeout(cfg.sources.connect_timeout * 2, remote)
             .await

@@ -55,6 +55,19 @@ pub struct SourceConfig {
     pub backoff: BackoffConfig,
 }
 
+impl SourceConfig {
+    /// The service's `[sources]` settings.
+    pub fn of(cfg: &crate::Config) -> SourceConfig {
+        SourceConfig {
+            page_limit: cfg.sources.page_limit,
+            max_message_bytes: cfg.sources.max_message_bytes,
+            connect_timeout: cfg.sources.connect_timeout,
+            silence_timeout: cfg.sources.silence_timeout,
+            backoff: cfg.source_backoff,
+        }
+    }
+}
+
 /// Where this gatherer's streams are read up to, for which instance.
 struct Position {
     instance: Option<Arc<str>>,

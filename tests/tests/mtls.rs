@@ -127,7 +127,8 @@ async fn production_is_exact_over_mtls_and_even_the_ca_rotates_without_a_restart
     let ids: Vec<String> = ["g1", "g2", "g3"].map(String::from).to_vec();
     let (old_ca, files) = write_mtls_set(&dir, &ids).unwrap();
     let mut w = World::start_with(611, 12, 3, Some(files.clone())).await;
-    let d = start_dedup(w.dedup_file(&w.prod.url())).await;
+    let dedup_file = w.dedup_file(&w.prod.url());
+    let d = start_dedup(dedup_file.clone()).await;
     w.rate(300).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -173,6 +174,27 @@ async fn production_is_exact_over_mtls_and_even_the_ca_rotates_without_a_restart
     w.wait_synced(&pool, Duration::from_secs(60)).await;
     let (_, h) = dedup_health(d.http_addr).await;
     assert_eq!(h["gatherers"]["g1"], "connected", "{h}");
+    // The operator's `status`, from the service's own configuration, reads every gatherer over
+    // the same mTLS link (it once built a plaintext client of its own: "h2 protocol error").
+    let config = dir.join("deduplicator.toml");
+    std::fs::write(&config, toml::to_string(&dedup_file).unwrap()).unwrap();
+    let out = std::process::Command::new(dedup_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    let seen: Vec<&str> = doc["gatherers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["reachable"] == true && g["streams"][0]["health"] == "ok")
+        .map(|g| g["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(seen, ["g1", "g2", "g3"], "{doc}");
     let m = dedup_metrics(&d).await;
     d.stop().await.unwrap();
     let e = assert_exact(&w, &pool).await;
