@@ -254,8 +254,12 @@ fn systemd_units_restart_sanely_and_are_hardened() {
         };
         assert_eq!(get("Restart"), "always", "{unit}");
         assert_eq!(get("RestartSec"), "10", "{unit}");
-        assert_eq!(get("StartLimitIntervalSec"), "60", "{unit}");
-        assert_eq!(get("StartLimitBurst"), "3", "{unit}");
+        // Restarted forever: a unit systemd gave up on fails its instance's health check, and
+        // a replacement is the costly way to restart a process.
+        assert_eq!(get("StartLimitIntervalSec"), "0", "{unit}");
+        assert!(!text.contains("StartLimitBurst="), "{unit}");
+        // Only a configuration error (64) stops it: restarting cannot fix that.
+        assert_eq!(get("RestartPreventExitStatus"), "64", "{unit}");
         assert_eq!(get("NoNewPrivileges"), "yes", "{unit}");
         assert_eq!(get("ProtectSystem"), "strict", "{unit}");
         assert_eq!(get("User"), "kalshi", "{unit}");
