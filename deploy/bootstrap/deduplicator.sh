@@ -20,6 +20,7 @@
 #   --region R                AWS region (required)
 #   --zone NAME               the gatherers' private DNS zone (default kalshi.internal)
 #   --db-user NAME            production user, granted rds_iam (default deduplicator)
+#   --check-args            check the arguments and exit (0: a boot would accept them)
 #   --root DIR                prefix for every file written (default /)
 #   --no-apt                  do not install Debian packages
 #   --no-systemd              do not reload, enable or start units
@@ -53,6 +54,7 @@ while [ $# -gt 0 ]; do
         --zone) zone="$2"; shift 2 ;;
         --db-user) db_user="$2"; shift 2 ;;
         --root) root="$2"; shift 2 ;;
+        --check-args) check_args=1; shift ;;
         --log-group) log_group="$2"; shift 2 ;;
         --no-apt) apt=0; shift ;;
         --no-systemd) systemd=0; shift ;;
@@ -61,7 +63,7 @@ while [ $# -gt 0 ]; do
         --tls-dir) tls_dir="$2"; shift 2 ;;
         --archive-bucket) archive_bucket="$2"; shift 2 ;;
         --archive-prefix) archive_prefix="$2"; shift 2 ;;
-        -h | --help) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -77,14 +79,18 @@ fi
 if [ -z "$tls_secret_arn" ] && [ -z "$tls_dir" ]; then
     die "the gRPC link's mTLS identity: --tls-secret-arn or --tls-dir"
 fi
+if [ "${check_args:-0}" = 1 ]; then
+    say "arguments accepted"
+    exit 0
+fi
 root="${root%/}"
 etc="$root/etc/kalshi-data"
 
 # 1. Packages and the CA bundle.
 if [ "$apt" = 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends postgresql-client prometheus-node-exporter \
+    apt-get -o DPkg::Lock::Timeout=600 update -q
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends postgresql-client prometheus-node-exporter gnupg \
         curl ca-certificates
 fi
 install -d -m 0755 "$etc"

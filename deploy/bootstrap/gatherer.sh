@@ -6,9 +6,10 @@
 #   bootstrap.sh --slot g2 [options]
 #
 # Steps, each idempotent (running it twice changes nothing the second time):
-#   1. Debian packages: postgresql, postgresql-client, node_exporter, awscli, jq (skip: --no-apt);
-#      a data volume (--data-device) is formatted if blank and mounted at /var/lib/postgresql
-#      first, so the cluster is created on it, not on the root volume.
+#   1. Debian packages: awscli, jq, gnupg, then postgresql, postgresql-client, node_exporter
+#      (skip: --no-apt); between them a data volume (--data-volume-id attaches the slot's own,
+#      or --data-device) is formatted if blank and mounted at /var/lib/postgresql, so the
+#      cluster is created on it (or a kept one adopted), not on the root volume.
 #   2. Local PostgreSQL: TimescaleDB preloaded only when its library is installed (otherwise
 #      skipped: the gatherer's store.timescaledb = "auto" uses plain partitions); a
 #      `local kalshi <db user> peer` line put first in pg_hba.conf (the first matching line wins,
@@ -22,10 +23,13 @@
 #
 # Options (defaults are those of a Debian 12 EC2 host):
 #   --slot gN               this host's gatherer_id (required; from the slot's auto-scaling group)
+#   --check-args            check the arguments and exit (0: a boot would accept them)
 #   --root DIR              prefix for every file written (default /)
 #   --no-apt                do not install Debian packages
 #   --no-systemd            do not reload, enable or start units (the caller starts the gatherer)
 #   --data-device DEV       block device for /var/lib/postgresql (EBS volume), if any
+#   --data-volume-id VOL    or the slot's own EBS volume, attached here first (it outlives the
+#                           instance: a replacement keeps the slot's database; lib/data-volume.sh)
 #   --psql CMD              psql as a PostgreSQL superuser (default: runuser -u postgres -- psql)
 #   --pg-conf-dir DIR       where postgresql.conf's conf.d and pg_hba.conf are
 #                           (default /etc/postgresql/15/main)
@@ -50,7 +54,7 @@ set -euo pipefail
 
 log_group=""
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-slot="" root="/" apt=1 systemd=1 data_device=""
+slot="" root="/" apt=1 systemd=1 data_device="" data_volume_id=""
 psql_cmd="runuser -u postgres -- psql"
 pg_conf_dir="/etc/postgresql/15/main" pg_libdir="" pg_restart="systemctl restart postgresql"
 pg_socket_dir="/var/run/postgresql" pg_port=5432 db_user="kalshi"
@@ -66,10 +70,12 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --slot) slot="$2"; shift 2 ;;
         --root) root="$2"; shift 2 ;;
+        --check-args) check_args=1; shift ;;
         --log-group) log_group="$2"; shift 2 ;;
         --no-apt) apt=0; shift ;;
         --no-systemd) systemd=0; shift ;;
         --data-device) data_device="$2"; shift 2 ;;
+        --data-volume-id) data_volume_id="$2"; shift 2 ;;
         --psql) psql_cmd="$2"; shift 2 ;;
         --pg-conf-dir) pg_conf_dir="$2"; shift 2 ;;
         --pg-libdir) pg_libdir="$2"; shift 2 ;;
@@ -85,7 +91,7 @@ while [ $# -gt 0 ]; do
         --tls-dir) tls_dir="$2"; shift 2 ;;
         --dns-zone-id) dns_zone_id="$2"; shift 2 ;;
         --dns-name) dns_name="$2"; shift 2 ;;
-        -h | --help) sed -n '2,51p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,52p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -97,12 +103,26 @@ fi
 if [ -z "$tls_secret_arn" ] && [ -z "$tls_dir" ]; then
     die "the gRPC API's mTLS identity: --tls-secret-arn or --tls-dir"
 fi
+if [ "${check_args:-0}" = 1 ]; then
+    say "arguments accepted"
+    exit 0
+fi
 root="${root%/}"
 etc="$root/etc/kalshi-data"
 read -r -a psql <<<"$psql_cmd"
 read -r -a restart <<<"$pg_restart"
 
-# 1. Packages and the data volume.
+# 1. Packages and the data volume: the tools first (attaching the volume needs the AWS CLI),
+# then the volume, then PostgreSQL, so its cluster is made on (or adopted from) the volume.
+apt_get() { apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+if [ "$apt" = 1 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt_get update -q
+    apt_get install -y -q --no-install-recommends awscli jq curl ca-certificates gnupg
+fi
+if [ -n "$data_volume_id" ]; then
+    data_device="$("$here/lib/data-volume.sh" --volume-id "$data_volume_id" --region "$region")"
+fi
 if [ -n "$data_device" ]; then
     if ! blkid "$data_device" >/dev/null 2>&1; then
         say "formatting $data_device for the local database"
@@ -113,19 +133,36 @@ if [ -n "$data_device" ]; then
         echo 'LABEL=kalshi-pgdata /var/lib/postgresql ext4 defaults,noatime,nofail 0 2' >>"$root/etc/fstab"
     fi
     mountpoint -q "$root/var/lib/postgresql" || mount "$root/var/lib/postgresql"
+    # A volume that kept a previous instance's cluster: its files belong to that host's
+    # postgres uid. Create the user with it (when free) before the packages do, so Debian's
+    # postinst adopts the cluster as it is ("Configuring already existing cluster").
+    if [ -z "$root" ] && [ -f /var/lib/postgresql/15/main/PG_VERSION ] && ! id postgres >/dev/null 2>&1; then
+        uid="$(stat -c %u /var/lib/postgresql/15/main)" gid="$(stat -c %g /var/lib/postgresql/15/main)"
+        if ! getent passwd "$uid" >/dev/null && ! getent group "$gid" >/dev/null; then
+            say "the data volume holds this slot's database: adopting it (postgres uid $uid)"
+            groupadd --system --gid "$gid" postgres
+            useradd --system --uid "$uid" --gid postgres --home-dir /var/lib/postgresql \
+                --shell /bin/bash --comment "PostgreSQL administrator" postgres
+        fi
+    fi
 fi
 if [ "$apt" = 1 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends postgresql postgresql-client \
-        prometheus-node-exporter awscli jq curl ca-certificates
+    apt_get install -y -q --no-install-recommends postgresql postgresql-client prometheus-node-exporter
     # TimescaleDB only where a repository provides it (Debian does not; Timescale's does).
     if apt-cache show postgresql-15-timescaledb >/dev/null 2>&1; then
-        apt-get install -y -q --no-install-recommends postgresql-15-timescaledb
+        apt_get install -y -q --no-install-recommends postgresql-15-timescaledb
     fi
 fi
 
 # 2. Local PostgreSQL.
+# A kept database whose owner's uid was taken on this host: hand its files to this postgres.
+if [ -z "$root" ] && [ -d /var/lib/postgresql/15/main ] &&
+    [ "$(stat -c %U /var/lib/postgresql/15/main)" != postgres ]; then
+    say "the kept database belongs to another uid: giving it to postgres"
+    systemctl stop postgresql
+    chown -R postgres:postgres /var/lib/postgresql /etc/postgresql
+    systemctl start postgresql
+fi
 if [ -z "$pg_libdir" ]; then
     pg_libdir="$(pg_config --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)"
 fi

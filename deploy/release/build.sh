@@ -15,7 +15,8 @@
 #   bootstrap.sh                      sets up the host (deploy/bootstrap/<service>.sh)
 #   lib/                              the bootstrap's helpers: cloudwatch-logs.sh (its journal to
 #                                     CloudWatch Logs), fetch-tls.sh (its mTLS identity),
-#                                     common.sh (steps both bootstraps share: the mTLS identity and its refresh timer, logs, units)
+#                                     common.sh (steps both bootstraps share: the mTLS identity and its refresh timer, logs, units),
+#                                     data-volume.sh (a gatherer slot's own EBS volume, attached)
 #   BUILD                             version, git commit, target
 #
 # The tarballs are reproducible from the same binaries (sorted names, fixed times and owners,

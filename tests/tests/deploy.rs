@@ -80,6 +80,7 @@ fn the_release_is_reproducible_and_carries_what_the_bootstrap_needs() {
         "lib/fetch-tls.sh",
         "lib/common.sh",
         "lib/cloudwatch-logs.sh",
+        "lib/data-volume.sh",
         "systemd/kalshi-gatherer.service",
         "etc/gatherer.production.toml",
         "etc/gatherer.reference.toml",
@@ -618,4 +619,111 @@ fn every_shell_script_passes_bash_n_and_shellcheck() {
         .expect("shellcheck not found: install Debian's `shellcheck` package (.ci/run does)");
     assert!(out.status.success(), "shellcheck:\n{}", text(&out));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fake `aws` for lib/data-volume.sh: the volume is attached to the old instance for two
+/// looks, then free (or, with `stuck`, never); attaching it makes its NVMe link appear. Every
+/// call is logged.
+fn fake_aws(dir: &Path, stuck: bool) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        r#"#!/bin/bash
+dir="{dir}"
+echo "$*" >>"$dir/calls"
+n=$(grep -c describe-volumes "$dir/calls")
+case "$*" in
+  *describe-volumes*)
+    if [ -f "$dir/attached" ]; then printf 'in-use\ti-new\n'
+    elif [ "{stuck}" = true ] || [ "$n" -le 2 ]; then printf 'in-use\ti-old\n'
+    else printf 'available\tNone\n'; fi ;;
+  *attach-volume*)
+    touch "$dir/attached"
+    ln -s "$dir/nvme1n1" "$dir/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc123" ;;
+  *) exit 2 ;;
+esac
+"#,
+        dir = dir.display()
+    );
+    std::fs::write(bin.join("aws"), script).unwrap();
+    std::fs::set_permissions(bin.join("aws"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(dir.join("by-id")).unwrap();
+    std::fs::write(dir.join("nvme1n1"), b"").unwrap();
+    bin
+}
+
+fn attach(dir: &Path, bin: &Path, timeout: &str) -> Output {
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    Command::new("bash")
+        .arg(root().join("deploy/bootstrap/lib/data-volume.sh"))
+        .args(["--volume-id", "vol-0abc123", "--region", "eu-west-1"])
+        .args([
+            "--instance-id",
+            "i-new",
+            "--poll",
+            "0",
+            "--timeout",
+            timeout,
+        ])
+        .arg("--by-id-dir")
+        .arg(dir.join("by-id"))
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_slots_volume_is_attached_when_the_old_instance_lets_go_and_never_forced() {
+    // The replaced instance still holds it for two looks: wait, attach once, find its device.
+    let dir = temp("volume");
+    let bin = fake_aws(&dir, false);
+    let out = attach(&dir, &bin, "60");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        dir.join("nvme1n1").display().to_string()
+    );
+    let calls = std::fs::read_to_string(dir.join("calls")).unwrap();
+    let attaches: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.contains("attach-volume"))
+        .collect();
+    assert_eq!(
+        attaches,
+        [
+            "ec2 --region eu-west-1 attach-volume --volume-id vol-0abc123 --instance-id i-new --device /dev/sdf"
+        ],
+        "{calls}"
+    );
+    assert_eq!(
+        calls
+            .lines()
+            .filter(|l| l.contains("describe-volumes"))
+            .count(),
+        4,
+        "{calls}"
+    );
+    assert!(!calls.contains("detach"), "{calls}");
+    // Attached already (a second run of the bootstrap): nothing to do but find it.
+    let out = attach(&dir, &bin, "60");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("calls"))
+            .unwrap()
+            .matches("attach-volume")
+            .count(),
+        1
+    );
+
+    // Held by another instance past the timeout: an error naming the holder, nothing forced.
+    let dir = temp("volume-stuck");
+    let bin = fake_aws(&dir, true);
+    let out = attach(&dir, &bin, "0");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("attached to i-old"), "{}", text(&out));
+    let calls = std::fs::read_to_string(dir.join("calls")).unwrap();
+    assert!(
+        !calls.contains("attach-volume") && !calls.contains("detach"),
+        "{calls}"
+    );
 }

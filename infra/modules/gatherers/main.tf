@@ -86,6 +86,23 @@ module "health" {
   tags               = var.tags
 }
 
+# Each slot's database volume: made here, in the slot's zone, never by the launch template, so
+# it outlives every instance of the slot. The bootstrap attaches it (lib/data-volume.sh); a
+# replaced gatherer comes back with its database, its unmerged records and its instance id.
+data "aws_subnet" "slot" {
+  for_each = local.slots
+  id       = each.value.subnet_id
+}
+
+resource "aws_ebs_volume" "data" {
+  for_each          = local.slots
+  availability_zone = data.aws_subnet.slot[each.key].availability_zone
+  size              = var.data_volume_size_gb
+  type              = "gp3"
+  encrypted         = true
+  tags              = merge(var.tags, { Name = "${var.name}-${each.key}-data", Role = "kalshi-gatherer", Slot = each.key })
+}
+
 data "aws_iam_policy_document" "assume_ec2" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -145,6 +162,26 @@ data "aws_iam_policy_document" "gatherer" {
     }
   }
   statement {
+    sid       = "AttachItsVolume"
+    actions   = ["ec2:AttachVolume"]
+    resources = [aws_ebs_volume.data[each.key].arn]
+  }
+  statement {
+    sid       = "ToAnInstanceOfItsSlot"
+    actions   = ["ec2:AttachVolume"]
+    resources = ["arn:aws:ec2:*:*:instance/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/Slot"
+      values   = [each.key]
+    }
+  }
+  statement {
+    sid       = "SeeVolumes"
+    actions   = ["ec2:DescribeVolumes"]
+    resources = ["*"]
+  }
+  statement {
     sid       = "WriteItsLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
     resources = ["${aws_cloudwatch_log_group.gatherers.arn}:*"]
@@ -190,17 +227,6 @@ resource "aws_launch_template" "gatherer" {
       delete_on_termination = true
     }
   }
-  # The local database's own volume (mounted at /var/lib/postgresql by the bootstrap), so a
-  # filling database never fills the root volume, and the node alerts tell them apart.
-  block_device_mappings {
-    device_name = "/dev/sdf"
-    ebs {
-      volume_size           = var.data_volume_size_gb
-      volume_type           = "gp3"
-      encrypted             = true
-      delete_on_termination = true
-    }
-  }
   user_data = base64encode(templatefile("${path.module}/user-data.sh.tftpl", {
     slot              = each.key
     version           = var.release_version
@@ -211,6 +237,7 @@ resource "aws_launch_template" "gatherer" {
     tls_secret_arn    = var.tls_secret_arns[each.key]
     dns_zone_id       = var.dns_zone_id
     dns_name          = each.value.dns_name
+    data_volume_id    = aws_ebs_volume.data[each.key].id
     log_group         = aws_cloudwatch_log_group.gatherers.name
   }))
   tag_specifications {
@@ -235,9 +262,24 @@ resource "aws_autoscaling_group" "gatherer" {
   health_check_type   = "ELB"
   # Installing packages and the release, creating the cluster and the first registry sync.
   health_check_grace_period = 900
-  launch_template {
-    id      = aws_launch_template.gatherer[each.key].id
-    version = aws_launch_template.gatherer[each.key].latest_version
+  # The primary type first, then the fallbacks when a zone has no capacity of it.
+  mixed_instances_policy {
+    instances_distribution {
+      on_demand_allocation_strategy            = "prioritized"
+      on_demand_percentage_above_base_capacity = 100
+    }
+    launch_template {
+      launch_template_specification {
+        launch_template_id = aws_launch_template.gatherer[each.key].id
+        version            = aws_launch_template.gatherer[each.key].latest_version
+      }
+      dynamic "override" {
+        for_each = concat([var.instance_type], var.fallback_instance_types)
+        content {
+          instance_type = override.value
+        }
+      }
+    }
   }
   enabled_metrics = ["GroupInServiceInstances", "GroupDesiredCapacity"]
   tag {

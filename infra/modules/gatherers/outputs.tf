@@ -17,3 +17,11 @@ output "dns_names" {
   description = "Each slot's private DNS name, by slot (deploy/deduplicator.production.toml names them)."
   value       = { for slot, s in local.slots : slot => s.dns_name }
 }
+
+output "health_metric_dimensions" {
+  description = "The CloudWatch dimensions (TargetGroup, LoadBalancer) of the gatherers' health-check target group: its HealthyHostCount counts live gatherers."
+  value = {
+    TargetGroup  = module.health.target_group_arn_suffix
+    LoadBalancer = module.health.load_balancer_arn_suffix
+  }
+}

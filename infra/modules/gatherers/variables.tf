@@ -111,3 +111,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "fallback_instance_types" {
+  description = "Instance types launched, in this order, when the zone has no capacity of instance_type (the group's mixed-instances overrides)."
+  type        = list(string)
+  default     = ["m6i.large"]
+}
