@@ -20,16 +20,25 @@ terraform {
   backend "s3" {}
 }
 
+locals {
+  # default_tags do not reach what an auto-scaling group launches: the modules tag those too.
+  tags = { Project = "kalshi-data", Environment = var.name }
+  # The services' instance types, the primary first; only zones that offer all are used.
+  instance_types = var.instance_types
+}
+
 provider "aws" {
   region = var.region
   default_tags {
-    tags = { Project = "kalshi-data", Environment = var.name }
+    tags = local.tags
   }
 }
 
 module "network" {
-  source = "../../modules/network"
-  name   = var.name
+  source         = "../../modules/network"
+  name           = var.name
+  tags           = local.tags
+  instance_types = local.instance_types
 }
 
 module "monitoring" {
@@ -96,6 +105,9 @@ module "rds" {
 
 module "deduplicator" {
   source                       = "../../modules/deduplicator"
+  tags                         = local.tags
+  instance_type                = local.instance_types[0]
+  fallback_instance_types      = slice(local.instance_types, 1, length(local.instance_types))
   name                         = var.name
   region                       = var.region
   vpc_id                       = module.network.vpc_id
@@ -116,6 +128,9 @@ module "deduplicator" {
 
 module "gatherers" {
   source                         = "../../modules/gatherers"
+  tags                           = local.tags
+  instance_type                  = local.instance_types[0]
+  fallback_instance_types        = slice(local.instance_types, 1, length(local.instance_types))
   name                           = var.name
   region                         = var.region
   vpc_id                         = module.network.vpc_id
@@ -133,9 +148,12 @@ module "gatherers" {
 }
 
 module "alarms" {
-  source             = "../../modules/alarms"
-  name               = var.name
-  gatherer_asg_names = module.gatherers.autoscaling_group_names
-  rds_identifier     = module.rds.identifier
-  alert_emails       = var.alert_emails
+  source                         = "../../modules/alarms"
+  name                           = var.name
+  gatherer_asg_names             = module.gatherers.autoscaling_group_names
+  gatherer_health_dimensions     = module.gatherers.health_metric_dimensions
+  deduplicator_health_dimensions = module.deduplicator.health_metric_dimensions
+  deduplicator_instances         = module.deduplicator.instances
+  rds_identifier                 = module.rds.identifier
+  alert_emails                   = var.alert_emails
 }

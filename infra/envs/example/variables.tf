@@ -45,3 +45,9 @@ variable "archive_first_date" {
   description = "The first day (yyyy-MM-dd) the archive holds in schema version 4: Athena's partition projection starts there."
   type        = string
 }
+
+variable "instance_types" {
+  description = "The gatherers' and deduplicators' instance types: the first is launched, the others when a zone has no capacity of it. Only zones offering all of them are used."
+  type        = list(string)
+  default     = ["m7i.large", "m6i.large"]
+}

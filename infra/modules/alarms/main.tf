@@ -1,6 +1,7 @@
 # CloudWatch alarms to SNS for what Prometheus cannot see when the whole host is gone: a
-# gatherer slot with no instance in service, and the production database's health (RDS events for
-# failover, failure and low storage, plus CPU and free storage).
+# gatherer slot with no instance in service or not healthy, no live deduplicator or no standby,
+# and the production database's health (RDS events for failover, failure and low storage, plus
+# CPU and free storage).
 
 resource "aws_sns_topic" "alerts" {
   name_prefix = "${var.name}-alerts-"
@@ -28,6 +29,66 @@ resource "aws_cloudwatch_metric_alarm" "gatherer_slot_empty" {
   evaluation_periods  = 5
   comparison_operator = "LessThanThreshold"
   threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
+  tags                = var.tags
+}
+
+# Every slot live, as the load balancer sees it: a slot whose bootstrap keeps failing is
+# replaced every ~17 minutes and is "in service" most of that time (its health check's grace),
+# so the in-service alarm above never fires for it; its target is unhealthy throughout, and
+# this one does (10 of the last 12 minutes below the slot count).
+resource "aws_cloudwatch_metric_alarm" "gatherers_unhealthy" {
+  alarm_name          = "${var.name}-gatherers-not-all-healthy"
+  alarm_description   = "Fewer healthy gatherers than slots for 10 of the last 12 minutes: a slot is down or keeps failing its bootstrap (runbooks/gatherer-down.md, runbooks/gatherer-replacement.md)"
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "HealthyHostCount"
+  dimensions          = var.gatherer_health_dimensions
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 12
+  datapoints_to_alarm = 10
+  comparison_operator = "LessThanThreshold"
+  threshold           = length(var.gatherer_asg_names)
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
+  tags                = var.tags
+}
+
+# No live deduplicator: nothing reaches production, and after the gatherers' retention (7 days)
+# data is lost for good. Independent of Prometheus, which may be down with the rest.
+resource "aws_cloudwatch_metric_alarm" "deduplicator_none_live" {
+  alarm_name          = "${var.name}-deduplicator-none-live"
+  alarm_description   = "No deduplicator passes its liveness check for 5 minutes: production receives nothing (runbooks/deduplicator-down.md)"
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "HealthyHostCount"
+  dimensions          = var.deduplicator_health_dimensions
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
+  tags                = var.tags
+}
+
+# The pair incomplete (the standby gone, or the group unable to launch) for 20 minutes: one
+# failure from an outage.
+resource "aws_cloudwatch_metric_alarm" "deduplicator_pair_incomplete" {
+  alarm_name          = "${var.name}-deduplicator-pair-incomplete"
+  alarm_description   = "Fewer healthy deduplicators than the group's size for 20 minutes: no warm standby (runbooks/deduplicator-standby.md)"
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "HealthyHostCount"
+  dimensions          = var.deduplicator_health_dimensions
+  statistic           = "Minimum"
+  period              = 300
+  evaluation_periods  = 4
+  comparison_operator = "LessThanThreshold"
+  threshold           = var.deduplicator_instances
   treat_missing_data  = "breaching"
   alarm_actions       = [aws_sns_topic.alerts.arn]
   ok_actions          = [aws_sns_topic.alerts.arn]

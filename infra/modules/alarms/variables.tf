@@ -24,3 +24,19 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "gatherer_health_dimensions" {
+  description = "CloudWatch dimensions (TargetGroup, LoadBalancer) of the gatherers' health-check target group (module gatherers' health_metric_dimensions)."
+  type        = map(string)
+}
+
+variable "deduplicator_health_dimensions" {
+  description = "CloudWatch dimensions (TargetGroup, LoadBalancer) of the deduplicators' health-check target group (module deduplicator's health_metric_dimensions)."
+  type        = map(string)
+}
+
+variable "deduplicator_instances" {
+  description = "How many deduplicators the group runs (the active and its standby)."
+  type        = number
+  default     = 2
+}

@@ -185,6 +185,15 @@ resource "aws_launch_template" "deduplicator" {
   metadata_options {
     http_tokens = "required"
   }
+  block_device_mappings {
+    device_name = "/dev/xvda"
+    ebs {
+      volume_size           = var.root_volume_size_gb
+      volume_type           = "gp3"
+      encrypted             = true
+      delete_on_termination = true
+    }
+  }
   user_data = base64encode(templatefile("${path.module}/user-data.sh.tftpl", {
     version         = var.release_version
     release_url     = var.release_url
@@ -198,9 +207,14 @@ resource "aws_launch_template" "deduplicator" {
     archive_bucket  = var.archive_bucket_name
     archive_prefix  = var.archive_prefix
   }))
+  # Launched by the group, instances and their volumes get no provider default_tags: these.
   tag_specifications {
     resource_type = "instance"
     tags          = merge(var.tags, { Role = "kalshi-deduplicator", Name = "deduplicator" })
+  }
+  tag_specifications {
+    resource_type = "volume"
+    tags          = merge(var.tags, { Role = "kalshi-deduplicator" })
   }
   tags = var.tags
 }
@@ -216,13 +230,36 @@ resource "aws_autoscaling_group" "deduplicator" {
   health_check_type         = "ELB"
   health_check_grace_period = 300
   target_group_arns         = [module.health.target_group_arn]
-  launch_template {
-    id      = aws_launch_template.deduplicator.id
-    version = aws_launch_template.deduplicator.latest_version
+  # The primary type first, then the fallbacks when a zone has no capacity of it.
+  mixed_instances_policy {
+    instances_distribution {
+      on_demand_allocation_strategy            = "prioritized"
+      on_demand_percentage_above_base_capacity = 100
+    }
+    launch_template {
+      launch_template_specification {
+        launch_template_id = aws_launch_template.deduplicator.id
+        version            = aws_launch_template.deduplicator.latest_version
+      }
+      dynamic "override" {
+        for_each = concat([var.instance_type], var.fallback_instance_types)
+        content {
+          instance_type = override.value
+        }
+      }
+    }
   }
   tag {
     key                 = "Role"
     value               = "kalshi-deduplicator"
     propagate_at_launch = true
+  }
+  dynamic "tag" {
+    for_each = var.tags
+    content {
+      key                 = tag.key
+      value               = tag.value
+      propagate_at_launch = true
+    }
   }
 }

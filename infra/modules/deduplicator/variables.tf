@@ -121,3 +121,15 @@ variable "instances" {
     error_message = "instances: 1 (no standby) to 3"
   }
 }
+
+variable "fallback_instance_types" {
+  description = "Instance types launched, in this order, when the zone has no capacity of instance_type (the group's mixed-instances overrides)."
+  type        = list(string)
+  default     = ["m6i.large"]
+}
+
+variable "root_volume_size_gb" {
+  description = "Root volume (encrypted gp3): the system, the release, the journal, and the archive's local spool of Parquet files waiting for upload."
+  type        = number
+  default     = 40
+}

@@ -3,10 +3,30 @@
 
 data "aws_availability_zones" "available" {
   state = "available"
+  # Zones only: Local Zones and Wavelength zones carry no RDS Multi-AZ and few instance types.
+  filter {
+    name   = "opt-in-status"
+    values = ["opt-in-not-required"]
+  }
+}
+
+# The zones that offer every instance type the services may run on (their primary types and
+# the fallbacks): a zone without one would leave a slot's group unable to launch.
+data "aws_ec2_instance_type_offerings" "each" {
+  for_each      = toset(var.instance_types)
+  location_type = "availability-zone"
+  filter {
+    name   = "instance-type"
+    values = [each.key]
+  }
 }
 
 locals {
-  azs = slice(data.aws_availability_zones.available.names, 0, 3)
+  offering = [for o in data.aws_ec2_instance_type_offerings.each : toset(o.locations)]
+  azs = slice(sort([
+    for z in data.aws_availability_zones.available.names : z
+    if alltrue([for l in local.offering : contains(l, z)])
+  ]), 0, 3)
 }
 
 resource "aws_vpc" "this" {
@@ -93,4 +113,16 @@ resource "aws_route53_zone" "private" {
     vpc_id = aws_vpc.this.id
   }
   tags = var.tags
+}
+
+# S3 without the NAT gateways: archive uploads (and the release, when it lives in S3) go through
+# this gateway endpoint, free of NAT's per-GB charge and of its failure.
+data "aws_region" "current" {}
+
+resource "aws_vpc_endpoint" "s3" {
+  vpc_id            = aws_vpc.this.id
+  service_name      = "com.amazonaws.${data.aws_region.current.name}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = aws_route_table.private[*].id
+  tags              = merge(var.tags, { Name = "${var.name}-s3" })
 }

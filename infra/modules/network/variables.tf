@@ -20,3 +20,9 @@ variable "dns_zone_name" {
   type        = string
   default     = "kalshi.internal"
 }
+
+variable "instance_types" {
+  description = "Every instance type the services may launch (primary and fallback types): only zones that offer all of them are used."
+  type        = list(string)
+  default     = ["m7i.large", "m6i.large"]
+}
