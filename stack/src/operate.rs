@@ -12,7 +12,48 @@ impl Stack {
         let path = self.opts.data_dir.join("stack.json");
         std::fs::write(&path, serde_json::to_string_pretty(&self.endpoints)?)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let env = self.opts.data_dir.join("env");
+        std::fs::write(&env, self.shell_env())?;
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600))?;
         Ok(())
+    }
+
+    /// `env`: what a second terminal sources to run the operator commands and the runbooks'
+    /// against this stack (`source <data-dir>/env`): the binaries on `PATH`, the runbooks'
+    /// variables (runbooks/README.md), and the local S3's credentials the deduplicator has.
+    pub fn shell_env(&self) -> String {
+        let q = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
+        let e = &self.endpoints;
+        let mut vars = vec![
+            ("DEDUP_CONFIG", e.deduplicator_config.display().to_string()),
+            ("DEDUP_HEALTH", e.deduplicator_health.clone()),
+            ("DEDUP_METRICS", e.deduplicator_metrics.clone()),
+            ("PRODUCTION_URL", self.production_direct_url()),
+        ];
+        if let Some(g) = e.gatherers.first() {
+            vars.push(("GATHERER_HEALTH", g.health.clone()));
+            vars.push(("GATHERER_METRICS", g.metrics.clone()));
+            vars.push(("GATHERER_DB_URL", g.database_url.clone()));
+        }
+        if self.s3.is_some() {
+            vars.extend(
+                kalshi_testkit::s3::ENV
+                    .iter()
+                    .map(|(k, v)| (*k, (*v).to_owned())),
+            );
+        }
+        let mut out = String::from(
+            "# Written by kalshi-stack up: `source` it in another terminal to run the operator\n\
+             # commands (deduplicator --config \"$DEDUP_CONFIG\" status) and the runbooks' commands.\n",
+        );
+        out.push_str(&format!(
+            "export PATH={}:\"$PATH\"\n",
+            q(&self.opts.bin_dir.display().to_string())
+        ));
+        for (k, v) in vars {
+            out.push_str(&format!("export {k}={}\n", q(&v)));
+        }
+        out
     }
 
     pub async fn set_rate(&self, rate: u64) -> anyhow::Result<()> {

@@ -72,19 +72,29 @@ async fn runbook_commands_run_against_the_stack() {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut failures = Vec::new();
+    // The variables come from the file the stack writes for a second terminal (as on a host:
+    // the instance role's credentials there, the local S3's here).
+    let env_file = s.opts.data_dir.join("env");
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    for var in [
+        "GATHERER_HEALTH",
+        "GATHERER_METRICS",
+        "GATHERER_DB_URL",
+        "DEDUP_HEALTH",
+        "DEDUP_METRICS",
+        "DEDUP_CONFIG",
+        "PRODUCTION_URL",
+        "AWS_ACCESS_KEY_ID",
+    ] {
+        assert!(env.contains(&format!("export {var}=")), "{var}: {env}");
+    }
     for (file, block) in &blocks {
         let out = Command::new("bash")
-            .args(["-e", "-u", "-o", "pipefail", "-c", block])
+            .args(["-e", "-u", "-o", "pipefail", "-c"])
+            .arg(format!("source {}\n{block}", env_file.display()))
             .env("PATH", &path)
-            .env("GATHERER_HEALTH", &e.gatherers[0].health)
-            .env("GATHERER_METRICS", &e.gatherers[0].metrics)
-            .env("GATHERER_DB_URL", &e.gatherers[0].database_url)
-            .env("DEDUP_HEALTH", &e.deduplicator_health)
-            .env("DEDUP_METRICS", &e.deduplicator_metrics)
-            .env("DEDUP_CONFIG", &e.deduplicator_config)
-            .env("PRODUCTION_URL", s.production_direct_url())
-            // The instance role's credentials on a host; the local S3's here.
-            .envs(kalshi_testkit::s3::ENV)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
             .output()
             .unwrap();
         if !out.status.success() {
@@ -135,4 +145,109 @@ async fn runbook_commands_run_against_the_stack() {
         failures.len(),
         failures.join("\n---\n")
     );
+}
+
+/// Every bootstrap command line the runbooks, the docs and the user-data templates give, with
+/// its continuation lines joined and `sudo` dropped.
+fn bootstrap_invocations() -> Vec<(String, String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in [
+        "runbooks",
+        "docs",
+        "infra",
+        "infra/modules/gatherers",
+        "infra/modules/deduplicator",
+    ] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            let p = e.path();
+            let name = p.to_string_lossy().into_owned();
+            if name.ends_with(".md") || name.ends_with(".tftpl") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let l = lines[i];
+            let svc = ["gatherer", "deduplicator"]
+                .into_iter()
+                .find(|s| l.contains(&format!("kalshi-{s}-")) && l.contains("/bootstrap.sh"));
+            let Some(svc) = svc else {
+                i += 1;
+                continue;
+            };
+            let mut cmd = l.to_owned();
+            while cmd.trim_end().ends_with('\\') && i + 1 < lines.len() {
+                cmd = format!(
+                    "{} {}",
+                    cmd.trim_end().trim_end_matches('\\'),
+                    lines[i + 1].trim()
+                );
+                i += 1;
+            }
+            let args = cmd.split("bootstrap.sh").nth(1).unwrap().trim().to_owned();
+            out.push((f.display().to_string(), svc.to_owned(), args));
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn every_documented_bootstrap_command_is_one_the_script_accepts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let found = bootstrap_invocations();
+    let mut checked = 0;
+    for (file, svc, args) in &found {
+        // Template values become plausible ones (a slot, an endpoint, a region, a zone).
+        let args = args
+            .replace("${slot}", "g1")
+            .replace("${rds_endpoint}", "db.example:5432")
+            .replace("${rds_instance_id}", "kalshi-prod")
+            .replace("${region}", "us-east-1")
+            .replace("${zone}", "kalshi.internal")
+            .replace("${archive_prefix}", "archive/")
+            .replace("${archive_bucket}", "kalshi-prod-archive");
+        let args = regex_lite_subst(&args);
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "exec bash {} {args} --check-args",
+                root.join(format!("deploy/bootstrap/{svc}.sh")).display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: `bootstrap.sh {args}` is refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    // The key rotation runbook and both services' user-data.
+    assert!(checked >= 3, "{found:?}");
+}
+
+/// Any other `${name}` of a template becomes `x`; `$${...}` (a shell expansion in a template)
+/// and what follows it on its word is dropped.
+fn regex_lite_subst(s: &str) -> String {
+    let mut out = Vec::new();
+    for w in s.split_whitespace() {
+        if w.starts_with("$${") {
+            continue;
+        }
+        let mut w = w.to_owned();
+        while let Some(a) = w.find("${") {
+            let b = w[a..].find('}').map_or(w.len(), |b| a + b + 1);
+            w.replace_range(a..b, "x");
+        }
+        out.push(w);
+    }
+    out.join(" ")
 }
