@@ -94,6 +94,10 @@ pub fn describe(gatherers: &[String]) {
         kalshi_shared::tls::RELOADS,
         "TLS certificate files re-read after they changed, by side and result (error: the new files did not load; the running certificates stay)"
     );
+    metrics::describe_gauge!(
+        kalshi_shared::tls::EXPIRY,
+        "When this side's TLS certificate (cert=own) and its CA (cert=ca, the latest-ending of the bundle) end, Unix seconds"
+    );
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         SYNC_LAG,

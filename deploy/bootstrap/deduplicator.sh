@@ -9,7 +9,8 @@
 #   1. Debian packages: postgresql-client (psql for operators, runbooks/operator-access.md),
 #      node_exporter, curl (skip: --no-apt); the RDS CA bundle for verify-full TLS.
 #   2. The deduplicator: binary, systemd unit, deploy/deduplicator.production.toml as the
-#      config (gatherers by their private DNS names g1..g3.<zone>), and an environment file with
+#      config (its [[gatherers]] replaced by --gatherers' slots, by their private DNS names
+#      <slot>.gatherers.<zone>), and an environment file with
 #      this deployment's values: the production URL (IAM authentication, no password) and the
 #      RDS instance and region.
 #   3. The config is checked (`deduplicator --check-config`), then the unit enabled and started.
@@ -20,7 +21,9 @@
 #   --region R                AWS region (required)
 #   --zone NAME               the gatherers' private DNS zone (default kalshi.internal)
 #   --db-user NAME            production user, granted rds_iam (default deduplicator)
-#   --check-args            check the arguments and exit (0: a boot would accept them)
+#   --gatherers LIST          the gatherer slots to read, comma-separated (Terraform's slots;
+#                             default g1,g2,g3): one [[gatherers]] entry each, <slot>.gatherers.<zone>
+#   --check-args              check the arguments and exit (0: a boot would accept them)
 #   --root DIR                prefix for every file written (default /)
 #   --no-apt                  do not install Debian packages
 #   --no-systemd              do not reload, enable or start units
@@ -29,6 +32,15 @@
 #   --tls-secret-arn ARN      its mTLS identity {"ca", "cert", "key"} (infra/modules/pki),
 #                             refreshed daily by kalshi-tls-refresh.timer
 #   --tls-dir DIR             or take it from DIR (ca.crt, deduplicator.crt, deduplicator.key)
+#   --tls-issue-prefix P      issue and renew every mTLS certificate of the link in the secrets
+#                             named P<identity> (Terraform's pki secret_prefix): once now, then
+#                             daily (kalshi-tls-renew.timer; lib/renew-tls.sh)
+#   --tls-issue-name N        the environment, in the CA's name
+#   --tls-issue-identity ID=NAME,NAME...
+#                             one per identity (Terraform's pki identities), repeated
+#   --tls-leaf-days N, --tls-renew-within-days N
+#                             certificates' validity (365) and when they are renewed (60 days
+#                             before their end)
 #   --archive-bucket NAME     archive to this S3 bucket (Terraform output archive_bucket);
 #                             without it the archive stays off
 #   --archive-prefix P        the bucket prefix the instance role may write (default archive/)
@@ -37,6 +49,9 @@ set -euo pipefail
 log_group=""
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 rds_endpoint="" rds_instance_id="" region="" zone="kalshi.internal" db_user="deduplicator"
+gatherers="g1,g2,g3"
+issue_prefix="" issue_name="" leaf_days=365 renew_within=60
+issue_identities=()
 root="/" apt=1 systemd=1 ca_bundle="" tls_secret_arn="" tls_dir=""
 archive_bucket="" archive_prefix="archive/"
 ca_url="https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
@@ -54,6 +69,12 @@ while [ $# -gt 0 ]; do
         --zone) zone="$2"; shift 2 ;;
         --db-user) db_user="$2"; shift 2 ;;
         --root) root="$2"; shift 2 ;;
+        --gatherers) gatherers="$2"; shift 2 ;;
+        --tls-issue-prefix) issue_prefix="$2"; shift 2 ;;
+        --tls-issue-name) issue_name="$2"; shift 2 ;;
+        --tls-issue-identity) issue_identities+=(--identity "$2"); shift 2 ;;
+        --tls-leaf-days) leaf_days="$2"; shift 2 ;;
+        --tls-renew-within-days) renew_within="$2"; shift 2 ;;
         --check-args) check_args=1; shift ;;
         --log-group) log_group="$2"; shift 2 ;;
         --no-apt) apt=0; shift ;;
@@ -63,7 +84,7 @@ while [ $# -gt 0 ]; do
         --tls-dir) tls_dir="$2"; shift 2 ;;
         --archive-bucket) archive_bucket="$2"; shift 2 ;;
         --archive-prefix) archive_prefix="$2"; shift 2 ;;
-        -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,46p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -72,6 +93,14 @@ done
 [[ "$region" =~ ^[a-z]{2}(-[a-z]+)+-[0-9]$ ]] || die "--region must be an AWS region (got '$region')"
 [[ "$zone" =~ ^[a-z0-9.-]+$ ]] || die "--zone must be a DNS name"
 [[ "$db_user" =~ ^[a-z_][a-z0-9_]*$ ]] || die "--db-user must be a plain identifier"
+[[ "$gatherers" =~ ^g[0-9]+(,g[0-9]+)*$ ]] || die "--gatherers must be slots like g1,g2,g3 (got '$gatherers')"
+if [ -n "$issue_prefix" ]; then
+    [[ "$issue_prefix" =~ ^[A-Za-z0-9/_.-]+/$ ]] || die "--tls-issue-prefix must be a secret name prefix ending in /"
+    [[ "$issue_name" =~ ^[A-Za-z0-9_.-]+$ ]] || die "--tls-issue-name must be the environment's name"
+    [ "${#issue_identities[@]}" -gt 0 ] || die "--tls-issue-prefix needs --tls-issue-identity"
+    [[ "$leaf_days" =~ ^[0-9]+$ && "$renew_within" =~ ^[0-9]+$ && "$renew_within" -lt "$leaf_days" ]] ||
+        die "--tls-renew-within-days must be below --tls-leaf-days"
+fi
 if [ -n "$archive_bucket" ]; then
     [[ "$archive_bucket" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || die "--archive-bucket must be an S3 bucket name"
     [[ "$archive_prefix" =~ ^([A-Za-z0-9._=-]+/)*$ ]] || die "--archive-prefix must be empty or end in /"
@@ -90,7 +119,7 @@ etc="$root/etc/kalshi-data"
 if [ "$apt" = 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=600 update -q
-    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends postgresql-client prometheus-node-exporter gnupg \
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends postgresql-client prometheus-node-exporter gnupg awscli jq openssl \
         curl ca-certificates
 fi
 install -d -m 0755 "$etc"
@@ -113,8 +142,22 @@ group="kalshi"
 if [ "$(id -u)" != 0 ] || ! getent group kalshi >/dev/null; then
     group="$(id -gn)"
 fi
-sed -e "s|\.gatherers\.kalshi\.internal:|.gatherers.$zone:|" \
-    "$here/etc/deduplicator.production.toml" >"$etc/deduplicator.toml.new"
+# The shipped [[gatherers]] tables give way to one per slot of --gatherers, where the first was.
+awk -v slots="$gatherers" -v zone="$zone" '
+    /^\[\[gatherers\]\]$/ {
+        skipping = 1
+        if (!done) {
+            n = split(slots, s, ",")
+            for (i = 1; i <= n; i++)
+                printf "[[gatherers]]\nid = \"%s\"\nendpoint = \"https://%s.gatherers.%s:50051\"\n\n", s[i], s[i], zone
+            done = 1
+        }
+        next
+    }
+    skipping && /^(id|endpoint) = / { next }
+    skipping && /^$/ { skipping = 0; next }
+    { skipping = 0; print }
+' "$here/etc/deduplicator.production.toml" >"$etc/deduplicator.toml.new"
 chgrp "$group" "$etc/deduplicator.toml.new"
 chmod 0640 "$etc/deduplicator.toml.new"
 mv "$etc/deduplicator.toml.new" "$etc/deduplicator.toml"
@@ -134,6 +177,40 @@ DEDUPLICATOR__ARCHIVE__REGION="$region"
 ENV
 fi
 umask 022
+
+# The link's certificates, issued (the first boot) and renewed here, before this host fetches
+# its own: once now, then daily. A failure now is not fatal (the other deduplicator, or the
+# next run, issues them; fetching below waits for this host's own).
+if [ -n "$issue_prefix" ]; then
+    renew=("$here/lib/renew-tls.sh" --region "$region" --prefix "$issue_prefix" --name "$issue_name"
+        --leaf-days "$leaf_days" --renew-within-days "$renew_within" "${issue_identities[@]}")
+    if [ "$systemd" = 1 ]; then
+        "${renew[@]}" || say "warning: issuing the mTLS certificates failed (kalshi-tls-renew.timer retries)"
+    fi
+    install -d -m 0755 "$root/etc/systemd/system"
+    cat >"$root/etc/systemd/system/kalshi-tls-renew.service" <<UNIT
+[Unit]
+Description=Issue and renew the kalshi-data gRPC link's mTLS certificates (Secrets Manager)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=${renew[*]}
+UNIT
+    cat >"$root/etc/systemd/system/kalshi-tls-renew.timer" <<'UNIT'
+[Unit]
+Description=Daily renewal of the kalshi-data gRPC link's mTLS certificates
+
+[Timer]
+OnCalendar=daily
+RandomizedDelaySec=1h
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+UNIT
+fi
 
 # The mTLS identity, refreshed daily (re-read without a restart when it changes).
 install_tls deduplicator deduplicator kalshi "$root" "$region" "$tls_secret_arn" "$tls_dir"
@@ -158,3 +235,6 @@ rm -f "$etc/deduplicator.check.toml"
 timer=0
 [ -z "$tls_secret_arn" ] || timer=1
 finish deduplicator "$root" "$log_group" "$systemd" "$timer"
+if [ -n "$issue_prefix" ] && [ "$systemd" = 1 ]; then
+    systemctl enable --now kalshi-tls-renew.timer
+fi

@@ -118,7 +118,7 @@ apt_get() { apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 if [ "$apt" = 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt_get update -q
-    apt_get install -y -q --no-install-recommends awscli jq curl ca-certificates gnupg
+    apt_get install -y -q --no-install-recommends awscli jq curl ca-certificates gnupg openssl
 fi
 if [ -n "$data_volume_id" ]; then
     data_device="$("$here/lib/data-volume.sh" --volume-id "$data_volume_id" --region "$region")"

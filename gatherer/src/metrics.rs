@@ -208,6 +208,10 @@ pub fn describe() {
         kalshi_shared::tls::RELOADS,
         "TLS certificate files re-read after they changed, by side and result (error: the new files did not load; the running certificates stay)"
     );
+    metrics::describe_gauge!(
+        kalshi_shared::tls::EXPIRY,
+        "When this side's TLS certificate (cert=own) and its CA (cert=ca, the latest-ending of the bundle) end, Unix seconds"
+    );
     describe_counter!(
         CREDENTIAL_RELOADS,
         "Kalshi key reloads at SIGHUP, by result (error: the new key did not load; the old one stays)"

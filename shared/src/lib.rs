@@ -19,6 +19,7 @@ pub mod telemetry;
 pub mod time;
 pub mod tls;
 pub mod wire;
+pub mod x509;
 
 pub use fixed::{FixedError, Price, Quantity};
 

@@ -27,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 /// `tls_reloads_total{side,result}`: certificate files re-read after a change.
 pub const RELOADS: &str = "tls_reloads_total";
+/// `tls_certificate_expiry_timestamp_seconds{side,cert}`: when this side's own certificate
+/// (`cert="own"`) and its CA (`cert="ca"`: the latest-ending one of a bundle) end, set at start
+/// and at every reload; the alert `TlsCertificateExpiresSoon` fires 30 days ahead.
+pub const EXPIRY: &str = "tls_certificate_expiry_timestamp_seconds";
 /// `api_tls_rejections_total{reason}`: handshakes a gatherer refused.
 pub const REJECTIONS: &str = "api_tls_rejections_total";
 /// Every reason `api_tls_rejections_total` is counted under.
@@ -115,6 +119,31 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Sets `tls_certificate_expiry_timestamp_seconds` from the files a configuration was just
+/// built from (they loaded, so they hold certificates; one whose validity cannot be read is
+/// logged and left out, never a reason to refuse a configuration rustls accepted).
+fn report_expiry(side: &'static str, files: &TlsFiles) {
+    let ends = |path: &Path| -> Vec<i64> {
+        read_certs(path)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| match crate::x509::validity(c) {
+                Ok((_, not_after)) => Some(not_after),
+                Err(e) => {
+                    tracing::warn!(side, file = %path.display(), error = %e, "cannot read a certificate's validity");
+                    None
+                }
+            })
+            .collect()
+    };
+    if let Some(own) = ends(&files.cert_file).first() {
+        metrics::gauge!(EXPIRY, "side" => side, "cert" => "own").set(*own as f64);
+    }
+    if let Some(ca) = ends(&files.ca_file).into_iter().max() {
+        metrics::gauge!(EXPIRY, "side" => side, "cert" => "ca").set(ca as f64);
+    }
+}
+
 /// Size and modification time of each file: what "changed" means.
 type Stamp = Vec<(u64, Option<SystemTime>)>;
 
@@ -144,6 +173,7 @@ impl<T: Clone> Reloading<T> {
     ) -> Result<Self, TlsError> {
         let s = stamp(&files);
         let value = build(&files)?;
+        report_expiry(side, &files);
         Ok(Self {
             side,
             files,
@@ -174,6 +204,7 @@ impl<T: Clone> Reloading<T> {
             match (self.build)(&self.files) {
                 Ok(v) => {
                     g.1 = v;
+                    report_expiry(self.side, &self.files);
                     metrics::counter!(RELOADS, "side" => self.side, "result" => "ok").increment(1);
                     tracing::info!(side = self.side, cert = %self.files.cert_file.display(), "TLS certificates reloaded");
                 }

@@ -493,14 +493,80 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
     assert!(out.status.success(), "{}", text(&out));
     let etc = host.join("etc/kalshi-data");
     let cfg = std::fs::read_to_string(etc.join("deduplicator.toml")).unwrap();
-    for g in ["g1", "g2", "g3"] {
-        assert!(
-            cfg.contains(&format!(
-                "endpoint = \"https://{g}.gatherers.prod.internal:50051\""
-            )),
-            "{cfg}"
-        );
-    }
+    let gatherers = |cfg: &str| -> Vec<(String, String)> {
+        let doc: toml::Value = toml::from_str(cfg).unwrap();
+        doc["gatherers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["id"].as_str().unwrap().to_owned(),
+                    g["endpoint"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let expect = |slots: &[&str]| -> Vec<(String, String)> {
+        slots
+            .iter()
+            .map(|g| {
+                (
+                    (*g).to_owned(),
+                    format!("https://{g}.gatherers.prod.internal:50051"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(gatherers(&cfg), expect(&["g1", "g2", "g3"]), "{cfg}");
+    // A fourth slot is Terraform's slot list, passed on: no file to edit.
+    let out = args(&[&prod[..], &["--gatherers", "g1,g2,g3,g4"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let four = std::fs::read_to_string(etc.join("deduplicator.toml")).unwrap();
+    assert_eq!(
+        gatherers(&four),
+        expect(&["g1", "g2", "g3", "g4"]),
+        "{four}"
+    );
+    let out = args(&[&prod[..], &["--gatherers", "g1;rm -rf /"]].concat());
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--gatherers must be slots"),
+        "{}",
+        text(&out)
+    );
+    // It issues the link's certificates: a daily renewal of every identity, in the secrets
+    // Terraform names (lib/renew-tls.sh, tested on its own below).
+    let issue = [
+        "--tls-issue-prefix",
+        "kalshi-data/prod/tls/",
+        "--tls-issue-name",
+        "prod",
+        "--tls-issue-identity",
+        "g1=g1,g1.gatherers.prod.internal",
+        "--tls-issue-identity",
+        "deduplicator=deduplicator",
+    ];
+    let out = args(&[&prod[..], &issue[..3]].concat());
+    assert!(!out.status.success());
+    let out = args(&[&prod[..], &issue[..]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let unit =
+        std::fs::read_to_string(host.join("etc/systemd/system/kalshi-tls-renew.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    assert!(
+        exec.ends_with("lib/renew-tls.sh --region eu-west-1 --prefix kalshi-data/prod/tls/ --name prod --leaf-days 365 --renew-within-days 60 --identity g1=g1,g1.gatherers.prod.internal --identity deduplicator=deduplicator"),
+        "{exec}"
+    );
+    assert!(
+        host.join("etc/systemd/system/kalshi-tls-renew.timer")
+            .is_file()
+    );
+    let out = args(&prod);
+    assert!(out.status.success(), "{}", text(&out));
     let env = std::fs::read_to_string(etc.join("deduplicator.env")).unwrap();
     assert!(
         env.contains("DEDUPLICATOR__PRODUCTION__DATABASE_URL=\"postgres://deduplicator@kalshi-prod.abc.eu-west-1.rds.amazonaws.com:5432/kalshi?sslmode=verify-full&sslrootcert=/etc/kalshi-data/rds-global-bundle.pem\""),
@@ -726,4 +792,171 @@ fn a_slots_volume_is_attached_when_the_old_instance_lets_go_and_never_forced() {
         !calls.contains("attach-volume") && !calls.contains("detach"),
         "{calls}"
     );
+}
+
+/// A fake `aws secretsmanager` keeping secrets under `dir/sm`: get-secret-value (the current
+/// value, or ResourceNotFoundException), put-secret-value with Secrets Manager's token rule (a
+/// second, different value under one token is ResourceExistsException). Serialized by a lock,
+/// as the real service is; every put is logged.
+fn fake_secrets(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(dir.join("sm")).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        r#"#!/bin/bash
+state="{state}"
+exec 9>"$state/.lock"; flock 9
+op="$4"; shift 4
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --secret-id) id="$(tr / _ <<<"$2")"; shift 2 ;;
+    --secret-string) value="${{2#file://}}"; shift 2 ;;
+    --client-request-token) token="$2"; shift 2 ;;
+    *) shift ;;
+  esac
+done
+case "$op" in
+  get-secret-value)
+    [ -f "$state/$id" ] || {{ echo "An error occurred (ResourceNotFoundException) when calling the GetSecretValue operation" >&2; exit 254; }}
+    cat "$state/$id" ;;
+  put-secret-value)
+    if [ -f "$state/$id.$token" ]; then
+      cmp -s "$value" "$state/$id.$token" && exit 0
+      echo "An error occurred (ResourceExistsException) when calling the PutSecretValue operation" >&2; exit 254
+    fi
+    cp "$value" "$state/$id.$token"; cp "$value" "$state/$id"; echo "$id" >>"$state/.puts" ;;
+  *) exit 2 ;;
+esac
+"#,
+        state = dir.join("sm").display()
+    );
+    std::fs::write(bin.join("aws"), script).unwrap();
+    std::fs::set_permissions(bin.join("aws"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+fn renew(bin: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new("bash");
+    c.arg(root().join("deploy/bootstrap/lib/renew-tls.sh"))
+        .args(["--region", "eu-west-1", "--prefix", "kalshi-data/prod/tls/"])
+        .args(["--name", "prod"])
+        .args(["--identity", "g1=g1,g1.gatherers.kalshi.internal"])
+        .args(["--identity", "deduplicator=deduplicator"])
+        .args(extra)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        );
+    c
+}
+
+/// The secret `id` as the three files a host installs, and the puts so far.
+fn identity(dir: &Path, id: &str) -> (serde_json::Value, Vec<String>) {
+    let v = std::fs::read_to_string(dir.join(format!("sm/kalshi-data_prod_tls_{id}"))).unwrap();
+    let puts = std::fs::read_to_string(dir.join("sm/.puts")).unwrap_or_default();
+    (
+        serde_json::from_str(&v).unwrap(),
+        puts.lines().map(str::to_owned).collect(),
+    )
+}
+
+#[test]
+fn certificates_are_issued_and_renewed_without_terraform_and_two_hosts_agree() {
+    use kalshi_shared::tls::{ClientTls, ServerTls, TlsFiles};
+    let dir = temp("renew-tls");
+    let bin = fake_secrets(&dir);
+    // Two deduplicator hosts at their first boot, at once: one CA, one certificate each.
+    let a = renew(&bin, &[]).stderr(Stdio::piped()).spawn().unwrap();
+    let b = renew(&bin, &[]).stderr(Stdio::piped()).spawn().unwrap();
+    for c in [a, b] {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let (g1, puts) = identity(&dir, "g1");
+    let mut sorted = puts.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "kalshi-data_prod_tls_ca-signing",
+            "kalshi-data_prod_tls_deduplicator",
+            "kalshi-data_prod_tls_g1"
+        ],
+        "one write each, whoever won"
+    );
+    // The files load as each side's TLS configuration, and the validity is what was asked.
+    let write = |id: &str, v: &serde_json::Value| -> TlsFiles {
+        let d = dir.join("hosts").join(id);
+        std::fs::create_dir_all(&d).unwrap();
+        for (f, k) in [("ca.crt", "ca"), ("c.crt", "cert"), ("c.key", "key")] {
+            std::fs::write(d.join(f), v[k].as_str().unwrap()).unwrap();
+        }
+        TlsFiles {
+            ca_file: d.join("ca.crt"),
+            cert_file: d.join("c.crt"),
+            key_file: d.join("c.key"),
+        }
+    };
+    let files = write("g1", &g1);
+    ServerTls::load(files.clone(), vec!["deduplicator".into()]).unwrap();
+    let (dedup, _) = identity(&dir, "deduplicator");
+    ClientTls::load(write("deduplicator", &dedup)).unwrap();
+    assert_eq!(g1["ca"], dedup["ca"], "one CA");
+    let pem = std::fs::read(&files.cert_file).unwrap();
+    let der =
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::from_pem_slice(
+            &pem,
+        )
+        .unwrap();
+    let (from, to) = kalshi_shared::x509::validity(&der).unwrap();
+    assert_eq!((to - from + 3_600) / 86_400, 365, "{from} {to}");
+    let san = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&files.cert_file)
+        .output()
+        .unwrap();
+    assert!(
+        text(&san).contains("DNS:g1, DNS:g1.gatherers.kalshi.internal"),
+        "{}",
+        text(&san)
+    );
+
+    // Nothing to do the next day.
+    let out = renew(&bin, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(identity(&dir, "g1").1.len(), 3, "{}", text(&out));
+
+    // A certificate near its end (here a new slot's, issued for 2 days) is reissued at the
+    // first run that finds it within 60 days of its end; the CA and the others stay.
+    let g2 = ["--identity", "g2=g2,g2.gatherers.kalshi.internal"];
+    let out = renew(
+        &bin,
+        &[&g2[..], &["--leaf-days", "2", "--renew-within-days", "1"]].concat(),
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (short, _) = identity(&dir, "g2");
+    let out = renew(&bin, &g2).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (renewed, puts) = identity(&dir, "g2");
+    assert_ne!(renewed["cert"], short["cert"]);
+    assert_ne!(
+        renewed["key"], short["key"],
+        "a new key with each certificate"
+    );
+    assert_eq!(renewed["ca"], g1["ca"]);
+    assert_eq!(identity(&dir, "g1").0, g1, "g1 is far from its end");
+    let mut counts = std::collections::BTreeMap::new();
+    for p in &puts {
+        *counts
+            .entry(p.trim_start_matches("kalshi-data_prod_tls_"))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [("ca-signing", 1), ("deduplicator", 1), ("g1", 1), ("g2", 2)]
+    );
+    ServerTls::load(write("g2", &renewed), vec!["deduplicator".into()]).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -212,9 +212,17 @@ fn every_documented_bootstrap_command_is_one_the_script_accepts() {
             .replace("${rds_instance_id}", "kalshi-prod")
             .replace("${region}", "us-east-1")
             .replace("${zone}", "kalshi.internal")
+            .replace("${gatherers}", "g1,g2,g3")
+            .replace(
+                "${tls_issue_flags}",
+                "--tls-issue-prefix kalshi-data/kalshi-prod/tls/ --tls-issue-name kalshi-prod \
+                 --tls-leaf-days 365 --tls-renew-within-days 60 \
+                 --tls-issue-identity g1=g1,g1.gatherers.kalshi.internal \
+                 --tls-issue-identity deduplicator=deduplicator",
+            )
             .replace("${archive_prefix}", "archive/")
             .replace("${archive_bucket}", "kalshi-prod-archive");
-        let args = regex_lite_subst(&args);
+        let args = other_template_values(&args);
         let out = Command::new("bash")
             .arg("-c")
             .arg(format!(
@@ -236,7 +244,7 @@ fn every_documented_bootstrap_command_is_one_the_script_accepts() {
 
 /// Any other `${name}` of a template becomes `x`; `$${...}` (a shell expansion in a template)
 /// and what follows it on its word is dropped.
-fn regex_lite_subst(s: &str) -> String {
+fn other_template_values(s: &str) -> String {
     let mut out = Vec::new();
     for w in s.split_whitespace() {
         if w.starts_with("$${") {

@@ -13,8 +13,9 @@ install_tls() {
     if [ -n "$secret_arn" ]; then
         source=(--secret-arn "$secret_arn" --region "$region")
     fi
+    # At a first boot the deduplicators may not have issued it yet: wait up to 20 minutes.
     "$common_lib/fetch-tls.sh" --service "$service" --identity "$identity" "${source[@]}" \
-        --root "${root:-/}" --owner "$owner"
+        --root "${root:-/}" --owner "$owner" --wait 1200
     [ -n "$secret_arn" ] || return 0
     install -d -m 0755 "$root/etc/systemd/system"
     cat >"$root/etc/systemd/system/kalshi-tls-refresh.service" <<UNIT
@@ -41,12 +42,27 @@ WantedBy=timers.target
 UNIT
 }
 
-# finish SERVICE ROOT LOG_GROUP SYSTEMD(1|0) REFRESH_TIMER(1|0): logs to CloudWatch (with a
-# log group), then, under systemd, node_exporter, the certificate refresh timer and the
+# time_sync ROOT: the clock from the Amazon Time Sync Service (169.254.169.123, link-local: no
+# security group rule or NAT in the way; Debian's default pool servers are not reachable from
+# the private subnets). AWS request signing, IAM database tokens and the certificates' validity
+# all depend on it. Both chrony and systemd-timesyncd are told; whichever runs is restarted.
+time_sync() {
+    local root="$1"
+    install -d -m 0755 "$root/etc/chrony/sources.d" "$root/etc/systemd/timesyncd.conf.d"
+    printf '%s\n' "# Amazon Time Sync Service (kalshi-data bootstrap)" \
+        "server 169.254.169.123 prefer iburst minpoll 4 maxpoll 4" \
+        >"$root/etc/chrony/sources.d/aws-time-sync.sources"
+    printf '%s\n' "# Amazon Time Sync Service (kalshi-data bootstrap)" "[Time]" "NTP=169.254.169.123" \
+        >"$root/etc/systemd/timesyncd.conf.d/aws-time-sync.conf"
+}
+
+# finish SERVICE ROOT LOG_GROUP SYSTEMD(1|0) REFRESH_TIMER(1|0): the clock's source, logs to
+# CloudWatch (with a log group), then, under systemd, node_exporter, the certificate refresh timer and the
 # service itself, (re)started.
 finish() {
     local service="$1" root="$2" log_group="$3" systemd="$4" timer="$5"
     local unit="kalshi-$service"
+    time_sync "$root"
     if [ -n "$log_group" ]; then
         local cw=(--log-group "$log_group" --unit "$unit" --root "${root:-/}")
         [ "$systemd" = 1 ] || cw+=(--no-install)
@@ -57,6 +73,7 @@ finish() {
         return 0
     fi
     systemctl daemon-reload
+    systemctl try-restart chrony.service systemd-timesyncd.service || true
     systemctl enable --now prometheus-node-exporter
     if [ "$timer" = 1 ]; then
         systemctl enable --now kalshi-tls-refresh.timer

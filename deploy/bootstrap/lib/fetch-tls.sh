@@ -6,15 +6,18 @@
 # directory holding ca.crt, <identity>.crt and <identity>.key (tests, manual set-ups).
 #
 #   fetch-tls.sh --service gatherer --identity g2 (--secret-arn ARN --region R | --from-dir DIR)
-#                [--root DIR] [--owner USER]
+#                [--root DIR] [--owner USER] [--wait SECS]
+#
+# --wait: a secret with no value yet (a first boot, before the deduplicators issued the
+# certificates: lib/renew-tls.sh) is asked again every 10 s for up to SECS.
 #
 # Files are replaced atomically and only when their content changed, so running it again (the
 # bootstraps install a daily timer that does, kalshi-tls-refresh.timer) costs nothing until
-# Terraform renews a certificate; the service then re-reads the changed files at its next
+# the deduplicators renew a certificate (lib/renew-tls.sh); the service then re-reads the changed files at its next
 # handshake, without a restart.
 set -euo pipefail
 
-service="" identity="" secret_arn="" region="" from_dir="" root="/" owner="kalshi"
+service="" identity="" secret_arn="" region="" from_dir="" root="/" owner="kalshi" wait=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --service) service="$2"; shift 2 ;;
@@ -24,7 +27,8 @@ while [ $# -gt 0 ]; do
         --from-dir) from_dir="$2"; shift 2 ;;
         --root) root="$2"; shift 2 ;;
         --owner) owner="$2"; shift 2 ;;
-        -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --wait) wait="$2"; shift 2 ;;
+        -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "fetch-tls.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -41,9 +45,18 @@ install -d -m 0755 "$dir"
 umask 077
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+[[ "$wait" =~ ^[0-9]+$ ]] || { echo "fetch-tls.sh: bad --wait '$wait'" >&2; exit 2; }
 if [ -n "$secret_arn" ]; then
-    secret="$(aws secretsmanager get-secret-value --region "$region" --secret-id "$secret_arn" \
-        --query SecretString --output text)"
+    deadline=$((SECONDS + wait))
+    until secret="$(aws secretsmanager get-secret-value --region "$region" --secret-id "$secret_arn" \
+        --query SecretString --output text 2>"$work/err")"; do
+        if ! grep -q ResourceNotFoundException "$work/err" || [ "$SECONDS" -ge "$deadline" ]; then
+            echo "fetch-tls.sh: cannot read $secret_arn: $(cat "$work/err")" >&2
+            exit 1
+        fi
+        echo "fetch-tls.sh: $secret_arn has no certificate yet (the deduplicators issue it): waiting" >&2
+        sleep 10
+    done
     jq -er .ca <<<"$secret" >"$work/ca.crt"
     jq -er .cert <<<"$secret" >"$work/$service.crt"
     jq -er .key <<<"$secret" >"$work/$service.key"

@@ -76,7 +76,7 @@ resource "aws_security_group" "operator" {
 module "pki" {
   source        = "../../modules/pki"
   name          = var.name
-  slots         = ["g1", "g2", "g3"]
+  slots         = var.slots
   dns_zone_name = module.network.dns_zone_name
 }
 
@@ -104,23 +104,29 @@ module "rds" {
 }
 
 module "deduplicator" {
-  source                       = "../../modules/deduplicator"
-  tags                         = local.tags
-  instance_type                = local.instance_types[0]
-  fallback_instance_types      = slice(local.instance_types, 1, length(local.instance_types))
-  name                         = var.name
-  region                       = var.region
-  vpc_id                       = module.network.vpc_id
-  vpc_cidr_block               = module.network.vpc_cidr_block
-  private_subnet_ids           = module.network.private_subnet_ids
-  ami_id                       = var.ami_id
-  release_url                  = var.release_url
-  release_version              = var.release_version
-  release_sha256               = var.deduplicator_release_sha256
-  rds_endpoint                 = module.rds.endpoint
-  rds_identifier               = module.rds.identifier
-  dns_zone_name                = module.network.dns_zone_name
-  tls_secret_arn               = module.pki.secret_arns["deduplicator"]
+  source                  = "../../modules/deduplicator"
+  tags                    = local.tags
+  instance_type           = local.instance_types[0]
+  fallback_instance_types = slice(local.instance_types, 1, length(local.instance_types))
+  name                    = var.name
+  region                  = var.region
+  vpc_id                  = module.network.vpc_id
+  vpc_cidr_block          = module.network.vpc_cidr_block
+  private_subnet_ids      = module.network.private_subnet_ids
+  ami_id                  = var.ami_id
+  release_url             = var.release_url
+  release_version         = var.release_version
+  release_sha256          = var.deduplicator_release_sha256
+  rds_endpoint            = module.rds.endpoint
+  rds_identifier          = module.rds.identifier
+  dns_zone_name           = module.network.dns_zone_name
+  tls_secret_arn          = module.pki.secret_arns["deduplicator"]
+  gatherer_slots          = var.slots
+  tls_issue = {
+    prefix      = module.pki.secret_prefix
+    identities  = module.pki.identities
+    secret_arns = concat(values(module.pki.secret_arns), [module.pki.ca_signing_secret_arn])
+  }
   archive_bucket_arn           = module.archive.bucket_arn
   archive_bucket_name          = module.archive.bucket_name
   prometheus_security_group_id = module.monitoring.security_group_id
@@ -143,6 +149,7 @@ module "gatherers" {
   release_version                = var.release_version
   release_sha256                 = var.gatherer_release_sha256
   tls_secret_arns                = module.pki.secret_arns
+  slots                          = var.slots
   deduplicator_security_group_id = module.deduplicator.security_group_id
   prometheus_security_group_id   = module.monitoring.security_group_id
 }

@@ -51,3 +51,9 @@ variable "instance_types" {
   type        = list(string)
   default     = ["m7i.large", "m6i.large"]
 }
+
+variable "slots" {
+  description = "The gatherer slots (g1, g2, ...): one gatherer each, with its certificate, its volume, its group and its place in the deduplicator's configuration. Adding a slot is adding it here."
+  type        = list(string)
+  default     = ["g1", "g2", "g3"]
+}

@@ -35,60 +35,60 @@ resource "aws_cloudwatch_metric_alarm" "gatherer_slot_empty" {
   tags                = var.tags
 }
 
-# Every slot live, as the load balancer sees it: a slot whose bootstrap keeps failing is
-# replaced every ~17 minutes and is "in service" most of that time (its health check's grace),
-# so the in-service alarm above never fires for it; its target is unhealthy throughout, and
-# this one does (10 of the last 12 minutes below the slot count).
-resource "aws_cloudwatch_metric_alarm" "gatherers_unhealthy" {
-  alarm_name          = "${var.name}-gatherers-not-all-healthy"
-  alarm_description   = "Fewer healthy gatherers than slots for 10 of the last 12 minutes: a slot is down or keeps failing its bootstrap (runbooks/gatherer-down.md, runbooks/gatherer-replacement.md)"
-  namespace           = "AWS/ApplicationELB"
-  metric_name         = "HealthyHostCount"
-  dimensions          = var.gatherer_health_dimensions
-  statistic           = "Minimum"
-  period              = 60
-  evaluation_periods  = 12
-  datapoints_to_alarm = 10
-  comparison_operator = "LessThanThreshold"
-  threshold           = length(var.gatherer_asg_names)
-  treat_missing_data  = "breaching"
-  alarm_actions       = [aws_sns_topic.alerts.arn]
-  ok_actions          = [aws_sns_topic.alerts.arn]
-  tags                = var.tags
+# Live hosts as the load balancers see them (HealthyHostCount of a health-check target group):
+# - every gatherer slot: a slot whose bootstrap keeps failing is replaced every ~17 minutes and
+#   is "in service" most of that time (its health check's grace), so the in-service alarm above
+#   never fires for it; its target is unhealthy throughout, and this one does (10 of the last
+#   12 minutes below the slot count);
+# - no live deduplicator: nothing reaches production, and after the gatherers' retention
+#   (7 days) data is lost for good; independent of Prometheus, which may be down with the rest;
+# - the deduplicators' pair incomplete (the standby gone, or the group unable to launch) for
+#   20 minutes: one failure from an outage.
+locals {
+  healthy_hosts = {
+    gatherers-not-all-healthy = {
+      description = "Fewer healthy gatherers than slots for 10 of the last 12 minutes: a slot is down or keeps failing its bootstrap (runbooks/gatherer-down.md, runbooks/gatherer-replacement.md)"
+      dimensions  = var.gatherer_health_dimensions
+      statistic   = "Minimum"
+      at_least    = length(var.gatherer_asg_names)
+      period      = 60
+      of          = 12
+      breaching   = 10
+    }
+    deduplicator-none-live = {
+      description = "No deduplicator passes its liveness check for 5 minutes: production receives nothing (runbooks/deduplicator-down.md)"
+      dimensions  = var.deduplicator_health_dimensions
+      statistic   = "Maximum"
+      at_least    = 1
+      period      = 60
+      of          = 5
+      breaching   = 5
+    }
+    deduplicator-pair-incomplete = {
+      description = "Fewer healthy deduplicators than the group's size for 20 minutes: no warm standby (runbooks/deduplicator-standby.md)"
+      dimensions  = var.deduplicator_health_dimensions
+      statistic   = "Minimum"
+      at_least    = var.deduplicator_instances
+      period      = 300
+      of          = 4
+      breaching   = 4
+    }
+  }
 }
 
-# No live deduplicator: nothing reaches production, and after the gatherers' retention (7 days)
-# data is lost for good. Independent of Prometheus, which may be down with the rest.
-resource "aws_cloudwatch_metric_alarm" "deduplicator_none_live" {
-  alarm_name          = "${var.name}-deduplicator-none-live"
-  alarm_description   = "No deduplicator passes its liveness check for 5 minutes: production receives nothing (runbooks/deduplicator-down.md)"
+resource "aws_cloudwatch_metric_alarm" "healthy_hosts" {
+  for_each            = local.healthy_hosts
+  alarm_name          = "${var.name}-${each.key}"
+  alarm_description   = each.value.description
   namespace           = "AWS/ApplicationELB"
   metric_name         = "HealthyHostCount"
-  dimensions          = var.deduplicator_health_dimensions
-  statistic           = "Maximum"
-  period              = 60
-  evaluation_periods  = 5
+  dimensions          = each.value.dimensions
+  statistic           = each.value.statistic
+  period              = each.value.period
+  evaluation_periods  = each.value.of
+  datapoints_to_alarm = each.value.breaching
   comparison_operator = "LessThanThreshold"
-  threshold           = 1
-  treat_missing_data  = "breaching"
-  alarm_actions       = [aws_sns_topic.alerts.arn]
-  ok_actions          = [aws_sns_topic.alerts.arn]
-  tags                = var.tags
-}
-
-# The pair incomplete (the standby gone, or the group unable to launch) for 20 minutes: one
-# failure from an outage.
-resource "aws_cloudwatch_metric_alarm" "deduplicator_pair_incomplete" {
-  alarm_name          = "${var.name}-deduplicator-pair-incomplete"
-  alarm_description   = "Fewer healthy deduplicators than the group's size for 20 minutes: no warm standby (runbooks/deduplicator-standby.md)"
-  namespace           = "AWS/ApplicationELB"
-  metric_name         = "HealthyHostCount"
-  dimensions          = var.deduplicator_health_dimensions
-  statistic           = "Minimum"
-  period              = 300
-  evaluation_periods  = 4
-  comparison_operator = "LessThanThreshold"
-  threshold           = var.deduplicator_instances
+  threshold           = each.value.at_least
   treat_missing_data  = "breaching"
   alarm_actions       = [aws_sns_topic.alerts.arn]
   ok_actions          = [aws_sns_topic.alerts.arn]

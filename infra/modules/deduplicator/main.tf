@@ -127,6 +127,13 @@ data "aws_iam_policy_document" "deduplicator" {
     resources = [var.tls_secret_arn]
   }
   statement {
+    # The deduplicators issue and renew the link's certificates (renew-tls.sh): they alone
+    # read the CA's secret and write every identity's.
+    sid       = "IssueTheLinksCertificates"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]
+    resources = var.tls_issue.secret_arns
+  }
+  statement {
     sid       = "WriteItsLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
     resources = ["${aws_cloudwatch_log_group.deduplicator.arn}:*"]
@@ -206,6 +213,12 @@ resource "aws_launch_template" "deduplicator" {
     tls_secret_arn  = var.tls_secret_arn
     archive_bucket  = var.archive_bucket_name
     archive_prefix  = var.archive_prefix
+    gatherers       = join(",", var.gatherer_slots)
+    tls_issue_flags = join(" ", concat(
+      ["--tls-issue-prefix", var.tls_issue.prefix, "--tls-issue-name", var.name],
+      ["--tls-leaf-days", var.tls_leaf_days, "--tls-renew-within-days", var.tls_renew_within_days],
+      flatten([for id, names in var.tls_issue.identities : ["--tls-issue-identity", "${id}=${join(",", names)}"]]),
+    ))
   }))
   # Launched by the group, instances and their volumes get no provider default_tags: these.
   tag_specifications {

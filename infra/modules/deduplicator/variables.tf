@@ -133,3 +133,29 @@ variable "root_volume_size_gb" {
   type        = number
   default     = 40
 }
+
+variable "gatherer_slots" {
+  description = "The gatherer slots it reads (the environment's slots): each <slot>.gatherers.<zone>:50051, written into its configuration at boot."
+  type        = list(string)
+}
+
+variable "tls_issue" {
+  description = "The link's certificates, which the deduplicators issue and renew (module pki's outputs): the secrets' name prefix, every identity's DNS names, every secret the deduplicators write (the identities' and the CA's)."
+  type = object({
+    prefix      = string
+    identities  = map(list(string))
+    secret_arns = list(string)
+  })
+}
+
+variable "tls_leaf_days" {
+  description = "How long each certificate of the link is valid."
+  type        = number
+  default     = 365
+}
+
+variable "tls_renew_within_days" {
+  description = "A certificate is renewed this many days before its end (the alert TlsCertificateExpiresSoon fires at 30)."
+  type        = number
+  default     = 60
+}

@@ -13,24 +13,6 @@ variable "dns_zone_name" {
   type        = string
 }
 
-variable "ca_validity_days" {
-  description = "How long the CA is valid (renewing it is a CA rotation: runbooks/certificate-rotation.md)."
-  type        = number
-  default     = 1825
-}
-
-variable "leaf_validity_days" {
-  description = "How long each service certificate is valid."
-  type        = number
-  default     = 365
-}
-
-variable "early_renewal_days" {
-  description = "A certificate is reissued by the first terraform apply within this many days of its end."
-  type        = number
-  default     = 60
-}
-
 variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)
