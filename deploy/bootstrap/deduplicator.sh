@@ -38,6 +38,9 @@
 #   --tls-issue-name N        the environment, in the CA's name
 #   --tls-issue-identity ID=NAME,NAME...
 #                             one per identity (Terraform's pki identities), repeated
+#   --lag-metric ENV          publish the active one's lag to CloudWatch every minute
+#                             (kalshi-data DedupSyncLagSeconds, Environment=ENV), for the alarm
+#                             that needs no Prometheus (lib/publish-lag.sh)
 #   --tls-leaf-days N, --tls-renew-within-days N
 #                             certificates' validity (365) and when they are renewed (60 days
 #                             before their end)
@@ -52,6 +55,7 @@ rds_endpoint="" rds_instance_id="" region="" zone="kalshi.internal" db_user="ded
 gatherers="g1,g2,g3"
 issue_prefix="" issue_name="" leaf_days=365 renew_within=60
 issue_identities=()
+lag_metric=""
 root="/" apt=1 systemd=1 ca_bundle="" tls_secret_arn="" tls_dir=""
 archive_bucket="" archive_prefix="archive/"
 ca_url="https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
@@ -73,6 +77,7 @@ while [ $# -gt 0 ]; do
         --tls-issue-prefix) issue_prefix="$2"; shift 2 ;;
         --tls-issue-name) issue_name="$2"; shift 2 ;;
         --tls-issue-identity) issue_identities+=(--identity "$2"); shift 2 ;;
+        --lag-metric) lag_metric="$2"; shift 2 ;;
         --tls-leaf-days) leaf_days="$2"; shift 2 ;;
         --tls-renew-within-days) renew_within="$2"; shift 2 ;;
         --check-args) check_args=1; shift ;;
@@ -84,7 +89,7 @@ while [ $# -gt 0 ]; do
         --tls-dir) tls_dir="$2"; shift 2 ;;
         --archive-bucket) archive_bucket="$2"; shift 2 ;;
         --archive-prefix) archive_prefix="$2"; shift 2 ;;
-        -h | --help) sed -n '2,46p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,49p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -94,6 +99,9 @@ done
 [[ "$zone" =~ ^[a-z0-9.-]+$ ]] || die "--zone must be a DNS name"
 [[ "$db_user" =~ ^[a-z_][a-z0-9_]*$ ]] || die "--db-user must be a plain identifier"
 [[ "$gatherers" =~ ^g[0-9]+(,g[0-9]+)*$ ]] || die "--gatherers must be slots like g1,g2,g3 (got '$gatherers')"
+if [ -n "$lag_metric" ]; then
+    [[ "$lag_metric" =~ ^[A-Za-z0-9_.-]+$ ]] || die "--lag-metric must be the environment's name"
+fi
 if [ -n "$issue_prefix" ]; then
     [[ "$issue_prefix" =~ ^[A-Za-z0-9/_.-]+/$ ]] || die "--tls-issue-prefix must be a secret name prefix ending in /"
     [[ "$issue_name" =~ ^[A-Za-z0-9_.-]+$ ]] || die "--tls-issue-name must be the environment's name"
@@ -212,6 +220,31 @@ WantedBy=timers.target
 UNIT
 fi
 
+# The lag, to CloudWatch every minute (the active deduplicator only).
+if [ -n "$lag_metric" ]; then
+    install -d -m 0755 "$root/etc/systemd/system"
+    cat >"$root/etc/systemd/system/kalshi-lag-publish.service" <<UNIT
+[Unit]
+Description=Publish the active kalshi-data deduplicator's lag to CloudWatch
+
+[Service]
+Type=oneshot
+ExecStart=$here/lib/publish-lag.sh --region $region --name $lag_metric
+UNIT
+    cat >"$root/etc/systemd/system/kalshi-lag-publish.timer" <<'UNIT'
+[Unit]
+Description=Every minute: the kalshi-data deduplicator's lag to CloudWatch
+
+[Timer]
+OnBootSec=1min
+OnUnitActiveSec=1min
+AccuracySec=5s
+
+[Install]
+WantedBy=timers.target
+UNIT
+fi
+
 # The mTLS identity, refreshed daily (re-read without a restart when it changes).
 install_tls deduplicator deduplicator kalshi "$root" "$region" "$tls_secret_arn" "$tls_dir"
 
@@ -237,4 +270,7 @@ timer=0
 finish deduplicator "$root" "$log_group" "$systemd" "$timer"
 if [ -n "$issue_prefix" ] && [ "$systemd" = 1 ]; then
     systemctl enable --now kalshi-tls-renew.timer
+fi
+if [ -n "$lag_metric" ] && [ "$systemd" = 1 ]; then
+    systemctl enable --now kalshi-lag-publish.timer
 fi

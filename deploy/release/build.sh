@@ -17,6 +17,9 @@
 #                                     CloudWatch Logs), fetch-tls.sh (its mTLS identity),
 #                                     common.sh (steps both bootstraps share: the mTLS identity and its refresh timer, logs, units),
 #                                     data-volume.sh (a gatherer slot's own EBS volume, attached)
+#   monitoring.sh, etc/{prometheus,alertmanager,grafana}/
+#                                     (deduplicator's only) the monitoring host's bootstrap and
+#                                     the rules, routes and dashboards it installs
 #   BUILD                             version, git commit, target
 #
 # The tarballs are reproducible from the same binaries (sorted names, fixed times and owners,
@@ -64,6 +67,14 @@ for svc in gatherer deduplicator; do
     install -m 0755 "$repo/deploy/bootstrap/$svc.sh" "$d/bootstrap.sh"
     install -d "$d/lib"
     install -m 0755 "$repo/deploy/bootstrap/lib/"*.sh "$d/lib/"
+    if [ "$svc" = deduplicator ]; then
+        # The monitoring host runs from this tarball too (infra/modules/monitoring).
+        install -m 0755 "$repo/deploy/bootstrap/monitoring.sh" "$d/monitoring.sh"
+        install -d "$d/etc/prometheus" "$d/etc/alertmanager" "$d/etc/grafana"
+        install -m 0644 "$repo/deploy/prometheus/prometheus.yml" "$repo/deploy/prometheus/alerts.yml" "$d/etc/prometheus/"
+        install -m 0644 "$repo/deploy/alertmanager/alertmanager.yml" "$d/etc/alertmanager/"
+        install -m 0644 "$repo/deploy/grafana/"*.json "$d/etc/grafana/"
+    fi
     printf 'version=%s\ngit_sha=%s\ntarget=linux-%s\n' "$version" "$sha" "$arch" >"$d/BUILD"
     tarball="$name-linux-$arch.tar.gz"
     tar -C "$stage" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - "$name" |

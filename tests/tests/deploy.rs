@@ -81,6 +81,7 @@ fn the_release_is_reproducible_and_carries_what_the_bootstrap_needs() {
         "lib/common.sh",
         "lib/cloudwatch-logs.sh",
         "lib/data-volume.sh",
+        "lib/renew-tls.sh",
         "systemd/kalshi-gatherer.service",
         "etc/gatherer.production.toml",
         "etc/gatherer.reference.toml",
@@ -546,9 +547,16 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
         "g1=g1,g1.gatherers.prod.internal",
         "--tls-issue-identity",
         "deduplicator=deduplicator",
+        "--lag-metric",
+        "prod",
     ];
-    let out = args(&[&prod[..], &issue[..3]].concat());
+    let out = args(&[&prod[..], &issue[..4]].concat());
     assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--tls-issue-prefix needs --tls-issue-identity"),
+        "{}",
+        text(&out)
+    );
     let out = args(&[&prod[..], &issue[..]].concat());
     assert!(out.status.success(), "{}", text(&out));
     let unit =
@@ -564,6 +572,13 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
     assert!(
         host.join("etc/systemd/system/kalshi-tls-renew.timer")
             .is_file()
+    );
+    // And the lag for the CloudWatch alarm, every minute.
+    let unit = std::fs::read_to_string(host.join("etc/systemd/system/kalshi-lag-publish.service"))
+        .unwrap();
+    assert!(
+        unit.contains("lib/publish-lag.sh --region eu-west-1 --name prod"),
+        "{unit}"
     );
     let out = args(&prod);
     assert!(out.status.success(), "{}", text(&out));
@@ -625,7 +640,105 @@ fn the_deduplicator_bootstrap_writes_a_configuration_its_binary_accepts() {
         cfg.contains("cert_file = \"/etc/kalshi-data/tls/deduplicator.crt\""),
         "{cfg}"
     );
+    // The monitoring host runs from the same tarball.
+    the_monitoring_host_gets_rules_routes_and_dashboards_from_terraforms_values(&unpacked, &dir);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn the_monitoring_host_gets_rules_routes_and_dashboards_from_terraforms_values(
+    unpacked: &Path,
+    dir: &Path,
+) {
+    let host = dir.join("monitoring-host");
+    let topic = "arn:aws:sns:eu-west-1:123456789012:kalshi-prod-alerts-20261207";
+    let run_it = |extra: &[&str]| {
+        Command::new("bash")
+            .arg(unpacked.join("monitoring.sh"))
+            .args(["--no-apt", "--no-systemd", "--region", "eu-west-1"])
+            .arg("--root")
+            .arg(&host)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for (bad, says) in [
+        (
+            vec!["--alerts-topic-arn", "kalshi-alerts"],
+            "must be an SNS topic ARN",
+        ),
+        (
+            vec![
+                "--alerts-topic-arn",
+                topic,
+                "--deadmans-switch-url",
+                "http://x",
+            ],
+            "must be an https:// URL",
+        ),
+    ] {
+        let out = run_it(&bad);
+        assert!(
+            !out.status.success() && text(&out).contains(says),
+            "{}",
+            text(&out)
+        );
+    }
+    let url = "https://hc-ping.com/11111111-2222-3333-4444-555555555555";
+    let out = run_it(&["--alerts-topic-arn", topic, "--deadmans-switch-url", url]);
+    assert!(out.status.success(), "{}", text(&out));
+    let prom = std::fs::read_to_string(host.join("etc/prometheus/prometheus.yml")).unwrap();
+    assert_eq!(prom.matches("- region: eu-west-1").count(), 3, "{prom}");
+    assert!(!prom.contains("region: us-east-1"), "{prom}");
+    assert_eq!(
+        std::fs::read(host.join("etc/prometheus/kalshi-data/alerts.yml")).unwrap(),
+        std::fs::read(root().join("deploy/prometheus/alerts.yml")).unwrap()
+    );
+    let am = host.join("etc/prometheus/alertmanager.yml");
+    let text_am = std::fs::read_to_string(&am).unwrap();
+    assert_eq!(
+        text_am.matches(&format!("topic_arn: {topic}")).count(),
+        2,
+        "{text_am}"
+    );
+    assert_eq!(text_am.matches("region: eu-west-1").count(), 2, "{text_am}");
+    assert!(text_am.contains(&format!("- url: {url}")), "{text_am}");
+    let route = |labels: &[&str]| {
+        let out = Command::new("amtool")
+            .args(["config", "routes", "test", "--config.file"])
+            .arg(&am)
+            .args(labels)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        route(&["alertname=Watchdog", "severity=none"]),
+        "deadmans-switch"
+    );
+    assert_eq!(
+        route(&["alertname=GathererDown", "severity=critical"]),
+        "page"
+    );
+    // The dashboards, provisioned read-only against the local Prometheus.
+    for d in ["gatherers.json", "deduplicator.json"] {
+        assert_eq!(
+            std::fs::read(host.join("var/lib/grafana/dashboards/kalshi-data").join(d)).unwrap(),
+            std::fs::read(root().join("deploy/grafana").join(d)).unwrap()
+        );
+    }
+    let ds =
+        std::fs::read_to_string(host.join("etc/grafana/provisioning/datasources/kalshi-data.yaml"))
+            .unwrap();
+    assert!(ds.contains("url: http://127.0.0.1:9090"), "{ds}");
+    // Without a dead man's switch, the Watchdog goes nowhere, and the boot says so.
+    let out = run_it(&["--alerts-topic-arn", topic]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no --deadmans-switch-url"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(route(&["alertname=Watchdog", "severity=none"]), "blackhole");
 }
 
 /// Every shell script: the release's, the bootstraps, `dev`, `.ci/run` and the user-data
@@ -958,5 +1071,86 @@ fn certificates_are_issued_and_renewed_without_terraform_and_two_hosts_agree() {
         [("ca-signing", 1), ("deduplicator", 1), ("g1", 1), ("g2", 2)]
     );
     ServerTls::load(write("g2", &renewed), vec!["deduplicator".into()]).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn only_the_active_deduplicator_publishes_its_largest_lag_to_cloudwatch() {
+    let dir = temp("publish-lag");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        bin.join("aws"),
+        format!(
+            "#!/bin/bash\necho \"$*\" >>{}\n",
+            dir.join("calls").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("aws"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The deduplicator's /health/active and /metrics, served from files.
+    let www = dir.join("www");
+    std::fs::create_dir_all(www.join("health")).unwrap();
+    std::fs::write(
+        www.join("metrics"),
+        "# TYPE dedup_sync_lag_seconds gauge\n\
+         dedup_sync_lag_seconds{gatherer=\"g1\"} 1.5\n\
+         dedup_sync_lag_seconds{gatherer=\"g2\"} 742.25\n\
+         dedup_sync_lag_seconds_other 99999\n\
+         dedup_sync_lag_seconds{gatherer=\"g3\"} 0\n",
+    )
+    .unwrap();
+    let port = kalshi_testkit::ports::free_port().unwrap();
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&www)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let publish = || {
+        Command::new("bash")
+            .arg(root().join("deploy/bootstrap/lib/publish-lag.sh"))
+            .args(["--region", "eu-west-1", "--name", "kalshi-prod"])
+            .args([
+                "--health",
+                &format!("http://127.0.0.1:{port}/health/active"),
+            ])
+            .args(["--metrics", &format!("http://127.0.0.1:{port}/metrics")])
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the test's HTTP server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A standby (404 on /health/active) publishes nothing.
+    let out = publish();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!dir.join("calls").exists());
+    // The active one publishes the largest lag over its gatherers.
+    std::fs::write(www.join("health/active"), "{}").unwrap();
+    let out = publish();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("calls")).unwrap().trim(),
+        "cloudwatch put-metric-data --region eu-west-1 --namespace kalshi-data --metric-name DedupSyncLagSeconds --dimensions Environment=kalshi-prod --unit Seconds --value 742.250"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -158,6 +158,7 @@ fn bootstrap_invocations() -> Vec<(String, String, String)> {
         "infra",
         "infra/modules/gatherers",
         "infra/modules/deduplicator",
+        "infra/modules/monitoring",
     ] {
         for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
             let p = e.path();
@@ -175,10 +176,15 @@ fn bootstrap_invocations() -> Vec<(String, String, String)> {
         let mut i = 0;
         while i < lines.len() {
             let l = lines[i];
-            let svc = ["gatherer", "deduplicator"]
-                .into_iter()
-                .find(|s| l.contains(&format!("kalshi-{s}-")) && l.contains("/bootstrap.sh"));
-            let Some(svc) = svc else {
+            // (the script in deploy/bootstrap, its name in the release, the release)
+            let svc = [
+                ("gatherer", "bootstrap.sh", "gatherer"),
+                ("deduplicator", "bootstrap.sh", "deduplicator"),
+                ("monitoring", "monitoring.sh", "deduplicator"),
+            ]
+            .into_iter()
+            .find(|(_, f, r)| l.contains(&format!("kalshi-{r}-")) && l.contains(&format!("/{f}")));
+            let Some((svc, script, _)) = svc else {
                 i += 1;
                 continue;
             };
@@ -191,7 +197,7 @@ fn bootstrap_invocations() -> Vec<(String, String, String)> {
                 );
                 i += 1;
             }
-            let args = cmd.split("bootstrap.sh").nth(1).unwrap().trim().to_owned();
+            let args = cmd.split(script).nth(1).unwrap().trim().to_owned();
             out.push((f.display().to_string(), svc.to_owned(), args));
             i += 1;
         }
@@ -213,6 +219,16 @@ fn every_documented_bootstrap_command_is_one_the_script_accepts() {
             .replace("${region}", "us-east-1")
             .replace("${zone}", "kalshi.internal")
             .replace("${gatherers}", "g1,g2,g3")
+            .replace("${name}", "kalshi-prod")
+            .replace(
+                "${alerts_topic_arn}",
+                "arn:aws:sns:us-east-1:123456789012:kalshi-prod-alerts",
+            )
+            .replace("${grafana_version}", "12.0.0")
+            .replace(
+                "${deadmans_switch_flag}",
+                "--deadmans-switch-url https://hc-ping.com/x",
+            )
             .replace(
                 "${tls_issue_flags}",
                 "--tls-issue-prefix kalshi-data/kalshi-prod/tls/ --tls-issue-name kalshi-prod \
@@ -238,8 +254,8 @@ fn every_documented_bootstrap_command_is_one_the_script_accepts() {
         );
         checked += 1;
     }
-    // The key rotation runbook and both services' user-data.
-    assert!(checked >= 3, "{found:?}");
+    // The key rotation runbook and the three hosts' user-data.
+    assert!(checked >= 4, "{found:?}");
 }
 
 /// Any other `${name}` of a template becomes `x`; `$${...}` (a shell expansion in a template)

@@ -56,8 +56,28 @@ time_sync() {
         >"$root/etc/systemd/timesyncd.conf.d/aws-time-sync.conf"
 }
 
+# install_ssm_agent: the way onto the host (runbooks/operator-access.md). Debian's images do not
+# ship Amazon's SSM agent and Debian does not package it: it comes from the Snap Store, whose
+# downloads snapd verifies against the store's signed assertions (published by Amazon's
+# verified account), and snapd keeps it updated. A failure is reported and never fails the
+# boot: the service runs either way.
+install_ssm_agent() {
+    if systemctl is-active --quiet snap.amazon-ssm-agent.amazon-ssm-agent.service ||
+        systemctl is-active --quiet amazon-ssm-agent.service; then
+        return 0
+    fi
+    if apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends snapd &&
+        snap wait system seed.loaded &&
+        snap install amazon-ssm-agent --classic &&
+        systemctl enable --now snap.amazon-ssm-agent.amazon-ssm-agent.service; then
+        printf 'bootstrap: the SSM agent runs (Session Manager reaches this host)\n' >&2
+    else
+        printf 'bootstrap: WARNING: the SSM agent did not install: no Session Manager on this host\n' >&2
+    fi
+}
+
 # finish SERVICE ROOT LOG_GROUP SYSTEMD(1|0) REFRESH_TIMER(1|0): the clock's source, logs to
-# CloudWatch (with a log group), then, under systemd, node_exporter, the certificate refresh timer and the
+# CloudWatch (with a log group), then, under systemd, the SSM agent, node_exporter, the certificate refresh timer and the
 # service itself, (re)started.
 finish() {
     local service="$1" root="$2" log_group="$3" systemd="$4" timer="$5"
@@ -72,6 +92,7 @@ finish() {
         printf 'bootstrap: %s installed (not started: --no-systemd)\n' "$service" >&2
         return 0
     fi
+    install_ssm_agent
     systemctl daemon-reload
     systemctl try-restart chrony.service systemd-timesyncd.service || true
     systemctl enable --now prometheus-node-exporter

@@ -42,11 +42,19 @@ module "network" {
 }
 
 module "monitoring" {
-  source           = "../../modules/monitoring"
-  name             = var.name
-  vpc_id           = module.network.vpc_id
-  vpc_cidr_block   = module.network.vpc_cidr_block
-  alerts_topic_arn = module.alarms.sns_topic_arn
+  source              = "../../modules/monitoring"
+  name                = var.name
+  region              = var.region
+  vpc_id              = module.network.vpc_id
+  vpc_cidr_block      = module.network.vpc_cidr_block
+  private_subnet_ids  = module.network.private_subnet_ids
+  ami_id              = var.ami_id
+  release_url         = var.release_url
+  release_version     = var.release_version
+  release_sha256      = var.deduplicator_release_sha256
+  alerts_topic_arn    = module.alarms.sns_topic_arn
+  deadmans_switch_url = var.deadmans_switch_url
+  tags                = local.tags
 }
 
 # Operators' hosts (a bastion-less admin instance, a VPN endpoint, CI runners) carry this
@@ -119,6 +127,7 @@ module "deduplicator" {
   release_sha256          = var.deduplicator_release_sha256
   rds_endpoint            = module.rds.endpoint
   rds_identifier          = module.rds.identifier
+  rds_resource_id         = module.rds.resource_id
   dns_zone_name           = module.network.dns_zone_name
   tls_secret_arn          = module.pki.secret_arns["deduplicator"]
   gatherer_slots          = var.slots

@@ -57,3 +57,9 @@ variable "slots" {
   type        = list(string)
   default     = ["g1", "g2", "g3"]
 }
+
+variable "deadmans_switch_url" {
+  description = "Your dead man's switch (healthchecks.io, Cronitor, PagerDuty heartbeat: expects a ping every minute, alerts after 5 missed), which the monitoring host's Watchdog pings; empty: nothing pages when alerting itself breaks."
+  type        = string
+  default     = ""
+}

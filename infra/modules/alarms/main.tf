@@ -1,6 +1,6 @@
 # CloudWatch alarms to SNS for what Prometheus cannot see when the whole host is gone: a
 # gatherer slot with no instance in service or not healthy, no live deduplicator or no standby,
-# and the production database's health (RDS events for failover, failure and low storage, plus
+# nothing merged (the lag the active deduplicator publishes), and the production database's health (RDS events for failover, failure and low storage, plus
 # CPU and free storage).
 
 resource "aws_sns_topic" "alerts" {
@@ -89,6 +89,29 @@ resource "aws_cloudwatch_metric_alarm" "healthy_hosts" {
   datapoints_to_alarm = each.value.breaching
   comparison_operator = "LessThanThreshold"
   threshold           = each.value.at_least
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
+  tags                = var.tags
+}
+
+# Nothing merged: the active deduplicator publishes its lag every minute (DedupSyncLagSeconds,
+# deploy/bootstrap/lib/publish-lag.sh). The lag over 10 minutes, or no one publishing it (no
+# active deduplicator, its host gone, or it unready and not holding the lease) for 10 minutes,
+# fires; independent of Prometheus. The gatherers keep 7 days: this is the alarm that must be
+# answered well before that.
+resource "aws_cloudwatch_metric_alarm" "deduplicator_not_merging" {
+  alarm_name          = "${var.name}-deduplicator-not-merging"
+  alarm_description   = "Production has not received a gatherer's records for 10 minutes, or no active deduplicator reports its lag (runbooks/dedup-lag.md, runbooks/deduplicator-down.md)"
+  namespace           = "kalshi-data"
+  metric_name         = "DedupSyncLagSeconds"
+  dimensions          = { Environment = var.name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 10
+  datapoints_to_alarm = 10
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 600
   treat_missing_data  = "breaching"
   alarm_actions       = [aws_sns_topic.alerts.arn]
   ok_actions          = [aws_sns_topic.alerts.arn]

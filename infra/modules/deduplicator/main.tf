@@ -113,13 +113,13 @@ resource "aws_iam_role" "deduplicator" {
 }
 
 data "aws_iam_policy_document" "deduplicator" {
-  # Any instance of the account, as this one user: a point-in-time restore makes a new instance
-  # (a new resource id) that must accept the deduplicator without an IAM change
-  # (runbooks/rds-failover.md). The user, not the instance, is what is narrow here.
+  # This instance only, as this one user. A point-in-time restore makes a new instance (a new
+  # resource id): the runbook's `terraform import` and apply give the role the restored one's
+  # (runbooks/rds-failover.md).
   statement {
     sid       = "ConnectAsItsDatabaseUser"
     actions   = ["rds-db:connect"]
-    resources = ["arn:aws:rds-db:${var.region}:${data.aws_caller_identity.current.account_id}:dbuser:*/${var.db_user}"]
+    resources = ["arn:aws:rds-db:${var.region}:${data.aws_caller_identity.current.account_id}:dbuser:${var.rds_resource_id}/${var.db_user}"]
   }
   statement {
     sid       = "ReadItsTlsIdentity"
@@ -132,6 +132,17 @@ data "aws_iam_policy_document" "deduplicator" {
     sid       = "IssueTheLinksCertificates"
     actions   = ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]
     resources = var.tls_issue.secret_arns
+  }
+  statement {
+    # The active one's lag every minute (lib/publish-lag.sh), for the alarm without Prometheus.
+    sid       = "PublishItsLag"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"] # PutMetricData has no resources; the namespace is the condition
+    condition {
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = ["kalshi-data"]
+    }
   }
   statement {
     sid       = "WriteItsLogs"
@@ -214,6 +225,7 @@ resource "aws_launch_template" "deduplicator" {
     archive_bucket  = var.archive_bucket_name
     archive_prefix  = var.archive_prefix
     gatherers       = join(",", var.gatherer_slots)
+    name            = var.name
     tls_issue_flags = join(" ", concat(
       ["--tls-issue-prefix", var.tls_issue.prefix, "--tls-issue-name", var.name],
       ["--tls-leaf-days", var.tls_leaf_days, "--tls-renew-within-days", var.tls_renew_within_days],

@@ -159,3 +159,8 @@ variable "tls_renew_within_days" {
   type        = number
   default     = 60
 }
+
+variable "rds_resource_id" {
+  description = "Production's resource id (module rds's resource_id): rds-db:connect is granted on this instance only."
+  type        = string
+}

@@ -1,9 +1,12 @@
-# What a Prometheus + Alertmanager host needs to watch kalshi-data: a security group that the
-# services admit for scrapes (metrics 9464, health 8080, node_exporter 9100), and an instance
-# profile allowed to discover the instances (ec2:DescribeInstances, for ec2_sd_configs in
-# deploy/prometheus/prometheus.yml) and to publish alerts to the SNS topic (Alertmanager's
-# sns_configs in deploy/alertmanager/alertmanager.yml). Attach both to your Prometheus host;
-# runbooks/alerting.md sets it up.
+# The monitoring host: Prometheus (the rules of deploy/prometheus, EC2 discovery in this region),
+# Alertmanager (to the alerts topic, and the Watchdog to the dead man's switch) and Grafana (the
+# dashboards of deploy/grafana), installed from the deduplicator's release by its monitoring.sh,
+# in an auto-scaling group of one (a lost host comes back by itself; its metrics history does
+# not: it is on the root volume). A security group the services admit for scrapes (metrics
+# 9464, health 8080, node_exporter 9100), an instance profile allowed to discover the instances
+# (ec2:DescribeInstances) and to publish to the topic (sns:Publish). Operators reach Grafana
+# (3000) and Prometheus (9090) through Session Manager's port forwarding: nothing listens to
+# anyone else (runbooks/alerting.md).
 
 resource "aws_security_group" "prometheus" {
   name_prefix = "${var.name}-prometheus-"
@@ -17,9 +20,16 @@ resource "aws_security_group" "prometheus" {
     cidr_blocks = [var.vpc_cidr_block]
   }
   egress {
-    description = "AWS APIs (EC2 discovery, SNS) and the dead man's switch over HTTPS"
+    description = "AWS APIs (EC2 discovery, SNS, SSM), the dead man's switch, Grafana's repository and the release over HTTPS"
     from_port   = 443
     to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+  egress {
+    description = "Debian mirrors over HTTP (apt)"
+    from_port   = 80
+    to_port     = 80
     protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
   }
@@ -68,4 +78,70 @@ resource "aws_iam_role_policy_attachment" "ssm" {
 resource "aws_iam_instance_profile" "prometheus" {
   name_prefix = "${var.name}-prometheus-"
   role        = aws_iam_role.prometheus.name
+}
+
+resource "aws_launch_template" "monitoring" {
+  name_prefix   = "${var.name}-monitoring-"
+  image_id      = var.ami_id
+  instance_type = var.instance_type
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.prometheus.arn
+  }
+  vpc_security_group_ids = [aws_security_group.prometheus.id]
+  metadata_options {
+    http_tokens = "required"
+  }
+  block_device_mappings {
+    device_name = "/dev/xvda"
+    ebs {
+      volume_size           = var.root_volume_size_gb
+      volume_type           = "gp3"
+      encrypted             = true
+      delete_on_termination = true
+    }
+  }
+  user_data = base64encode(templatefile("${path.module}/user-data.sh.tftpl", {
+    version              = var.release_version
+    release_url          = var.release_url
+    release_sha256       = var.release_sha256
+    region               = var.region
+    alerts_topic_arn     = var.alerts_topic_arn
+    grafana_version      = var.grafana_version
+    deadmans_switch_flag = var.deadmans_switch_url == "" ? "" : "--deadmans-switch-url '${var.deadmans_switch_url}'"
+  }))
+  tag_specifications {
+    resource_type = "instance"
+    tags          = merge(var.tags, { Role = "kalshi-monitoring", Name = "monitoring" })
+  }
+  tag_specifications {
+    resource_type = "volume"
+    tags          = merge(var.tags, { Role = "kalshi-monitoring" })
+  }
+  tags = var.tags
+}
+
+resource "aws_autoscaling_group" "monitoring" {
+  name_prefix         = "${var.name}-monitoring-"
+  min_size            = 1
+  max_size            = 1
+  desired_capacity    = 1
+  vpc_zone_identifier = var.private_subnet_ids
+  health_check_type   = "EC2"
+  launch_template {
+    id      = aws_launch_template.monitoring.id
+    version = aws_launch_template.monitoring.latest_version
+  }
+  tag {
+    key                 = "Role"
+    value               = "kalshi-monitoring"
+    propagate_at_launch = true
+  }
+  dynamic "tag" {
+    for_each = var.tags
+    content {
+      key                 = tag.key
+      value               = tag.value
+      propagate_at_launch = true
+    }
+  }
 }

@@ -7,3 +7,8 @@ output "instance_profile_name" {
   description = "The Prometheus host's instance profile (EC2 discovery, sns:Publish)."
   value       = aws_iam_instance_profile.prometheus.name
 }
+
+output "autoscaling_group_name" {
+  description = "The monitoring host's group of one."
+  value       = aws_autoscaling_group.monitoring.name
+}
