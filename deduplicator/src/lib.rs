@@ -161,6 +161,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
     let metrics_router = kalshi_shared::telemetry::metrics_router();
     let ids: Vec<String> = cfg.gatherers.iter().map(|g| g.id.clone()).collect();
     metrics::describe(&ids);
+    if let Some(tls) = &cfg.sources_tls {
+        tls.report_expiry();
+    }
     // Stop order: start-up (migrations, cursors), sources, then the writers commit what they
     // hold, then auxiliary tasks; the servers stop accepting first and finish last.
     let mut sup = Supervisor::new("deduplicator");

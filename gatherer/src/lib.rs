@@ -117,6 +117,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Gatherer> {
     // The recorder first: anything registered before it would go nowhere.
     let metrics_router = kalshi_shared::telemetry::metrics_router();
     metrics::describe();
+    if let Some(tls) = &cfg.api_tls {
+        tls.report_expiry();
+    }
     // Stop order: intake, then the record writers, then the gaps writer; the servers stop
     // accepting first and finish last (a Tail ends when its writer is gone).
     let mut sup = Supervisor::new("gatherer");

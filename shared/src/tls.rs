@@ -173,7 +173,6 @@ impl<T: Clone> Reloading<T> {
     ) -> Result<Self, TlsError> {
         let s = stamp(&files);
         let value = build(&files)?;
-        report_expiry(side, &files);
         Ok(Self {
             side,
             files,
@@ -266,6 +265,12 @@ impl ServerTls {
         })
     }
 
+    /// Sets `tls_certificate_expiry_timestamp_seconds` (called once the metrics recorder is
+    /// installed; every reload sets it again).
+    pub fn report_expiry(&self) {
+        report_expiry(self.config.side, &self.config.files);
+    }
+
     /// The configuration for the next handshake.
     pub fn config(&self) -> Arc<ServerConfig> {
         self.config.get()
@@ -303,6 +308,12 @@ impl ClientTls {
         Ok(Self {
             config: Reloading::new("client", files, client_config)?,
         })
+    }
+
+    /// Sets `tls_certificate_expiry_timestamp_seconds` (called once the metrics recorder is
+    /// installed; every reload sets it again).
+    pub fn report_expiry(&self) {
+        report_expiry(self.config.side, &self.config.files);
     }
 
     /// The configuration for the next connection.

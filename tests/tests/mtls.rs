@@ -233,6 +233,22 @@ async fn bad_clients_are_refused_with_a_reason_and_a_metric_and_slowloris_is_dro
     let endpoint = g.grpc();
     let good = dedup_tls_files(&files);
     status_with(good.clone(), &endpoint, "g1").await.unwrap();
+    // When its certificate and its CA end, as the files say (the alert's input).
+    let not_after = |path: &std::path::Path| {
+        let pem = std::fs::read(path).unwrap();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+        kalshi_shared::x509::validity(&der).unwrap().1 as f64
+    };
+    let page = gatherer_metrics(g).await;
+    let expiry = |cert: &str| {
+        metric_line(
+            &page,
+            &format!("tls_certificate_expiry_timestamp_seconds{{side=\"server\",cert=\"{cert}\"}}"),
+        )
+    };
+    assert_eq!(expiry("own"), not_after(files.gatherer("g1").unwrap().0));
+    assert_eq!(expiry("ca"), not_after(&files.ca));
+    assert!(expiry("own") > (kalshi_shared::time::now_ms() / 1000 + 364 * 86_400) as f64);
 
     let other_ca = Ca::new("someone else's CA").unwrap();
     // The expired and wrong-name certificates come from the right CA.
