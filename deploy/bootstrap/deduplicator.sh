@@ -206,18 +206,8 @@ After=network-online.target
 Type=oneshot
 ExecStart=${renew[*]}
 UNIT
-    cat >"$root/etc/systemd/system/kalshi-tls-renew.timer" <<'UNIT'
-[Unit]
-Description=Daily renewal of the kalshi-data gRPC link's mTLS certificates
-
-[Timer]
-OnCalendar=daily
-RandomizedDelaySec=1h
-Persistent=true
-
-[Install]
-WantedBy=timers.target
-UNIT
+    timer_unit "$root" kalshi-tls-renew "Daily renewal of the kalshi-data gRPC link's mTLS certificates" \
+        OnCalendar=daily RandomizedDelaySec=1h Persistent=true
 fi
 
 # The lag, to CloudWatch every minute (the active deduplicator only).
@@ -231,18 +221,8 @@ Description=Publish the active kalshi-data deduplicator's lag to CloudWatch
 Type=oneshot
 ExecStart=$here/lib/publish-lag.sh --region $region --name $lag_metric
 UNIT
-    cat >"$root/etc/systemd/system/kalshi-lag-publish.timer" <<'UNIT'
-[Unit]
-Description=Every minute: the kalshi-data deduplicator's lag to CloudWatch
-
-[Timer]
-OnBootSec=1min
-OnUnitActiveSec=1min
-AccuracySec=5s
-
-[Install]
-WantedBy=timers.target
-UNIT
+    timer_unit "$root" kalshi-lag-publish "Every minute: the kalshi-data deduplicator's lag to CloudWatch" \
+        OnBootSec=1min OnUnitActiveSec=1min AccuracySec=5s
 fi
 
 # The mTLS identity, refreshed daily (re-read without a restart when it changes).

@@ -28,18 +28,21 @@ After=network-online.target
 Type=oneshot
 ExecStart=$common_lib/fetch-tls.sh --service $service --identity $identity --secret-arn $secret_arn --region $region
 UNIT
-    cat >"$root/etc/systemd/system/kalshi-tls-refresh.timer" <<'UNIT'
-[Unit]
-Description=Daily refresh of this host's kalshi-data mTLS certificate
+    timer_unit "$root" kalshi-tls-refresh "Daily refresh of this host's kalshi-data mTLS certificate" \
+        OnCalendar=daily RandomizedDelaySec=1h Persistent=true
+}
 
-[Timer]
-OnCalendar=daily
-RandomizedDelaySec=1h
-Persistent=true
-
-[Install]
-WantedBy=timers.target
-UNIT
+# timer_unit ROOT NAME DESCRIPTION SETTING...: ROOT/etc/systemd/system/NAME.timer, its [Timer]
+# section the SETTINGs (OnCalendar=daily, ...), wanted by timers.target.
+timer_unit() {
+    local root="$1" name="$2" description="$3"
+    shift 3
+    install -d -m 0755 "$root/etc/systemd/system"
+    {
+        printf '[Unit]\nDescription=%s\n\n[Timer]\n' "$description"
+        printf '%s\n' "$@"
+        printf '\n[Install]\nWantedBy=timers.target\n'
+    } >"$root/etc/systemd/system/$name.timer"
 }
 
 # time_sync ROOT: the clock from the Amazon Time Sync Service (169.254.169.123, link-local: no
