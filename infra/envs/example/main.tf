@@ -10,10 +10,6 @@ terraform {
       source  = "hashicorp/aws"
       version = "~> 5.60"
     }
-    tls = {
-      source  = "hashicorp/tls"
-      version = "~> 4.0"
-    }
   }
   # State in S3 with S3-native locking (use_lockfile, Terraform >= 1.10): the bucket, key and
   # region come from backend.hcl (copy backend.hcl.example): terraform init -backend-config=backend.hcl
@@ -170,6 +166,7 @@ module "alarms" {
   gatherer_health_dimensions     = module.gatherers.health_metric_dimensions
   deduplicator_health_dimensions = module.deduplicator.health_metric_dimensions
   deduplicator_instances         = module.deduplicator.instances
+  deduplicator_asg_name          = module.deduplicator.autoscaling_group_name
   rds_identifier                 = module.rds.identifier
   alert_emails                   = var.alert_emails
 }

@@ -35,6 +35,25 @@ resource "aws_cloudwatch_metric_alarm" "gatherer_slot_empty" {
   tags                = var.tags
 }
 
+# The deduplicators' group short of instances for 10 minutes (launches failing: capacity, a
+# bad release, the boot itself): the pair is incomplete or gone, whatever the checks say.
+resource "aws_cloudwatch_metric_alarm" "deduplicator_in_service" {
+  alarm_name          = "${var.name}-deduplicator-not-all-in-service"
+  alarm_description   = "The deduplicators' group has had fewer instances in service than its size for 10 minutes (runbooks/deduplicator-standby.md, runbooks/deduplicator-down.md)"
+  namespace           = "AWS/AutoScaling"
+  metric_name         = "GroupInServiceInstances"
+  dimensions          = { AutoScalingGroupName = var.deduplicator_asg_name }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 10
+  comparison_operator = "LessThanThreshold"
+  threshold           = var.deduplicator_instances
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
+  tags                = var.tags
+}
+
 # Live hosts as the load balancers see them (HealthyHostCount of a health-check target group):
 # - every gatherer slot: a slot whose bootstrap keeps failing is replaced every ~17 minutes and
 #   is "in service" most of that time (its health check's grace), so the in-service alarm above

@@ -40,3 +40,8 @@ variable "deduplicator_instances" {
   type        = number
   default     = 2
 }
+
+variable "deduplicator_asg_name" {
+  description = "The deduplicators' auto-scaling group (module deduplicator's autoscaling_group_name)."
+  type        = string
+}

@@ -228,7 +228,7 @@ resource "aws_launch_template" "deduplicator" {
     name            = var.name
     tls_issue_flags = join(" ", concat(
       ["--tls-issue-prefix", var.tls_issue.prefix, "--tls-issue-name", var.name],
-      ["--tls-leaf-days", var.tls_leaf_days, "--tls-renew-within-days", var.tls_renew_within_days],
+      ["--tls-leaf-days", tostring(var.tls_leaf_days), "--tls-renew-within-days", tostring(var.tls_renew_within_days)],
       flatten([for id, names in var.tls_issue.identities : ["--tls-issue-identity", "${id}=${join(",", names)}"]]),
     ))
   }))
@@ -254,6 +254,7 @@ resource "aws_autoscaling_group" "deduplicator" {
   # the other deduplicator to take the lease.
   health_check_type         = "ELB"
   health_check_grace_period = 300
+  enabled_metrics           = ["GroupInServiceInstances", "GroupDesiredCapacity"]
   target_group_arns         = [module.health.target_group_arn]
   # The primary type first, then the fallbacks when a zone has no capacity of it.
   mixed_instances_policy {

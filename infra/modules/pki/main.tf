@@ -13,16 +13,6 @@
 # boot for a first certificate) and fetches it again daily (kalshi-tls-refresh.timer); the
 # services re-read changed files at the next handshake, without a restart.
 
-terraform {
-  required_providers {
-    # Only for the state of the releases that made keys with it (the removed blocks below).
-    tls = {
-      source  = "hashicorp/tls"
-      version = "~> 4.0"
-    }
-  }
-}
-
 locals {
   identities = merge(
     { for slot in var.slots : slot => [slot, "${slot}.gatherers.${var.dns_zone_name}"] },
@@ -44,48 +34,4 @@ resource "aws_secretsmanager_secret" "ca_signing" {
   description             = "The gRPC link's CA {\"cert\", \"key\"} (PEM), made and used by the deduplicators' renew-tls.sh"
   recovery_window_in_days = 30
   tags                    = var.tags
-}
-
-# Releases before this one made the keys here (hashicorp/tls): forget them without touching
-# the secrets' current versions, which stay in use until renew-tls.sh replaces them.
-removed {
-  from = tls_private_key.ca
-  lifecycle {
-    destroy = false
-  }
-}
-
-removed {
-  from = tls_self_signed_cert.ca
-  lifecycle {
-    destroy = false
-  }
-}
-
-removed {
-  from = tls_private_key.leaf
-  lifecycle {
-    destroy = false
-  }
-}
-
-removed {
-  from = tls_cert_request.leaf
-  lifecycle {
-    destroy = false
-  }
-}
-
-removed {
-  from = tls_locally_signed_cert.leaf
-  lifecycle {
-    destroy = false
-  }
-}
-
-removed {
-  from = aws_secretsmanager_secret_version.tls
-  lifecycle {
-    destroy = false
-  }
 }
