@@ -192,27 +192,26 @@ resource "aws_iam_instance_profile" "deduplicator" {
   role        = aws_iam_role.deduplicator.name
 }
 
-resource "aws_launch_template" "deduplicator" {
-  name_prefix   = "${var.name}-dedup-"
-  image_id      = var.ami_id
-  instance_type = var.instance_type
-  iam_instance_profile {
-    arn = aws_iam_instance_profile.deduplicator.arn
-  }
-  vpc_security_group_ids = [aws_security_group.deduplicator.id]
-  metadata_options {
-    http_tokens = "required"
-  }
-  block_device_mappings {
-    device_name = "/dev/xvda"
-    ebs {
-      volume_size           = var.root_volume_size_gb
-      volume_type           = "gp3"
-      encrypted             = true
-      delete_on_termination = true
-    }
-  }
-  user_data = base64encode(templatefile("${path.module}/user-data.sh.tftpl", {
+
+
+# The deduplicators: `instances` (two), one per zone while the zones allow it (the default
+# AZRebalance), so one zone's loss leaves the other to take the lease; replaced only when
+# /health/live fails (the standby is live).
+module "group" {
+  source                  = "../host-group"
+  name_prefix             = "${var.name}-dedup"
+  ami_id                  = var.ami_id
+  instance_type           = var.instance_type
+  fallback_instance_types = var.fallback_instance_types
+  instance_profile_arn    = aws_iam_instance_profile.deduplicator.arn
+  security_group_ids      = [aws_security_group.deduplicator.id]
+  root_volume_size_gb     = var.root_volume_size_gb
+  size                    = var.instances
+  subnet_ids              = var.private_subnet_ids
+  target_group_arns       = [module.health.target_group_arn]
+  host_tags               = { Role = "kalshi-deduplicator", Name = "deduplicator" }
+  tags                    = var.tags
+  user_data = templatefile("${path.module}/user-data.sh.tftpl", {
     version         = var.release_version
     release_url     = var.release_url
     release_sha256  = var.release_sha256
@@ -231,61 +230,5 @@ resource "aws_launch_template" "deduplicator" {
       ["--tls-leaf-days", tostring(var.tls_leaf_days), "--tls-renew-within-days", tostring(var.tls_renew_within_days)],
       flatten([for id, names in var.tls_issue.identities : ["--tls-issue-identity", "${id}=${join(",", names)}"]]),
     ))
-  }))
-  # Launched by the group, instances and their volumes get no provider default_tags: these.
-  tag_specifications {
-    resource_type = "instance"
-    tags          = merge(var.tags, { Role = "kalshi-deduplicator", Name = "deduplicator" })
-  }
-  tag_specifications {
-    resource_type = "volume"
-    tags          = merge(var.tags, { Role = "kalshi-deduplicator" })
-  }
-  tags = var.tags
-}
-
-resource "aws_autoscaling_group" "deduplicator" {
-  name_prefix         = "${var.name}-dedup-"
-  min_size            = var.instances
-  max_size            = var.instances
-  desired_capacity    = var.instances
-  vpc_zone_identifier = var.private_subnet_ids
-  # One per zone while the zones allow it (the default AZRebalance), so one zone's loss leaves
-  # the other deduplicator to take the lease.
-  health_check_type         = "ELB"
-  health_check_grace_period = 300
-  enabled_metrics           = ["GroupInServiceInstances", "GroupDesiredCapacity"]
-  target_group_arns         = [module.health.target_group_arn]
-  # The primary type first, then the fallbacks when a zone has no capacity of it.
-  mixed_instances_policy {
-    instances_distribution {
-      on_demand_allocation_strategy            = "prioritized"
-      on_demand_percentage_above_base_capacity = 100
-    }
-    launch_template {
-      launch_template_specification {
-        launch_template_id = aws_launch_template.deduplicator.id
-        version            = aws_launch_template.deduplicator.latest_version
-      }
-      dynamic "override" {
-        for_each = concat([var.instance_type], var.fallback_instance_types)
-        content {
-          instance_type = override.value
-        }
-      }
-    }
-  }
-  tag {
-    key                 = "Role"
-    value               = "kalshi-deduplicator"
-    propagate_at_launch = true
-  }
-  dynamic "tag" {
-    for_each = var.tags
-    content {
-      key                 = tag.key
-      value               = tag.value
-      propagate_at_launch = true
-    }
-  }
+  })
 }

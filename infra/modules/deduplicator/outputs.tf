@@ -18,7 +18,7 @@ output "health_metric_dimensions" {
 
 output "autoscaling_group_name" {
   description = "The deduplicators' auto-scaling group."
-  value       = aws_autoscaling_group.deduplicator.name
+  value       = module.group.autoscaling_group_name
 }
 
 output "instances" {

@@ -206,28 +206,27 @@ resource "aws_iam_instance_profile" "gatherer" {
   role        = aws_iam_role.gatherer[each.key].name
 }
 
-resource "aws_launch_template" "gatherer" {
-  for_each      = local.slots
-  name_prefix   = "${var.name}-${each.key}-"
-  image_id      = var.ami_id
-  instance_type = var.instance_type
-  iam_instance_profile {
-    arn = aws_iam_instance_profile.gatherer[each.key].arn
-  }
-  vpc_security_group_ids = [aws_security_group.gatherer.id]
-  metadata_options {
-    http_tokens = "required"
-  }
-  block_device_mappings {
-    device_name = "/dev/xvda"
-    ebs {
-      volume_size           = var.root_volume_size_gb
-      volume_type           = "gp3"
-      encrypted             = true
-      delete_on_termination = true
-    }
-  }
-  user_data = base64encode(templatefile("${path.module}/user-data.sh.tftpl", {
+
+
+# Each slot: a group of one, pinned to the slot's subnet (and so its zone), replaced when it
+# fails the load balancer's /health/live after the boot's grace (installing packages and the
+# release, creating the cluster and the first registry sync).
+module "group" {
+  source                    = "../host-group"
+  for_each                  = local.slots
+  name_prefix               = "${var.name}-${each.key}"
+  ami_id                    = var.ami_id
+  instance_type             = var.instance_type
+  fallback_instance_types   = var.fallback_instance_types
+  instance_profile_arn      = aws_iam_instance_profile.gatherer[each.key].arn
+  security_group_ids        = [aws_security_group.gatherer.id]
+  root_volume_size_gb       = var.root_volume_size_gb
+  subnet_ids                = [each.value.subnet_id]
+  target_group_arns         = [module.health.target_group_arn]
+  health_check_grace_period = 900
+  host_tags                 = { Role = "kalshi-gatherer", Name = each.key, Slot = each.key }
+  tags                      = var.tags
+  user_data = templatefile("${path.module}/user-data.sh.tftpl", {
     slot              = each.key
     version           = var.release_version
     release_url       = var.release_url
@@ -239,65 +238,5 @@ resource "aws_launch_template" "gatherer" {
     dns_name          = each.value.dns_name
     data_volume_id    = aws_ebs_volume.data[each.key].id
     log_group         = aws_cloudwatch_log_group.gatherers.name
-  }))
-  tag_specifications {
-    resource_type = "instance"
-    tags          = merge(var.tags, { Role = "kalshi-gatherer", Name = each.key, Slot = each.key })
-  }
-  tag_specifications {
-    resource_type = "volume"
-    tags          = merge(var.tags, { Role = "kalshi-gatherer", Slot = each.key })
-  }
-  tags = var.tags
-}
-
-resource "aws_autoscaling_group" "gatherer" {
-  for_each            = local.slots
-  name_prefix         = "${var.name}-${each.key}-"
-  min_size            = 1
-  max_size            = 1
-  desired_capacity    = 1
-  vpc_zone_identifier = [each.value.subnet_id]
-  target_group_arns   = [module.health.target_group_arn]
-  health_check_type   = "ELB"
-  # Installing packages and the release, creating the cluster and the first registry sync.
-  health_check_grace_period = 900
-  # The primary type first, then the fallbacks when a zone has no capacity of it.
-  mixed_instances_policy {
-    instances_distribution {
-      on_demand_allocation_strategy            = "prioritized"
-      on_demand_percentage_above_base_capacity = 100
-    }
-    launch_template {
-      launch_template_specification {
-        launch_template_id = aws_launch_template.gatherer[each.key].id
-        version            = aws_launch_template.gatherer[each.key].latest_version
-      }
-      dynamic "override" {
-        for_each = concat([var.instance_type], var.fallback_instance_types)
-        content {
-          instance_type = override.value
-        }
-      }
-    }
-  }
-  enabled_metrics = ["GroupInServiceInstances", "GroupDesiredCapacity"]
-  tag {
-    key                 = "Role"
-    value               = "kalshi-gatherer"
-    propagate_at_launch = true
-  }
-  tag {
-    key                 = "Slot"
-    value               = each.key
-    propagate_at_launch = true
-  }
-  dynamic "tag" {
-    for_each = var.tags
-    content {
-      key                 = tag.key
-      value               = tag.value
-      propagate_at_launch = true
-    }
-  }
+  })
 }

@@ -1,6 +1,6 @@
 output "autoscaling_group_names" {
   description = "Each slot's auto-scaling group, by slot (alarms watch their in-service counts)."
-  value       = { for slot, g in aws_autoscaling_group.gatherer : slot => g.name }
+  value       = { for slot, g in module.group : slot => g.autoscaling_group_name }
 }
 
 output "security_group_id" {

@@ -80,27 +80,20 @@ resource "aws_iam_instance_profile" "prometheus" {
   role        = aws_iam_role.prometheus.name
 }
 
-resource "aws_launch_template" "monitoring" {
-  name_prefix   = "${var.name}-monitoring-"
-  image_id      = var.ami_id
-  instance_type = var.instance_type
-  iam_instance_profile {
-    arn = aws_iam_instance_profile.prometheus.arn
-  }
-  vpc_security_group_ids = [aws_security_group.prometheus.id]
-  metadata_options {
-    http_tokens = "required"
-  }
-  block_device_mappings {
-    device_name = "/dev/xvda"
-    ebs {
-      volume_size           = var.root_volume_size_gb
-      volume_type           = "gp3"
-      encrypted             = true
-      delete_on_termination = true
-    }
-  }
-  user_data = base64encode(templatefile("${path.module}/user-data.sh.tftpl", {
+
+
+module "group" {
+  source               = "../host-group"
+  name_prefix          = "${var.name}-monitoring"
+  ami_id               = var.ami_id
+  instance_type        = var.instance_type
+  instance_profile_arn = aws_iam_instance_profile.prometheus.arn
+  security_group_ids   = [aws_security_group.prometheus.id]
+  root_volume_size_gb  = var.root_volume_size_gb
+  subnet_ids           = var.private_subnet_ids
+  host_tags            = { Role = "kalshi-monitoring", Name = "monitoring" }
+  tags                 = var.tags
+  user_data = templatefile("${path.module}/user-data.sh.tftpl", {
     version              = var.release_version
     release_url          = var.release_url
     release_sha256       = var.release_sha256
@@ -108,40 +101,5 @@ resource "aws_launch_template" "monitoring" {
     alerts_topic_arn     = var.alerts_topic_arn
     grafana_version      = var.grafana_version
     deadmans_switch_flag = var.deadmans_switch_url == "" ? "" : "--deadmans-switch-url '${var.deadmans_switch_url}'"
-  }))
-  tag_specifications {
-    resource_type = "instance"
-    tags          = merge(var.tags, { Role = "kalshi-monitoring", Name = "monitoring" })
-  }
-  tag_specifications {
-    resource_type = "volume"
-    tags          = merge(var.tags, { Role = "kalshi-monitoring" })
-  }
-  tags = var.tags
-}
-
-resource "aws_autoscaling_group" "monitoring" {
-  name_prefix         = "${var.name}-monitoring-"
-  min_size            = 1
-  max_size            = 1
-  desired_capacity    = 1
-  vpc_zone_identifier = var.private_subnet_ids
-  health_check_type   = "EC2"
-  launch_template {
-    id      = aws_launch_template.monitoring.id
-    version = aws_launch_template.monitoring.latest_version
-  }
-  tag {
-    key                 = "Role"
-    value               = "kalshi-monitoring"
-    propagate_at_launch = true
-  }
-  dynamic "tag" {
-    for_each = var.tags
-    content {
-      key                 = tag.key
-      value               = tag.value
-      propagate_at_launch = true
-    }
-  }
+  })
 }

@@ -10,5 +10,5 @@ output "instance_profile_name" {
 
 output "autoscaling_group_name" {
   description = "The monitoring host's group of one."
-  value       = aws_autoscaling_group.monitoring.name
+  value       = module.group.autoscaling_group_name
 }
