@@ -604,3 +604,258 @@ fn copy_round_trip() {
         panic!("{e}");
     }
 }
+
+/// The seed corpora of the coverage-guided targets under fuzz/ (`./dev fuzz`) that take binary
+/// formats this code writes: gRPC pages, archive Parquet files and manifests, spill files. They
+/// are made here by the writers themselves, so they stay in the real format as the code
+/// changes: `KALSHI_FUZZ_WRITE_SEEDS=1` rewrites them; otherwise this checks that every
+/// committed seed of every target still reads, so the fuzzers start from deep inside each
+/// parser rather than at its first error.
+#[test]
+fn fuzz_seed_corpora_are_current() {
+    let dir = root().join("fuzz/seeds");
+    if std::env::var_os("KALSHI_FUZZ_WRITE_SEEDS").is_some() {
+        write_binary_seeds(&dir);
+    }
+    let seeds = |target: &str| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.join(target))
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        assert!(!v.is_empty(), "no seeds for {target}");
+        v
+    };
+    use deduplicator::archive::{file, format, manifest};
+    use kalshi_proto::gatherer::v1 as pb;
+    use prost::Message as _;
+    let mut pages = 0;
+    for (name, s) in seeds("grpc_message") {
+        let (which, bytes) = s.split_first().unwrap();
+        if which & 1 == 1 {
+            pb::StatusResponse::decode(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            continue;
+        }
+        let page = pb::ReadResponse::decode(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let stream = deduplicator::records::Stream::ALL
+            .into_iter()
+            .find(|s| s.to_pb() as i32 == page.stream)
+            .unwrap();
+        for r in &page.records {
+            deduplicator::records::validate(stream, r).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        }
+        pages += 1;
+    }
+    assert!(pages >= 6, "a page per record body");
+    let scratch = std::env::temp_dir().join(format!("kalshi-seeds-{}.parquet", std::process::id()));
+    let mut streams = std::collections::BTreeSet::new();
+    for (name, s) in seeds("parquet_file") {
+        let (which, bytes) = s.split_first().unwrap();
+        let stream = format::ARCHIVED[usize::from(which & 0x0f) % format::ARCHIVED.len()];
+        let version = u32::from(which >> 4) % format::SCHEMA_VERSION + 1;
+        std::fs::write(&scratch, bytes).unwrap();
+        let (rows, _) = file::read_groups(stream, version, &scratch, |_| Ok(()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(rows > 0, "{name}");
+        streams.insert(stream.table());
+    }
+    let _ = std::fs::remove_file(&scratch);
+    assert_eq!(
+        streams.len(),
+        format::ARCHIVED.len(),
+        "a file of every archived stream"
+    );
+    for (name, s) in seeds("manifest") {
+        let m: manifest::Manifest =
+            serde_json::from_slice(&s).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(m.total_rows() > 0, "{name}");
+    }
+    for (name, s) in seeds("spill_file") {
+        let ids = gatherer::store::spill::cursors(&s).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!ids.is_empty(), "{name}");
+    }
+    for (name, s) in seeds("pem_der") {
+        let text = String::from_utf8_lossy(&s);
+        if name.starts_with("rsa") {
+            kalshi_shared::auth::Signer::from_pem("k", &s)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        } else if text.contains("PRIVATE KEY") {
+            use rustls::pki_types::pem::PemObject as _;
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(&s)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        } else if text.contains("CERTIFICATE") {
+            use rustls::pki_types::pem::PemObject as _;
+            let cert = rustls::pki_types::CertificateDer::pem_slice_iter(&s)
+                .next()
+                .unwrap()
+                .unwrap();
+            kalshi_shared::x509::validity(&cert).unwrap_or_else(|e| panic!("{name}: {e}"));
+        } else {
+            kalshi_shared::x509::validity(&s).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+    for (name, s) in seeds("config_file") {
+        let (which, text) = s.split_first().unwrap();
+        let path = std::env::temp_dir().join(format!("kalshi-seeds-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        if which & 1 == 0 {
+            // It loads (validation reads the files it names, relative to the repository).
+            kalshi_shared::config::load::<gatherer::config::FileConfig>(
+                Some(&path),
+                "SEED",
+                Vec::new(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        } else {
+            // It loads (validation reads the files it names, relative to the repository).
+            kalshi_shared::config::load::<deduplicator::config::FileConfig>(
+                Some(&path),
+                "SEED",
+                Vec::new(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Writes the binary seeds (see [`fuzz_seed_corpora_are_current`]).
+fn write_binary_seeds(dir: &Path) {
+    use deduplicator::archive::format::{self, Value};
+    use deduplicator::archive::{file, manifest};
+    use deduplicator::records::Stream;
+    use kalshi_proto::gatherer::v1 as pb;
+    use prost::Message as _;
+    let put = |target: &str, name: &str, bytes: &[u8]| {
+        std::fs::create_dir_all(dir.join(target)).unwrap();
+        std::fs::write(dir.join(target).join(name), bytes).unwrap();
+    };
+    // gRPC: one page per record body (its stream's), and a status.
+    for (i, bytes) in record_seeds().iter().enumerate() {
+        let r = pb::Record::decode(bytes.as_slice()).unwrap();
+        let stream = Stream::ALL
+            .into_iter()
+            .find(|s| deduplicator::records::validate(*s, &r).is_ok())
+            .unwrap();
+        let page = pb::ReadResponse {
+            stream: stream.to_pb() as i32,
+            records: vec![r.clone(), r],
+            head: 9,
+            through: 9,
+        };
+        let mut out = vec![0u8];
+        out.extend(page.encode_to_vec());
+        put(
+            "grpc_message",
+            &format!("page-{i}-{}", stream.table()),
+            &out,
+        );
+    }
+    let status = pb::StatusResponse {
+        gatherer_id: "g1".into(),
+        instance_id: "5b1a".into(),
+        streams: vec![pb::StreamStatus {
+            stream: Stream::Trades.to_pb() as i32,
+            head: 10,
+            oldest: 1,
+            retained_from_ms: 1_795_000_000_000,
+            retention_ms: 86_400_000,
+        }],
+        ws_connections: 4,
+        ws_connections_configured: 4,
+        gaps_declared: 1,
+        started_ms: 1_795_000_000_000,
+        version: "0.1.0 (abc)".into(),
+        ..Default::default()
+    };
+    let mut out = vec![1u8];
+    out.extend(status.encode_to_vec());
+    put("grpc_message", "status", &out);
+    // Parquet: a small file of every archived stream at the current schema version, each
+    // column given a value of its kind.
+    for (i, stream) in format::ARCHIVED.into_iter().enumerate() {
+        let cols = format::columns(stream);
+        let props = format::properties(3, 2).unwrap();
+        let mut w = file::FileWriter::new(stream, Vec::new(), props).unwrap();
+        for n in 0..3i64 {
+            let row = cols
+                .iter()
+                .map(|c| match c.kind {
+                    format::Kind::Text => Value::Text(format!("KXFED-26JAN08-T3.0{n}")),
+                    format::Kind::Json | format::Kind::Jsonb => {
+                        Value::Text(format!("{{\"n\":{n},\"ticker\":\"KXFED\"}}"))
+                    }
+                    format::Kind::TsMs => Value::I64(1_795_814_238_993 + n),
+                    format::Kind::I16 => Value::I16(1),
+                    format::Kind::Bool => Value::Bool(n % 2 == 0),
+                    format::Kind::Levels => Value::Levels(vec![(520_000, 19_800), (530_000, 100)]),
+                    format::Kind::OptI64 | format::Kind::OptMicros | format::Kind::OptCenti
+                        if n == 1 =>
+                    {
+                        Value::Null
+                    }
+                    _ => Value::I64(480_000 + n),
+                })
+                .collect();
+            w.push(row);
+            if w.group_full() {
+                w.flush_group().unwrap();
+            }
+        }
+        let bytes = w.finish().unwrap();
+        let which = ((format::SCHEMA_VERSION as u8 - 1) << 4) | i as u8;
+        let mut out = vec![which];
+        out.extend(bytes);
+        put("parquet_file", &format!("{}.parquet", stream.table()), &out);
+    }
+    // A manifest of a period with every stream, an uncovered window and a history.
+    let mut m = manifest::new_manifest(1_795_814_220_000, 60_000);
+    m.version = 2;
+    m.streams = format::ARCHIVED
+        .iter()
+        .map(|s| manifest::StreamEntry {
+            stream: s.table().to_owned(),
+            key: Some(manifest::data_key(s.table(), 1_795_814_220_000)),
+            rows: 3,
+            bytes: 2048,
+            min_time_ms: Some(1_795_814_220_001),
+            max_time_ms: Some(1_795_814_279_999),
+            file_sha256: Some("ab".repeat(32)),
+            content_sha256: "cd".repeat(32),
+        })
+        .collect();
+    m.uncovered = vec![manifest::UncoveredWindow {
+        stream: "orderbook_deltas".into(),
+        market: "KXFED-26JAN08-T3.00".into(),
+        from_ms: 1_795_814_230_000,
+        to_ms: 1_795_814_231_000,
+        reasons: vec!["seq_gap".into()],
+    }];
+    m.declared_gaps = 1;
+    m.history = vec![manifest::Previous {
+        version: 1,
+        streams: vec![("trades".into(), 2, "ef".repeat(32))],
+    }];
+    put(
+        "manifest",
+        "manifest.json",
+        &serde_json::to_vec_pretty(&m).unwrap(),
+    );
+    // A spill file of trades as the writer spills them (binary COPY, the cursor first).
+    use gatherer::store::rows::Row as _;
+    let body = std::fs::read(root().join("shared/testdata/corpus/rest/trades.json")).unwrap();
+    let trades: kalshi_shared::wire::rest::GetTradesResponse =
+        serde_json::from_slice(&body).unwrap();
+    let mut enc = kalshi_shared::pg::CopyEncoder::new(gatherer::store::rows::TradeRow::FIELDS);
+    for (i, t) in trades.trades.iter().enumerate() {
+        let row = gatherer::store::rows::TradeRow::from_rest(t, 1_795_814_238_993).unwrap();
+        row.encode(&mut enc, 100 + i as i64, 1_795_814_238_993);
+    }
+    put("spill_file", "trades.copy", &enc.finish());
+}
