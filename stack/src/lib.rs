@@ -21,6 +21,7 @@ pub mod crosscheck;
 pub mod exchange;
 pub mod latency;
 pub mod scenarios;
+pub mod soak;
 pub mod status;
 
 mod client;

@@ -184,6 +184,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Endurance: a fresh stack at production shape for --minutes with faults of every kind
+    /// from the chaos list at random intervals, sampled every --every (RSS and open files of
+    /// every process, production lag, end-to-end latency, database sizes, archive export lag,
+    /// declared gaps); then the oracle (strict, settled), `archive verify`, and a report in
+    /// --out (report.md, samples.json, PNG charts). Exit 0 only when every goal is met: no
+    /// process's RSS slope above --rss-slope-mib per 10 minutes over the second half, no
+    /// creeping lag, p99 end to end under --p99 outside fault windows, the oracle exact.
+    Soak(SoakArgs),
     /// Run a fault scenario on a fresh stack, then the audit (`--list` for the scenarios).
     Chaos {
         #[arg(long, default_value = "mixed", value_parser = clap::builder::PossibleValuesParser::new(scenarios::SCENARIOS.iter().map(|(name, _)| *name)))]
@@ -198,6 +206,105 @@ enum Cmd {
         #[command(flatten)]
         up: UpArgs,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct SoakArgs {
+    #[arg(long, default_value_t = 60.0)]
+    minutes: f64,
+    /// Between samples.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    every: Duration,
+    /// The shortest calm between two faults.
+    #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+    fault_gap_min: Duration,
+    /// The longest calm between two faults.
+    #[arg(long, default_value = "150s", value_parser = humantime::parse_duration)]
+    fault_gap_max: Duration,
+    /// Where the report goes (outside the data directory, which is removed at the end unless
+    /// --keep).
+    #[arg(long, default_value = "target/kalshi-soak")]
+    out: PathBuf,
+    /// The memory goal: MiB per 10 minutes.
+    #[arg(long, default_value_t = 1.0)]
+    rss_slope_mib: f64,
+    /// The latency goal outside fault windows.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    p99: Duration,
+    /// Seconds after a fault that still count as its window.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    fault_grace: Duration,
+    #[arg(long, default_value_t = 3)]
+    gatherers: usize,
+    #[arg(long, default_value_t = 1000)]
+    markets: usize,
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    archive_period: Duration,
+    /// A synchronous standby of production (adds `failover` to the faults).
+    #[arg(long)]
+    ha: bool,
+    /// A warm standby deduplicator.
+    #[arg(long)]
+    standby: bool,
+    #[arg(long)]
+    keep: bool,
+}
+
+impl SoakArgs {
+    fn up(&self) -> UpArgs {
+        UpArgs {
+            gatherers: self.gatherers,
+            markets: self.markets,
+            seed: self.seed,
+            rate: self.rate,
+            history_hours: 0,
+            history_markets: 0,
+            ha: self.ha,
+            standby: self.standby,
+            keep: self.keep,
+            every: 2,
+            log_level: "info".into(),
+            insecure: false,
+            no_archive: false,
+            archive_period: Some(self.archive_period),
+            exchange: None,
+            ws_url: None,
+            key_id: None,
+            key_file: None,
+        }
+    }
+}
+
+async fn soak(data_dir: PathBuf, a: SoakArgs) -> anyhow::Result<bool> {
+    use kalshi_stack::soak;
+    let opts = options(data_dir.clone(), &a.up())?;
+    let o = soak::SoakOptions {
+        minutes: a.minutes,
+        every: a.every,
+        fault_gap: (a.fault_gap_min, a.fault_gap_max.max(a.fault_gap_min)),
+        seed: a.seed,
+        out: a.out.clone(),
+        goals: soak::report::Goals {
+            rss_slope: a.rss_slope_mib * 1024.0 * 1024.0,
+            p99: a.p99.as_secs_f64(),
+            grace: a.fault_grace.as_secs_f64(),
+            ..soak::report::Goals::default()
+        },
+    };
+    println!(
+        "soak: {} minutes, {} gatherers, {} markets, {} msg/s; report in {}",
+        a.minutes,
+        a.gatherers,
+        a.markets,
+        a.rate,
+        o.out.display()
+    );
+    let stack = Stack::up(opts).await?;
+    soak::run(stack, &o).await
 }
 
 fn options(data_dir: PathBuf, a: &UpArgs) -> anyhow::Result<Options> {
@@ -608,6 +715,7 @@ fn main() -> ExitCode {
                 let e = endpoints(&dir)?;
                 latency(&e.deduplicator_metrics, over, json).await
             }
+            Cmd::Soak(a) => soak(dir, a).await,
             Cmd::Chaos {
                 scenario,
                 minutes,

@@ -1,0 +1,286 @@
+//! `kalshi-stack soak`: the stack at production shape for N minutes with faults of every kind
+//! from the chaos list at random intervals, sampled every few seconds (RSS and open files of
+//! every process, production lag per gatherer, end-to-end latency per stream, database sizes,
+//! archive export lag, declared gaps). At the end: the oracle (strict, settled), `archive
+//! verify`, and a report (Markdown, the samples as JSON, one PNG chart per series).
+//!
+//! It must never leave a fault on when it stops, nor report a verdict it did not compute from
+//! the samples and the oracle.
+
+pub mod chart;
+mod procs;
+pub mod report;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::Mutex;
+
+use crate::{Endpoints, Stack, audit, latency, scenarios};
+use report::{Fault, Goals, Sample};
+
+/// How a soak runs.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    pub minutes: f64,
+    /// Between samples.
+    pub every: Duration,
+    /// A fault starts a random time in this range after the previous one ended.
+    pub fault_gap: (Duration, Duration),
+    /// Seeds the faults' order and timing.
+    pub seed: u64,
+    /// Where the report goes.
+    pub out: PathBuf,
+    pub goals: Goals,
+}
+
+/// The faults a soak draws from: every scenario of the chaos list this stack can run.
+pub fn fault_pool(stack: &Stack) -> Vec<&'static str> {
+    scenarios::SCENARIOS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|n| *n != "mixed")
+        .filter(|n| *n != "failover" || stack.opts.ha)
+        .filter(|n| *n != "two-down" || stack.gatherers.len() >= 3)
+        .collect()
+}
+
+/// A small xorshift: the same seed, the same faults at the same offsets.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let span = hi.saturating_sub(lo).as_millis() as u64;
+        lo + Duration::from_millis(if span == 0 { 0 } else { self.next() % span })
+    }
+}
+
+/// What the sampler keeps between samples.
+struct Sampler {
+    started: Instant,
+    me: u32,
+    endpoints: Endpoints,
+    pools: Vec<(String, Option<sqlx::PgPool>, String)>,
+    last_e2e: Option<latency::Buckets>,
+}
+
+impl Sampler {
+    fn new(started: Instant, endpoints: Endpoints) -> Sampler {
+        let mut pools: Vec<(String, Option<sqlx::PgPool>, String)> = endpoints
+            .gatherers
+            .iter()
+            .map(|g| (g.id.clone(), None, g.database_url.clone()))
+            .collect();
+        pools.push(("production".into(), None, endpoints.production_url.clone()));
+        Sampler {
+            started,
+            me: std::process::id(),
+            endpoints,
+            pools,
+            last_e2e: None,
+        }
+    }
+
+    async fn sample(&mut self) -> Sample {
+        let t = self.started.elapsed().as_secs_f64();
+        let procs = procs::snapshot(self.me);
+        let mut s = Sample {
+            t,
+            procs,
+            ..Sample::default()
+        };
+        if let Ok(page) = crate::get_text(&self.endpoints.deduplicator_metrics).await {
+            for line in page
+                .lines()
+                .filter(|l| l.starts_with("dedup_sync_lag_seconds{"))
+            {
+                let gatherer = line
+                    .split("gatherer=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next());
+                let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+                if let (Some(g), Some(v)) = (gatherer, value) {
+                    let e = s.lag_s.entry(g.to_owned()).or_insert(0.0);
+                    *e = e.max(v);
+                }
+            }
+            if page.lines().any(|l| l.starts_with("export_lag_seconds")) {
+                s.export_lag_s = Some(kalshi_testkit::prom::metric_sum(
+                    &page,
+                    "export_lag_seconds",
+                ));
+            }
+            let now = latency::parse(&page);
+            s.e2e = match &self.last_e2e {
+                // A restarted deduplicator counts from zero: its totals are the window.
+                Some(before) if !restarted(before, &now) => latency::delta(before, &now),
+                Some(_) => now.clone(),
+                None => Default::default(),
+            };
+            self.last_e2e = Some(now);
+        }
+        for (name, pool, url) in &mut self.pools {
+            if pool.is_none() {
+                *pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(2))
+                    .connect(url)
+                    .await
+                    .ok();
+            }
+            let Some(p) = pool.as_ref() else { continue };
+            let size = sqlx::query_scalar::<_, i64>("SELECT pg_database_size(current_database())")
+                .fetch_one(p)
+                .await;
+            match size {
+                Ok(b) => {
+                    s.db_bytes
+                        .insert(name.clone(), u64::try_from(b).unwrap_or(0));
+                }
+                // Its database restarted (a fault): connect again next time.
+                Err(_) => *pool = None,
+            }
+            if name == "production"
+                && let Some(p) = pool.as_ref()
+            {
+                s.gaps = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM gaps")
+                    .fetch_one(p)
+                    .await
+                    .ok();
+            }
+        }
+        s
+    }
+}
+
+fn restarted(before: &latency::Buckets, now: &latency::Buckets) -> bool {
+    before.iter().any(|(k, b)| {
+        let was = b.last().map_or(0.0, |x| x.1);
+        let is = now.get(k).and_then(|n| n.last()).map_or(0.0, |x| x.1);
+        is < was
+    })
+}
+
+/// Runs the soak on a started stack; returns whether every goal was met.
+pub async fn run(stack: Stack, o: &SoakOptions) -> anyhow::Result<bool> {
+    std::fs::create_dir_all(&o.out).with_context(|| format!("create {}", o.out.display()))?;
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(o.minutes * 60.0);
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut sampler = Sampler::new(started, stack.endpoints.clone());
+    let every = o.every;
+    let sink = samples.clone();
+    let jsonl = o.out.join("samples.jsonl");
+    let sampling = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop_rx.changed() => break,
+            }
+            let s = sampler.sample().await;
+            // Appended as it goes: a soak cut short still leaves its samples.
+            if let Ok(line) = serde_json::to_string(&s) {
+                let _ = append(&jsonl, &line);
+            }
+            sink.lock().await.push(s);
+        }
+    });
+    let pool = fault_pool(&stack);
+    let stack = Arc::new(Mutex::new(stack));
+    let mut faults: Vec<Fault> = Vec::new();
+    let mut rng = Rng(o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut failed = None;
+    loop {
+        let wait = rng.between(o.fault_gap.0, o.fault_gap.1);
+        if Instant::now() + wait >= end {
+            tokio::time::sleep_until(end.into()).await;
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        let pick = pool[(rng.next() % pool.len() as u64) as usize];
+        let start = started.elapsed().as_secs_f64();
+        println!("soak {:>5.1} min: {pick}", start / 60.0);
+        let r = scenarios::run_one(&mut *stack.lock().await, pick).await;
+        faults.push(Fault {
+            name: pick.to_owned(),
+            start,
+            end: started.elapsed().as_secs_f64(),
+        });
+        if let Err(e) = r {
+            failed = Some(format!("fault {pick}: {e:#}"));
+            break;
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = sampling.await;
+    let samples = std::mem::take(&mut *samples.lock().await);
+    let mut stack = Arc::try_unwrap(stack)
+        .map_err(|_| anyhow::anyhow!("the stack is still shared"))?
+        .into_inner();
+    println!(
+        "soak: faults over ({}); settling, then the oracle",
+        faults.len()
+    );
+    stack.set_rate(0).await?;
+    let settled = stack.wait_settled(Duration::from_secs(600)).await;
+    let bound = if faults.iter().any(|f| f.name == "rest-429") {
+        scenarios::subscription_bound("rest-429")
+    } else {
+        scenarios::subscription_bound("mixed")
+    };
+    let audit = match &settled {
+        Ok(()) => Some(
+            audit::run(
+                &stack.endpoints.sim_control,
+                &stack.production_direct_url(),
+                &stack.endpoints.gatherers,
+                &audit::AuditOptions {
+                    settled: true,
+                    subscription_latency: bound,
+                    ..audit::AuditOptions::default()
+                },
+            )
+            .await?,
+        ),
+        Err(_) => None,
+    };
+    let archive_ok = match stack.opts.archive {
+        true => audit::verify_archive(&stack.endpoints).unwrap_or(false),
+        false => true,
+    };
+    let result = write::Outcome {
+        samples,
+        faults,
+        every: o.every.as_secs_f64(),
+        settled: settled.as_ref().err().map(|e| format!("{e:#}")),
+        failed,
+        audit,
+        archive_ok,
+        archive_on: stack.opts.archive,
+    };
+    let ok = write::report(&o.out, &result, &o.goals, &stack.opts)?;
+    let _ = tokio::task::spawn_blocking(move || stack.down()).await;
+    Ok(ok)
+}
+
+fn append(path: &Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{line}")
+}
