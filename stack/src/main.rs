@@ -252,6 +252,10 @@ struct SoakArgs {
     standby: bool,
     #[arg(long)]
     keep: bool,
+    /// Start nothing: make the report again from --out's samples.jsonl and faults.jsonl (a
+    /// soak stopped or killed before its own report).
+    #[arg(long)]
+    report_only: bool,
 }
 
 impl SoakArgs {
@@ -295,6 +299,9 @@ async fn soak(data_dir: PathBuf, a: SoakArgs) -> anyhow::Result<bool> {
             ..soak::report::Goals::default()
         },
     };
+    if a.report_only {
+        return soak::report_only(&o.out, &o, &opts);
+    }
     println!(
         "soak: {} minutes, {} gatherers, {} markets, {} msg/s; report in {}",
         a.minutes,

@@ -1,5 +1,6 @@
-//! Property-based fuzzing (proptest; cargo-fuzz needs a nightly toolchain, which the CI machines
-//! do not have) of every parser that takes input from outside:
+//! Property-based fuzzing (proptest: random mutations from a fixed generator, no coverage
+//! feedback; the coverage-guided libFuzzer targets are under fuzz/, run with `./dev fuzz`, too
+//! long for CI) of every parser that takes input from outside:
 //!
 //! | target | input | property |
 //! |---|---|---|

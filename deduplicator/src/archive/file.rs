@@ -203,6 +203,31 @@ pub fn read_groups(
     stream: Stream,
     version: u32,
     path: &std::path::Path,
+    each: impl FnMut(Vec<Row>) -> Result<(), String>,
+) -> Result<(u64, String), String> {
+    // The parquet crate asserts on some damaged metadata (fuzz/parquet_file found a column
+    // chunk with a negative start: a panic in `byte_range`). A damaged file is an error that
+    // names it, as any other unreadable file is, never a panic in verify or restore.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_groups_unguarded(stream, version, path, each)
+    }))
+    .unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no reason given".into());
+        Err(format!(
+            "{}: a damaged Parquet file (the reader gave up: {why})",
+            path.display()
+        ))
+    })
+}
+
+fn read_groups_unguarded(
+    stream: Stream,
+    version: u32,
+    path: &std::path::Path,
     mut each: impl FnMut(Vec<Row>) -> Result<(), String>,
 ) -> Result<(u64, String), String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -523,6 +548,27 @@ mod tests {
         })
         .unwrap();
         assert_eq!(back, vec![trade_row(1, Some(1_795_770_300_007))]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// fuzz/parquet_file's first finding: a file whose column chunk starts at a negative
+    /// offset made the parquet crate panic (`column start and length should not be negative`);
+    /// it is an error naming the file.
+    #[test]
+    fn a_damaged_file_is_an_error_not_a_panic() {
+        let input = include_bytes!("../../testdata/fuzz/parquet-negative-column-start");
+        let (which, bytes) = input.split_first().unwrap();
+        let stream = super::super::format::ARCHIVED[usize::from(which & 0x0f) % 10];
+        let version = u32::from(which >> 4) % SCHEMA_VERSION + 1;
+        let dir = std::env::temp_dir().join(format!("kalshi-damaged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("damaged.parquet");
+        std::fs::write(&path, bytes).unwrap();
+        let e = read_groups(stream, version, &path, |_| Ok(())).unwrap_err();
+        assert!(
+            e.contains("damaged.parquet") && e.contains("damaged Parquet file"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -76,8 +76,11 @@ impl Manifest {
             && self.declared_gaps == other.declared_gaps
     }
 
+    /// Saturating: a manifest read back from S3 may say anything.
     pub fn total_rows(&self) -> u64 {
-        self.streams.iter().map(|s| s.rows).sum()
+        self.streams
+            .iter()
+            .fold(0u64, |n, s| n.saturating_add(s.rows))
     }
 
     pub fn stream(&self, table: &str) -> Option<&StreamEntry> {

@@ -267,7 +267,7 @@ impl Archiver {
                 let file = self
                     .fetch_checked(stream, man.schema_version, e, |_| Ok(()))
                     .await;
-                rows_checked += e.rows;
+                rows_checked = rows_checked.saturating_add(e.rows);
                 let (verdict, detail) = match (&file, prod_same) {
                     (Ok(_), true) => ("ok", String::new()),
                     (Ok(_), false) if retired && prod_rows < e.rows => ("retired", String::new()),

@@ -214,11 +214,15 @@ pub async fn run(stack: Stack, o: &SoakOptions) -> anyhow::Result<bool> {
         let start = started.elapsed().as_secs_f64();
         println!("soak {:>5.1} min: {pick}", start / 60.0);
         let r = scenarios::run_one(&mut *stack.lock().await, pick).await;
-        faults.push(Fault {
+        let f = Fault {
             name: pick.to_owned(),
             start,
             end: started.elapsed().as_secs_f64(),
-        });
+        };
+        if let Ok(line) = serde_json::to_string(&f) {
+            let _ = append(&o.out.join("faults.jsonl"), &line);
+        }
+        faults.push(f);
         if let Err(e) = r {
             failed = Some(format!("fault {pick}: {e:#}"));
             break;
@@ -230,13 +234,26 @@ pub async fn run(stack: Stack, o: &SoakOptions) -> anyhow::Result<bool> {
     let mut stack = Arc::try_unwrap(stack)
         .map_err(|_| anyhow::anyhow!("the stack is still shared"))?
         .into_inner();
+    // The figures first: what follows (settling, the oracle over an hour of records) can fail
+    // or run out of memory, and must not take the samples' report with it.
+    let mut result = write::Outcome {
+        samples,
+        faults,
+        every: o.every.as_secs_f64(),
+        settled: None,
+        failed,
+        audit: None,
+        archive: None,
+        pending: Some("the oracle and archive verify had not run yet".into()),
+    };
+    write::report(&o.out, &result, &o.goals, &stack.opts)?;
     println!(
         "soak: faults over ({}); settling, then the oracle",
-        faults.len()
+        result.faults.len()
     );
     stack.set_rate(0).await?;
     let settled = stack.wait_settled(Duration::from_secs(600)).await;
-    let bound = if faults.iter().any(|f| f.name == "rest-429") {
+    let bound = if result.faults.iter().any(|f| f.name == "rest-429") {
         scenarios::subscription_bound("rest-429")
     } else {
         scenarios::subscription_bound("mixed")
@@ -257,23 +274,46 @@ pub async fn run(stack: Stack, o: &SoakOptions) -> anyhow::Result<bool> {
         ),
         Err(_) => None,
     };
-    let archive_ok = match stack.opts.archive {
-        true => audit::verify_archive(&stack.endpoints).unwrap_or(false),
-        false => true,
-    };
-    let result = write::Outcome {
-        samples,
-        faults,
-        every: o.every.as_secs_f64(),
-        settled: settled.as_ref().err().map(|e| format!("{e:#}")),
-        failed,
-        audit,
-        archive_ok,
-        archive_on: stack.opts.archive,
-    };
+    result.archive = stack
+        .opts
+        .archive
+        .then(|| audit::verify_archive(&stack.endpoints).unwrap_or(false));
+    result.settled = settled.as_ref().err().map(|e| format!("{e:#}"));
+    result.audit = audit;
+    result.pending = None;
     let ok = write::report(&o.out, &result, &o.goals, &stack.opts)?;
     let _ = tokio::task::spawn_blocking(move || stack.down()).await;
     Ok(ok)
+}
+
+/// The report again from a soak's `samples.jsonl` and `faults.jsonl` in `out` (a soak that
+/// was stopped, or killed, before it wrote its own); without the oracle and the archive check,
+/// which need the running stack.
+pub fn report_only(out: &Path, o: &SoakOptions, opts: &crate::Options) -> anyhow::Result<bool> {
+    fn lines<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{}: line {}", path.display(), i + 1))
+            })
+            .collect()
+    }
+    let faults_file = out.join("faults.jsonl");
+    let result = write::Outcome {
+        samples: lines(&out.join("samples.jsonl"))?,
+        faults: if faults_file.exists() { lines(&faults_file)? } else { Vec::new() },
+        every: o.every.as_secs_f64(),
+        settled: None,
+        failed: None,
+        audit: None,
+        archive: None,
+        pending: Some("the report was made again from the samples (--report-only): the oracle and archive verify need the running stack".into()),
+    };
+    write::report(out, &result, &o.goals, opts)
 }
 
 fn append(path: &Path, line: &str) -> std::io::Result<()> {

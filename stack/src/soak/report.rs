@@ -29,12 +29,29 @@ pub struct Sample {
     /// Per gatherer: the largest `dedup_sync_lag_seconds` over its streams.
     pub lag_s: BTreeMap<String, f64>,
     /// `dedup_end_to_end_seconds` observed since the previous sample, per stream.
+    #[serde(deserialize_with = "buckets_back")]
     pub e2e: Buckets,
     /// Database sizes in bytes (`gatherer-N`, `production`).
     pub db_bytes: BTreeMap<String, u64>,
     pub export_lag_s: Option<f64>,
     /// Gap records in production.
     pub gaps: Option<i64>,
+}
+
+/// JSON has no infinity: serde_json writes the `+Inf` bucket's bound as null; read back as
+/// infinity.
+fn buckets_back<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Buckets, D::Error> {
+    let raw: BTreeMap<String, Vec<(Option<f64>, f64)>> = Deserialize::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v
+                .into_iter()
+                .map(|(le, n)| (le.unwrap_or(f64::INFINITY), n))
+                .collect();
+            (k, v)
+        })
+        .collect())
 }
 
 /// A fault, from its injection to the end of its scenario.
@@ -58,8 +75,12 @@ pub struct Goals {
     pub min_life: f64,
     /// Seconds after a fault ends that still count as inside it.
     pub grace: f64,
-    /// Seconds at the start of a process's life not judged (caches filling).
+    /// Seconds at the start of a process's life not judged (caches filling: the gatherers'
+    /// RSS levels off 15 to 20 minutes after a start at 5,000 msg/s).
     pub warmup: f64,
+    /// A fault's window lasts until every gatherer's production lag is back under this
+    /// (seconds): the catch-up after a fault is part of it, not steady state.
+    pub recovered_lag: f64,
 }
 
 impl Default for Goals {
@@ -70,7 +91,8 @@ impl Default for Goals {
             p99: 0.25,
             min_life: 600.0,
             grace: 15.0,
-            warmup: 60.0,
+            warmup: 600.0,
+            recovered_lag: 1.0,
         }
     }
 }
@@ -101,6 +123,28 @@ pub fn in_fault(t: f64, width: f64, faults: &[Fault], grace: f64) -> bool {
     faults
         .iter()
         .any(|f| t > f.start && t - width < f.end + grace)
+}
+
+/// The fault windows as judged: each from its injection until `grace` after its scenario
+/// ended and then until every gatherer's lag is back under `recovered_lag` (the catch-up).
+pub fn windows(samples: &[Sample], faults: &[Fault], goals: &Goals) -> Vec<Fault> {
+    faults
+        .iter()
+        .map(|f| {
+            let calm_from = f.end + goals.grace;
+            let recovered = samples
+                .iter()
+                .filter(|s| s.t >= calm_from)
+                // No lag read (the deduplicator restarting) is not recovered.
+                .find(|s| !s.lag_s.is_empty() && s.lag_s.values().all(|v| *v < goals.recovered_lag))
+                .map_or(calm_from, |s| s.t);
+            Fault {
+                name: f.name.clone(),
+                start: f.start,
+                end: recovered.max(calm_from) - goals.grace,
+            }
+        })
+        .collect()
 }
 
 /// One process's memory over the run.

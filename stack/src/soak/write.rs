@@ -22,8 +22,10 @@ pub struct Outcome {
     /// A fault that could not be injected (it ended the fault phase early).
     pub failed: Option<String>,
     pub audit: Option<Audit>,
-    pub archive_ok: bool,
-    pub archive_on: bool,
+    /// `archive verify`'s outcome; None: no archive, or not run.
+    pub archive: Option<bool>,
+    /// Why the oracle and the archive check have no result yet (None: they ran).
+    pub pending: Option<String>,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -141,17 +143,21 @@ fn charts(samples: &[Sample]) -> Vec<(&'static str, &'static str, &'static str, 
 /// Writes the report; returns the verdict.
 pub fn report(dir: &Path, o: &Outcome, goals: &Goals, opts: &Options) -> anyhow::Result<bool> {
     let rss = report::rss_figures(&o.samples, goals);
-    let lag = report::lag_figures(&o.samples, &o.faults, o.every, goals);
-    let lat = report::latency_figures(&o.samples, &o.faults, o.every, goals);
+    let windows = report::windows(&o.samples, &o.faults, goals);
+    let lag = report::lag_figures(&o.samples, &windows, o.every, goals);
+    let lat = report::latency_figures(&o.samples, &windows, o.every, goals);
     let audit_ok = o.audit.as_ref().is_some_and(|a| a.ok);
-    let mut verdict = report::verdict(
-        &rss,
-        &lag,
-        &lat,
-        goals,
-        audit_ok,
-        o.archive_ok || !o.archive_on,
-    );
+    let mut verdict = report::verdict(&rss, &lag, &lat, goals, audit_ok, o.archive != Some(false));
+    if let Some(why) = &o.pending {
+        for c in verdict
+            .checks
+            .iter_mut()
+            .filter(|c| c.0.starts_with("oracle") || c.0.starts_with("archive"))
+        {
+            c.1 = false;
+            c.2 = format!("not run: {why}");
+        }
+    }
     if let Some(f) = &o.failed {
         verdict
             .checks
@@ -165,7 +171,7 @@ pub fn report(dir: &Path, o: &Outcome, goals: &Goals, opts: &Options) -> anyhow:
     let end = o.samples.last().map_or(0.0, |s| s.t);
     let mut drawn = Vec::new();
     for (file, title, unit, series) in charts(&o.samples) {
-        chart::line_chart(&dir.join(file), title, unit, &series, &o.faults, end)
+        chart::line_chart(&dir.join(file), title, unit, &series, &windows, end)
             .with_context(|| format!("draw {file}"))?;
         drawn.push((file, title));
     }
@@ -243,7 +249,7 @@ pub fn report(dir: &Path, o: &Outcome, goals: &Goals, opts: &Options) -> anyhow:
     }
     let _ = writeln!(
         md,
-        "\n## End to end (exchange time to production commit)\n\nOutside fault windows (a fault's window runs from its injection to {:.0} s after its scenario ended). Judged: {}.\n",
+        "\n## End to end (exchange time to production commit)\n\nOutside fault windows (a fault's window runs from its injection to {:.0} s after its scenario ended, and on until every gatherer's lag is back under a second). Judged: {}.\n",
         goals.grace,
         report::JUDGED_STREAMS.join(", ")
     );
@@ -285,30 +291,34 @@ pub fn report(dir: &Path, o: &Outcome, goals: &Goals, opts: &Options) -> anyhow:
     let _ = writeln!(
         md,
         "- archive verify: {}",
-        if !o.archive_on {
-            "no archive"
-        } else if o.archive_ok {
-            "every period matches production"
-        } else {
-            "**FAILED**"
+        match (o.archive, &o.pending) {
+            (_, Some(why)) => format!("not run: {why}"),
+            (None, None) => "no archive".into(),
+            (Some(true), None) => "every period matches production".into(),
+            (Some(false), None) => "**FAILED**".into(),
         }
     );
     let _ = writeln!(
         md,
-        "\n## Faults\n\n| # | fault | from min | to min |\n|---|---|---|---|"
+        "\n## Faults\n\nRecovery: from the scenario's end until every gatherer's production lag was under {:.0} s again (the fault's window, with the {:.0} s grace, ends there).\n\n| # | fault | from min | to min | recovered after s |\n|---|---|---|---|---|",
+        goals.recovered_lag, goals.grace
     );
-    for (i, f) in o.faults.iter().enumerate() {
+    for (i, (f, w)) in o.faults.iter().zip(&windows).enumerate() {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.2} | {:.2} |",
+            "| {} | {} | {:.2} | {:.2} | {:.0} |",
             i + 1,
             f.name,
             f.start / 60.0,
-            f.end / 60.0
+            f.end / 60.0,
+            (w.end + goals.grace - f.end).max(0.0)
         );
     }
     let _ = writeln!(md, "\n## The oracle (strict, settled)\n");
     match (&o.audit, &o.settled) {
+        _ if o.pending.is_some() => {
+            let _ = writeln!(md, "not run: {}", o.pending.as_deref().unwrap_or_default());
+        }
         (Some(a), _) => {
             let _ = writeln!(md, "```\n{}```", a.table());
         }

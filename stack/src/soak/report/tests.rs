@@ -218,3 +218,16 @@ fn the_audit_and_the_archive_decide_too() {
     assert!(!verdict(&[], &[], &[], &g, false, true).ok());
     assert!(!verdict(&[], &[], &[], &g, true, false).ok());
 }
+
+#[test]
+fn a_sample_reads_back_with_its_infinite_bucket() {
+    let mut s = Sample {
+        t: 5.0,
+        ..Sample::default()
+    };
+    s.e2e
+        .insert("trades".into(), vec![(0.01, 3.0), (f64::INFINITY, 4.0)]);
+    let text = serde_json::to_string(&s).unwrap_or_default();
+    let back: Sample = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(back.e2e["trades"], vec![(0.01, 3.0), (f64::INFINITY, 4.0)]);
+}
