@@ -231,3 +231,36 @@ fn a_sample_reads_back_with_its_infinite_bucket() {
     let back: Sample = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(back.e2e["trades"], vec![(0.01, 3.0), (f64::INFINITY, 4.0)]);
 }
+
+#[test]
+fn the_harness_and_postgresql_are_shown_not_judged() {
+    let s = run(60, |t| (7, 100.0 + t / 60.0));
+    let mut f = rss_figures(&s, &Goals::default())[0].clone();
+    assert!(
+        !verdict(
+            std::slice::from_ref(&f),
+            &[],
+            &[],
+            &Goals::default(),
+            true,
+            true
+        )
+        .ok()
+    );
+    for name in ["kalshi-sim", "moto (S3)", "pg:production"] {
+        f.name = name.into();
+        let v = verdict(
+            std::slice::from_ref(&f),
+            &[],
+            &[],
+            &Goals::default(),
+            true,
+            true,
+        );
+        assert!(
+            v.ok() && v.checks[0].2.contains("not judged"),
+            "{:?}",
+            v.checks
+        );
+    }
+}
