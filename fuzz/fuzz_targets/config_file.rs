@@ -29,35 +29,31 @@ fn check(e: &kalshi_shared::config::ConfigError) {
     );
 }
 
+/// Loads a file of type `T` and validates it; every error must pass `check`.
+fn load_and_validate<T>(
+    path: &std::path::Path,
+    validate: impl FnOnce(T) -> Result<(), kalshi_shared::config::ConfigError>,
+) where
+    T: serde::de::DeserializeOwned + serde::Serialize + Default,
+{
+    if let Err(e) =
+        kalshi_shared::config::load::<T>(Some(path), "FUZZ", Vec::new()).and_then(validate)
+    {
+        check(&e);
+    }
+}
+
 fn fuzz(path: &std::path::Path, gatherer: bool) {
     if gatherer {
         use gatherer::config::Validate as _;
-        match kalshi_shared::config::load::<gatherer::config::FileConfig>(
-            Some(path),
-            "FUZZ",
-            Vec::new(),
-        ) {
-            Ok(f) => {
-                if let Err(e) = f.validate() {
-                    check(&e);
-                }
-            }
-            Err(e) => check(&e),
-        }
+        load_and_validate(path, |f: gatherer::config::FileConfig| {
+            f.validate().map(drop)
+        });
     } else {
         use deduplicator::config::Validate as _;
-        match kalshi_shared::config::load::<deduplicator::config::FileConfig>(
-            Some(path),
-            "FUZZ",
-            Vec::new(),
-        ) {
-            Ok(f) => {
-                if let Err(e) = f.validate() {
-                    check(&e);
-                }
-            }
-            Err(e) => check(&e),
-        }
+        load_and_validate(path, |f: deduplicator::config::FileConfig| {
+            f.validate().map(drop)
+        });
     }
 }
 
