@@ -165,6 +165,7 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
 }
 
 fn main() -> ExitCode {
+    deduplicator::memory::configure();
     let cli = Cli::parse();
     let cfg = match deduplicator::config::load(cli.config.as_deref()) {
         Ok(c) => c,

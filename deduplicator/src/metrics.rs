@@ -31,6 +31,8 @@ pub const SOURCE_ERRORS: &str = "dedup_source_errors_total";
 pub const SOURCE_RECONNECTS: &str = "dedup_source_reconnects_total";
 pub const QUEUE_PAGES: &str = "dedup_queue_pages";
 pub const CACHE_KEYS: &str = "dedup_cache_keys";
+pub const HEAP_IN_USE: &str = "dedup_heap_in_use_bytes";
+pub const HEAP_FREE: &str = "dedup_heap_free_bytes";
 pub const POOL_REBUILDS: &str = "dedup_pool_rebuilds_total";
 pub const RETENTION_OVERRUNS: &str = "dedup_retention_overruns_total";
 pub const IAM_TOKENS: &str = "dedup_iam_tokens_total";
@@ -98,7 +100,7 @@ pub fn describe(gatherers: &[String]) {
         kalshi_shared::tls::EXPIRY,
         "When this side's TLS certificate (cert=own) and its CA (cert=ca, the latest-ending of the bundle) end, Unix seconds"
     );
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         SYNC_LAG,
         "Seconds the oldest record a gatherer holds and production does not has been waiting (0 when caught up)"
@@ -191,6 +193,16 @@ pub fn describe(gatherers: &[String]) {
     describe_counter!(SOURCE_RECONNECTS, "Tail streams reopened");
     describe_gauge!(QUEUE_PAGES, "Pages waiting for a stream's writer");
     describe_gauge!(CACHE_KEYS, "Committed keys held in a stream's cache");
+    describe_gauge!(
+        HEAP_IN_USE,
+        Unit::Bytes,
+        "Heap in use (glibc malloc, every arena), set every 10 s after handing free pages back"
+    );
+    describe_gauge!(
+        HEAP_FREE,
+        Unit::Bytes,
+        "Heap freed but still held by glibc malloc after the last trim"
+    );
     describe_counter!(POOL_REBUILDS, "Production pools closed and rebuilt");
     describe_counter!(
         RETENTION_OVERRUNS,

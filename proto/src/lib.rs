@@ -4,6 +4,7 @@
 //!
 //! The contract must never change incompatibly: fields are only added, under new numbers.
 
+#![forbid(unsafe_code)]
 #![allow(clippy::derive_partial_eq_without_eq)]
 
 pub mod gatherer {

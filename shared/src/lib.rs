@@ -4,6 +4,8 @@
 //! What belongs here is what two or more crates use; it must never hold a helper that only one
 //! crate uses (that stays where it is used).
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod build;
 pub mod config;

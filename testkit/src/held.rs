@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
+use futures_util::TryStreamExt as _;
 use kalshi_proto::GathererClient;
 use kalshi_proto::gatherer::v1 as pb;
 use serde_json::Value;
@@ -106,13 +107,8 @@ impl Held {
     /// Reads production's tables.
     pub async fn from_production(pool: &sqlx::PgPool) -> anyhow::Result<Held> {
         let mut h = Held::default();
-        for r in sqlx::query(
-            "SELECT trade_id, market_ticker, yes_price, no_price, count, taker_outcome_side, is_block_trade, ts_ms FROM trades",
-        )
-        .fetch_all(pool)
-        .await
-        .context("read production trades")?
-        {
+        let mut rows = sqlx::query("SELECT trade_id, market_ticker, yes_price, no_price, count, taker_outcome_side, is_block_trade, ts_ms FROM trades").fetch(pool);
+        while let Some(r) = rows.try_next().await.context("read production trades")? {
             h.trades.push(TradeFact {
                 trade_id: r.try_get(0)?,
                 market: r.try_get(1)?,
@@ -124,13 +120,12 @@ impl Held {
                 ts_ms: r.try_get(7)?,
             });
         }
-        for r in sqlx::query(
+        drop(rows);
+        let mut rows = sqlx::query(
             "SELECT market_ticker, ts_ms, side, price, delta, gatherer_key FROM orderbook_deltas",
         )
-        .fetch_all(pool)
-        .await
-        .context("read production deltas")?
-        {
+        .fetch(pool);
+        while let Some(r) = rows.try_next().await.context("read production deltas")? {
             let key: String = r.try_get(5)?;
             if !key.is_empty() {
                 h.unkeyed_deltas += 1;
@@ -143,22 +138,20 @@ impl Held {
                 r.try_get(4)?,
             ));
         }
-        for r in sqlx::query("SELECT market_ticker, ts_ms, body::text FROM tickers")
-            .fetch_all(pool)
-            .await
-            .context("read production tickers")?
-        {
+        drop(rows);
+        let mut rows =
+            sqlx::query("SELECT market_ticker, ts_ms, body::text FROM tickers").fetch(pool);
+        while let Some(r) = rows.try_next().await.context("read production tickers")? {
             let body: String = r.try_get(2)?;
             match ticker_as_sent(&body) {
                 Ok(c) => h.tickers.push((r.try_get(0)?, r.try_get(1)?, c)),
                 Err(e) => h.unreadable.push(format!("ticker {body}: {e:#}")),
             }
         }
-        for r in sqlx::query("SELECT kind, ticker, event_type, body::text FROM lifecycle")
-            .fetch_all(pool)
-            .await
-            .context("read production lifecycle")?
-        {
+        drop(rows);
+        let mut rows =
+            sqlx::query("SELECT kind, ticker, event_type, body::text FROM lifecycle").fetch(pool);
+        while let Some(r) = rows.try_next().await.context("read production lifecycle")? {
             let kind: String = r.try_get(0)?;
             let body: String = r.try_get(3)?;
             match lifecycle_as_sent(&kind, &body) {
@@ -166,18 +159,17 @@ impl Held {
                 Err(e) => h.unreadable.push(format!("lifecycle {body}: {e:#}")),
             }
         }
+        drop(rows);
         h.unknown = sqlx::query_as("SELECT type, market_ticker, body::text FROM unknown_messages")
             .fetch_all(pool)
             .await
             .context("read production unknown messages")?;
-        for r in sqlx::query(
+        let mut rows = sqlx::query(
             "SELECT market_ticker, gatherer_id, source, received_ms, yes, no, \
              (extract(epoch FROM ts) * 1000)::bigint, last_delta_ts_ms FROM orderbook_snapshots",
         )
-        .fetch_all(pool)
-        .await
-        .context("read production snapshots")?
-        {
+        .fetch(pool);
+        while let Some(r) = rows.try_next().await.context("read production snapshots")? {
             h.snapshots.push(HeldSnapshot {
                 market: r.try_get(0)?,
                 gatherer: r.try_get(1)?,
@@ -189,6 +181,7 @@ impl Held {
                 splice_ms: r.try_get(7)?,
             });
         }
+        drop(rows);
         for (table, into) in [
             ("markets", &mut h.markets),
             ("events", &mut h.events),
@@ -308,9 +301,10 @@ impl Held {
                 .trim_start_matches("STREAM_")
                 .to_ascii_lowercase();
             let bound = upto.get(&name).copied().unwrap_or(i64::MAX);
-            for r in read_upto(client, stream, bound).await? {
-                h.add_record(gatherer_id, stream, r);
-            }
+            visit_upto(client, stream, bound, |r| {
+                h.add_record(gatherer_id, stream, r)
+            })
+            .await?;
         }
         Ok(h)
     }
@@ -424,6 +418,18 @@ pub async fn read_upto(
     upto: i64,
 ) -> anyhow::Result<Vec<pb::Record>> {
     let mut out = Vec::new();
+    visit_upto(c, stream, upto, |r| out.push(r)).await?;
+    Ok(out)
+}
+
+/// As [`read_upto`], handing each record to `visit` a page at a time: a gatherer's hour at
+/// production rates is never held as protobuf records all at once.
+pub async fn visit_upto(
+    c: &mut GathererClient<Channel>,
+    stream: pb::Stream,
+    upto: i64,
+    mut visit: impl FnMut(pb::Record),
+) -> anyhow::Result<()> {
     let mut after = 0;
     loop {
         let page = c
@@ -443,11 +449,14 @@ pub async fn read_upto(
             );
             after = r.cursor;
         }
-        out.extend(page.records.into_iter().filter(|r| r.cursor <= upto));
+        page.records
+            .into_iter()
+            .filter(|r| r.cursor <= upto)
+            .for_each(&mut visit);
         // A page covers a window of ids; one of unused ids is empty but moves `through`.
         after = after.max(page.through);
         if after >= page.head.min(upto) {
-            return Ok(out);
+            return Ok(());
         }
     }
 }

@@ -13,6 +13,8 @@
 //! It must never take an expected value from the system under test: expected values come from
 //! the simulator's truth only. The services never depend on this crate.
 
+#![forbid(unsafe_code)]
+
 pub mod bench;
 pub mod certs;
 pub mod held;

@@ -427,12 +427,29 @@ impl SimControl {
     /// Raw truth records of the given types (all types when empty), up to the head at the
     /// time of the last page and at least up to position `at_least`.
     pub async fn truth_records_to(&self, types: &str, at_least: u64) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        self.visit_truth(types, at_least, |r| {
+            out.push(r.clone());
+            Ok(true)
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Visits the truth's records of the given types (all when empty) in order, a page at a
+    /// time, until position `at_least` (the head when 0) is covered or `visit` says stop: an
+    /// hour at production rates is tens of millions of records, never all held as JSON at once.
+    pub async fn visit_truth(
+        &self,
+        types: &str,
+        at_least: u64,
+        mut visit: impl FnMut(&Value) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
         let filter = if types.is_empty() {
             String::new()
         } else {
             format!("&types={types}")
         };
-        let mut out = Vec::new();
         let mut after = 0u64;
         let mut waits = 0;
         loop {
@@ -441,8 +458,14 @@ impl SimControl {
                 .await?;
             let next = page["next"].as_u64().context("truth page without next")?;
             let head = page["head"].as_u64().unwrap_or(0);
-            if let Some(r) = page["records"].as_array() {
-                out.extend(r.iter().cloned());
+            for r in page["records"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                if !visit(r)? {
+                    return Ok(());
+                }
             }
             let done = if at_least > 0 {
                 next >= at_least
@@ -450,7 +473,7 @@ impl SimControl {
                 next >= head
             };
             if done {
-                return Ok(out);
+                return Ok(());
             }
             if next == after {
                 // Nothing new yet: the file is flushed after each generated batch.
@@ -513,13 +536,15 @@ impl SimControl {
         // The truth file is flushed after each batch: read until it covers the books.
         // Records past the books' position are left out: the truth then ends exactly where
         // the books stand, after everything the caller read from the system before.
-        let records = self.truth_records_to("", t.markets_pos).await?;
-        for r in &records {
-            if r["pos"].as_u64().is_some_and(|p| p > t.markets_pos) {
-                break;
+        let until = t.markets_pos;
+        self.visit_truth("", until, |r| {
+            if r["pos"].as_u64().is_some_and(|p| p > until) {
+                return Ok(false);
             }
             add_record(&mut t, r)?;
-        }
+            Ok(true)
+        })
+        .await?;
         t.head = t.markets_pos;
         Ok(t)
     }

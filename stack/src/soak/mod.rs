@@ -120,6 +120,21 @@ impl Sampler {
                     "export_lag_seconds",
                 ));
             }
+            let heap = page
+                .lines()
+                .find(|l| l.starts_with("dedup_heap_in_use_bytes "))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+            let pid = s.procs.get("deduplicator").map(|p| p.pid);
+            if let (Some(bytes), Some(pid)) = (heap, pid) {
+                s.procs.insert(
+                    report::HEAP.to_owned(),
+                    report::Proc {
+                        pid,
+                        rss_bytes: bytes as u64,
+                        fds: 0,
+                    },
+                );
+            }
             let now = latency::parse(&page);
             s.e2e = match &self.last_e2e {
                 // A restarted deduplicator counts from zero: its totals are the window.

@@ -104,9 +104,14 @@ pub const JUDGED_STREAMS: &[&str] = &["trades", "orderbook_deltas", "tickers"];
 /// Whose memory the goal is about: the pipeline's own services. The others are shown, not
 /// judged: the simulator keeps the whole ground truth in memory and the local S3 every
 /// archived object (both grow by design), and PostgreSQL is not this project's code.
+/// The deduplicator's heap in use ([`HEAP`]) is shown beside its RSS: growth in both is
+/// something kept, growth in RSS alone is the allocator holding freed memory.
 pub fn judged_process(name: &str) -> bool {
-    !(name.starts_with("pg:") || name == "kalshi-sim" || name == "moto (S3)")
+    !(name.starts_with("pg:") || name == "kalshi-sim" || name == "moto (S3)" || name == HEAP)
 }
+
+/// The pseudo-process under which the deduplicator's `dedup_heap_in_use_bytes` is sampled.
+pub const HEAP: &str = "deduplicator heap in use";
 
 /// Least-squares slope of `(x, y)` points (None under 3 points or no spread in x).
 pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
@@ -406,7 +411,7 @@ pub fn verdict(
                 format!("memory: {}", r.name),
                 true,
                 format!(
-                    "shown, not judged (test harness or PostgreSQL): {}",
+                    "shown, not judged (test harness, PostgreSQL or the heap beside an RSS): {}",
                     r.slope_mib_per_10min
                         .map_or("-".into(), |s| format!("{s:+.2} MiB/10 min"))
                 ),
