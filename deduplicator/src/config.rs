@@ -164,6 +164,12 @@ impl Validate for FileConfig {
             ));
         }
         in_range("sink.cache_keys", sink.cache_keys, 0, 100_000_000)?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&sink.cache_window) {
+            return Err(ConfigError::key(
+                "sink.cache_window",
+                "must be between 1s and 24h",
+            ));
+        }
         in_range("sink.queue_pages", sink.queue_pages, 1, 10_000)?;
         if !(Duration::from_millis(100)..=Duration::from_secs(600))
             .contains(&sink.lifecycle_match_window)

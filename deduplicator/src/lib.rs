@@ -217,8 +217,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Deduplicator> {
             let now = kalshi_shared::time::now_ms();
             match coverage::load(&p, now - 86_400_000, now).await {
                 Ok(rows) => {
-                    let u = coverage::uncovered(&rows, &ids2, now - 86_400_000, now);
-                    let totals = coverage::totals(&u);
+                    // Off the runtime: a day of gaps is tens of thousands of rows.
+                    let ids = ids2.clone();
+                    let totals = tokio::task::spawn_blocking(move || {
+                        coverage::totals(&coverage::uncovered(&rows, &ids, now - 86_400_000, now))
+                    })
+                    .await?;
                     for s in Stream::ALL {
                         let n = totals.get(s.table()).map_or(0, |t| t.0);
                         ::metrics::gauge!(metrics::UNCOVERED_WINDOWS, "stream" => s.table())
@@ -344,6 +348,7 @@ async fn start_streams(
         batch_rows: cfg.sink.batch_rows,
         batch_interval: cfg.sink.batch_interval,
         cache_keys: cfg.sink.cache_keys,
+        cache_window: cfg.sink.cache_window,
         retry: cfg.production_retry,
         pause_before_commit: cfg.testing.pause_before_commit,
         gatherers: ids.clone(),

@@ -41,10 +41,7 @@ pub fn heap() -> Option<(u64, u64)> {
     {
         // SAFETY: mallinfo2 reads the allocator's statistics and has no preconditions.
         let m = unsafe { libc::mallinfo2() };
-        Some((
-            (m.uordblks + m.hblkhd) as u64,
-            m.fordblks as u64,
-        ))
+        Some(((m.uordblks + m.hblkhd) as u64, m.fordblks as u64))
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
@@ -91,8 +88,14 @@ mod tests {
         drop(blocks);
         trim();
         let (after, free) = heap().unwrap_or_default();
-        assert!(after < during, "in use {after} after freeing, {during} before");
+        assert!(
+            after < during,
+            "in use {after} after freeing, {during} before"
+        );
         // Whatever stays free after a trim is below a page per arena's top, not the 40 MB.
-        assert!(free < 20_000 * 2_000 / 2, "{free} bytes still held free after a trim");
+        assert!(
+            free < 20_000 * 2_000 / 2,
+            "{free} bytes still held free after a trim"
+        );
     }
 }

@@ -370,7 +370,7 @@ impl Archiver {
             format::encode_copy(stream, r, &mut enc);
         }
         let mut tx = pool.begin().await?;
-        // A row group is up to archive.row_group_rows rows (a million by default): its COPY and
+        // A row group is up to archive.row_group_rows rows (122,880 by default): its COPY and
         // merge get the archive's own deadline, not production.op_timeout.
         self.long_statements(&mut tx).await?;
         tx.execute(sqlx::AssertSqlSafe(stream.create_stage_sql()))

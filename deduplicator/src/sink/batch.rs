@@ -31,33 +31,40 @@ impl std::hash::Hasher for DigestHasher {
 /// A set of record keys.
 pub(super) type KeySet = HashSet<u128, std::hash::BuildHasherDefault<DigestHasher>>;
 
-/// Keys of recently committed records, first in first out.
+/// Keys of recently committed records, first in first out: at most `cap` keys, none older
+/// than `window`. Both grow on demand: memory follows the stream's rate times the window (a
+/// cache sized up front, ring included, became resident a page at a time as it wrapped, and
+/// read as a slow leak over the first 20 minutes of a trades stream).
 pub(super) struct KeyCache {
     set: KeySet,
-    order: VecDeque<u128>,
+    order: VecDeque<(u128, Instant)>,
     cap: usize,
+    window: Duration,
 }
 
 impl KeyCache {
-    pub(super) fn new(cap: usize) -> Self {
+    pub(super) fn new(cap: usize, window: Duration) -> Self {
         KeyCache {
-            set: KeySet::with_capacity_and_hasher(cap.min(1 << 20), Default::default()),
-            order: VecDeque::with_capacity(cap.min(1 << 20)),
+            set: KeySet::default(),
+            order: VecDeque::new(),
             cap,
+            window,
         }
     }
     pub(super) fn contains(&self, k: u128) -> bool {
         self.set.contains(&k)
     }
-    pub(super) fn insert(&mut self, k: u128) {
+    pub(super) fn insert(&mut self, k: u128, now: Instant) {
         if self.cap == 0 || !self.set.insert(k) {
             return;
         }
-        self.order.push_back(k);
-        while self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+        self.order.push_back((k, now));
+        while let Some(&(old, at)) = self.order.front() {
+            if self.order.len() <= self.cap && now.saturating_duration_since(at) <= self.window {
+                break;
             }
+            self.order.pop_front();
+            self.set.remove(&old);
         }
     }
     pub(super) fn clear(&mut self) {

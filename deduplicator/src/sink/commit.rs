@@ -115,12 +115,13 @@ impl Sink {
         // End to end, to the commit itself: COMMIT has returned, so the rows are durable now.
         let now_ms = kalshi_shared::time::now_ms();
         let end_to_end = metrics::histogram!(m::END_TO_END, "stream" => table);
+        let committed = Instant::now();
         for r in valid.iter().chain(rescued.iter()) {
             if quarantined.contains(&(*r as *const Row)) {
                 continue;
             }
             if let Some(k) = r.key {
-                self.cache.insert(k);
+                self.cache.insert(k, committed);
             }
             if let Some(ts) = partition_ms(&r.record).filter(|ts| *ts > 0) {
                 end_to_end.record((now_ms - ts).max(0) as f64 / 1000.0);

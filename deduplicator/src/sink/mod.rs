@@ -67,6 +67,7 @@ pub struct SinkConfig {
     pub batch_rows: usize,
     pub batch_interval: Duration,
     pub cache_keys: usize,
+    pub cache_window: Duration,
     pub retry: BackoffConfig,
     pub pause_before_commit: Duration,
     /// Gatherer ids by index.
@@ -127,7 +128,7 @@ impl Sink {
         board: Arc<Board>,
         rx: mpsc::Receiver<Page>,
     ) -> Sink {
-        let cache = KeyCache::new(cfg.cache_keys);
+        let cache = KeyCache::new(cfg.cache_keys, cfg.cache_window);
         let generation = prod.generation();
         Sink {
             stream,
@@ -277,18 +278,39 @@ mod tests {
 
     #[test]
     fn the_key_cache_is_bounded_and_first_in_first_out() {
-        let mut c = KeyCache::new(3);
+        let t = Instant::now();
+        let mut c = KeyCache::new(3, Duration::from_secs(60));
         for k in 1..=5u128 {
-            c.insert(k);
+            c.insert(k, t);
         }
-        c.insert(5);
+        c.insert(5, t);
         assert_eq!(c.len(), 3);
         assert!(!c.contains(1) && !c.contains(2));
         assert!(c.contains(3) && c.contains(4) && c.contains(5));
         c.clear();
         assert_eq!(c.len(), 0);
-        let mut off = KeyCache::new(0);
-        off.insert(1);
+        let mut off = KeyCache::new(0, Duration::from_secs(60));
+        off.insert(1, t);
         assert!(!off.contains(1));
+    }
+
+    #[test]
+    fn the_key_cache_forgets_keys_older_than_its_window() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = KeyCache::new(1_000, s(10));
+        c.insert(1, t);
+        c.insert(2, t + s(5));
+        // Exactly the window old: kept.
+        c.insert(3, t + s(10));
+        assert!(c.contains(1) && c.contains(2) && c.contains(3));
+        c.insert(4, t + s(12));
+        assert!(!c.contains(1) && c.contains(2) && c.contains(4));
+        assert_eq!(c.len(), 3);
+        // A key seen again keeps its first time: it goes when that is old.
+        c.insert(2, t + s(14));
+        c.insert(5, t + s(16));
+        assert!(!c.contains(2) && c.contains(3) && c.contains(5));
+        assert_eq!(c.len(), 3);
     }
 }

@@ -111,6 +111,7 @@ pub async fn replay_record(
         batch_rows: 1,
         batch_interval: Duration::ZERO,
         cache_keys: 0,
+        cache_window: Duration::ZERO,
         retry,
         pause_before_commit: Duration::ZERO,
         gatherers: vec![gatherer_id.to_owned()],

@@ -78,7 +78,7 @@ pub struct ArchiveSection {
     pub max_periods_per_check: usize,
     /// Where files are built before upload (and downloaded to for verify and restore).
     pub spool_dir: String,
-    /// Rows per Parquet row group.
+    /// Rows per Parquet row group (the writer holds one group in memory).
     pub row_group_rows: usize,
     pub zstd_level: i32,
     /// Files larger than this are uploaded in parts (multipart upload).
@@ -121,7 +121,7 @@ impl Default for ArchiveSection {
             check_interval: Duration::from_secs(30),
             max_periods_per_check: 24,
             spool_dir: "/var/lib/kalshi-data/archive".into(),
-            row_group_rows: 1_000_000,
+            row_group_rows: 122_880,
             zstd_level: 3,
             multipart_threshold: 64 << 20,
             part_size: 16 << 20,
@@ -231,6 +231,10 @@ pub struct SinkSection {
     pub batch_interval: Duration,
     /// Recently committed record keys kept per stream to drop duplicates before the database.
     pub cache_keys: usize,
+    /// ... and for at most this long: a peer gatherer's copy comes within seconds, a
+    /// recovering one's within its outage; memory follows the stream's rate times this.
+    #[serde(with = "duration")]
+    pub cache_window: Duration,
     /// Pages waiting per stream between the sources and the writer.
     pub queue_pages: usize,
     /// Lifecycle messages carry no time or id: two gatherers' copies of one are one when they
@@ -246,6 +250,7 @@ impl Default for SinkSection {
             batch_rows: 10_000,
             batch_interval: Duration::from_millis(10),
             cache_keys: 500_000,
+            cache_window: Duration::from_secs(300),
             queue_pages: 4,
             lifecycle_match_window: Duration::from_secs(10),
         }

@@ -72,6 +72,7 @@ struct Sampler {
     endpoints: Endpoints,
     pools: Vec<(String, Option<sqlx::PgPool>, String)>,
     last_e2e: Option<latency::Buckets>,
+    last_cpu: Option<(u64, u64)>,
 }
 
 impl Sampler {
@@ -88,17 +89,26 @@ impl Sampler {
             endpoints,
             pools,
             last_e2e: None,
+            last_cpu: None,
         }
     }
 
     async fn sample(&mut self) -> Sample {
         let t = self.started.elapsed().as_secs_f64();
         let procs = procs::snapshot(self.me);
+        let cpu = procs::machine_cpu();
         let mut s = Sample {
             t,
             procs,
+            cpu_busy: match (self.last_cpu, cpu) {
+                (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                    Some(b1.saturating_sub(b0) as f64 / (t1 - t0) as f64)
+                }
+                _ => None,
+            },
             ..Sample::default()
         };
+        self.last_cpu = cpu;
         if let Ok(page) = crate::get_text(&self.endpoints.deduplicator_metrics).await {
             for line in page
                 .lines()
@@ -132,6 +142,7 @@ impl Sampler {
                         pid,
                         rss_bytes: bytes as u64,
                         fds: 0,
+                        cpu_s: 0.0,
                     },
                 );
             }

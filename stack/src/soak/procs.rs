@@ -39,6 +39,38 @@ fn cmdline(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// CPU seconds (user + system) a process used so far: fields 14 and 15 of `/proc/<pid>/stat`,
+/// counted after the command name's closing parenthesis (the name may hold spaces).
+fn cpu_s(pid: u32) -> f64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = text.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / TICKS_PER_S
+}
+
+/// `sysconf(_SC_CLK_TCK)`: 100 on every Linux this runs on (the kernel's USER_HZ).
+const TICKS_PER_S: f64 = 100.0;
+
+/// The machine's CPU time so far, `(busy, total)` in ticks, from the first line of
+/// `/proc/stat` (busy: everything but idle and iowait).
+pub fn machine_cpu() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
 fn fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
 }
@@ -133,19 +165,23 @@ pub fn snapshot(me: u32) -> BTreeMap<String, Proc> {
                     pid,
                     rss_bytes: 0,
                     fds: 0,
+                    cpu_s: 0.0,
                 });
                 e.pid = pid;
                 e.rss_bytes += anon;
                 e.fds += fds(pid);
+                e.cpu_s += cpu_s(pid);
             }
             (_, Some((name, postmaster))) => {
                 let e = out.entry(name).or_insert(Proc {
                     pid: postmaster,
                     rss_bytes: 0,
                     fds: 0,
+                    cpu_s: 0.0,
                 });
                 e.rss_bytes += anon;
                 e.fds += fds(pid);
+                e.cpu_s += cpu_s(pid);
             }
             (Some((name, false)), None) => {
                 out.insert(
@@ -154,6 +190,7 @@ pub fn snapshot(me: u32) -> BTreeMap<String, Proc> {
                         pid,
                         rss_bytes: vm,
                         fds: fds(pid),
+                        cpu_s: cpu_s(pid),
                     },
                 );
             }

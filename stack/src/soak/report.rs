@@ -18,6 +18,10 @@ pub struct Proc {
     pub pid: u32,
     pub rss_bytes: u64,
     pub fds: u64,
+    /// CPU time used (user + system), seconds: cumulative for a process, the sum over the
+    /// processes alive now for a cluster (a backend that exited takes its share with it).
+    #[serde(default)]
+    pub cpu_s: f64,
 }
 
 /// Everything sampled at one moment.
@@ -36,6 +40,9 @@ pub struct Sample {
     pub export_lag_s: Option<f64>,
     /// Gap records in production.
     pub gaps: Option<i64>,
+    /// Share of the machine's CPU time busy since the previous sample (0 to 1, all cores).
+    #[serde(default)]
+    pub cpu_busy: Option<f64>,
 }
 
 /// JSON has no infinity: serde_json writes the `+Inf` bucket's bound as null; read back as
@@ -365,6 +372,75 @@ pub fn latency_figures(
             }
         })
         .collect()
+}
+
+/// One process's CPU use: cores used on average and at most between two samples.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CpuFigure {
+    pub name: String,
+    pub mean_cores: f64,
+    pub peak_cores: f64,
+}
+
+/// Per process, CPU seconds over wall seconds between consecutive samples of one life (a new
+/// pid, or a counter that fell because a cluster's backend exited, is skipped).
+pub fn cpu_figures(samples: &[Sample]) -> Vec<CpuFigure> {
+    let mut acc: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
+    for w in samples.windows(2) {
+        let dt = w[1].t - w[0].t;
+        if dt <= 0.0 {
+            continue;
+        }
+        for (name, now) in &w[1].procs {
+            let Some(before) = w[0].procs.get(name) else {
+                continue;
+            };
+            let used = now.cpu_s - before.cpu_s;
+            if before.pid != now.pid || used < 0.0 || name == HEAP {
+                continue;
+            }
+            let e = acc.entry(name).or_insert((0.0, 0.0, 0.0));
+            e.0 += used;
+            e.1 += dt;
+            e.2 = e.2.max(used / dt);
+        }
+    }
+    acc.into_iter()
+        .map(|(name, (used, wall, peak))| CpuFigure {
+            name: name.to_owned(),
+            mean_cores: if wall > 0.0 { used / wall } else { 0.0 },
+            peak_cores: peak,
+        })
+        .collect()
+}
+
+/// The machine's busy share: mean over the samples outside fault windows, and the mean over
+/// those of them whose window's p99 of `stream` was over `p99`: `(calm, calm and slow, slow
+/// windows, calm windows)`.
+pub fn busy_when_slow(
+    samples: &[Sample],
+    faults: &[Fault],
+    every: f64,
+    goals: &Goals,
+    stream: &str,
+) -> (Option<f64>, Option<f64>, usize, usize) {
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let calm: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| !in_fault(s.t, every, faults, goals.grace))
+        .collect();
+    let busy: Vec<f64> = calm.iter().filter_map(|s| s.cpu_busy).collect();
+    let slow: Vec<f64> = calm
+        .iter()
+        .filter(|s| {
+            s.e2e
+                .get(stream)
+                .and_then(|b| seconds(&latency::quantile(0.99, b)).0)
+                .is_some_and(|p| p > goals.p99)
+        })
+        .filter_map(|s| s.cpu_busy)
+        .collect();
+    (mean(&busy), mean(&slow), slow.len(), busy.len())
 }
 
 /// The p50 and p99 (seconds) of one sample's window, per stream (for the chart).

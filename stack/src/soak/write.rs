@@ -127,6 +127,17 @@ fn charts(samples: &[Sample]) -> Vec<(&'static str, &'static str, &'static str, 
             }),
         ),
         (
+            "cpu.png",
+            "CPU: the machine busy (% of all cores)",
+            "%",
+            series_of(samples, |s| {
+                s.cpu_busy
+                    .map(|v| ("machine".to_owned(), v * 100.0))
+                    .into_iter()
+                    .collect()
+            }),
+        ),
+        (
             "gaps.png",
             "Gap records declared in production",
             "records",
@@ -231,6 +242,24 @@ pub fn report(dir: &Path, o: &Outcome, goals: &Goals, opts: &Options) -> anyhow:
             r.judged_seconds / 60.0,
             r.max_fds,
             opt(r.fd_slope_per_10min, 1)
+        );
+    }
+    let cpu = report::cpu_figures(&o.samples);
+    let (calm, slow, n_slow, n_calm) =
+        report::busy_when_slow(&o.samples, &windows, o.every, goals, "orderbook_deltas");
+    let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.0}%", v * 100.0));
+    let _ = writeln!(
+        md,
+        "\n## CPU\n\nThe machine was busy {} of its CPU time on average outside fault windows; {} in the {n_slow} of those {n_calm} sample windows whose orderbook_deltas p99 was over {:.0} ms. Per process (cores; PostgreSQL: its processes alive at each sample):\n\n| process | mean cores | peak cores |\n|---|---|---|",
+        pct(calm),
+        pct(slow),
+        goals.p99 * 1000.0
+    );
+    for c in &cpu {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2} |",
+            c.name, c.mean_cores, c.peak_cores
         );
     }
     let _ = writeln!(

@@ -23,19 +23,45 @@ use super::{Rules, StreamVerdict};
 use crate::held::{DeclaredGap, Held};
 use crate::sim::{DeltaKey, Fact, LifecycleKey, TickerKey, TradeFact, Truth, UnknownKey};
 
-/// Declared windows, by stream and gatherer.
+/// One gatherer's declared windows of one stream, merged: per market, and for every market.
+#[derive(Default)]
+struct Windows<'a> {
+    every: Vec<(i64, i64)>,
+    by_market: HashMap<&'a str, Vec<(i64, i64)>>,
+}
+
+/// Whether `ts` lies in one of `v` (sorted, merged closed intervals).
+fn inside(v: &[(i64, i64)], ts: i64) -> bool {
+    let i = v.partition_point(|w| w.0 <= ts);
+    i > 0 && ts <= v[i - 1].1
+}
+
+/// Declared windows, by stream and gatherer, indexed by market: an hour of faults over 1,000
+/// markets is ~100,000 windows, and every published record is looked up.
 pub(super) struct Declarations<'a> {
     gatherers: &'a [String],
-    by: HashMap<(&'a str, &'a str), Vec<&'a DeclaredGap>>,
+    by: HashMap<(&'a str, &'a str), Windows<'a>>,
 }
 
 impl<'a> Declarations<'a> {
     pub(super) fn new(gaps: &'a [DeclaredGap], gatherers: &'a [String]) -> Self {
-        let mut by: HashMap<(&str, &str), Vec<&DeclaredGap>> = HashMap::new();
+        let mut by: HashMap<(&str, &str), Windows<'a>> = HashMap::new();
         for g in gaps {
-            by.entry((g.stream.as_str(), g.gatherer.as_str()))
-                .or_default()
-                .push(g);
+            let w = by
+                .entry((g.stream.as_str(), g.gatherer.as_str()))
+                .or_default();
+            let into = if g.market.is_empty() {
+                &mut w.every
+            } else {
+                w.by_market.entry(g.market.as_str()).or_default()
+            };
+            into.push((g.from_ms, g.to_ms));
+        }
+        for w in by.values_mut() {
+            w.every = merge(std::mem::take(&mut w.every));
+            for v in w.by_market.values_mut() {
+                *v = merge(std::mem::take(v));
+            }
         }
         Declarations { gatherers, by }
     }
@@ -44,12 +70,8 @@ impl<'a> Declarations<'a> {
     pub(super) fn all_declared(&self, stream: &str, market: &str, ts: i64) -> bool {
         !self.gatherers.is_empty()
             && self.gatherers.iter().all(|g| {
-                self.by.get(&(stream, g.as_str())).is_some_and(|ws| {
-                    ws.iter().any(|w| {
-                        (w.market.is_empty() || w.market == market)
-                            && w.from_ms <= ts
-                            && ts <= w.to_ms
-                    })
+                self.by.get(&(stream, g.as_str())).is_some_and(|w| {
+                    inside(&w.every, ts) || w.by_market.get(market).is_some_and(|v| inside(v, ts))
                 })
             })
     }
@@ -59,17 +81,19 @@ impl<'a> Declarations<'a> {
     pub(super) fn all_declared_windows(&self, stream: &str, market: &str) -> Vec<(i64, i64)> {
         let mut acc: Option<Vec<(i64, i64)>> = None;
         for g in self.gatherers {
-            let mut mine: Vec<(i64, i64)> = self
+            let mine: Vec<(i64, i64)> = self
                 .by
                 .get(&(stream, g.as_str()))
-                .map(|ws| {
-                    ws.iter()
-                        .filter(|w| w.market.is_empty() || w.market == market)
-                        .map(|w| (w.from_ms, w.to_ms))
-                        .collect()
+                .map(|w| {
+                    let mut v = w.every.clone();
+                    if !market.is_empty()
+                        && let Some(m) = w.by_market.get(market)
+                    {
+                        v.extend_from_slice(m);
+                    }
+                    merge(v)
                 })
                 .unwrap_or_default();
-            mine = merge(mine);
             acc = Some(match acc {
                 None => mine,
                 Some(prev) => intersect(&prev, &mine),
@@ -110,10 +134,10 @@ fn intersect(x: &[(i64, i64)], y: &[(i64, i64)]) -> Vec<(i64, i64)> {
     out
 }
 
-pub(super) fn counts<K: Hash + Eq + Clone>(keys: &[K]) -> HashMap<K, u64> {
-    let mut m: HashMap<K, u64> = HashMap::new();
+pub(super) fn counts<K: Hash + Eq>(keys: &[K]) -> HashMap<&K, u64> {
+    let mut m: HashMap<&K, u64> = HashMap::with_capacity(keys.len());
     for k in keys {
-        *m.entry(k.clone()).or_default() += 1;
+        *m.entry(k).or_default() += 1;
     }
     m
 }
@@ -121,7 +145,7 @@ pub(super) fn counts<K: Hash + Eq + Clone>(keys: &[K]) -> HashMap<K, u64> {
 /// What the gatherers say about one stream.
 pub(super) struct Captured<'a, K> {
     /// Per key, the most copies any readable gatherer holds.
-    pub max: HashMap<K, u64>,
+    pub max: HashMap<&'a K, u64>,
     /// Per market, the earliest exchange time of any record a gatherer holds.
     pub first: HashMap<&'a str, i64>,
     /// Whether a record of this time can be judged: every configured gatherer was read and
@@ -154,7 +178,10 @@ pub(super) fn compare<K: Hash + Eq + Clone + std::fmt::Debug>(
         }
     };
     let held_n = counts(held);
-    let want = counts(&facts.iter().map(|f| f.key.clone()).collect::<Vec<_>>());
+    let mut want: HashMap<&K, u64> = HashMap::with_capacity(facts.len());
+    for f in facts {
+        *want.entry(&f.key).or_default() += 1;
+    }
     for (k, n) in &held_n {
         match want.get(k) {
             None => {
@@ -252,7 +279,7 @@ pub(super) fn captured<'a, K: Hash + Eq + Clone + 'a>(
     stream: &str,
     pick: fn(&'a crate::held::Held) -> Vec<(&'a str, i64, &'a K)>,
 ) -> Captured<'a, K> {
-    let mut max: HashMap<K, u64> = HashMap::new();
+    let mut max: HashMap<&'a K, u64> = HashMap::new();
     let mut first: HashMap<&str, i64> = HashMap::new();
     let mut horizon = 0i64;
     for g in readable.iter().copied() {
@@ -263,7 +290,7 @@ pub(super) fn captured<'a, K: Hash + Eq + Clone + 'a>(
             *e = (*e).min(ts);
         }
         for (k, n) in mine {
-            let e = max.entry(k.clone()).or_default();
+            let e = max.entry(k).or_default();
             *e = (*e).max(n);
         }
         horizon = horizon.max(g.retained_from_ms.get(stream).copied().unwrap_or(0));
@@ -335,5 +362,27 @@ mod tests {
             vec![(30, 50)]
         );
         assert!(d.all_declared_windows("trades", "M").is_empty());
+        // A point: every gatherer's window (its own market's or every market's) holds it,
+        // bounds included; nothing widened.
+        let at = |m: &str, ts: i64| d.all_declared("orderbook_deltas", m, ts);
+        let m: Vec<i64> = (0..=60).filter(|t| at("M", *t)).collect();
+        let want: Vec<i64> = (15..=20).chain(30..=40).collect();
+        assert_eq!(m, want);
+        let n: Vec<i64> = (0..=60).filter(|t| at("N", *t)).collect();
+        assert_eq!(n, (30..=50).collect::<Vec<i64>>());
+        // g2 declared only M and N: another market is declared by g1 alone.
+        assert!(!at("O", 35) && !d.all_declared("trades", "M", 15));
+        // Adjacent windows of one gatherer join; a point between two is not declared.
+        let gaps = vec![
+            g("g1", "M", 0, 9),
+            g("g1", "M", 10, 19),
+            g("g1", "M", 21, 30),
+        ];
+        let one = vec!["g1".to_owned()];
+        let d = Declarations::new(&gaps, &one);
+        let m: Vec<i64> = (0..=31)
+            .filter(|t| d.all_declared("orderbook_deltas", "M", *t))
+            .collect();
+        assert_eq!(m, (0..=19).chain(21..=30).collect::<Vec<i64>>());
     }
 }

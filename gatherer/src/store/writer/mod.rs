@@ -293,6 +293,13 @@ impl<R: Row> Writer<R> {
                         tracing::info!(table = self.table(), down_for = ?since.elapsed(), buffered = buf.len(), "database writable again");
                     }
                     self.declare_overflow(&mut buf);
+                    // A buffer that grew through an outage gives its memory back once drained:
+                    // a ring buffer touches every page of its capacity as it turns, so an
+                    // outage's peak (up to buffer_rows) would stay resident for good.
+                    let keep = 2 * self.cfg.batch_rows;
+                    if buf.len() <= keep && buf.capacity() > 2 * keep {
+                        buf.shrink_to(keep);
+                    }
                 }
                 Err(e) => {
                     let class = classify(&e);

@@ -5,6 +5,7 @@ fn proc(pid: u32, mib: f64) -> Proc {
         pid,
         rss_bytes: (mib * 1024.0 * 1024.0) as u64,
         fds: 40,
+        cpu_s: 0.0,
     }
 }
 
@@ -263,4 +264,45 @@ fn the_harness_and_postgresql_are_shown_not_judged() {
             v.checks
         );
     }
+}
+
+#[test]
+fn cpu_is_counted_within_a_life_and_busy_share_split_by_slow_windows() {
+    // 1.5 s of CPU per 10 s: 0.15 cores; a restart (new pid, counter from zero) is skipped,
+    // and so is a cluster whose counter fell (a backend exited).
+    let mut s = run(2, |t| (if t < 60.0 { 7 } else { 8 }, 100.0));
+    for x in s.iter_mut() {
+        let p = x.procs.get_mut("gatherer-1").unwrap();
+        p.cpu_s = if x.t < 60.0 {
+            x.t * 0.15
+        } else {
+            (x.t - 60.0) * 0.15
+        };
+        x.cpu_busy = Some(if x.t == 30.0 { 0.95 } else { 0.5 });
+        let mut pg = proc(9, 50.0);
+        // A backend with 10 s of CPU exits just before t = 40: the sum falls once.
+        pg.cpu_s = x.t * 0.3 - if x.t >= 40.0 { 10.0 } else { 0.0 };
+        x.procs.insert("pg:g1".into(), pg);
+        let slow = x.t == 30.0;
+        x.e2e.insert(
+            "trades".into(),
+            vec![(0.1, if slow { 0.0 } else { 100.0 }), (1.0, 100.0)],
+        );
+    }
+    let f = cpu_figures(&s);
+    let g = f.iter().find(|c| c.name == "gatherer-1").unwrap();
+    assert!(
+        (g.mean_cores - 0.15).abs() < 1e-9 && (g.peak_cores - 0.15).abs() < 1e-9,
+        "{g:?}"
+    );
+    let pg = f.iter().find(|c| c.name == "pg:g1").unwrap();
+    assert!((pg.mean_cores - 0.3).abs() < 1e-9, "{pg:?}");
+    let goals = Goals {
+        p99: 0.25,
+        ..Goals::default()
+    };
+    let (calm, slow, n_slow, n) = busy_when_slow(&s, &[], 10.0, &goals, "trades");
+    assert_eq!((n_slow, n), (1, 13));
+    assert!((slow.unwrap() - 0.95).abs() < 1e-9);
+    assert!((calm.unwrap() - (0.5 * 12.0 + 0.95) / 13.0).abs() < 1e-9);
 }
