@@ -310,6 +310,7 @@ async fn soak(data_dir: PathBuf, a: SoakArgs) -> anyhow::Result<bool> {
         a.rate,
         o.out.display()
     );
+    soak::check_disk(&data_dir, a.minutes, a.rate)?;
     let stack = Stack::up(opts).await?;
     soak::run(stack, &o).await
 }

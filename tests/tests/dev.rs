@@ -145,3 +145,112 @@ fn ci_runs_exactly_the_readme_test_command() {
         "README lost its run command"
     );
 }
+
+/// `a/{b,c}.rs` -> `a/b.rs`, `a/c.rs`.
+fn expand_braces(t: &str) -> Vec<String> {
+    match (t.find('{'), t.find('}')) {
+        (Some(a), Some(b)) if a < b => t[a + 1..b]
+            .split(',')
+            .flat_map(|alt| expand_braces(&format!("{}{alt}{}", &t[..a], &t[b + 1..])))
+            .collect(),
+        _ => vec![t.to_owned()],
+    }
+}
+
+/// Every file and directory under `dir`, relative to the repository, with a leading `/`.
+fn tree(dir: &Path, rel: &str, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "target" || name == ".git" {
+            continue;
+        }
+        let r = format!("{rel}/{name}");
+        out.push(r.clone());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            tree(&e.path(), &r, out);
+        }
+    }
+}
+
+#[test]
+fn every_path_the_readme_names_exists() {
+    let root = root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let top: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "target" && n != ".git")
+        .collect();
+    let mut all = Vec::new();
+    tree(&root, "", &mut all);
+    let (mut checked, mut missing) = (0, Vec::new());
+    // Links: `[text](path)`, other than web addresses and anchors.
+    for part in readme.split("](").skip(1) {
+        let target = part.split(')').next().unwrap_or_default();
+        let path = target.split('#').next().unwrap_or_default();
+        if path.is_empty() || path.starts_with("http") {
+            continue;
+        }
+        checked += 1;
+        if !root.join(path).exists() {
+            missing.push(format!("link {target}"));
+        }
+    }
+    for line in readme.lines() {
+        // The repository map: `| \`folder/\` | ... |` names files within its folder.
+        let folder = line
+            .strip_prefix("| `")
+            .and_then(|r| r.split_once("` |"))
+            .map(|(f, _)| f)
+            .filter(|f| f.ends_with('/') && top.iter().any(|t| f.starts_with(t.as_str())));
+        for (i, token) in line.split('`').enumerate() {
+            if i % 2 == 0
+                || token.contains(char::is_whitespace)
+                || token.contains(['<', '>', '$', '*', '~', '='])
+                || token.starts_with('-')
+            {
+                continue;
+            }
+            let first = token.split('/').next().unwrap_or_default();
+            let pathlike = token.contains('/') || token.contains('.');
+            for t in expand_braces(token) {
+                if top.iter().any(|d| d == first) && pathlike {
+                    checked += 1;
+                    if !root.join(t.trim_end_matches('/')).exists() {
+                        missing.push(t);
+                    }
+                } else if let Some(f) = folder {
+                    let file = [".rs", ".proto", ".py", ".sh", ".toml"]
+                        .iter()
+                        .any(|e| t.ends_with(e));
+                    if !(t.contains('/') || file) {
+                        continue;
+                    }
+                    // Within the folder, at any depth (the map names `conn/mod.rs` of
+                    // `connections/` in the gatherer's `src/`).
+                    checked += 1;
+                    let within = format!("/{}", f.trim_end_matches('/'));
+                    let suffix = format!("/{}", t.trim_end_matches('/'));
+                    if !all
+                        .iter()
+                        .any(|p| p.starts_with(&within) && p.ends_with(&suffix))
+                    {
+                        missing.push(format!("{f}: {t}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 60,
+        "only {checked} paths found: the parser lost them"
+    );
+    assert!(
+        missing.is_empty(),
+        "the README names paths that do not exist: {missing:?}"
+    );
+}

@@ -43,6 +43,9 @@ pub struct Sample {
     /// Share of the machine's CPU time busy since the previous sample (0 to 1, all cores).
     #[serde(default)]
     pub cpu_busy: Option<f64>,
+    /// Free space on the data directory's file system.
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
 }
 
 /// JSON has no infinity: serde_json writes the `+Inf` bucket's bound as null; read back as

@@ -306,6 +306,19 @@ pub fn report(dir: &Path, o: &Outcome, goals: &Goals, opts: &Options) -> anyhow:
         for (db, b) in &s.db_bytes {
             let _ = writeln!(md, "- {db}: {:.1} MiB", *b as f64 / MIB);
         }
+        let low = o.samples.iter().filter_map(|s| s.disk_free_bytes).min();
+        let _ = writeln!(
+            md,
+            "- free disk under the data directory: {} at the end, {} at the least",
+            s.disk_free_bytes.map_or("-".into(), |b| format!(
+                "{:.1} GiB",
+                b as f64 / (1024.0 * MIB)
+            )),
+            low.map_or("-".into(), |b| format!(
+                "{:.1} GiB",
+                b as f64 / (1024.0 * MIB)
+            ))
+        );
         let _ = writeln!(
             md,
             "- archive export lag: {}",
