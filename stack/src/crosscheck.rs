@@ -112,14 +112,7 @@ impl CrossCheck {
     }
 }
 
-/// Counts per content.
-fn counts<K: std::hash::Hash + Eq>(keys: &[K]) -> HashMap<&K, u64> {
-    let mut m: HashMap<&K, u64> = HashMap::with_capacity(keys.len());
-    for k in keys {
-        *m.entry(k).or_default() += 1;
-    }
-    m
-}
+use kalshi_testkit::oracle::counts;
 
 /// One stream: `time` of a content (None: not judged for duplicates by time), `judged_from`
 /// the earliest time every gatherer still retains, `cut_ms` the latest time every copy was
@@ -134,7 +127,7 @@ fn compare<K: std::hash::Hash + Eq + std::fmt::Debug>(
     let p = counts(prod);
     let mut most: HashMap<&K, u64> = HashMap::new();
     for g in held {
-        for (k, n) in counts(g) {
+        for (k, n) in counts(g.iter()) {
             let e = most.entry(k).or_default();
             *e = (*e).max(n);
         }

@@ -42,6 +42,7 @@ mod streams;
 pub use books::{BookVerdict, exchange_book};
 pub use exchange::ExchangeVerdict;
 pub use registry::{QUOTE_FIELDS, RegistryVerdict};
+pub use streams::counts;
 use streams::{
     Declarations, captured, compare, delta_keys, lifecycle_keys, ticker_keys, trade_keys,
     unknown_keys,

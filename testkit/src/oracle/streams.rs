@@ -134,8 +134,9 @@ fn intersect(x: &[(i64, i64)], y: &[(i64, i64)]) -> Vec<(i64, i64)> {
     out
 }
 
-pub(super) fn counts<K: Hash + Eq>(keys: &[K]) -> HashMap<&K, u64> {
-    let mut m: HashMap<&K, u64> = HashMap::with_capacity(keys.len());
+/// How many times each content occurs (keyed by reference: nothing is copied).
+pub fn counts<'a, K: Hash + Eq + 'a>(keys: impl IntoIterator<Item = &'a K>) -> HashMap<&'a K, u64> {
+    let mut m: HashMap<&K, u64> = HashMap::new();
     for k in keys {
         *m.entry(k).or_default() += 1;
     }
@@ -178,10 +179,7 @@ pub(super) fn compare<K: Hash + Eq + Clone + std::fmt::Debug>(
         }
     };
     let held_n = counts(held);
-    let mut want: HashMap<&K, u64> = HashMap::with_capacity(facts.len());
-    for f in facts {
-        *want.entry(&f.key).or_default() += 1;
-    }
+    let want = counts(facts.iter().map(|f| &f.key));
     for (k, n) in &held_n {
         match want.get(k) {
             None => {
