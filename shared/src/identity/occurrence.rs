@@ -13,7 +13,12 @@
 //! Bounded: per market, counts older than [`HORIZON_MS`] behind the newest timestamp seen are
 //! pruned. A record older than that (a timestamp more than the horizon backwards) is still
 //! counted from what is left, and counted in `conn_manager_occurrence_beyond_horizon_total`.
-//! It must never hand out an occurrence twice for one key.
+//! A market none of whose records is within [`IDLE_MS`] of the newest timestamp counted for any
+//! market (it closed, settled or left) is forgotten whole: markets come and go for the life of
+//! the process, and each one's last counts stayed (the hour-long soak's gatherers grew about
+//! 10 MiB per 10 minutes as the simulator opened and settled markets). A record of a forgotten
+//! market at or before its last counted time is beyond the horizon too (and counted so).
+//! It must never hand out an occurrence twice for one key within the horizon.
 
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -28,6 +33,11 @@ pub const BEYOND_HORIZON_METRIC: &str = "conn_manager_occurrence_beyond_horizon_
 /// How far behind a market's newest timestamp counts are kept.
 pub const HORIZON_MS: i64 = 10_000;
 
+/// How far behind the newest timestamp of any market a market's newest may fall before the
+/// market is forgotten: far beyond the horizon and any delivery delay, so that only a market
+/// gone quiet is dropped. Memory is the markets live within it.
+pub const IDLE_MS: i64 = 600_000;
+
 #[derive(Debug)]
 struct MarketCounts<K> {
     counts: HashMap<(i64, K), u32>,
@@ -37,24 +47,48 @@ struct MarketCounts<K> {
     pruned_below: i64,
 }
 
+#[derive(Debug)]
+struct Markets<K> {
+    by_ticker: HashMap<String, MarketCounts<K>>,
+    /// The newest timestamp counted for any market.
+    newest: i64,
+    /// `newest` at the last sweep for quiet markets.
+    swept_at: i64,
+    /// The newest timestamp of any market forgotten so far.
+    forgotten_through: i64,
+}
+
 /// Occurrence counters of one record kind, for every market.
 #[derive(Debug)]
 pub struct Occurrences<K> {
-    markets: Mutex<HashMap<String, MarketCounts<K>>>,
+    markets: Mutex<Markets<K>>,
     horizon_ms: i64,
+    idle_ms: i64,
 }
 
 impl<K: Hash + Eq + Clone> Default for Occurrences<K> {
     fn default() -> Self {
-        Self::with_horizon(HORIZON_MS)
+        Self::with_limits(HORIZON_MS, IDLE_MS)
     }
 }
 
 impl<K: Hash + Eq + Clone> Occurrences<K> {
     pub fn with_horizon(horizon_ms: i64) -> Self {
+        Self::with_limits(horizon_ms, IDLE_MS)
+    }
+
+    /// Counts kept `horizon_ms` behind a market's newest; a market `idle_ms` behind the
+    /// newest of all forgotten (never less than twice the horizon).
+    pub fn with_limits(horizon_ms: i64, idle_ms: i64) -> Self {
         Occurrences {
-            markets: Mutex::new(HashMap::default()),
+            markets: Mutex::new(Markets {
+                by_ticker: HashMap::default(),
+                newest: i64::MIN,
+                swept_at: i64::MIN,
+                forgotten_through: i64::MIN,
+            }),
             horizon_ms,
+            idle_ms: idle_ms.max(horizon_ms.saturating_mul(2)),
         }
     }
 
@@ -62,18 +96,45 @@ impl<K: Hash + Eq + Clone> Occurrences<K> {
     /// (it is kept under its gatherer's own key downstream and never merged).
     pub fn next(&self, market: &str, ts: Option<i64>, key: K) -> u32 {
         let Some(ts) = ts else { return 0 };
-        let mut g = self
+        let mut guard = self
             .markets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mc = match g.get_mut(market) {
+        let all = &mut *guard;
+        if ts > all.newest {
+            all.newest = ts;
+            // Sweep for quiet markets a few times per idle period: O(markets) each time.
+            if ts.saturating_sub(all.swept_at) >= self.idle_ms / 4 {
+                let floor = ts.saturating_sub(self.idle_ms);
+                let mut forgotten = all.forgotten_through;
+                all.by_ticker.retain(|_, m| {
+                    let keep = m.newest >= floor;
+                    if !keep {
+                        forgotten = forgotten.max(m.newest);
+                    }
+                    keep
+                });
+                all.forgotten_through = forgotten;
+                all.swept_at = ts;
+            }
+        }
+        let forgotten_through = all.forgotten_through;
+        let mc = match all.by_ticker.get_mut(market) {
             Some(mc) => mc,
-            None => g.entry(market.to_owned()).or_insert(MarketCounts {
-                counts: HashMap::default(),
-                newest: ts,
-                last: ts,
-                pruned_below: i64::MIN,
-            }),
+            None => all
+                .by_ticker
+                .entry(market.to_owned())
+                .or_insert_with(|| MarketCounts {
+                    counts: HashMap::default(),
+                    newest: ts,
+                    last: ts,
+                    // Possibly a forgotten market's: what it counted is gone.
+                    pruned_below: if ts <= forgotten_through {
+                        ts.saturating_add(1)
+                    } else {
+                        i64::MIN
+                    },
+                }),
         };
         mc.last = ts;
         if ts < mc.pruned_below {
@@ -100,6 +161,7 @@ impl<K: Hash + Eq + Clone> Occurrences<K> {
         self.markets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_ticker
             .get(market)
             .map(|m| m.last)
     }
@@ -109,9 +171,19 @@ impl<K: Hash + Eq + Clone> Occurrences<K> {
         self.markets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_ticker
             .values()
             .map(|m| m.counts.len())
             .sum()
+    }
+
+    /// Markets held (for tests and metrics).
+    pub fn markets(&self) -> usize {
+        self.markets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_ticker
+            .len()
     }
 }
 
@@ -171,6 +243,32 @@ mod tests {
         assert!(o.entries() <= 201, "{}", o.entries());
         // Within the horizon the count is kept.
         assert_eq!(o.next("M", Some(999), 1), 1);
+    }
+
+    #[test]
+    fn quiet_markets_are_forgotten_and_live_ones_kept() {
+        let o: Occurrences<u8> = Occurrences::with_limits(100, 1_000);
+        // Markets that trade once and go quiet, one every 10 ms, while "LIVE" goes on.
+        for i in 0..10_000i64 {
+            o.next(&format!("M{i}"), Some(i * 10), 1);
+            assert_eq!(o.next("LIVE", Some(i * 10), 1), 0);
+        }
+        // Those within the idle period of the newest (99,990) stay, with their counts; the
+        // rest are gone (a sweep every quarter period: at most 1.25 periods of them held).
+        assert!(o.markets() <= 126, "{} markets held", o.markets());
+        assert_eq!(
+            o.next("M9950", Some(99_500), 1),
+            1,
+            "a recent market keeps its count"
+        );
+        assert_eq!(o.next("LIVE", Some(99_990), 1), 1);
+        assert_eq!(o.last_ts("M0"), None);
+        // A forgotten market's record at its old time: counted again from zero, and as
+        // beyond the horizon; a later one is an ordinary new millisecond.
+        assert_eq!(o.next("M0", Some(0), 1), 0);
+        assert_eq!(o.next("M0", Some(0), 1), 1, "and counted on from there");
+        assert_eq!(o.next("M1", Some(100_000), 1), 0);
+        assert_eq!(o.last_ts("M1"), Some(100_000));
     }
 
     #[test]
