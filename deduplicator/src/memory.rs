@@ -6,11 +6,11 @@
 //! first large free (up to 32 MiB), so later large buffers come from the arenas, and a freed
 //! arena's pages stay resident: the hour-long soak saw RSS step up at every catch-up (240 to
 //! 580 MiB over one life) while nothing it kept grew. So: a fixed mmap threshold (large
-//! buffers are mapped and unmapped, never parked in an arena), and every `TRIM_EVERY` the free
-//! pages of every arena are given back (`malloc_trim`), with the heap's figures as gauges
-//! (`process_heap_in_use_bytes`, `process_heap_free_bytes`) so that growth can be told from
-//! retention. mimalloc was measured instead and held more (peak RSS 218 to 346 MiB in the
-//! catch-up bench; Cargo.toml).
+//! buffers are mapped and unmapped, never parked in an arena), at most [`ARENA_MAX`] arenas,
+//! and every `TRIM_EVERY` the free pages of every arena are given back (`malloc_trim`), with
+//! the heap's figures as gauges (`process_heap_in_use_bytes`, `process_heap_free_bytes`) so
+//! that growth can be told from retention. mimalloc was measured instead and held more (peak
+//! RSS 218 to 346 MiB in the catch-up bench; Cargo.toml).
 //!
 //! It must never run on anything but glibc: elsewhere both functions do nothing.
 
@@ -25,13 +25,20 @@ pub const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// Allocations at or above this are mapped on their own and unmapped when freed.
 pub const MMAP_THRESHOLD: i32 = 1 << 20;
 
-/// Fixes glibc's mmap threshold (which also stops it from moving). Call before the runtime
-/// starts its threads.
+/// Arenas at most. glibc's default is 8 per core, and a thread keeps the arena it first
+/// allocated in: the runtime's workers and the blocking pool's threads (which come and go)
+/// each fill and fragment their own, and a page partly used in any of them stays resident.
+/// Two arenas on two workers keep contention negligible (a blocking thread shares one).
+pub const ARENA_MAX: i32 = 2;
+
+/// Fixes glibc's mmap threshold (which also stops it from moving) and caps its arenas. Call
+/// before the runtime starts its threads.
 pub fn configure() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it is called before other threads.
+    // SAFETY: mallopt only sets allocator parameters; it is called before other threads.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);
     }
 }
 

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod pg;
 pub mod rate;
 pub mod retry;
+pub mod runtime;
 pub mod service;
 pub mod telemetry;
 pub mod time;

@@ -1,6 +1,7 @@
 //! Building a period from production: one `REPEATABLE READ` snapshot for every stream, the
-//! touches and the gaps, streamed row by row into the spool's Parquet files (row groups
-//! compressed off the async workers) while the content checksums are taken.
+//! touches and the gaps, streamed into the spool's Parquet files while the content checksums
+//! are taken: rows are decoded, hashed and compressed on the archiver's low-priority thread,
+//! never on the workers the sources and sinks need.
 //!
 //! It must never hold more than one row group of a stream in memory.
 
@@ -42,7 +43,58 @@ impl Write for HashingFile {
     }
 }
 
+/// Rows handed to the archiver's thread at a time.
+const CHUNK_ROWS: usize = 2_048;
+
+/// One stream's file and checksums while its rows are read.
+struct Encoding {
+    stream: Stream,
+    /// Columns the content checksum covers (the schema version's).
+    width: usize,
+    writer: Option<FileWriter<HashingFile>>,
+    content: ContentHash,
+    rows: u64,
+    min_t: Option<i64>,
+    max_t: Option<i64>,
+}
+
+impl Encoding {
+    /// Decodes, checksums and buffers `rows`, writing a row group whenever one is full.
+    fn take(&mut self, rows: Vec<sqlx::postgres::PgRow>) -> Result<(), ArchiveError> {
+        for r in &rows {
+            let row =
+                format::from_pg(self.stream, r).map_err(|e| ArchiveError::new("decode", e))?;
+            let t = format::row_time(self.stream, &row);
+            self.min_t = Some(self.min_t.map_or(t, |m| m.min(t)));
+            self.max_t = Some(self.max_t.map_or(t, |m| m.max(t)));
+            self.content.row(&row[..self.width.min(row.len())]);
+            self.rows += 1;
+            if let Some(w) = self.writer.as_mut() {
+                w.push(row);
+                if w.group_full() {
+                    w.flush_group()
+                        .map_err(|e| ArchiveError::new("encode", e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Archiver {
+    /// [`Encoding::take`] on the archiver's low-priority thread (CPU work: decoding, hashing,
+    /// compression), so that it never holds a worker the sources and sinks need.
+    async fn encode(
+        &self,
+        mut enc: Encoding,
+        rows: Vec<sqlx::postgres::PgRow>,
+    ) -> Result<Encoding, ArchiveError> {
+        self.cpu()
+            .spawn_blocking(move || enc.take(rows).map(|()| enc))
+            .await
+            .map_err(|e| ArchiveError::new("encode", e))?
+    }
+
     /// In the current transaction: statements may run up to `archive.statement_timeout`.
     pub(super) async fn long_statements(
         &self,
@@ -129,6 +181,7 @@ impl Archiver {
             format::properties(self.cfg.section.zstd_level, self.cfg.section.row_group_rows)
                 .map_err(|e| ArchiveError::new("encode", e))
         };
+        let group_bytes = usize::try_from(self.cfg.section.row_group_bytes).unwrap_or(usize::MAX);
         if format::columns_at(ARCHIVED[0], version).is_none() {
             return Err(ArchiveError::new(
                 "decode",
@@ -142,7 +195,7 @@ impl Archiver {
             };
             let table = stream.table();
             let path = self.spool_path(table, start_ms);
-            let mut writer = if write {
+            let writer = if write {
                 let f = std::fs::File::create(&path)
                     .map_err(|e| ArchiveError::new("io", format!("{}: {e}", path.display())))?;
                 let out = HashingFile {
@@ -152,44 +205,47 @@ impl Archiver {
                 };
                 Some(
                     FileWriter::new(stream, out, props()?)
-                        .map_err(|e| ArchiveError::new("encode", e))?,
+                        .map_err(|e| ArchiveError::new("encode", e))?
+                        .with_group_bytes(group_bytes),
                 )
             } else {
                 None
             };
-            let mut content = ContentHash::default();
-            let (mut rows, mut min_t, mut max_t) = (0u64, None::<i64>, None::<i64>);
+            let mut enc = Encoding {
+                stream,
+                width,
+                writer,
+                content: ContentHash::default(),
+                rows: 0,
+                min_t: None,
+                max_t: None,
+            };
             let sql = format::select_sql(stream);
             let mut it = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(start_ms)
                 .bind(end_ms)
                 .fetch(&mut *conn);
+            // Rows are taken off the socket here and decoded, hashed and encoded on the
+            // archiver's low-priority thread, a chunk at a time, in order.
+            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
             while let Some(r) = it.next().await {
-                let r = r?;
-                let row =
-                    format::from_pg(stream, &r).map_err(|e| ArchiveError::new("decode", e))?;
-                let t = format::row_time(stream, &row);
-                min_t = Some(min_t.map_or(t, |m| m.min(t)));
-                max_t = Some(max_t.map_or(t, |m| m.max(t)));
-                content.row(&row[..width.min(row.len())]);
-                rows += 1;
-                if let Some(w) = writer.as_mut() {
-                    w.push(row);
-                    if w.group_full() {
-                        // Compression is CPU work: off the async workers.
-                        let mut owned = writer.take();
-                        let (back, res) = tokio::task::spawn_blocking(move || {
-                            let res = owned.as_mut().map_or(Ok(()), FileWriter::flush_group);
-                            (owned, res)
-                        })
-                        .await
-                        .map_err(|e| ArchiveError::new("encode", e))?;
-                        res.map_err(|e| ArchiveError::new("encode", e))?;
-                        writer = back;
-                    }
+                chunk.push(r?);
+                if chunk.len() >= CHUNK_ROWS {
+                    enc = self.encode(enc, std::mem::take(&mut chunk)).await?;
                 }
             }
             drop(it);
+            if !chunk.is_empty() {
+                enc = self.encode(enc, chunk).await?;
+            }
+            let Encoding {
+                writer,
+                content,
+                rows,
+                min_t,
+                max_t,
+                ..
+            } = enc;
             let mut entry = StreamEntry {
                 stream: table.to_owned(),
                 key: None,
@@ -201,7 +257,9 @@ impl Archiver {
                 content_sha256: content.finish(),
             };
             if let Some(w) = writer {
-                let mut out = tokio::task::spawn_blocking(move || w.finish())
+                let mut out = self
+                    .cpu()
+                    .spawn_blocking(move || w.finish())
                     .await
                     .map_err(|e| ArchiveError::new("encode", e))?
                     .map_err(|e| ArchiveError::new("encode", e))?;

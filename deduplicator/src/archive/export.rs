@@ -386,11 +386,14 @@ impl Sink {
                 Sink::Csv { out, cols }
             }
             ExportFormat::Parquet => {
-                let props =
-                    format::properties(3, 122_880).map_err(|e| ArchiveError::new("encode", e))?;
+                // The archive's own defaults (deploy/deduplicator.reference.toml).
+                let d = kalshi_shared::config::deduplicator::ArchiveSection::default();
+                let props = format::properties(d.zstd_level, d.row_group_rows)
+                    .map_err(|e| ArchiveError::new("encode", e))?;
                 Sink::Parquet(Box::new(
                     format::FileWriter::new(stream, file, props)
-                        .map_err(|e| ArchiveError::new("encode", e))?,
+                        .map_err(|e| ArchiveError::new("encode", e))?
+                        .with_group_bytes(usize::try_from(d.row_group_bytes).unwrap_or(usize::MAX)),
                 ))
             }
         })

@@ -1,6 +1,7 @@
 //! The archive's Parquet files: the deterministic writer (one row group at a time, with the
-//! properties `format::properties` fixes) and the reader (one row group at a time, so memory is
-//! bounded by `archive.row_group_rows`).
+//! properties `format::properties` fixes; a group ends at `archive.row_group_rows` rows or
+//! `archive.row_group_bytes` of buffered rows) and the reader (one row group at a time, so
+//! memory is bounded by a group).
 //!
 //! It must never write a file whose schema is not its stream's, nor read one.
 
@@ -24,6 +25,9 @@ pub struct FileWriter<W: Write + Send> {
     writer: SerializedFileWriter<W>,
     group: Vec<Row>,
     group_rows: usize,
+    /// Heap bytes the buffered rows hold (an estimate: values, text and levels).
+    group_bytes: usize,
+    max_group_bytes: usize,
 }
 
 impl<W: Write + Send> FileWriter<W> {
@@ -53,11 +57,20 @@ impl<W: Write + Send> FileWriter<W> {
             writer,
             group: Vec::new(),
             group_rows,
+            group_bytes: 0,
+            max_group_bytes: usize::MAX,
         })
+    }
+
+    /// A group is also full once its rows hold `bytes` (`archive.row_group_bytes`).
+    pub fn with_group_bytes(mut self, bytes: usize) -> Self {
+        self.max_group_bytes = bytes.max(1);
+        self
     }
 
     /// Buffers a row; `flush_group` writes the group once `group_full`.
     pub fn push(&mut self, row: Row) {
+        self.group_bytes += heap_bytes(&row);
         self.group.push(row);
     }
 
@@ -66,6 +79,7 @@ impl<W: Write + Send> FileWriter<W> {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.group);
+        self.group_bytes = 0;
         let mut rg = self.writer.next_row_group()?;
         for (i, col) in self.cols.iter().enumerate() {
             let kind = col.kind;
@@ -88,7 +102,7 @@ impl<W: Write + Send> FileWriter<W> {
 
     /// True when the next `push` completes a row group (the caller may flush off the runtime).
     pub fn group_full(&self) -> bool {
-        self.group.len() >= self.group_rows
+        self.group.len() >= self.group_rows || self.group_bytes >= self.max_group_bytes
     }
 
     /// Writes the buffered rows as a row group (CPU-bound: compression).
@@ -101,6 +115,19 @@ impl<W: Write + Send> FileWriter<W> {
         self.flush()?;
         self.writer.into_inner()
     }
+}
+
+/// What a buffered row holds on the heap: its values, and the text and levels they own.
+fn heap_bytes(row: &Row) -> usize {
+    let own: usize = row
+        .iter()
+        .map(|v| match v {
+            Value::Text(s) => s.capacity(),
+            Value::Levels(l) => l.capacity() * std::mem::size_of::<(i64, i64)>(),
+            _ => 0,
+        })
+        .sum();
+    row.capacity() * std::mem::size_of::<Value>() + own
 }
 
 fn write_column(
@@ -548,6 +575,46 @@ mod tests {
         })
         .unwrap();
         assert_eq!(back, vec![trade_row(1, Some(1_795_770_300_007))]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_group_is_written_at_its_byte_bound_before_its_row_bound() {
+        let mut w = FileWriter::new(
+            Stream::Trades,
+            Vec::new(),
+            properties(3, 1_000_000).unwrap(),
+        )
+        .unwrap()
+        .with_group_bytes(64 << 10);
+        let one = heap_bytes(&trade_row(0, Some(1_795_770_300_000)));
+        let mut groups = 0;
+        let mut written = Vec::new();
+        for i in 0..2_000 {
+            w.push(trade_row(i, Some(1_795_770_300_000 + i)));
+            written.push(trade_row(i, Some(1_795_770_300_000 + i)));
+            if w.group_full() {
+                assert!(w.group_bytes >= 64 << 10 && w.group_bytes < (64 << 10) + one);
+                w.flush_group().unwrap();
+                assert_eq!(w.group_bytes, 0);
+                groups += 1;
+            }
+        }
+        assert_eq!(groups, 2_000 * one / (64 << 10), "{one} bytes a row");
+        let dir = std::env::temp_dir().join(format!("group-bytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("trades.parquet");
+        std::fs::write(&path, w.finish().unwrap()).unwrap();
+        let mut back = Vec::new();
+        let mut sizes = Vec::new();
+        read_groups(Stream::Trades, SCHEMA_VERSION, &path, |g| {
+            sizes.push(g.len());
+            back.extend(g);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(back, written, "every row, in order");
+        assert_eq!(sizes.len(), groups + 1, "{sizes:?}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -98,6 +98,10 @@ pub enum Outcome {
     Unchanged,
 }
 
+/// How much lower than the rest of the deduplicator the archiver's thread is scheduled (a
+/// Linux nice increment: under contention about a tenth of a source's or sink's share).
+pub const ARCHIVER_NICE: i32 = 10;
+
 pub struct Archiver {
     pub cfg: ArchiveConfig,
     pub prod: Arc<Prod>,
@@ -105,6 +109,10 @@ pub struct Archiver {
     /// Configured gatherer ids (coverage).
     pub gatherers: Vec<String>,
     spool: PathBuf,
+    /// The archiver's CPU work (decoding, checksums, compression) runs on this runtime's
+    /// blocking threads, at nice +[`ARCHIVER_NICE`]; its queries stay on the main runtime with
+    /// the pool they share.
+    cpu: kalshi_shared::runtime::LowPriorityRuntime,
 }
 
 /// The heads every connected gatherer had at `at_ms`.
@@ -157,13 +165,21 @@ impl Archiver {
             ArchiveError::new("io", format!("archive.spool_dir {}: {e}", spool.display()))
         })?;
         let store = Store::new(&cfg).await;
+        let cpu = kalshi_shared::runtime::LowPriorityRuntime::new("dedup-archiver", ARCHIVER_NICE)
+            .map_err(|e| ArchiveError::new("io", format!("start the archiver's thread: {e}")))?;
         Ok(Archiver {
             cfg,
             prod,
             store,
             gatherers,
             spool,
+            cpu,
         })
+    }
+
+    /// The low-priority runtime the archiver's CPU work runs on.
+    pub(crate) fn cpu(&self) -> &tokio::runtime::Handle {
+        self.cpu.handle()
     }
 
     fn period_ms(&self) -> i64 {

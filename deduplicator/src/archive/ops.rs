@@ -160,9 +160,10 @@ impl Archiver {
                 ));
             }
             let p = path.clone();
-            let (rows, content) =
-                tokio::task::spawn_blocking(move || format::read_groups(stream, version, &p, each))
-                    .await
+            let (rows, content) = self
+                .cpu()
+                .spawn_blocking(move || format::read_groups(stream, version, &p, each))
+                .await
                     .map_err(|e| ArchiveError::new("decode", e))?
                     .map_err(|e| ArchiveError::new("decode", e))?;
             if rows != entry.rows || content != entry.content_sha256 {

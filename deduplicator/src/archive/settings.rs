@@ -83,6 +83,12 @@ pub(crate) fn validate(a: ArchiveSection) -> Result<Option<ArchiveConfig>, Confi
         10_000,
     )?;
     in_range("archive.row_group_rows", a.row_group_rows, 1, 100_000_000)?;
+    in_range(
+        "archive.row_group_bytes",
+        a.row_group_bytes,
+        1 << 20,
+        1 << 30,
+    )?;
     in_range("archive.zstd_level", a.zstd_level, 1, 22)?;
     // S3's minimum part is 5 MiB; an S3-compatible endpoint may take smaller ones (the tests'
     // moto is told to), which lets multipart be exercised on small files.
@@ -170,6 +176,7 @@ mod tests {
                 "archive.period",
             ),
             (|a| a.row_group_rows = 0, "archive.row_group_rows"),
+            (|a| a.row_group_bytes = 1000, "archive.row_group_bytes"),
             (|a| a.zstd_level = 23, "archive.zstd_level"),
             // S3's 5 MiB minimum part, unless an S3-compatible endpoint is named.
             (|a| a.part_size = 1 << 20, "archive.part_size"),

@@ -80,6 +80,9 @@ pub struct ArchiveSection {
     pub spool_dir: String,
     /// Rows per Parquet row group (the writer holds one group in memory).
     pub row_group_rows: usize,
+    /// ... and bytes held for one at most (decoded rows): a group is written at whichever
+    /// bound comes first.
+    pub row_group_bytes: u64,
     pub zstd_level: i32,
     /// Files larger than this are uploaded in parts (multipart upload).
     pub multipart_threshold: u64,
@@ -122,6 +125,7 @@ impl Default for ArchiveSection {
             max_periods_per_check: 24,
             spool_dir: "/var/lib/kalshi-data/archive".into(),
             row_group_rows: 122_880,
+            row_group_bytes: 16 << 20,
             zstd_level: 3,
             multipart_threshold: 64 << 20,
             part_size: 16 << 20,

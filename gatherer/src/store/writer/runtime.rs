@@ -13,54 +13,22 @@
 //! writer behind only buffers (bounded; an overflow is declared). With cores to spare the nice
 //! value changes nothing.
 
-use tokio::runtime::{Handle, Runtime};
+use kalshi_shared::runtime::LowPriorityRuntime;
 
 /// How much lower than the rest of the gatherer the writers' thread is scheduled (a Linux
 /// nice increment: CFS weight 1024 against 335, about a third of a reader's share under
 /// contention).
 pub const WRITER_NICE: i32 = 5;
 
-/// Owns the runtime; dropping it stops the thread without blocking (allowed inside async
-/// code), after the service has let the writers finish.
-pub struct WriterRuntime {
-    rt: Option<Runtime>,
-    handle: Handle,
-}
+/// The writers' runtime (dropping it stops the thread without blocking).
+pub struct WriterRuntime(LowPriorityRuntime);
 
 impl WriterRuntime {
     pub fn new() -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("gatherer-writers")
-            .on_thread_start(lower_priority)
-            .enable_all()
-            .build()?;
-        let handle = rt.handle().clone();
-        Ok(Self {
-            rt: Some(rt),
-            handle,
-        })
+        LowPriorityRuntime::new("gatherer-writers", WRITER_NICE).map(Self)
     }
 
-    pub fn handle(&self) -> &Handle {
-        &self.handle
-    }
-}
-
-impl Drop for WriterRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// Lowers the calling thread's priority; a failure (a platform without per-thread nice
-/// values) is logged and otherwise harmless.
-fn lower_priority() {
-    let tid = rustix::thread::gettid();
-    let base = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), base + WRITER_NICE) {
-        tracing::warn!(error = %e, "cannot lower the writers' thread priority");
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.handle()
     }
 }
