@@ -145,23 +145,17 @@ enum QuarantineCommand {
 }
 
 /// `--from`/`--to` as Unix ms, `from <= to`.
-fn window(from: &str, to: Option<&str>) -> Result<(i64, i64), String> {
-    let from = parse_time(from).map_err(|e| e.to_string())?;
-    let to = to
-        .map_or(Ok(kalshi_shared::time::now_ms()), parse_time)
-        .map_err(|e| e.to_string())?;
+fn window(from: &str, to: Option<&str>) -> anyhow::Result<(i64, i64)> {
+    let from = parse_time(from)?;
+    let to = to.map_or(Ok(kalshi_shared::time::now_ms()), parse_time)?;
     if from > to {
-        return Err("--from is after --to".into());
+        anyhow::bail!("--from is after --to");
     }
     Ok((from, to))
 }
 
-fn parse_time(s: &str) -> anyhow::Result<i64> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    kalshi_shared::time::parse_rfc3339_ms(s)
-        .map_err(|e| anyhow::anyhow!("{s:?} is neither RFC 3339 nor Unix milliseconds: {e}"))
+fn parse_time(s: &str) -> Result<i64, kalshi_shared::time::CliTimeError> {
+    kalshi_shared::time::parse_cli_ms(s)
 }
 
 fn main() -> ExitCode {
@@ -230,24 +224,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Quarantine { command } => runtime.block_on(quarantine_cmd(cfg, command)),
-        Command::Gaps { from, to } => {
-            let (from, to) = match (
-                parse_time(&from),
-                to.as_deref()
-                    .map_or(Ok(kalshi_shared::time::now_ms()), parse_time),
-            ) {
-                (Ok(a), Ok(b)) if a <= b => (a, b),
-                (Ok(_), Ok(_)) => {
-                    eprintln!("deduplicator: --from is after --to");
-                    return ExitCode::from(64);
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    eprintln!("deduplicator: {e}");
-                    return ExitCode::from(64);
-                }
-            };
-            runtime.block_on(gaps(cfg, from, to, cli.json))
-        }
+        Command::Gaps { from, to } => match window(&from, to.as_deref()) {
+            Ok((from, to)) => runtime.block_on(gaps(cfg, from, to, cli.json)),
+            Err(e) => {
+                eprintln!("deduplicator: {e}");
+                ExitCode::from(64)
+            }
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 //! stream names, never a ticker).
 
 use crate::records::Stream;
+use kalshi_shared::telemetry::MetricKind as Kind;
 
 pub const SYNC_LAG: &str = "dedup_sync_lag_seconds";
 pub const RECORDS_READ: &str = "dedup_records_read_total";
@@ -84,6 +85,257 @@ pub const SOURCE_ERROR_KINDS: &[&str] = &[
     "cursor",
 ];
 
+/// Every metric this service describes: its kind, name, unit and help text.
+const HELP: &[kalshi_shared::telemetry::Help] = &[
+    (
+        Kind::Gauge,
+        SYNC_LAG,
+        None,
+        "Seconds the oldest record a gatherer holds and production does not has been waiting (0 when caught up)",
+    ),
+    (
+        Kind::Counter,
+        RECORDS_READ,
+        None,
+        "Records read from a gatherer",
+    ),
+    (
+        Kind::Gauge,
+        EXPORT_LAG,
+        None,
+        "Seconds since the end of the newest archived period (the archive runs settle behind, so this rests between settle and settle + period)",
+    ),
+    (
+        Kind::Counter,
+        ARCHIVE_OBJECTS,
+        None,
+        "Objects written to the S3 archive, by stream (manifest: period manifests); an identical object already there is not written again",
+    ),
+    (
+        Kind::Counter,
+        ARCHIVE_BYTES,
+        None,
+        "Bytes of Parquet written to the S3 archive, by stream",
+    ),
+    (
+        Kind::Counter,
+        ARCHIVE_ROWS,
+        None,
+        "Rows written to the S3 archive, by stream",
+    ),
+    (
+        Kind::Counter,
+        ARCHIVE_ERRORS,
+        None,
+        "Archive failures by class (s3_throttled, s3_server, s3_client, s3_timeout, s3_transport, database, io, encode, decode, integrity, config); the period is retried",
+    ),
+    (
+        Kind::Gauge,
+        ARCHIVE_PENDING,
+        None,
+        "Closed periods waiting to be archived at the last look",
+    ),
+    (
+        Kind::Counter,
+        ARCHIVE_LATE_VERSIONS,
+        None,
+        "Archived periods rewritten as a new version because late data reached production",
+    ),
+    (
+        Kind::Counter,
+        ARCHIVE_PARTITIONS_DROPPED,
+        None,
+        "Production partitions dropped by retention after every row in them was verified in the archive",
+    ),
+    (
+        Kind::Counter,
+        RECORDS_WRITTEN,
+        None,
+        "Rows newly committed to production",
+    ),
+    (
+        Kind::Counter,
+        DUPLICATES_DROPPED,
+        None,
+        "Records already in production (from another gatherer or a replay), dropped",
+    ),
+    (
+        Kind::Gauge,
+        GATHERER_HEALTH,
+        None,
+        "1 while the gatherer's streams are connected and its identity checks out",
+    ),
+    (
+        Kind::Gauge,
+        RDS_CONNECTED,
+        None,
+        "1 while production accepts writes",
+    ),
+    (
+        Kind::Counter,
+        RDS_ERRORS,
+        None,
+        "Production errors by class (connection, read_only, transient, timeout, data, refused, schema, server, other)",
+    ),
+    (
+        Kind::Gauge,
+        SINK_STALLED,
+        None,
+        "1 while a stream's writer is stalled: production refuses its transactions for a reason that is not the rows' (a privilege, a password, the schema, the server); nothing is quarantined and its cursors stay where they are",
+    ),
+    (
+        Kind::Counter,
+        SINK_STALLS,
+        None,
+        "Stalls of a stream's writer begun, by the error's class: refused (28xxx, 42501), schema (42xxx, 3D, 3F, 0A), server (XX, 58, 55, 54, 57, F0, HV, P0), other",
+    ),
+    (
+        Kind::Histogram,
+        COMMIT_DURATION,
+        None,
+        "Duration of one production transaction, seconds",
+    ),
+    (
+        Kind::Histogram,
+        END_TO_END,
+        None,
+        "From a record's exchange time (its ts; receipt time when it has none) to the production COMMIT that carried it having returned, seconds, by stream",
+    ),
+    (
+        Kind::Counter,
+        SINK_TRANSACTIONS,
+        None,
+        "Production transactions carrying rows, by stream and path: direct (binary COPY straight into the table), merge (COPY into a staging table, then INSERT ... ON CONFLICT), conflict (a direct COPY met a row already committed, was rolled back and merged instead)",
+    ),
+    (
+        Kind::Counter,
+        QUARANTINED,
+        None,
+        "Rows written to quarantine instead of their table",
+    ),
+    (
+        Kind::Gauge,
+        FAILOVER_IN_PROGRESS,
+        None,
+        "1 while RDS events say the instance is failing over or rebooting",
+    ),
+    (
+        Kind::Counter,
+        INSTANCE_RESETS,
+        None,
+        "Gatherer instance_id changes (or heads gone back) that reset its cursors",
+    ),
+    (
+        Kind::Counter,
+        HEAD_REGRESSIONS,
+        None,
+        "Gatherers whose heads went below the stored cursors under the same instance_id (a database restored from an older copy): read again from the start",
+    ),
+    (
+        Kind::Counter,
+        INVALID_RECORDS,
+        None,
+        "Malformed records from a gatherer (quarantined)",
+    ),
+    (
+        Kind::Counter,
+        SOURCE_ERRORS,
+        None,
+        "Errors reading a gatherer, by kind",
+    ),
+    (
+        Kind::Counter,
+        SOURCE_RECONNECTS,
+        None,
+        "Tail streams reopened",
+    ),
+    (
+        Kind::Gauge,
+        QUEUE_PAGES,
+        None,
+        "Pages waiting for a stream's writer",
+    ),
+    (
+        Kind::Gauge,
+        CACHE_KEYS,
+        None,
+        "Committed keys held in a stream's cache",
+    ),
+    (
+        Kind::Gauge,
+        HEAP_IN_USE,
+        Some(metrics::Unit::Bytes),
+        "Heap in use (glibc malloc, every arena), set every 10 s after handing free pages back",
+    ),
+    (
+        Kind::Gauge,
+        HEAP_FREE,
+        Some(metrics::Unit::Bytes),
+        "Heap freed but still held by glibc malloc after the last trim",
+    ),
+    (
+        Kind::Counter,
+        POOL_REBUILDS,
+        None,
+        "Production pools closed and rebuilt",
+    ),
+    (
+        Kind::Counter,
+        RETENTION_OVERRUNS,
+        None,
+        "Cursors that fell below a gatherer's retention horizon (declared as gaps)",
+    ),
+    (
+        Kind::Counter,
+        IAM_TOKENS,
+        None,
+        "IAM authentication tokens generated",
+    ),
+    (
+        Kind::Counter,
+        RDS_EVENT_CHECKS,
+        None,
+        "DescribeEvents calls made during write outages, by outcome",
+    ),
+    (
+        Kind::Gauge,
+        LEADER,
+        None,
+        "1 while this deduplicator holds the lease and writes production (the active one); 0 as a standby",
+    ),
+    (
+        Kind::Gauge,
+        LEASE_EPOCH,
+        None,
+        "The fencing epoch this deduplicator holds (0: none); every production write checks it",
+    ),
+    (
+        Kind::Counter,
+        TAKEOVERS,
+        None,
+        "Leases this deduplicator took, by how: free (no holder), stale (the holder stopped renewing; its sessions were ended)",
+    ),
+    (
+        Kind::Gauge,
+        TAKEOVER_SECONDS,
+        None,
+        "The last takeover: from the previous holder's last heartbeat (production's clock) to this deduplicator's first commit, seconds",
+    ),
+    (
+        Kind::Gauge,
+        LEASE_HEARTBEAT_AGE,
+        None,
+        "Age of the active deduplicator's heartbeat as this one last read it (production's clock), seconds",
+    ),
+    (
+        Kind::Counter,
+        FENCED_COMMITS,
+        None,
+        "Transactions refused because another deduplicator took the lease (this one then steps down)",
+    ),
+];
+
+/// Registers descriptions (shown as `# HELP` lines) and zero-valued series.
 pub fn describe(gatherers: &[String]) {
     kalshi_shared::http_server::describe();
     kalshi_shared::pg::op::describe();
@@ -92,152 +344,6 @@ pub fn describe(gatherers: &[String]) {
         metrics::counter!(kalshi_shared::tls::RELOADS, "side" => "client", "result" => r)
             .increment(0);
     }
-    metrics::describe_counter!(
-        kalshi_shared::tls::RELOADS,
-        "TLS certificate files re-read after they changed, by side and result (error: the new files did not load; the running certificates stay)"
-    );
-    metrics::describe_gauge!(
-        kalshi_shared::tls::EXPIRY,
-        "When this side's TLS certificate (cert=own) and its CA (cert=ca, the latest-ending of the bundle) end, Unix seconds"
-    );
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(
-        SYNC_LAG,
-        "Seconds the oldest record a gatherer holds and production does not has been waiting (0 when caught up)"
-    );
-    describe_counter!(RECORDS_READ, "Records read from a gatherer");
-    describe_gauge!(
-        EXPORT_LAG,
-        "Seconds since the end of the newest archived period (the archive runs settle behind, so this rests between settle and settle + period)"
-    );
-    describe_counter!(
-        ARCHIVE_OBJECTS,
-        "Objects written to the S3 archive, by stream (manifest: period manifests); an identical object already there is not written again"
-    );
-    describe_counter!(
-        ARCHIVE_BYTES,
-        "Bytes of Parquet written to the S3 archive, by stream"
-    );
-    describe_counter!(ARCHIVE_ROWS, "Rows written to the S3 archive, by stream");
-    describe_counter!(
-        ARCHIVE_ERRORS,
-        "Archive failures by class (s3_throttled, s3_server, s3_client, s3_timeout, s3_transport, database, io, encode, decode, integrity, config); the period is retried"
-    );
-    describe_gauge!(
-        ARCHIVE_PENDING,
-        "Closed periods waiting to be archived at the last look"
-    );
-    describe_counter!(
-        ARCHIVE_LATE_VERSIONS,
-        "Archived periods rewritten as a new version because late data reached production"
-    );
-    describe_counter!(
-        ARCHIVE_PARTITIONS_DROPPED,
-        "Production partitions dropped by retention after every row in them was verified in the archive"
-    );
-    describe_counter!(RECORDS_WRITTEN, "Rows newly committed to production");
-    describe_counter!(
-        DUPLICATES_DROPPED,
-        "Records already in production (from another gatherer or a replay), dropped"
-    );
-    describe_gauge!(
-        GATHERER_HEALTH,
-        "1 while the gatherer's streams are connected and its identity checks out"
-    );
-    describe_gauge!(RDS_CONNECTED, "1 while production accepts writes");
-    describe_counter!(
-        RDS_ERRORS,
-        "Production errors by class (connection, read_only, transient, timeout, data, refused, schema, server, other)"
-    );
-    describe_gauge!(
-        SINK_STALLED,
-        "1 while a stream's writer is stalled: production refuses its transactions for a reason that is not the rows' (a privilege, a password, the schema, the server); nothing is quarantined and its cursors stay where they are"
-    );
-    describe_counter!(
-        SINK_STALLS,
-        "Stalls of a stream's writer begun, by the error's class: refused (28xxx, 42501), schema (42xxx, 3D, 3F, 0A), server (XX, 58, 55, 54, 57, F0, HV, P0), other"
-    );
-    describe_histogram!(
-        COMMIT_DURATION,
-        "Duration of one production transaction, seconds"
-    );
-    describe_histogram!(
-        END_TO_END,
-        "From a record's exchange time (its ts; receipt time when it has none) to the production COMMIT that carried it having returned, seconds, by stream"
-    );
-    describe_counter!(
-        SINK_TRANSACTIONS,
-        "Production transactions carrying rows, by stream and path: direct (binary COPY straight into the table), merge (COPY into a staging table, then INSERT ... ON CONFLICT), conflict (a direct COPY met a row already committed, was rolled back and merged instead)"
-    );
-    describe_counter!(
-        QUARANTINED,
-        "Rows written to quarantine instead of their table"
-    );
-    describe_gauge!(
-        FAILOVER_IN_PROGRESS,
-        "1 while RDS events say the instance is failing over or rebooting"
-    );
-    describe_counter!(
-        INSTANCE_RESETS,
-        "Gatherer instance_id changes (or heads gone back) that reset its cursors"
-    );
-    describe_counter!(
-        HEAD_REGRESSIONS,
-        "Gatherers whose heads went below the stored cursors under the same instance_id (a database restored from an older copy): read again from the start"
-    );
-    describe_counter!(
-        INVALID_RECORDS,
-        "Malformed records from a gatherer (quarantined)"
-    );
-    describe_counter!(SOURCE_ERRORS, "Errors reading a gatherer, by kind");
-    describe_counter!(SOURCE_RECONNECTS, "Tail streams reopened");
-    describe_gauge!(QUEUE_PAGES, "Pages waiting for a stream's writer");
-    describe_gauge!(CACHE_KEYS, "Committed keys held in a stream's cache");
-    describe_gauge!(
-        HEAP_IN_USE,
-        Unit::Bytes,
-        "Heap in use (glibc malloc, every arena), set every 10 s after handing free pages back"
-    );
-    describe_gauge!(
-        HEAP_FREE,
-        Unit::Bytes,
-        "Heap freed but still held by glibc malloc after the last trim"
-    );
-    describe_counter!(POOL_REBUILDS, "Production pools closed and rebuilt");
-    describe_counter!(
-        RETENTION_OVERRUNS,
-        "Cursors that fell below a gatherer's retention horizon (declared as gaps)"
-    );
-    describe_counter!(IAM_TOKENS, "IAM authentication tokens generated");
-    describe_counter!(
-        RDS_EVENT_CHECKS,
-        "DescribeEvents calls made during write outages, by outcome"
-    );
-
-    describe_gauge!(
-        LEADER,
-        "1 while this deduplicator holds the lease and writes production (the active one); 0 as a standby"
-    );
-    describe_gauge!(
-        LEASE_EPOCH,
-        "The fencing epoch this deduplicator holds (0: none); every production write checks it"
-    );
-    describe_counter!(
-        TAKEOVERS,
-        "Leases this deduplicator took, by how: free (no holder), stale (the holder stopped renewing; its sessions were ended)"
-    );
-    describe_gauge!(
-        TAKEOVER_SECONDS,
-        "The last takeover: from the previous holder's last heartbeat (production's clock) to this deduplicator's first commit, seconds"
-    );
-    describe_gauge!(
-        LEASE_HEARTBEAT_AGE,
-        "Age of the active deduplicator's heartbeat as this one last read it (production's clock), seconds"
-    );
-    describe_counter!(
-        FENCED_COMMITS,
-        "Transactions refused because another deduplicator took the lease (this one then steps down)"
-    );
 
     metrics::gauge!(LEADER).set(0.0);
     metrics::gauge!(LEASE_EPOCH).set(0.0);
@@ -286,4 +392,6 @@ pub fn describe(gatherers: &[String]) {
             metrics::gauge!(SYNC_LAG, "gatherer" => g.clone(), "stream" => s.table()).set(0.0);
         }
     }
+    kalshi_shared::telemetry::describe_all(HELP);
+    kalshi_shared::telemetry::describe_all(kalshi_shared::tls::HELP);
 }

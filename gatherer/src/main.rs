@@ -60,12 +60,8 @@ enum Command {
     },
 }
 
-fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    kalshi_shared::time::parse_rfc3339_ms(s)
-        .map_err(|e| format!("{s:?} is neither RFC 3339 nor Unix milliseconds: {e}"))
+fn parse_time(s: &str) -> Result<i64, kalshi_shared::time::CliTimeError> {
+    kalshi_shared::time::parse_cli_ms(s)
 }
 
 /// A runtime from `builder` with every driver, or the exit code after saying why not.

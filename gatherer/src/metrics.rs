@@ -1,6 +1,8 @@
 //! Every metric the gatherer exports, named and described in one place. The names in
 //! DESIGN.md are fixed: operators grep for them. Labels are low-cardinality (never a ticker).
 
+use kalshi_shared::telemetry::MetricKind as Kind;
+
 pub const WS_CONNECTED: &str = "ws_client_connected";
 pub const WS_CONNECTIONS_CONFIGURED: &str = "ws_client_connections_configured";
 pub const WS_MESSAGES: &str = "ws_client_messages_received_total";
@@ -118,6 +120,354 @@ pub const BAD_FRAME_TYPES: &[&str] = &[
     "rest_trade",
 ];
 
+/// Every metric this service describes: its kind, name, unit and help text.
+const HELP: &[kalshi_shared::telemetry::Help] = &[
+    (
+        Kind::Gauge,
+        WS_CONNECTED,
+        None,
+        "WebSocket connections currently connected and subscribed",
+    ),
+    (
+        Kind::Gauge,
+        WS_CONNECTIONS_CONFIGURED,
+        None,
+        "WebSocket connections configured (ws.connections)",
+    ),
+    (
+        Kind::Counter,
+        WS_MESSAGES,
+        None,
+        "Frames received, by channel",
+    ),
+    (
+        Kind::Counter,
+        WS_RECONNECTS,
+        None,
+        "WebSocket reconnections",
+    ),
+    (
+        Kind::Counter,
+        kalshi_shared::tls::REJECTIONS,
+        None,
+        "gRPC TLS handshakes refused, by reason (unknown_ca, expired, no_client_certificate, name_not_allowed, handshake_timeout, ...)",
+    ),
+    (
+        Kind::Counter,
+        CREDENTIAL_RELOADS,
+        None,
+        "Kalshi key reloads at SIGHUP, by result (error: the new key did not load; the old one stays)",
+    ),
+    (
+        Kind::Counter,
+        WS_ERRORS,
+        None,
+        "WebSocket errors, by type (connect, disconnect, stall, oversize, protocol, invalid_utf8, parse, server_error, command_timeout)",
+    ),
+    (
+        Kind::Counter,
+        WS_BAD_FRAMES,
+        None,
+        "Frames that failed to parse, by frame type",
+    ),
+    (
+        Kind::Counter,
+        WS_UNKNOWN_MESSAGES,
+        None,
+        "Messages of types this build does not model, stored as sent (unknown_messages), by the channel of their sid (none: a sid not subscribed)",
+    ),
+    (
+        Kind::Counter,
+        IMPORT_PAGES,
+        None,
+        "History import pages settled (gatherer import)",
+    ),
+    (
+        Kind::Counter,
+        IMPORT_TRADES,
+        None,
+        "History import trades in the window handed to the writer (duplicates are then skipped by the trades key)",
+    ),
+    (
+        Kind::Counter,
+        IMPORT_UNPARSEABLE,
+        None,
+        "History import trades that do not parse (skipped and logged)",
+    ),
+    (
+        Kind::Counter,
+        WS_UNKNOWN_COPIES,
+        None,
+        "Copies of an unknown message another connection of this gatherer already stored",
+    ),
+    (
+        Kind::Counter,
+        SEQ_GAPS,
+        None,
+        "Sequence gaps (skip, repeat or decrease) per subscription",
+    ),
+    (
+        Kind::Counter,
+        RESNAPSHOTS,
+        None,
+        "Markets resnapshotted after a gap, error or disconnect",
+    ),
+    (
+        Kind::Counter,
+        SNAPSHOT_SPLICES,
+        None,
+        "Order-book snapshots stored at their exact splice point: at the first delta of a later millisecond or after a quiet hold (how=delta), or after a hold with no delta at all (how=quiet)",
+    ),
+    (
+        Kind::Counter,
+        PERIODIC_SNAPSHOTS,
+        None,
+        "Books that changed since their last snapshot, set to be stored again every ws.snapshot_every (stored at their splice point, counted in conn_manager_snapshot_splices_total)",
+    ),
+    (
+        Kind::Counter,
+        SNAPSHOTS_UNSTORED,
+        None,
+        "Exchange snapshots not stored because the chain broke (or a newer snapshot came, or the market left, or the connection ended) before their splice point was certain",
+    ),
+    (
+        Kind::Counter,
+        SPLICE_VIOLATIONS,
+        None,
+        "Deltas stamped at or before a quiet snapshot's splice point that arrived after the hold (the clock or delivery bound proved wrong); a fresh snapshot is stored",
+    ),
+    (
+        Kind::Counter,
+        DELTAS_DROPPED,
+        None,
+        "Deltas dropped because their market's book was invalid",
+    ),
+    (
+        Kind::Counter,
+        DELTAS_WITHOUT_TS,
+        None,
+        "Deltas without ts_ms (kept, keyed by gatherer)",
+    ),
+    (
+        Kind::Gauge,
+        OPEN_HOLES,
+        None,
+        "Holes open now (not yet declared), as last recorded in the local database for the next start",
+    ),
+    (
+        Kind::Counter,
+        OPEN_HOLES_WRITE_ERRORS,
+        None,
+        "Failed writes of the open holes to the local database (retried each second)",
+    ),
+    (
+        Kind::Counter,
+        LATE_SUBSCRIPTIONS,
+        None,
+        "Markets subscribed after they were live, with a late_subscription window declared",
+    ),
+    (
+        Kind::Gauge,
+        SUBSCRIBED_MARKETS,
+        None,
+        "Markets subscribed on the order book channel",
+    ),
+    (
+        Kind::Gauge,
+        ACTIVE_MARKETS,
+        None,
+        "Markets the registry tracks for subscription",
+    ),
+    (
+        Kind::Counter,
+        REST_ERRORS,
+        None,
+        "REST errors by endpoint and reason (status, transport, decode, too_large)",
+    ),
+    (
+        Kind::Counter,
+        REST_REQUESTS,
+        None,
+        "REST requests by endpoint and status class",
+    ),
+    (
+        Kind::Counter,
+        REGISTRY_VERSIONS,
+        None,
+        "Registry versions stored, by kind",
+    ),
+    (
+        Kind::Counter,
+        EXCHANGE_POLLS,
+        None,
+        "Polls of /exchange/status and /exchange/schedule, by object and outcome (changed: a new version stored)",
+    ),
+    (
+        Kind::Gauge,
+        EXCHANGE_ACTIVE,
+        None,
+        "1 while the exchange's last polled status says the exchange is active, 0 when not",
+    ),
+    (
+        Kind::Gauge,
+        EXCHANGE_TRADING_ACTIVE,
+        None,
+        "1 while the exchange's last polled status says trading is active, 0 during a halt",
+    ),
+    (
+        Kind::Counter,
+        TICKERS_WITHOUT_BOOK,
+        None,
+        "Tickers dropped because their market is not subscribed on the connection that received them",
+    ),
+    (
+        Kind::Counter,
+        OCCURRENCE_BEYOND_HORIZON,
+        None,
+        "Deltas or tickers whose timestamp lies further back than the occurrence horizon (10 s) behind the newest of their market",
+    ),
+    (
+        Kind::Counter,
+        REGISTRY_UNPARSEABLE,
+        None,
+        "Registry objects with a field that does not parse, by kind and outcome (salvaged: kept and subscribed from ticker and status; dropped: no usable ticker)",
+    ),
+    (Kind::Counter, REGISTRY_SYNCS, None, "Full registry syncs"),
+    (
+        Kind::Gauge,
+        REGISTRY_PENDING,
+        None,
+        "Lifecycle changes reported and not yet in the registry: being fetched, waiting for a retry after a failed fetch, or owed to a full resync (1) not yet succeeded",
+    ),
+    (
+        Kind::Counter,
+        BACKFILL_RECOVERED,
+        None,
+        "Trades fetched by REST backfill that the WebSocket had not delivered",
+    ),
+    (
+        Kind::Counter,
+        BACKFILL_RUNS,
+        None,
+        "Backfill runs, by reason",
+    ),
+    (
+        Kind::Gauge,
+        POLLING_FALLBACK,
+        None,
+        "1 while the REST polling fallback runs (WebSocket down)",
+    ),
+    (
+        Kind::Counter,
+        WRITER_INSERTS,
+        None,
+        "Rows inserted, by table",
+    ),
+    (
+        Kind::Counter,
+        WRITER_ERRORS,
+        None,
+        "Failed write attempts, by table and error class",
+    ),
+    (
+        Kind::Histogram,
+        WRITER_FLUSH_DURATION,
+        Some(metrics::Unit::Seconds),
+        "Duration of a batch write, by table",
+    ),
+    (
+        Kind::Gauge,
+        WRITER_BUFFER_ROWS,
+        None,
+        "Rows waiting in a writer's buffer, by table",
+    ),
+    (
+        Kind::Counter,
+        WRITER_DROPPED_ROWS,
+        None,
+        "Rows dropped because a writer's buffer was full, by table",
+    ),
+    (
+        Kind::Counter,
+        WRITER_REJECTED_ROWS,
+        None,
+        "Rows the database refused, by table",
+    ),
+    (
+        Kind::Counter,
+        WRITER_LOST_ROWS,
+        None,
+        "Rows lost at a shutdown past the flush deadline with the database unavailable and no usable spill directory, by table (alert on any)",
+    ),
+    (
+        Kind::Counter,
+        WRITER_LOCK_LOST,
+        None,
+        "Times the session holding the database's writer lock was lost and the lock taken again",
+    ),
+    (
+        Kind::Counter,
+        SPILL_WRITTEN_ROWS,
+        None,
+        "Rows written to the spill directory at a shutdown past the flush deadline, by table",
+    ),
+    (
+        Kind::Counter,
+        SPILL_REPLAYED_ROWS,
+        None,
+        "Spilled rows loaded into the database at start, by table",
+    ),
+    (
+        Kind::Counter,
+        SPILL_CORRUPT_FILES,
+        None,
+        "Spill files that could not be read at start (kept as *.corrupt), by table",
+    ),
+    (
+        Kind::Counter,
+        WRITER_DUPLICATES,
+        None,
+        "Rows already stored (trades seen by WebSocket and REST), by table",
+    ),
+    (
+        Kind::Counter,
+        GAPS_DECLARED,
+        None,
+        "Gap records declared, by reason",
+    ),
+    (
+        Kind::Counter,
+        RETENTION_DROPPED_PARTITIONS,
+        None,
+        "Partitions dropped by retention, by table",
+    ),
+    (
+        Kind::Counter,
+        RETENTION_DEFERRED_PARTITIONS,
+        None,
+        "Expired partitions kept for now because they hold cursors above rows that stay (trades backfilled late), per maintenance run, by table",
+    ),
+    (
+        Kind::Counter,
+        API_REQUESTS,
+        None,
+        "gRPC requests by method and status code",
+    ),
+    (Kind::Gauge, API_TAIL_STREAMS, None, "Open Tail streams"),
+    (
+        Kind::Gauge,
+        API_READ_BUFFER_BYTES,
+        None,
+        "Bytes of Read and Tail pages read and not yet taken by gRPC (at most api.read_buffer_bytes)",
+    ),
+    (
+        Kind::Counter,
+        API_RECORDS_SENT,
+        None,
+        "Records sent over gRPC, by stream",
+    ),
+];
+
 /// Registers descriptions (shown as `# HELP` lines) and zero-valued series.
 pub fn describe() {
     kalshi_shared::http_server::describe();
@@ -188,212 +538,6 @@ pub fn describe() {
     metrics::gauge!(ACTIVE_MARKETS).set(0.0);
     metrics::gauge!(API_TAIL_STREAMS).set(0.0);
     metrics::gauge!(API_READ_BUFFER_BYTES).set(0.0);
-
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(
-        WS_CONNECTED,
-        "WebSocket connections currently connected and subscribed"
-    );
-    describe_gauge!(
-        WS_CONNECTIONS_CONFIGURED,
-        "WebSocket connections configured (ws.connections)"
-    );
-    describe_counter!(WS_MESSAGES, "Frames received, by channel");
-    describe_counter!(WS_RECONNECTS, "WebSocket reconnections");
-    describe_counter!(
-        kalshi_shared::tls::REJECTIONS,
-        "gRPC TLS handshakes refused, by reason (unknown_ca, expired, no_client_certificate, name_not_allowed, handshake_timeout, ...)"
-    );
-    describe_counter!(
-        kalshi_shared::tls::RELOADS,
-        "TLS certificate files re-read after they changed, by side and result (error: the new files did not load; the running certificates stay)"
-    );
-    metrics::describe_gauge!(
-        kalshi_shared::tls::EXPIRY,
-        "When this side's TLS certificate (cert=own) and its CA (cert=ca, the latest-ending of the bundle) end, Unix seconds"
-    );
-    describe_counter!(
-        CREDENTIAL_RELOADS,
-        "Kalshi key reloads at SIGHUP, by result (error: the new key did not load; the old one stays)"
-    );
-    describe_counter!(
-        WS_ERRORS,
-        "WebSocket errors, by type (connect, disconnect, stall, oversize, protocol, invalid_utf8, parse, server_error, command_timeout)"
-    );
-    describe_counter!(WS_BAD_FRAMES, "Frames that failed to parse, by frame type");
-    describe_counter!(
-        WS_UNKNOWN_MESSAGES,
-        "Messages of types this build does not model, stored as sent (unknown_messages), by the channel of their sid (none: a sid not subscribed)"
-    );
-    describe_counter!(
-        IMPORT_PAGES,
-        "History import pages settled (gatherer import)"
-    );
-    describe_counter!(
-        IMPORT_TRADES,
-        "History import trades in the window handed to the writer (duplicates are then skipped by the trades key)"
-    );
-    describe_counter!(
-        IMPORT_UNPARSEABLE,
-        "History import trades that do not parse (skipped and logged)"
-    );
-    describe_counter!(
-        WS_UNKNOWN_COPIES,
-        "Copies of an unknown message another connection of this gatherer already stored"
-    );
-    describe_counter!(
-        SEQ_GAPS,
-        "Sequence gaps (skip, repeat or decrease) per subscription"
-    );
-    describe_counter!(
-        RESNAPSHOTS,
-        "Markets resnapshotted after a gap, error or disconnect"
-    );
-    describe_counter!(
-        SNAPSHOT_SPLICES,
-        "Order-book snapshots stored at their exact splice point: at the first delta of a later millisecond or after a quiet hold (how=delta), or after a hold with no delta at all (how=quiet)"
-    );
-    describe_counter!(
-        PERIODIC_SNAPSHOTS,
-        "Books that changed since their last snapshot, set to be stored again every ws.snapshot_every (stored at their splice point, counted in conn_manager_snapshot_splices_total)"
-    );
-    describe_counter!(
-        SNAPSHOTS_UNSTORED,
-        "Exchange snapshots not stored because the chain broke (or a newer snapshot came, or the market left, or the connection ended) before their splice point was certain"
-    );
-    describe_counter!(
-        SPLICE_VIOLATIONS,
-        "Deltas stamped at or before a quiet snapshot's splice point that arrived after the hold (the clock or delivery bound proved wrong); a fresh snapshot is stored"
-    );
-    describe_counter!(
-        DELTAS_DROPPED,
-        "Deltas dropped because their market's book was invalid"
-    );
-    describe_counter!(
-        DELTAS_WITHOUT_TS,
-        "Deltas without ts_ms (kept, keyed by gatherer)"
-    );
-    describe_gauge!(
-        OPEN_HOLES,
-        "Holes open now (not yet declared), as last recorded in the local database for the next start"
-    );
-    describe_counter!(
-        OPEN_HOLES_WRITE_ERRORS,
-        "Failed writes of the open holes to the local database (retried each second)"
-    );
-    describe_counter!(
-        LATE_SUBSCRIPTIONS,
-        "Markets subscribed after they were live, with a late_subscription window declared"
-    );
-    describe_gauge!(
-        SUBSCRIBED_MARKETS,
-        "Markets subscribed on the order book channel"
-    );
-    describe_gauge!(
-        ACTIVE_MARKETS,
-        "Markets the registry tracks for subscription"
-    );
-    describe_counter!(
-        REST_ERRORS,
-        "REST errors by endpoint and reason (status, transport, decode, too_large)"
-    );
-    describe_counter!(REST_REQUESTS, "REST requests by endpoint and status class");
-    describe_counter!(REGISTRY_VERSIONS, "Registry versions stored, by kind");
-    describe_counter!(
-        EXCHANGE_POLLS,
-        "Polls of /exchange/status and /exchange/schedule, by object and outcome (changed: a new version stored)"
-    );
-    describe_gauge!(
-        EXCHANGE_ACTIVE,
-        "1 while the exchange's last polled status says the exchange is active, 0 when not"
-    );
-    describe_gauge!(
-        EXCHANGE_TRADING_ACTIVE,
-        "1 while the exchange's last polled status says trading is active, 0 during a halt"
-    );
-    describe_counter!(
-        TICKERS_WITHOUT_BOOK,
-        "Tickers dropped because their market is not subscribed on the connection that received them"
-    );
-    describe_counter!(
-        OCCURRENCE_BEYOND_HORIZON,
-        "Deltas or tickers whose timestamp lies further back than the occurrence horizon (10 s) behind the newest of their market"
-    );
-    describe_counter!(
-        REGISTRY_UNPARSEABLE,
-        "Registry objects with a field that does not parse, by kind and outcome (salvaged: kept and subscribed from ticker and status; dropped: no usable ticker)"
-    );
-    describe_counter!(REGISTRY_SYNCS, "Full registry syncs");
-    describe_gauge!(
-        REGISTRY_PENDING,
-        "Lifecycle changes reported and not yet in the registry: being fetched, waiting for a retry after a failed fetch, or owed to a full resync (1) not yet succeeded"
-    );
-    describe_counter!(
-        BACKFILL_RECOVERED,
-        "Trades fetched by REST backfill that the WebSocket had not delivered"
-    );
-    describe_counter!(BACKFILL_RUNS, "Backfill runs, by reason");
-    describe_gauge!(
-        POLLING_FALLBACK,
-        "1 while the REST polling fallback runs (WebSocket down)"
-    );
-    describe_counter!(WRITER_INSERTS, "Rows inserted, by table");
-    describe_counter!(
-        WRITER_ERRORS,
-        "Failed write attempts, by table and error class"
-    );
-    describe_histogram!(
-        WRITER_FLUSH_DURATION,
-        Unit::Seconds,
-        "Duration of a batch write, by table"
-    );
-    describe_gauge!(
-        WRITER_BUFFER_ROWS,
-        "Rows waiting in a writer's buffer, by table"
-    );
-    describe_counter!(
-        WRITER_DROPPED_ROWS,
-        "Rows dropped because a writer's buffer was full, by table"
-    );
-    describe_counter!(WRITER_REJECTED_ROWS, "Rows the database refused, by table");
-    describe_counter!(
-        WRITER_LOST_ROWS,
-        "Rows lost at a shutdown past the flush deadline with the database unavailable and no usable spill directory, by table (alert on any)"
-    );
-    describe_counter!(
-        WRITER_LOCK_LOST,
-        "Times the session holding the database's writer lock was lost and the lock taken again"
-    );
-    describe_counter!(
-        SPILL_WRITTEN_ROWS,
-        "Rows written to the spill directory at a shutdown past the flush deadline, by table"
-    );
-    describe_counter!(
-        SPILL_REPLAYED_ROWS,
-        "Spilled rows loaded into the database at start, by table"
-    );
-    describe_counter!(
-        SPILL_CORRUPT_FILES,
-        "Spill files that could not be read at start (kept as *.corrupt), by table"
-    );
-    describe_counter!(
-        WRITER_DUPLICATES,
-        "Rows already stored (trades seen by WebSocket and REST), by table"
-    );
-    describe_counter!(GAPS_DECLARED, "Gap records declared, by reason");
-    describe_counter!(
-        RETENTION_DROPPED_PARTITIONS,
-        "Partitions dropped by retention, by table"
-    );
-    describe_counter!(
-        RETENTION_DEFERRED_PARTITIONS,
-        "Expired partitions kept for now because they hold cursors above rows that stay (trades backfilled late), per maintenance run, by table"
-    );
-    describe_counter!(API_REQUESTS, "gRPC requests by method and status code");
-    describe_gauge!(API_TAIL_STREAMS, "Open Tail streams");
-    describe_gauge!(
-        API_READ_BUFFER_BYTES,
-        "Bytes of Read and Tail pages read and not yet taken by gRPC (at most api.read_buffer_bytes)"
-    );
-    describe_counter!(API_RECORDS_SENT, "Records sent over gRPC, by stream");
+    kalshi_shared::telemetry::describe_all(HELP);
+    kalshi_shared::telemetry::describe_all(kalshi_shared::tls::HELP);
 }

@@ -119,3 +119,33 @@ pub fn write_addr_file(path: &std::path::Path, doc: &serde_json::Value) -> std::
     std::fs::write(&tmp, doc.to_string())?;
     std::fs::rename(&tmp, path)
 }
+
+/// A metric's kind, in a table of descriptions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric's description: its kind, name, unit and help text.
+pub type Help = (
+    MetricKind,
+    &'static str,
+    Option<metrics::Unit>,
+    &'static str,
+);
+
+/// Registers every description of `table` (shown as `# HELP` lines).
+pub fn describe_all(table: &[Help]) {
+    for &(kind, name, unit, help) in table {
+        match (kind, unit) {
+            (MetricKind::Counter, Some(u)) => metrics::describe_counter!(name, u, help),
+            (MetricKind::Counter, None) => metrics::describe_counter!(name, help),
+            (MetricKind::Gauge, Some(u)) => metrics::describe_gauge!(name, u, help),
+            (MetricKind::Gauge, None) => metrics::describe_gauge!(name, help),
+            (MetricKind::Histogram, Some(u)) => metrics::describe_histogram!(name, u, help),
+            (MetricKind::Histogram, None) => metrics::describe_histogram!(name, help),
+        }
+    }
+}

@@ -21,6 +21,25 @@ pub fn parse_rfc3339_ms(text: &str) -> Result<i64, TimestampError> {
     parse_rfc3339_us(text).map(|us| us.div_euclid(1_000))
 }
 
+/// A time given on a command line (`--from`, `--to`): Unix milliseconds or RFC 3339.
+pub fn parse_cli_ms(text: &str) -> Result<i64, CliTimeError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    parse_rfc3339_ms(text).map_err(|e| CliTimeError {
+        text: e.text,
+        reason: e.reason,
+    })
+}
+
+/// Why a command line's time was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is neither RFC 3339 nor Unix milliseconds: {reason}")]
+pub struct CliTimeError {
+    pub text: String,
+    pub reason: String,
+}
+
 /// Parses RFC 3339 text into Unix microseconds, flooring finer fractions.
 pub fn parse_rfc3339_us(text: &str) -> Result<i64, TimestampError> {
     let err = |reason: String| TimestampError {

@@ -31,6 +31,22 @@ pub const RELOADS: &str = "tls_reloads_total";
 /// (`cert="own"`) and its CA (`cert="ca"`: the latest-ending one of a bundle) end, set at start
 /// and at every reload; the alert `TlsCertificateExpiresSoon` fires 30 days ahead.
 pub const EXPIRY: &str = "tls_certificate_expiry_timestamp_seconds";
+
+/// The descriptions of the TLS metrics both services export.
+pub const HELP: &[crate::telemetry::Help] = &[
+    (
+        crate::telemetry::MetricKind::Counter,
+        RELOADS,
+        None,
+        "TLS certificate files re-read after they changed, by side and result (error: the new files did not load; the running certificates stay)",
+    ),
+    (
+        crate::telemetry::MetricKind::Gauge,
+        EXPIRY,
+        None,
+        "When this side's TLS certificate (cert=own) and its CA (cert=ca, the latest-ending of the bundle) end, Unix seconds",
+    ),
+];
 /// `api_tls_rejections_total{reason}`: handshakes a gatherer refused.
 pub const REJECTIONS: &str = "api_tls_rejections_total";
 /// Every reason `api_tls_rejections_total` is counted under.

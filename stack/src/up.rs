@@ -108,6 +108,9 @@ pub struct RemoteSim {
     pub control: String,
 }
 
+/// Production's `shared_buffers` on the stack (see `Setup::pg_opts`).
+const PRODUCTION_SHARED_BUFFERS: &str = "512MB";
+
 impl RemoteSim {
     /// `kalshi-sim` from `bin_dir`, logging and keeping its files in `dir`, accepting the API
     /// key `key_id` whose public key (PEM) is `public_key`; `seed`, `markets` and
@@ -155,10 +158,25 @@ impl Setup<'_> {
     }
 
     fn pg_opts(&self, name: &str) -> ClusterOptions {
+        // Production's indexes lead with the market: every batch touches each live market's
+        // rightmost leaf of two indexes per stream, about 8,000 pages (64 MiB) at 1,000
+        // markets. In the test clusters' 32 MB the backends evicted and re-read about 2,000
+        // pages a second, writing the dirty ones themselves, and its CPU grew with its
+        // tables. RDS gives a quarter of the instance's memory; here, enough for that set.
+        // A gatherer's tables are appended to in id order and keep the default.
+        let settings = if name.starts_with("production") {
+            vec![(
+                "shared_buffers".to_owned(),
+                PRODUCTION_SHARED_BUFFERS.to_owned(),
+            )]
+        } else {
+            Vec::new()
+        };
         ClusterOptions {
             base_dir: Some(self.dir.join("pg")),
             dir: Some(self.dir.join("pg").join(name)),
             keep: self.opts.keep,
+            settings,
             ..Default::default()
         }
     }

@@ -62,8 +62,7 @@ impl Encoding {
     /// Decodes, checksums and buffers `rows`, writing a row group whenever one is full.
     fn take(&mut self, rows: Vec<sqlx::postgres::PgRow>) -> Result<(), ArchiveError> {
         for r in &rows {
-            let row =
-                format::from_pg(self.stream, r).map_err(|e| ArchiveError::new("decode", e))?;
+            let row = format::from_pg(self.stream, r)?;
             let t = format::row_time(self.stream, &row);
             self.min_t = Some(self.min_t.map_or(t, |m| m.min(t)));
             self.max_t = Some(self.max_t.map_or(t, |m| m.max(t)));
@@ -177,10 +176,8 @@ impl Archiver {
         let mut man = manifest::new_manifest(start_ms, self.period_ms());
         man.schema_version = version;
         let mut files = Vec::new();
-        let props = || {
-            format::properties(self.cfg.section.zstd_level, self.cfg.section.row_group_rows)
-                .map_err(|e| ArchiveError::new("encode", e))
-        };
+        let props =
+            || format::properties(self.cfg.section.zstd_level, self.cfg.section.row_group_rows);
         let group_bytes = usize::try_from(self.cfg.section.row_group_bytes).unwrap_or(usize::MAX);
         if format::columns_at(ARCHIVED[0], version).is_none() {
             return Err(ArchiveError::new(

@@ -317,7 +317,7 @@ async fn production_rows(
     let mut rows = q.fetch(&pool);
     let mut n = 0;
     while let Some(r) = rows.try_next().await? {
-        let row = format::from_pg(req.stream, &r).map_err(|e| ArchiveError::new("decode", e))?;
+        let row = format::from_pg(req.stream, &r)?;
         sink.push(row)?;
         n += 1;
     }
@@ -349,7 +349,7 @@ impl Archiver {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Row>>(1);
         let fetch = self.fetch_checked(stream, man.schema_version, entry, move |rows| {
             tx.blocking_send(rows)
-                .map_err(|_| "the export stopped".to_owned())
+                .map_err(|_| ArchiveError::new("io", "the export stopped"))
         });
         let consume = async {
             let mut n = 0;
@@ -359,10 +359,12 @@ impl Archiver {
             Ok::<u64, ArchiveError>(n)
         };
         let (read, n) = tokio::join!(fetch, consume);
-        // The file is checked whole (its checksum) only once read to its end: an error there
-        // fails the export, which then leaves no file behind.
+        // The writer's own error first: the reader then only says it was stopped. The file
+        // is checked whole (its checksum) only once read to its end: an error there fails the
+        // export, which then leaves no file behind.
+        let n = n?;
         read?;
-        n
+        Ok(n)
     }
 }
 
@@ -388,8 +390,7 @@ impl Sink {
             ExportFormat::Parquet => {
                 // The archive's own defaults (deploy/deduplicator.reference.toml).
                 let d = kalshi_shared::config::deduplicator::ArchiveSection::default();
-                let props = format::properties(d.zstd_level, d.row_group_rows)
-                    .map_err(|e| ArchiveError::new("encode", e))?;
+                let props = format::properties(d.zstd_level, d.row_group_rows)?;
                 Sink::Parquet(Box::new(
                     format::FileWriter::new(stream, file, props)
                         .map_err(|e| ArchiveError::new("encode", e))?

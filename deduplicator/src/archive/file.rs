@@ -14,6 +14,7 @@ use parquet::file::reader::FileReader as _;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::record::Field;
 
+use super::ArchiveError;
 use super::format::Kind::{self, *};
 use super::format::{ContentHash, Row, SCHEMA_VERSION, Value, columns, columns_at, schema_of};
 use crate::records::Stream;
@@ -230,8 +231,8 @@ pub fn read_groups(
     stream: Stream,
     version: u32,
     path: &std::path::Path,
-    each: impl FnMut(Vec<Row>) -> Result<(), String>,
-) -> Result<(u64, String), String> {
+    each: impl FnMut(Vec<Row>) -> Result<(), ArchiveError>,
+) -> Result<(u64, String), ArchiveError> {
     // The parquet crate asserts on some damaged metadata (fuzz/parquet_file found a column
     // chunk with a negative start: a panic in `byte_range`). A damaged file is an error that
     // names it, as any other unreadable file is, never a panic in verify or restore.
@@ -244,36 +245,40 @@ pub fn read_groups(
             .map(|s| (*s).to_owned())
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no reason given".into());
-        Err(format!(
+        Err(decode(format!(
             "{}: a damaged Parquet file (the reader gave up: {why})",
             path.display()
-        ))
+        )))
     })
+}
+
+/// A file that cannot be read back as what it should hold.
+fn decode(message: impl std::fmt::Display) -> ArchiveError {
+    ArchiveError::new("decode", message)
 }
 
 fn read_groups_unguarded(
     stream: Stream,
     version: u32,
     path: &std::path::Path,
-    mut each: impl FnMut(Vec<Row>) -> Result<(), String>,
-) -> Result<(u64, String), String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    mut each: impl FnMut(Vec<Row>) -> Result<(), ArchiveError>,
+) -> Result<(u64, String), ArchiveError> {
+    let at = path.display();
+    let f = std::fs::File::open(path).map_err(|e| decode(format!("{at}: {e}")))?;
     let reader = parquet::file::reader::SerializedFileReader::new(f)
-        .map_err(|e| format!("{}: not a Parquet file: {e}", path.display()))?;
+        .map_err(|e| decode(format!("{at}: not a Parquet file: {e}")))?;
     let cols = columns_at(stream, version).ok_or_else(|| {
-        format!(
-            "{}: schema version {version} is newer than this build knows",
-            path.display()
-        )
+        decode(format!(
+            "{at}: schema version {version} is newer than this build knows"
+        ))
     })?;
-    let want = schema_of(stream, cols, version).map_err(|e| e.to_string())?;
+    let want = schema_of(stream, cols, version).map_err(decode)?;
     let have = reader.metadata().file_metadata().schema();
     if have != want.as_ref() {
-        return Err(format!(
-            "{}: its schema is not {}'s (schema version {version})",
-            path.display(),
+        return Err(decode(format!(
+            "{at}: its schema is not {}'s (schema version {version})",
             stream.table()
-        ));
+        )));
     }
     let width = columns(stream).len();
     let mut hash = ContentHash::default();
@@ -281,21 +286,23 @@ fn read_groups_unguarded(
     for g in 0..reader.num_row_groups() {
         let group = reader
             .get_row_group(g)
-            .map_err(|e| format!("{}: row group {g}: {e}", path.display()))?;
+            .map_err(|e| decode(format!("{at}: row group {g}: {e}")))?;
         let mut rows = Vec::with_capacity(group.metadata().num_rows().max(0) as usize);
         for row in group
             .get_row_iter(None)
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(|e| decode(format!("{at}: {e}")))?
         {
-            let row = row.map_err(|e| format!("{}: {e}", path.display()))?;
+            let row = row.map_err(|e| decode(format!("{at}: {e}")))?;
             let mut r = Vec::with_capacity(cols.len());
             for ((_, field), col) in row.get_column_iter().zip(cols) {
-                r.push(field_value(field, col.kind).ok_or_else(|| {
-                    format!("{}: column {} holds {field:?}", path.display(), col.name)
-                })?);
+                r.push(
+                    field_value(field, col.kind).ok_or_else(|| {
+                        decode(format!("{at}: column {} holds {field:?}", col.name))
+                    })?,
+                );
             }
             if r.len() != cols.len() {
-                return Err(format!("{}: a row has {} columns", path.display(), r.len()));
+                return Err(decode(format!("{at}: a row has {} columns", r.len())));
             }
             hash.row(&r);
             r.resize(width, Value::Null);
@@ -421,9 +428,9 @@ mod tests {
         // A file of another stream's schema is refused, and so is one whose manifest names
         // another version (schema 3's integers carry no DECIMAL annotation).
         let e = read_groups(Stream::Trades, SCHEMA_VERSION, &path, |_| Ok(())).unwrap_err();
-        assert!(e.contains("schema"), "{e}");
+        assert!(e.message.contains("schema"), "{e}");
         let e = read_groups(Stream::OrderbookSnapshots, 3, &path, |_| Ok(())).unwrap_err();
-        assert!(e.contains("schema version 3"), "{e}");
+        assert!(e.message.contains("schema version 3"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -557,12 +564,13 @@ mod tests {
         // Read as the current schema, the file is refused (its manifest says schema 1).
         let e = read_groups(Stream::Trades, SCHEMA_VERSION, &path, |_| Ok(())).unwrap_err();
         assert!(
-            e.contains(&format!("schema version {SCHEMA_VERSION}")),
+            e.message
+                .contains(&format!("schema version {SCHEMA_VERSION}")),
             "{e}"
         );
         // A version newer than this build is refused with a reason.
         let e = read_groups(Stream::Trades, SCHEMA_VERSION + 1, &path, |_| Ok(())).unwrap_err();
-        assert!(e.contains("newer than this build"), "{e}");
+        assert!(e.message.contains("newer than this build"), "{e}");
         // And a current file holds received_ms.
         let path2 = dir.join("trades-v2.parquet");
         let mut w = FileWriter::new(Stream::Trades, Vec::new(), properties(3, 4).unwrap()).unwrap();
@@ -633,7 +641,7 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let e = read_groups(stream, version, &path, |_| Ok(())).unwrap_err();
         assert!(
-            e.contains("damaged.parquet") && e.contains("damaged Parquet file"),
+            e.message.contains("damaged.parquet") && e.message.contains("damaged Parquet file"),
             "{e}"
         );
         let _ = std::fs::remove_dir_all(dir);

@@ -20,6 +20,7 @@ pub use kalshi_shared::identity::hex;
 /// The Parquet schema types (for readers of [`schema`], e.g. the Athena tables' check).
 pub use parquet::schema::types as parquet_type;
 
+use super::ArchiveError;
 use crate::records::Stream;
 
 /// Bumped whenever a column, a type or the order changes (it is in every manifest).
@@ -340,11 +341,13 @@ pub enum Value {
 pub type Row = Vec<Value>;
 
 /// Decodes a row from production (the `select_sql` columns).
-pub fn from_pg(stream: Stream, r: &sqlx::postgres::PgRow) -> Result<Row, String> {
+pub fn from_pg(stream: Stream, r: &sqlx::postgres::PgRow) -> Result<Row, ArchiveError> {
     use sqlx::Row as _;
     let mut out = Vec::with_capacity(columns(stream).len());
     for (i, col) in columns(stream).iter().enumerate() {
-        let e = |e: sqlx::Error| format!("{}.{}: {e}", stream.table(), col.name);
+        let e = |e: sqlx::Error| {
+            ArchiveError::new("decode", format!("{}.{}: {e}", stream.table(), col.name))
+        };
         out.push(match col.kind {
             Text | Json | Jsonb => Value::Text(r.try_get(i).map_err(e)?),
             TsMs | I64 | Micros | Centi => Value::I64(r.try_get(i).map_err(e)?),
@@ -356,20 +359,21 @@ pub fn from_pg(stream: Stream, r: &sqlx::postgres::PgRow) -> Result<Row, String>
                 .map_or(Value::Null, Value::I64),
             Levels => {
                 let s: String = r.try_get(i).map_err(e)?;
-                Value::Levels(
-                    parse_levels(&s)
-                        .map_err(|m| format!("{}.{}: {m}", stream.table(), col.name))?,
-                )
+                Value::Levels(parse_levels(&s).map_err(|m| {
+                    ArchiveError::new(
+                        "decode",
+                        format!("{}.{}: {}", stream.table(), col.name, m.message),
+                    )
+                })?)
             }
         });
     }
     Ok(out)
 }
 
-pub(super) fn parse_levels(s: &str) -> Result<Vec<(i64, i64)>, String> {
-    let v: Vec<(i64, i64)> =
-        serde_json::from_str(s).map_err(|e| format!("not [[price, quantity], ...]: {e}"))?;
-    Ok(v)
+pub(super) fn parse_levels(s: &str) -> Result<Vec<(i64, i64)>, ArchiveError> {
+    serde_json::from_str(s)
+        .map_err(|e| ArchiveError::new("decode", format!("not [[price, quantity], ...]: {e}")))
 }
 
 /// Levels back to production's jsonb text (`records::levels_json`'s form).
@@ -419,8 +423,11 @@ pub fn schema_of(
 }
 
 /// The writer's fixed properties.
-pub fn properties(zstd_level: i32, row_group_rows: usize) -> Result<WriterProperties, String> {
-    let level = ZstdLevel::try_new(zstd_level).map_err(|e| e.to_string())?;
+pub fn properties(
+    zstd_level: i32,
+    row_group_rows: usize,
+) -> Result<WriterProperties, ArchiveError> {
+    let level = ZstdLevel::try_new(zstd_level).map_err(|e| ArchiveError::new("encode", e))?;
     Ok(WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::ZSTD(level))

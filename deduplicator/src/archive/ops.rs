@@ -141,7 +141,7 @@ impl Archiver {
         stream: Stream,
         version: u32,
         entry: &manifest::StreamEntry,
-        each: impl FnMut(Vec<format::Row>) -> Result<(), String> + Send + 'static,
+        each: impl FnMut(Vec<format::Row>) -> Result<(), ArchiveError> + Send + 'static,
     ) -> Result<u64, ArchiveError> {
         let (Some(key), Some(sha)) = (&entry.key, &entry.file_sha256) else {
             return Ok(0);
@@ -164,8 +164,7 @@ impl Archiver {
                 .cpu()
                 .spawn_blocking(move || format::read_groups(stream, version, &p, each))
                 .await
-                    .map_err(|e| ArchiveError::new("decode", e))?
-                    .map_err(|e| ArchiveError::new("decode", e))?;
+                .map_err(|e| ArchiveError::new("decode", e))??;
             if rows != entry.rows || content != entry.content_sha256 {
                 return Err(ArchiveError::new(
                     "integrity",
@@ -324,7 +323,7 @@ impl Archiver {
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<format::Row>>(1);
                 let fetch = self.fetch_checked(stream, man.schema_version, e, move |rows| {
                     tx.blocking_send(rows)
-                        .map_err(|_| "the restore stopped".to_owned())
+                        .map_err(|_| ArchiveError::new("io", "the restore stopped"))
                 });
                 let load = async {
                     let mut inserted = 0u64;
@@ -334,7 +333,9 @@ impl Archiver {
                     Ok::<u64, ArchiveError>(inserted)
                 };
                 let (read, inserted) = tokio::join!(fetch, load);
-                let (read, inserted) = (read?, inserted?);
+                // The loader's own error first: the reader then only says it was stopped.
+                let inserted = inserted?;
+                let read = read?;
                 let t = out.entry(e.stream.clone()).or_default();
                 t.0 += read;
                 t.1 += inserted;

@@ -88,8 +88,8 @@ pub async fn partitions(a: &Archiver) -> Result<Vec<Partition>, ArchiveError> {
 /// Why a partition is kept, or None when it may be dropped (with S3 checked).
 pub async fn blocker(a: &Archiver, p: &Partition) -> Result<Option<String>, ArchiveError> {
     let manifests = match db_check(&a.prod, &a.cfg, p).await? {
-        Err(why) => return Ok(Some(why)),
-        Ok(m) => m,
+        Checked::Keep(why) => return Ok(Some(why)),
+        Checked::Archived(m) => m,
     };
     // Still in S3, as recorded, right now.
     for man in &manifests {
@@ -103,6 +103,15 @@ pub async fn blocker(a: &Archiver, p: &Partition) -> Result<Option<String>, Arch
     Ok(None)
 }
 
+/// What production says of a partition past retention.
+#[derive(Debug)]
+pub enum Checked {
+    /// Keep it, for this reason.
+    Keep(String),
+    /// Every period of it archived and verified, its rows all counted: their manifests.
+    Archived(Vec<Manifest>),
+}
+
 /// The database's checks of [`blocker`] in a read-only transaction of their own, under
 /// `archive.statement_timeout` (the count reads the whole partition): the reason to keep the
 /// partition, or the manifests of its periods.
@@ -110,7 +119,7 @@ pub async fn db_check(
     prod: &crate::db::Prod,
     cfg: &crate::config::ArchiveConfig,
     p: &Partition,
-) -> Result<Result<Vec<Manifest>, String>, ArchiveError> {
+) -> Result<Checked, ArchiveError> {
     let mut conn = prod
         .acquire()
         .await
@@ -134,10 +143,7 @@ pub async fn db_check(
 
 /// The database's side of [`blocker`], on `conn` (in a transaction): the reason to keep the
 /// partition, or the manifests of its periods.
-async fn db_blocker(
-    conn: &mut sqlx::PgConnection,
-    p: &Partition,
-) -> Result<Result<Vec<Manifest>, String>, ArchiveError> {
+async fn db_blocker(conn: &mut sqlx::PgConnection, p: &Partition) -> Result<Checked, ArchiveError> {
     let periods = sqlx::query(
         "SELECT p.period_start_ms, p.manifest, p.verified_at IS NOT NULL, \
            coalesce((SELECT sum(touches) FROM archive_touch t WHERE t.period_start_ms = p.period_start_ms), 0) > p.touches \
@@ -155,10 +161,12 @@ async fn db_blocker(
         let (verified, late): (bool, bool) = (r.try_get(2)?, r.try_get(3)?);
         let when = kalshi_shared::time::format_rfc3339_ms(start);
         if late {
-            return Ok(Err(format!("period {when} has late data not yet archived")));
+            return Ok(Checked::Keep(format!(
+                "period {when} has late data not yet archived"
+            )));
         }
         if !verified {
-            return Ok(Err(format!("period {when} is not verified")));
+            return Ok(Checked::Keep(format!("period {when} is not verified")));
         }
         archived += man.0.stream(&p.table).map_or(0, |s| s.rows) as i64;
         manifests.push(man.0);
@@ -171,11 +179,11 @@ async fn db_blocker(
     .fetch_one(&mut *conn)
     .await?;
     if rows != archived {
-        return Ok(Err(format!(
+        return Ok(Checked::Keep(format!(
             "it holds {rows} rows, the archive's periods of its month {archived}"
         )));
     }
-    Ok(Ok(manifests))
+    Ok(Checked::Archived(manifests))
 }
 
 /// Why retention must wait for `table` as a whole: a gatherer keeps that stream longer than
@@ -256,7 +264,7 @@ pub async fn run(
             }
             return Err(e.into());
         }
-        if let Err(why) = db_blocker(&mut tx, &p).await? {
+        if let Checked::Keep(why) = db_blocker(&mut tx, &p).await? {
             tx.rollback().await?;
             tracing::warn!(partition = %p.name, reason = %why, "retention keeps a partition: rows were written to it while it was checked");
             continue;

@@ -17,9 +17,21 @@ const FONTS: &[&str] = &[
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
 ];
 
+/// Why the charts have no font (the first answer stands for the life of the process).
+#[derive(Debug, Clone)]
+struct NoFont(String);
+
+impl std::fmt::Display for NoFont {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoFont {}
+
 /// Registers the font once (plotters keeps it for the process).
 fn font() -> anyhow::Result<()> {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    static DONE: OnceLock<Result<(), NoFont>> = OnceLock::new();
     DONE.get_or_init(|| {
         let candidates: Vec<String> = std::env::var("KALSHI_CHART_FONT")
             .ok()
@@ -30,18 +42,18 @@ fn font() -> anyhow::Result<()> {
             .iter()
             .find_map(|p| std::fs::read(p).ok().map(|b| (p.clone(), b)))
         else {
-            return Err(format!(
+            return Err(NoFont(format!(
                 "no font for the charts: install fonts-dejavu-core or set KALSHI_CHART_FONT to a .ttf (looked in {})",
                 candidates.join(", ")
-            ));
+            )));
         };
         // plotters keeps fonts for the life of the process: leaked once, on purpose.
         let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
         plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-            .map_err(|_| format!("{path}: not a TrueType font"))
+            .map_err(|_| NoFont(format!("{path}: not a TrueType font")))
     })
     .clone()
-    .map_err(|e| anyhow!(e))
+    .map_err(anyhow::Error::new)
 }
 
 /// One line: its name and its `(seconds since start, value)` points.
