@@ -73,7 +73,8 @@ mod tests {
         let base = current_nice().unwrap_or(0);
         let rt = LowPriorityRuntime::new("test-low", 7).unwrap_or_else(|e| panic!("{e}"));
         let (worker, blocking) = rt.handle().block_on(async {
-            let w = current_nice();
+            // block_on runs its future on the calling thread: spawned, it runs on a worker.
+            let w = tokio::spawn(async { current_nice() }).await.ok().flatten();
             let b = tokio::task::spawn_blocking(current_nice)
                 .await
                 .ok()

@@ -235,7 +235,10 @@ async fn an_active_that_cannot_commit_gives_up_its_lease() {
 /// The epoch alone stops a writer that lost the lease without noticing: the lease is moved
 /// behind a running deduplicator's back (its lock session and its heartbeat untouched), and
 /// its next commit is refused: no transaction of it commits after the move, it steps down, and
-/// a successor makes production exact.
+/// a successor makes production exact. "After the move" is from when the UPDATE holds the
+/// row (`clock_timestamp()` in its RETURNING), not from when it started (`now()`): it may wait
+/// for a commit that fenced before it, and another can take its share lock meanwhile, start
+/// after the UPDATE did, and commit first, rightly (seen twice in the suite).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_at_an_old_epoch_is_refused() {
     let w = World::start(453, 30, 3).await;
@@ -245,7 +248,7 @@ async fn a_commit_at_an_old_epoch_is_refused() {
     more_trades(&pool, 300, Duration::from_secs(60)).await;
     let moved_at: i64 = sqlx::query_scalar(
         "UPDATE dedup_leader SET epoch = epoch + 1, holder_id = 'intruder', holder = 'the test', taken_at = now() \
-         WHERE id = 1 RETURNING (extract(epoch FROM taken_at) * 1000000)::bigint",
+         WHERE id = 1 RETURNING (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
     )
     .fetch_one(&pool)
     .await
