@@ -176,9 +176,6 @@ impl Archiver {
         let mut man = manifest::new_manifest(start_ms, self.period_ms());
         man.schema_version = version;
         let mut files = Vec::new();
-        let props =
-            || format::properties(self.cfg.section.zstd_level, self.cfg.section.row_group_rows);
-        let group_bytes = usize::try_from(self.cfg.section.row_group_bytes).unwrap_or(usize::MAX);
         if format::columns_at(ARCHIVED[0], version).is_none() {
             return Err(ArchiveError::new(
                 "decode",
@@ -200,11 +197,7 @@ impl Archiver {
                     hash: ring::digest::Context::new(&ring::digest::SHA256),
                     bytes: 0,
                 };
-                Some(
-                    FileWriter::new(stream, out, props()?)
-                        .map_err(|e| ArchiveError::new("encode", e))?
-                        .with_group_bytes(group_bytes),
-                )
+                Some(FileWriter::with_settings(stream, out, &self.cfg.section)?)
             } else {
                 None
             };

@@ -390,12 +390,9 @@ impl Sink {
             ExportFormat::Parquet => {
                 // The archive's own defaults (deploy/deduplicator.reference.toml).
                 let d = kalshi_shared::config::deduplicator::ArchiveSection::default();
-                let props = format::properties(d.zstd_level, d.row_group_rows)?;
-                Sink::Parquet(Box::new(
-                    format::FileWriter::new(stream, file, props)
-                        .map_err(|e| ArchiveError::new("encode", e))?
-                        .with_group_bytes(usize::try_from(d.row_group_bytes).unwrap_or(usize::MAX)),
-                ))
+                Sink::Parquet(Box::new(format::FileWriter::with_settings(
+                    stream, file, &d,
+                )?))
             }
         })
     }

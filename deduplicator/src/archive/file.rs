@@ -63,6 +63,20 @@ impl<W: Write + Send> FileWriter<W> {
         })
     }
 
+    /// A writer with the archive's settings: zstd level and row groups bounded by rows and
+    /// by bytes (`archive.{zstd_level,row_group_rows,row_group_bytes}`).
+    pub fn with_settings(
+        stream: Stream,
+        out: W,
+        s: &kalshi_shared::config::deduplicator::ArchiveSection,
+    ) -> Result<Self, ArchiveError> {
+        let props = super::format::properties(s.zstd_level, s.row_group_rows)?;
+        let bytes = usize::try_from(s.row_group_bytes).unwrap_or(usize::MAX);
+        Ok(Self::new(stream, out, props)
+            .map_err(|e| ArchiveError::new("encode", e))?
+            .with_group_bytes(bytes))
+    }
+
     /// A group is also full once its rows hold `bytes` (`archive.row_group_bytes`).
     pub fn with_group_bytes(mut self, bytes: usize) -> Self {
         self.max_group_bytes = bytes.max(1);
